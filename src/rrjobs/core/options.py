@@ -1,0 +1,122 @@
+"""Validating driver and runtime options with pydantic, with exact key paths.
+
+Drivers read their options through :func:`options_from_config` (a pipeline
+from the config file) or :func:`options_from_pipeline` (a pipeline declared at
+run time, where every value may be a string, as PHP clients send them). Both
+raise :class:`~rrjobs.core.errors.ConfigError` naming the full key path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from rrjobs.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rrjobs.core.interfaces import Configurer
+    from rrjobs.core.pipeline import Pipeline
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# -- durations -------------------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number (seconds) or a Go duration string (``1m30s``, ``500ms``)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration, got a boolean")
+    if isinstance(value, int | float):
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"expected a duration, got {type(value).__name__}")
+    text = value.strip()
+    if not text:
+        raise ValueError("expected a duration, got an empty string")
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    pos = 0
+    total = 0.0
+    for m in _DURATION_PART.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or pos == 0:
+        raise ValueError(f"invalid duration {value!r} (use seconds or e.g. '1m30s', '500ms')")
+    return total
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+
+
+# -- validation errors with key paths ---------------------------------------------------
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "greater_than_equal":
+        return f"must be ≥ {ctx.get('ge')}"
+    if kind == "greater_than":
+        return f"must be > {ctx.get('gt')}"
+    if kind == "less_than_equal":
+        return f"must be ≤ {ctx.get('le')}"
+    if kind == "less_than":
+        return f"must be < {ctx.get('lt')}"
+    msg = str(err.get("msg", "invalid value"))
+    return msg.removeprefix("Value error, ")
+
+
+def config_error(prefix: str, exc: ValidationError) -> ConfigError:
+    """A :class:`ConfigError` with one ``(key path, message)`` per pydantic error."""
+    problems: list[tuple[str, str]] = []
+    for err in exc.errors():
+        parts = [prefix] if prefix else []
+        for loc in err.get("loc", ()):
+            if isinstance(loc, int):
+                parts[-1:] = [f"{parts[-1]}[{loc}]"] if parts else [f"[{loc}]"]
+            else:
+                parts.append(str(loc))
+        problems.append((".".join(parts), _message(err)))
+    path, message = problems[0]
+    return ConfigError(path, message, problems)
+
+
+def validate(model: type[M], data: Any, key: str) -> M:
+    """Validate ``data`` with ``model``; errors name paths under ``key``."""
+    try:
+        return model.model_validate({} if data is None else data)
+    except ValidationError as exc:
+        raise config_error(key, exc) from None
+
+
+
+
+def options_from_config(configurer: Configurer, config_key: str, model: type[M]) -> M:
+    """A driver's options for a config-file pipeline (``jobs.pipelines.<n>.config``)."""
+    return configurer.unmarshal_key(config_key, model)
+
+
+def options_from_pipeline(pipeline: Pipeline, model: type[M]) -> M:
+    """A driver's options for a declared pipeline; errors name ``declare.<name>.<key>``."""
+    return validate(model, pipeline.driver_options(), f"declare.{pipeline.name()}")

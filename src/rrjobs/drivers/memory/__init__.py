@@ -1,0 +1,7 @@
+"""The ``memory`` driver: see :mod:`rrjobs.drivers.memory.driver`."""
+
+from rrjobs.drivers.memory.config import MemoryOptions
+from rrjobs.drivers.memory.driver import CAPABILITIES, MemoryConstructor, MemoryDriver
+from rrjobs.drivers.memory.job import MemoryJob
+
+__all__ = ["CAPABILITIES", "MemoryConstructor", "MemoryDriver", "MemoryJob", "MemoryOptions"]

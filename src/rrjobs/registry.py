@@ -1,0 +1,104 @@
+"""Driver discovery through the ``rrjobs.drivers`` entry-point group.
+
+Built-in drivers register exactly as third-party ones do, in their
+distribution's metadata::
+
+    [project.entry-points."rrjobs.drivers"]
+    my_awesome_driver = "my_awesome_driver:Constructor"
+
+Entry points are loaded lazily: a driver's module (and its broker client) is
+imported only when a pipeline uses it, so ``import rrjobs`` imports no broker
+client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+
+from rrjobs.core.errors import DriverNotFoundError, DuplicateDriverError
+from rrjobs.core.interfaces import Configurer, Constructor
+
+GROUP = "rrjobs.drivers"
+
+ConstructorFactory = Callable[[Configurer], Constructor]
+
+
+@dataclass(frozen=True)
+class DriverEntry:
+    """One registered driver: its name, where it comes from, how to load it."""
+
+    name: str
+    source: str
+    target: str
+    loader: Callable[[], ConstructorFactory]
+
+
+def _dist_name(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return str(dist.name) if dist is not None else "<unknown distribution>"
+
+
+class DriverRegistry:
+    """The drivers available to a runtime, by name. Not thread-safe; build it
+    once at start-up."""
+
+    def __init__(self, entries: Iterable[DriverEntry] = ()) -> None:
+        self._entries: dict[str, DriverEntry] = {}
+        for entry in entries:
+            self._add(entry)
+
+    def _add(self, entry: DriverEntry) -> None:
+        old = self._entries.get(entry.name)
+        if old is not None:
+            if (old.source, old.target) == (entry.source, entry.target):
+                return  # the same distribution seen twice on sys.path
+            raise DuplicateDriverError(
+                f"driver name {entry.name!r} is registered twice: by {old.source} "
+                f"({old.target}) and by {entry.source} ({entry.target})"
+            )
+        self._entries[entry.name] = entry
+
+    @classmethod
+    def from_entry_points(cls, group: str = GROUP) -> DriverRegistry:
+        """Every driver registered in installed distributions' metadata."""
+        entries = [
+            DriverEntry(ep.name, _dist_name(ep), ep.value, ep.load)
+            for ep in entry_points(group=group)
+        ]
+        return cls(entries)
+
+    def register(self, name: str, factory: ConstructorFactory, source: str = "<code>") -> None:
+        """Register a constructor from code (tests, embedding applications)."""
+        target = f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', '?')}"
+        self._add(DriverEntry(name, source, target, lambda: factory))
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def source(self, name: str) -> str:
+        return self._entries[name].source
+
+    def constructor(self, name: str, configurer: Configurer, *, where: str = "") -> Constructor:
+        """Load driver ``name`` and build its constructor.
+
+        Raises :class:`DriverNotFoundError` listing the available drivers.
+        """
+        entry = self._entries.get(name)
+        if entry is None:
+            prefix = f"{where}: " if where else ""
+            available = ", ".join(self.names()) or "none"
+            raise DriverNotFoundError(
+                f"{prefix}unknown driver {name!r}; available drivers: {available}"
+            )
+        factory = entry.loader()
+        constructor = factory(configurer)
+        if not isinstance(constructor, Constructor):
+            raise TypeError(
+                f"entry point {entry.target} of {entry.source} did not produce a Constructor"
+            )
+        return constructor

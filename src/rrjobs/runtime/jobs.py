@@ -1,0 +1,333 @@
+"""``Jobs``: the runtime (RoadRunner's jobs plugin).
+
+It owns the priority queue, the pipelines and their drivers, and the worker
+pool, and offers the operations of RoadRunner's RPC: push, push_batch, pause,
+resume, list, declare, destroy and stat.
+
+Life of a job::
+
+    push(Message) → pipeline's Driver.push → broker → Driver consumes →
+    PriorityQueue.insert → WorkerPool worker extract_min → handler (App) →
+    Outcomes: ack | requeue with backoff | dead-letter
+
+Start (``start``): every config pipeline is built with
+``driver_from_config("jobs.pipelines.<name>.config", ...)``; those named in
+``jobs.consume`` start consuming; any error fails the start. Declared pipelines
+start only if named in ``consume``; otherwise ``resume`` starts them (exactly
+RoadRunner's gating).
+
+Stop (``stop``): stop taking jobs → drain running handlers within
+``pool.destroy_timeout`` → requeue the rest → stop the drivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rrjobs.config import Config, RetryConfig
+from rrjobs.core.errors import (
+    ConfigError,
+    PipelineExistsError,
+    PipelineNotFoundError,
+    RRJobsError,
+)
+from rrjobs.core.interfaces import Constructor, Driver
+from rrjobs.core.message import Message
+from rrjobs.core.options import validate
+from rrjobs.core.pipeline import DEFAULT_PRIORITY, Pipeline
+from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.state import State
+from rrjobs.registry import DriverRegistry
+from rrjobs.runtime.app import App
+from rrjobs.runtime.outcomes import Counters, Outcomes, RetryPolicy
+from rrjobs.runtime.pool import WorkerPool
+
+log = logging.getLogger("rrjobs.runtime")
+
+
+@dataclass
+class PipelineEntry:
+    """A registered pipeline."""
+
+    name: str
+    pipeline: Pipeline
+    driver: Driver
+    policy: RetryPolicy
+    declared: bool
+    counters: Counters = field(default_factory=Counters)
+
+
+@dataclass(frozen=True)
+class PipelineStat:
+    """``stat`` for one pipeline: the driver's :class:`State` and the runtime's counters."""
+
+    state: State
+    counters: Counters
+
+    def as_dict(self) -> dict[str, Any]:
+        d = self.state.as_dict()
+        d["counters"] = self.counters.as_dict()
+        return d
+
+
+class Jobs:
+    """The jobs runtime. Use from one event loop. Operations are
+    concurrency-safe with respect to each other."""
+
+    def __init__(self, config: Config, app: App | None = None,
+                 registry: DriverRegistry | None = None) -> None:
+        self.config = config
+        self.jobs_config = config.jobs
+        self.app = app or App()
+        self.registry = registry or DriverRegistry.from_entry_points()
+        self.queue = PriorityQueue(self.jobs_config.pipeline_size)
+        self.timeout = self.jobs_config.timeout or None
+        self.consume = set(self.jobs_config.consume)
+        self._pipelines: dict[str, PipelineEntry] = {}
+        self._constructors: dict[str, Constructor] = {}
+        self._lock = asyncio.Lock()
+        self._default_counters = Counters()
+        self.outcomes = Outcomes(self._policy_of, self._counters_of, self.push)
+        pool = self.jobs_config.pool
+        self.pool = WorkerPool(self.queue, self.app, self.outcomes,
+                               num_workers=pool.num_workers,
+                               exec_ttl=pool.supervisor.exec_ttl,
+                               max_jobs=pool.max_jobs)
+        self.started = False
+        self.stopped = False
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _policy_of(self, pipeline: str) -> RetryPolicy:
+        entry = self._pipelines.get(pipeline)
+        return entry.policy if entry is not None else RetryPolicy()
+
+    def _counters_of(self, pipeline: str) -> Counters:
+        entry = self._pipelines.get(pipeline)
+        return entry.counters if entry is not None else self._default_counters
+
+    def _constructor(self, driver: str, where: str) -> Constructor:
+        c = self._constructors.get(driver)
+        if c is None:
+            c = self.registry.constructor(driver, self.config, where=where)
+            self._constructors[driver] = c
+        return c
+
+    def _entry(self, name: str) -> PipelineEntry:
+        entry = self._pipelines.get(name)
+        if entry is None:
+            raise PipelineNotFoundError(f"pipeline {name!r} is not registered")
+        return entry
+
+    async def _op(self, coro: Any) -> Any:
+        async with asyncio.timeout(self.timeout):
+            return await coro
+
+    def _check_dead_letters(self) -> None:
+        for name, entry in self._pipelines.items():
+            dl = entry.policy.dead_letter
+            if dl and dl not in self._pipelines:
+                raise ConfigError(f"jobs.pipelines.{name}.retry.dead_letter",
+                                  f"unknown pipeline {dl!r}")
+            if dl == name:
+                raise ConfigError(f"jobs.pipelines.{name}.retry.dead_letter",
+                                  "a pipeline cannot dead-letter to itself")
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Build every config pipeline, run those in ``consume``, start the workers."""
+        if self.started:
+            return
+        self.started = True
+        sem = asyncio.Semaphore(self.jobs_config.parallelism)
+
+        async def build(name: str) -> None:
+            pcfg = self.jobs_config.pipelines[name]
+            key = f"jobs.pipelines.{name}.config"
+            pipe = Pipeline(name=name, driver=pcfg.driver,
+                            priority=pcfg.config.get("priority", DEFAULT_PRIORITY),
+                            config=dict(pcfg.config), created_with_config=key)
+            async with sem:
+                ctor = self._constructor(pcfg.driver, f"jobs.pipelines.{name}.driver")
+                driver = await self._op(ctor.driver_from_config(key, self.queue, pipe))
+            self._pipelines[name] = PipelineEntry(
+                name, pipe, driver, RetryPolicy.from_config(pcfg.retry), declared=False)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for name in self.jobs_config.pipelines:
+                    tg.create_task(build(name))
+        except BaseExceptionGroup as eg:
+            await self._stop_drivers()
+            raise _first(eg) from None
+        try:
+            self._check_dead_letters()
+            for name, entry in self._pipelines.items():
+                if name in self.consume:
+                    await self._op(entry.driver.run(entry.pipeline))
+        except BaseException:
+            await self._stop_drivers()
+            raise
+        await self.pool.start()
+        for hook in self.app.startup_hooks:
+            await hook()
+        log.info("jobs runtime started: %d pipelines, %d workers",
+                 len(self._pipelines), self.pool.num_workers)
+
+    async def stop(self) -> None:
+        """Graceful stop: drain handlers, requeue the rest, then stop drivers."""
+        if self.stopped:
+            return
+        self.stopped = True
+        for hook in self.app.shutdown_hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("shutdown hook failed")
+        await self.pool.stop(self.jobs_config.pool.destroy_timeout)
+        await self._stop_drivers()
+        log.info("jobs runtime stopped")
+
+    async def _stop_drivers(self) -> None:
+        sem = asyncio.Semaphore(self.jobs_config.parallelism)
+
+        async def stop_one(entry: PipelineEntry) -> None:
+            async with sem:
+                try:
+                    await self._op(entry.driver.stop())
+                except Exception:
+                    log.exception("stopping pipeline %r failed", entry.name)
+
+        await asyncio.gather(*(stop_one(e) for e in self._pipelines.values()))
+
+    async def __aenter__(self) -> Jobs:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- RPC operations ------------------------------------------------------------------------
+
+    async def push(self, msg: Message) -> None:
+        """Push one job to ``msg.pipeline``. Returns once its driver accepted it."""
+        entry = self._pipelines.get(msg.pipeline)
+        if entry is None:
+            raise PipelineNotFoundError(f"pipeline {msg.pipeline!r} is not registered")
+        await entry.driver.push(msg)
+        entry.counters.pushed += 1
+
+    async def push_batch(self, msgs: Sequence[Message]) -> None:
+        """Push several jobs; consecutive jobs of one pipeline go in one driver batch."""
+        i = 0
+        while i < len(msgs):
+            j = i + 1
+            while j < len(msgs) and msgs[j].pipeline == msgs[i].pipeline:
+                j += 1
+            entry = self._entry(msgs[i].pipeline)
+            await entry.driver.push_batch(msgs[i:j])
+            entry.counters.pushed += j - i
+            i = j
+
+    async def pause(self, names: Iterable[str]) -> None:
+        for name in names:
+            entry = self._entry(name)
+            await self._op(entry.driver.pause(name))
+
+    async def resume(self, names: Iterable[str]) -> None:
+        """Resume consuming; also starts a pipeline that never ran."""
+        for name in names:
+            entry = self._entry(name)
+            await self._op(entry.driver.resume(name))
+
+    def list(self) -> list[str]:
+        return sorted(self._pipelines)
+
+    def pipeline(self, name: str) -> Pipeline:
+        return self._entry(name).pipeline
+
+    async def declare(self, options: Mapping[str, Any]) -> None:
+        """Declare a pipeline at run time (RoadRunner's string map).
+
+        Requires ``name`` and ``driver``. Runs it only if its name is in
+        ``jobs.consume``; otherwise ``resume`` starts it.
+        """
+        pipe = Pipeline({k: v for k, v in options.items()})
+        name = pipe.name()
+        if not name:
+            raise ConfigError("declare.name", "required key is missing")
+        driver_name = pipe.driver()
+        if not driver_name:
+            raise ConfigError(f"declare.{name}.driver", "required key is missing")
+        pipe["name"] = name
+        try:
+            pipe["priority"] = pipe.priority()
+        except ValueError:
+            raise ConfigError(f"declare.{name}.priority", "expected an integer") from None
+        pipe["created_with_declare"] = "true"
+        retry_raw: Any = pipe.get("retry")
+        if isinstance(retry_raw, str):
+            try:
+                retry_raw = pipe.get_map("retry")
+            except ValueError as exc:
+                raise ConfigError(f"declare.{name}.retry", str(exc)) from None
+        retry = validate(RetryConfig, retry_raw, f"declare.{name}.retry")
+        async with self._lock:
+            if name in self._pipelines:
+                raise PipelineExistsError(f"pipeline {name!r} already exists")
+            if retry.dead_letter and retry.dead_letter not in self._pipelines:
+                raise ConfigError(f"declare.{name}.retry.dead_letter",
+                                  f"unknown pipeline {retry.dead_letter!r}")
+            ctor = self._constructor(driver_name, f"declare.{name}.driver")
+            driver = await self._op(ctor.driver_from_pipeline(pipe, self.queue))
+            entry = PipelineEntry(name, pipe, driver, RetryPolicy.from_config(retry),
+                                  declared=True)
+            self._pipelines[name] = entry
+            if name in self.consume:
+                try:
+                    await self._op(driver.run(pipe))
+                except BaseException:
+                    del self._pipelines[name]
+                    await driver.stop()
+                    raise
+
+    async def destroy(self, names: Iterable[str]) -> list[str]:
+        """Stop and remove pipelines; their queued jobs leave the priority queue
+        (a durable broker keeps and later redelivers them)."""
+        destroyed: list[str] = []
+        for name in names:
+            async with self._lock:
+                entry = self._entry(name)
+                del self._pipelines[name]
+            await self._op(entry.driver.stop())
+            destroyed.append(name)
+        return destroyed
+
+    async def stat(self) -> list[PipelineStat]:
+        """State of every pipeline; a failing ``state()`` sets ``error_message``."""
+
+        async def one(entry: PipelineEntry) -> PipelineStat:
+            try:
+                state = await self._op(entry.driver.state())
+            except Exception as exc:
+                state = State(pipeline=entry.name, driver=entry.driver.name,
+                              priority=entry.pipeline.priority(),
+                              error_message=str(exc) or type(exc).__name__)
+            return PipelineStat(state, entry.counters)
+
+        entries = [self._pipelines[n] for n in sorted(self._pipelines)]
+        return list(await asyncio.gather(*(one(e) for e in entries)))
+
+
+def _first(eg: BaseExceptionGroup[BaseException]) -> BaseException:
+    exc: BaseException = eg
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    if isinstance(exc, RRJobsError | Exception):
+        return exc
+    return exc

@@ -1,0 +1,146 @@
+"""Handler outcomes: what happens to a job after its handler.
+
+One place decides, for every driver alike:
+
+* the handler returned and did not settle the job → ``ack``;
+* the handler settled the job itself (``ack``/``nack``/``requeue``) → that wins;
+* the handler raised (or timed out) → the pipeline's :class:`RetryPolicy`:
+  requeue with exponential backoff and an ``rr_attempts`` header until
+  ``max_attempts`` failures, then dead-letter: to the ``dead_letter`` pipeline
+  when one is set, otherwise ``nack(requeue=False)``, which the driver maps to
+  its native dead-letter (or a logged drop where it has none). Nothing is lost
+  silently and nothing loops forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+
+from rrjobs.config import RetryConfig
+from rrjobs.core.headers import RR_ATTEMPTS, RR_ERROR, RR_ORIGINAL_PIPELINE
+from rrjobs.core.job import Job
+from rrjobs.core.message import Message
+
+log = logging.getLogger("rrjobs.runtime")
+
+PushFn = Callable[[Message], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a failing job is retried. See :class:`rrjobs.config.RetryConfig`."""
+
+    max_attempts: int = 3
+    backoff: float = 1.0
+    multiplier: float = 2.0
+    max_backoff: float = 60.0
+    dead_letter: str | None = None
+
+    @classmethod
+    def from_config(cls, cfg: RetryConfig) -> RetryPolicy:
+        return cls(cfg.max_attempts, cfg.backoff, cfg.multiplier, cfg.max_backoff,
+                   cfg.dead_letter)
+
+    def delay_for(self, failures: int) -> float:
+        """The backoff before retry number ``failures`` (1-based)."""
+        return min(self.max_backoff, self.backoff * self.multiplier ** max(0, failures - 1))
+
+
+@dataclass(slots=True)
+class Counters:
+    """Per-pipeline outcome counters, shown by ``stat``."""
+
+    pushed: int = 0
+    ok: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    dropped: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Outcomes:
+    """Applies outcomes. Concurrency-safe on one loop (no awaits between a
+    check and its update)."""
+
+    def __init__(self, policy_of: Callable[[str], RetryPolicy],
+                 counters_of: Callable[[str], Counters], push: PushFn) -> None:
+        self._policy_of = policy_of
+        self._counters_of = counters_of
+        self._push = push
+
+    async def succeeded(self, job: Job) -> None:
+        counters = self._counters_of(job.pipeline)
+        if job.settled is None:
+            await job.ack()
+        counters.ok += 1
+
+    async def failed(self, job: Job, exc: BaseException) -> None:
+        counters = self._counters_of(job.pipeline)
+        counters.failed += 1
+        if job.settled is not None:
+            # The handler settled the job and then raised: its decision stands.
+            log.warning("job %s (%s) raised after settling (%s): %r",
+                        job.id, job.name, job.settled, exc)
+            return
+        if job.auto_ack:
+            log.error("auto_ack job %s (%s) failed and is not retried: %r", job.id, job.name, exc)
+            return
+        policy = self._policy_of(job.pipeline)
+        failures = job.attempts + 1
+        if failures < policy.max_attempts:
+            delay = policy.delay_for(failures)
+            caps = job.capabilities
+            if not caps.delay:
+                delay = 0.0
+            elif caps.max_delay is not None:
+                delay = min(delay, caps.max_delay)
+            log.info("job %s (%s) failed (attempt %d of %d), retrying in %.3gs: %r",
+                     job.id, job.name, failures, policy.max_attempts, delay, exc)
+            await job.requeue({RR_ATTEMPTS: [str(failures)]}, delay)
+            counters.retried += 1
+            return
+        await self.dead_letter(job, exc, failures, policy)
+
+    async def dead_letter(self, job: Job, exc: BaseException, failures: int,
+                          policy: RetryPolicy) -> None:
+        counters = self._counters_of(job.pipeline)
+        error = "".join(traceback.format_exception_only(exc)).strip()
+        if policy.dead_letter:
+            headers = {k: list(v) for k, v in job.headers.items()}
+            headers[RR_ATTEMPTS] = [str(failures)]
+            headers[RR_ERROR] = [error]
+            headers[RR_ORIGINAL_PIPELINE] = [job.pipeline]
+            await self._push(Message(name=job.name, payload=job.payload, id=job.id,
+                                     headers=headers, pipeline=policy.dead_letter))
+            await job.ack()
+            counters.dead_lettered += 1
+            log.error("job %s (%s) failed %d times, moved to pipeline %r: %s",
+                      job.id, job.name, failures, policy.dead_letter, error)
+            return
+        caps = job.capabilities
+        await job.nack(requeue=False)
+        if caps.dead_letter:
+            counters.dead_lettered += 1
+            log.error("job %s (%s) failed %d times, dead-lettered by the %s driver: %s",
+                      job.id, job.name, failures, job.driver_name, error)
+        else:
+            counters.dropped += 1
+            log.error("job %s (%s) failed %d times and was DROPPED (pipeline %r has no "
+                      "retry.dead_letter and the %s driver no dead-letter store): %s",
+                      job.id, job.name, failures, job.pipeline, job.driver_name, error)
+
+    async def abandoned(self, job: Job) -> None:
+        """A job whose handler did not finish before stop: give it back to the broker."""
+        if job.settled is not None or job.auto_ack:
+            return
+        try:
+            await job.nack(requeue=True)
+        except Exception as exc:  # the broker redelivers unsettled jobs anyway
+            log.warning("could not requeue unfinished job %s (%s) at stop: %r",
+                        job.id, job.name, exc)

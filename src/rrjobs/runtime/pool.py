@@ -1,0 +1,238 @@
+"""The worker pool: ``num_workers`` tasks that take jobs from the priority
+queue and run their handlers.
+
+* Concurrency is bounded by ``num_workers`` (a worker takes the next job only
+  when its handler finished), so the priority queue — not the workers — holds
+  the backlog, and priorities stay meaningful.
+* Per-job timeouts and lease extension are enforced by one watchdog task that
+  ticks over the workers, so the hot path pays nothing for them.
+* Sync handlers run in a thread pool of ``num_workers`` threads; process
+  handlers in a process pool (``max_jobs`` = tasks per child process).
+
+Graceful stop (``stop``): stop taking jobs; let running handlers finish
+within the drain timeout; cancel the rest and hand their jobs back
+(``nack(requeue=True)``). The runtime stops drivers only after this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from rrjobs.core.errors import HandlerTimeoutError, NoHandlerError
+from rrjobs.core.job import Job
+from rrjobs.core.queue import PriorityQueue
+from rrjobs.runtime.app import App, HandlerSpec, JobData
+from rrjobs.runtime.outcomes import Outcomes
+
+log = logging.getLogger("rrjobs.runtime")
+
+
+@dataclass(slots=True)
+class _Slot:
+    """What one worker is doing."""
+
+    task: asyncio.Task[None] | None = None
+    job: Job | None = None
+    started: float = 0.0
+    deadline: float = 0.0
+    next_lease: float = 0.0
+    timed_out: bool = False
+    lease_task: asyncio.Task[None] | None = None
+
+
+class WorkerPool:
+    """Runs handlers for jobs from ``queue``. Start once, stop once."""
+
+    def __init__(self, queue: PriorityQueue, app: App, outcomes: Outcomes, *,
+                 num_workers: int, exec_ttl: float = 0.0, max_jobs: int = 0) -> None:
+        self.queue = queue
+        self.app = app
+        self.outcomes = outcomes
+        self.num_workers = num_workers
+        self.exec_ttl = exec_ttl
+        self.max_jobs = max_jobs
+        self._slots = [_Slot() for _ in range(num_workers)]
+        self._threads: ThreadPoolExecutor | None = None
+        self._processes: ProcessPoolExecutor | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._closing = False
+        self._started = False
+
+    @property
+    def busy(self) -> int:
+        """Workers running a handler now."""
+        return sum(1 for s in self._slots if s.job is not None)
+
+    def running_jobs(self) -> list[Job]:
+        return [s.job for s in self._slots if s.job is not None]
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        loop = asyncio.get_running_loop()
+        self._threads = ThreadPoolExecutor(self.num_workers, thread_name_prefix="rrjobs-handler")
+        if self.app.needs_processes():
+            self._processes = ProcessPoolExecutor(
+                os.cpu_count() or 1, max_tasks_per_child=self.max_jobs or None
+            )
+        for i, slot in enumerate(self._slots):
+            slot.task = loop.create_task(self._worker(slot), name=f"rrjobs-worker-{i}")
+        self._watchdog = loop.create_task(self._watch(), name="rrjobs-watchdog")
+
+    # -- the hot path ------------------------------------------------------------------
+
+    async def _worker(self, slot: _Slot) -> None:
+        queue = self.queue
+        while not self._closing:
+            job = queue.extract_nowait()
+            if job is None:
+                try:
+                    job = await queue.extract_min()
+                except asyncio.CancelledError:
+                    if self._closing and slot.job is None:
+                        return
+                    raise
+            await self._execute(slot, job)
+
+    async def _execute(self, slot: _Slot, job: Job) -> None:
+        try:
+            spec = self.app.resolve(job.name)
+        except NoHandlerError as exc:
+            await self._settle_failure(job, exc)
+            return
+        now = time.monotonic()
+        slot.timed_out = False
+        slot.job = job
+        slot.started = now
+        ttl = spec.timeout or self.exec_ttl
+        slot.deadline = now + ttl if ttl > 0 else 0.0
+        lease = getattr(job, "lease", None)
+        slot.next_lease = now + lease / 2 if lease else 0.0
+        try:
+            if job.auto_ack:
+                await job.ack()
+            if spec.executor == "async":
+                await spec.func(job)
+            else:
+                await self._run_sync(spec, job)
+            slot.deadline = 0.0
+            if slot.timed_out:  # the handler swallowed the watchdog's cancel and finished
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                slot.timed_out = False
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if slot.timed_out and task is not None:
+                task.uncancel()
+                slot.timed_out = False
+                await self._settle_failure(
+                    job, HandlerTimeoutError(f"handler for {job.name!r} ran longer than {ttl:g}s")
+                )
+            else:
+                await asyncio.shield(self.outcomes.abandoned(job))
+                raise
+        except Exception as exc:
+            await self._settle_failure(job, exc)
+        else:
+            try:
+                await self.outcomes.succeeded(job)
+            except Exception:
+                log.exception("acknowledging job %s (%s) failed; the broker will redeliver it",
+                              job.id, job.name)
+        finally:
+            slot.job = None
+            if slot.lease_task is not None:
+                slot.lease_task.cancel()
+                slot.lease_task = None
+
+    async def _run_sync(self, spec: HandlerSpec, job: Job) -> None:
+        loop = asyncio.get_running_loop()
+        if spec.executor == "process":
+            assert self._processes is not None
+            await loop.run_in_executor(self._processes, spec.func, JobData.of(job))
+        else:
+            await loop.run_in_executor(self._threads, spec.func, job)
+
+    async def _settle_failure(self, job: Job, exc: BaseException) -> None:
+        try:
+            await self.outcomes.failed(job, exc)
+        except Exception:
+            log.exception("settling failed job %s (%s) failed; the broker will redeliver it",
+                          job.id, job.name)
+
+    # -- timeouts and leases -------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Tick over the workers: cancel handlers past their deadline, extend
+        leases of long-running jobs."""
+        while True:
+            await asyncio.sleep(self._tick())
+            now = time.monotonic()
+            for slot in self._slots:
+                job = slot.job
+                if job is None:
+                    continue
+                if slot.deadline and now >= slot.deadline and not slot.timed_out:
+                    slot.timed_out = True
+                    log.error("job %s (%s) exceeded its timeout; cancelling its handler",
+                              job.id, job.name)
+                    if slot.task is not None:
+                        slot.task.cancel()
+                    continue
+                lease = getattr(job, "lease", None)
+                if lease and slot.next_lease and now >= slot.next_lease and (
+                    slot.lease_task is None or slot.lease_task.done()
+                ):
+                    slot.next_lease = now + lease / 2
+                    slot.lease_task = asyncio.get_running_loop().create_task(
+                        self._extend(job, lease)
+                    )
+
+    def _tick(self) -> float:
+        tick = 1.0
+        if self.exec_ttl > 0:
+            tick = min(tick, max(0.05, self.exec_ttl / 10))
+        return tick
+
+    @staticmethod
+    async def _extend(job: Job, lease: float) -> None:
+        try:
+            await job.extend_lease(lease)
+        except Exception as exc:
+            log.warning("extending the lease of job %s (%s) failed: %r", job.id, job.name, exc)
+
+    # -- stop ---------------------------------------------------------------------------------
+
+    async def stop(self, timeout: float) -> None:
+        """Stop taking jobs, drain running handlers for up to ``timeout`` s, then
+        cancel what is left and requeue its jobs."""
+        self._closing = True
+        tasks = [s.task for s in self._slots if s.task is not None]
+        for slot in self._slots:
+            if slot.job is None and slot.task is not None:
+                slot.task.cancel()  # idle: waiting in extract_min, holds no job
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=timeout)
+            if pending:
+                log.warning("%d handlers still running after %.3gs; requeueing their jobs",
+                            len(pending), timeout)
+                for t in pending:
+                    t.cancel()
+                await asyncio.wait(pending)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            try:
+                await self._watchdog
+            except asyncio.CancelledError:
+                pass
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+        if self._processes is not None:
+            self._processes.shutdown(wait=False, cancel_futures=True)
