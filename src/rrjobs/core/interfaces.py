@@ -1,4 +1,4 @@
-"""The driver contract: ``Constructor`` and ``Driver`` (RoadRunner's ``jobs.Constructor``/``jobs.Driver``).
+"""The driver contract: ``Constructor`` and ``Driver``, as in RoadRunner's api-plugins.
 
 A driver is a plugin found through the ``rrjobs.drivers`` entry-point group.
 The entry point names a :class:`Constructor` subclass; the runtime creates it
@@ -16,7 +16,7 @@ called concurrently with each other for the same driver.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
@@ -64,6 +64,11 @@ class Driver(ABC):
     name: ClassVar[str] = ""
     #: What this driver can do. May be narrowed per instance (e.g. by config).
     capabilities: Capabilities = Capabilities()
+    #: Set by the runtime when it registers the driver. A driver that cannot
+    #: recover by itself calls ``command_handler(pipeline, "restart")`` and the
+    #: runtime stops it and builds the pipeline again (RoadRunner's driver →
+    #: plugin ``restart`` command). Called on the event loop; returns at once.
+    command_handler: Callable[[str, str], None] | None = None
 
     @abstractmethod
     async def push(self, msg: Message) -> None:

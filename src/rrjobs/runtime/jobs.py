@@ -23,6 +23,7 @@ Stop (``stop``): stop taking jobs → drain running handlers within
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,6 @@ from rrjobs.core.errors import (
     ConfigError,
     PipelineExistsError,
     PipelineNotFoundError,
-    RRJobsError,
 )
 from rrjobs.core.interfaces import Constructor, Driver
 from rrjobs.core.message import Message
@@ -99,6 +99,8 @@ class Jobs:
                                max_jobs=pool.max_jobs)
         self.started = False
         self.stopped = False
+        #: pipelines being restarted at their driver's request
+        self._restarts: dict[str, asyncio.Task[None]] = {}
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -155,6 +157,7 @@ class Jobs:
             async with sem:
                 ctor = self._constructor(pcfg.driver, f"jobs.pipelines.{name}.driver")
                 driver = await self._op(ctor.driver_from_config(key, self.queue, pipe))
+            driver.command_handler = self._driver_command
             self._pipelines[name] = PipelineEntry(
                 name, pipe, driver, RetryPolicy.from_config(pcfg.retry), declared=False)
 
@@ -190,6 +193,9 @@ class Jobs:
             except Exception:
                 log.exception("shutdown hook failed")
         await self.pool.stop(self.jobs_config.pool.destroy_timeout)
+        for task in list(self._restarts.values()):
+            task.cancel()
+        await asyncio.gather(*self._restarts.values(), return_exceptions=True)
         await self._stop_drivers()
         log.info("jobs runtime stopped")
 
@@ -204,6 +210,58 @@ class Jobs:
                     log.exception("stopping pipeline %r failed", entry.name)
 
         await asyncio.gather(*(stop_one(e) for e in self._pipelines.values()))
+
+    # -- driver commands -------------------------------------------------------------------
+
+    def _driver_command(self, pipeline: str, command: str) -> None:
+        """A driver's request (RoadRunner's driver → plugin commands): ``restart``
+        stops the driver and builds the pipeline again, in the background."""
+        if command != "restart":
+            log.warning("pipeline %r: unknown driver command %r ignored", pipeline, command)
+            return
+        if self.stopped or pipeline in self._restarts or pipeline not in self._pipelines:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._restart(pipeline), name=f"rrjobs-restart-{pipeline}")
+        self._restarts[pipeline] = task
+        task.add_done_callback(lambda _t: self._restarts.pop(pipeline, None))
+
+    async def _restart(self, name: str) -> None:
+        """Rebuild pipeline ``name`` with a new driver (consuming again if it was),
+        retrying with backoff (1 s doubling to 30 s) until it works, the pipeline
+        is destroyed or the runtime stops."""
+        entry = self._pipelines.get(name)
+        if entry is None:
+            return
+        consuming = bool(getattr(entry.driver, "consuming", name in self.consume))
+        delay = 1.0
+        while not self.stopped and self._pipelines.get(name) is entry:
+            try:
+                await self._op(entry.driver.stop())
+            except Exception:
+                log.exception("pipeline %r: stopping the driver for a restart failed", name)
+            try:
+                ctor = self._constructor(entry.pipeline.driver(), f"pipeline {name}")
+                if entry.declared:
+                    driver = await self._op(ctor.driver_from_pipeline(entry.pipeline, self.queue))
+                else:
+                    key = f"jobs.pipelines.{name}.config"
+                    driver = await self._op(ctor.driver_from_config(key, self.queue,
+                                                                    entry.pipeline))
+                driver.command_handler = self._driver_command
+                if self.stopped or self._pipelines.get(name) is not entry:
+                    await driver.stop()
+                    return
+                entry.driver = driver
+                if consuming:
+                    await self._op(driver.run(entry.pipeline))
+                log.warning("pipeline %r restarted at its driver's request", name)
+                return
+            except Exception as exc:
+                log.error("restarting pipeline %r failed (%r); retrying in %.0fs",
+                          name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def __aenter__(self) -> Jobs:
         await self.start()
@@ -285,6 +343,7 @@ class Jobs:
                                   f"unknown pipeline {retry.dead_letter!r}")
             ctor = self._constructor(driver_name, f"declare.{name}.driver")
             driver = await self._op(ctor.driver_from_pipeline(pipe, self.queue))
+            driver.command_handler = self._driver_command
             entry = PipelineEntry(name, pipe, driver, RetryPolicy.from_config(retry),
                                   declared=True)
             self._pipelines[name] = entry
@@ -296,7 +355,7 @@ class Jobs:
                     await driver.stop()
                     raise
 
-    async def destroy(self, names: Iterable[str]) -> list[str]:
+    async def destroy(self, names: Iterable[str]) -> builtins.list[str]:
         """Stop and remove pipelines; their queued jobs leave the priority queue
         (a durable broker keeps and later redelivers them)."""
         destroyed: list[str] = []
@@ -308,7 +367,7 @@ class Jobs:
             destroyed.append(name)
         return destroyed
 
-    async def stat(self) -> list[PipelineStat]:
+    async def stat(self) -> builtins.list[PipelineStat]:
         """State of every pipeline; a failing ``state()`` sets ``error_message``."""
 
         async def one(entry: PipelineEntry) -> PipelineStat:
@@ -325,9 +384,8 @@ class Jobs:
 
 
 def _first(eg: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first leaf exception of a task group's failure, raised as itself."""
     exc: BaseException = eg
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
-    if isinstance(exc, RRJobsError | Exception):
-        return exc
     return exc

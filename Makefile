@@ -1,0 +1,50 @@
+# rrjobs — `make demo` runs the main job, `make test` runs every test.
+# Both work on a fresh machine: they create .venv and install what they need.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: demo test unit integration-install lint type check bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# The package alone: enough for the demo.
+$(VENV)/.base: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# Test, lint and broker-client dependencies, plus the tutorial's example driver.
+$(VENV)/.dev: pyproject.toml examples/my_awesome_driver/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev,integration]' -e examples/my_awesome_driver
+	touch $(VENV)/.base $@
+
+demo: $(VENV)/.base
+	$(BIN)/python examples/demo/run.py
+
+# Installs (idempotently) and starts the real brokers the integration tests need.
+integration-install: $(VENV)/.dev
+	PATH="$(abspath $(BIN)):$$PATH" bash integration/install.sh
+
+test: $(VENV)/.dev integration-install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: $(VENV)/.dev
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check src tests integration examples benchmarks
+
+type: $(VENV)/.dev
+	$(BIN)/mypy
+
+check: lint type unit
+
+bench: $(VENV)/.base
+	$(BIN)/rrjobs bench --driver memory --jobs 200000 --json
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,180 @@
+"""Core value types: Pipeline getters, Message, Capabilities, Job settlement, DelayQueue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from rrjobs.core.capabilities import Capabilities
+from rrjobs.core.errors import (
+    JobAlreadySettledError,
+    PayloadTooLargeError,
+    UnsupportedFeatureError,
+)
+from rrjobs.core.headers import RR_ATTEMPTS, Headers, attempts_of, merge_headers
+from rrjobs.core.job import Job
+from rrjobs.core.message import Message
+from rrjobs.core.pipeline import Pipeline
+from rrjobs.core.timers import DelayQueue
+
+
+def test_pipeline_getters_look_at_top_level_then_config() -> None:
+    p = Pipeline(name="p", driver="amqp", priority=3,
+                 config={"prefetch": "20", "durable": True, "queue": "q", "headers": '{"a": 1}'})
+    assert p.name() == "p" and p.driver() == "amqp" and p.priority() == 3
+    assert p.get_int("prefetch") == 20
+    assert p.get_bool("durable") is True
+    assert p.get_str("queue") == "q" and p.get_str("missing", "d") == "d"
+    assert p.get_map("headers") == {"a": 1}
+    assert p.has("queue") and not p.has("nope")
+    assert p.driver_options()["prefetch"] == "20"
+
+
+def test_pipeline_getters_for_declare_string_maps() -> None:
+    p = Pipeline({"name": "d", "driver": "sqs", "priority": "7", "durable": "false",
+                  "exclusive": "true", "delay": "1.5", "attributes": "{}"})
+    assert p.priority() == 7
+    assert p.get_bool("durable") is False and p.get_bool("exclusive") is True
+    assert p.get_float("delay") == 1.5
+    assert p.get_map("attributes") == {}
+    assert "name" not in p.driver_options() and p.driver_options()["durable"] == "false"
+    assert Pipeline(queue="legacy").name() == "legacy"  # the PHP client's old key
+    assert Pipeline().priority() == 10
+
+
+@pytest.mark.parametrize(
+    ("value", "getter"),
+    [("abc", "get_int"), ("maybe", "get_bool"), ("[1]", "get_map"), ("x", "get_float")],
+)
+def test_pipeline_getters_reject_unreadable_values(value: str, getter: str) -> None:
+    with pytest.raises(ValueError, match="k:"):
+        getattr(Pipeline(k=value), getter)("k")
+
+
+def test_message_defaults_and_validation() -> None:
+    m = Message("n")
+    assert len(m.id) == 36 and m.priority == 0 and m.delay == 0 and m.headers == {}
+    assert Message("n").id != m.id
+    with pytest.raises(TypeError):
+        Message("n", payload="text")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        Message("n", delay=-1)
+
+
+def test_capabilities_raise_clear_errors() -> None:
+    caps = Capabilities(delay=True, max_delay=900, max_payload=10)
+    caps.check_delay(900, "sqs")
+    with pytest.raises(UnsupportedFeatureError, match="up to 900s"):
+        caps.check_delay(901, "sqs")
+    with pytest.raises(UnsupportedFeatureError, match="does not support delayed"):
+        Capabilities(delay=False).check_delay(1, "x")
+    Capabilities(delay=False).check_delay(0, "x")
+    with pytest.raises(PayloadTooLargeError, match="11 bytes"):
+        caps.check_payload(11, "sqs")
+    assert caps.as_dict()["max_delay"] == 900
+
+
+def test_headers_helpers() -> None:
+    base: Headers = {"a": ["1"], "b": ["2", "3"]}
+    merged = merge_headers(base, {"b": ["x"], "c": ["y"]})
+    assert merged == {"a": ["1"], "b": ["x"], "c": ["y"]} and base["b"] == ["2", "3"]
+    assert attempts_of({RR_ATTEMPTS: ["4"]}) == 4
+    assert attempts_of({RR_ATTEMPTS: ["junk"]}) == 0 and attempts_of({}) == 0
+
+
+class RecordingJob(Job):
+    __slots__ = ("calls", "caps")
+    driver_name = "rec"
+
+    def __init__(self, caps: Capabilities | None = None, **kw: object) -> None:
+        base = dict(id="1", name="n", payload=b"p", headers={"h": ["v"]}, pipeline="p",
+                    priority=1)
+        base.update(kw)
+        super().__init__(**base)  # type: ignore[arg-type]
+        self.calls: list[tuple[object, ...]] = []
+        self.caps = caps or Capabilities()
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.caps
+
+    async def _ack(self) -> None:
+        self.calls.append(("ack",))
+
+    async def _nack(self, requeue: bool, delay: float) -> None:
+        self.calls.append(("nack", requeue, delay))
+
+    async def _requeue(self, headers: Headers, delay: float) -> None:
+        self.calls.append(("requeue", headers, delay))
+
+
+async def test_job_is_settled_exactly_once() -> None:
+    job = RecordingJob()
+    await job.nack(requeue=True, delay=2)
+    assert job.calls == [("nack", True, 2)] and job.settled == "nack"
+    with pytest.raises(JobAlreadySettledError):
+        await job.ack()
+    with pytest.raises(JobAlreadySettledError):
+        await job.requeue()
+
+
+async def test_requeue_merges_headers_and_checks_the_delay() -> None:
+    job = RecordingJob(caps=Capabilities(max_delay=5))
+    with pytest.raises(UnsupportedFeatureError):
+        await job.requeue({"x": ["1"]}, delay=6)
+    assert job.settled is None  # a refused operation does not settle the job
+    await job.requeue({"x": ["1"]}, delay=5)
+    assert job.calls == [("requeue", {"h": ["v"], "x": ["1"]}, 5)]
+
+
+async def test_nack_rejects_a_delay_without_requeue_and_auto_ack_is_a_noop() -> None:
+    job = RecordingJob()
+    with pytest.raises(ValueError):
+        await job.nack(requeue=False, delay=1)
+    auto = RecordingJob(auto_ack=True)
+    await auto.ack()
+    await auto.ack()
+    await auto.nack(requeue=True)
+    assert auto.calls == [("ack",)]
+
+
+def test_context_is_roadrunners_json() -> None:
+    ctx = json.loads(RecordingJob().context())
+    assert ctx == {"id": "1", "job": "n", "driver": "rec", "queue": "", "headers": {"h": ["v"]},
+                   "pipeline": "p"}
+
+
+async def test_lease_extension_is_refused_unless_the_driver_supports_it() -> None:
+    with pytest.raises(UnsupportedFeatureError, match="lease"):
+        await RecordingJob().extend_lease(10)
+
+
+async def test_delay_queue_fires_in_due_order_with_one_timer() -> None:
+    fired: list[tuple[str, float]] = []
+    t0 = time.monotonic()
+    dq: DelayQueue[str] = DelayQueue(lambda item: fired.append((item, time.monotonic() - t0)))
+    dq.add(0.15, "late")
+    dq.add(0.05, "early")
+    dq.add(0.05, "early-2")
+    dq.add(0.0, "now")
+    assert len(dq) == 4 and dq.next_due_in() is not None
+    for _ in range(100):
+        if len(fired) == 4:
+            break
+        await asyncio.sleep(0.01)
+    assert [f[0] for f in fired] == ["now", "early", "early-2", "late"]
+    assert fired[1][1] >= 0.05 and fired[3][1] >= 0.15
+    assert len(dq) == 0 and dq.next_due_in() is None
+
+
+async def test_delay_queue_drain_cancels_pending() -> None:
+    fired: list[int] = []
+    dq: DelayQueue[int] = DelayQueue(fired.append)
+    for i in range(1000):
+        dq.add(0.05 + i / 1e6, i)
+    assert dq.drain()[:3] == [0, 1, 2]
+    await asyncio.sleep(0.1)
+    assert fired == [] and len(dq) == 0
