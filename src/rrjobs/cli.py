@@ -1,0 +1,352 @@
+"""The ``rrjobs`` command line.
+
+``rrjobs serve`` runs the runtime and its RPC server (see :mod:`rrjobs.server`).
+The other commands are RPC clients of a running server::
+
+    rrjobs push emails email.send --payload '{"to": "a@b.c"}' --priority 1
+    rrjobs pause emails         rrjobs resume emails        rrjobs destroy emails
+    rrjobs declare reports --driver memory --option prefetch=10
+    rrjobs list                 rrjobs stat                 rrjobs stat --json
+
+The server address comes from ``--rpc``, else the ``RRJOBS_RPC`` environment
+variable, else ``rpc.listen`` of the config given with ``-c``, else
+``tcp://127.0.0.1:6001``. A failed call prints one line and exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, BinaryIO, TypeVar
+
+import click
+from rich import box
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+
+from rrjobs.config import Config
+from rrjobs.core.errors import ConfigError, RRJobsError
+from rrjobs.core.message import Message
+from rrjobs.rpc.address import DEFAULT_LISTEN
+from rrjobs.rpc.client import RPCClient
+from rrjobs.runtime.jobs import PipelineStat
+
+T = TypeVar("T")
+
+#: Subcommands imported only when used: name → "module:attribute".
+LAZY_COMMANDS = {
+    "bench": "rrjobs.bench:bench_command",
+    "sqlite": "rrjobs.drivers.sqlite.cli:sqlite_group",
+}
+
+#: The counters shown by ``stat``, in column order, and their short headers.
+COUNTER_COLUMNS = ("pushed", "ok", "failed", "retried", "dead_lettered", "dropped")
+COUNTER_HEADERS = {"dead_lettered": "dead-lettered"}
+
+
+class LazyGroup(click.Group):
+    """A group whose :data:`LAZY_COMMANDS` are imported on first use, so that
+    a missing optional module leaves the rest of the CLI working."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx))
+        names.update(n for n in LAZY_COMMANDS if self._lazy(n) is not None)
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is None and cmd_name in LAZY_COMMANDS:
+            cmd = self._lazy(cmd_name)
+        return cmd
+
+    @staticmethod
+    def _lazy(name: str) -> click.Command | None:
+        module_name, _, attr = LAZY_COMMANDS[name].partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                return None  # not installed in this build
+            raise
+        cmd = getattr(module, attr, None)
+        return cmd if isinstance(cmd, click.Command) else None
+
+
+# -- shared helpers -------------------------------------------------------------------------
+
+
+def resolve_address(rpc: str | None, config: str | None) -> str:
+    """``--rpc``/``RRJOBS_RPC`` (click merges them), else ``-c``'s ``rpc.listen``,
+    else the default."""
+    if rpc:
+        return rpc
+    if config:
+        try:
+            return Config.load(config).rpc.listen
+        except ConfigError as exc:
+            raise click.ClickException(f"config error: {exc}") from None
+    return DEFAULT_LISTEN
+
+
+def call(rpc: str | None, config: str | None,
+         fn: Callable[[RPCClient], Coroutine[Any, Any, T]]) -> T:
+    """Run ``fn(client)`` against the server; any rrjobs error becomes one clean line."""
+    address = resolve_address(rpc, config)
+
+    async def main() -> T:
+        async with RPCClient(address) as client:
+            return await fn(client)
+
+    try:
+        return asyncio.run(main())
+    except ConfigError as exc:
+        raise click.ClickException(f"ConfigError: {exc}") from None
+    except RRJobsError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    except TimeoutError:
+        raise click.ClickException(f"TimeoutError: no answer from {address} in time") from None
+
+
+def client_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--rpc`` and ``-c/--config`` for commands that call a server."""
+    f = click.option("-c", "--config", "config", type=click.Path(dir_okay=False),
+                     help="Read the server address (rpc.listen) from this config file.")(f)
+    f = click.option("--rpc", "rpc", envvar="RRJOBS_RPC", metavar="ADDRESS",
+                     help="Server address, tcp://HOST:PORT or unix:///PATH "
+                          "[env RRJOBS_RPC; default tcp://127.0.0.1:6001].")(f)
+    return f
+
+
+def parse_pairs(values: Sequence[str], what: str) -> list[tuple[str, str]]:
+    """``k=v`` strings → pairs; a value may contain ``=``."""
+    pairs: list[tuple[str, str]] = []
+    for raw in values:
+        key, sep, value = raw.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {raw!r}", param_hint=what)
+        pairs.append((key.strip(), value))
+    return pairs
+
+
+def stat_table(stats: Sequence[PipelineStat], title: str | None = "rrjobs pipelines", *,
+               state: bool = True, counters: bool = True) -> Table:
+    """A rich table of ``stat``: the state columns, then the runtime's counters
+    (either part may be left out)."""
+    table = Table(title=title, header_style="bold", title_style="bold", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    table.add_column("pipeline", style="cyan", no_wrap=True)
+    if state:
+        table.add_column("driver")
+        table.add_column("queue")
+        for col in ("active", "delayed", "reserved"):
+            table.add_column(col, justify="right")
+        table.add_column("ready", justify="center")
+        table.add_column("priority", justify="right")
+    if counters:
+        for col in COUNTER_COLUMNS:
+            table.add_column(COUNTER_HEADERS.get(col, col), justify="right")
+    errors = state and any(s.state.error_message for s in stats)
+    if errors:
+        table.add_column("error", style="red")
+    for s in stats:
+        st = s.state
+        row = [st.pipeline]
+        if state:
+            row += [st.driver, st.queue, str(st.active), str(st.delayed), str(st.reserved),
+                    "[green]yes[/]" if st.ready else "[yellow]no[/]", str(st.priority)]
+        if counters:
+            values = s.counters.as_dict()
+            row += [_counter(col, values.get(col, 0)) for col in COUNTER_COLUMNS]
+        if errors:
+            row.append(st.error_message)
+        table.add_row(*row)
+    return table
+
+
+def natural_width(console: Console, renderable: Table) -> int:
+    """The width ``renderable`` takes when nothing limits it."""
+    return Measurement.get(console, console.options.update_width(10_000), renderable).maximum
+
+
+def print_stats(stats: Sequence[PipelineStat], console: Console | None = None) -> None:
+    """Print the ``stat`` table. On a terminal too narrow for one table, print
+    the state and the counters as two tables; into a file or pipe, print one
+    table as wide as it needs."""
+    console = console or Console()
+    if not stats:
+        console.print("no pipelines")
+        return
+    table = stat_table(stats)
+    width = natural_width(console, table)
+    if not console.is_terminal:
+        saved = console.width
+        console.width = max(saved, width)
+        try:
+            console.print(table)
+        finally:
+            console.width = saved
+    elif width <= console.width:
+        console.print(table)
+    else:
+        console.print(stat_table(stats, state=True, counters=False))
+        console.print(stat_table(stats, "outcomes", state=False, counters=True))
+
+
+def _counter(name: str, value: int) -> str:
+    if value and name in ("failed", "dead_lettered", "dropped"):
+        return f"[red]{value}[/]"
+    return str(value)
+
+
+# -- the commands -------------------------------------------------------------------------------
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rrjobs", prog_name="rrjobs")
+def cli() -> None:
+    """rrjobs: RoadRunner's jobs for asyncio Python."""
+
+
+@cli.command()
+@click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False),
+              help="The .rr.yaml config file.")
+@click.option("--app", "app", metavar="MODULE:ATTR",
+              help="The rrjobs.App with the handlers [default: jobs.app of the config].")
+@click.option("--rpc", "rpc", envvar="RRJOBS_RPC", metavar="ADDRESS",
+              help="Listen address, overrides rpc.listen [env RRJOBS_RPC].")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
+                                                case_sensitive=False),
+              default="info", show_default=True)
+def serve(config: str, app: str | None, rpc: str | None, log_level: str) -> None:
+    """Run the jobs runtime and the RPC server until SIGINT or SIGTERM."""
+    from rrjobs.server import run
+
+    sys.exit(run(config, app, rpc, log_level.lower()))
+
+
+@cli.command()
+@click.argument("pipeline")
+@click.argument("job_name")
+@click.option("--payload", help="The payload, as text (UTF-8).")
+@click.option("--payload-file", type=click.File("rb"), help="Read the payload from a file "
+              "('-' for stdin).")
+@click.option("--id", "job_id", default="", help="The job id [default: a new uuid4].")
+@click.option("--priority", type=int, default=0, show_default=True,
+              help="Lower runs first; 0 inherits the pipeline priority.")
+@click.option("--delay", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds before the job becomes ready.")
+@click.option("--auto-ack", is_flag=True, help="Acknowledge on receipt (never redelivered).")
+@click.option("--header", "headers", multiple=True, metavar="KEY=VALUE",
+              help="A header; repeat a key for several values.")
+@client_options
+def push(pipeline: str, job_name: str, payload: str | None, payload_file: BinaryIO | None,
+         job_id: str, priority: int, delay: float, auto_ack: bool, headers: tuple[str, ...],
+         rpc: str | None, config: str | None) -> None:
+    """Push one job named JOB_NAME to PIPELINE."""
+    if payload is not None and payload_file is not None:
+        raise click.UsageError("give --payload or --payload-file, not both")
+    body = payload_file.read() if payload_file is not None else (payload or "").encode()
+    hdrs: dict[str, list[str]] = {}
+    for key, value in parse_pairs(headers, "--header"):
+        hdrs.setdefault(key, []).append(value)
+    msg = Message(name=job_name, payload=body, pipeline=pipeline, id=job_id, headers=hdrs,
+                  priority=priority, delay=delay, auto_ack=auto_ack)
+    call(rpc, config, lambda c: c.push(msg))
+    click.echo(f"pushed job {msg.id} ({job_name}) to pipeline {pipeline}")
+
+
+@cli.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@client_options
+def list_(as_json: bool, rpc: str | None, config: str | None) -> None:
+    """List the registered pipelines."""
+    names = call(rpc, config, lambda c: c.list())
+    if as_json:
+        click.echo(json.dumps(names))
+    else:
+        for name in names:
+            click.echo(name)
+
+
+@cli.command()
+@click.argument("pipelines", nargs=-1, required=True)
+@client_options
+def pause(pipelines: tuple[str, ...], rpc: str | None, config: str | None) -> None:
+    """Stop consuming PIPELINES (pushes are still accepted)."""
+    call(rpc, config, lambda c: c.pause(pipelines))
+    click.echo(f"paused {', '.join(pipelines)}")
+
+
+@cli.command()
+@click.argument("pipelines", nargs=-1, required=True)
+@client_options
+def resume(pipelines: tuple[str, ...], rpc: str | None, config: str | None) -> None:
+    """Start or resume consuming PIPELINES."""
+    call(rpc, config, lambda c: c.resume(pipelines))
+    click.echo(f"resumed {', '.join(pipelines)}")
+
+
+@cli.command()
+@click.argument("pipelines", nargs=-1, required=True)
+@client_options
+def destroy(pipelines: tuple[str, ...], rpc: str | None, config: str | None) -> None:
+    """Stop and remove PIPELINES."""
+    destroyed = call(rpc, config, lambda c: c.destroy(pipelines))
+    click.echo(f"destroyed {', '.join(destroyed) or 'nothing'}")
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--driver", help="The driver (same as --option driver=...).")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A pipeline key: name, driver, priority, driver options, "
+                   "retry (as JSON), ...")
+@client_options
+def declare(name: str | None, driver: str | None, options: tuple[str, ...], rpc: str | None,
+            config: str | None) -> None:
+    """Declare a pipeline at run time.
+
+    It consumes at once only if its name is in jobs.consume; otherwise
+    `rrjobs resume NAME` starts it.
+    """
+    pipe: dict[str, str] = {}
+    for key, value in parse_pairs(options, "--option"):
+        pipe[key] = value
+    for key, given in (("name", name), ("driver", driver)):
+        if given is None:
+            continue
+        if key in pipe and pipe[key] != given:
+            raise click.UsageError(f"{key} given twice: {given!r} and --option {key}={pipe[key]}")
+        pipe[key] = given
+    if not pipe.get("name"):
+        raise click.UsageError("the pipeline needs a name (NAME or --option name=...)")
+    if not pipe.get("driver"):
+        raise click.UsageError("the pipeline needs a driver (--driver or --option driver=...)")
+    call(rpc, config, lambda c: c.declare(pipe))
+    click.echo(f"declared pipeline {pipe['name']} ({pipe['driver']})")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"stats": [...]} as JSON (the RPC Stats form).')
+@client_options
+def stat(as_json: bool, rpc: str | None, config: str | None) -> None:
+    """Show every pipeline's state and counters."""
+    stats = call(rpc, config, lambda c: c.stat())
+    if as_json:
+        click.echo(json.dumps({"stats": [s.as_dict() for s in stats]}, indent=2))
+        return
+    print_stats(stats)
+
+
+def main() -> None:
+    """The ``rrjobs`` console script."""
+    cli(prog_name="rrjobs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The RPC client (async, aiohttp).
+
+::
+
+    async with RPCClient("tcp://127.0.0.1:6001") as rpc:
+        await rpc.push(Message("email.send", b"{}", "emails"))
+        for s in await rpc.stat():
+            print(s.state.pipeline, s.state.active, s.counters.ok)
+
+A failed call raises the exception the server raised, rebuilt by type name
+(:class:`~rrjobs.core.errors.PipelineNotFoundError`,
+:class:`~rrjobs.core.errors.PipelineStateError`,
+:class:`~rrjobs.core.errors.ConfigError`, ...); an unknown type becomes
+:class:`~rrjobs.rpc.errors.RPCError`; an unreachable server
+:class:`~rrjobs.rpc.errors.RPCConnectionError`; a call slower than ``timeout``
+``TimeoutError``.
+
+One client holds one connection pool; use it from one event loop. Calls may
+run concurrently.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from rrjobs.core.message import Message
+from rrjobs.rpc import codec
+from rrjobs.rpc.address import DEFAULT_LISTEN, Address
+from rrjobs.rpc.errors import RPCConnectionError, RPCError, error_from_body
+from rrjobs.runtime.jobs import PipelineStat
+
+#: Default per-call timeout: above the server's default ``jobs.timeout`` (60 s),
+#: so that the server's own timeout answer arrives first.
+DEFAULT_TIMEOUT = 75.0
+
+
+class RPCClient:
+    """A client of :class:`~rrjobs.rpc.server.RPCServer`.
+
+    Args:
+        address: ``tcp://host:port`` or ``unix:///path``.
+        timeout: seconds per call (``None``: no limit).
+    """
+
+    def __init__(self, address: str = DEFAULT_LISTEN, *,
+                 timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        self.address = Address.parse(address, key="address")
+        self.timeout = timeout
+        self._base = self.address.base_url()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> RPCClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection pool. The client may be used again afterwards."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector: aiohttp.BaseConnector | None = None
+            if self.address.scheme == "unix":
+                connector = aiohttp.UnixConnector(path=self.address.path)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            )
+        return self._session
+
+    async def _request(self, verb: str, path: str, body: Any = None) -> tuple[int, Any]:
+        session = self._get_session()
+        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        headers = {"Content-Type": "application/json"} if data is not None else None
+        try:
+            async with session.request(verb, self._base + path, data=data,
+                                       headers=headers) as resp:
+                text = await resp.text()
+                status = resp.status
+        except aiohttp.ClientConnectionError as exc:
+            raise RPCConnectionError(
+                f"cannot reach the rrjobs server at {self.address}: {_reason(exc)}"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise RPCError(f"RPC to {self.address} failed: {exc}") from None
+        try:
+            decoded = json.loads(text) if text else {}
+        except ValueError:
+            raise RPCError(f"{path}: the server answered HTTP {status} with a non-JSON body: "
+                           f"{text[:200]!r}", status=status) from None
+        return status, decoded
+
+    async def call(self, method: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Call ``jobs.<method>`` with ``body``; return the decoded answer or
+        raise the server's error."""
+        status, decoded = await self._request("POST", f"/jobs.{method}", dict(body or {}))
+        if status != 200:
+            raise error_from_body(status, decoded)
+        if not isinstance(decoded, dict):
+            raise RPCError(f"jobs.{method}: expected a JSON object, got {decoded!r}",
+                           status=status)
+        return decoded
+
+    # -- the methods ------------------------------------------------------------------------
+
+    async def push(self, msg: Message) -> None:
+        """Push one job; returns once the pipeline's driver accepted it."""
+        await self.call("Push", {"job": codec.message_to_json(msg)})
+
+    async def push_batch(self, msgs: Sequence[Message]) -> None:
+        """Push jobs in order; the server stops at the first error (earlier
+        jobs stay pushed)."""
+        await self.call("PushBatch", {"jobs": [codec.message_to_json(m) for m in msgs]})
+
+    async def pause(self, pipelines: Iterable[str]) -> None:
+        await self.call("Pause", {"pipelines": list(pipelines)})
+
+    async def resume(self, pipelines: Iterable[str]) -> None:
+        await self.call("Resume", {"pipelines": list(pipelines)})
+
+    async def list(self) -> list[str]:
+        """Names of every registered pipeline."""
+        return codec.pipelines_request(await self.call("List"))
+
+    async def declare(self, options: Mapping[str, Any]) -> None:
+        """Declare a pipeline (``name``, ``driver`` and driver keys). Values are
+        sent as strings, as PHP clients send them."""
+        await self.call("Declare", codec.declare_to_json(options))
+
+    async def destroy(self, pipelines: Iterable[str]) -> builtins.list[str]:
+        """Destroy pipelines; returns the names destroyed."""
+        return codec.pipelines_request(await self.call("Destroy", {"pipelines": list(pipelines)}))
+
+    async def stat(self) -> builtins.list[PipelineStat]:
+        """Every pipeline's state and counters."""
+        return codec.stats_from_json(await self.call("Stat"))
+
+    async def health(self) -> bool:
+        """True when the server answers ``/health`` with 200 (running)."""
+        status, _ = await self._request("GET", "/health")
+        return status == 200
+
+
+def _reason(exc: aiohttp.ClientConnectionError) -> str:
+    os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, OSError) and os_error.strerror:
+        return os_error.strerror
+    return str(exc) or type(exc).__name__

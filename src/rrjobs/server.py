@@ -1,0 +1,193 @@
+"""``rrjobs serve``: run the jobs runtime and its RPC server until a signal.
+
+Start order: load the config, load the application, start :class:`Jobs`
+(build every pipeline, run those in ``jobs.consume``, start the workers), then
+start the RPC server. The line ``RPC listening on tcp://HOST:PORT`` is logged
+once the server accepts calls (with the real port when port 0 was asked).
+
+Stop order, on SIGINT or SIGTERM: stop the RPC server (calls in progress get a
+few seconds), then ``Jobs.stop()`` (drain running handlers within
+``jobs.pool.destroy_timeout``, requeue the rest, stop the drivers). A second
+signal during the stop forces it: running handlers are cancelled and the
+process exits with code 1.
+
+Exit codes of :func:`run`: 0 after a graceful stop; 2 for a configuration
+problem (bad config file, unknown driver, app not importable), printed as one
+line per problem starting with its key path; 1 for any other failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from rrjobs.config import Config
+from rrjobs.core.errors import ConfigError, DriverNotFoundError, RRJobsError
+from rrjobs.rpc.address import Address
+from rrjobs.rpc.server import RPCServer
+from rrjobs.runtime.app import App, load_app
+from rrjobs.runtime.jobs import Jobs
+
+log = logging.getLogger("rrjobs.server")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+class Server:
+    """A :class:`Jobs` runtime plus its :class:`RPCServer`.
+
+    ``start`` and ``stop`` run on one event loop; ``stop`` is idempotent.
+    ``listen`` overrides the config's ``rpc.listen``.
+    """
+
+    def __init__(self, config: Config, app: App, listen: str | None = None) -> None:
+        self.config = config
+        self.app = app
+        key = "--rpc" if listen else "rpc.listen"
+        listen = listen or config.rpc.listen
+        Address.parse(listen, key=key)  # a bad address is a config error, before anything runs
+        self.jobs = Jobs(config, app)
+        self.rpc = RPCServer(self.jobs, listen)
+        self._stopped = False
+
+    @property
+    def address(self) -> str:
+        """The RPC address served (real port once started)."""
+        return self.rpc.address
+
+    async def start(self) -> None:
+        """Start the runtime, then the RPC server. On failure nothing is left running."""
+        await self.jobs.start()
+        try:
+            await self.rpc.start()
+        except BaseException:
+            await self.jobs.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Graceful stop: RPC first, then the runtime (which drains handlers)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.rpc.stop()
+        await self.jobs.stop()
+
+    async def run_until_signalled(self) -> None:
+        """Start, wait for SIGINT or SIGTERM, then :meth:`stop`.
+
+        The signal handlers are installed before :meth:`start`, so a signal
+        that arrives while starting stops the server as soon as it is up. A
+        second signal cancels the stop (and the calling task). Must run in the
+        main thread.
+        """
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        main = asyncio.current_task()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if not stop.is_set():
+                log.info("received %s, stopping gracefully (send it again to force)", sig.name)
+                stop.set()
+            else:
+                log.warning("received %s again, forcing the stop", sig.name)
+                if main is not None:
+                    main.cancel()
+
+        sigs = (signal.SIGINT, signal.SIGTERM)
+        for sig in sigs:
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            await self.start()
+            names = self.jobs.list()
+            log.info("rrjobs serving %d pipelines (%s); stop with SIGINT or SIGTERM",
+                     len(names), ", ".join(names) or "none")
+            await stop.wait()
+            await self.stop()
+        finally:
+            for sig in sigs:
+                loop.remove_signal_handler(sig)
+
+
+def configure_logging(level: str) -> None:
+    """Log to stderr at ``level`` (debug, info, warning, error). Handlers that
+    an embedding program installed already are kept."""
+    logging.basicConfig(format=LOG_FORMAT, stream=sys.stderr)
+    logging.getLogger().setLevel(level.upper())
+
+
+def add_app_paths(config_path: str | Path) -> None:
+    """Put the config file's directory and the working directory first on
+    ``sys.path``, so that ``app: myapp:app`` next to the config imports."""
+    for p in (str(Path(config_path).resolve().parent), os.getcwd()):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+
+
+def _config_problem(exc: ConfigError) -> None:
+    for path, message in exc.problems:
+        print(f"rrjobs: config error: {path}: {message}" if path
+              else f"rrjobs: config error: {message}", file=sys.stderr)
+
+
+def load(config_path: str, app_path: str | None) -> tuple[Config, App]:
+    """Load the config and the application. Raises :class:`ConfigError` (with
+    a key path) for every problem in either."""
+    config = Config.load(config_path)
+    add_app_paths(config_path)
+    path = app_path or config.jobs.app
+    key = "--app" if app_path else "jobs.app"
+    if not path:
+        log.warning("no application given (--app or jobs.app): jobs have no handlers and "
+                    "fail until they are dead-lettered")
+        return config, App()
+    try:
+        app = load_app(path)
+    except ImportError as exc:
+        raise ConfigError(key, f"cannot import {path!r}: {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(key, str(exc)) from None
+    return config, app
+
+
+async def serve(config: Config, app: App, listen: str | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then stop gracefully."""
+    await Server(config, app, listen).run_until_signalled()
+    log.info("rrjobs stopped")
+
+
+def run(config_path: str, app_path: str | None = None, listen: str | None = None,
+        log_level: str = "info") -> int:
+    """The body of ``rrjobs serve``; returns the exit code (see the module doc)."""
+    configure_logging(log_level)
+    try:
+        config, app = load(config_path, app_path)
+        log.info("config %s loaded; application %s", config_path,
+                 app_path or config.jobs.app or "<none>")
+        asyncio.run(serve(config, app, listen))
+    except ConfigError as exc:
+        _config_problem(exc)
+        return EXIT_CONFIG
+    except DriverNotFoundError as exc:
+        print(f"rrjobs: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except asyncio.CancelledError:
+        log.error("forced stop: running handlers were cancelled")
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        log.error("interrupted before the server was up")
+        return EXIT_FAILURE
+    except OSError as exc:
+        print(f"rrjobs: cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except RRJobsError as exc:
+        print(f"rrjobs: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
