@@ -1,0 +1,217 @@
+"""Apache Kafka in KRaft mode.
+
+Locally: the real broker from its Maven Central artifacts (``org.apache.kafka:kafka_2.13``),
+resolved by ``integration/install.sh`` into ``<cache>/kafka-<version>/lib`` and run on the
+local Java as one combined broker+controller node. In a container: ``apache/kafka``.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import versions
+from .base import (
+    LOOPBACK,
+    BrokerHandle,
+    BrokerSpec,
+    BrokerStartError,
+    LocalPlan,
+    cache_dir,
+    free_ports,
+    java_unavailable,
+    log_tail,
+    port_open,
+    quiet_loggers,
+    run_async,
+    split_host_port,
+    which,
+)
+from .containers import ContainerPlan, put_file, start_container
+
+if TYPE_CHECKING:
+    from testcontainers.core.container import DockerContainer
+
+# Settings for a fast single-node test broker.
+_TEST_SETTINGS = {
+    "offsets.topic.replication.factor": "1",
+    "offsets.topic.num.partitions": "1",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "transaction.state.log.num.partitions": "1",
+    "share.coordinator.state.topic.replication.factor": "1",
+    "share.coordinator.state.topic.min.isr": "1",
+    "group.initial.rebalance.delay.ms": "0",
+    # Lets tests use short consumer session timeouts (fast group joins).
+    "group.min.session.timeout.ms": "500",
+    "num.partitions": "1",
+    "auto.create.topics.enable": "true",
+}
+
+_JVM_OPTS = [
+    "-Xms128m",
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-Djava.awt.headless=true",
+    "-Dorg.slf4j.simpleLogger.defaultLogLevel=info",
+    "-Dorg.slf4j.simpleLogger.showDateTime=true",
+    "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS",
+    "-Dorg.slf4j.simpleLogger.log.kafka.request.logger=warn",
+    "-Dorg.slf4j.simpleLogger.log.state.change.logger=warn",
+]
+
+
+def kafka_lib_dir() -> Path:
+    return cache_dir() / f"kafka-{versions.kafka_version()}" / "lib"
+
+
+def _cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def describe_cluster(bootstrap: str, timeout: float = 5.0) -> None:
+    """Readiness: an aiokafka admin client must describe the cluster with a live broker."""
+    host, port = split_host_port(bootstrap, 9092)
+    if not port_open(host, port, timeout=1.0):
+        raise ConnectionError(f"nothing listens on {bootstrap}")
+    from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped,unused-ignore]
+
+    async def check() -> None:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000)
+        )
+        await admin.start()
+        try:
+            cluster = await admin.describe_cluster()
+            if not cluster.get("brokers"):
+                raise ConnectionError(f"no brokers in {cluster}")
+        finally:
+            await admin.close()
+
+    with quiet_loggers("aiokafka"):
+        run_async(check, timeout)
+
+
+class KafkaSpec(BrokerSpec):
+    name = "kafka"
+    marker = "kafka"
+    env_var = "RRJOBS_KAFKA_BROKERS"
+    title = "Apache Kafka"
+
+    def normalize_endpoint(self, value: str) -> str:
+        # Accept "kafka://host:port" or "host:port[,host:port]".
+        return ",".join(part.strip().split("://", 1)[-1] for part in value.split(",") if part)
+
+    def probe(self, endpoint: str, timeout: float = 5.0) -> None:
+        describe_cluster(endpoint.split(",")[0], timeout)
+
+    def local_unavailable(self) -> str | None:
+        missing_java = java_unavailable()
+        if missing_java:
+            return missing_java
+        lib = kafka_lib_dir()
+        if not (lib.parent / ".complete").exists() or not any(lib.glob("kafka_*.jar")):
+            version = versions.kafka_version()
+            return f"Kafka {version} artifacts not in {lib} (run integration/install.sh)"
+        return None
+
+    def plan_local(self, data_dir: Path) -> LocalPlan:
+        port, controller_port = free_ports(2)
+        config = data_dir / "server.properties"
+        settings = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "listeners": f"PLAINTEXT://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.quorum.bootstrap.servers": f"{LOOPBACK}:{controller_port}",
+            "log.dirs": str(data_dir / "data"),
+            **_TEST_SETTINGS,
+        }
+        config.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+        classpath = f"{kafka_lib_dir()}/*"
+        java = which("java") or "java"
+
+        def format_storage(log_path: Path) -> None:
+            cmd = [java, *_JVM_OPTS, "-cp", classpath, "kafka.tools.StorageTool", "format"]
+            cmd += ["-t", _cluster_id(), "-c", str(config), "--standalone"]
+            with open(log_path, "ab") as log:
+                log.write(b"--- kafka-storage format\n")
+                log.flush()
+                done = subprocess.run(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=data_dir,
+                    timeout=120,
+                    check=False,
+                )
+                log.write(b"--- kafka server\n")
+            if done.returncode != 0:
+                raise BrokerStartError(
+                    f"kafka storage format exited {done.returncode}\n"
+                    f"  log {log_path}:\n{log_tail(log_path)}"
+                )
+
+        endpoint = f"{LOOPBACK}:{port}"
+        return LocalPlan(
+            argv=[java, *_JVM_OPTS, "-cp", classpath, "kafka.Kafka", str(config)],
+            endpoint=endpoint,
+            prepare=format_storage,
+            version=versions.kafka_version(),
+        )
+
+    def start_container(self, *, detached: bool = False) -> BrokerHandle:
+        # The advertised listener must name the host port Docker maps, known only after the
+        # container starts: the container waits for a start script we copy in afterwards.
+        script_path = "/tmp/rrjobs-kafka-start.sh"
+        command = f"while [ ! -f {script_path} ]; do sleep 0.1; done; exec /bin/bash {script_path}"
+        env = {
+            "KAFKA_NODE_ID": "1",
+            "KAFKA_PROCESS_ROLES": "broker,controller",
+            "KAFKA_LISTENERS": "PLAINTEXT://0.0.0.0:19092,BROKER://0.0.0.0:9092,"
+            "CONTROLLER://0.0.0.0:9093",
+            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "PLAINTEXT:PLAINTEXT,BROKER:PLAINTEXT,"
+            "CONTROLLER:PLAINTEXT",
+            "KAFKA_INTER_BROKER_LISTENER_NAME": "BROKER",
+            "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+            "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+            "CLUSTER_ID": _cluster_id(),
+            **{
+                "KAFKA_" + key.upper().replace(".", "_"): value
+                for key, value in _TEST_SETTINGS.items()
+            },
+        }
+
+        def after_start(container: DockerContainer, host: str, ports: Mapping[int, int]) -> None:
+            advertised = f"PLAINTEXT://{host}:{ports[19092]},BROKER://localhost:9092"
+            script = (
+                "#!/bin/bash\n"
+                f"export KAFKA_ADVERTISED_LISTENERS='{advertised}'\n"
+                "exec /etc/kafka/docker/run\n"
+            )
+            put_file(container, script_path, script.encode(), mode=0o755)
+
+        def endpoint(host: str, ports: Mapping[int, int]) -> str:
+            return f"{host}:{ports[19092]}"
+
+        plan = ContainerPlan(
+            image=versions.KAFKA_IMAGE,
+            ports=[19092],
+            command=["bash", "-c", command],
+            env=env,
+            endpoint=endpoint,
+            after_start=after_start,
+        )
+        return start_container(
+            self.name, self.title, plan, self.probe, self.env_for, detached=detached
+        )

@@ -1,0 +1,22 @@
+"""Broker fixtures for the tests in this directory; see ``integration/pytest_plugin.py``."""
+
+from integration.pytest_plugin import (  # noqa: F401  (fixtures and hooks, by name)
+    SqsEndpoint,
+    amqp_broker,
+    amqp_url,
+    kafka_bootstrap,
+    kafka_broker,
+    nats_broker,
+    nats_url,
+    pubsub_broker,
+    pubsub_emulator_host,
+    pubsub_project,
+    pytest_collection_modifyitems,
+    pytest_runtest_makereport,
+    pytest_terminal_summary,
+    sqs_elasticmq_broker,
+    sqs_endpoint,
+    sqs_moto_broker,
+    unique_name,
+    unique_names,
+)
