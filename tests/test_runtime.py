@@ -510,3 +510,53 @@ async def test_many_jobs_each_processed_once() -> None:
                                for i in range(2000)))
         await wait_for(lambda: len(seen) == 2000)
     assert len({j.id for j in seen}) == 2000
+
+
+async def test_worker_pool_extends_the_lease_of_a_long_running_job() -> None:
+    from rrjobs.core.capabilities import Capabilities
+    from rrjobs.core.headers import Headers
+    from rrjobs.core.queue import PriorityQueue
+    from rrjobs.runtime.outcomes import Counters, Outcomes, RetryPolicy
+    from rrjobs.runtime.pool import WorkerPool
+
+    class LeasedJob(Job):
+        __slots__ = ("extended",)
+        driver_name = "leased"
+        lease = 0.4
+
+        @property
+        def capabilities(self) -> Capabilities:
+            return Capabilities(lease_extension=True)
+
+        async def _ack(self) -> None: ...
+
+        async def _nack(self, requeue: bool, delay: float) -> None: ...
+
+        async def _requeue(self, headers: Headers, delay: float) -> None: ...
+
+        async def extend_lease(self, seconds: float) -> None:
+            self.extended.append(seconds)
+
+    app = App()
+
+    @app.handler("long")
+    async def long(job: Job) -> None:
+        await asyncio.sleep(1.0)
+
+    queue = PriorityQueue()
+    counters = Counters()
+
+    async def no_push(msg: Message) -> None:
+        raise AssertionError("unexpected push")
+
+    pool = WorkerPool(queue, app, Outcomes(lambda _: RetryPolicy(), lambda _: counters, no_push),
+                      num_workers=1)
+    job = LeasedJob(id="1", name="long", payload=b"", headers={}, pipeline="p", priority=1)
+    job.extended = []
+    await pool.start()
+    await queue.insert(job)
+    await wait_for(lambda: counters.ok == 1, timeout=5)
+    await pool.stop(1)
+    # extended at each half-life of the lease while the 1 s handler ran
+    assert len(job.extended) >= 2 and set(job.extended) == {0.4}
+    assert job.settled == "ack"

@@ -13,7 +13,7 @@ import logging
 from abc import abstractmethod
 from collections.abc import Sequence
 
-from rrjobs.core.errors import PipelineStateError
+from rrjobs.core.errors import PipelineStateError, UnsupportedFeatureError
 from rrjobs.core.interfaces import Driver
 from rrjobs.core.message import Message
 from rrjobs.core.pipeline import Pipeline
@@ -80,8 +80,14 @@ class BaseDriver(Driver):
         if msg.priority == 0:
             msg.priority = self.priority
         caps = self.capabilities
-        caps.check_delay(msg.delay, self.name)
-        caps.check_payload(len(msg.payload), self.name)
+        # Each check is guarded by the condition it starts with, so that a plain
+        # job (no delay, no payload limit, no headers) makes no call here.
+        if msg.delay > 0:
+            caps.check_delay(msg.delay, self.name)
+        if caps.max_payload is not None:
+            caps.check_payload(len(msg.payload), self.name)
+        if msg.headers:
+            caps.check_headers(msg.headers, self.name)
         return msg
 
     # -- the Driver interface -------------------------------------------------------------
@@ -109,6 +115,8 @@ class BaseDriver(Driver):
 
     async def pause(self, pipeline: str) -> None:
         self._check_name(pipeline)
+        if not self.capabilities.pause:
+            raise UnsupportedFeatureError(f"driver {self.name!r} cannot pause a pipeline")
         if not self.consuming:
             raise PipelineStateError(
                 f"pipeline {self.pipeline_name!r}: no active listeners, nothing to pause"

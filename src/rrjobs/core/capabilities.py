@@ -9,6 +9,7 @@ ignores an option.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 
 from rrjobs.core.errors import PayloadTooLargeError, UnsupportedFeatureError
@@ -66,6 +67,11 @@ class Capabilities:
                 f"payload of {size} bytes exceeds driver {driver!r} maximum of "
                 f"{self.max_payload} bytes"
             )
+
+    def check_headers(self, headers: Mapping[str, Sequence[str]], driver: str) -> None:
+        """Raise :class:`UnsupportedFeatureError` if ``headers`` cannot be carried."""
+        if headers and not self.headers:
+            raise UnsupportedFeatureError(f"driver {driver!r} cannot carry job headers")
 
     def as_dict(self) -> dict[str, object]:
         """The capabilities as a plain dict (for docs, ``stat --json`` and tests)."""

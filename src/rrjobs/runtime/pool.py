@@ -62,6 +62,9 @@ class WorkerPool:
         self._watchdog: asyncio.Task[None] | None = None
         self._closing = False
         self._started = False
+        #: the shortest job lease seen; the watchdog ticks often enough for it
+        self._min_lease = 0.0
+        self._rearm = asyncio.Event()
 
     @property
     def busy(self) -> int:
@@ -113,7 +116,13 @@ class WorkerPool:
         ttl = spec.timeout or self.exec_ttl
         slot.deadline = now + ttl if ttl > 0 else 0.0
         lease = getattr(job, "lease", None)
-        slot.next_lease = now + lease / 2 if lease else 0.0
+        if lease:
+            slot.next_lease = now + lease / 2
+            if not self._min_lease or lease < self._min_lease:
+                self._min_lease = lease
+                self._rearm.set()  # wake the watchdog to tick at the new rate
+        else:
+            slot.next_lease = 0.0
         try:
             if job.auto_ack:
                 await job.ack()
@@ -173,7 +182,11 @@ class WorkerPool:
         """Tick over the workers: cancel handlers past their deadline, extend
         leases of long-running jobs."""
         while True:
-            await asyncio.sleep(self._tick())
+            try:
+                await asyncio.wait_for(self._rearm.wait(), self._tick())
+            except TimeoutError:
+                pass
+            self._rearm.clear()
             now = time.monotonic()
             for slot in self._slots:
                 job = slot.job
@@ -196,10 +209,14 @@ class WorkerPool:
                     )
 
     def _tick(self) -> float:
+        """How often to look: often enough for ``exec_ttl`` and for the shortest
+        lease seen (a lease is extended at half-life, checked 8 times per lease)."""
         tick = 1.0
         if self.exec_ttl > 0:
-            tick = min(tick, max(0.05, self.exec_ttl / 10))
-        return tick
+            tick = min(tick, self.exec_ttl / 10)
+        if self._min_lease > 0:
+            tick = min(tick, self._min_lease / 8)
+        return max(0.05, tick)
 
     @staticmethod
     async def _extend(job: Job, lease: float) -> None:
@@ -210,8 +227,8 @@ class WorkerPool:
 
     # -- stop ---------------------------------------------------------------------------------
 
-    async def stop(self, timeout: float) -> None:
-        """Stop taking jobs, drain running handlers for up to ``timeout`` s, then
+    async def stop(self, drain_timeout: float) -> None:
+        """Stop taking jobs, drain running handlers for up to ``drain_timeout`` s, then
         cancel what is left and requeue its jobs."""
         self._closing = True
         tasks = [s.task for s in self._slots if s.task is not None]
@@ -219,10 +236,10 @@ class WorkerPool:
             if slot.job is None and slot.task is not None:
                 slot.task.cancel()  # idle: waiting in extract_min, holds no job
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=timeout)
+            _, pending = await asyncio.wait(tasks, timeout=drain_timeout)
             if pending:
                 log.warning("%d handlers still running after %.3gs; requeueing their jobs",
-                            len(pending), timeout)
+                            len(pending), drain_timeout)
                 for t in pending:
                     t.cancel()
                 await asyncio.wait(pending)

@@ -1,0 +1,68 @@
+"""``rrjobs.testing``: the driver conformance suite, as a pytest plugin.
+
+Every driver, in this repository or outside it, proves itself with the same
+tests. A driver's test module provides one fixture, ``driver_factory``,
+returning a :class:`DriverFactory`, and one class inheriting
+:class:`ConformanceSuite` with its ``marker``::
+
+    import pytest
+    from rrjobs.testing import ConformanceSuite, DriverFactory
+
+    class MyFactory(DriverFactory):
+        driver = "my_awesome_driver"
+
+    @pytest.fixture
+    def driver_factory() -> MyFactory:
+        return MyFactory()
+
+    class TestMyAwesomeDriver(ConformanceSuite):
+        marker = "my_awesome_driver"
+
+The ``rrjobs`` pytest plugin (:mod:`rrjobs.testing.plugin`, registered through
+the ``pytest11`` entry point) marks each of those tests ``conformance`` and
+``my_awesome_driver``, so ``pytest -m conformance`` runs the suite on every
+driver. Names are imported lazily, so loading the plugin stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rrjobs.testing.factory import MIB, DriverFactory, HookUnsupported
+    from rrjobs.testing.harness import Harness, Pipe, Recorder, conformance_case
+    from rrjobs.testing.suite import SECTIONS, ConformanceSuite, SuiteBase
+
+_EXPORTS = {
+    "MIB": "rrjobs.testing.factory",
+    "DriverFactory": "rrjobs.testing.factory",
+    "HookUnsupported": "rrjobs.testing.factory",
+    "Harness": "rrjobs.testing.harness",
+    "Pipe": "rrjobs.testing.harness",
+    "Recorder": "rrjobs.testing.harness",
+    "conformance_case": "rrjobs.testing.harness",
+    "SECTIONS": "rrjobs.testing.suite",
+    "ConformanceSuite": "rrjobs.testing.suite",
+    "SuiteBase": "rrjobs.testing.suite",
+}
+
+__all__ = [
+    "MIB",
+    "SECTIONS",
+    "ConformanceSuite",
+    "DriverFactory",
+    "Harness",
+    "HookUnsupported",
+    "Pipe",
+    "Recorder",
+    "SuiteBase",
+    "conformance_case",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rrjobs.testing' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,181 @@
+"""``DriverFactory``: what a driver author gives the conformance suite.
+
+A driver's conformance module defines one pytest fixture, ``driver_factory``,
+that returns a :class:`DriverFactory` subclass instance, and one test class
+that inherits :class:`~rrjobs.testing.ConformanceSuite`::
+
+    class MyFactory(DriverFactory):
+        driver = "my_awesome_driver"
+        constructor = Plugin
+
+        def pipeline_options(self, name: str) -> dict[str, Any]:
+            return {"queue": name}          # one broker queue per pipeline
+
+    @pytest.fixture
+    def driver_factory() -> MyFactory:
+        return MyFactory()
+
+    class TestMyDriver(ConformanceSuite):
+        marker = "my_awesome_driver"
+
+The suite builds every pipeline itself (from a :class:`~rrjobs.config.Config`
+with ``driver_from_config``, or from a declared pipeline with
+``driver_from_pipeline``) out of the options the factory returns, with a fresh
+pipeline name per pipeline so that broker queues never collide between tests.
+The hooks below say how to reach the broker from outside the driver; a hook
+that the broker cannot provide raises :class:`HookUnsupported` and the tests
+that need it are skipped with that reason.
+
+The fixture should be synchronous: the suite runs each test in its own event
+loop and calls :meth:`DriverFactory.open` and :meth:`DriverFactory.close`
+inside it, so loop-bound clients belong there, not in the fixture.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from rrjobs.core.interfaces import Configurer, Constructor
+from rrjobs.core.message import Message
+from rrjobs.registry import DriverRegistry
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rrjobs.testing.harness import Pipe
+
+#: 1 MiB: the size of the "large payload" test unless the driver declares less.
+MIB = 1024 * 1024
+
+
+class HookUnsupported(Exception):
+    """A factory hook the broker cannot provide.
+
+    The test that needs the hook is skipped with this exception's message as
+    the reason, so say *why*: ``HookUnsupported("memory has no wire format")``.
+    """
+
+
+class DriverFactory:
+    """Configured pipelines of one driver, for the conformance suite.
+
+    Override the class attributes and hooks that apply to your broker. All
+    hooks are called from the test's event loop. Timings are in seconds and
+    are tolerances for a loaded machine: generous, never exact.
+    """
+
+    #: The driver name (the pipelines' ``driver:`` value).
+    driver: str = ""
+    #: The driver's :class:`~rrjobs.core.interfaces.Constructor` class (or any
+    #: ``Callable[[Configurer], Constructor]``). ``None`` loads it from the
+    #: ``rrjobs.drivers`` entry points, exactly as the runtime does.
+    constructor: Callable[[Configurer], Constructor] | None = None
+    #: A second driver built with the same options consumes the *same* broker
+    #: queue (true for every networked broker and for file stores; false for
+    #: ``memory``). The shared-queue, stop and at-least-once tests need it.
+    shared_broker: bool = False
+    #: A short broker ack deadline (visibility timeout, ack wait, lease) that
+    #: :meth:`lease_options` can configure, or ``None``. The lease tests use it,
+    #: and so do the redelivery tests so that a crashed consumer's job comes
+    #: back quickly.
+    ack_deadline: float | None = None
+    #: How long to wait for a job that must be delivered.
+    delivery_timeout: float = 10.0
+    #: How long nothing must arrive to show that a job is *not* delivered.
+    quiet_period: float = 0.5
+    #: The delay the delay tests use (at least the broker's delay resolution).
+    delay_unit: float = 1.0
+    #: How late after its delay a delayed job may arrive.
+    delay_tolerance: float = 3.0
+    #: How long a broker may take to redeliver the unsettled jobs of a stopped
+    #: or dead consumer (added to :attr:`ack_deadline` when that is set).
+    redelivery_timeout: float = 10.0
+    #: The time budget of one test.
+    test_timeout: float = 90.0
+    #: Workers and jobs for the concurrency test.
+    concurrency_workers: int = 8
+    concurrency_jobs: int = 200
+
+    # -- per-test lifecycle ----------------------------------------------------------
+
+    async def open(self) -> None:
+        """Called at the start of every test, in its event loop (create clients here)."""
+
+    async def close(self) -> None:
+        """Called at the end of every test, after every pipeline was stopped."""
+
+    async def cleanup(self, names: Sequence[str]) -> None:
+        """Delete the broker queues of the pipelines ``names`` (called before ``close``)."""
+
+    # -- configuration -----------------------------------------------------------------
+
+    def global_config(self) -> dict[str, Any]:
+        """Top-level sections of the config file (e.g. ``{"amqp": {"addr": url}}``)."""
+        return {}
+
+    def pipeline_options(self, name: str) -> dict[str, Any]:
+        """The driver options (``jobs.pipelines.<name>.config``) of a new pipeline.
+
+        ``name`` is unique per pipeline: derive broker queue names from it.
+        """
+        return {}
+
+    def declare_options(self, name: str) -> dict[str, Any]:
+        """The same options as ``Declare`` sends them: every value a string.
+
+        The default turns :meth:`pipeline_options` into strings the way PHP
+        clients do (booleans as ``true``/``false``, mappings and lists as JSON).
+        """
+        return {k: declare_value(v) for k, v in self.pipeline_options(name).items()}
+
+    def lease_options(self, seconds: float) -> dict[str, Any]:
+        """Extra options that set the broker's ack deadline to ``seconds``."""
+        raise HookUnsupported(f"the {self.driver} factory cannot configure an ack deadline")
+
+    # -- the broker from outside the driver --------------------------------------------
+
+    async def publish_raw(self, pipe: Pipe, body: bytes, headers: Mapping[str, str]) -> None:
+        """Publish ``body`` to ``pipe``'s queue with the broker's own client,
+        with ``headers`` as native headers/attributes and *no* ``rr_*`` metadata."""
+        raise HookUnsupported(f"the {self.driver} factory cannot publish a raw message")
+
+    async def publish_roadrunner(self, pipe: Pipe, msg: Message) -> None:
+        """Publish ``msg`` to ``pipe``'s queue laid out exactly as RoadRunner's
+        driver for this broker writes it (its ``rr_*`` headers/attributes)."""
+        raise HookUnsupported(
+            f"the {self.driver} factory cannot publish a RoadRunner-layout message"
+        )
+
+    async def dead_letters(self, pipe: Pipe) -> list[bytes]:
+        """The payloads the broker dead-lettered for ``pipe`` so far."""
+        raise HookUnsupported(f"the {self.driver} factory cannot read dead letters")
+
+    async def kill_consumer(self, pipe: Pipe) -> None:
+        """Make ``pipe``'s consumer die without settling what it received.
+
+        The default stops the driver, which drops its connections; override it
+        when a crash is something else for your broker (for example closing
+        the connection abruptly).
+        """
+        await pipe.driver.stop()
+
+    # -- used by the suite --------------------------------------------------------------
+
+    def registry(self) -> DriverRegistry:
+        """The drivers the suite's runtimes use."""
+        if self.constructor is None:
+            return DriverRegistry.from_entry_points()
+        registry = DriverRegistry()
+        registry.register(self.driver, self.constructor, source="rrjobs.testing")
+        return registry
+
+
+def declare_value(value: Any) -> str:
+    """``value`` as a string, the way a ``Declare`` call carries it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value)
+    return str(value)

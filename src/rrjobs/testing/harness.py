@@ -1,0 +1,490 @@
+"""The machinery behind the suite: one :class:`Harness` per test.
+
+The harness builds pipelines out of a :class:`~rrjobs.testing.DriverFactory`
+and tears every one of them down when the test ends, pass or fail. A
+:class:`Pipe` is one driver on its own private :class:`PriorityQueue`, with the
+test as the consumer (it takes jobs from the queue and settles them by hand);
+:meth:`Harness.runtime` builds a whole :class:`~rrjobs.Jobs` runtime for the
+tests that go through handlers.
+
+Every wait here is event driven with a timeout (the priority queue, an
+``asyncio.Condition``), except :meth:`Harness.eventually`, which polls a
+driver's ``state()`` because states have no events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import inspect
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Literal, TypeVar
+
+import pytest
+
+from rrjobs.config import Config
+from rrjobs.core.capabilities import Capabilities
+from rrjobs.core.interfaces import Driver
+from rrjobs.core.job import Job
+from rrjobs.core.message import Message
+from rrjobs.core.pipeline import DEFAULT_PRIORITY, Pipeline
+from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.state import State
+from rrjobs.runtime.app import App
+from rrjobs.runtime.jobs import Jobs
+from rrjobs.testing.factory import DriverFactory, HookUnsupported, declare_value
+
+Via = Literal["config", "declare"]
+S = TypeVar("S")
+
+#: Slack for "not before" checks: event-loop timers may fire a hair early.
+CLOCK_SLACK = 0.01
+
+
+class Pipe:
+    """One pipeline's driver with the test as its consumer.
+
+    ``queue`` is private to this pipe, so everything in it was delivered by
+    this driver. Not shared between tests; use from the test's loop only.
+    """
+
+    def __init__(self, harness: Harness, name: str, driver: Driver, queue: PriorityQueue,
+                 pipeline: Pipeline, options: dict[str, Any], via: Via) -> None:
+        self.harness = harness
+        self.name = name
+        self.driver = driver
+        self.queue = queue
+        self.pipeline = pipeline
+        self.options = options
+        self.via = via
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.driver.capabilities
+
+    def __repr__(self) -> str:
+        return f"<Pipe {self.name} ({self.via}) of {self.driver.name}>"
+
+    # -- pushing ----------------------------------------------------------------------------
+
+    def message(self, name: str = "conformance.job", payload: bytes = b"",
+                **fields: Any) -> Message:
+        """A :class:`Message` for this pipeline."""
+        return Message(name, payload, self.name, **fields)
+
+    async def push(self, name: str = "conformance.job", payload: bytes = b"",
+                   **fields: Any) -> Message:
+        """Push a job and return a copy of it *as sent* (the driver may fill
+        in the inherited priority on the object it was given)."""
+        msg = self.message(name, payload, **fields)
+        sent = copy.deepcopy(msg)
+        await self.driver.push(msg)
+        return sent
+
+    async def push_many(self, count: int, prefix: str = "job", **fields: Any) -> list[Message]:
+        """Push ``count`` jobs one after the other, payloads ``<prefix>-<i>``."""
+        return [await self.push(payload=f"{prefix}-{i}".encode(), **fields)
+                for i in range(count)]
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    async def receive(self, within: float | None = None) -> Job:
+        """The next delivered job; fails the test if none comes ``within`` seconds."""
+        limit = self.harness.factory.delivery_timeout if within is None else within
+        try:
+            async with asyncio.timeout(limit):
+                return await self.queue.extract_min()
+        except TimeoutError:
+            raise AssertionError(
+                f"{self}: no job was delivered within {limit:g}s"
+            ) from None
+
+    async def receive_many(self, count: int, within: float | None = None) -> list[Job]:
+        """``count`` delivered jobs in delivery order (one shared deadline)."""
+        limit = self.harness.factory.delivery_timeout if within is None else within
+        got: list[Job] = []
+        try:
+            async with asyncio.timeout(limit):
+                while len(got) < count:
+                    got.append(await self.queue.extract_min())
+        except TimeoutError:
+            raise AssertionError(
+                f"{self}: {len(got)} of {count} jobs were delivered within {limit:g}s"
+            ) from None
+        return got
+
+    async def expect_nothing(self, within: float | None = None) -> None:
+        """Fail the test if any job is delivered within ``within`` seconds."""
+        limit = self.harness.factory.quiet_period if within is None else within
+        try:
+            async with asyncio.timeout(limit):
+                job = await self.queue.extract_min()
+        except TimeoutError:
+            return
+        raise AssertionError(
+            f"{self}: a job was delivered when none should be: {job!r} "
+            f"payload={job.payload[:40]!r} headers={job.headers!r}"
+        )
+
+    async def wait_queued(self, count: int, within: float | None = None) -> bool:
+        """Wait until ``count`` of this pipeline's jobs sit in the priority
+        queue. Returns ``False`` on timeout (a driver may prefetch fewer)."""
+        return await poll(lambda: self.queue.count(self.name) >= count,
+                          self.harness.factory.delivery_timeout if within is None else within)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.driver.run(self.pipeline)
+
+    async def pause(self) -> None:
+        await self.driver.pause(self.name)
+
+    async def resume(self) -> None:
+        await self.driver.resume(self.name)
+
+    async def stop(self) -> None:
+        await self.driver.stop()
+
+    async def state(self) -> State:
+        return await self.driver.state()
+
+
+class Recorder:
+    """An :class:`App` whose fallback handler records every delivered job.
+
+    ``behaviour(job, delivery_number)`` runs after recording (raise to fail the
+    job, wait on an event to hold it). Waits are event driven.
+    """
+
+    def __init__(self, behaviour: Callable[[Job, int], Awaitable[None]] | None = None, *,
+                 timeout: float | None = None) -> None:
+        self.jobs: list[Job] = []
+        self.app = App("rrjobs-conformance")
+        self._behaviour = behaviour
+        self._changed = asyncio.Condition()
+        self.app.fallback(self._handle, timeout=timeout)
+
+    async def _handle(self, job: Job) -> None:
+        async with self._changed:
+            self.jobs.append(job)
+            number = len(self.jobs)
+            self._changed.notify_all()
+        if self._behaviour is not None:
+            await self._behaviour(job, number)
+
+    async def wait_for(self, count: int, within: float) -> list[Job]:
+        """Wait until at least ``count`` jobs were handled; fail after ``within`` s."""
+        try:
+            async with asyncio.timeout(within):
+                async with self._changed:
+                    await self._changed.wait_for(lambda: len(self.jobs) >= count)
+        except TimeoutError:
+            raise AssertionError(
+                f"{len(self.jobs)} of {count} jobs were handled within {within:g}s"
+            ) from None
+        return list(self.jobs)
+
+    async def expect_count(self, count: int, within: float) -> None:
+        """Fail if more than ``count`` jobs get handled within ``within`` seconds."""
+        try:
+            async with asyncio.timeout(within):
+                async with self._changed:
+                    await self._changed.wait_for(lambda: len(self.jobs) > count)
+        except TimeoutError:
+            return
+        raise AssertionError(
+            f"expected {count} handled jobs, got {len(self.jobs)}: "
+            f"{[(j.name, j.id, j.pipeline) for j in self.jobs]}"
+        )
+
+
+class Harness:
+    """Builds a test's pipelines and runtimes; tears them all down at the end."""
+
+    def __init__(self, factory: DriverFactory) -> None:
+        self.factory = factory
+        self.names: list[str] = []
+        self._pipes: list[Pipe] = []
+        self._runtimes: list[Jobs] = []
+
+    async def __aenter__(self) -> Harness:
+        await self.factory.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        limit = self.factory.delivery_timeout
+        try:
+            for jobs in reversed(self._runtimes):
+                await _quietly(jobs.stop(), limit)
+            for pipe in reversed(self._pipes):
+                await _quietly(pipe.driver.stop(), limit)
+            await self.factory.cleanup(list(self.names))
+        finally:
+            await self.factory.close()
+
+    # -- names and options ----------------------------------------------------------------
+
+    def new_name(self, hint: str = "p") -> str:
+        """A pipeline name unique to this test run."""
+        name = f"rrjobs-{hint}-{uuid.uuid4().hex[:12]}"
+        self.names.append(name)
+        return name
+
+    def options(self, name: str, *, lease: float | None = None,
+                extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The factory's options for ``name`` plus lease and test extras."""
+        opts = dict(self.factory.pipeline_options(name))
+        if lease is not None:
+            opts.update(self.factory.lease_options(lease))
+        if extra:
+            opts.update(extra)
+        return opts
+
+    def short_lease(self) -> float | None:
+        """The factory's short ack deadline when it can configure one."""
+        deadline = self.factory.ack_deadline
+        if deadline is None:
+            return None
+        try:
+            self.factory.lease_options(deadline)
+        except HookUnsupported:
+            return None
+        return deadline
+
+    def config(self, pipelines: Mapping[str, Mapping[str, Any]] | None = None, *,
+               consume: Iterable[str] = (), num_workers: int = 4,
+               destroy_timeout: float = 1.0, exec_ttl: float = 0.0) -> Config:
+        """A :class:`Config` with the factory's global sections and ``pipelines``
+        (name → full pipeline mapping: ``driver``, ``config``, ``retry``)."""
+        data: dict[str, Any] = dict(self.factory.global_config())
+        data["jobs"] = {
+            "pool": {"num_workers": num_workers, "destroy_timeout": destroy_timeout,
+                     "supervisor": {"exec_ttl": exec_ttl}},
+            "consume": list(consume),
+            "pipelines": {k: dict(v) for k, v in (pipelines or {}).items()},
+        }
+        return Config(data, source="rrjobs.testing")
+
+    # -- pipes -----------------------------------------------------------------------------
+
+    async def pipe(self, *, via: Via = "config", name: str | None = None,
+                   priority: int | None = None, lease: float | None = None,
+                   extra: Mapping[str, Any] | None = None, run: bool = True,
+                   queue_size: int | None = None) -> Pipe:
+        """Build a driver for a fresh pipeline, as the runtime would.
+
+        ``via="config"`` goes through ``driver_from_config`` with a
+        :class:`Config`; ``via="declare"`` through ``driver_from_pipeline`` with
+        the string options ``Declare`` sends. ``run`` starts consuming (``run``
+        for a config pipeline, ``resume`` for a declared one, as the runtime).
+        ``queue_size`` bounds the pipe's priority queue (``jobs.pipeline_size``).
+        """
+        queue = PriorityQueue() if queue_size is None else PriorityQueue(queue_size)
+        name = name or self.new_name()
+        if via == "config":
+            options = self.options(name, lease=lease, extra=extra)
+            if priority is not None:
+                options["priority"] = priority
+            pipe = await self._from_config(name, options, queue)
+        else:
+            options = self.factory.declare_options(name)
+            if lease is not None:
+                options.update({k: declare_value(v)
+                                for k, v in self.factory.lease_options(lease).items()})
+            if extra:
+                options.update({k: declare_value(v) for k, v in extra.items()})
+            if priority is not None:
+                options["priority"] = str(priority)
+            pipe = await self._from_declare(name, options, queue)
+        if run:
+            if via == "config":
+                await pipe.run()
+            else:
+                await pipe.resume()
+        return pipe
+
+    async def _from_config(self, name: str, options: dict[str, Any],
+                           queue: PriorityQueue) -> Pipe:
+        config = self.config({name: {"driver": self.factory.driver, "config": options}})
+        key = f"jobs.pipelines.{name}.config"
+        pipeline = Pipeline(name=name, driver=self.factory.driver,
+                            priority=options.get("priority", DEFAULT_PRIORITY),
+                            config=dict(options), created_with_config=key)
+        ctor = self.factory.registry().constructor(self.factory.driver, config)
+        driver = await ctor.driver_from_config(key, queue, pipeline)
+        return self._track(Pipe(self, name, driver, queue, pipeline, options, "config"))
+
+    async def _from_declare(self, name: str, options: dict[str, Any],
+                            queue: PriorityQueue) -> Pipe:
+        pipeline = Pipeline({**options, "name": name, "driver": self.factory.driver})
+        with contextlib.suppress(ValueError):  # else left as sent: the driver must refuse it
+            pipeline["priority"] = pipeline.priority()
+        pipeline["created_with_declare"] = "true"
+        ctor = self.factory.registry().constructor(self.factory.driver, self.config())
+        driver = await ctor.driver_from_pipeline(pipeline, queue)
+        return self._track(Pipe(self, name, driver, queue, pipeline, options, "declare"))
+
+    def _track(self, pipe: Pipe) -> Pipe:
+        self._pipes.append(pipe)
+        return pipe
+
+    async def second_consumer(self, pipe: Pipe, *, run: bool = True) -> Pipe:
+        """Another driver on ``pipe``'s broker queue (same name and options),
+        on its own priority queue. Skips the test when the broker is not shared."""
+        if not self.factory.shared_broker:
+            pytest.skip(f"driver {self.factory.driver!r}: a second driver does not share "
+                        "the broker queue (factory.shared_broker is false)")
+        queue = PriorityQueue(pipe.queue.maxsize)
+        if pipe.via == "config":
+            other = await self._from_config(pipe.name, dict(pipe.options), queue)
+        else:
+            other = await self._from_declare(pipe.name, dict(pipe.options), queue)
+        if run:
+            if pipe.via == "config":
+                await other.run()
+            else:
+                await other.resume()
+        return other
+
+    # -- runtimes ----------------------------------------------------------------------------
+
+    def pipeline_entry(self, name: str, *, retry: Mapping[str, Any] | None = None,
+                       lease: float | None = None,
+                       extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``jobs.pipelines.<name>`` for this driver."""
+        entry: dict[str, Any] = {"driver": self.factory.driver,
+                                 "config": self.options(name, lease=lease, extra=extra)}
+        if retry is not None:
+            entry["retry"] = dict(retry)
+        return entry
+
+    def runtime(self, app: App, pipelines: Mapping[str, Mapping[str, Any]] | None = None, *,
+                consume: Iterable[str] = (), num_workers: int = 4,
+                exec_ttl: float = 0.0) -> Jobs:
+        """A :class:`Jobs` runtime (not started) over ``pipelines``
+        (name → :meth:`pipeline_entry`); stopped at the end of the test."""
+        config = self.config(pipelines, consume=consume, num_workers=num_workers,
+                             exec_ttl=exec_ttl)
+        jobs = Jobs(config, app, registry=self.factory.registry())
+        self._runtimes.append(jobs)
+        return jobs
+
+    def declaration(self, name: str, **extra: str) -> dict[str, str]:
+        """The string map ``Jobs.declare`` takes for a new pipeline ``name``."""
+        options = self.factory.declare_options(name)
+        options.update(extra)
+        return {**options, "name": name, "driver": self.factory.driver}
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    async def eventually(self, pipe: Pipe, check: Callable[[State], bool],
+                         what: str, within: float | None = None) -> State:
+        """Poll ``pipe.state()`` until ``check`` holds; fail with the last state."""
+        limit = self.factory.delivery_timeout if within is None else within
+        loop = asyncio.get_running_loop()
+        end = loop.time() + limit
+        while True:
+            state = await pipe.state()
+            if check(state):
+                return state
+            if loop.time() > end:
+                raise AssertionError(f"{pipe}: state never showed {what}: {state!r}")
+            await asyncio.sleep(0.02)
+
+    # -- capabilities -------------------------------------------------------------------------
+
+    def require(self, pipe: Pipe, capability: str) -> None:
+        """Skip the test unless the driver declares ``capability``."""
+        if not getattr(pipe.capabilities, capability):
+            pytest.skip(f"driver {self.factory.driver!r} does not declare the "
+                        f"{capability!r} capability")
+
+    def refuse(self, pipe: Pipe, capability: str) -> None:
+        """Skip a "refuses what it cannot do" test when ``capability`` is declared."""
+        if getattr(pipe.capabilities, capability):
+            pytest.skip(f"driver {self.factory.driver!r} declares the {capability!r} "
+                        "capability: there is nothing to refuse")
+
+
+async def hook(call: Awaitable[S]) -> S:
+    """Await a factory hook; skip the test with its reason if it is unsupported."""
+    try:
+        return await call
+    except HookUnsupported as exc:
+        pytest.skip(str(exc))
+
+
+async def _quietly(aw: Awaitable[Any], within: float) -> None:
+    # Teardown must not hide the test's own failure, nor hang on a broken driver.
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(within):
+            await aw
+
+
+async def poll(condition: Callable[[], bool | Awaitable[bool]], within: float,
+               interval: float = 0.01) -> bool:
+    """Check ``condition`` every ``interval`` s until it holds (``True``) or
+    ``within`` s passed (``False``). For conditions that have no event."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return True
+        if loop.time() > end:
+            return False
+        await asyncio.sleep(interval)
+
+
+def now() -> float:
+    """The clock the timing checks use."""
+    return time.monotonic()
+
+
+AsyncCase = Callable[[Any, Harness], Awaitable[None]]
+
+
+def conformance_case(fn: AsyncCase) -> Callable[[Any, DriverFactory], None]:
+    """Turn ``async def test_x(self, h: Harness)`` into a pytest test.
+
+    The test requests the ``driver_factory`` fixture, runs in a fresh event
+    loop inside a :class:`Harness` and within ``factory.test_timeout``. It needs
+    no asyncio plugin mode, so the suite runs the same under pytest-asyncio's
+    strict and auto modes.
+    """
+
+    def test(self: Any, driver_factory: DriverFactory) -> None:
+        if not isinstance(driver_factory, DriverFactory):
+            raise TypeError("the driver_factory fixture must return a "
+                            f"rrjobs.testing.DriverFactory, not {type(driver_factory).__name__}")
+        asyncio.run(_run_case(fn, self, driver_factory))
+
+    test.__name__ = fn.__name__
+    test.__qualname__ = fn.__qualname__
+    test.__doc__ = fn.__doc__
+    test.__module__ = fn.__module__
+    # Report the async function's source location, but keep the wrapper's
+    # signature (``driver_factory``) for fixture resolution.
+    test.__signature__ = inspect.signature(test)  # type: ignore[attr-defined]
+    test.__wrapped__ = fn  # type: ignore[attr-defined]
+    return test
+
+
+async def _run_case(fn: AsyncCase, self: Any, factory: DriverFactory) -> None:
+    async with Harness(factory) as h:
+        budget = asyncio.timeout(factory.test_timeout)
+        try:
+            async with budget:
+                await fn(self, h)
+        except TimeoutError as exc:
+            if budget.expired():
+                raise AssertionError(
+                    f"the test did not finish within {factory.test_timeout:g}s"
+                ) from exc
+            raise
