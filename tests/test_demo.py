@@ -25,6 +25,10 @@ def test_quick_demo_runs_and_checks_everything(tmp_path: Path) -> None:
     assert "pushed 2 report jobs: 2 waiting, consuming: no" in out
     assert "exited with code 0 after a graceful stop" in out
     assert "moved to pipeline 'failed'" in out
+    # the embedded default is durable: a job pushed before a restart runs after it
+    assert "driver: sqlite" in out
+    assert "'failed' still holds 1 dead-lettered jobs" in out
+    assert "job survivor-0001, pushed before the restart, ran after it" in out
     assert not list(tmp_path.glob("rrjobs-demo-*"))  # cleaned up after success
 
 

@@ -55,6 +55,8 @@ HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "rrjobs.yaml"
 DEAD_LETTER = "failed"
 DECLARED = "reports"
+SURVIVOR_ID = "survivor-0001"
+SURVIVOR_JOB = "email.send"
 COUNTERS = ("pushed", "ok", "failed", "retried", "dead_lettered", "dropped")
 LISTENING = re.compile(r"RPC listening on (\S+)")
 
@@ -144,8 +146,8 @@ def build_plan(quick: bool) -> Plan:
 class ServerProcess:
     """``rrjobs serve`` as a subprocess, its log in a file."""
 
-    def __init__(self, rpc: str, workdir: Path) -> None:
-        self.log_path = workdir / "server.log"
+    def __init__(self, rpc: str, workdir: Path, log_name: str = "server.log") -> None:
+        self.log_path = workdir / log_name
         self.cmd = [sys.executable, "-m", "rrjobs.cli", "serve", "-c", str(CONFIG),
                     "--rpc", rpc, "--log-level", "info"]
         self._log = self.log_path.open("wb")
@@ -336,7 +338,41 @@ async def demo(server: ServerProcess, plan: Plan, driver: str,
         step("Final stat (rrjobs stat)")
         print_stats(stats, console)
         problems += check(stats, plan)
+        if durable(driver):
+            step("Pushing one more job, delayed 2s, then stopping before it is due")
+            await client.push(Message(SURVIVOR_JOB, json.dumps({"to": "later@example.com"})
+                                      .encode(), "emails", id=SURVIVOR_ID, delay=2))
+            console.print(f"  job {SURVIVOR_ID} waits in the {driver} store")
     return problems
+
+
+def durable(driver: str) -> bool:
+    return driver in ("sqlite", "boltdb")
+
+
+async def after_restart(server: ServerProcess, within: float) -> tuple[list[str], int]:
+    """The second server on the same store: the delayed job and the dead letters survived."""
+    problems: list[str] = []
+    address = await server.wait_ready(20)
+    async with RPCClient(address, timeout=20) as client:
+        stats = {s.state.pipeline: s for s in await client.stat()}
+        kept = stats[DEAD_LETTER].state.active
+        console.print(f"  '{DEAD_LETTER}' still holds {kept} dead-lettered jobs")
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            stats = {s.state.pipeline: s for s in await client.stat()}
+            if stats["emails"].counters.ok >= 1:
+                break
+            await asyncio.sleep(0.1)
+        handled = stats["emails"].counters.ok
+        if handled == 1:
+            console.print(f"  job {SURVIVOR_ID}, pushed before the restart, ran after it")
+        else:
+            problems.append(f"after the restart, expected the delayed job to run once, "
+                            f"got {handled}")
+        if "later@example.com" not in server.log_text():
+            problems.append("the restarted server did not log the surviving job")
+    return problems, kept
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,6 +409,24 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"the server exited with code {code} (expected 0)")
     if "rrjobs stopped" not in log:
         problems.append("the server log has no 'rrjobs stopped' line")
+    if not problems and durable(driver):
+        step("Restarting the server on the same store")
+        second = ServerProcess(args.rpc, workdir, "server-restart.log")
+        try:
+            more, kept = asyncio.run(after_restart(second, 15))
+            problems += more
+            expected_dead = plan.expect[DEAD_LETTER].active if DEAD_LETTER in plan.expect else 0
+            if kept != expected_dead:
+                problems.append(f"'{DEAD_LETTER}' held {kept} jobs after the restart, "
+                                f"expected {expected_dead}")
+        except Exception as exc:
+            problems.append(f"restart: {type(exc).__name__}: {exc}")
+        finally:
+            step("Stopping the restarted server with SIGTERM")
+            if second.stop(timeout=15) != 0:
+                problems.append("the restarted server did not stop cleanly")
+            else:
+                console.print("  exited with code 0 after a graceful stop")
 
     dead_lines = [line.split(": ", 1)[-1] for line in log.splitlines()
                   if f"moved to pipeline '{DEAD_LETTER}'" in line]

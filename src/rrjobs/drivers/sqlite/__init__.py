@@ -1,0 +1,22 @@
+"""The ``sqlite`` driver (alias ``boltdb``): see :mod:`rrjobs.drivers.sqlite.driver`."""
+
+from rrjobs.drivers.sqlite.config import SQLiteOptions
+from rrjobs.drivers.sqlite.driver import (
+    CAPABILITIES,
+    BoltDBConstructor,
+    BoltDBDriver,
+    SQLiteConstructor,
+    SQLiteDriver,
+)
+from rrjobs.drivers.sqlite.job import BoltDBJob, SQLiteJob
+
+__all__ = [
+    "CAPABILITIES",
+    "BoltDBConstructor",
+    "BoltDBDriver",
+    "BoltDBJob",
+    "SQLiteConstructor",
+    "SQLiteDriver",
+    "SQLiteJob",
+    "SQLiteOptions",
+]

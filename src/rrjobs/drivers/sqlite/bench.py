@@ -1,0 +1,93 @@
+"""The sqlite driver's baseline for ``rrjobs bench``.
+
+A bare ``sqlite3`` loop, no rrjobs code, on one thread: for each chunk of
+``spec.batch`` jobs it INSERTs the rows in one transaction (committed), then
+SELECTs them back in delivery order (``ORDER BY priority, seq``) and DELETEs
+them in one transaction (committed). It uses the pipeline's own settings and
+the driver's durability: a file in the same directory as ``file`` (so the same
+file system and fsync cost), WAL, the inserts committed with the pipeline's
+``synchronous`` (as pushes are) and the deletes with ``normal`` (as acks are).
+Row ids are fresh uuid4 strings made as the runtime's messages make them, and
+payloads ``spec.payload_size`` bytes.
+
+That is the least work a durable queue in SQLite does for the same jobs with
+the same commit granularity (one commit per pushed chunk, one per consumed
+chunk). The runtime phase adds everything rrjobs does around it, including a
+reservation (an UPDATE) per job, which a queue with at-least-once delivery to
+concurrent consumers needs and this loop does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import tempfile
+import time
+from typing import TYPE_CHECKING
+
+from rrjobs.core.message import new_id
+from rrjobs.core.options import validate
+from rrjobs.drivers.sqlite.config import SQLiteOptions
+
+if TYPE_CHECKING:
+    from rrjobs.bench import BenchSpec, PhaseResult
+
+
+async def sqlite_baseline(spec: BenchSpec) -> PhaseResult:
+    """Bare sqlite3 loop: per chunk INSERT (one commit), SELECT in order, DELETE (one commit);
+    same directory, WAL and durability (inserts as pushes, deletes as acks)."""
+    from rrjobs.bench import PhaseResult
+
+    options = validate(SQLiteOptions, dict(spec.options),
+                       f"jobs.pipelines.{spec.pipeline}.config")
+    seconds, cpu, processed = await asyncio.to_thread(
+        _run, options.file, options.synchronous, spec.jobs, spec.batch, spec.payload_size)
+    return PhaseResult(seconds, processed, cpu)
+
+
+def _run(file: str, synchronous: str, jobs: int, batch: int,
+         payload_size: int) -> tuple[float, float, int]:
+    """Blocking: the timed loop, on a fresh file next to ``file``, removed afterwards."""
+    directory = os.path.dirname(os.path.abspath(file))
+    fd, path = tempfile.mkstemp(prefix=".rrjobs-bench-baseline-", suffix=".db", dir=directory)
+    os.close(fd)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            durable = f"PRAGMA synchronous = {synchronous.upper()}"
+            relaxed = "PRAGMA synchronous = NORMAL"
+            conn.execute("CREATE TABLE q (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                         "pipeline TEXT NOT NULL, id TEXT, name TEXT, payload BLOB NOT NULL, "
+                         "priority INTEGER NOT NULL)")
+            conn.execute("CREATE INDEX q_order ON q (pipeline, priority, seq)")
+            payload = os.urandom(payload_size)
+            processed = 0
+            start, cpu = time.perf_counter(), time.process_time()
+            left = jobs
+            while left > 0:
+                n = min(batch, left)
+                left -= n
+                rows = [("bench", new_id(), "bench", payload, 10) for _ in range(n)]
+                conn.execute(durable)
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("INSERT INTO q (pipeline, id, name, payload, priority) "
+                                 "VALUES (?, ?, ?, ?, ?)", rows)
+                conn.execute("COMMIT")
+                conn.execute(relaxed)
+                conn.execute("BEGIN IMMEDIATE")
+                got = conn.execute("SELECT seq, id, name, payload FROM q WHERE pipeline = ? "
+                                   "ORDER BY priority, seq LIMIT ?", ("bench", n)).fetchall()
+                conn.executemany("DELETE FROM q WHERE seq = ?", [(r[0],) for r in got])
+                conn.execute("COMMIT")
+                processed += len(got)
+            return time.perf_counter() - start, time.process_time() - cpu, processed
+        finally:
+            conn.close()
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.remove(path + suffix)
+            except FileNotFoundError:
+                pass

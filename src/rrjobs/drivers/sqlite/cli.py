@@ -1,0 +1,108 @@
+"""``rrjobs sqlite …``: tooling for the sqlite driver's files.
+
+``rrjobs sqlite inspect FILE`` opens the file read-only (it never creates,
+migrates or locks it, so it is safe next to a running server) and shows, per
+pipeline, the ready, delayed, reserved and dead-lettered counts and the oldest
+job.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from rrjobs.drivers.sqlite.queries import PipelineSummary, summarize
+from rrjobs.drivers.sqlite.schema import APPLICATION_ID, LATEST_VERSION, schema_version
+
+
+@click.group(name="sqlite")
+def sqlite_group() -> None:
+    """Tools for the sqlite driver's database files."""
+
+
+def read_file(path: str) -> tuple[dict[str, Any], list[PipelineSummary]]:
+    """File facts and per-pipeline summaries of ``path``, read-only.
+
+    Raises :class:`click.ClickException` when it is not an rrjobs file."""
+    file = Path(path)
+    if not file.is_file():
+        raise click.ClickException(f"{path}: no such file")
+    try:
+        conn = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise click.ClickException(f"{path}: cannot open: {exc}") from None
+    try:
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise click.ClickException(f"{path}: not an SQLite database ({exc})") from None
+        version = schema_version(conn)
+        if app_id != APPLICATION_ID or version < 1:
+            raise click.ClickException(f"{path}: not an rrjobs sqlite-driver file")
+        if version > LATEST_VERSION:
+            raise click.ClickException(
+                f"{path}: schema version {version} is newer than this rrjobs ({LATEST_VERSION})")
+        now = time.time_ns() // 1_000_000
+        summaries = summarize(conn, now)
+        facts = {
+            "file": str(file.resolve()),
+            "schema_version": version,
+            "journal_mode": conn.execute("PRAGMA journal_mode").fetchone()[0],
+            "now_ms": now,
+        }
+    except sqlite3.Error as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+    finally:
+        conn.close()
+    return facts, summaries
+
+
+def _age(now_ms: int, at_ms: int | None) -> str:
+    if at_ms is None:
+        return ""
+    seconds = max(0.0, (now_ms - at_ms) / 1000)
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+@sqlite_group.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def inspect(file: str, as_json: bool) -> None:
+    """Show the queued, delayed, reserved and dead-lettered jobs of FILE per
+    pipeline, and each pipeline's oldest job. Read-only."""
+    facts, summaries = read_file(file)
+    now = int(facts["now_ms"])
+    if as_json:
+        click.echo(json.dumps({**facts, "pipelines": [s.as_dict() for s in summaries]},
+                              indent=2))
+        return
+    console = Console()
+    console.print(f"{facts['file']}  (schema v{facts['schema_version']}, "
+                  f"journal {facts['journal_mode']})")
+    if not summaries:
+        console.print("no jobs")
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for col in ("pipeline", "ready", "delayed", "reserved", "dead", "oldest job", "age",
+                "next due in"):
+        table.add_column(col, justify="right" if col in ("ready", "delayed", "reserved",
+                                                         "dead", "age", "next due in")
+                         else "left")
+    for s in summaries:
+        oldest = f"{s.oldest_name} {s.oldest_id}" if s.oldest_id or s.oldest_name else ""
+        due = "" if s.next_due_at is None else f"{max(0, s.next_due_at - now) / 1000:.3f}s"
+        table.add_row(s.pipeline, str(s.ready), str(s.delayed), str(s.reserved), str(s.dead),
+                      oldest, _age(now, s.oldest_at), due)
+    console.print(table)

@@ -1,0 +1,62 @@
+"""Headers and payloads as the ``sqlite`` driver stores them.
+
+Headers are a JSON object of string lists (``{"k": ["v1", "v2"]}``) in a
+``TEXT`` column. Rows written by another program are read leniently: a bare
+string becomes a one-element list, a non-object (or invalid JSON) becomes no
+headers, and a ``TEXT`` payload is UTF-8 encoded. Pure functions; no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from rrjobs.core.headers import Headers
+
+log = logging.getLogger("rrjobs.drivers.sqlite")
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def encode_headers(headers: Headers) -> str:
+    """The JSON text stored for ``headers`` (``"{}"`` when empty)."""
+    if not headers:
+        return "{}"
+    return _dumps(headers)
+
+
+def decode_headers(text: Any) -> Headers:
+    """Headers from the stored column value; never raises."""
+    if text is None or text == "{}" or text == "":
+        return {}
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    try:
+        raw = json.loads(text)
+    except (TypeError, ValueError):
+        log.warning("ignoring headers that are not JSON: %.80r", text)
+        return {}
+    if not isinstance(raw, dict):
+        log.warning("ignoring headers that are not a JSON object: %.80r", text)
+        return {}
+    out: Headers = {}
+    for key, value in raw.items():
+        if isinstance(value, list):
+            out[str(key)] = [v if isinstance(v, str) else json.dumps(v) for v in value]
+        elif isinstance(value, str):
+            out[str(key)] = [value]
+        elif value is not None:
+            out[str(key)] = [json.dumps(value)]
+    return out
+
+
+def decode_payload(value: Any) -> bytes:
+    """The payload bytes from the stored column value (``BLOB``, ``TEXT`` or ``NULL``)."""
+    if isinstance(value, bytes):
+        return value
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        return value.encode()
+    return str(value).encode()

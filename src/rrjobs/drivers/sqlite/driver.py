@@ -1,0 +1,535 @@
+"""The ``sqlite`` driver: durable jobs in one local SQLite file, no broker.
+
+Capabilities (kombu-style):
+
+* Delays: yes, any length, millisecond precision, kept in the file; the
+  consumer sleeps exactly until the next one falls due (no polling).
+* Priority: yes. FIFO within a priority (``ORDER BY priority, seq``).
+* Durable: **yes** — ``push`` returns once the job is committed (WAL,
+  ``synchronous=full`` by default: survives an OS crash or power loss).
+* Dead-letter: with ``dead_letter: true``, ``nack(requeue=False)`` moves the
+  job to the file's ``rrjobs_dead`` table; otherwise it is deleted.
+* Lease extension: yes. A reservation carries a lease: the driver renews it
+  while the job waits in the priority queue, the worker pool through
+  ``Job.extend_lease`` while a handler runs. A lease that runs out returns
+  the job to the queue.
+* Redelivery on crash: yes. Jobs reserved by a process that died return to the
+  queue when the pipeline next starts, or when their lease expires.
+* Pause: yes; pausing returns the pipeline's prefetched jobs to the file.
+* Headers: yes, several values per key (JSON).
+
+Flow: ``push`` → INSERT (group-committed with other writes) → the consumer
+reserves ready rows in batches while fewer than ``prefetch`` are held →
+priority queue → handler → ack = DELETE (queued; committed with the next
+group, so that an ack never waits for a disk flush).
+
+Several pipelines (of one or several processes) may share a file: every row
+carries its pipeline. Jobs pushed by another process are seen within
+``poll_interval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import replace
+from functools import partial
+from typing import ClassVar, Self
+
+from rrjobs.core.base import BaseDriver
+from rrjobs.core.capabilities import Capabilities
+from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError
+from rrjobs.core.headers import DEDUCED_BY_RR, Headers
+from rrjobs.core.interfaces import Constructor
+from rrjobs.core.message import Message
+from rrjobs.core.options import options_from_config, options_from_pipeline
+from rrjobs.core.pipeline import Pipeline
+from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.state import State
+from rrjobs.drivers.sqlite import queries
+from rrjobs.drivers.sqlite.codec import decode_headers, decode_payload, encode_headers
+from rrjobs.drivers.sqlite.config import SQLiteOptions
+from rrjobs.drivers.sqlite.job import BoltDBJob, SQLiteJob
+from rrjobs.drivers.sqlite.schema import StoreError, connect_reader
+from rrjobs.drivers.sqlite.store import Coalescer, Store
+
+#: The largest payload accepted. SQLite allows up to 1 GB a row, but every
+#: payload is written twice (WAL, then the database) by the one writer thread,
+#: and a huge one stalls every other push and ack of the file meanwhile.
+MAX_PAYLOAD = 64 * 1024 * 1024
+
+#: At most this many jobs are reserved by one query.
+FETCH_MAX = 512
+
+CAPABILITIES = Capabilities(
+    delay=True,
+    max_delay=None,
+    delay_native=True,
+    priority=True,
+    durable=True,
+    max_payload=MAX_PAYLOAD,
+    lease_extension=True,
+    dead_letter=False,
+    redelivery_on_crash=True,
+    pause=True,
+    headers=True,
+)
+
+log = logging.getLogger("rrjobs.drivers.sqlite")
+
+#: Owners (driver instances) alive in this process; see :func:`owner_is_dead`.
+_LIVE_OWNERS: set[str] = set()
+_HOST: list[str] = []
+
+
+def _host() -> str:
+    if not _HOST:
+        _HOST.append(socket.gethostname().replace(":", "_"))
+    return _HOST[0]
+
+
+def now_ms() -> int:
+    """The wall clock in unix milliseconds (rounded down)."""
+    return time.time_ns() // 1_000_000
+
+
+def available_at(delay: float) -> int:
+    """When a job pushed now with ``delay`` seconds becomes ready, in unix ms
+    (``0``, "at once", without a delay).
+
+    A positive delay is rounded *up* to the millisecond, so a job is never
+    delivered before its delay has passed."""
+    if delay <= 0:
+        return 0
+    return -(-(time.time_ns() + round(delay * 1e9)) // 1_000_000)
+
+
+def owner_is_dead(owner: str) -> bool:
+    """Whether the process that made reservation ``owner`` (``host:pid:token``) is gone.
+
+    A driver of this process that stopped, a process of this host that no
+    longer runs, or an earlier process that had this process's pid are gone.
+    For another host (or an unreadable owner) nothing can be told: the lease decides.
+    """
+    if owner in _LIVE_OWNERS:
+        return False
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != _host():
+        return False
+    try:
+        pid = int(parts[1])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _open_pipeline(conn: sqlite3.Connection, pipeline: str, priority: int) -> int:
+    """Record the pipeline; return the reservations of dead owners to the queue."""
+    queries.register_pipeline(conn, pipeline, priority, now_ms())
+    dead = [o for o in queries.owners(conn, pipeline) if owner_is_dead(o)]
+    return queries.release_owners(conn, pipeline, dead) if dead else 0
+
+
+class SQLiteDriver(BaseDriver):
+    """One pipeline stored in an SQLite file.
+
+    All methods run on the event loop and never block it: SQLite runs on the
+    store's threads. ``push``, ``nack`` and ``requeue`` return once committed;
+    ``ack`` once queued (see :meth:`settle_ack`).
+    """
+
+    name: ClassVar[str] = "sqlite"
+    job_class: ClassVar[type[SQLiteJob]] = SQLiteJob
+
+    def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: SQLiteOptions,
+                 store: Store) -> None:
+        pipeline.setdefault("priority", options.priority)
+        super().__init__(pipeline, queue)
+        self.priority = options.priority
+        self.options = options
+        self.prefetch = options.prefetch
+        self.store = store
+        self.capabilities = (
+            replace(CAPABILITIES, dead_letter=True) if options.dead_letter else CAPABILITIES
+        )
+        #: this instance's reservations carry this owner (``host:pid:token``)
+        self.owner = f"{_host()}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
+        self._lease_ms = round(options.lease * 1000)
+        #: jobs this driver reserved and that are not settled, by seq
+        self._outstanding: dict[int, SQLiteJob] = {}
+        #: reserved jobs not yet in the priority queue (it was full, or the
+        #: consumer was cancelled while inserting them)
+        self._unqueued: deque[SQLiteJob] = deque()
+        self._refill = max(1, min(FETCH_MAX // 2, self.prefetch // 4))
+        self._wake = asyncio.Event()
+        self._need_room = False
+        self._consumer: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        self._released = False
+        self._inserts: Coalescer[Sequence[queries.InsertRow]] = Coalescer(
+            store, queries.insert_batches)
+        self._acks: Coalescer[int] = Coalescer(store, queries.delete_many, self._acks_failed,
+                                               durable=False)
+        _LIVE_OWNERS.add(self.owner)
+        store.subscribe(self.pipeline_name, self._wake.set)
+
+    @classmethod
+    async def open(cls, pipeline: Pipeline, queue: PriorityQueue, options: SQLiteOptions,
+                   *, where: str) -> Self:
+        """Open (create, migrate) the file and build the driver; jobs left
+        reserved by dead processes return to the queue.
+
+        Raises :class:`ConfigError` at ``where`` when the file cannot be used.
+        """
+        try:
+            store = await Store.acquire(options.file, synchronous=options.synchronous,
+                                        permissions=options.permissions)
+        except StoreError as exc:
+            raise ConfigError(where, str(exc)) from None
+        driver = cls(pipeline, queue, options, store)
+        try:
+            recovered = await store.write(partial(
+                _open_pipeline, pipeline=driver.pipeline_name, priority=driver.priority))
+        except BaseException:
+            await driver._close()
+            raise
+        if recovered:
+            log.warning("pipeline %r: %d jobs reserved by a process that is gone returned "
+                        "to the queue", driver.pipeline_name, recovered)
+        return driver
+
+    # -- jobs in ------------------------------------------------------------------------
+
+    def _row(self, msg: Message, created: int) -> queries.InsertRow:
+        payload = msg.payload
+        return (
+            self.pipeline_name,
+            msg.id,
+            msg.name,
+            payload if type(payload) is bytes else bytes(payload),
+            encode_headers(msg.headers) if msg.headers else "{}",
+            msg.priority,
+            1 if msg.auto_ack else 0,
+            available_at(msg.delay) if msg.delay > 0 else 0,
+            created,
+        )
+
+    async def _send(self, msg: Message) -> None:
+        """Insert the job; returns once committed. Concurrent pushes share one
+        statement and one commit."""
+        await self._inserts.add((self._row(msg, now_ms()),))
+        self.store.notify(self.pipeline_name)
+
+    async def _send_batch(self, msgs: Sequence[Message]) -> None:
+        if not msgs:
+            return
+        created = now_ms()
+        await self._inserts.add([self._row(m, created) for m in msgs])
+        self.store.notify(self.pipeline_name)
+
+    # -- consuming ------------------------------------------------------------------------
+
+    def _job(self, row: queries.ReservedRow) -> SQLiteJob:
+        seq, id_, name, payload, headers, priority, auto_ack, deliveries = row
+        return self.job_class(
+            self, seq, deliveries, self.options.lease, id_, name or DEDUCED_BY_RR,
+            payload if type(payload) is bytes else decode_payload(payload),
+            {} if headers == "{}" else decode_headers(headers), self.pipeline_name,
+            self.priority if priority is None else priority, bool(auto_ack),
+        )
+
+    async def _consume(self) -> None:
+        """Reserve ready jobs into the priority queue while prefetch allows;
+        sleep until a push, a settlement that frees room, the next due delay
+        or lease expiry, or the poll interval. A poll reserves only if the
+        file changed (``PRAGMA data_version``, read without the write lock)."""
+        wake_at: int | None = None  # the next due delay or lease expiry (unix ms)
+        version: int | None = None  # the file's data_version at the last poll
+        polled = False  # woken by the poll interval alone
+        while True:
+            self._wake.clear()
+            room = self.prefetch - len(self._outstanding)
+            unchanged = False
+            if room > 0 and polled and (wake_at is None or now_ms() < wake_at):
+                try:
+                    seen, version = version, await self.store.read(queries.data_version)
+                except StoreError:
+                    seen = None
+                unchanged = seen is not None and seen == version and not self._wake.is_set()
+            polled = False
+            if room > 0 and not unchanged:
+                limit = min(room, FETCH_MAX)
+                start = now_ms()
+                try:
+                    res = await self.store.write(partial(
+                        queries.reserve, pipeline=self.pipeline_name, owner=self.owner,
+                        limit=limit, now_ms=start, until_ms=start + self._lease_ms),
+                        durable=False)
+                except StoreError as exc:
+                    log.error("pipeline %r: reserving jobs failed, retrying in 1s: %s",
+                              self.pipeline_name, exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                if res.expired:
+                    log.warning("pipeline %r: %d reservations whose lease expired returned to "
+                                "the queue", self.pipeline_name, res.expired)
+                jobs = [self._job(r) for r in res.rows]
+                for job in jobs:
+                    self._outstanding[job.seq] = job
+                await self._enqueue(jobs)
+                if len(jobs) == limit:
+                    continue
+                wake_at = res.next_wake_ms
+            self._need_room = self.prefetch - len(self._outstanding) <= 0
+            if self._wake.is_set():
+                continue
+            timeout: float | None = None
+            poll = self.options.poll_interval
+            if not self._need_room:
+                if wake_at is not None:
+                    timeout = max(0.0, (wake_at - now_ms()) / 1000)
+                if poll > 0 and (timeout is None or poll < timeout):
+                    timeout, polled = poll, True
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+                polled = False
+            except TimeoutError:
+                pass
+
+    async def _enqueue(self, jobs: list[SQLiteJob]) -> None:
+        """Move reserved jobs into the priority queue, waiting while it is full.
+        Jobs not yet moved stay in ``_unqueued`` (their leases are renewed)."""
+        queue, pending = self.queue, self._unqueued
+        pending.extend(jobs)
+        while pending:
+            job = pending[0]
+            if queue.full():
+                await queue.insert(job)
+            else:
+                queue.insert_nowait(job)
+            pending.popleft()
+
+    def _waiting(self) -> list[int]:
+        """Seqs of this driver's reserved jobs that no handler holds yet."""
+        seqs = [j.seq for j in self.queue if isinstance(j, SQLiteJob) and j._driver is self]
+        seqs.extend(j.seq for j in self._unqueued)
+        return seqs
+
+    async def _renew(self) -> None:
+        """Every lease/3, renew the leases of the jobs waiting in the priority
+        queue. A job taken by a handler keeps its lease only through
+        ``Job.extend_lease`` (the worker pool calls it every ``lease/2``), so a
+        stuck or vanished holder loses the job when the lease expires."""
+        interval = self.options.lease / 3
+        while True:
+            await asyncio.sleep(interval)
+            seqs = self._waiting()
+            if not seqs:
+                continue
+            try:
+                await self.store.write(partial(queries.renew, owner=self.owner, seqs=seqs,
+                                               until_ms=now_ms() + self._lease_ms),
+                                       durable=False)
+            except StoreError as exc:
+                log.error("pipeline %r: renewing reservations failed: %s",
+                          self.pipeline_name, exc)
+
+    async def _start_consuming(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._renewer is None:
+            self._renewer = loop.create_task(self._renew(), name=f"rrjobs-sqlite-renew:"
+                                             f"{self.pipeline_name}")
+        self._consumer = loop.create_task(self._consume(),
+                                          name=f"rrjobs-sqlite-consume:{self.pipeline_name}")
+
+    async def _stop_consuming(self) -> None:
+        await _cancel(self._consumer)
+        self._consumer = None
+        taken = self.queue.remove(self.pipeline_name)
+        for job in [*taken, *self._unqueued]:
+            if isinstance(job, SQLiteJob):
+                self._outstanding.pop(job.seq, None)
+        self._unqueued.clear()
+        # Everything this driver reserved goes back, except the jobs in handlers.
+        await self.store.write(partial(queries.release, pipeline=self.pipeline_name,
+                                       owner=self.owner, keep=list(self._outstanding)),
+                               durable=False)
+
+    async def _close(self) -> None:
+        await _cancel(self._consumer)
+        self._consumer = None
+        await _cancel(self._renewer)
+        self._renewer = None
+        self._outstanding.clear()
+        self._unqueued.clear()
+        if self._released:
+            return
+        self._released = True
+        self.store.unsubscribe(self.pipeline_name, self._wake.set)
+        try:
+            if not self.store.closed:
+                n = await self.store.write(partial(queries.release,
+                                                   pipeline=self.pipeline_name, owner=self.owner),
+                                           durable=False)
+                if n:
+                    log.info("pipeline %r stopped: %d unsettled jobs returned to the queue",
+                             self.pipeline_name, n)
+        finally:
+            _LIVE_OWNERS.discard(self.owner)
+            await self.store.release()
+
+    # -- settlement (called by SQLiteJob) ---------------------------------------------------
+
+    def _check(self, job: SQLiteJob) -> None:
+        if self.stopped:
+            raise PipelineStateError(
+                f"pipeline {self.pipeline_name!r} is stopped: job {job.id} was returned to "
+                "the queue and will be delivered again"
+            )
+        if self._outstanding.get(job.seq) is not job:
+            raise AckLostError(
+                f"job {job.id}: its reservation was lost (its lease expired and it was "
+                "delivered again, or it was returned to the queue by a pause)"
+            )
+
+    def _done(self, job: SQLiteJob) -> None:
+        if self._outstanding.get(job.seq) is job:
+            del self._outstanding[job.seq]
+            if self._need_room and (
+                self.prefetch - len(self._outstanding) >= self._refill or not self._outstanding
+            ):
+                self._wake.set()
+
+    async def settle_ack(self, job: SQLiteJob) -> None:
+        """Delete the job's row. Returns once the delete is queued, not committed:
+        it commits with the next group (milliseconds), ordered before any later
+        operation of this process. Should the process die in between, the job
+        is delivered again (at-least-once; nothing is lost)."""
+        self._check(job)
+        self._acks.add_nowait(job.seq)
+        self._done(job)
+
+    def _acks_failed(self, seqs: list[int], exc: BaseException) -> None:
+        log.error("pipeline %r: %d acknowledgements failed; those jobs will be delivered "
+                  "again: %s", self.pipeline_name, len(seqs), exc)
+
+    async def settle_drop(self, job: SQLiteJob) -> None:
+        self._check(job)
+        try:
+            if self.options.dead_letter:
+                await self.store.write(partial(queries.dead_letter, seq=job.seq,
+                                               now_ms=now_ms()))
+            else:
+                await self.store.write(partial(queries.delete, seq=job.seq), durable=False)
+        finally:
+            self._done(job)
+
+    async def settle_requeue(self, job: SQLiteJob, headers: Headers, delay: float) -> None:
+        self._check(job)
+        try:
+            moved = await self.store.write(partial(
+                queries.requeue, seq=job.seq, owner=self.owner, deliveries=job.delivery,
+                headers=encode_headers(headers), available_at=available_at(delay)))
+        finally:
+            self._done(job)
+        if not moved:
+            raise AckLostError(f"job {job.id}: its reservation was lost (lease expired); it "
+                               "is back in the queue without the requeue's headers")
+        self.store.notify(self.pipeline_name)
+
+    async def extend(self, job: SQLiteJob, seconds: float) -> None:
+        self._check(job)
+        ok = await self.store.write(partial(
+            queries.extend, seq=job.seq, owner=self.owner, deliveries=job.delivery,
+            until_ms=now_ms() + round(seconds * 1000)), durable=False)
+        if not ok:
+            raise AckLostError(f"job {job.id}: its reservation was lost (lease expired)")
+
+    # -- state ------------------------------------------------------------------------------
+
+    async def state(self) -> State:
+        if not self.store.closed:
+            await self.store.flush()  # acks queued before this call are counted
+        now = now_ms()
+        if self.store.closed:
+            counts = await asyncio.to_thread(_counts_from_file, self.store.path,
+                                             self.pipeline_name, now)
+        else:
+            counts = await self.store.read(partial(queries.counts, pipeline=self.pipeline_name,
+                                                   now_ms=now))
+        queued = self.queue.count(self.pipeline_name)
+        return State(
+            pipeline=self.pipeline_name,
+            driver=self.name,
+            queue=self.store.path,
+            active=counts.ready + queued,
+            delayed=counts.delayed,
+            reserved=max(0, counts.reserved - queued),
+            ready=self.consuming,
+            priority=self.priority,
+        )
+
+
+class BoltDBDriver(SQLiteDriver):
+    """The ``boltdb`` alias: RoadRunner's keys, this driver's SQLite file format."""
+
+    name: ClassVar[str] = "boltdb"
+    job_class: ClassVar[type[SQLiteJob]] = BoltDBJob
+
+
+def _counts_from_file(path: str, pipeline: str, now: int) -> queries.Counts:
+    conn = connect_reader(path)
+    try:
+        return queries.counts(conn, pipeline, now)
+    finally:
+        conn.close()
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is None or task.done():
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+class SQLiteConstructor(Constructor):
+    """Builds ``sqlite`` drivers. Registered as the ``sqlite`` entry point."""
+
+    name: ClassVar[str] = "sqlite"
+    driver_class: ClassVar[type[SQLiteDriver]] = SQLiteDriver
+
+    async def driver_from_config(
+        self, config_key: str, queue: PriorityQueue, pipeline: Pipeline
+    ) -> SQLiteDriver:
+        options = options_from_config(self.configurer, config_key, SQLiteOptions)
+        return await self.driver_class.open(pipeline, queue, options, where=f"{config_key}.file")
+
+    async def driver_from_pipeline(self, pipeline: Pipeline, queue: PriorityQueue) -> SQLiteDriver:
+        options = options_from_pipeline(pipeline, SQLiteOptions)
+        return await self.driver_class.open(pipeline, queue, options,
+                                            where=f"declare.{pipeline.name()}.file")
+
+
+class BoltDBConstructor(SQLiteConstructor):
+    """Builds ``boltdb`` pipelines (RoadRunner configs) on the SQLite driver."""
+
+    name: ClassVar[str] = "boltdb"
+    driver_class: ClassVar[type[SQLiteDriver]] = BoltDBDriver

@@ -1,0 +1,311 @@
+"""The driver's SQL, as plain blocking functions of a connection.
+
+Each function is one step of a transaction the :class:`~rrjobs.drivers.sqlite.store.Store`
+runs on its writer (or reader) thread; none commits, none touches anything
+but the database, so the store may group them or run them again. Times are
+unix milliseconds (integers); ``owner`` identifies the driver instance that
+holds a reservation (``host:pid:token``).
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+#: A job as stored: (pipeline, id, name, payload, headers JSON, priority,
+#: auto_ack, available_at, created_at).
+InsertRow = tuple[str, str, str, bytes, str, int, int, int, int]
+
+#: A reserved job as read back: (seq, id, name, payload, headers JSON,
+#: priority, auto_ack, deliveries).
+ReservedRow = tuple[int, str, Any, Any, Any, int | None, int, int]
+
+_INSERT_HEAD = (
+    "INSERT INTO rrjobs_jobs (pipeline, id, name, payload, headers, priority, auto_ack, "
+    "available_at, created_at) VALUES "
+)
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#: Rows per INSERT statement at most; smaller chunks are powers of two, so that
+#: few distinct statements exist (each is prepared once and cached).
+_CHUNK = 128
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_sql(rows: int) -> str:
+    return _INSERT_HEAD + ", ".join([_ROW] * rows)
+
+
+def insert(conn: sqlite3.Connection, rows: Sequence[InsertRow]) -> None:
+    """Insert jobs in order (FIFO follows ``rows``), up to 128 rows per statement."""
+    i, n = 0, len(rows)
+    while i < n:
+        size = min(_CHUNK, 1 << ((n - i).bit_length() - 1))
+        chunk = rows[i:i + size]
+        conn.execute(_insert_sql(size), [v for row in chunk for v in row])
+        i += size
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What :func:`reserve` returns."""
+
+    rows: list[ReservedRow]
+    #: when the consumer should look again (a delay falls due or a lease
+    #: expires), or ``None`` when nothing is pending
+    next_wake_ms: int | None
+    #: reservations of other owners whose lease had expired and were returned
+    expired: int
+
+
+def reserve(conn: sqlite3.Connection, pipeline: str, owner: str, limit: int, now_ms: int,
+            until_ms: int) -> Reservation:
+    """Return expired leases of ``pipeline`` (anyone's) to the queue, then reserve up to
+    ``limit`` ready jobs for ``owner`` until ``until_ms``, in priority then
+    FIFO order. Jobs without an id get a fresh uuid (stored)."""
+    expired = conn.execute(
+        "UPDATE rrjobs_jobs SET reserved_by = NULL, reserved_until = NULL "
+        "WHERE pipeline = ? AND reserved_by IS NOT NULL AND reserved_until <= ?",
+        (pipeline, now_ms),
+    ).rowcount
+    # SELECT then UPDATE by seq is markedly cheaper than UPDATE … RETURNING (rows come
+    # back in one pass, in order); the write lock is held since BEGIN IMMEDIATE.
+    rows: list[ReservedRow] = conn.execute(
+        "SELECT seq, id, name, payload, headers, priority, auto_ack, deliveries + 1 "
+        "FROM rrjobs_jobs INDEXED BY rrjobs_jobs_ready "
+        "WHERE pipeline = ? AND reserved_by IS NULL AND available_at <= ? "
+        "ORDER BY priority, seq LIMIT ?",
+        (pipeline, now_ms, limit),
+    ).fetchall()
+    if rows:
+        conn.execute(
+            "UPDATE rrjobs_jobs SET reserved_by = ?, reserved_until = ?, "
+            "deliveries = deliveries + 1 WHERE seq IN (SELECT value FROM json_each(?))",
+            (owner, until_ms, _json_ints(r[0] for r in rows)),
+        )
+        if any(not r[1] for r in rows):
+            rows = _assign_ids(conn, rows)
+    next_wake: int | None = None
+    if len(rows) < limit:
+        due = conn.execute(
+            "SELECT available_at FROM rrjobs_jobs INDEXED BY rrjobs_jobs_due "
+            "WHERE pipeline = ? AND reserved_by IS NULL AND available_at > 0 "
+            "AND available_at > ? ORDER BY available_at LIMIT 1",
+            (pipeline, now_ms),
+        ).fetchone()
+        lease = conn.execute(
+            "SELECT reserved_until FROM rrjobs_jobs INDEXED BY rrjobs_jobs_lease "
+            "WHERE pipeline = ? AND reserved_by IS NOT NULL ORDER BY reserved_until LIMIT 1",
+            (pipeline,),
+        ).fetchone()
+        times = [int(r[0]) for r in (due, lease) if r is not None and r[0] is not None]
+        next_wake = min(times) if times else None
+    return Reservation(rows, next_wake, expired)
+
+
+def _assign_ids(conn: sqlite3.Connection, rows: list[ReservedRow]) -> list[ReservedRow]:
+    """Give rows written without an id (a foreign producer) a stored uuid4."""
+    out: list[ReservedRow] = []
+    for row in rows:
+        if row[1]:
+            out.append(row)
+            continue
+        new_id = str(uuid.uuid4())
+        conn.execute("UPDATE rrjobs_jobs SET id = ? WHERE seq = ?", (new_id, row[0]))
+        out.append((row[0], new_id, *row[2:]))
+    return out
+
+
+def insert_batches(conn: sqlite3.Connection, batches: Sequence[Sequence[InsertRow]]) -> None:
+    """Insert several pushes' rows together, in order."""
+    insert(conn, batches[0] if len(batches) == 1 else [r for rows in batches for r in rows])
+
+
+def delete_many(conn: sqlite3.Connection, seqs: Sequence[int]) -> int:
+    """Delete several jobs (acks) with one statement."""
+    if len(seqs) == 1:
+        return delete(conn, seqs[0])
+    return conn.execute(
+        "DELETE FROM rrjobs_jobs WHERE seq IN (SELECT value FROM json_each(?))",
+        (_json_ints(seqs),),
+    ).rowcount
+
+
+def delete(conn: sqlite3.Connection, seq: int) -> int:
+    """Delete one job (ack). Returns how many rows went (0 if already gone)."""
+    return conn.execute("DELETE FROM rrjobs_jobs WHERE seq = ?", (seq,)).rowcount
+
+
+def dead_letter(conn: sqlite3.Connection, seq: int, now_ms: int) -> int:
+    """Move one job into the dead-letter table. Returns 1, or 0 if it was gone."""
+    conn.execute(
+        "INSERT INTO rrjobs_dead (pipeline, id, name, payload, headers, priority, deliveries, "
+        "created_at, failed_at) SELECT pipeline, id, name, payload, headers, priority, "
+        "deliveries, created_at, ? FROM rrjobs_jobs WHERE seq = ?",
+        (now_ms, seq),
+    )
+    return delete(conn, seq)
+
+
+def requeue(conn: sqlite3.Connection, seq: int, owner: str, deliveries: int, headers: str,
+            available_at: int) -> bool:
+    """Put a reserved job back at the end of its pipeline with ``headers``,
+    ready at ``available_at``. Only the holder of that delivery may: returns
+    ``False`` (and changes nothing) when the reservation was lost."""
+    moved = conn.execute(
+        "INSERT INTO rrjobs_jobs (pipeline, id, name, payload, headers, priority, auto_ack, "
+        "available_at, created_at, deliveries) SELECT pipeline, id, name, payload, ?, priority, "
+        "auto_ack, ?, created_at, deliveries FROM rrjobs_jobs "
+        "WHERE seq = ? AND reserved_by = ? AND deliveries = ?",
+        (headers, available_at, seq, owner, deliveries),
+    ).rowcount
+    if moved:
+        delete(conn, seq)
+    return bool(moved)
+
+
+def extend(conn: sqlite3.Connection, seq: int, owner: str, deliveries: int, until_ms: int) -> bool:
+    """Extend one reservation to at least ``until_ms``; ``False`` if it was lost."""
+    return bool(conn.execute(
+        "UPDATE rrjobs_jobs SET reserved_until = max(reserved_until, ?) "
+        "WHERE seq = ? AND reserved_by = ? AND deliveries = ?",
+        (until_ms, seq, owner, deliveries),
+    ).rowcount)
+
+
+def _json_ints(values: Iterable[int]) -> str:
+    return "[" + ",".join(str(int(v)) for v in values) + "]"
+
+
+def renew(conn: sqlite3.Connection, owner: str, seqs: Iterable[int], until_ms: int) -> int:
+    """Extend the reservations ``seqs`` of ``owner`` to at least ``until_ms``."""
+    return conn.execute(
+        "UPDATE rrjobs_jobs SET reserved_until = max(reserved_until, ?) "
+        "WHERE reserved_by = ? AND seq IN (SELECT value FROM json_each(?))",
+        (until_ms, owner, _json_ints(seqs)),
+    ).rowcount
+
+
+def release(conn: sqlite3.Connection, pipeline: str, owner: str,
+            keep: Iterable[int] = ()) -> int:
+    """Return the reservations of ``owner`` (on ``pipeline``) to the queue, in
+    their old place, except the jobs in ``keep``. Returns how many were returned."""
+    return conn.execute(
+        "UPDATE rrjobs_jobs INDEXED BY rrjobs_jobs_lease "
+        "SET reserved_by = NULL, reserved_until = NULL "
+        "WHERE pipeline = ? AND reserved_by IS NOT NULL AND reserved_by = ? "
+        "AND seq NOT IN (SELECT value FROM json_each(?))",
+        (pipeline, owner, _json_ints(keep)),
+    ).rowcount
+
+
+def register_pipeline(conn: sqlite3.Connection, pipeline: str, priority: int,
+                      now_ms: int) -> None:
+    """Record ``pipeline`` and its priority (rows written without one get it)."""
+    conn.execute(
+        "INSERT INTO rrjobs_pipelines (name, priority, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET priority = excluded.priority, "
+        "updated_at = excluded.updated_at",
+        (pipeline, priority, now_ms),
+    )
+
+
+def owners(conn: sqlite3.Connection, pipeline: str) -> list[str]:
+    """The owners holding reservations of ``pipeline``."""
+    return [str(r[0]) for r in conn.execute(
+        "SELECT DISTINCT reserved_by FROM rrjobs_jobs INDEXED BY rrjobs_jobs_lease "
+        "WHERE pipeline = ? AND reserved_by IS NOT NULL",
+        (pipeline,),
+    )]
+
+
+def release_owners(conn: sqlite3.Connection, pipeline: str, dead: Sequence[str]) -> int:
+    """Return the reservations of ``pipeline`` held by the ``dead`` owners."""
+    n = 0
+    for owner in dead:
+        n += release(conn, pipeline, owner)
+    return n
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    """Changes whenever another connection (of any process) commits to the file."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """A pipeline's jobs in the database."""
+
+    ready: int
+    delayed: int
+    reserved: int
+
+
+def counts(conn: sqlite3.Connection, pipeline: str, now_ms: int) -> Counts:
+    """Ready, delayed and reserved jobs of ``pipeline`` (index-only scans)."""
+    unreserved = conn.execute(
+        "SELECT count(*) FROM rrjobs_jobs INDEXED BY rrjobs_jobs_ready "
+        "WHERE pipeline = ? AND reserved_by IS NULL",
+        (pipeline,),
+    ).fetchone()[0]
+    delayed = conn.execute(
+        "SELECT count(*) FROM rrjobs_jobs INDEXED BY rrjobs_jobs_due "
+        "WHERE pipeline = ? AND reserved_by IS NULL AND available_at > 0 AND available_at > ?",
+        (pipeline, now_ms),
+    ).fetchone()[0]
+    ready = unreserved - delayed
+    reserved = conn.execute(
+        "SELECT count(*) FROM rrjobs_jobs INDEXED BY rrjobs_jobs_lease "
+        "WHERE pipeline = ? AND reserved_by IS NOT NULL",
+        (pipeline,),
+    ).fetchone()[0]
+    return Counts(int(ready), int(delayed), int(reserved))
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSummary:
+    """One pipeline of a file, as ``rrjobs sqlite inspect`` shows it."""
+
+    pipeline: str
+    ready: int
+    delayed: int
+    reserved: int
+    dead: int
+    #: the job that entered the queue first (id, name, created_at ms), if any
+    oldest_id: str | None
+    oldest_name: str | None
+    oldest_at: int | None
+    #: when the next delayed job falls due (unix ms), if any
+    next_due_at: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__slots__}
+
+
+def summarize(conn: sqlite3.Connection, now_ms: int) -> list[PipelineSummary]:
+    """Every pipeline of the file with its counts and oldest job (one scan)."""
+    dead = dict(conn.execute("SELECT pipeline, count(*) FROM rrjobs_dead GROUP BY pipeline"))
+    rows = conn.execute(
+        "SELECT pipeline, "
+        "total(reserved_by IS NULL AND available_at <= :now), "
+        "total(reserved_by IS NULL AND available_at > :now), "
+        "total(reserved_by IS NOT NULL), "
+        "id, name, min(created_at) "
+        "FROM rrjobs_jobs GROUP BY pipeline",
+        {"now": now_ms},
+    ).fetchall()
+    due = dict(conn.execute(
+        "SELECT pipeline, min(available_at) FROM rrjobs_jobs "
+        "WHERE reserved_by IS NULL AND available_at > ? GROUP BY pipeline",
+        (now_ms,),
+    ))
+    out = [
+        PipelineSummary(p, int(r), int(d), int(s), int(dead.pop(p, 0)), i, n, c, due.get(p))
+        for p, r, d, s, i, n, c in rows
+    ]
+    out.extend(PipelineSummary(p, 0, 0, 0, int(c), None, None, None, None)
+               for p, c in dead.items())
+    return sorted(out, key=lambda s: s.pipeline)

@@ -1,0 +1,405 @@
+"""``Store``: one SQLite file, shared by every pipeline of this process that names it.
+
+No SQLite call runs on the event loop. A store has
+
+* **one writer thread** that owns the writing connection and executes
+  operations in order. Operations that arrive while a transaction is being
+  committed are collected and committed together in the next one (*group
+  commit*): under load one ``fsync`` covers hundreds of pushes, while a lone
+  operation is committed at once. A coroutine awaiting :meth:`Store.write`
+  resumes only after its transaction has committed, so a returned push is on
+  disk (per the ``synchronous`` setting). Only groups holding a *durable*
+  operation pay for an ``fsync`` (see :meth:`Store.submit`).
+* **one reader thread** with its own connection for counts and inspection;
+  WAL lets it read while the writer commits.
+
+If one operation of a group fails, the group is rolled back and its
+operations are retried one transaction each, so one bad operation fails only
+its own caller. Operations are plain functions of a connection and must not
+have side effects outside the database (they may run twice).
+
+Concurrency: :meth:`write` and :meth:`read` are safe to call from any number
+of tasks, on any event loop. A cancelled caller does not cancel its
+operation: it may still commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from rrjobs.drivers.sqlite.schema import StoreError, connect, connect_reader
+
+log = logging.getLogger("rrjobs.drivers.sqlite")
+
+T = TypeVar("T")
+Item = TypeVar("Item")
+
+Operation = Callable[[sqlite3.Connection], T]
+
+#: At most this many operations share one transaction.
+MAX_GROUP = 4096
+
+
+@dataclass(slots=True)
+class _Pending:
+    fn: Callable[[sqlite3.Connection], Any]
+    fut: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+    durable: bool = True
+
+
+_STOP = object()
+
+
+def _deliver(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    """On the caller's loop: resolve futures (skipping cancelled ones)."""
+    for fut, ok, value in results:
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+
+class Store:
+    """One open database file. Get one with :meth:`acquire`, give it back with
+    :meth:`release`; the last release closes it."""
+
+    _registry: dict[str, Store] = {}
+    _registry_lock = threading.Lock()
+
+    def __init__(self, path: str, *, synchronous: str, permissions: int) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.permissions = permissions
+        self._refs = 0
+        self._closed = False
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._writer = threading.Thread(
+            target=self._run, name=f"rrjobs-sqlite-writer:{os.path.basename(path)}", daemon=True
+        )
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="rrjobs-sqlite-reader")
+        self._reader_conn: sqlite3.Connection | None = None
+        self._listeners: dict[str, list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]]] = {}
+        self._listeners_lock = threading.Lock()
+        #: the connection's current ``synchronous`` (writer thread only)
+        self._level = synchronous
+        #: statistics: transactions committed and operations they carried
+        self.commits = 0
+        self.operations = 0
+
+    # -- sharing ----------------------------------------------------------------------------
+
+    @classmethod
+    async def acquire(cls, file: str, *, synchronous: str, permissions: int) -> Store:
+        """The store of ``file``, opened (and created, migrated) if needed.
+
+        Pipelines naming the same file share one store; they must agree on
+        ``synchronous``. Raises :class:`StoreError` if the file cannot be used.
+        """
+        path = await asyncio.to_thread(os.path.realpath, file)
+        with cls._registry_lock:
+            store = cls._registry.get(path)
+            if store is not None and store.synchronous != synchronous:
+                raise StoreError(
+                    f"{path} is open with synchronous={store.synchronous}; every pipeline "
+                    f"sharing a file must use the same setting (got {synchronous})"
+                )
+            if store is None:
+                store = cls(path, synchronous=synchronous, permissions=permissions)
+                cls._registry[path] = store
+                store._writer.start()
+            store._refs += 1
+        try:
+            await store.write(_ping)
+        except BaseException:
+            await store.release()
+            raise
+        return store
+
+    async def release(self) -> None:
+        """Give the store back; the last holder closes it (after pending operations)."""
+        with self._registry_lock:
+            self._refs -= 1
+            if self._refs > 0:
+                return
+            if self._registry.get(self.path) is self:
+                del self._registry[self.path]
+            self._closed = True
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Pending(_ping, done, loop, False))
+        self._queue.put(_STOP)
+        with contextlib.suppress(Exception):  # if the file failed to open, nothing to flush
+            await done
+        await loop.run_in_executor(self._reader, self._close_reader)
+        self._reader.shutdown(wait=False)
+        await asyncio.to_thread(self._writer.join)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def submit(self, fn: Operation[T], *, durable: bool = True) -> asyncio.Future[T]:
+        """Queue ``fn(conn)`` for the writer thread; the future resolves once its
+        transaction has committed. Operations run in submission order, so a
+        later operation (or :meth:`flush`) sees the effect of an earlier one.
+
+        ``durable`` operations are committed with the store's ``synchronous``
+        setting (``full``: flushed to disk before the future resolves). The
+        others (reservations, acks) are committed with ``normal``: visible to
+        every connection at once, safe from a crash of the process, and
+        flushed by the next durable commit or checkpoint; in WAL mode commits
+        reach the disk in order, so a durable commit makes all earlier ones
+        durable too.
+        """
+        if self._closed:
+            raise StoreError(f"{self.path} is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Pending(fn, fut, loop, durable))
+        return fut
+
+    async def write(self, fn: Operation[T], *, durable: bool = True) -> T:
+        """Run ``fn(conn)`` on the writer thread inside a transaction; return its
+        result once the transaction has committed (see :meth:`submit`)."""
+        return await self.submit(fn, durable=durable)
+
+    async def flush(self) -> None:
+        """Wait until every operation submitted before this call has committed."""
+        await self.submit(_ping, durable=False)
+
+    async def read(self, fn: Operation[T]) -> T:
+        """Run ``fn(conn)`` on the reader thread (a consistent WAL snapshot)."""
+        if self._closed:
+            raise StoreError(f"{self.path} is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._reader, self._read, fn)
+
+    def _read(self, fn: Operation[T]) -> T:
+        if self._reader_conn is None:
+            self._reader_conn = connect_reader(self.path)
+        return fn(self._reader_conn)
+
+    def _close_reader(self) -> None:
+        if self._reader_conn is not None:
+            self._reader_conn.close()
+            self._reader_conn = None
+
+    # -- wake-ups between pipelines of this process ---------------------------------------------
+
+    def subscribe(self, pipeline: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the current loop) when jobs of ``pipeline`` are
+        written through this store."""
+        loop = asyncio.get_running_loop()
+        with self._listeners_lock:
+            self._listeners.setdefault(pipeline, []).append((loop, callback))
+
+    def unsubscribe(self, pipeline: str, callback: Callable[[], None]) -> None:
+        with self._listeners_lock:
+            entries = self._listeners.get(pipeline, [])
+            self._listeners[pipeline] = [e for e in entries if e[1] != callback]
+            if not self._listeners[pipeline]:
+                del self._listeners[pipeline]
+
+    def notify(self, pipeline: str) -> None:
+        """Wake the consumers of ``pipeline`` in this process. Any thread or loop."""
+        with self._listeners_lock:
+            entries = list(self._listeners.get(pipeline, ()))
+        if not entries:
+            return
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        for loop, callback in entries:
+            if loop is current:
+                callback()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(callback)
+
+    # -- the writer thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        error: BaseException | None = None
+        try:
+            conn = connect(self.path, synchronous=self.synchronous,
+                           permissions=self.permissions)
+        except BaseException as exc:
+            error = exc
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            batch: list[_Pending] = []
+            item: object = first
+            while True:
+                if item is _STOP:
+                    stop = True
+                else:
+                    assert isinstance(item, _Pending)
+                    batch.append(item)
+                if len(batch) >= MAX_GROUP:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if not batch:
+                continue
+            if conn is None:
+                assert error is not None
+                self._send([(p, False, error) for p in batch])
+                continue
+            self._send(self._execute(conn, batch))
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                log.exception("closing %s failed", self.path)
+
+    def _execute(self, conn: sqlite3.Connection,
+                 batch: list[_Pending]) -> list[tuple[_Pending, bool, Any]]:
+        level = self.synchronous if any(p.durable for p in batch) else "normal"
+        try:
+            if level != self._level:
+                conn.execute(f"PRAGMA synchronous = {level.upper()}")
+                self._level = level
+            conn.execute("BEGIN IMMEDIATE")
+            results = [fn(conn) for fn in (p.fn for p in batch)]
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("rollback on %s failed", self.path)
+            if len(batch) == 1:
+                if isinstance(exc, sqlite3.Error):
+                    exc = StoreError(f"{self.path}: {exc}")
+                return [(batch[0], False, exc)]
+            out: list[tuple[_Pending, bool, Any]] = []
+            for p in batch:
+                out.extend(self._execute(conn, [p]))
+            return out
+        self.commits += 1
+        self.operations += len(batch)
+        return [(p, True, r) for p, r in zip(batch, results, strict=True)]
+
+    @staticmethod
+    def _send(results: list[tuple[_Pending, bool, Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for p, ok, value in results:
+            by_loop.setdefault(p.loop, []).append((p.fut, ok, value))
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
+                loop.call_soon_threadsafe(_deliver, items)
+
+
+class Coalescer(Generic[Item]):
+    """Items added on the event loop, applied together by one writer operation.
+
+    The first :meth:`add` after a flush submits one operation; every item added
+    before that operation starts running joins it, and ``apply(conn, items)``
+    handles them all (e.g. one ``executemany`` or one ``DELETE … IN``). Under
+    load this turns hundreds of pushes or acks into one statement. The future
+    of each item resolves once the transaction that applied it has committed.
+
+    Use from one event loop (the writer thread takes the batch under a lock).
+    """
+
+    def __init__(self, store: Store,
+                 apply: Callable[[sqlite3.Connection, list[Item]], object],
+                 on_error: Callable[[list[Item], BaseException], None] | None = None,
+                 *, durable: bool = True) -> None:
+        self._store = store
+        self._apply = apply
+        self._on_error = on_error
+        self._durable = durable
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Item, asyncio.Future[None] | None]] = []
+        self._scheduled = False
+
+    def add(self, item: Item) -> asyncio.Future[None]:
+        """Queue ``item``; the future resolves once it is committed."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._add(item, fut)
+        return fut
+
+    def add_nowait(self, item: Item) -> None:
+        """Queue ``item`` without waiting for it; a failure goes to ``on_error``."""
+        self._add(item, None)
+
+    def _add(self, item: Item, fut: asyncio.Future[None] | None) -> None:
+        with self._lock:
+            self._pending.append((item, fut))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        flush = _Flush(self)
+        try:
+            self._store.submit(flush, durable=self._durable).add_done_callback(flush.done)
+        except BaseException as exc:
+            flush.batch = self._take()
+            flush.fail(exc)
+
+    def _take(self) -> list[tuple[Item, asyncio.Future[None] | None]]:
+        with self._lock:
+            taken, self._pending = self._pending, []
+            self._scheduled = False
+        return taken
+
+
+class _Flush(Generic[Item]):
+    """The writer operation of a :class:`Coalescer`; keeps its batch if it must run again."""
+
+    def __init__(self, owner: Coalescer[Item]) -> None:
+        self.owner = owner
+        self.batch: list[tuple[Item, asyncio.Future[None] | None]] | None = None
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        if self.batch is None:
+            self.batch = self.owner._take()
+        if self.batch:
+            self.owner._apply(conn, [item for item, _ in self.batch])
+
+    def done(self, fut: asyncio.Future[None]) -> None:
+        if fut.cancelled():
+            self.fail(asyncio.CancelledError())
+            return
+        exc = fut.exception()
+        if exc is not None:
+            self.fail(exc)
+            return
+        for _, f in self.batch or ():
+            if f is not None and not f.done():
+                f.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        batch = self.batch or []
+        unwaited = [item for item, f in batch if f is None]
+        for _, f in batch:
+            if f is not None and not f.done():
+                f.set_exception(exc)
+        if unwaited:
+            if self.owner._on_error is not None:
+                self.owner._on_error(unwaited, exc)
+            else:
+                log.error("%d queued writes to %s failed: %s", len(unwaited),
+                          self.owner._store.path, exc)
+
+
+def _ping(conn: sqlite3.Connection) -> None:
+    """An empty operation: completes once the file is open (or fails with why not)."""

@@ -1,0 +1,89 @@
+"""The driver conformance suite on the sqlite driver (one temporary file per test)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rrjobs.core.message import Message
+from rrjobs.drivers.sqlite import SQLiteConstructor
+from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
+from rrjobs.testing.suite import NackTests
+
+
+class SQLiteFactory(DriverFactory):
+    """Every pipeline of a test shares one file, as pipelines of an application do."""
+
+    driver = "sqlite"
+    constructor = SQLiteConstructor
+    shared_broker = True  # a second driver on the same file consumes the same jobs
+    ack_deadline = 2.0
+    delivery_timeout = 5.0
+    quiet_period = 0.3
+    delay_unit = 0.5
+    delay_tolerance = 0.5
+    redelivery_timeout = 3.0
+
+    def __init__(self, file: Path) -> None:
+        self.file = str(file)
+
+    def pipeline_options(self, name: str) -> dict[str, Any]:
+        return {"file": self.file}
+
+    def lease_options(self, seconds: float) -> dict[str, Any]:
+        return {"lease": seconds}
+
+    def _execute(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        conn = sqlite3.connect(self.file, isolation_level=None)
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+
+    async def publish_raw(self, pipe: Pipe, body: bytes, headers: Mapping[str, str]) -> None:
+        """A row written by another program with plain sqlite3: no id, no name,
+        no priority, headers as a JSON object of strings."""
+        await asyncio.to_thread(
+            self._execute, "INSERT INTO rrjobs_jobs (pipeline, payload, headers) VALUES (?, ?, ?)",
+            pipe.name, body, json.dumps(dict(headers)))
+
+    async def publish_roadrunner(self, pipe: Pipe, msg: Message) -> None:
+        raise HookUnsupported("RoadRunner's boltdb driver writes Go gob values into a bbolt "
+                              "file; the sqlite driver (and its boltdb alias) has its own format")
+
+    async def dead_letters(self, pipe: Pipe) -> list[bytes]:
+        rows = await asyncio.to_thread(
+            self._execute, "SELECT payload FROM rrjobs_dead WHERE pipeline = ? ORDER BY seq",
+            pipe.name)
+        return [bytes(r[0]) for r in rows]
+
+
+@pytest.fixture
+def driver_factory(tmp_path: Path) -> SQLiteFactory:
+    return SQLiteFactory(tmp_path / "conformance.db")
+
+
+class TestSQLiteConformance(ConformanceSuite):
+    marker = "sqlite"
+
+
+class SQLiteDeadLetterFactory(SQLiteFactory):
+    def pipeline_options(self, name: str) -> dict[str, Any]:
+        return {"file": self.file, "dead_letter": True}
+
+
+class TestSQLiteDeadLetterConformance(NackTests):
+    """The nack section again with ``dead_letter: true``: nack without requeue
+    moves the job to the file's dead-letter table."""
+
+    marker = "sqlite"
+
+    @pytest.fixture
+    def driver_factory(self, tmp_path: Path) -> SQLiteDeadLetterFactory:
+        return SQLiteDeadLetterFactory(tmp_path / "conformance.db")
