@@ -14,12 +14,12 @@ $(BIN)/python:
 
 # The package alone: enough for the demo.
 $(VENV)/.base: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -c constraints.txt -e .
 	touch $@
 
 # Test, lint and broker-client dependencies, plus the tutorial's example driver.
-$(VENV)/.dev: pyproject.toml examples/my_awesome_driver/pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev,integration]' -e examples/my_awesome_driver
+$(VENV)/.dev: pyproject.toml constraints.txt examples/my_awesome_driver/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,integration]' -e examples/my_awesome_driver
 	touch $(VENV)/.base $@
 
 demo: $(VENV)/.base
