@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # The package alone: enough for the demo.
-$(VENV)/.base: pyproject.toml | $(BIN)/python
+$(VENV)/.base: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install -q -c constraints.txt -e .
 	touch $@
 
@@ -25,7 +25,7 @@ $(VENV)/.dev: pyproject.toml constraints.txt examples/my_awesome_driver/pyprojec
 demo: $(VENV)/.base
 	$(BIN)/python examples/demo/run.py
 
-# Installs (idempotently) and starts the real brokers the integration tests need.
+# Installs (idempotently) the real brokers; the tests start them on demand.
 integration-install: $(VENV)/.dev
 	PATH="$(abspath $(BIN)):$$PATH" bash integration/install.sh
 

@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Callable
 
 
-async def wait_for(cond: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
-    """Wait until ``cond()`` holds, polling the loop; fail after ``timeout`` s."""
+async def wait_for(cond: Callable[[], bool], within: float = 5.0, what: str = "") -> None:
+    """Wait until ``cond()`` holds, polling the loop; fail after ``within`` s."""
     loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
+    end = loop.time() + within
     while not cond():
         if loop.time() > end:
             raise AssertionError(f"timed out waiting for {what or cond}")

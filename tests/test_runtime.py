@@ -555,7 +555,7 @@ async def test_worker_pool_extends_the_lease_of_a_long_running_job() -> None:
     job.extended = []
     await pool.start()
     await queue.insert(job)
-    await wait_for(lambda: counters.ok == 1, timeout=5)
+    await wait_for(lambda: counters.ok == 1, within=5)
     await pool.stop(1)
     # extended at each half-life of the lease while the 1 s handler ran
     assert len(job.extended) >= 2 and set(job.extended) == {0.4}

@@ -46,6 +46,11 @@ class Job(ABC):
 
     #: The driver's name, written into ``context()``.
     driver_name: str = ""
+    #: Seconds the broker reserves the job for this consumer (lease, visibility
+    #: timeout, ack deadline), or ``None``. While a handler runs, the worker pool
+    #: calls :meth:`extend_lease` every ``lease / 2`` seconds. Drivers with
+    #: leases set it per job (a slot of their subclass).
+    lease: float | None = None
 
     def __init__(
         self,
@@ -58,6 +63,12 @@ class Job(ABC):
         priority: int,
         auto_ack: bool = False,
     ) -> None:
+        self._set_fields(id, name, payload, headers, pipeline, priority, auto_ack)
+
+    def _set_fields(self, id: str, name: str, payload: bytes, headers: Headers, pipeline: str,
+                    priority: int, auto_ack: bool) -> None:
+        """Set the fields of a new job (what ``__init__`` does, positionally:
+        drivers that build a job per message call it from their ``__init__``)."""
         self.id = id
         self.name = name
         self.payload = payload
@@ -131,9 +142,11 @@ class Job(ABC):
 
     async def ack(self) -> None:
         """Acknowledge the job. A no-op for an ``auto_ack`` job."""
-        if self.auto_ack and self.settled == "ack":
-            return
-        self._settle("ack")
+        if self.settled is not None:
+            if self.auto_ack and self.settled == "ack":
+                return
+            self._settle("ack")  # raises JobAlreadySettledError
+        self.settled = "ack"
         await self._ack()
 
     async def nack(self, requeue: bool = False, delay: float = 0.0) -> None:

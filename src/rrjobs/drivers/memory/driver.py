@@ -69,42 +69,64 @@ class MemoryDriver(BaseDriver):
     # -- jobs in --------------------------------------------------------------------
 
     def _job(self, msg: Message) -> MemoryJob:
-        return MemoryJob(
+        payload, headers = msg.payload, msg.headers
+        return MemoryJob._make(
             self,
-            id=msg.id,
-            name=msg.name,
-            payload=bytes(msg.payload),
-            headers={k: list(v) for k, v in msg.headers.items()},
-            pipeline=self.pipeline_name,
-            priority=msg.priority,
-            auto_ack=msg.auto_ack,
+            msg.id,
+            msg.name,
+            payload if type(payload) is bytes else bytes(payload),
+            {k: list(v) for k, v in headers.items()} if headers else {},
+            self.pipeline_name,
+            msg.priority,
+            msg.auto_ack,
         )
 
-    async def _send(self, msg: Message) -> None:
-        job = self._job(msg)
-        if msg.delay > 0:
-            self._delayed.add(msg.delay, job)
-            return
+    def _accept(self, job: MemoryJob, delay: float) -> bool:
+        """Take ``job`` without waiting: onto the delay heap, straight into the
+        priority queue, or onto the ready deque (also when the priority queue
+        is full: the mover waits for room). Always ``True``."""
+        if delay > 0:
+            self._delayed.add(delay, job)
+            return True
         if (
             self.consuming
             and not self._ready
             and self._mover is None
             and self._in_flight < self.prefetch
         ):
-            # Fast path: straight into the priority queue (waits while it is full).
-            self._in_flight += 1
-            try:
-                await self.queue.insert(job)
-            except BaseException:
-                self._in_flight -= 1
-                raise
-            return
+            # Fast path: straight into the priority queue. When it is full the
+            # job waits on the ready deque for the mover: a push never waits on
+            # consumers (a handler pushing into a full queue would deadlock).
+            queue = self.queue
+            if not queue.full():
+                self._in_flight += 1
+                queue.insert_nowait(job)
+                return True
         self._ready.append(job)
         self._pump()
+        return True
+
+    async def _insert_waiting(self, job: MemoryJob) -> None:
+        """Insert into the full priority queue, waiting for room (never drops)."""
+        self._in_flight += 1
+        try:
+            await self.queue.insert(job)
+        except BaseException:
+            self._in_flight -= 1
+            raise
+
+    async def _send(self, msg: Message) -> None:
+        job = self._job(msg)
+        if not self._accept(job, msg.delay):
+            await self._insert_waiting(job)
 
     async def _send_batch(self, msgs: Sequence[Message]) -> None:
+        # No coroutine per message: only a full priority queue makes this wait.
+        make, accept = self._job, self._accept
         for msg in msgs:
-            await self._send(msg)
+            job = make(msg)
+            if not accept(job, msg.delay):
+                await self._insert_waiting(job)
 
     def _due(self, job: MemoryJob) -> None:
         if self.stopped:
@@ -141,7 +163,8 @@ class MemoryDriver(BaseDriver):
         """A job of this pipeline left a handler: free its prefetch slot."""
         if self._in_flight > 0:
             self._in_flight -= 1
-        self._pump()
+        if self._ready:
+            self._pump()
 
     def redeliver(self, job: MemoryJob, headers: Headers, delay: float) -> None:
         """Queue a copy of ``job`` with ``headers`` after ``delay`` seconds."""

@@ -11,6 +11,8 @@ from rrjobs.core.job import Job
 if TYPE_CHECKING:
     from rrjobs.drivers.memory.driver import MemoryDriver
 
+_new = object.__new__
+
 
 class MemoryJob(Job):
     """A job held in process memory.
@@ -25,9 +27,20 @@ class MemoryJob(Job):
     __slots__ = ("_driver",)
     driver_name = "memory"
 
-    def __init__(self, driver: MemoryDriver, **kw: object) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
+    def __init__(self, driver: MemoryDriver, *, id: str, name: str, payload: bytes,
+                 headers: Headers, pipeline: str, priority: int, auto_ack: bool = False) -> None:
+        self._set_fields(id, name, payload, headers, pipeline, priority, auto_ack)
         self._driver = driver
+
+    @classmethod
+    def _make(cls, driver: MemoryDriver, id: str, name: str, payload: bytes, headers: Headers,
+              pipeline: str, priority: int, auto_ack: bool) -> MemoryJob:
+        """The same as the constructor, positionally: the driver makes one job
+        per push, and calling a class with keywords packs a dict every time."""
+        job = _new(cls)
+        job._set_fields(id, name, payload, headers, pipeline, priority, auto_ack)
+        job._driver = driver
+        return job
 
     @property
     def capabilities(self) -> Capabilities:
@@ -35,6 +48,15 @@ class MemoryJob(Job):
 
     def queue_name(self) -> str:
         return self.pipeline
+
+    async def ack(self) -> None:
+        """:meth:`Job.ack`, with the memory driver's ``_ack`` done inline (it is
+        a counter update: no coroutine for it on the hot path)."""
+        if self.settled is None:
+            self.settled = "ack"
+            self._driver.release(self)
+            return
+        await super().ack()  # an auto_ack job's no-op, or JobAlreadySettledError
 
     async def _ack(self) -> None:
         self._driver.release(self)
