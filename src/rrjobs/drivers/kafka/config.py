@@ -1,0 +1,434 @@
+"""Options of the ``kafka`` driver, with RoadRunner's key names and defaults.
+
+Two places configure it:
+
+* the global ``kafka:`` section (:class:`KafkaSection`): brokers, ping
+  timeout, TLS and SASL, shared by every Kafka pipeline;
+* each pipeline's options (:class:`KafkaOptions`): ``priority``,
+  ``auto_create_topics_enable``, ``producer_options``, ``consumer_options``,
+  ``group_options`` (and ``sasl_options``), as mappings in the config file or
+  as the JSON strings ``Declare`` sends.
+
+Every option is either honoured or refused with a message saying why: the
+options aiokafka has no equivalent for (``aws_msk_iam``, ``LeastBackup``,
+``WithEpoch`` offsets, ...) are validation errors, never ignored. Nothing here
+touches the network or imports aiokafka.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from rrjobs.core.options import Duration, StrictModel
+
+DEFAULT_BROKERS = ["127.0.0.1:9092"]
+DEFAULT_PRIORITY = 10
+#: franz-go's default ``ProducerBatchMaxBytes`` (RoadRunner's ``max_message_bytes``).
+DEFAULT_MAX_MESSAGE_BYTES = 1_000_012
+#: Jobs a consumer holds unsettled (fetched, queued or in a handler) at once.
+DEFAULT_PREFETCH = 500
+
+RequiredAcks = Literal["NoAck", "LeaderAck", "AllISRAck"]
+Compression = Literal["gzip", "snappy", "lz4", "zstd"]
+Partitioning = Literal["Manual", "Uniform", "RoundRobin", "LeastBackup", "Sticky"]
+OffsetType = Literal["AtStart", "AtEnd", "At", "AfterMilli", "Relative", "WithEpoch"]
+Mechanism = Literal["plain", "SCRAM-SHA-256", "SCRAM-SHA-512", "aws_msk_iam"]
+ClientAuthType = Literal[
+    "no_client_cert",
+    "request_client_cert",
+    "require_any_client_cert",
+    "verify_client_cert_if_given",
+    "require_and_verify_client_cert",
+]
+
+
+def json_map(value: Any) -> Any:
+    """A mapping from a mapping or a JSON object string (``Declare``'s form)."""
+    if isinstance(value, str):
+        if not value.strip():
+            return {}
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"expected a JSON object: {exc}") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+# -- the global section ---------------------------------------------------------------------
+
+
+class PingOptions(StrictModel):
+    """``kafka.ping``: how long building a driver may wait for the brokers."""
+
+    timeout: Duration = 10.0
+
+
+class TLSOptions(StrictModel):
+    """``kafka.tls``: TLS to the brokers (the ``SSL`` or ``SASL_SSL`` protocol).
+
+    Attributes:
+        key, cert: the client's key and certificate (PEM), for brokers that
+            require a client certificate; they go together.
+        root_ca: the CA bundle (PEM) that verifies the brokers; without it the
+            system trust store is used.
+        client_auth_type: RoadRunner's mTLS policy names; any value but
+            ``no_client_cert`` requires ``cert`` and ``key``.
+        timeout: RoadRunner's TLS dial timeout. aiokafka has no separate TLS
+            handshake timeout, so a value is refused (connections are bounded
+            by ``ping.timeout`` and ``producer_options.request_timeout``).
+    """
+
+    key: str = ""
+    cert: str = ""
+    root_ca: str = ""
+    client_auth_type: ClientAuthType = "no_client_cert"
+    timeout: Duration | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TLSOptions:
+        if self.timeout is not None:
+            raise ValueError("tls.timeout is not supported: aiokafka has no TLS handshake "
+                             "timeout (ping.timeout bounds the first connection)")
+        if bool(self.key) != bool(self.cert):
+            missing = "cert" if self.key else "key"
+            raise ValueError(f"tls.{missing} is required with tls.{'key' if self.key else 'cert'}")
+        if self.client_auth_type != "no_client_cert" and not self.cert:
+            raise ValueError(f"client_auth_type {self.client_auth_type!r} needs tls.cert and "
+                             "tls.key")
+        for name in ("key", "cert", "root_ca"):
+            path = getattr(self, name)
+            if path and not os.path.isfile(path):
+                raise ValueError(f"tls.{name}: file {path!r} does not exist")
+        return self
+
+
+class SASLOptions(StrictModel):
+    """``kafka.sasl`` (and a pipeline's ``sasl_options``): SASL authentication.
+
+    ``plain``, ``SCRAM-SHA-256`` and ``SCRAM-SHA-512`` with ``username`` and
+    ``password``. RoadRunner's ``aws_msk_iam`` mechanism and the franz-go
+    specific ``nonce``, ``is_token`` and ``zid`` have no aiokafka equivalent
+    and are refused.
+    """
+
+    mechanism: Mechanism = "plain"
+    username: str = ""
+    password: str = ""
+    nonce: str = ""
+    is_token: bool = False
+    zid: str = ""
+    access_key: str = ""
+    secret_key: str = ""
+    session_token: str = ""
+    user_agent: str = ""
+
+    @field_validator("mechanism", mode="before")
+    @classmethod
+    def _mechanism(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() == "plain":
+            return "plain"
+        if isinstance(value, str) and value.upper().startswith("SCRAM-"):
+            return value.upper()
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> SASLOptions:
+        if self.mechanism == "aws_msk_iam":
+            raise ValueError("mechanism aws_msk_iam is not supported by aiokafka; use SCRAM or "
+                             "plain")
+        for name in ("nonce", "zid", "access_key", "secret_key", "session_token", "user_agent"):
+            if getattr(self, name):
+                raise ValueError(f"{name} is not supported with aiokafka (mechanism "
+                                 f"{self.mechanism})")
+        if self.is_token:
+            raise ValueError("is_token (SCRAM delegation tokens) is not supported by aiokafka")
+        if not self.username:
+            raise ValueError(f"username is required for mechanism {self.mechanism}")
+        return self
+
+
+class KafkaSection(StrictModel):
+    """The global ``kafka:`` section.
+
+    Attributes:
+        brokers: bootstrap brokers, ``host:port`` (a list, or one
+            comma-separated string).
+        ping: ``timeout`` for reaching the brokers when a driver is built.
+        tls: TLS settings (``SSL``, or ``SASL_SSL`` with ``sasl``).
+        sasl: SASL settings (``SASL_PLAINTEXT``, or ``SASL_SSL`` with ``tls``).
+    """
+
+    brokers: list[str] = Field(default_factory=lambda: list(DEFAULT_BROKERS))
+    ping: PingOptions = Field(default_factory=PingOptions)
+    tls: TLSOptions | None = None
+    sasl: SASLOptions | None = None
+
+    @field_validator("brokers", mode="before")
+    @classmethod
+    def _brokers(cls, value: Any) -> Any:
+        if value is None or value == "" or value == []:
+            return list(DEFAULT_BROKERS)
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("brokers")
+    @classmethod
+    def _no_scheme(cls, value: list[str]) -> list[str]:
+        return [b.split("://", 1)[-1] for b in value]
+
+
+# -- pipeline options -------------------------------------------------------------------------
+
+
+class ProducerOptions(StrictModel):
+    """``producer_options``.
+
+    Attributes:
+        disable_idempotent: turn off the idempotent producer (on by default,
+            as in franz-go); it must be off for ``required_acks`` other than
+            ``AllISRAck``.
+        required_acks: ``AllISRAck`` (default), ``LeaderAck`` or ``NoAck``.
+            With ``NoAck`` a push returns before the broker has the job: such
+            a pipeline does not declare the ``durable`` capability.
+        max_message_bytes: the largest record batch sent (aiokafka's
+            ``max_request_size``); payloads above it less a header reserve are
+            refused with ``PayloadTooLargeError``.
+        request_timeout: per request (aiokafka's ``request_timeout_ms``).
+        delivery_timeout: how long a push waits for the broker's
+            acknowledgement in total; ``0`` = no bound beyond the retries.
+        compression_codec: ``gzip``, ``snappy``, ``lz4`` or ``zstd``.
+        partitioning_strategy: ``Uniform`` (default: murmur2 of the record
+            key, the job id, so jobs spread evenly), ``RoundRobin``, or
+            ``Manual`` (``Message.partition``). ``Sticky`` and
+            ``LeastBackup`` are franz-go internals aiokafka has not: refused.
+        transaction_timeout: refused: the driver does not use transactions.
+    """
+
+    disable_idempotent: bool = False
+    required_acks: RequiredAcks = "AllISRAck"
+    max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=16_384)
+    request_timeout: Duration = 10.0
+    delivery_timeout: Duration = 0.0
+    compression_codec: Compression | None = None
+    partitioning_strategy: Partitioning = "Uniform"
+    transaction_timeout: Duration | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v != "" and v is not None}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> ProducerOptions:
+        if self.transaction_timeout is not None:
+            raise ValueError("transaction_timeout is not supported: the kafka driver does not "
+                             "use transactions")
+        if self.partitioning_strategy in ("Sticky", "LeastBackup"):
+            raise ValueError(f"partitioning_strategy {self.partitioning_strategy} is not "
+                             "supported by aiokafka; use Uniform, RoundRobin or Manual")
+        if self.required_acks != "AllISRAck" and not self.disable_idempotent:
+            raise ValueError(f"required_acks {self.required_acks} needs disable_idempotent: "
+                             "true (the idempotent producer requires AllISRAck)")
+        if self.compression_codec is not None:
+            _check_codec(self.compression_codec)
+        return self
+
+
+def _check_codec(codec: str) -> None:
+    """Refuse a compression codec whose library is not installed."""
+    import importlib.util
+
+    if codec == "gzip":
+        return
+    if importlib.util.find_spec("cramjam") is None:
+        raise ValueError(f"compression_codec {codec} needs the cramjam package "
+                         "(pip install cramjam)")
+
+
+class OffsetSpec(StrictModel):
+    """``consumer_offset`` (and each partition of ``consume_partitions``).
+
+    ``AtStart`` and ``AtEnd``; ``At`` (``value`` = the offset) and
+    ``AfterMilli`` (``value`` = a unix time in ms: the first record at or
+    after it). franz-go's ``Relative`` and ``WithEpoch`` have no aiokafka
+    equivalent and are refused.
+    """
+
+    type: OffsetType = "AtStart"
+    value: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> OffsetSpec:
+        if self.type in ("Relative", "WithEpoch"):
+            raise ValueError(f"offset type {self.type} is not supported by aiokafka; use "
+                             "AtStart, AtEnd, At or AfterMilli")
+        if self.type in ("At", "AfterMilli") and self.value < 0:
+            raise ValueError(f"offset {self.type} needs a value >= 0")
+        return self
+
+
+class ConsumerOptions(StrictModel):
+    """``consumer_options``.
+
+    Attributes:
+        topics: the topics consumed (with a group, or every partition without).
+        consume_regexp: ``topics`` are regular expressions (needs a group).
+        consume_partitions: ``{topic: {partition: {type, value}}}``: exactly
+            these partitions from these offsets, without a group.
+        max_fetch_message_size: aiokafka's ``fetch_max_bytes``.
+        min_fetch_message_size: aiokafka's ``fetch_min_bytes``.
+        consumer_offset: where to start when no offset is committed.
+    """
+
+    topics: list[str] = Field(default_factory=list)
+    consume_regexp: bool = False
+    consume_partitions: dict[str, dict[int, OffsetSpec]] = Field(default_factory=dict)
+    max_fetch_message_size: int = Field(default=52_428_800, ge=1)
+    min_fetch_message_size: int = Field(default=1, ge=1)
+    consumer_offset: OffsetSpec = Field(default_factory=OffsetSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v != "" and v is not None}
+        return data
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _topics(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> ConsumerOptions:
+        if self.topics and self.consume_partitions:
+            raise ValueError("give topics or consume_partitions, not both (aiokafka cannot "
+                             "mix subscribed topics with assigned partitions)")
+        if self.consume_regexp:
+            if not self.topics:
+                raise ValueError("consume_regexp needs topics (the regular expressions)")
+            for pattern in self.topics:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ValueError(f"topics: {pattern!r} is not a regular expression: "
+                                     f"{exc}") from None
+        return self
+
+
+class GroupOptions(StrictModel):
+    """``group_options``: consume as a member of a consumer group.
+
+    Attributes:
+        group_id: the group (required).
+        instance_id: static membership (``group.instance.id``).
+        block_rebalance_on_poll: refused when true: the driver always lets the
+            jobs of revoked partitions finish (or abandons them) before a
+            rebalance completes, see the driver's documentation.
+        commit_interval: rrjobs: how often acknowledged offsets are committed
+            (the contiguous acknowledged prefix of each partition).
+        session_timeout, heartbeat_interval: rrjobs: the group session
+            timeout and heartbeat interval (aiokafka's defaults, 10 s and 3 s).
+        revoke_timeout: rrjobs: how long a rebalance waits for the jobs of
+            revoked partitions that handlers hold; after it they are abandoned
+            (their settlement is refused, another member gets them again).
+    """
+
+    group_id: str = Field(min_length=1)
+    instance_id: str = ""
+    block_rebalance_on_poll: bool = False
+    commit_interval: Duration = 0.2
+    session_timeout: Duration = 10.0
+    heartbeat_interval: Duration = 3.0
+    revoke_timeout: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _check(self) -> GroupOptions:
+        if self.block_rebalance_on_poll:
+            raise ValueError("block_rebalance_on_poll is not supported: the kafka driver "
+                             "always finishes or abandons the jobs of revoked partitions "
+                             "before a rebalance completes")
+        if self.heartbeat_interval >= self.session_timeout:
+            raise ValueError("heartbeat_interval must be shorter than session_timeout")
+        return self
+
+
+class KafkaOptions(StrictModel):
+    """``jobs.pipelines.<name>.config`` for ``driver: kafka`` (and ``Declare``'s keys).
+
+    RoadRunner's keys, plus these rrjobs keys:
+
+    Attributes:
+        prefetch: the most jobs this consumer holds unsettled at once; at the
+            limit, fetching pauses.
+        delay_topic: the topic that keeps delayed jobs (default
+            ``<first topic>.rrjobs-delayed``).
+        dead_letter_topic: ``nack()`` without requeue produces the job here;
+            empty (default) drops it.
+    """
+
+    priority: int = DEFAULT_PRIORITY
+    auto_create_topics_enable: bool = False
+    producer_options: ProducerOptions = Field(default_factory=ProducerOptions)
+    consumer_options: ConsumerOptions = Field(default_factory=ConsumerOptions)
+    group_options: GroupOptions | None = None
+    sasl_options: SASLOptions | None = None
+    prefetch: int = Field(default=DEFAULT_PREFETCH, ge=1)
+    delay_topic: str = ""
+    dead_letter_topic: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v != "" and v is not None}
+        return data
+
+    @field_validator("producer_options", "consumer_options", "group_options", "sasl_options",
+                     mode="before")
+    @classmethod
+    def _decode(cls, value: Any) -> Any:
+        return json_map(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> KafkaOptions:
+        consumer = self.consumer_options
+        if consumer.consume_partitions and self.group_options is not None:
+            raise ValueError("consume_partitions cannot be used with group_options (assigned "
+                             "partitions are consumed without a group)")
+        if consumer.consume_regexp and self.group_options is None:
+            raise ValueError("consume_regexp needs group_options")
+        return self
+
+    # -- derived ------------------------------------------------------------------------
+
+    def main_topics(self) -> list[str]:
+        """The topics consumed by name (not the regular expressions)."""
+        consumer = self.consumer_options
+        if consumer.consume_regexp:
+            return []
+        return list(consumer.topics) or list(consumer.consume_partitions)
+
+    def default_topic(self) -> str:
+        """Where a push without ``Message.topic`` goes ("" when there is none)."""
+        topics = self.main_topics()
+        return topics[0] if topics else ""
+
+    def resolved_delay_topic(self) -> str:
+        """The delay topic, or "" when delays are unavailable (no topic to derive it)."""
+        if self.delay_topic:
+            return self.delay_topic
+        default = self.default_topic()
+        return f"{default}.rrjobs-delayed" if default else ""

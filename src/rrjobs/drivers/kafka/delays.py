@@ -1,0 +1,296 @@
+"""Delayed jobs on Kafka: a delay topic and a forwarder.
+
+Kafka has no delayed delivery, and holding a record unacknowledged in memory
+until it is due would tie the delay to one consumer's life and hold back the
+commit of everything after it. The design:
+
+1. **A delayed job is a record in the pipeline's delay topic** (default
+   ``<topic>.rrjobs-delayed``), written with the job's usual layout plus
+   ``rr_due`` (unix ms, decimal) and ``rr_target_topic`` /
+   ``rr_target_partition`` (where it goes when due). A delayed push, and a
+   ``nack(requeue=True, delay)`` or ``requeue(headers, delay)``, produce it
+   and return once the broker has it: from then on the delay is durable,
+   whatever happens to the process.
+2. **Every consuming driver runs a forwarder**, a consumer of the delay topic in
+   the group ``<group_id>.rrjobs-delayed`` (``rrjobs-delayed.<delay topic>``
+   for a pipeline without a group): each delay-topic partition is forwarded by
+   exactly one live consumer, and its progress is committed to Kafka.
+3. The forwarder reads ahead up to ``buffer`` records and keeps their due times
+   on one timer heap (:class:`~rrjobs.core.timers.DelayQueue`). When a record
+   is due it is produced to its target topic (``rr_due`` and the target
+   headers removed) and, once the broker has the copy, marked done in the
+   delay topic's :class:`~rrjobs.drivers.kafka.offsets.OffsetTracker`; the
+   contiguous forwarded prefix is committed. With ``buffer`` records waiting,
+   the forwarder pauses its partitions until one is forwarded.
+4. **Restart**: a forwarder that stops or dies leaves its uncommitted records
+   in the delay topic; the next member of the group reads them again and
+   forwards each when due. Nothing is held unacknowledged past a consumer's
+   life; a record forwarded but not yet committed when the process died is
+   forwarded again (at-least-once: a duplicate, never a loss).
+
+Delays are exact to the timer (not before ``rr_due``; after it by the produce
+round trip), in any order of due times, up to ``buffer`` pending records per
+forwarder; beyond that, records wait in the topic, in order, and a long delay
+ahead of them can make shorter ones late (never early).
+
+Pausing a pipeline does not pause its forwarder: jobs falling due while paused
+move to the (paused) main topic and wait there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+
+from rrjobs.core.timers import DelayQueue
+from rrjobs.drivers.kafka.client import Producer
+from rrjobs.drivers.kafka.codec import RR_DUE, RR_TARGET_PARTITION, RR_TARGET_TOPIC, Encoded
+from rrjobs.drivers.kafka.offsets import OffsetTracker
+
+log = logging.getLogger("rrjobs.drivers.kafka")
+
+#: Records a forwarder keeps scheduled in memory at most.
+DEFAULT_BUFFER = 10_000
+
+
+def due_headers(delay: float, topic: str, partition: int | None) -> list[tuple[str, bytes]]:
+    """The headers that make a record a delayed one: due (unix ms, rounded up) and target."""
+    due = -(-(time.time_ns() + round(delay * 1e9)) // 1_000_000)
+    return [(RR_DUE, str(due).encode()), (RR_TARGET_TOPIC, topic.encode()),
+            (RR_TARGET_PARTITION, b"" if partition is None else str(partition).encode())]
+
+
+@dataclass(slots=True)
+class _Entry:
+    tp: Any
+    offset: int
+    generation: int
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    topic: str
+    partition: int | None
+
+
+def parse(record: Any, tp: Any, generation: int) -> tuple[float, _Entry | None]:
+    """Seconds until ``record`` is due, and where it goes (``None``: unreadable)."""
+    meta: dict[str, bytes] = {}
+    rest: list[tuple[str, bytes]] = []
+    for key, value in record.headers or ():
+        if key in (RR_DUE, RR_TARGET_TOPIC, RR_TARGET_PARTITION):
+            meta[key] = value or b""
+        else:
+            rest.append((key, value or b""))
+    try:
+        due_ms = int(meta[RR_DUE].decode())
+        topic = meta[RR_TARGET_TOPIC].decode()
+        raw_partition = meta.get(RR_TARGET_PARTITION, b"").decode()
+        partition = int(raw_partition) if raw_partition else None
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return 0.0, None
+    wait = max(0.0, due_ms / 1000 - time.time())
+    entry = _Entry(tp, record.offset, generation, record.key, record.value or b"", rest,
+                   topic, partition)
+    return wait, entry
+
+
+class DelayForwarder:
+    """Forwards due records of a delay topic to their targets (see the module doc).
+
+    Runs on the event loop; ``start``/``stop`` are not concurrency-safe with
+    each other. ``tracker`` and ``owned`` are read by the driver's ``state()``.
+    """
+
+    def __init__(self, *, topic: str, group_id: str, conn: dict[str, Any], producer: Producer,
+                 group_timings: dict[str, int], commit_interval: float,
+                 buffer: int = DEFAULT_BUFFER,
+                 on_forwarded: Callable[[int], None] | None = None) -> None:
+        self.topic = topic
+        self.group_id = group_id
+        self.buffer = buffer
+        self.tracker: OffsetTracker[Any] = OffsetTracker()
+        self._conn = conn
+        self._producer = producer
+        self._timings = group_timings
+        self._commit_interval = commit_interval
+        self._on_forwarded = on_forwarded
+        self._consumer: Any = None
+        self._timers: DelayQueue[_Entry] = DelayQueue(self._fire)
+        self._due: deque[_Entry] = deque()
+        self._due_event = asyncio.Event()
+        self._commit_event = asyncio.Event()
+        self._generation: dict[Any, int] = {}
+        self._pending: dict[Any, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._commit_lock = asyncio.Lock()
+        self._forward_lock = asyncio.Lock()
+
+    @property
+    def scheduled(self) -> int:
+        """Records read and waiting for their due time (or being forwarded)."""
+        return sum(self._pending.values())
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+            isolation_level="read_committed", **self._timings, **self._conn)
+        await self._consumer.start()
+        self._consumer.subscribe([self.topic], listener=_Listener(self))
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._read(), name=f"rrjobs-kafka-delays-{self.topic}"),
+                       loop.create_task(self._forward()), loop.create_task(self._commits())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        self._timers.drain()
+        self._due.clear()
+        self._pending.clear()
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._commit(None)
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+            self._consumer = None
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        consumer = self._consumer
+        paused = False
+        while True:
+            room = self.buffer - self.scheduled
+            assignment = consumer.assignment()
+            if room <= 0 and not paused:
+                consumer.pause(*assignment)
+                paused = True
+            elif room > 0 and paused:
+                consumer.resume(*assignment)
+                paused = False
+            try:
+                batch = await consumer.getmany(timeout_ms=200 if paused else 500,
+                                               max_records=max(1, min(room, 1000)))
+            except KafkaError as exc:
+                log.warning("delay topic %r: fetch failed: %s", self.topic, exc)
+                await asyncio.sleep(0.5)
+                continue
+            for tp, records in batch.items():
+                generation = self._generation.get(tp, 0)
+                for record in records:
+                    wait, entry = parse(record, tp, generation)
+                    self.tracker.track(tp, record.offset)
+                    if entry is None:
+                        log.error("delay topic %r: record %s@%d has no due time or target; "
+                                  "skipped", self.topic, tp, record.offset)
+                        self._settle(tp, record.offset)
+                        continue
+                    self._pending[tp] = self._pending.get(tp, 0) + 1
+                    self._timers.add(wait, entry)
+
+    def _fire(self, entry: _Entry) -> None:
+        self._due.append(entry)
+        self._due_event.set()
+
+    # -- forwarding -----------------------------------------------------------------------------
+
+    async def _forward(self) -> None:
+        while True:
+            await self._due_event.wait()
+            self._due_event.clear()
+            async with self._forward_lock:
+                batch = [e for e in self._drain_due() if self._current(e)]
+                if not batch:
+                    continue
+                try:
+                    futures = [await self._producer.enqueue(
+                        e.topic, Encoded(e.key or b"", e.value, e.headers), e.partition)
+                        for e in batch]
+                    await self._producer.wait(futures)
+                except Exception as exc:
+                    log.warning("delay topic %r: forwarding %d records failed, will retry: %s",
+                                self.topic, len(batch), exc)
+                    await asyncio.sleep(0.5)
+                    self._due.extendleft(reversed(batch))
+                    self._due_event.set()
+                    continue
+                for e in batch:
+                    if self._current(e):
+                        self._pending[e.tp] = max(0, self._pending.get(e.tp, 0) - 1)
+                        self._settle(e.tp, e.offset)
+                if self._on_forwarded is not None:
+                    self._on_forwarded(len(batch))
+
+    def _drain_due(self) -> list[_Entry]:
+        out = list(self._due)
+        self._due.clear()
+        return out
+
+    def _current(self, entry: _Entry) -> bool:
+        return self._generation.get(entry.tp, 0) == entry.generation and entry.tp in self.tracker
+
+    def _settle(self, tp: Any, offset: int) -> None:
+        if self.tracker.settle(tp, offset):
+            self._commit_event.set()
+
+    # -- commits ---------------------------------------------------------------------------------
+
+    async def _commits(self) -> None:
+        while True:
+            await self._commit_event.wait()
+            self._commit_event.clear()
+            try:
+                await self._commit(None)
+            except KafkaError as exc:
+                log.warning("delay topic %r: commit failed: %s", self.topic, exc)
+            await asyncio.sleep(self._commit_interval)
+
+    async def _commit(self, tps: Iterable[Any] | None) -> None:
+        async with self._commit_lock:
+            offsets = self.tracker.to_commit(tps)
+            if offsets and self._consumer is not None:
+                await self._consumer.commit(offsets)
+                self.tracker.committed(offsets)
+
+    # -- rebalance ---------------------------------------------------------------------------------
+
+    async def revoked(self, revoked: set[Any]) -> None:
+        async with self._forward_lock:  # a forward in progress finishes (and is committed)
+            with contextlib.suppress(KafkaError):
+                await self._commit(revoked)
+        for tp in revoked:
+            self._generation[tp] = self._generation.get(tp, 0) + 1
+        self._due = deque(e for e in self._due if e.tp not in revoked)
+        self.tracker.revoke(revoked)
+        # Timer entries of revoked partitions are skipped when they fire.
+        for tp in revoked:
+            self._pending.pop(tp, None)
+
+    def assigned(self, assigned: set[Any]) -> None:
+        for tp in assigned:
+            self.tracker.assign(tp)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, forwarder: DelayForwarder) -> None:
+        self.forwarder = forwarder
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        await self.forwarder.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[Any]) -> None:
+        self.forwarder.assigned(set(assigned))

@@ -1,0 +1,780 @@
+"""The ``kafka`` driver: RoadRunner's Kafka driver on aiokafka, with job semantics that hold.
+
+Capabilities:
+
+* Delays: yes, durable, any length: a delay topic and a forwarder (see
+  :mod:`rrjobs.drivers.kafka.delays`). Available when the pipeline has a
+  topic to derive the delay topic from (or ``delay_topic``) and that topic
+  exists (or ``auto_create_topics_enable``).
+* Priority: in the runtime's priority queue, within the prefetch window
+  (Kafka itself is FIFO per partition).
+* Durable: yes, unless ``required_acks: NoAck``.
+* Dead-letter: with ``dead_letter_topic``; otherwise ``nack()`` drops the job
+  explicitly (logged). The offset advances either way.
+* Lease extension: no. Kafka has no per-record lease; a held job is only taken
+  away by a rebalance (see below).
+* Redelivery after a crash: with ``group_options`` (committed offsets);
+  without a group, offsets live in the consumer only and a new consumer starts
+  from ``consumer_offset``.
+* Pause: yes, by pausing the assigned partitions; jobs already in the priority
+  queue are taken back and kept, in order, for ``resume``.
+
+Offsets: each delivered record is tracked per partition; only the
+**contiguous settled prefix** is committed (every ``commit_interval``), so a
+slow or failed job holds its partition's commit back and is never skipped.
+
+Rebalance: when partitions are revoked, their jobs still in the priority queue
+(or fetched and not queued) are abandoned at once; the jobs handlers hold are
+waited for up to ``revoke_timeout``; then the settled prefix is committed, and
+after that nothing more is committed for those partitions. A job settled after
+it was abandoned raises :class:`~rrjobs.core.errors.AckLostError` (the new
+owner gets the record again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from aiokafka import (  # type: ignore[import-untyped]
+    AIOKafkaConsumer,
+    ConsumerRebalanceListener,
+    TopicPartition,
+)
+from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+
+from rrjobs.core.base import BaseDriver
+from rrjobs.core.capabilities import Capabilities
+from rrjobs.core.errors import (
+    AckLostError,
+    ConfigError,
+    PipelineStateError,
+    RRJobsError,
+    UnsupportedFeatureError,
+)
+from rrjobs.core.headers import RR_ORIGINAL_PIPELINE, Headers
+from rrjobs.core.interfaces import Configurer, Constructor
+from rrjobs.core.message import Message
+from rrjobs.core.options import options_from_config, options_from_pipeline
+from rrjobs.core.pipeline import Pipeline
+from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.state import State
+from rrjobs.drivers.kafka import codec
+from rrjobs.drivers.kafka.client import Producer, connection_kwargs, ssl_context
+from rrjobs.drivers.kafka.config import KafkaOptions, KafkaSection, OffsetSpec
+from rrjobs.drivers.kafka.delays import DelayForwarder, due_headers
+from rrjobs.drivers.kafka.job import KafkaJob
+from rrjobs.drivers.kafka.offsets import OffsetTracker
+
+log = logging.getLogger("rrjobs.drivers.kafka")
+
+#: Payload bytes kept free under ``max_message_bytes`` for the key, headers and
+#: the record batch framing.
+HEADER_RESERVE = 4096
+#: Records asked for per fetch at most.
+FETCH_MAX = 1000
+
+
+class KafkaUnavailableError(RRJobsError):
+    """The brokers could not be reached within ``kafka.ping.timeout``."""
+
+
+def capabilities_for(options: KafkaOptions, *, delay: bool) -> Capabilities:
+    """What a pipeline with ``options`` can do (``delay``: its delay topic is usable)."""
+    return Capabilities(
+        delay=delay,
+        max_delay=None,
+        delay_native=True,
+        priority=True,
+        durable=options.producer_options.required_acks != "NoAck",
+        max_payload=options.producer_options.max_message_bytes - HEADER_RESERVE,
+        lease_extension=False,
+        dead_letter=bool(options.dead_letter_topic),
+        redelivery_on_crash=options.group_options is not None,
+        pause=True,
+        headers=True,
+    )
+
+
+class KafkaDriver(BaseDriver):
+    """One pipeline on Kafka topics.
+
+    Every method runs on the event loop and never blocks it. ``push`` returns
+    once the broker acknowledged the record (with ``required_acks``). Safe to
+    push concurrently.
+    """
+
+    name: ClassVar[str] = "kafka"
+
+    def __init__(self, pipeline: Pipeline, queue: PriorityQueue, section: KafkaSection,
+                 options: KafkaOptions) -> None:
+        pipeline.setdefault("priority", options.priority)
+        super().__init__(pipeline, queue)
+        self.priority = options.priority
+        self.options = options
+        self.section = section
+        self.group = options.group_options
+        self.prefetch = options.prefetch
+        self.topics = options.main_topics()
+        self.topic = options.default_topic()
+        self.delay_topic = options.resolved_delay_topic()
+        self.dead_letter_topic = options.dead_letter_topic
+        self.capabilities = capabilities_for(options, delay=bool(self.delay_topic))
+        sasl = options.sasl_options or section.sasl
+        self._conn = connection_kwargs(section, sasl, ssl_context(section))
+        self.producer = Producer(options, self._conn)
+        self.tracker: OffsetTracker[Any] = OffsetTracker()
+        self._outstanding: dict[tuple[Any, int], KafkaJob] = {}
+        self._ready: deque[KafkaJob] = deque()
+        self._mover: asyncio.Task[None] | None = None
+        self._consumer: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._forwarder: DelayForwarder | None = None
+        self._generation: dict[Any, int] = {}
+        self._user_paused = False
+        self._revoking = 0
+        self._settled = asyncio.Event()
+        self._room = asyncio.Event()
+        self._want_room = False
+        self._commit_event = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._inspector: _Inspector | None = None
+        self._producer_started = False
+
+    # -- opening ----------------------------------------------------------------------------
+
+    async def open(self, where: str) -> None:
+        """Reach the brokers within ``ping.timeout`` and check (or create) the topics.
+
+        Raises :class:`KafkaUnavailableError` when the brokers do not answer,
+        :class:`~rrjobs.core.errors.ConfigError` (at ``where``) for a missing topic.
+        """
+        timeout = self.section.ping.timeout or None
+        try:
+            async with asyncio.timeout(timeout):
+                await self.producer.start()
+                self._producer_started = True
+                await self._ensure_topics(where)
+        except TimeoutError:
+            await self._close_producer()
+            raise KafkaUnavailableError(
+                f"kafka: brokers {self.section.brokers} did not answer within ping.timeout "
+                f"({timeout}s) for pipeline {self.pipeline_name!r}") from None
+        except KafkaError as exc:
+            await self._close_producer()
+            raise KafkaUnavailableError(
+                f"kafka: brokers {self.section.brokers}: {type(exc).__name__}: {exc}") from None
+        except BaseException:
+            await self._close_producer()
+            raise
+
+    async def _ensure_topics(self, where: str) -> None:
+        client = self.producer.client
+        wanted = list(self.topics)
+        optional = [t for t in (self.delay_topic, self.dead_letter_topic) if t]
+        if self.options.auto_create_topics_enable:
+            for topic in [*wanted, *optional]:
+                await client.partitions_for(topic)
+            return
+        metadata = await client.client.fetch_all_metadata()
+        existing = set(metadata.topics())
+        for topic in wanted:
+            if topic not in existing:
+                raise ConfigError(f"{where}.consumer_options.topics",
+                                  f"topic {topic!r} does not exist (create it, or set "
+                                  "auto_create_topics_enable: true)")
+        if self.dead_letter_topic and self.dead_letter_topic not in existing:
+            raise ConfigError(f"{where}.dead_letter_topic",
+                              f"topic {self.dead_letter_topic!r} does not exist")
+        if self.delay_topic and self.delay_topic not in existing:
+            if self.options.delay_topic:
+                raise ConfigError(f"{where}.delay_topic",
+                                  f"topic {self.delay_topic!r} does not exist")
+            log.info("pipeline %r: delay topic %r does not exist; delays are unavailable "
+                     "(create it, or set auto_create_topics_enable: true)", self.pipeline_name,
+                     self.delay_topic)
+            self.delay_topic = ""
+            self.capabilities = capabilities_for(self.options, delay=False)
+
+    # -- pushing ----------------------------------------------------------------------------
+
+    def _record(self, msg: Message) -> tuple[str, codec.Encoded, int | None]:
+        topic = msg.topic or self.topic
+        if not topic:
+            raise UnsupportedFeatureError(
+                f"kafka pipeline {self.pipeline_name!r} has no topic: set Message.topic or "
+                "consumer_options.topics")
+        partition = msg.partition if self.producer.manual else None
+        extra: Sequence[tuple[str, bytes]] = ()
+        if msg.delay > 0:
+            extra = due_headers(msg.delay, topic, partition)
+            topic, partition = self.delay_topic, None
+        rec = codec.encode(id=msg.id, name=msg.name, payload=bytes(msg.payload),
+                           pipeline=self.pipeline_name, priority=msg.priority,
+                           headers=msg.headers, auto_ack=msg.auto_ack, extra=extra)
+        return topic, rec, partition
+
+    async def _send(self, msg: Message) -> None:
+        topic, rec, partition = self._record(msg)
+        await self.producer.send(topic, rec, partition)
+
+    async def _send_batch(self, msgs: Sequence[Message]) -> None:
+        futures = []
+        for msg in msgs:
+            topic, rec, partition = self._record(msg)
+            futures.append(await self.producer.enqueue(topic, rec, partition))
+        await self.producer.wait(futures)
+
+    # -- consuming ----------------------------------------------------------------------------
+
+    def _timings(self) -> dict[str, int]:
+        if self.group is None:
+            return {}
+        return {"session_timeout_ms": int(self.group.session_timeout * 1000),
+                "heartbeat_interval_ms": int(self.group.heartbeat_interval * 1000)}
+
+    async def _start_consuming(self) -> None:
+        if self._consumer is None:
+            await self._start_consumer()
+        self._user_paused = False
+        self.consuming = True
+        if self._consumer is not None:
+            assignment = self._consumer.assignment()
+            if assignment:
+                self._consumer.resume(*assignment)
+        self._pump()
+
+    async def _start_consumer(self) -> None:
+        consumer_options = self.options.consumer_options
+        if not (self.topics or consumer_options.consume_regexp):
+            raise PipelineStateError(
+                f"kafka pipeline {self.pipeline_name!r} has nothing to consume: set "
+                "consumer_options.topics or consume_partitions")
+        reset = "latest" if consumer_options.consumer_offset.type == "AtEnd" else "earliest"
+        group = self.group
+        consumer = AIOKafkaConsumer(
+            group_id=group.group_id if group else None,
+            group_instance_id=(group.instance_id or None) if group else None,
+            enable_auto_commit=False,
+            auto_offset_reset=reset,
+            fetch_max_bytes=consumer_options.max_fetch_message_size,
+            fetch_min_bytes=consumer_options.min_fetch_message_size,
+            **self._timings(),
+            **self._conn,
+        )
+        await consumer.start()
+        self._consumer = consumer
+        try:
+            if consumer_options.consume_partitions:
+                tps = {TopicPartition(t, p): spec
+                       for t, parts in consumer_options.consume_partitions.items()
+                       for p, spec in parts.items()}
+                consumer.assign(list(tps))
+                for tp, spec in tps.items():
+                    self.tracker.assign(tp)
+                    await self._seek(tp, spec)
+            elif consumer_options.consume_regexp:
+                consumer.subscribe(pattern=topic_pattern(consumer_options.topics).pattern,
+                                   listener=_Listener(self))
+            else:
+                consumer.subscribe(list(self.topics), listener=_Listener(self))
+            loop = asyncio.get_running_loop()
+            self._tasks.append(loop.create_task(self._fetch(), name=f"rrjobs-kafka-{self.name}"))
+            if group is not None:
+                self._tasks.append(loop.create_task(self._commits()))
+            if self.delay_topic:
+                self._forwarder = DelayForwarder(
+                    topic=self.delay_topic, group_id=self._delay_group(), conn=self._conn,
+                    producer=self.producer, group_timings=self._timings() or {},
+                    commit_interval=group.commit_interval if group else 0.2)
+                await self._forwarder.start()
+        except BaseException:
+            await self._shutdown_consumer()
+            raise
+
+    def _delay_group(self) -> str:
+        if self.group is not None:
+            return f"{self.group.group_id}.rrjobs-delayed"
+        return f"rrjobs-delayed.{self.delay_topic}"
+
+    async def _seek(self, tp: Any, spec: OffsetSpec) -> None:
+        consumer = self._consumer
+        if spec.type == "AtStart":
+            await consumer.seek_to_beginning(tp)
+        elif spec.type == "AtEnd":
+            await consumer.seek_to_end(tp)
+        elif spec.type == "At":
+            consumer.seek(tp, spec.value)
+        elif spec.type == "AfterMilli":
+            found = await consumer.offsets_for_times({tp: spec.value})
+            hit = found.get(tp)
+            if hit is None:
+                await consumer.seek_to_end(tp)
+            else:
+                consumer.seek(tp, hit.offset)
+
+    async def _fetch(self) -> None:
+        """Fetch records into the ready deque while fewer than ``prefetch`` are held.
+
+        At the limit it waits for room without fetching (aiokafka keeps what it
+        prefetched); every second without room it polls with every partition
+        paused, so that the group never sees the consumer idle
+        (``max_poll_interval``). While the pipeline is paused its partitions are.
+        """
+        consumer = self._consumer
+        outstanding = self._outstanding
+        paused = False
+        while True:
+            assignment = consumer.assignment()
+            if self._user_paused:
+                if assignment:
+                    consumer.pause(*assignment)
+                paused = True
+                self._accept(await self._poll_paused(consumer))
+                continue
+            if paused and assignment:
+                consumer.resume(*assignment)
+            paused = False
+            room = self.prefetch - len(outstanding)
+            if room <= 0:
+                self._room.clear()
+                self._want_room = True
+                try:
+                    async with asyncio.timeout(1.0):
+                        await self._room.wait()
+                except TimeoutError:
+                    if assignment:
+                        consumer.pause(*assignment)
+                    paused = True
+                    self._accept(await self._poll_paused(consumer))
+                finally:
+                    self._want_room = False
+                continue
+            try:
+                batch = await consumer.getmany(timeout_ms=500, max_records=min(room, FETCH_MAX))
+            except KafkaError as exc:
+                log.warning("pipeline %r: fetch failed: %s", self.pipeline_name, exc)
+                await asyncio.sleep(0.5)
+                continue
+            self._accept(batch)
+
+    def _accept(self, batch: dict[Any, list[Any]]) -> None:
+        """Track fetched records and hand them to the ready deque (and the queue)."""
+        if not batch:
+            return
+        outstanding = self._outstanding
+        make, decode, name = KafkaJob, codec.decode, self.pipeline_name
+        for tp, records in batch.items():
+            if tp not in self.tracker:
+                if self.group is not None:
+                    continue  # not (or no longer) ours
+                self.tracker.assign(tp)
+            generation = self._generation.get(tp, 0)
+            track = self.tracker.track
+            for r in records:
+                d = decode(r.key, r.value, r.headers, self.priority)
+                job = make(self, tp, r.offset, generation, d.id, d.name, d.payload,
+                           d.headers, name, d.priority, d.auto_ack)
+                track(tp, r.offset)
+                outstanding[(tp, r.offset)] = job
+                self._ready.append(job)
+        self._pump()
+
+    async def _poll_paused(self, consumer: Any) -> dict[Any, list[Any]]:
+        """Poll with the partitions paused (keeps the group membership alive).
+
+        Records can still come back (a partition resumed or newly assigned
+        meanwhile): the caller accepts them like any other."""
+        try:
+            return await consumer.getmany(timeout_ms=100, max_records=FETCH_MAX)  # type: ignore[no-any-return]
+        except KafkaError as exc:
+            log.warning("pipeline %r: poll failed: %s", self.pipeline_name, exc)
+            await asyncio.sleep(0.5)
+            return {}
+
+    def _pump(self) -> None:
+        """Move ready jobs into the priority queue (a mover waits when it is full)."""
+        if not self.consuming or self._mover is not None:
+            return
+        queue, ready = self.queue, self._ready
+        while ready:
+            if queue.full():
+                self._mover = asyncio.get_running_loop().create_task(self._move_when_room())
+                return
+            queue.insert_nowait(ready.popleft())
+
+    async def _move_when_room(self) -> None:
+        try:
+            while self.consuming and self._ready:
+                job = self._ready[0]
+                await self.queue.insert(job)
+                self._ready.popleft()
+        finally:
+            self._mover = None
+        self._pump()
+
+    async def _cancel_mover(self) -> None:
+        mover, self._mover = self._mover, None
+        if mover is not None and not mover.done():
+            mover.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await mover
+
+    # -- commits ------------------------------------------------------------------------------
+
+    async def _commits(self) -> None:
+        interval = self.group.commit_interval if self.group else 0.2
+        while True:
+            await self._commit_event.wait()
+            self._commit_event.clear()
+            try:
+                await self._commit(None)
+            except KafkaError as exc:
+                log.warning("pipeline %r: commit failed, will retry: %s", self.pipeline_name, exc)
+                self._commit_event.set()
+            await asyncio.sleep(interval)
+
+    async def _commit(self, tps: Any) -> None:
+        if self.group is None or self._consumer is None:
+            return
+        async with self._commit_lock:
+            offsets = self.tracker.to_commit(tps)
+            if offsets:
+                await self._consumer.commit(offsets)
+                self.tracker.committed(offsets)
+
+    # -- rebalance ------------------------------------------------------------------------------
+
+    async def revoked(self, revoked: set[Any]) -> None:
+        """Partitions are being taken away: abandon their queued jobs, wait for the
+        held ones (``revoke_timeout``), commit their settled prefix, forget them."""
+        revoked = {tp for tp in revoked if tp in self.tracker}
+        if not revoked:
+            return
+        await self._cancel_mover()
+        taken = self.queue.remove(self.pipeline_name)
+        for job in taken:
+            if job.tp not in revoked:  # type: ignore[attr-defined]
+                self.queue.insert_nowait(job)
+        abandoned = [j for j in taken if j.tp in revoked]  # type: ignore[attr-defined]
+        abandoned += [j for j in self._ready if j.tp in revoked]
+        self._ready = deque(j for j in self._ready if j.tp not in revoked)
+        for job in abandoned:
+            self._outstanding.pop((job.tp, job.offset), None)  # type: ignore[attr-defined]
+        loop = asyncio.get_running_loop()
+        timeout = self.group.revoke_timeout if self.group else 0.0
+        end = loop.time() + timeout
+        self._revoking += 1
+        try:
+            while any(k[0] in revoked for k in self._outstanding):
+                left = end - loop.time()
+                if left <= 0:
+                    break
+                self._settled.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await self._settled.wait()
+        finally:
+            self._revoking -= 1
+        try:
+            await self._commit(revoked)
+        except KafkaError as exc:
+            log.warning("pipeline %r: commit of revoked partitions failed: %s",
+                        self.pipeline_name, exc)
+        held = [k for k in self._outstanding if k[0] in revoked]
+        for key in held:
+            del self._outstanding[key]
+        if held or abandoned:
+            log.info("pipeline %r: rebalance abandoned %d queued and %d held jobs of %s",
+                     self.pipeline_name, len(abandoned), len(held), sorted(map(str, revoked)))
+        for tp in revoked:
+            self._generation[tp] = self._generation.get(tp, 0) + 1
+        self.tracker.revoke(revoked)
+        self._pump()
+
+    async def assigned(self, assigned: set[Any]) -> None:
+        """Partitions were given to this consumer; apply ``consumer_offset`` where the
+        group has no committed offset (for ``At`` and ``AfterMilli``)."""
+        spec = self.options.consumer_options.consumer_offset
+        for tp in assigned:
+            self.tracker.assign(tp)
+            if spec.type in ("At", "AfterMilli"):
+                try:
+                    committed = await self._consumer.committed(tp)
+                except KafkaError:
+                    committed = None
+                if committed is None:
+                    await self._seek(tp, spec)
+        if self._user_paused and assigned:
+            self._consumer.pause(*assigned)
+
+    # -- settlement (called by KafkaJob) -----------------------------------------------------------
+
+    def _check(self, job: KafkaJob) -> None:
+        if self.stopped:
+            raise PipelineStateError(
+                f"pipeline {self.pipeline_name!r} is stopped: job {job.id} was not settled "
+                "and will be delivered again from its uncommitted offset")
+        if self._outstanding.get((job.tp, job.offset)) is not job:
+            raise AckLostError(
+                f"job {job.id}: partition {job.topic}[{job.partition}] was revoked by a "
+                "rebalance; another consumer delivers the record again")
+
+    def _finish(self, job: KafkaJob) -> None:
+        key = (job.tp, job.offset)
+        if self._outstanding.get(key) is not job:
+            return
+        del self._outstanding[key]
+        if self.tracker.settle(job.tp, job.offset) and self.group is not None:
+            self._commit_event.set()
+        if self._revoking:
+            self._settled.set()
+        if self._want_room and len(self._outstanding) <= self.prefetch // 2:
+            self._room.set()
+
+    def settle_done(self, job: KafkaJob) -> None:
+        """``ack``: the record is done (committed with its partition's settled prefix)."""
+        self._check(job)
+        self._finish(job)
+
+    async def settle_drop(self, job: KafkaJob) -> None:
+        """``nack()``: to the dead-letter topic when configured, else dropped; then done."""
+        self._check(job)
+        if self.dead_letter_topic:
+            headers = dict(job.headers)
+            headers[RR_ORIGINAL_PIPELINE] = [self.pipeline_name]
+            rec = codec.encode(id=job.id, name=job.name, payload=job.payload,
+                               pipeline=self.pipeline_name, priority=job.priority,
+                               headers=headers, auto_ack=job.auto_ack)
+            await self.producer.send(self.dead_letter_topic, rec)
+        else:
+            log.info("pipeline %r: job %s (%s) nacked without requeue: dropped (no "
+                     "dead_letter_topic)", self.pipeline_name, job.id, job.name)
+        self._finish(job)
+
+    async def settle_copy(self, job: KafkaJob, headers: Headers, delay: float) -> None:
+        """``nack(requeue=True)``/``requeue``: produce a copy (to the delay topic after
+        ``delay``), then the original is done. If the broker refuses the copy the
+        original is delivered again here and the error is raised."""
+        self._check(job)
+        extra: Sequence[tuple[str, bytes]] = ()
+        topic: str = job.topic
+        partition: int | None = job.partition
+        if delay > 0:
+            extra = due_headers(delay, job.topic, job.partition)
+            topic, partition = self.delay_topic, None
+        rec = codec.encode(id=job.id, name=job.name, payload=job.payload,
+                           pipeline=self.pipeline_name, priority=job.priority, headers=headers,
+                           auto_ack=job.auto_ack, extra=extra)
+        try:
+            await self.producer.send(topic, rec, partition)
+        except BaseException:
+            self._redeliver(job)
+            raise
+        self._finish(job)
+
+    def _redeliver(self, job: KafkaJob) -> None:
+        key = (job.tp, job.offset)
+        if self.stopped or self._outstanding.get(key) is not job:
+            return
+        again = KafkaJob(self, job.tp, job.offset, job.generation, job.id, job.name,
+                         job.payload, job.headers, job.pipeline, job.priority, job.auto_ack)
+        self._outstanding[key] = again
+        self._ready.appendleft(again)
+        self._pump()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def _stop_consuming(self) -> None:
+        self.consuming = False
+        self._user_paused = True
+        await self._cancel_mover()
+        if self._consumer is not None:
+            assignment = self._consumer.assignment()
+            if assignment:
+                self._consumer.pause(*assignment)
+        taken = self.queue.remove(self.pipeline_name)
+        self._ready.extendleft(reversed(taken))  # type: ignore[arg-type]
+
+    async def _shutdown_consumer(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self._forwarder is not None:
+            await self._forwarder.stop()
+            self._forwarder = None
+        if self._consumer is not None:
+            try:
+                await self._commit(None)
+            except Exception as exc:
+                log.warning("pipeline %r: final commit failed: %s", self.pipeline_name, exc)
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+            self._consumer = None
+
+    async def _close_producer(self) -> None:
+        if self._producer_started:
+            self._producer_started = False
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+
+    async def _close(self) -> None:
+        await self._cancel_mover()
+        unsettled = len(self._outstanding)
+        await self._shutdown_consumer()
+        self._outstanding.clear()
+        self._ready.clear()
+        if unsettled:
+            log.info("pipeline %r stopped with %d unsettled jobs; they are delivered again "
+                     "from their uncommitted offsets", self.pipeline_name, unsettled)
+        if self._inspector is not None:
+            await self._inspector.close()
+            self._inspector = None
+        await self._close_producer()
+
+    # -- state ------------------------------------------------------------------------------------
+
+    async def state(self) -> State:
+        queued = self.queue.count(self.pipeline_name)
+        reserved = max(0, len(self._outstanding) - queued - len(self._ready))
+        active = delayed = 0
+        if not self.stopped:
+            try:
+                if self._inspector is None:
+                    self._inspector = _Inspector(self._conn, self.producer)
+                    await self._inspector.start()
+                lag = await self._inspector.lag(self._main_topics(), self._group_id(),
+                                                self.tracker, self._from_end())
+                active = max(0, lag - reserved - self.tracker.settled_ahead())
+                if self.delay_topic:
+                    tracker = self._forwarder.tracker if self._forwarder else None
+                    delay_lag = await self._inspector.lag([self.delay_topic],
+                                                          self._delay_group(), tracker, False)
+                    delayed = max(0, delay_lag - (tracker.settled_ahead() if tracker else 0))
+            except (KafkaError, OSError) as exc:
+                log.debug("pipeline %r: state: %s", self.pipeline_name, exc)
+                active = queued + len(self._ready)
+        return State(
+            pipeline=self.pipeline_name,
+            driver=self.name,
+            queue=",".join(self._main_topics()) or self.topic,
+            active=active,
+            delayed=delayed,
+            reserved=reserved,
+            ready=self.consuming,
+            priority=self.priority,
+        )
+
+    def _main_topics(self) -> list[str]:
+        if self.options.consumer_options.consume_regexp and self._consumer is not None:
+            return sorted(self._consumer.subscription())
+        return list(self.topics)
+
+    def _group_id(self) -> str | None:
+        return self.group.group_id if self.group is not None else None
+
+    def _from_end(self) -> bool:
+        return self.options.consumer_options.consumer_offset.type == "AtEnd"
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, driver: KafkaDriver) -> None:
+        self.driver = driver
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        await self.driver.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[Any]) -> None:
+        await self.driver.assigned(set(assigned))
+
+
+class _Inspector:
+    """A group-less consumer (offsets) and an admin client (committed offsets) for ``state``."""
+
+    def __init__(self, conn: dict[str, Any], producer: Producer) -> None:
+        self.producer = producer
+        self.consumer = AIOKafkaConsumer(enable_auto_commit=False, **conn)
+        self.admin = AIOKafkaAdminClient(**conn)
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        await self.admin.start()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.consumer.stop()
+        with contextlib.suppress(Exception):
+            await self.admin.close()
+
+    async def lag(self, topics: Sequence[str], group: str | None,
+                  tracker: OffsetTracker[Any] | None, from_end: bool) -> int:
+        """Records not yet settled: per partition, from this consumer's commit point
+        (owned), else the group's committed offset, else the reset position."""
+        if not topics:
+            return 0
+        cluster = await self.producer.client.client.fetch_all_metadata()
+        tps = [TopicPartition(t, p) for t in topics
+               for p in sorted(cluster.partitions_for_topic(t) or ())]
+        if not tps:
+            return 0
+        ends = await self.consumer.end_offsets(tps)
+        committed: dict[Any, Any] = {}
+        if group is not None:
+            committed = await self.admin.list_consumer_group_offsets(group, partitions=tps)
+        starts: dict[Any, int] = {}
+        total = 0
+        for tp in tps:
+            base: int | None = None
+            part = tracker.get(tp) if tracker is not None else None
+            if part is not None and part.commit_point is not None:
+                base = part.commit_point
+            elif tp in committed and committed[tp].offset >= 0:
+                base = committed[tp].offset
+            if base is None:
+                if not starts:
+                    starts = ends if from_end else await self.consumer.beginning_offsets(tps)
+                base = starts[tp]
+            total += max(0, ends[tp] - base)
+        return total
+
+
+class KafkaConstructor(Constructor):
+    """Builds ``kafka`` drivers. Registered as the ``kafka`` entry point.
+
+    Reads the global ``kafka:`` section once; a bad value fails with its key path.
+    """
+
+    name: ClassVar[str] = "kafka"
+
+    def __init__(self, configurer: Configurer) -> None:
+        super().__init__(configurer)
+        self.section = configurer.unmarshal_key("kafka", KafkaSection)
+
+    async def driver_from_config(self, config_key: str, queue: PriorityQueue,
+                                 pipeline: Pipeline) -> KafkaDriver:
+        options = options_from_config(self.configurer, config_key, KafkaOptions)
+        return await self._open(pipeline, queue, options, config_key)
+
+    async def driver_from_pipeline(self, pipeline: Pipeline, queue: PriorityQueue) -> KafkaDriver:
+        options = options_from_pipeline(pipeline, KafkaOptions)
+        return await self._open(pipeline, queue, options, f"declare.{pipeline.name()}")
+
+    async def _open(self, pipeline: Pipeline, queue: PriorityQueue, options: KafkaOptions,
+                    where: str) -> KafkaDriver:
+        driver = KafkaDriver(pipeline, queue, self.section, options)
+        await driver.open(where)
+        return driver
+
+
+def topic_pattern(patterns: Sequence[str]) -> re.Pattern[str]:
+    """The one regular expression aiokafka subscribes with for ``consume_regexp``."""
+    return re.compile("^(?:" + "|".join(f"(?:{p})" for p in patterns) + ")$")

@@ -1,0 +1,133 @@
+"""The kafka driver's contiguous-settled-prefix offset tracker (no broker, no aiokafka)."""
+
+from __future__ import annotations
+
+import random
+import sys
+
+import pytest
+
+from rrjobs.drivers.kafka.offsets import OffsetTracker, PartitionOffsets
+
+
+def test_importing_the_pure_modules_does_not_import_aiokafka() -> None:
+    assert "rrjobs.drivers.kafka.driver" not in sys.modules or "aiokafka" in sys.modules
+    import rrjobs.drivers.kafka.codec
+    import rrjobs.drivers.kafka.config
+    import rrjobs.drivers.kafka.offsets  # noqa: F401
+
+
+def test_out_of_order_settlement_commits_only_the_contiguous_prefix() -> None:
+    part = PartitionOffsets()
+    for offset in range(10, 15):
+        part.track(offset)
+    assert part.commit_point == 10
+    assert part.settle(12) is False  # 10 and 11 are unsettled: nothing moves
+    assert part.settle(14) is False
+    assert part.commit_point == 10
+    assert part.settle(10) is True
+    assert part.commit_point == 11
+    assert part.settle(11) is True
+    assert part.commit_point == 13  # 12 was settled already; 13 holds the commit
+    assert (part.outstanding, part.settled_ahead) == (1, 1)
+    assert part.settle(13) is True
+    assert part.commit_point == 15
+    assert (part.outstanding, part.settled_ahead) == (0, 0)
+
+
+def test_a_failed_record_holds_the_commit_back_forever() -> None:
+    tracker: OffsetTracker[str] = OffsetTracker()
+    tracker.assign("t-0")
+    for offset in range(100):
+        tracker.track("t-0", offset)
+    for offset in range(100):
+        if offset != 7:
+            tracker.settle("t-0", offset)
+    assert tracker.to_commit() == {"t-0": 7}
+    tracker.committed({"t-0": 7})
+    assert tracker.to_commit() == {}
+    assert tracker.outstanding() == 1
+    assert tracker.settled_ahead() == 92
+
+
+def test_gaps_in_offsets_are_not_waited_for() -> None:
+    """Compaction and transaction markers leave holes: only delivered offsets count."""
+    part = PartitionOffsets()
+    for offset in (3, 4, 9, 20):
+        part.track(offset)
+    part.settle(4)
+    part.settle(3)
+    assert part.commit_point == 5
+    part.settle(9)
+    assert part.commit_point == 10
+    part.settle(20)
+    assert part.commit_point == 21
+
+
+def test_settling_twice_or_unknown_offsets_changes_nothing() -> None:
+    part = PartitionOffsets()
+    part.track(0)
+    part.track(1)
+    assert part.settle(5) is False
+    assert part.settle(1) is False
+    assert part.settle(1) is False
+    assert part.settled_ahead == 1
+    assert part.settle(0) is True
+    assert part.settle(0) is False
+    assert part.commit_point == 2
+
+
+def test_offsets_must_increase() -> None:
+    part = PartitionOffsets()
+    part.track(5)
+    with pytest.raises(ValueError):
+        part.track(5)
+    with pytest.raises(ValueError):
+        PartitionOffsets(start=10).track(3)
+
+
+def test_revoked_partitions_are_never_committed() -> None:
+    tracker: OffsetTracker[str] = OffsetTracker()
+    for tp in ("a", "b"):
+        tracker.assign(tp)
+        tracker.track(tp, 0)
+        tracker.settle(tp, 0)
+    tracker.revoke(["a"])
+    assert tracker.to_commit() == {"b": 1}
+    assert tracker.settle("a", 1) is False
+    assert "a" not in tracker
+    assert tracker.to_commit(["a"]) == {}
+
+
+def test_to_commit_only_reports_moved_partitions() -> None:
+    tracker: OffsetTracker[str] = OffsetTracker()
+    tracker.assign("a")
+    tracker.assign("b", start=40)
+    assert tracker.to_commit() == {"b": 40}
+    tracker.committed({"b": 40})
+    tracker.track("a", 0)
+    assert tracker.to_commit() == {}
+    tracker.settle("a", 0)
+    assert tracker.to_commit() == {"a": 1}
+
+
+def test_random_settlement_order_matches_a_model() -> None:
+    rng = random.Random(7)
+    part = PartitionOffsets()
+    offsets = sorted(rng.sample(range(10_000), 500))
+    for offset in offsets:
+        part.track(offset)
+    order = offsets[:]
+    rng.shuffle(order)
+    settled: set[int] = set()
+    for offset in order:
+        part.settle(offset)
+        settled.add(offset)
+        unsettled = [o for o in offsets if o not in settled]
+        if unsettled:
+            first = unsettled[0]
+            before = [o for o in offsets if o < first]
+            expected = before[-1] + 1 if before else offsets[0]
+        else:
+            expected = offsets[-1] + 1
+        assert part.commit_point == expected
