@@ -113,7 +113,7 @@ async def test_a_producer_runtime_wakes_a_consumer_runtime_on_the_same_file(
     async with Jobs(sqlite_config(file), app), \
             Jobs(sqlite_config(file, consume="[]")) as producer:
         await producer.push_batch([Message("a", str(i).encode(), "p") for i in range(20)])
-        await wait_for(lambda: len(seen) == 20, timeout=2)
+        await wait_for(lambda: len(seen) == 20, within=2)
     assert sorted(seen) == sorted(str(i).encode() for i in range(20))
 
 
