@@ -270,7 +270,8 @@ CRASHER = textwrap.dedent("""
         drv = await SQLiteConstructor(Config.from_yaml("jobs: {}")).driver_from_pipeline(
             pipe, queue)
         await drv.run(pipe)
-        job = await queue.extract_min()
+        async with asyncio.timeout(60):  # never outlive the test
+            job = await queue.extract_min()
         await drv.store.flush()
         print(job.id, flush=True)
         os._exit(9)  # die holding the reservation: no stop, no release

@@ -8,6 +8,7 @@ raise :class:`~rrjobs.core.errors.ConfigError` naming the full key path.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -110,6 +111,21 @@ def validate(model: type[M], data: Any, key: str) -> M:
         raise config_error(key, exc) from None
 
 
+
+
+def json_map(value: Any) -> Any:
+    """A mapping from a mapping or a JSON object string (``Declare``'s form for
+    map-valued options); use as a ``mode="before"`` field validator."""
+    if isinstance(value, str):
+        if not value.strip():
+            return {}
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"expected a JSON object: {exc}") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def options_from_config(configurer: Configurer, config_key: str, model: type[M]) -> M:

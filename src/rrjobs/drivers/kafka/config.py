@@ -17,14 +17,13 @@ touches the network or imports aiokafka.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from rrjobs.core.options import Duration, StrictModel
+from rrjobs.core.options import Duration, StrictModel, json_map
 
 DEFAULT_BROKERS = ["127.0.0.1:9092"]
 DEFAULT_PRIORITY = 10
@@ -45,20 +44,6 @@ ClientAuthType = Literal[
     "verify_client_cert_if_given",
     "require_and_verify_client_cert",
 ]
-
-
-def json_map(value: Any) -> Any:
-    """A mapping from a mapping or a JSON object string (``Declare``'s form)."""
-    if isinstance(value, str):
-        if not value.strip():
-            return {}
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"expected a JSON object: {exc}") from None
-        if not isinstance(value, dict):
-            raise ValueError(f"expected a JSON object, got {type(value).__name__}")
-    return value
 
 
 # -- the global section ---------------------------------------------------------------------
