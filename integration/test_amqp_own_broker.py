@@ -1,0 +1,355 @@
+"""The ``amqp`` driver against a RabbitMQ this module starts and kills itself.
+
+* TLS: a CA, a server and a client certificate generated here (openssl), and a
+  TLS listener that requires a client certificate.
+* A user without the configure permission, for ``declare: false``.
+* The outage test: 5,000 jobs pushed while consuming, RabbitMQ SIGKILLed
+  halfway and restarted on the same port and data directory; the driver
+  reconnects by itself and every job is processed at least once. A second
+  pipeline with a short ``redial_timeout`` is restarted by the runtime.
+
+The broker runs from Debian's ``rabbitmq-server`` (``integration/install.sh``);
+without it these tests skip, or fail with ``RRJOBS_REQUIRE_BROKERS=1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+
+from integration.brokers import require_brokers
+from integration.brokers.amqp import RABBITMQ_HOME, AmqpSpec
+from integration.brokers.base import (
+    LocalPlan,
+    descendants,
+    free_ports,
+    group_members,
+    log_tail,
+    stop_process_group,
+    wait_ready,
+)
+from integration.test_amqp_driver import eventually, take
+from rrjobs.config import Config
+from rrjobs.core.errors import ConfigError
+from rrjobs.core.job import Job
+from rrjobs.core.message import Message
+from rrjobs.core.pipeline import Pipeline
+from rrjobs.core.queue import PriorityQueue
+from rrjobs.drivers.amqp import AMQPConstructor, AMQPDriver
+from rrjobs.runtime.app import App
+from rrjobs.runtime.jobs import Jobs
+
+pytestmark = [pytest.mark.amqp, pytest.mark.timeout(300)]
+
+RO_USER, RO_PASSWORD = "rrjobs-ro", "rrjobs-ro-password"
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_certificates(directory: Path) -> dict[str, Path]:
+    """A self-signed CA, a server certificate for 127.0.0.1/localhost and a client
+    certificate, all signed by the CA (PEM files in ``directory``)."""
+    d = directory
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+             "-out", "ca.pem", "-days", "2", "-subj", "/CN=rrjobs test CA",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    for who, usage, san in (("server", "serverAuth", "DNS:localhost,IP:127.0.0.1"),
+                            ("client", "clientAuth", "DNS:rrjobs-client")):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{who}.key",
+                 "-out", f"{who}.csr", "-subj", f"/CN=rrjobs-{who}", cwd=d)
+        (d / f"{who}.ext").write_text(
+            f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n"
+            f"keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage={usage}\n")
+        _openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-out", f"{who}.pem", "-days", "2",
+                 "-extfile", f"{who}.ext", cwd=d)
+    return {name: d / name for name in ("ca.pem", "server.pem", "server.key", "client.pem",
+                                        "client.key")}
+
+
+class OwnRabbit:
+    """A RabbitMQ process group on fixed ports and a fixed data dir, so that a
+    restart keeps its durable queues and persistent messages."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.spec = AmqpSpec()
+        self.data_dir = data_dir
+        self.plan: LocalPlan = self.spec.plan_local(data_dir)
+        self.url = self.plan.endpoint
+        self.certs = make_certificates(data_dir)
+        (self.tls_port,) = free_ports(1)
+        self.tls_url = f"amqps://guest:guest@127.0.0.1:{self.tls_port}/"
+        with open(data_dir / "rabbitmq.conf", "a") as conf:
+            conf.write(
+                f"listeners.ssl.default = 127.0.0.1:{self.tls_port}\n"
+                f"ssl_options.cacertfile = {self.certs['ca.pem']}\n"
+                f"ssl_options.certfile = {self.certs['server.pem']}\n"
+                f"ssl_options.keyfile = {self.certs['server.key']}\n"
+                "ssl_options.verify = verify_peer\n"
+                "ssl_options.fail_if_no_peer_cert = true\n"
+            )
+        self.log_path = data_dir / "rabbitmq.log"
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **self.plan.env}
+
+    def start(self) -> float:
+        """Start the broker and wait until it accepts AMQP connections."""
+        started = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(self.plan.argv, stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT, cwd=self.data_dir,
+                                          env=self.env, start_new_session=True)
+        proc = self.popen
+        wait_ready("RabbitMQ (own)", lambda: self.spec.probe(self.url), 180.0,
+                   alive=lambda: proc.poll() is None, log_path=self.log_path)
+        self.starts += 1
+        return time.monotonic() - started
+
+    def kill(self) -> None:
+        """SIGKILL the broker and everything it started, at once (no clean shutdown)."""
+        assert self.popen is not None
+        pgid = self.popen.pid
+        victims = set(group_members(pgid)) | set(descendants([pgid]))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.popen.wait(10)
+        deadline = time.monotonic() + 10
+        while group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.popen is not None:
+            stop_process_group(self.popen.pid, self.popen)
+            self.popen = None
+
+    def ctl(self, *args: str) -> str:
+        result = subprocess.run([str(RABBITMQ_HOME / "bin" / "rabbitmqctl"), "-n",
+                                 self.plan.env["RABBITMQ_NODENAME"], *args],
+                                env=self.env, capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {result.stderr or result.stdout}")
+        return result.stdout
+
+
+@pytest.fixture(scope="module")
+def rabbit() -> Iterator[OwnRabbit]:
+    why = AmqpSpec().local_unavailable()
+    if why is not None:
+        if require_brokers():
+            pytest.fail(f"RRJOBS_REQUIRE_BROKERS=1 and no local RabbitMQ: {why}", pytrace=False)
+        pytest.skip(f"these tests start their own RabbitMQ: {why}")
+    data_dir = Path(tempfile.mkdtemp(prefix="rrjobs-amqp-own-"))
+    broker = OwnRabbit(data_dir)
+    try:
+        broker.start()
+        broker.ctl("add_user", RO_USER, RO_PASSWORD)
+        broker.ctl("set_permissions", "-p", "/", RO_USER, "", ".*", ".*")
+        yield broker
+    except BaseException:
+        print(log_tail(broker.log_path, 80))
+        raise
+    finally:
+        broker.stop()
+        with contextlib.suppress(Exception):
+            subprocess.run(["rm", "-rf", str(data_dir)], check=False)
+
+
+async def make_driver(section: dict[str, Any], name: str, options: dict[str, Any],
+                      queue: PriorityQueue) -> AMQPDriver:
+    cfg = Config({"amqp": section,
+                  "jobs": {"pipelines": {name: {"driver": "amqp", "config": options}}}})
+    return await AMQPConstructor(cfg).driver_from_config(
+        f"jobs.pipelines.{name}.config", queue, Pipeline(name=name, driver="amqp",
+                                                         config=dict(options)))
+
+
+def options(name: str, **extra: Any) -> dict[str, Any]:
+    return {"queue": name, "routing_key": name, "exchange": "rrjobs.own", **extra}
+
+
+# -- TLS -------------------------------------------------------------------------------------------
+
+
+async def test_tls_with_a_self_signed_ca_and_a_client_certificate(rabbit: OwnRabbit,
+                                                                  unique_name: str) -> None:
+    c = rabbit.certs
+    tls = {"root_ca": str(c["ca.pem"]), "cert": str(c["client.pem"]),
+           "key": str(c["client.key"]), "client_auth_type": "require_and_verify_client_cert"}
+    q = PriorityQueue()
+    d = await make_driver({"addr": rabbit.tls_url, "tls": tls}, unique_name,
+                          options(unique_name, delete_queue_on_stop=True), q)
+    try:
+        await d.run(d.pipeline)
+        await d.push(Message("tls.job", b"encrypted", unique_name, headers={"k": ["v"]}))
+        (job,) = await take(q)
+        assert (job.payload, job.headers) == (b"encrypted", {"k": ["v"]})
+        await job.ack()
+        listing = await asyncio.to_thread(
+            rabbit.ctl, "list_connections", "client_properties", "ssl", "ssl_protocol",
+            "peer_cert_subject", "--no-table-headers")
+        ours = [line for line in listing.splitlines() if f"rrjobs:{unique_name}" in line]
+        assert len(ours) == 1, listing
+        assert "\ttrue\t" in ours[0] and ("tlsv1.3" in ours[0] or "tlsv1.2" in ours[0])
+        assert "CN=rrjobs-client" in ours[0]
+    finally:
+        await d.stop()
+
+
+async def test_tls_refuses_an_unknown_ca_and_a_missing_client_certificate(
+        rabbit: OwnRabbit, unique_name: str) -> None:
+    c = rabbit.certs
+    # No root_ca: the system store does not know the self-signed CA.
+    with pytest.raises(Exception, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+        await make_driver({"addr": rabbit.tls_url, "tls": {"cert": str(c["client.pem"]),
+                                                           "key": str(c["client.key"])}},
+                          unique_name, options(unique_name), PriorityQueue())
+    # No client certificate: the broker (fail_if_no_peer_cert) hangs up.
+    with pytest.raises(Exception):  # noqa: B017 - the TLS alert surfaces as a connection error
+        await make_driver({"addr": rabbit.tls_url, "tls": {"root_ca": str(c["ca.pem"])}},
+                          unique_name, options(unique_name), PriorityQueue())
+
+
+# -- a user without the configure permission ----------------------------------------------
+
+
+async def test_declare_false_works_for_a_read_write_only_user(rabbit: OwnRabbit,
+                                                              unique_name: str) -> None:
+    admin_q = PriorityQueue()
+    admin = await make_driver({"addr": rabbit.url}, unique_name,
+                              options(unique_name, durable=True), admin_q)  # declares
+    ro_url = rabbit.url.replace("guest:guest", f"{RO_USER}:{RO_PASSWORD}")
+    try:
+        with pytest.raises(ConfigError, match="refused"):
+            await make_driver({"addr": ro_url}, unique_name, options(unique_name, durable=True),
+                              PriorityQueue())
+        q = PriorityQueue()
+        ro = await make_driver({"addr": ro_url}, unique_name, {
+            "version": 2, "exchange": {"name": "rrjobs.own", "declare": False},
+            "queue": {"name": unique_name, "routing_key": unique_name, "declare": False}}, q)
+        try:
+            await ro.run(ro.pipeline)
+            await ro.push(Message("ro.job", b"no-configure", unique_name))
+            (job,) = await take(q)
+            assert job.payload == b"no-configure"
+            await job.ack()
+            state = await ro.state()
+            assert (state.active, state.ready) == (0, True)
+        finally:
+            await ro.stop()
+    finally:
+        await admin.stop()
+        connection = await aio_pika.connect(rabbit.url)
+        async with connection:
+            channel = await connection.channel()
+            raw = await channel.get_underlay_channel()
+            await raw.queue_delete(unique_name)
+
+
+# -- the outage ---------------------------------------------------------------------------------
+
+
+async def test_outage_every_confirmed_job_is_processed(rabbit: OwnRabbit, unique_name: str,
+                                                       record_property: Any) -> None:
+    total, batch = 5000, 50
+    main, fragile = f"{unique_name}-main", f"{unique_name}-fragile"
+    handled: list[str] = []
+    fragile_handled: list[str] = []
+    app = App("outage")
+
+    @app.handler("outage.job")
+    async def work(job: Job) -> None:
+        handled.append(job.id)
+
+    @app.handler("fragile.job")
+    async def work_fragile(job: Job) -> None:
+        fragile_handled.append(job.id)
+
+    config = Config({
+        "amqp": {"addr": rabbit.url},
+        "jobs": {
+            "consume": [main, fragile],
+            "pool": {"num_workers": 8},
+            "pipelines": {
+                main: {"driver": "amqp", "config": options(
+                    main, durable=True, exchange_durable=True, prefetch=100,
+                    exchange="rrjobs.own.durable", redial_timeout=120)},
+                fragile: {"driver": "amqp", "config": options(
+                    fragile, durable=True, exchange_durable=True, redial_timeout=1,
+                    exchange="rrjobs.own.durable")},
+            },
+        },
+    })
+    jobs = Jobs(config, app)
+    await jobs.start()
+    loop = asyncio.get_running_loop()
+    restarted: asyncio.Future[float] | None = None
+    try:
+        driver = jobs._pipelines[main].driver
+        fragile_driver = jobs._pipelines[fragile].driver
+        assert isinstance(driver, AMQPDriver) and isinstance(fragile_driver, AMQPDriver)
+        pushed: list[str] = []
+        killed_at = 0
+        started = time.monotonic()
+        for i in range(0, total, batch):
+            msgs = [Message("outage.job", f"{i + k}".encode(), main) for k in range(batch)]
+            await jobs.push_batch(msgs)  # returns once RabbitMQ confirmed every job
+            pushed.extend(m.id for m in msgs)
+            if restarted is None and len(pushed) >= total // 2:
+                killed_at = len(handled)
+                rabbit.kill()
+                # Restart in a thread; pushes meanwhile wait for the reconnection.
+                restarted = loop.run_in_executor(None, rabbit.start)
+        assert restarted is not None
+        restart_seconds = await restarted
+        await eventually(lambda: set(pushed) <= set(handled), within=180,
+                         what="every confirmed job handled")
+        elapsed = time.monotonic() - started
+        duplicates = len(handled) - len(set(handled))
+        lost = len(set(pushed) - set(handled))
+        record_property("outage_processed", len(set(handled)))
+        record_property("outage_duplicates", duplicates)
+        record_property("outage_lost", lost)
+        print(f"\noutage: pushed={len(pushed)} processed={len(set(handled))} "
+              f"lost={lost} duplicates={duplicates} handled-before-kill={killed_at} "
+              f"restart={restart_seconds:.1f}s total={elapsed:.1f}s "
+              f"reconnects={driver.link.reconnects}")
+        assert lost == 0
+        assert len(pushed) == total and len(set(pushed)) == total
+        # The main pipeline reconnected by itself: same driver, no restart asked.
+        assert jobs._pipelines[main].driver is driver
+        assert driver.link.reconnects >= 1 and not driver.restart_requested
+        # The fragile one (redial_timeout 1 s) gave up and the runtime rebuilt it.
+        assert fragile_driver.restart_requested
+        await eventually(lambda: jobs._pipelines[fragile].driver is not fragile_driver
+                         and not jobs._restarts, within=90, what="fragile pipeline rebuilt")
+        await jobs.push(Message("fragile.job", b"after", fragile))
+        await eventually(lambda: len(fragile_handled) == 1, within=30,
+                         what="fragile pipeline consuming again")
+        stats = {s.state.pipeline: s.state for s in await jobs.stat()}
+        assert stats[main].ready and stats[fragile].ready
+    finally:
+        if restarted is not None and not restarted.done():
+            with contextlib.suppress(Exception):
+                await restarted
+        await jobs.stop()

@@ -1,0 +1,137 @@
+"""The driver conformance suite on the ``amqp`` driver, against a real RabbitMQ."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aio_pika
+import pytest
+from pamqp.common import FieldTable
+
+from rrjobs.core.message import Message
+from rrjobs.testing import ConformanceSuite, DriverFactory, Pipe
+
+#: The exchange every conformance pipeline publishes through.
+EXCHANGE = "rrjobs.conformance"
+
+
+class AMQPFactory(DriverFactory):
+    """Pipelines on one durable direct exchange, one durable queue each, with a
+    dead-letter queue ``<name>.dlq`` behind the default exchange."""
+
+    driver = "amqp"
+    shared_broker = True
+    delivery_timeout = 15.0
+    redelivery_timeout = 15.0
+    delay_tolerance = 3.0
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.connection: aio_pika.abc.AbstractConnection | None = None
+        self._dead: dict[str, list[bytes]] = {}
+
+    async def open(self) -> None:
+        self.connection = await aio_pika.connect(self.url)
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+
+    async def _channel(self) -> aio_pika.abc.AbstractChannel:
+        assert self.connection is not None
+        return await self.connection.channel()
+
+    async def cleanup(self, names: Sequence[str]) -> None:
+        for name in names:
+            for queue in (name, f"{name}.dlq"):
+                channel = await self._channel()
+                with contextlib.suppress(Exception):
+                    raw = await channel.get_underlay_channel()
+                    await raw.queue_delete(queue)
+                with contextlib.suppress(Exception):
+                    await channel.close()
+
+    def global_config(self) -> dict[str, Any]:
+        return {"amqp": {"addr": self.url}}
+
+    def pipeline_options(self, name: str) -> dict[str, Any]:
+        return {
+            "queue": name,
+            "routing_key": name,
+            "exchange": EXCHANGE,
+            "exchange_durable": True,
+            "durable": True,
+            "prefetch": 50,
+            "queue_headers": {
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": f"{name}.dlq",
+            },
+        }
+
+    async def publish_raw(self, pipe: Pipe, body: bytes, headers: Mapping[str, str]) -> None:
+        channel = await self._channel()
+        try:
+            exchange = await channel.get_exchange(EXCHANGE)
+            await exchange.publish(
+                aio_pika.Message(
+                    body, headers=dict(headers), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+                ),
+                routing_key=pipe.name,
+            )
+        finally:
+            await channel.close()
+
+    async def publish_roadrunner(self, pipe: Pipe, msg: Message) -> None:
+        """RoadRunner's table (reference §10): S strings, x JSON headers, I delay,
+        l priority, t auto_ack; content type octet-stream, persistent."""
+        from rrjobs.drivers.amqp.codec import Long, SignedInt
+
+        table: FieldTable = {
+            "rr_id": msg.id,
+            "rr_job": msg.name,
+            "rr_pipeline": pipe.name,
+            "rr_headers": bytearray(json.dumps(msg.headers).encode()),
+            "rr_delay": SignedInt(0),
+            "rr_priority": Long(msg.priority),
+            "rr_auto_ack": False,
+        }
+        channel = await self._channel()
+        try:
+            exchange = await channel.get_exchange(EXCHANGE)
+            await exchange.publish(
+                aio_pika.Message(
+                    msg.payload,
+                    headers=table,
+                    content_type="application/octet-stream",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=pipe.name,
+            )
+        finally:
+            await channel.close()
+
+    async def dead_letters(self, pipe: Pipe) -> list[bytes]:
+        got = self._dead.setdefault(pipe.name, [])
+        channel = await self._channel()
+        try:
+            queue = await channel.declare_queue(f"{pipe.name}.dlq", durable=True)
+            while True:
+                message = await queue.get(fail=False, no_ack=True)
+                if message is None:
+                    break
+                got.append(message.body)
+        finally:
+            await channel.close()
+        return list(got)
+
+
+@pytest.fixture
+def driver_factory(amqp_url: str) -> AMQPFactory:
+    return AMQPFactory(amqp_url)
+
+
+class TestAMQPConformance(ConformanceSuite):
+    marker = "amqp"

@@ -1,0 +1,111 @@
+"""``rrjobs bench --driver amqp``: the bench's settings and its raw aio-pika baseline.
+
+The broker is the one in ``RRJOBS_AMQP_URL`` (the variable the integration
+tests use), else RoadRunner's default address. Each run uses a fresh durable
+queue on the durable direct exchange ``rrjobs.bench``, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import aio_pika
+
+from rrjobs.bench import BenchSpec, PhaseResult
+from rrjobs.drivers.amqp.config import DEFAULT_ADDR
+
+BENCH_EXCHANGE = "rrjobs.bench"
+PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
+#: The prefetch of both phases unless ``--option prefetch=N`` says otherwise.
+BENCH_PREFETCH = 100
+
+
+def broker_url(config: Mapping[str, Any] | None = None) -> str:
+    """``RRJOBS_AMQP_URL``, else ``amqp.addr`` of ``config``, else the default address."""
+    url = os.environ.get("RRJOBS_AMQP_URL", "").strip()
+    if url:
+        return url
+    section = (config or {}).get("amqp") or {}
+    return str(section.get("addr") or DEFAULT_ADDR)
+
+
+def bench_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config sections and pipeline options of ``rrjobs bench --driver amqp``."""
+    name = f"rrjobs-bench-{uuid.uuid4().hex[:8]}"
+    sections = {"amqp": {"addr": broker_url()}}
+    options = {
+        "queue": name,
+        "routing_key": name,
+        "exchange": BENCH_EXCHANGE,
+        "exchange_durable": True,
+        "durable": True,
+        "prefetch": BENCH_PREFETCH,
+        "delete_queue_on_stop": True,
+    }
+    return sections, options
+
+
+async def amqp_baseline(spec: BenchSpec) -> PhaseResult:
+    """A raw aio-pika loop: persistent publishes with confirms, the same prefetch, manual acks."""
+    url = broker_url(spec.config)
+    prefetch = int(spec.options.get("prefetch", BENCH_PREFETCH))
+    name = f"rrjobs-bench-raw-{uuid.uuid4().hex[:8]}"
+    payload = os.urandom(spec.payload_size) if spec.payload_size else b""
+    total = spec.jobs
+    handled = 0
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    connection = await aio_pika.connect(url)
+    try:
+        publish_channel = await connection.channel(publisher_confirms=True)
+        consume_channel = await connection.channel()
+        await consume_channel.set_qos(prefetch_count=prefetch)
+        exchange = await publish_channel.declare_exchange(
+            BENCH_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+        queue = await publish_channel.declare_queue(name, durable=True)
+        await queue.bind(exchange, routing_key=name)
+        consume_queue = await consume_channel.get_queue(name, ensure=False)
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal handled
+            await message.ack()
+            handled += 1
+            if handled == total and not done.done():
+                done.set_result(None)
+
+        async def produce(share: int) -> None:
+            left = share
+            while left > 0:
+                n = min(spec.batch, left)
+                left -= n
+                messages = [aio_pika.Message(payload, delivery_mode=PERSISTENT)
+                            for _ in range(n)]
+                if spec.push == "batch":
+                    await asyncio.gather(*(exchange.publish(m, routing_key=name)
+                                           for m in messages))
+                else:
+                    for m in messages:
+                        await exchange.publish(m, routing_key=name)
+                await asyncio.sleep(0)
+
+        tag = await consume_queue.consume(on_message)
+        start, cpu = time.perf_counter(), time.process_time()
+        producers = [loop.create_task(produce(share)) for share in spec.shares()]
+        try:
+            await done
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+            await asyncio.gather(*producers)
+        finally:
+            for task in producers:
+                task.cancel()
+        await consume_queue.cancel(tag)
+        await queue.delete(if_unused=False, if_empty=False)
+    finally:
+        await connection.close()
+    return PhaseResult(elapsed, handled, cpu)

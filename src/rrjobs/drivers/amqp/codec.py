@@ -1,0 +1,277 @@
+"""RoadRunner's AMQP wire layout: the ``rr_*`` header table, with explicit field types.
+
+What RoadRunner publishes (reference §10), and what this module writes:
+
+=================  ========================  ==================================
+header             AMQP field type           value
+=================  ========================  ==================================
+``rr_id``          long string ``S``         the job id
+``rr_job``         long string ``S``         the job name
+``rr_pipeline``    long string ``S``         the pipeline name
+``rr_headers``     byte array ``x``          JSON of the job headers
+``rr_delay``       32-bit signed int ``I``   the delay, whole seconds
+``rr_priority``    64-bit signed int ``l``   the job priority
+``rr_auto_ack``    boolean ``t``             auto-acknowledge on receipt
+=================  ========================  ==================================
+
+The types matter: RoadRunner reads ``rr_priority`` only as a 64-bit ``l``
+(``s`` and ``I`` make v5 panic, and a ``b`` reads as priority 0), and
+unsigned ``u``/``i`` values anywhere in the table make v5 close the
+connection. pamqp, the encoder under aio-pika, picks the *smallest* integer
+type for a Python ``int`` (``b`` for 10, ``u`` for 40000). So integers that
+this driver writes are wrapped in :class:`Long`, :class:`SignedInt` or
+:class:`Double`, and :func:`install_typed_encoding` teaches pamqp to write
+those wrappers with exactly their type (plain values are encoded as before).
+
+Reading is lenient: any integer type is accepted for ``rr_priority`` and
+``rr_delay``; a message without ``rr_job`` (a foreign producer) becomes job
+``deduced_by_rr`` with a fresh id and the pipeline priority.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from rrjobs.core.headers import (
+    DEDUCED_BY_RR,
+    RR_AUTO_ACK,
+    RR_DELAY,
+    RR_HEADERS,
+    RR_ID,
+    RR_JOB,
+    RR_PIPELINE,
+    RR_PRIORITY,
+    Headers,
+)
+from rrjobs.core.message import new_id
+
+log = logging.getLogger("rrjobs.drivers.amqp")
+
+#: Per-message routing key (PHP's ``Header::ROUTING_KEY``): removed from the job
+#: headers and used instead of the pipeline's ``routing_key``.
+X_ROUTING_KEY = "x-routing-key"
+#: RabbitMQ's dead-letter history (an array of tables): not flattened into job headers.
+X_DEATH = "x-death"
+CONTENT_TYPE = "application/octet-stream"
+
+#: The header keys that carry the job itself, never shown as job headers.
+RR_KEYS = frozenset({RR_ID, RR_JOB, RR_PIPELINE, RR_HEADERS, RR_DELAY, RR_PRIORITY, RR_AUTO_ACK})
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+class Long(int):
+    """An integer written as a 64-bit signed field (``l``)."""
+
+    __slots__ = ()
+
+
+class SignedInt(int):
+    """An integer written as a 32-bit signed field (``I``)."""
+
+    __slots__ = ()
+
+
+class Double(float):
+    """A float written as a 64-bit double field (``d``)."""
+
+    __slots__ = ()
+
+
+def install_typed_encoding() -> None:
+    """Make pamqp encode :class:`Long`, :class:`SignedInt` and :class:`Double`
+    with their own field type. Idempotent; other values are encoded unchanged.
+
+    pamqp dispatches every table value through the module-level
+    ``pamqp.encode.encode_table_value``; this wraps it once per process.
+    """
+    from pamqp import encode
+
+    current = encode.encode_table_value
+    if getattr(current, "_rrjobs_typed", False):
+        return
+
+    long_long_int, long_int, double = encode.long_long_int, encode.long_int, encode.double
+
+    def encode_table_value(value: Any) -> bytes:
+        kind = type(value)
+        if kind is Long:
+            return b"l" + long_long_int(value)
+        if kind is SignedInt:
+            return b"I" + long_int(value)
+        if kind is Double:
+            return b"d" + double(value)
+        return current(value)
+
+    encode_table_value._rrjobs_typed = True  # type: ignore[attr-defined]
+    encode.encode_table_value = encode_table_value
+
+
+def typed_argument(value: Any) -> Any:
+    """A queue argument as RoadRunner (Go) writes it: ints as ``I`` (``l`` when
+    they do not fit in 32 bits), floats as ``d``; other values unchanged."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return SignedInt(value) if INT32_MIN <= value <= INT32_MAX else Long(value)
+    if isinstance(value, float):
+        return Double(value)
+    return value
+
+
+def typed_arguments(args: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: typed_argument(v) for k, v in args.items()}
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+def pack(job_id: str, name: str, pipeline: str, headers: Headers, delay_s: int, priority: int,
+         auto_ack: bool) -> dict[str, Any]:
+    """The AMQP header table of a job, RoadRunner's layout with RoadRunner's types."""
+    encoded = json.dumps(headers, separators=(",", ":"), ensure_ascii=False).encode() if (
+        headers) else b"{}"
+    return {
+        RR_ID: job_id,
+        RR_JOB: name,
+        RR_PIPELINE: pipeline,
+        RR_HEADERS: bytearray(encoded),
+        RR_DELAY: SignedInt(min(max(delay_s, 0), INT32_MAX)),
+        RR_PRIORITY: Long(priority),
+        RR_AUTO_ACK: bool(auto_ack),
+    }
+
+
+def split_routing_key(headers: Headers, default: str) -> tuple[Headers, str]:
+    """Remove ``x-routing-key`` from ``headers``; the routing key to publish with.
+
+    As RoadRunner: the header wins when it holds exactly one non-empty value.
+    """
+    values = headers.get(X_ROUTING_KEY)
+    if values is None:
+        return headers, default
+    rest = {k: v for k, v in headers.items() if k != X_ROUTING_KEY}
+    if len(values) == 1 and values[0]:
+        return rest, values[0]
+    return rest, default
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+class Decoded:
+    """A delivery's job fields."""
+
+    __slots__ = ("auto_ack", "delay", "headers", "id", "name", "priority")
+
+    def __init__(self, id: str, name: str, headers: Headers, priority: int, auto_ack: bool,
+                 delay: int) -> None:
+        self.id = id
+        self.name = name
+        self.headers = headers
+        self.priority = priority
+        self.auto_ack = auto_ack
+        self.delay = delay
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def _convert(out: Headers, key: str, value: Any) -> None:
+    """One AMQP header value as job header strings (RoadRunner's ``convHeaders``)."""
+    if isinstance(value, bool):
+        out[key] = ["true" if value else "false"]
+    elif isinstance(value, int):
+        out.setdefault(key, []).append(str(value))
+    elif isinstance(value, float):
+        out.setdefault(key, []).append(f"{value:.5f}")
+    elif isinstance(value, decimal.Decimal):
+        out.setdefault(key, []).append(str(value))
+    elif isinstance(value, str | bytes | bytearray):
+        out.setdefault(key, []).append(_as_text(value))
+    elif isinstance(value, datetime.datetime):
+        stamp = value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+        out.setdefault(key, []).append(stamp.isoformat(timespec="seconds").replace("+00:00", "Z"))
+    elif isinstance(value, list):
+        for item in value:
+            _convert(out, key, item)
+    elif isinstance(value, dict):
+        for inner, item in value.items():
+            _convert(out, str(inner), item)
+    elif value is not None:
+        log.warning("AMQP header %r has a value of unknown type %s; ignored",
+                    key, type(value).__name__)
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return int(value)
+
+
+def _job_headers(raw: Any) -> Headers | None:
+    """``rr_headers`` JSON → headers, or ``None`` (with a warning) if malformed."""
+    if raw == b"{}" or raw == b"null":
+        return {}
+    try:
+        data = json.loads(bytes(raw) if isinstance(raw, bytes | bytearray) else str(raw))
+    except (ValueError, UnicodeDecodeError) as exc:
+        log.warning("rr_headers is not valid JSON (%s); job headers from it are ignored", exc)
+        return None
+    if data is None:
+        return {}
+    if isinstance(data, dict):
+        for values in data.values():
+            if type(values) is not list:
+                break
+            for value in values:
+                if type(value) is not str:
+                    break
+            else:
+                continue
+            break
+        else:
+            return data
+    log.warning("rr_headers is not a JSON object of string lists; ignored")
+    return None
+
+
+def unpack(table: Mapping[str, Any] | None, default_priority: int) -> Decoded:
+    """The job fields of a delivery's AMQP header table.
+
+    Job headers are every AMQP header that is not an ``rr_*`` field (converted
+    to strings as RoadRunner does, except RabbitMQ's ``x-death`` table), with
+    the ``rr_headers`` JSON merged on top.
+    """
+    table = table or {}
+    headers: Headers = {}
+    for key, value in table.items():
+        if key in RR_KEYS or key == X_DEATH:
+            continue
+        _convert(headers, key, value)
+    raw_headers = table.get(RR_HEADERS)
+    if raw_headers is not None:
+        carried = _job_headers(raw_headers)
+        if carried:
+            headers.update(carried)
+
+    ident = table.get(RR_ID)
+    job_id = _as_text(ident) if isinstance(ident, str | bytes | bytearray) and ident else new_id()
+    name = table.get(RR_JOB)
+    job_name = _as_text(name) if isinstance(name, str | bytes | bytearray) and name else (
+        DEDUCED_BY_RR)
+    priority = _int(table.get(RR_PRIORITY))
+    if not priority:
+        priority = default_priority
+    auto_ack = table.get(RR_AUTO_ACK)
+    delay = _int(table.get(RR_DELAY)) or 0
+    return Decoded(job_id, job_name, headers, priority, auto_ack is True, delay)

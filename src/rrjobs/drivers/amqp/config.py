@@ -1,0 +1,412 @@
+"""Options of the ``amqp`` driver, with RoadRunner's key names and defaults.
+
+Two places configure it:
+
+* the global ``amqp:`` section (:class:`AMQPSection`): the broker address and
+  TLS, shared by every AMQP pipeline;
+* each pipeline's options (:class:`AMQPOptions`), in RoadRunner's flat
+  (version 1) form or its nested (version 2) ``exchange:``/``queue:`` form, or
+  as the string map ``Declare`` sends (``"true"``, ``"10"``, JSON for maps).
+
+Both forms resolve to one :class:`Topology`, which is what the driver uses.
+Nothing here touches the network or imports the AMQP client.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PlainValidator, field_validator, model_validator
+
+from rrjobs.core.options import Duration, StrictModel, json_map
+
+DEFAULT_ADDR = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_EXCHANGE = "amqp.default"
+DEFAULT_PREFETCH = 10
+DEFAULT_PRIORITY = 10
+DEFAULT_REDIAL_TIMEOUT = 60.0
+
+ExchangeType = Literal["direct", "fanout", "topic", "headers"]
+ClientAuthType = Literal[
+    "no_client_cert",
+    "request_client_cert",
+    "require_any_client_cert",
+    "verify_client_cert_if_given",
+    "require_and_verify_client_cert",
+]
+
+#: Exchange types that route without a routing key.
+KEYLESS_EXCHANGES = frozenset({"fanout", "headers"})
+
+
+# -- the global section --------------------------------------------------------------------
+
+
+class TLSConfig(StrictModel):
+    """``amqp.tls``: TLS for ``amqps://`` connections (TLS 1.2 or later).
+
+    Attributes:
+        key: the client's private key (PEM), for a broker that asks for a
+            client certificate. Requires ``cert``.
+        cert: the client's certificate (PEM). Requires ``key``.
+        root_ca: the CA bundle (PEM) that verifies the broker's certificate;
+            without it the system trust store is used.
+        client_auth_type: RoadRunner's mTLS policy names. On a client it says
+            whether the broker requires a client certificate: any value but
+            ``no_client_cert`` requires ``cert`` and ``key``.
+    """
+
+    key: str = ""
+    cert: str = ""
+    root_ca: str = ""
+    client_auth_type: ClientAuthType = "no_client_cert"
+
+    @model_validator(mode="after")
+    def _check(self) -> TLSConfig:
+        if bool(self.key) != bool(self.cert):
+            missing = "cert" if self.key else "key"
+            raise ValueError(f"tls.{missing} is required when tls.{'key' if self.key else 'cert'}"
+                             " is set (the client certificate and its key go together)")
+        if self.client_auth_type != "no_client_cert" and not self.cert:
+            raise ValueError(f"client_auth_type {self.client_auth_type!r} needs a client "
+                             "certificate: set tls.cert and tls.key")
+        for name in ("key", "cert", "root_ca"):
+            path = getattr(self, name)
+            if path and not os.path.isfile(path):
+                raise ValueError(f"tls.{name}: file {path!r} does not exist")
+        return self
+
+
+class AMQPSection(StrictModel):
+    """The global ``amqp:`` section.
+
+    Attributes:
+        addr: the broker URI (``amqp://user:pass@host:5672/vhost`` or
+            ``amqps://...``); aiormq's query options (``heartbeat``, ``name``)
+            are passed through.
+        tls: TLS settings; requires an ``amqps://`` address.
+    """
+
+    addr: str = DEFAULT_ADDR
+    tls: TLSConfig | None = None
+
+    @field_validator("addr", mode="before")
+    @classmethod
+    def _default_addr(cls, value: Any) -> Any:
+        return DEFAULT_ADDR if value in (None, "") else value
+
+    @model_validator(mode="after")
+    def _check(self) -> AMQPSection:
+        scheme = self.addr.split("://", 1)[0].lower() if "://" in self.addr else ""
+        if scheme not in ("amqp", "amqps"):
+            raise ValueError(f"addr must be an amqp:// or amqps:// URI, got {self.addr!r}")
+        if self.tls is not None and scheme != "amqps":
+            raise ValueError("tls is configured but addr uses amqp://; use amqps:// so that "
+                             "the connection is encrypted")
+        return self
+
+
+# -- pipeline options ------------------------------------------------------------------------
+
+
+def _check_arguments(value: dict[str, Any]) -> dict[str, Any]:
+    for key, item in value.items():
+        if not isinstance(item, str | int | float | bool):
+            raise ValueError(f"{key}: queue arguments must be strings, numbers or booleans, "
+                             f"got {type(item).__name__}")
+    return value
+
+
+class ExchangeOptions(StrictModel):
+    """Version 2 ``exchange:`` options."""
+
+    name: str = DEFAULT_EXCHANGE
+    type: ExchangeType = "direct"
+    durable: bool = False
+    auto_delete: bool = False
+    declare: bool = True
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _default_name(cls, value: Any) -> Any:
+        return DEFAULT_EXCHANGE if value in (None, "") else value
+
+
+class QueueOptions(StrictModel):
+    """Version 2 ``queue:`` options."""
+
+    name: str = ""
+    routing_key: str = ""
+    durable: bool = False
+    auto_delete: bool = False
+    exclusive: bool = False
+    delete_on_stop: bool = False
+    multiple_ack: bool = False
+    requeue_on_fail: bool = False
+    consumer_id: str = ""
+    headers: dict[str, Any] = Field(default_factory=dict)
+    declare: bool = True
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _decode(cls, value: Any) -> Any:
+        return json_map(value)
+
+    @field_validator("headers")
+    @classmethod
+    def _args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_arguments(value)
+
+
+def _name_or(model: type[ExchangeOptions] | type[QueueOptions]) -> Any:
+    """A name (version 1) or the nested options (version 2), with errors under the key."""
+
+    def parse(value: Any) -> Any:
+        if isinstance(value, model | str):
+            return value
+        if isinstance(value, dict):
+            return model.model_validate(value)
+        raise ValueError(f"expected a name or a mapping, got {type(value).__name__}")
+
+    return PlainValidator(parse)
+
+
+QueueField = Annotated[str | QueueOptions, _name_or(QueueOptions)]
+ExchangeField = Annotated[str | ExchangeOptions, _name_or(ExchangeOptions)]
+
+#: Flat (version 1) keys that the version 2 form nests, with their new place.
+_V1_EXCHANGE_KEYS = {
+    "exchange_type": "exchange.type",
+    "exchange_durable": "exchange.durable",
+    "exchange_auto_delete": "exchange.auto_delete",
+    "exchange_declare": "exchange.declare",
+}
+_V1_QUEUE_KEYS = {
+    "routing_key": "queue.routing_key",
+    "durable": "queue.durable",
+    "queue_auto_delete": "queue.auto_delete",
+    "exclusive": "queue.exclusive",
+    "delete_queue_on_stop": "queue.delete_on_stop",
+    "multiple_ack": "queue.multiple_ack",
+    "requeue_on_fail": "queue.requeue_on_fail",
+    "consumer_id": "queue.consumer_id",
+    "queue_headers": "queue.headers",
+    "queue_declare": "queue.declare",
+}
+
+
+class AMQPOptions(StrictModel):
+    """``jobs.pipelines.<name>.config`` for ``driver: amqp`` (and the ``Declare`` keys).
+
+    The flat keys are RoadRunner's version 1 form; ``exchange`` and ``queue``
+    given as mappings are its version 2 form (``version: 2``), where the
+    exchange and queue keys nest (see :class:`ExchangeOptions` and
+    :class:`QueueOptions`). A key that is an empty string means its default,
+    as in RoadRunner.
+    """
+
+    version: Literal[0, 1, 2] = 0
+    priority: int = DEFAULT_PRIORITY
+    prefetch: int = Field(default=DEFAULT_PREFETCH, ge=1, le=65535)
+    redial_timeout: Duration = DEFAULT_REDIAL_TIMEOUT
+
+    queue: QueueField = ""
+    exchange: ExchangeField = DEFAULT_EXCHANGE
+
+    # version 1 (flat) keys
+    exchange_type: ExchangeType = "direct"
+    routing_key: str = ""
+    exclusive: bool = False
+    durable: bool = False
+    exchange_durable: bool = False
+    exchange_auto_delete: bool = False
+    queue_auto_delete: bool = False
+    delete_queue_on_stop: bool = False
+    multiple_ack: bool = False
+    requeue_on_fail: bool = False
+    queue_headers: dict[str, Any] = Field(default_factory=dict)
+    consumer_id: str = ""
+    exchange_declare: bool = True
+    queue_declare: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v != "" and v is not None}
+        return data
+
+    @field_validator("queue_headers", mode="before")
+    @classmethod
+    def _decode(cls, value: Any) -> Any:
+        return json_map(value)
+
+    @field_validator("queue_headers")
+    @classmethod
+    def _args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_arguments(value)
+
+    @model_validator(mode="after")
+    def _check_form(self) -> AMQPOptions:
+        nested_exchange = isinstance(self.exchange, ExchangeOptions)
+        nested_queue = isinstance(self.queue, QueueOptions)
+        if self.version == 2 and not (nested_exchange or nested_queue) and (
+            "exchange" in self.model_fields_set or "queue" in self.model_fields_set
+        ):
+            raise ValueError("version 2 nests the options: exchange: {name: ..., type: ...} "
+                             "and queue: {name: ..., routing_key: ...}")
+        if self.version in (0, 1) and "version" in self.model_fields_set and (
+            nested_exchange or nested_queue
+        ):
+            raise ValueError(f"version {self.version} is the flat form; nested exchange:/queue: "
+                             "mappings need version: 2")
+        for flat, nested, keys in ((nested_exchange, "exchange", _V1_EXCHANGE_KEYS),
+                                   (nested_queue, "queue", _V1_QUEUE_KEYS)):
+            if not flat:
+                continue
+            for key, where in keys.items():
+                if key in self.model_fields_set:
+                    raise ValueError(f"{key} is a version 1 key; with the nested {nested}: "
+                                     f"form write it as {where}")
+        return self
+
+    def problems(self) -> list[tuple[str, str]]:
+        """``(key, message)`` for settings that are well-formed but unusable together;
+        keys are written as the user wrote them (flat, or nested as ``queue.<key>``)."""
+        topo = self.topology()
+        nested = isinstance(self.queue, QueueOptions)
+
+        def key(flat: str) -> str:
+            return _V1_QUEUE_KEYS.get(flat, flat) if nested else flat
+
+        out: list[tuple[str, str]] = []
+        if topo.exchange.type not in KEYLESS_EXCHANGES and not topo.queue.routing_key:
+            out.append((key("routing_key"),
+                        f"required for a {topo.exchange.type} exchange (only fanout and "
+                        "headers exchanges route without one)"))
+        if topo.queue.requeue_on_fail:
+            out.append((key("requeue_on_fail"),
+                        "true is not supported: it redelivers a failing job forever. Failed "
+                        "jobs are retried by the pipeline's retry policy (retry.max_attempts, "
+                        "retry.backoff) and then nacked, which dead-letters them through the "
+                        "queue's x-dead-letter-exchange"))
+        max_priority = topo.max_priority
+        if max_priority is not None and not 1 <= max_priority <= 255:
+            out.append((key("queue_headers"), "x-max-priority must be an integer from 1 to 255"))
+        return out
+
+    def topology(self) -> Topology:
+        """The resolved settings the driver uses, whichever form was given."""
+        if isinstance(self.exchange, ExchangeOptions):
+            ex = self.exchange
+            exchange = ExchangeSpec(ex.name, ex.type, ex.durable, ex.auto_delete, ex.declare)
+        else:
+            exchange = ExchangeSpec(self.exchange or DEFAULT_EXCHANGE, self.exchange_type,
+                                    self.exchange_durable, self.exchange_auto_delete,
+                                    self.exchange_declare)
+        if isinstance(self.queue, QueueOptions):
+            q = self.queue
+            queue = QueueSpec(q.name, q.routing_key, q.durable, q.auto_delete, q.exclusive,
+                              q.delete_on_stop, q.multiple_ack, q.requeue_on_fail,
+                              q.consumer_id, dict(q.headers), q.declare)
+        else:
+            queue = QueueSpec(self.queue, self.routing_key, self.durable,
+                              self.queue_auto_delete, self.exclusive, self.delete_queue_on_stop,
+                              self.multiple_ack, self.requeue_on_fail, self.consumer_id,
+                              dict(self.queue_headers), self.queue_declare)
+        return Topology(
+            exchange=exchange,
+            queue=queue,
+            prefetch=self.prefetch,
+            priority=self.priority,
+            redial_timeout=self.redial_timeout or DEFAULT_REDIAL_TIMEOUT,
+        )
+
+
+# -- the resolved topology ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeSpec:
+    """The exchange a pipeline publishes to."""
+
+    name: str
+    type: str
+    durable: bool
+    auto_delete: bool
+    declare: bool
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """The queue a pipeline consumes (``name`` is empty for a push-only pipeline)."""
+
+    name: str
+    routing_key: str
+    durable: bool
+    auto_delete: bool
+    exclusive: bool
+    delete_on_stop: bool
+    multiple_ack: bool
+    requeue_on_fail: bool
+    consumer_id: str
+    arguments: dict[str, Any]
+    declare: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """Everything a driver needs to know about its exchange, queue and consumer."""
+
+    exchange: ExchangeSpec
+    queue: QueueSpec
+    prefetch: int
+    priority: int
+    redial_timeout: float
+    consumer_tag: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.consumer_tag:
+            tag = self.queue.consumer_id or f"roadrunner-{uuid.uuid4()}"
+            object.__setattr__(self, "consumer_tag", tag)
+
+    @property
+    def max_priority(self) -> int | None:
+        """The queue's ``x-max-priority`` argument, when it has one."""
+        value = self.queue.arguments.get("x-max-priority")
+        if value is None:
+            return None
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return -1
+
+    @property
+    def dead_letter_exchange(self) -> str | None:
+        """The queue's ``x-dead-letter-exchange`` argument, when it has one."""
+        value = self.queue.arguments.get("x-dead-letter-exchange")
+        return None if value is None else str(value)
+
+    @property
+    def quorum(self) -> bool:
+        return str(self.queue.arguments.get("x-queue-type", "")) == "quorum"
+
+    @property
+    def durable(self) -> bool:
+        """Jobs survive a broker restart (a durable or quorum queue; messages are
+        always published persistent)."""
+        return self.queue.durable or self.quorum
+
+    def delay_queue(self, delay_ms: int, routing_key: str) -> str:
+        """RoadRunner's delay queue name for a push: ``delayed-<ms>.<exchange>.<queue|rk>``."""
+        target = self.queue.name if routing_key == self.queue.routing_key else routing_key
+        return f"delayed-{delay_ms}.{self.exchange.name}.{target or routing_key}"
+
+
+def delay_ms(delay: float) -> int:
+    """A delay in seconds as whole milliseconds, rounded up (never early)."""
+    return max(1, math.ceil(round(delay * 1000, 6)))

@@ -1,0 +1,342 @@
+"""The broker connection of one AMQP driver, redialled when it is lost.
+
+A :class:`Link` owns one aio-pika connection at a time (a :class:`Session`)
+with its publish channel (publisher confirms on) and an admin channel for
+declarations and passive declares. When the connection drops, the link
+redials with exponential backoff (0.2 s doubling up to 2 s, with jitter) for
+at most ``redial_timeout`` seconds, then hands the fresh session to the
+driver (which re-declares its topology and resumes consuming). When the
+budget is spent it reports exhaustion; the driver then asks the runtime to
+restart the pipeline, or starts another round when no runtime is there.
+
+Everything runs on the event loop; nothing blocks it (the TLS context is
+built in a thread). Not thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from aiormq.abc import AbstractChannel as RawChannel
+
+from rrjobs.core.errors import RRJobsError
+from rrjobs.drivers.amqp.config import AMQPSection, TLSConfig
+
+#: First pause between two dial attempts; doubled up to :data:`MAX_BACKOFF`.
+FIRST_BACKOFF = 0.2
+MAX_BACKOFF = 2.0
+#: Longest single connection attempt.
+CONNECT_TIMEOUT = 10.0
+
+
+class LinkDownError(RRJobsError):
+    """The broker connection is down and was not re-established in time, or the
+    driver was stopped."""
+
+
+#: Errors that mean "the connection (or the socket under it) is gone".
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+    OSError,
+    asyncio.IncompleteReadError,
+)
+
+
+def build_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
+    """The client TLS context: TLS 1.2+, ``root_ca`` (else system roots) to verify
+    the broker, and the client certificate when one is configured. Reads files:
+    call it in a thread."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.root_ca or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.cert:
+        context.load_cert_chain(tls.cert, tls.key)
+    return context
+
+
+class Session:
+    """One live connection with its publish and admin channels.
+
+    ``number`` grows by one with every (re)connection, so that a job can tell
+    whether the channel it was delivered on belongs to the current connection.
+    """
+
+    def __init__(self, connection: AbstractConnection, number: int,
+                 log: logging.Logger) -> None:
+        self.connection = connection
+        self.number = number
+        self.log = log
+        #: set once the connection is known to be gone (or closed by us)
+        self.lost = False
+        #: the link was told (it redials once per lost session)
+        self.reported = False
+        self.closing = False
+        self.publisher: RawChannel | None = None
+        self._publisher_channel: AbstractChannel | None = None
+        self._publisher_ready = asyncio.Event()
+        self._reopening: asyncio.Task[None] | None = None
+        self._aux: dict[str, RawChannel] = {}
+        self._aux_lock = asyncio.Lock()
+
+    @property
+    def healthy(self) -> bool:
+        if self.lost or self.closing:
+            return False
+        transport = self.connection.transport
+        return transport is not None and not transport.connection.is_closed
+
+    async def channel(self, *, confirms: bool = False) -> tuple[AbstractChannel, RawChannel]:
+        """A new channel (aio-pika's and the aiormq channel under it)."""
+        chan = self.connection.channel(publisher_confirms=confirms, on_return_raises=confirms)
+        await chan.initialize(timeout=CONNECT_TIMEOUT)
+        return chan, await chan.get_underlay_channel()
+
+    async def open_publisher(self) -> None:
+        """Open the publish channel (publisher confirms, returns raise)."""
+        chan, raw = await self.channel(confirms=True)
+        self._publisher_channel, self.publisher = chan, raw
+        chan.close_callbacks.add(self._publisher_closed)
+        self._publisher_ready.set()
+
+    async def get_publisher(self) -> RawChannel:
+        """The publish channel, waiting while it is being reopened."""
+        while True:
+            raw = self.publisher
+            if raw is not None and not raw.is_closed:
+                return raw
+            if not self.healthy:
+                raise LinkDownError("the connection to RabbitMQ is closed")
+            self._publisher_ready.clear()
+            self._reopen_publisher()
+            await self._publisher_ready.wait()
+
+    def _publisher_closed(self, _chan: Any, exc: BaseException | None) -> None:
+        self.publisher = None
+        self._publisher_ready.clear()
+        if self.healthy:
+            self.log.warning("RabbitMQ closed the publish channel (%s); reopening it", exc)
+            self._reopen_publisher()
+
+    def _reopen_publisher(self) -> None:
+        if self._reopening is not None and not self._reopening.done():
+            return
+
+        async def reopen() -> None:
+            try:
+                await self.open_publisher()
+            except Exception as exc:
+                self.log.warning("reopening the publish channel failed: %r", exc)
+                self.lost = True
+                await self.close()
+            finally:
+                self._publisher_ready.set()
+
+        self._reopening = asyncio.get_running_loop().create_task(reopen())
+
+    async def admin(self, purpose: str = "declare") -> RawChannel:
+        """A channel for declarations (``"declare"``) or passive declares
+        (``"state"``), reopened after a broker-side error closed it (a failed
+        declaration closes its channel). Concurrency-safe."""
+        raw = self._aux.get(purpose)
+        if raw is not None and not raw.is_closed:
+            return raw
+        async with self._aux_lock:
+            raw = self._aux.get(purpose)
+            if raw is None or raw.is_closed:
+                if not self.healthy:
+                    raise LinkDownError("the connection to RabbitMQ is closed")
+                _, raw = await self.channel()
+                self._aux[purpose] = raw
+            return raw
+
+    async def close(self) -> None:
+        """Close the connection (idempotent); the broker requeues unacked deliveries."""
+        self.closing = True
+        self._publisher_ready.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.connection.close(), CONNECT_TIMEOUT)
+
+
+class Link:
+    """A driver's connection to RabbitMQ, redialled on loss.
+
+    Callbacks (all on the event loop):
+
+    * ``on_session(session)`` after every successful dial, before the session
+      is handed out: declare the topology, resume consuming. If it raises,
+      the dial counts as failed.
+    * ``on_down()`` as soon as the connection is known to be lost.
+    * ``on_exhausted(error)`` when ``redial_timeout`` passed without a
+      connection; return ``True`` to start another round of redialling.
+    """
+
+    def __init__(self, section: AMQPSection, *, redial_timeout: float, name: str,
+                 log: logging.Logger,
+                 on_session: Callable[[Session], Awaitable[None]],
+                 on_down: Callable[[], None],
+                 on_exhausted: Callable[[BaseException], bool]) -> None:
+        self.section = section
+        self.redial_timeout = redial_timeout
+        self.name = name
+        self.log = log
+        self._on_session = on_session
+        self._on_down = on_down
+        self._on_exhausted = on_exhausted
+        self.session: Session | None = None
+        self._numbers = 0
+        self._ssl: ssl.SSLContext | None = None
+        self._changed = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._closed = False
+        self._redialer: asyncio.Task[None] | None = None
+        #: how many times the link reconnected after a loss (for tests and logs)
+        self.reconnects = 0
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def up(self) -> bool:
+        session = self.session
+        return session is not None and session.healthy
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def current(self) -> Session:
+        """The live session, waiting while the link redials.
+
+        Raises :class:`LinkDownError` when the link is closed or gave up.
+        """
+        while True:
+            session = self.session
+            if session is not None and session.healthy:
+                return session
+            if self._closed:
+                raise LinkDownError("the AMQP driver is stopped")
+            if self._failure is not None:
+                raise LinkDownError(f"RabbitMQ is unreachable: {self._failure}")
+            if session is not None and not session.reported:
+                self.lost(session)
+            await self._changed.wait()
+
+    # -- dialling ----------------------------------------------------------------------------
+
+    async def _dial(self, connect_timeout: float) -> Session:
+        section = self.section
+        if section.tls is not None and self._ssl is None:
+            self._ssl = await asyncio.to_thread(build_ssl_context, section.tls)
+        connection = await aio_pika.connect(
+            section.addr,
+            ssl_context=self._ssl,
+            timeout=connect_timeout,
+            client_properties={"connection_name": self.name},
+        )
+        self._numbers += 1
+        session = Session(connection, self._numbers, self.log)
+        try:
+            connection.close_callbacks.add(
+                lambda _conn, exc, s=session: self._connection_closed(s, exc))
+            await session.open_publisher()
+            await self._on_session(session)
+        except BaseException:
+            session.lost = True
+            await session.close()
+            raise
+        return session
+
+    async def open(self) -> None:
+        """The first connection; raises if RabbitMQ cannot be reached or the
+        topology cannot be declared."""
+        self.session = await self._dial(CONNECT_TIMEOUT)
+        self._notify()
+
+    def _connection_closed(self, session: Session, exc: BaseException | None) -> None:
+        if session.closing:
+            return
+        self.log.warning("connection to RabbitMQ lost: %r", exc)
+        self.lost(session)
+
+    def lost(self, session: Session) -> None:
+        """``session`` is dead: tell the driver and start redialling (once)."""
+        session.lost = True
+        if session.reported or session is not self.session or self._closed:
+            return
+        session.reported = True
+        self._on_down()
+        if self._redialer is None or self._redialer.done():
+            self._redialer = asyncio.get_running_loop().create_task(
+                self._redial(session), name=f"rrjobs-amqp-redial-{self.name}")
+        self._notify()
+
+    async def _redial(self, old: Session) -> None:
+        with contextlib.suppress(Exception):
+            await old.close()
+        while not self._closed:
+            started = time.monotonic()
+            deadline = started + self.redial_timeout
+            backoff = FIRST_BACKOFF
+            attempt = 0
+            last: BaseException | None = None
+            while not self._closed:
+                attempt += 1
+                left = deadline - time.monotonic()
+                try:
+                    session = await self._dial(max(0.5, min(CONNECT_TIMEOUT, left)))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    last = exc
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    pause = min(backoff, left) * random.uniform(0.8, 1.0)
+                    self.log.info("redial %d to RabbitMQ failed (%r); next in %.2fs",
+                                  attempt, exc, pause)
+                    await asyncio.sleep(pause)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    continue
+                if self._closed:
+                    await session.close()
+                    return
+                self.session = session
+                self._failure = None
+                self.reconnects += 1
+                self.log.warning("reconnected to RabbitMQ after %.1fs (%d attempts)",
+                                 time.monotonic() - started, attempt)
+                self._notify()
+                return
+            if self._closed:
+                return
+            failure = last or LinkDownError("no attempt was made")
+            self.log.error("could not reconnect to RabbitMQ within redial_timeout=%gs: %r",
+                           self.redial_timeout, failure)
+            self._failure = failure
+            self._notify()
+            if not self._on_exhausted(failure):
+                return
+            self._failure = None
+
+    async def close(self) -> None:
+        """Stop redialling and close the connection. Idempotent."""
+        self._closed = True
+        redialer, self._redialer = self._redialer, None
+        if redialer is not None and redialer is not asyncio.current_task():
+            redialer.cancel()
+            with contextlib.suppress(BaseException):
+                await redialer
+        session = self.session
+        if session is not None:
+            await session.close()
+        self._notify()

@@ -1,0 +1,632 @@
+"""The ``amqp`` driver: RoadRunner's AMQP driver on aio-pika, for RabbitMQ.
+
+Capabilities:
+
+* Delays: yes, RoadRunner's TTL + dead-letter queues
+  (``delayed-<ms>.<exchange>.<queue or routing_key>``), up to ~24.8 days
+  (``x-expires`` = twice the delay must fit RabbitMQ's 32-bit timer).
+* Priority: yes in the runtime's priority queue (within the prefetch window);
+  with ``x-max-priority`` in ``queue_headers`` the broker orders too.
+* Durable: with a durable (or quorum) queue; messages are always persistent.
+* Dead-letter: when the queue has an ``x-dead-letter-exchange``.
+* Lease extension: no. RabbitMQ has no per-message lease; its
+  ``consumer_timeout`` (30 min by default) closes the channel of a consumer
+  that holds a delivery longer, and the driver then reopens it (the job is
+  redelivered).
+* Redelivery after a crash: yes (unacked deliveries return to the queue).
+* Max payload: 128 MiB, RabbitMQ's default ``max_message_size``.
+
+Flow: ``push`` → publish (persistent, ``mandatory``) on a confirm channel →
+returns once RabbitMQ confirmed it. Consuming: ``basic.qos(prefetch)`` +
+``basic.consume`` → each delivery becomes an :class:`AMQPJob` in the priority
+queue. See ``docs/drivers/amqp.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+import aiormq
+from aiormq import spec
+from aiormq.abc import DeliveredMessage
+from aiormq.exceptions import ChannelClosed, DeliveryError, PublishError
+
+from rrjobs.core.base import BaseDriver
+from rrjobs.core.capabilities import Capabilities
+from rrjobs.core.errors import ConfigError, PipelineStateError, RRJobsError
+from rrjobs.core.headers import Headers
+from rrjobs.core.interfaces import Configurer, Constructor
+from rrjobs.core.message import Message
+from rrjobs.core.options import options_from_config, options_from_pipeline, validate
+from rrjobs.core.pipeline import Pipeline
+from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.state import State
+from rrjobs.drivers.amqp import codec
+from rrjobs.drivers.amqp.config import (
+    AMQPOptions,
+    AMQPSection,
+    Topology,
+    delay_ms,
+)
+from rrjobs.drivers.amqp.connection import (
+    CONNECTION_ERRORS,
+    FIRST_BACKOFF,
+    MAX_BACKOFF,
+    Link,
+    LinkDownError,
+    Session,
+)
+from rrjobs.drivers.amqp.consumer import Consumer
+from rrjobs.drivers.amqp.job import AMQPJob
+
+codec.install_typed_encoding()
+
+#: Errors after which a publish or declaration is tried again (on a new channel
+#: or connection).
+RETRYABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, LinkDownError)
+#: RabbitMQ's default ``max_message_size``.
+MAX_PAYLOAD = 128 * 1024 * 1024
+#: ``x-expires`` (twice the delay, in ms) must fit RabbitMQ's timer (2^32 - 1 ms).
+MAX_DELAY = (2**32 - 1) // 2 // 1000
+#: Fractional-second delays get at least this ``x-expires`` (ms), so that the
+#: delay queue cannot expire between its declaration and the publish.
+MIN_DELAY_QUEUE_EXPIRES = 10_000
+#: How many delay queues ``state()`` counts (the most recently used).
+STATE_DELAY_QUEUES = 64
+
+BASE_CAPABILITIES = Capabilities(
+    delay=True,
+    max_delay=float(MAX_DELAY),
+    delay_native=True,
+    priority=True,
+    durable=False,
+    max_payload=MAX_PAYLOAD,
+    lease_extension=False,
+    dead_letter=False,
+    redelivery_on_crash=True,
+    pause=True,
+    headers=True,
+)
+
+
+class PublishFailedError(RRJobsError):
+    """RabbitMQ did not take the job: no queue was bound to receive it
+    (``basic.return`` of a mandatory publish), it nacked the publish, or it
+    refused the exchange (closed the channel)."""
+
+
+def capabilities_for(topology: Topology) -> Capabilities:
+    """The capabilities of a pipeline with this topology."""
+    return replace(BASE_CAPABILITIES, durable=topology.durable,
+                   dead_letter=topology.dead_letter_exchange is not None)
+
+
+class AMQPDriver(BaseDriver):
+    """One pipeline on RabbitMQ. All methods run on the event loop; none blocks.
+
+    Build it with :meth:`open` (connects and declares the topology).
+    ``push``/``push_batch`` are safe to call concurrently.
+    """
+
+    name = "amqp"
+
+    def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: AMQPOptions,
+                 section: AMQPSection) -> None:
+        pipeline.setdefault("priority", options.priority)
+        super().__init__(pipeline, queue)
+        self.options = options
+        self.section = section
+        self.topology = options.topology()
+        self.priority = options.priority
+        self.capabilities = capabilities_for(self.topology)
+        self._max_priority = self.topology.max_priority
+        self._queue_arguments = codec.typed_arguments(self.topology.queue.arguments)
+        self.link = Link(section, redial_timeout=self.topology.redial_timeout,
+                         name=f"rrjobs:{self.pipeline_name}", log=self.log,
+                         on_session=self._on_session, on_down=self._on_down,
+                         on_exhausted=self._on_exhausted)
+        #: the consumer wanted (between run/resume and pause/stop)
+        self._active = False
+        self._consumer: Consumer | None = None
+        self._consume_lock = asyncio.Lock()
+        self._recovery: asyncio.Task[None] | None = None
+        #: delay queue name -> (session number, monotonic time of its last declare)
+        self._delay_queues: dict[str, tuple[int, float]] = {}
+        self._declaring: dict[str, asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: RoadRunner's restart command was sent (reconnecting was exhausted)
+        self.restart_requested = False
+
+    @classmethod
+    async def open(cls, pipeline: Pipeline, queue: PriorityQueue, options: AMQPOptions,
+                   section: AMQPSection) -> AMQPDriver:
+        """Connect and declare the exchange (and the queue, when named)."""
+        driver = cls(pipeline, queue, options, section)
+        await driver.link.open()
+        return driver
+
+    # -- topology ---------------------------------------------------------------------------
+
+    async def _declare(self, session: Session) -> None:
+        """Declare the exchange, and the queue with its binding (as configured)."""
+        topo = self.topology
+        channel = await session.admin()
+        ex = topo.exchange
+        if ex.declare:
+            await channel.exchange_declare(ex.name, exchange_type=ex.type, durable=ex.durable,
+                                           auto_delete=ex.auto_delete)
+        q = topo.queue
+        if q.name and q.declare:
+            await channel.queue_declare(q.name, durable=q.durable, exclusive=q.exclusive,
+                                        auto_delete=q.auto_delete,
+                                        arguments=self._queue_arguments)
+            await channel.queue_bind(q.name, ex.name, routing_key=q.routing_key)
+
+    async def _on_session(self, session: Session) -> None:
+        await self._declare(session)
+        if self._active:
+            await self._subscribe(session)
+
+    def _on_down(self) -> None:
+        consumer = self._consumer
+        if consumer is not None:
+            consumer.mark_closed()
+        # Their deliveries are requeued by RabbitMQ and come again.
+        self.queue.remove(self.pipeline_name)
+
+    def _on_exhausted(self, error: BaseException) -> bool:
+        if self.stopped:
+            return False
+        handler = self.command_handler
+        if handler is None:
+            self.log.error("pipeline %r: no runtime to restart it; redialling again",
+                           self.pipeline_name)
+            return True
+        self.restart_requested = True
+        self.log.error("pipeline %r: reconnecting failed for %gs; asking the runtime to "
+                       "restart the pipeline", self.pipeline_name, self.topology.redial_timeout)
+        handler(self.pipeline_name, "restart")
+        return False
+
+    # -- consuming ----------------------------------------------------------------------------
+
+    async def _subscribe(self, session: Session) -> None:
+        """Open a consume channel on ``session`` and consume, unless that is done."""
+        async with self._consume_lock:
+            current = self._consumer
+            if not self._active or (current is not None and current.session is session
+                                    and current.usable and current.subscribed):
+                return
+            topo = self.topology
+            if current is not None and current.session is session and current.usable:
+                consumer = current  # paused before: same channel, consume again
+            else:
+                channel, raw = await session.channel()
+                await raw.basic_qos(prefetch_count=topo.prefetch)
+                consumer = Consumer(self, session, channel, raw, topo.consumer_tag,
+                                    multiple=topo.queue.multiple_ack, prefetch=topo.prefetch,
+                                    log=self.log)
+                channel.close_callbacks.add(partial(self._channel_closed_cb, consumer))
+                raw.on_consumer_cancel_callbacks.add(partial(self._cancelled_cb, consumer))
+                self._consumer = consumer
+            if topo.queue.declare:
+                await self._declare(session)
+            await consumer.subscribe(topo.queue.name)
+
+    def _channel_closed_cb(self, consumer: Consumer, _channel: object,
+                           exc: BaseException | None) -> None:
+        self._channel_closed(consumer, exc)
+
+    def _cancelled_cb(self, consumer: Consumer, _frame: object) -> None:
+        self._cancelled_by_broker(consumer)
+
+    def _channel_closed(self, consumer: Consumer, exc: BaseException | None) -> None:
+        if consumer.closed:
+            return
+        consumer.mark_closed()
+        if consumer is not self._consumer:
+            return
+        self.queue.remove(self.pipeline_name)
+        if self._active and not self.stopped and consumer.session.healthy:
+            self.log.warning("RabbitMQ closed the consume channel (%s); reopening it", exc)
+            self._recover()
+
+    def _cancelled_by_broker(self, consumer: Consumer) -> None:
+        if consumer is not self._consumer or not consumer.subscribed:
+            return
+        self.log.warning("RabbitMQ cancelled the consumer of queue %r (deleted?); "
+                         "consuming again", self.topology.queue.name)
+        consumer.subscribed = False
+        self._background(consumer.close())
+        self._channel_closed(consumer, None)
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _recover(self) -> None:
+        """Consume again after the consume channel was lost (connection alive)."""
+        if self._recovery is not None and not self._recovery.done():
+            return
+        self._recovery = asyncio.get_running_loop().create_task(
+            self._recover_loop(), name=f"rrjobs-amqp-recover-{self.pipeline_name}")
+
+    async def _recover_loop(self) -> None:
+        deadline = time.monotonic() + self.topology.redial_timeout
+        backoff = FIRST_BACKOFF
+        while self._active and not self.stopped:
+            try:
+                session = await self.link.current()
+                await self._subscribe(session)
+                return
+            except LinkDownError:
+                return  # the link gives up or restarts the pipeline itself
+            except Exception as exc:
+                if time.monotonic() >= deadline:
+                    self.log.error("pipeline %r: could not consume again: %r",
+                                   self.pipeline_name, exc)
+                    if self._on_exhausted(exc):
+                        deadline = time.monotonic() + self.topology.redial_timeout
+                        continue
+                    return
+                self.log.info("consuming again failed (%r); retrying in %.2fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def job_from(self, message: DeliveredMessage, consumer: Consumer, tag: int) -> AMQPJob:
+        """The job of a delivery."""
+        decoded = codec.unpack(message.header.properties.headers, self.priority)
+        delivery = message.delivery
+        return AMQPJob(
+            self, consumer, tag,
+            bool(getattr(delivery, "redelivered", False)),
+            str(getattr(delivery, "consumer_tag", "") or ""),
+            decoded.delay,
+            id=decoded.id,
+            name=decoded.name,
+            payload=message.body,
+            headers=decoded.headers,
+            pipeline=self.pipeline_name,
+            priority=decoded.priority,
+            auto_ack=decoded.auto_ack,
+        )
+
+    async def _start_consuming(self) -> None:
+        if not self.topology.queue.name:
+            raise PipelineStateError(
+                f"pipeline {self.pipeline_name!r} has no queue to consume (a push-only "
+                "pipeline): set queue")
+        self._active = True
+        try:
+            session = await self.link.current()
+            await self._subscribe(session)
+        except ChannelClosed as exc:
+            self._active = False
+            raise PipelineStateError(
+                f"pipeline {self.pipeline_name!r}: RabbitMQ refused to consume queue "
+                f"{self.topology.queue.name!r}: {exc}") from exc
+        except BaseException:
+            self._active = False
+            raise
+
+    async def _stop_consuming(self) -> None:
+        self._active = False
+        if self._recovery is not None:
+            self._recovery.cancel()
+            with contextlib.suppress(BaseException):
+                await self._recovery
+            self._recovery = None
+        consumer = self._consumer
+        async with self._consume_lock:
+            if consumer is not None:
+                await consumer.cancel()
+        taken = self.queue.remove(self.pipeline_name)
+        await Consumer.give_back([j for j in taken if isinstance(j, AMQPJob)])
+        if consumer is not None:
+            await consumer.flush()
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    def _properties(self, table: dict[str, Any], priority: int) -> spec.Basic.Properties:
+        props = spec.Basic.Properties(
+            content_type=codec.CONTENT_TYPE,
+            delivery_mode=2,
+            timestamp=datetime.datetime.now(datetime.UTC),
+            headers=table,
+        )
+        if self._max_priority is not None:
+            props.priority = min(max(self._max_priority - priority, 0), self._max_priority)
+        return props
+
+    async def _publish(self, body: bytes, exchange: str, routing_key: str,
+                       props: spec.Basic.Properties) -> None:
+        """Publish and wait for RabbitMQ's confirm; across a reconnection, publish again.
+
+        A job whose confirm was lost with the connection is published again on
+        the new one: it may then exist twice (at least once, never lost).
+        Raises :class:`PublishFailedError` when RabbitMQ refuses the job, and
+        :class:`LinkDownError` when the connection is gone for good.
+        """
+        failures = 0
+        while True:
+            session = await self.link.current()
+            try:
+                channel = await session.get_publisher()
+                await channel.basic_publish(body, exchange=exchange, routing_key=routing_key,
+                                            properties=props, mandatory=True)
+                return
+            except PublishError:
+                raise PublishFailedError(
+                    f"RabbitMQ returned the job {_ident(props)}: no queue is bound to exchange "
+                    f"{exchange or '(default)'!r} with routing key {routing_key!r}") from None
+            except DeliveryError as exc:
+                raise PublishFailedError(
+                    f"RabbitMQ refused the job {_ident(props)} (basic.nack): {exc}") from None
+            except ChannelClosed as exc:
+                if session.healthy:
+                    raise PublishFailedError(
+                        f"RabbitMQ refused the publish to exchange {exchange!r}: {exc}") from exc
+                failures = self._transient(session, failures)
+            except RETRYABLE:
+                failures = self._transient(session, failures)
+
+    def _transient(self, session: Session, failures: int) -> int:
+        """After a connection-level error: redial if the connection is gone (or a
+        channel keeps failing); the caller tries again. Returns the new count."""
+        failures += 1
+        if not session.healthy or failures > 3:
+            self.link.lost(session)
+            return 0
+        return failures
+
+    def _payload_table(self, msg: Message) -> tuple[Headers, str, dict[str, Any]]:
+        headers, routing_key = codec.split_routing_key(msg.headers, self.topology.queue.routing_key)
+        table = codec.pack(msg.id, msg.name, self.pipeline_name, headers,
+                           _whole_seconds(msg.delay), msg.priority, msg.auto_ack)
+        return headers, routing_key, table
+
+    async def _send(self, msg: Message) -> None:
+        _, routing_key, table = self._payload_table(msg)
+        props = self._properties(table, msg.priority)
+        body = bytes(msg.payload)
+        topo = self.topology
+        if msg.delay > 0:
+            ms = delay_ms(msg.delay)
+            name = topo.delay_queue(ms, routing_key)
+            await self._publish_delayed(body, props, name, ms, topo.exchange.name, routing_key)
+        else:
+            await self._publish(body, topo.exchange.name, routing_key, props)
+
+    async def _send_batch(self, msgs: Sequence[Message]) -> None:
+        """Publish every job at once and wait for all the confirms (they overlap)."""
+        if len(msgs) == 1:
+            await self._send(msgs[0])
+            return
+        results = await asyncio.gather(*(self._send(m) for m in msgs), return_exceptions=True)
+        failed = [(m, r) for m, r in zip(msgs, results, strict=True)
+                  if isinstance(r, BaseException)]
+        if failed:
+            first = failed[0][1]
+            first.add_note(f"{len(failed)} of {len(msgs)} jobs of the batch were not accepted; "
+                           f"first failed id: {failed[0][0].id}")
+            raise first
+
+    async def republish(self, job: AMQPJob, headers: Headers, delay: float) -> None:
+        """Publish a copy of ``job`` with ``headers`` straight to its queue (through
+        ``delayed-<ms>..<queue>`` when ``delay > 0``); returns once confirmed."""
+        if self.stopped:
+            raise PipelineStateError(
+                f"pipeline {self.pipeline_name!r} is stopped; job {job.id} cannot be requeued")
+        queue_name = self.topology.queue.name
+        ms = delay_ms(delay) if delay > 0 else 0
+        table = codec.pack(job.id, job.name, self.pipeline_name, headers,
+                           _whole_seconds(delay), job.priority, job.auto_ack)
+        props = self._properties(table, job.priority)
+        if ms:
+            name = f"delayed-{ms}..{queue_name}"
+            await self._publish_delayed(job.payload, props, name, ms, "", queue_name)
+        else:
+            await self._publish(job.payload, "", queue_name, props)
+
+    async def _publish_delayed(self, body: bytes, props: spec.Basic.Properties, name: str,
+                               ms: int, exchange: str, routing_key: str) -> None:
+        """Publish into RoadRunner's TTL queue, which dead-letters the job to
+        ``exchange``/``routing_key`` when ``ms`` have passed."""
+        for attempt in (1, 2):
+            await self._ensure_delay_queue(name, ms, exchange, routing_key)
+            try:
+                await self._publish(body, "", name, props)
+                return
+            except PublishFailedError:
+                # The delay queue expired between its declaration and the publish.
+                self._delay_queues.pop(name, None)
+                if attempt == 2:
+                    raise
+
+    async def _ensure_delay_queue(self, name: str, ms: int, exchange: str,
+                                  routing_key: str) -> None:
+        """Declare the delay queue unless this session did so less than ``ms / 2``
+        ago (its ``x-expires`` of twice ``ms`` then cannot fire before a job
+        published now has been dead-lettered)."""
+        failures = 0
+        while True:
+            session = await self.link.current()
+            known = self._delay_queues.get(name)
+            now = time.monotonic()
+            if known is not None and known[0] == session.number and now - known[1] < ms / 2000:
+                self._delay_queues[name] = known  # keep it among the recent ones
+                return
+            pending = self._declaring.get(name)
+            if pending is not None:
+                await asyncio.shield(pending)
+                continue
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._declaring[name] = fut
+            try:
+                expires = 2 * ms if ms % 1000 == 0 else max(2 * ms, MIN_DELAY_QUEUE_EXPIRES)
+                channel = await session.admin()
+                await channel.queue_declare(name, durable=True, arguments={
+                    "x-dead-letter-exchange": exchange,
+                    "x-dead-letter-routing-key": routing_key,
+                    "x-message-ttl": codec.Long(ms),
+                    "x-expires": codec.Long(expires),
+                })
+                self._delay_queues.pop(name, None)
+                self._delay_queues[name] = (session.number, time.monotonic())
+                while len(self._delay_queues) > STATE_DELAY_QUEUES:
+                    del self._delay_queues[next(iter(self._delay_queues))]
+                return
+            except ChannelClosed as exc:
+                if session.healthy:
+                    raise PublishFailedError(
+                        f"RabbitMQ refused to declare the delay queue {name!r}: {exc}") from exc
+                failures = self._transient(session, failures)
+            except RETRYABLE:
+                failures = self._transient(session, failures)
+            finally:
+                del self._declaring[name]
+                fut.set_result(None)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def _close(self) -> None:
+        consumer = self._consumer
+        if consumer is not None:
+            await consumer.flush()
+        q = self.topology.queue
+        if q.delete_on_stop and q.name and self.link.up:
+            try:
+                async with asyncio.timeout(5.0):
+                    session = await self.link.current()
+                    channel = await session.admin()
+                    await channel.queue_delete(q.name)
+            except Exception as exc:
+                self.log.warning("deleting queue %r on stop failed: %r", q.name, exc)
+        await self.link.close()
+
+    async def state(self) -> State:
+        """Counts from RabbitMQ (passive declares): ``active`` = ready messages in
+        the queue + this pipeline's jobs in the priority queue; ``delayed`` =
+        messages in the delay queues this driver used; ``reserved`` = jobs in a
+        handler, unsettled; ``ready`` = consuming."""
+        topo = self.topology
+        queued = self.queue.count(self.pipeline_name)
+        consumer = self._consumer
+        in_flight = consumer.in_flight if consumer is not None and consumer.usable else 0
+        state = State(
+            pipeline=self.pipeline_name,
+            driver=self.name,
+            queue=topo.queue.name,
+            priority=self.priority,
+            reserved=max(0, in_flight - queued),
+            ready=bool(self._active and consumer is not None and consumer.subscribed
+                       and consumer.usable),
+        )
+        if self.stopped:
+            return state
+        if not self.link.up:
+            raise LinkDownError(f"pipeline {self.pipeline_name!r}: not connected to RabbitMQ "
+                                "(reconnecting)")
+        session = await self.link.current()
+        ready = 0
+        if topo.queue.name:
+            ready = await self._message_count(session, topo.queue.name)
+        delayed = 0
+        for name in list(self._delay_queues):
+            count = await self._message_count(session, name)
+            if count < 0:
+                self._delay_queues.pop(name, None)
+            else:
+                delayed += count
+        state.active = max(ready, 0) + queued
+        state.delayed = delayed
+        return state
+
+    async def _message_count(self, session: Session, name: str) -> int:
+        """Ready messages in queue ``name`` (passive declare); -1 if it is gone."""
+        for attempt in (1, 2):
+            channel = await session.admin("state")
+            try:
+                ok = await channel.queue_declare(name, passive=True)
+            except ChannelClosed:
+                return -1
+            except aiormq.exceptions.ChannelInvalidStateError:
+                # Another passive declare's 404 closed the shared channel: reopen it.
+                if attempt == 2 or not session.healthy:
+                    raise
+                continue
+            return int(ok.message_count or 0)
+        raise AssertionError("unreachable")
+
+
+def _ident(props: spec.Basic.Properties) -> str:
+    headers = props.headers or {}
+    return str(headers.get("rr_id", "?"))
+
+
+def _whole_seconds(delay: float) -> int:
+    """``rr_delay``: RoadRunner's delays are whole seconds (rounded up)."""
+    if delay <= 0:
+        return 0
+    return max(1, -(-int(delay * 1000) // 1000))
+
+
+def _check_topology(options: AMQPOptions, where: str) -> None:
+    problems = options.problems()
+    if problems:
+        listed = [(f"{where}.{key}", message) for key, message in problems]
+        raise ConfigError(listed[0][0], listed[0][1], listed)
+
+
+class AMQPConstructor(Constructor):
+    """Builds ``amqp`` drivers. Registered as the ``amqp`` entry point.
+
+    Reads the global ``amqp:`` section once (it is required, as in RoadRunner).
+    """
+
+    name = "amqp"
+
+    def __init__(self, configurer: Configurer) -> None:
+        super().__init__(configurer)
+        self._section: AMQPSection | None = None
+
+    def section(self) -> AMQPSection:
+        if self._section is None:
+            if not self.configurer.has("amqp"):
+                raise ConfigError("amqp", "the amqp driver needs the global amqp section "
+                                          "(amqp.addr)")
+            self._section = validate(AMQPSection, self.configurer.get("amqp") or {}, "amqp")
+        return self._section
+
+    async def driver_from_config(self, config_key: str, queue: PriorityQueue,
+                                 pipeline: Pipeline) -> AMQPDriver:
+        options = options_from_config(self.configurer, config_key, AMQPOptions)
+        _check_topology(options, config_key)
+        return await _open(pipeline, queue, options, self.section(), config_key)
+
+    async def driver_from_pipeline(self, pipeline: Pipeline, queue: PriorityQueue) -> AMQPDriver:
+        options = options_from_pipeline(pipeline, AMQPOptions)
+        where = f"declare.{pipeline.name()}"
+        _check_topology(options, where)
+        return await _open(pipeline, queue, options, self.section(), where)
+
+
+async def _open(pipeline: Pipeline, queue: PriorityQueue, options: AMQPOptions,
+                section: AMQPSection, where: str) -> AMQPDriver:
+    try:
+        return await AMQPDriver.open(pipeline, queue, options, section)
+    except ChannelClosed as exc:
+        # The broker refused the declared topology (inequivalent arguments, no access).
+        raise ConfigError(where, f"RabbitMQ refused the exchange/queue declaration: {exc}"
+                          ) from exc
+
+
+__all__ = ["AMQPConstructor", "AMQPDriver", "PublishFailedError"]
