@@ -173,6 +173,10 @@ BASELINES: dict[str, BaselineFn | str] = {
     "kafka": "rrjobs.drivers.kafka.bench:kafka_baseline",
 }
 
+#: Drivers whose baseline is the broker's own client in a bare loop: their
+#: result also names the baseline figure ``raw_client_jobs_per_s``.
+RAW_CLIENT_BASELINES = frozenset({"amqp", "kafka"})
+
 #: Driver name → ``"module:function"`` returning ``(config sections, pipeline
 #: options)`` for ``--driver`` without ``--config`` (e.g. the broker address from
 #: the driver's ``RRJOBS_*`` variable); ``--option`` values override the options.
@@ -586,6 +590,8 @@ async def run_bench(spec: BenchSpec, *, repeat: int = 1, max_seconds: float = 60
         "baseline_jobs_per_s": round(baseline_jobs_per_s),
         "baseline_jobs_per_s_best": max(base_rates),
         "ratio": round(jobs_per_s / baseline_jobs_per_s, 4) if baseline_jobs_per_s else None,
+        **({"raw_client_jobs_per_s": round(baseline_jobs_per_s)}
+           if spec.driver in RAW_CLIENT_BASELINES else {}),
         "jobs_per_cpu_s": statistics.median(r["jobs_per_cpu_s"] for r in runs),
         "baseline_jobs_per_cpu_s": statistics.median(r["baseline_jobs_per_cpu_s"] for r in runs),
         "runs": runs,

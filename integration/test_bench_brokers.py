@@ -1,0 +1,41 @@
+"""``rrjobs bench`` against real brokers: the broker endpoint comes from the
+same variable the tests use, the raw-client baseline runs in the same run, and
+every job is processed exactly once. Nothing here asserts on speed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from rrjobs.bench import bench_command
+
+
+def bench(monkeypatch: pytest.MonkeyPatch, var: str, endpoint: str, driver: str,
+          jobs: int) -> dict[str, Any]:
+    monkeypatch.setenv(var, endpoint)
+    result = CliRunner().invoke(bench_command, ["--driver", driver, "--jobs", str(jobs),
+                                                "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    data: dict[str, Any] = json.loads(result.stdout)
+    assert data["driver"] == driver and data["jobs"] == jobs
+    assert data["processed"] == jobs and data["duplicates"] == 0 and data["lost"] == 0
+    assert data["jobs_per_s"] > 0
+    assert data["raw_client_jobs_per_s"] == data["baseline_jobs_per_s"] > 0
+    assert data["ratio"] == pytest.approx(data["jobs_per_s"] / data["baseline_jobs_per_s"],
+                                          rel=0.01)
+    return data
+
+
+@pytest.mark.amqp
+def test_amqp_bench_reads_rrjobs_amqp_url(monkeypatch: pytest.MonkeyPatch,
+                                          amqp_url: str) -> None:
+    bench(monkeypatch, "RRJOBS_AMQP_URL", amqp_url, "amqp", 300)
+
+
+@pytest.mark.kafka
+def test_kafka_bench_reads_rrjobs_kafka_brokers(monkeypatch: pytest.MonkeyPatch,
+                                                kafka_bootstrap: str) -> None:
+    bench(monkeypatch, "RRJOBS_KAFKA_BROKERS", kafka_bootstrap, "kafka", 300)
