@@ -120,6 +120,15 @@ def test_config_with_several_pipelines_needs_pipeline(tmp_path: Path) -> None:
     assert_exactly_once(data, 300)
 
 
+def test_bad_config_is_one_clean_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "rr.yaml"
+    cfg.write_text("jobs:\n  pipelines:\n    p: {driver: memory, config: {prefetch: 0}}\n")
+    result = run("--config", str(cfg), "--jobs", "10")
+    assert result.exit_code == 1
+    assert "jobs.pipelines.p.config.prefetch" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_driver_or_config_is_required() -> None:
     result = run("--jobs", "10")
     assert result.exit_code == 2

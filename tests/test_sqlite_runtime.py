@@ -176,7 +176,7 @@ def test_bench_runs_the_sqlite_driver_against_its_baseline(tmp_path: Path) -> No
         "--driver", "sqlite", "--option", f"file={file}", "--jobs", "600", "--batch", "100",
         "--workers", "2", "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert (data["processed"], data["duplicates"], data["lost"]) == (600, 0, 0)
     assert data["jobs_per_s"] > 0 and data["baseline_jobs_per_s"] > 0 and data["ratio"] > 0
     assert data["baseline"].startswith("Bare sqlite3 loop")

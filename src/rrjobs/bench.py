@@ -739,15 +739,15 @@ def bench_command(driver: str | None, config_path: str | None, pipeline: str | N
     handled twice.
     """
     if pq:
-        pq_result = pq_bench(jobs, repeat=max(3, repeat))
+        pq_result = pq_bench(jobs, repeat=max(5, repeat))
         click.echo(json.dumps(pq_result, indent=2) if as_json else pq_summary(pq_result))
         return
-    spec = spec_from_cli(driver=driver, config_path=config_path, pipeline=pipeline,
-                         options=parse_options(options), jobs=jobs, workers=workers,
-                         batch=batch, producers=producers, push=push,
-                         payload_size=payload_size, gc_freeze=gc_freeze)
     profile = cProfile.Profile() if profile_path else None
     try:
+        spec = spec_from_cli(driver=driver, config_path=config_path, pipeline=pipeline,
+                             options=parse_options(options), jobs=jobs, workers=workers,
+                             batch=batch, producers=producers, push=push,
+                             payload_size=payload_size, gc_freeze=gc_freeze)
         baseline_for(spec.driver)  # fail before building anything
         result = asyncio.run(run_bench(spec, repeat=repeat, max_seconds=timeout,
                                        profile=profile))
