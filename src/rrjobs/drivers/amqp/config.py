@@ -15,7 +15,6 @@ Nothing here touches the network or imports the AMQP client.
 from __future__ import annotations
 
 import math
-import os
 import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -23,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PlainValidator, field_validator, model_validator
 
 from rrjobs.core.options import Duration, StrictModel, json_map
+from rrjobs.core.tls import TLSConfig
 
 DEFAULT_ADDR = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_EXCHANGE = "amqp.default"
@@ -31,54 +31,12 @@ DEFAULT_PRIORITY = 10
 DEFAULT_REDIAL_TIMEOUT = 60.0
 
 ExchangeType = Literal["direct", "fanout", "topic", "headers"]
-ClientAuthType = Literal[
-    "no_client_cert",
-    "request_client_cert",
-    "require_any_client_cert",
-    "verify_client_cert_if_given",
-    "require_and_verify_client_cert",
-]
 
 #: Exchange types that route without a routing key.
 KEYLESS_EXCHANGES = frozenset({"fanout", "headers"})
 
 
 # -- the global section --------------------------------------------------------------------
-
-
-class TLSConfig(StrictModel):
-    """``amqp.tls``: TLS for ``amqps://`` connections (TLS 1.2 or later).
-
-    Attributes:
-        key: the client's private key (PEM), for a broker that asks for a
-            client certificate. Requires ``cert``.
-        cert: the client's certificate (PEM). Requires ``key``.
-        root_ca: the CA bundle (PEM) that verifies the broker's certificate;
-            without it the system trust store is used.
-        client_auth_type: RoadRunner's mTLS policy names. On a client it says
-            whether the broker requires a client certificate: any value but
-            ``no_client_cert`` requires ``cert`` and ``key``.
-    """
-
-    key: str = ""
-    cert: str = ""
-    root_ca: str = ""
-    client_auth_type: ClientAuthType = "no_client_cert"
-
-    @model_validator(mode="after")
-    def _check(self) -> TLSConfig:
-        if bool(self.key) != bool(self.cert):
-            missing = "cert" if self.key else "key"
-            raise ValueError(f"tls.{missing} is required when tls.{'key' if self.key else 'cert'}"
-                             " is set (the client certificate and its key go together)")
-        if self.client_auth_type != "no_client_cert" and not self.cert:
-            raise ValueError(f"client_auth_type {self.client_auth_type!r} needs a client "
-                             "certificate: set tls.cert and tls.key")
-        for name in ("key", "cert", "root_ca"):
-            path = getattr(self, name)
-            if path and not os.path.isfile(path):
-                raise ValueError(f"tls.{name}: file {path!r} does not exist")
-        return self
 
 
 class AMQPSection(StrictModel):

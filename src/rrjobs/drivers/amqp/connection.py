@@ -30,7 +30,8 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import AbstractChannel as RawChannel
 
 from rrjobs.core.errors import RRJobsError
-from rrjobs.drivers.amqp.config import AMQPSection, TLSConfig
+from rrjobs.core.tls import TLSConfig, client_ssl_context
+from rrjobs.drivers.amqp.config import AMQPSection
 
 #: First pause between two dial attempts; doubled up to :data:`MAX_BACKOFF`.
 FIRST_BACKOFF = 0.2
@@ -55,14 +56,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def build_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
-    """The client TLS context: TLS 1.2+, ``root_ca`` (else system roots) to verify
-    the broker, and the client certificate when one is configured. Reads files:
-    call it in a thread."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.root_ca or None)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if tls.cert:
-        context.load_cert_chain(tls.cert, tls.key)
-    return context
+    """The client TLS context for ``amqps://`` (reads files: call it in a thread)."""
+    return client_ssl_context(tls)
 
 
 class Session:

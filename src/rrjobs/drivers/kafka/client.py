@@ -13,9 +13,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.errors import MessageSizeTooLargeError  # type: ignore[import-untyped]
-from aiokafka.helpers import create_ssl_context  # type: ignore[import-untyped]
 
 from rrjobs.core.errors import PayloadTooLargeError
+from rrjobs.core.tls import client_ssl_context
 from rrjobs.drivers.kafka.codec import Encoded
 from rrjobs.drivers.kafka.config import KafkaOptions, KafkaSection, SASLOptions
 
@@ -29,8 +29,7 @@ def ssl_context(section: KafkaSection) -> ssl.SSLContext | None:
     tls = section.tls
     if tls is None:
         return None
-    return create_ssl_context(cafile=tls.root_ca or None, certfile=tls.cert or None,  # type: ignore[no-any-return]
-                              keyfile=tls.key or None)
+    return client_ssl_context(tls)
 
 
 def connection_kwargs(section: KafkaSection, sasl: SASLOptions | None,

@@ -17,13 +17,13 @@ touches the network or imports aiokafka.
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from rrjobs.core.options import Duration, StrictModel, json_map
+from rrjobs.core.tls import TLSConfig
 
 DEFAULT_BROKERS = ["127.0.0.1:9092"]
 DEFAULT_PRIORITY = 10
@@ -37,13 +37,6 @@ Compression = Literal["gzip", "snappy", "lz4", "zstd"]
 Partitioning = Literal["Manual", "Uniform", "RoundRobin", "LeastBackup", "Sticky"]
 OffsetType = Literal["AtStart", "AtEnd", "At", "AfterMilli", "Relative", "WithEpoch"]
 Mechanism = Literal["plain", "SCRAM-SHA-256", "SCRAM-SHA-512", "aws_msk_iam"]
-ClientAuthType = Literal[
-    "no_client_cert",
-    "request_client_cert",
-    "require_any_client_cert",
-    "verify_client_cert_if_given",
-    "require_and_verify_client_cert",
-]
 
 
 # -- the global section ---------------------------------------------------------------------
@@ -55,42 +48,23 @@ class PingOptions(StrictModel):
     timeout: Duration = 10.0
 
 
-class TLSOptions(StrictModel):
-    """``kafka.tls``: TLS to the brokers (the ``SSL`` or ``SASL_SSL`` protocol).
+class TLSOptions(TLSConfig):
+    """``kafka.tls``: TLS to the brokers (the ``SSL`` or ``SASL_SSL`` protocol);
+    the keys of :class:`~rrjobs.core.tls.TLSConfig`, plus:
 
     Attributes:
-        key, cert: the client's key and certificate (PEM), for brokers that
-            require a client certificate; they go together.
-        root_ca: the CA bundle (PEM) that verifies the brokers; without it the
-            system trust store is used.
-        client_auth_type: RoadRunner's mTLS policy names; any value but
-            ``no_client_cert`` requires ``cert`` and ``key``.
         timeout: RoadRunner's TLS dial timeout. aiokafka has no separate TLS
             handshake timeout, so a value is refused (connections are bounded
             by ``ping.timeout`` and ``producer_options.request_timeout``).
     """
 
-    key: str = ""
-    cert: str = ""
-    root_ca: str = ""
-    client_auth_type: ClientAuthType = "no_client_cert"
     timeout: Duration | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> TLSOptions:
+    def _check_timeout(self) -> TLSOptions:
         if self.timeout is not None:
             raise ValueError("tls.timeout is not supported: aiokafka has no TLS handshake "
                              "timeout (ping.timeout bounds the first connection)")
-        if bool(self.key) != bool(self.cert):
-            missing = "cert" if self.key else "key"
-            raise ValueError(f"tls.{missing} is required with tls.{'key' if self.key else 'cert'}")
-        if self.client_auth_type != "no_client_cert" and not self.cert:
-            raise ValueError(f"client_auth_type {self.client_auth_type!r} needs tls.cert and "
-                             "tls.key")
-        for name in ("key", "cert", "root_ca"):
-            path = getattr(self, name)
-            if path and not os.path.isfile(path):
-                raise ValueError(f"tls.{name}: file {path!r} does not exist")
         return self
 
 

@@ -1,0 +1,70 @@
+"""Client TLS settings shared by the broker drivers (RoadRunner's ``tls:`` keys).
+
+``key``/``cert``/``root_ca`` are PEM file paths; ``client_auth_type`` takes
+RoadRunner's mTLS policy names, where any value but ``no_client_cert`` means
+the broker requires a client certificate.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from typing import Literal
+
+from pydantic import model_validator
+
+from rrjobs.core.options import StrictModel
+
+ClientAuthType = Literal[
+    "no_client_cert",
+    "request_client_cert",
+    "require_any_client_cert",
+    "verify_client_cert_if_given",
+    "require_and_verify_client_cert",
+]
+
+
+class TLSConfig(StrictModel):
+    """A driver's ``tls`` section.
+
+    Attributes:
+        key: the client's private key (PEM). Requires ``cert``.
+        cert: the client's certificate (PEM). Requires ``key``.
+        root_ca: the CA bundle (PEM) that verifies the broker; without it the
+            system trust store is used.
+        client_auth_type: whether the broker requires a client certificate:
+            any value but ``no_client_cert`` requires ``cert`` and ``key``.
+    """
+
+    key: str = ""
+    cert: str = ""
+    root_ca: str = ""
+    client_auth_type: ClientAuthType = "no_client_cert"
+
+    @model_validator(mode="after")
+    def _check_files(self) -> TLSConfig:
+        if bool(self.key) != bool(self.cert):
+            missing, given = ("cert", "key") if self.key else ("key", "cert")
+            raise ValueError(f"tls.{missing} is required when tls.{given} is set (the client "
+                             "certificate and its key go together)")
+        if self.client_auth_type != "no_client_cert" and not self.cert:
+            raise ValueError(f"client_auth_type {self.client_auth_type!r} needs a client "
+                             "certificate: set tls.cert and tls.key")
+        for name in ("key", "cert", "root_ca"):
+            path = getattr(self, name)
+            if path and not os.path.isfile(path):
+                raise ValueError(f"tls.{name}: file {path!r} does not exist")
+        return self
+
+
+def client_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
+    """The client TLS context: TLS 1.2 or later, ``root_ca`` (else the system
+    roots) to verify the broker, and the client certificate when configured.
+
+    Reads files: call it in a thread or at construction, not on the loop's hot path.
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.root_ca or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.cert:
+        context.load_cert_chain(tls.cert, tls.key)
+    return context
