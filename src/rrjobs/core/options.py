@@ -13,7 +13,14 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from rrjobs.core.errors import ConfigError
 
@@ -28,6 +35,19 @@ class StrictModel(BaseModel):
     """Base of every config model: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class DeclaredOptions(StrictModel):
+    """Options a pipeline may also receive through ``Declare``, whose clients
+    send every key as a string: an empty string (or null) means "not set", so
+    the field keeps its default."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v != "" and v is not None}
+        return data
 
 
 # -- durations -------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PlainValidator, field_validator, model_validator
 
-from rrjobs.core.options import Duration, StrictModel, json_map
+from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, json_map
 from rrjobs.core.tls import TLSConfig
 
 DEFAULT_ADDR = "amqp://guest:guest@127.0.0.1:5672/"
@@ -157,7 +157,7 @@ _V1_QUEUE_KEYS = {
 }
 
 
-class AMQPOptions(StrictModel):
+class AMQPOptions(DeclaredOptions):
     """``jobs.pipelines.<name>.config`` for ``driver: amqp`` (and the ``Declare`` keys).
 
     The flat keys are RoadRunner's version 1 form; ``exchange`` and ``queue``
@@ -190,13 +190,6 @@ class AMQPOptions(StrictModel):
     consumer_id: str = ""
     exchange_declare: bool = True
     queue_declare: bool = True
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_means_default(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v != "" and v is not None}
-        return data
 
     @field_validator("queue_headers", mode="before")
     @classmethod

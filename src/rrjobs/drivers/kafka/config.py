@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from rrjobs.core.options import Duration, StrictModel, json_map
+from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, json_map
 from rrjobs.core.tls import TLSConfig
 
 DEFAULT_BROKERS = ["127.0.0.1:9092"]
@@ -147,7 +147,7 @@ class KafkaSection(StrictModel):
 # -- pipeline options -------------------------------------------------------------------------
 
 
-class ProducerOptions(StrictModel):
+class ProducerOptions(DeclaredOptions):
     """``producer_options``.
 
     Attributes:
@@ -179,13 +179,6 @@ class ProducerOptions(StrictModel):
     compression_codec: Compression | None = None
     partitioning_strategy: Partitioning = "Uniform"
     transaction_timeout: Duration | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_means_default(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v != "" and v is not None}
-        return data
 
     @model_validator(mode="after")
     def _check(self) -> ProducerOptions:
@@ -236,7 +229,7 @@ class OffsetSpec(StrictModel):
         return self
 
 
-class ConsumerOptions(StrictModel):
+class ConsumerOptions(DeclaredOptions):
     """``consumer_options``.
 
     Attributes:
@@ -255,13 +248,6 @@ class ConsumerOptions(StrictModel):
     max_fetch_message_size: int = Field(default=52_428_800, ge=1)
     min_fetch_message_size: int = Field(default=1, ge=1)
     consumer_offset: OffsetSpec = Field(default_factory=OffsetSpec)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_means_default(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v != "" and v is not None}
-        return data
 
     @field_validator("topics", mode="before")
     @classmethod
@@ -324,7 +310,7 @@ class GroupOptions(StrictModel):
         return self
 
 
-class KafkaOptions(StrictModel):
+class KafkaOptions(DeclaredOptions):
     """``jobs.pipelines.<name>.config`` for ``driver: kafka`` (and ``Declare``'s keys).
 
     RoadRunner's keys, plus these rrjobs keys:
@@ -347,13 +333,6 @@ class KafkaOptions(StrictModel):
     prefetch: int = Field(default=DEFAULT_PREFETCH, ge=1)
     delay_topic: str = ""
     dead_letter_topic: str = ""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_means_default(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v != "" and v is not None}
-        return data
 
     @field_validator("producer_options", "consumer_options", "group_options", "sasl_options",
                      mode="before")
