@@ -19,23 +19,6 @@ from rrjobs.testing.suite.priority import PriorityTests
 from rrjobs.testing.suite.runtime import RuntimeTests
 from rrjobs.testing.suite.settlement import AutoAckTests, LeaseTests, NackTests
 
-SECTIONS: tuple[type[SuiteBase], ...] = (
-    ConstructionTests,
-    DeliveryTests,
-    PriorityTests,
-    DelayTests,
-    NackTests,
-    AutoAckTests,
-    LeaseTests,
-    PauseResumeTests,
-    StateTests,
-    StopDestroyTests,
-    ConcurrencyTests,
-    AtLeastOnceTests,
-    ForeignMessageTests,
-    RuntimeTests,
-)
-
 
 class ConformanceSuite(
     ConstructionTests,
@@ -55,6 +38,10 @@ class ConformanceSuite(
 ):
     """Every conformance test. Subclass it as ``Test<Driver>Conformance`` and set
     ``marker``; the module must define the ``driver_factory`` fixture."""
+
+
+#: The suite's sections, in order (one mixin class per area).
+SECTIONS: tuple[type[SuiteBase], ...] = ConformanceSuite.__bases__
 
 
 __all__ = [
