@@ -83,13 +83,13 @@ class MemoryDriver(BaseDriver):
             msg.auto_ack,
         )
 
-    def _accept(self, job: MemoryJob, delay: float) -> bool:
+    def _accept(self, job: MemoryJob, delay: float) -> None:
         """Take ``job`` without waiting: onto the delay heap, straight into the
         priority queue, or onto the ready deque (also when the priority queue
-        is full: the mover waits for room). Always ``True``."""
+        is full: the mover waits for room)."""
         if delay > 0:
             self._delayed.add(delay, job)
-            return True
+            return
         if (
             self.consuming
             and not self._ready
@@ -105,30 +105,18 @@ class MemoryDriver(BaseDriver):
                 pass
             else:
                 self._in_flight += 1
-                return True
+                return
         self._ready.append(job)
         self._pump()
-        return True
-
-    async def _insert_waiting(self, job: MemoryJob) -> None:
-        """Insert into the full priority queue, waiting for room (never drops)."""
-        self._in_flight += 1
-        try:
-            await self.queue.insert(job)
-        except BaseException:
-            self._in_flight -= 1
-            raise
 
     async def _send(self, msg: Message) -> None:
-        job = self._job(msg)
-        if not self._accept(job, msg.delay):
-            await self._insert_waiting(job)
+        self._accept(self._job(msg), msg.delay)
 
     async def _send_batch(self, msgs: Sequence[Message]) -> None:
-        # No coroutine per message: only a full priority queue makes this wait.
-        # Every BATCH_SLICE jobs the loop runs once, so that a large batch does
-        # not hold the loop: workers start on the first jobs meanwhile, fewer
-        # jobs wait at once, and fewer outlive a young garbage collection.
+        # No coroutine per message, and no wait on consumers. Every BATCH_SLICE
+        # jobs the loop runs once, so that a large batch does not hold the loop:
+        # workers start on the first jobs meanwhile, fewer jobs wait at once, and
+        # fewer outlive a young garbage collection.
         make, accept, step, total = self._job, self._accept, self.BATCH_SLICE, len(msgs)
         for start in range(0, total, step):
             if start:
@@ -139,9 +127,7 @@ class MemoryDriver(BaseDriver):
                         f"{start} of {total} jobs were accepted"
                     )
             for msg in msgs[start:start + step]:
-                job = make(msg)
-                if not accept(job, msg.delay):
-                    await self._insert_waiting(job)
+                accept(make(msg), msg.delay)
 
     def _due(self, job: MemoryJob) -> None:
         if self.stopped:
