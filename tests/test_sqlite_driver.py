@@ -438,3 +438,77 @@ async def test_a_full_priority_queue_holds_reservations_that_pause_returns(
         await drv.resume("p")
         got = [(await receive(drv)).payload for _ in range(10)]
         assert got == [str(i).encode() for i in range(10)]
+
+
+async def caught_up(d: object, drv: object) -> None:
+    """Push, receive and ack one job, so the consumer has caught up with the file."""
+    await drv.push(Message("warm", b"", "p"))  # type: ignore[attr-defined]
+    await (await receive(drv)).ack()
+    await wait_for(lambda: not drv._backlog)  # type: ignore[attr-defined]
+
+
+async def test_a_push_while_caught_up_is_in_the_queue_when_push_returns(tmp_path: Path) -> None:
+    async with drivers(tmp_path) as d:
+        drv = await d.make()
+        await caught_up(d, drv)
+        await drv.push(Message("a", b"handed", "p", id="h1", headers={"k": ["v"]}))
+        # committed already reserved for this consumer, queued without being read back
+        assert drv.queue.count("p") == 1
+        assert d.rows("SELECT id, reserved_by, deliveries FROM rrjobs_jobs") == [
+            ("h1", drv.owner, 1)]
+        job = await receive(drv)
+        assert (job.id, job.payload, job.headers, job.delivery) == ("h1", b"handed",
+                                                                     {"k": ["v"]}, 1)
+        await job.ack()
+        await drv.store.flush()
+        assert d.rows("SELECT count(*) FROM rrjobs_jobs") == [(0,)]
+
+
+async def test_hand_off_keeps_fifo_behind_jobs_waiting_in_the_file(tmp_path: Path) -> None:
+    async with drivers(tmp_path) as d:
+        drv = await d.make(prefetch=2)
+        await caught_up(d, drv)
+        await drv.push_batch([Message("a", str(i).encode(), "p") for i in range(5)])
+        assert drv.queue.count("p") == 2  # the prefetch room was handed off, 3 wait in the file
+        await drv.push(Message("a", b"5", "p"))  # behind those 3: not handed off
+        await drv.push_batch([Message("a", str(i).encode(), "p") for i in (6, 7)])
+        seen = []
+        for _ in range(8):
+            job = await receive(drv)
+            seen.append(job.payload)
+            await job.ack()
+        assert seen == [str(i).encode() for i in range(8)]
+        await wait_for(lambda: not drv._backlog)  # caught up again: hand-offs resume
+        await drv.push(Message("a", b"8", "p"))
+        assert drv.queue.count("p") == 1
+
+
+async def test_a_pause_during_a_hand_off_returns_the_job_to_the_file(tmp_path: Path) -> None:
+    async with drivers(tmp_path) as d:
+        drv = await d.make()
+        await caught_up(d, drv)
+        push = asyncio.create_task(drv.push(Message("a", b"x", "p", id="racing")))
+        await asyncio.sleep(0)  # the insert (already reserved) is submitted, not yet committed
+        assert drv._handoff_pending == 1
+        await drv.pause("p")
+        await push
+        assert drv.queue.count("p") == 0 and not drv._outstanding
+        assert d.rows("SELECT id, reserved_by FROM rrjobs_jobs") == [("racing", None)]
+        await drv.resume("p")
+        job = await receive(drv)
+        assert job.id == "racing"
+        await job.ack()
+        await nothing(drv)
+
+
+async def test_a_handed_off_job_of_a_stopped_process_is_delivered_again(tmp_path: Path) -> None:
+    async with drivers(tmp_path) as d:
+        first = await d.make()
+        await caught_up(d, first)
+        await first.push(Message("a", b"x", "p", id="kept"))
+        assert first.queue.count("p") == 1
+        await first.stop()
+        second = await d.make()
+        job = await receive(second)
+        assert (job.id, job.delivery) == ("kept", 2)
+        await job.ack()

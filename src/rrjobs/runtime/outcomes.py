@@ -75,10 +75,15 @@ class Outcomes:
         self._push = push
 
     async def succeeded(self, job: Job) -> None:
-        counters = self._counters_of(job.pipeline)
+        """The handler returned: ack the job (unless it settled itself) and count it."""
         if job.settled is None:
             await job.ack()
-        counters.ok += 1
+        self._counters_of(job.pipeline).ok += 1
+
+    def count_ok(self, job: Job) -> None:
+        """Count a job as succeeded whose handler returned and which is settled
+        (what :meth:`succeeded` does after the ack; the worker pool's hot path)."""
+        self._counters_of(job.pipeline).ok += 1
 
     async def failed(self, job: Job, exc: BaseException) -> None:
         counters = self._counters_of(job.pipeline)

@@ -150,8 +150,10 @@ class WorkerPool:
         except Exception as exc:
             await self._settle_failure(job, exc)
         else:
-            try:
-                await self.outcomes.succeeded(job)
+            try:  # Outcomes.succeeded, without a coroutine of its own per job
+                if job.settled is None:
+                    await job.ack()
+                self.outcomes.count_ok(job)
             except Exception:
                 log.exception("acknowledging job %s (%s) failed; the broker will redeliver it",
                               job.id, job.name)

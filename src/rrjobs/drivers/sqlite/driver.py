@@ -21,7 +21,10 @@ Capabilities (kombu-style):
 Flow: ``push`` → INSERT (group-committed with other writes) → the consumer
 reserves ready rows in batches while fewer than ``prefetch`` are held →
 priority queue → handler → ack = DELETE (queued; committed with the next
-group, so that an ack never waits for a disk flush).
+group, so that an ack never waits for a disk flush). A push to a pipeline
+this process consumes, made while its consumer has caught up with the file,
+is inserted already reserved and queued once committed (*hand-off*, see
+:meth:`SQLiteDriver._insert`).
 
 Several pipelines (of one or several processes) may share a file: every row
 carries its pipeline. Jobs pushed by another process are seen within
@@ -182,10 +185,19 @@ class SQLiteDriver(BaseDriver):
         self._consumer: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._released = False
-        self._inserts: Coalescer[Sequence[queries.InsertRow]] = Coalescer(
+        #: whether the file may hold ready jobs of this pipeline that nobody
+        #: reserved: while it does, pushes are not handed off (FIFO)
+        self._backlog = True
+        #: writes that left ready, unreserved jobs in the file (see ``_consume``)
+        self._unreserved_writes = 0
+        #: jobs being inserted already reserved for this consumer (hand-off)
+        self._handoff_pending = 0
+        #: bumped when the consumer stops: hand-offs begun before are void
+        self._epoch = 0
+        self._inserts: Coalescer[Sequence[queries.InsertRow], int] = Coalescer(
             store, queries.insert_batches)
-        self._acks: Coalescer[int] = Coalescer(store, queries.delete_many, self._acks_failed,
-                                               durable=False)
+        self._acks: Coalescer[int, None] = Coalescer(store, queries.delete_acks,
+                                                     self._acks_failed, durable=False)
         _LIVE_OWNERS.add(self.owner)
         store.subscribe(self.pipeline_name, self._wake.set)
 
@@ -216,7 +228,8 @@ class SQLiteDriver(BaseDriver):
 
     # -- jobs in ------------------------------------------------------------------------
 
-    def _row(self, msg: Message, created: int) -> queries.InsertRow:
+    def _row(self, msg: Message, created: int, until: int | None = None) -> queries.InsertRow:
+        """The row of ``msg``; reserved for this consumer until ``until`` (unix ms) if given."""
         payload = msg.payload
         return (
             self.pipeline_name,
@@ -228,20 +241,96 @@ class SQLiteDriver(BaseDriver):
             1 if msg.auto_ack else 0,
             available_at(msg.delay) if msg.delay > 0 else 0,
             created,
+            0 if until is None else 1,
+            None if until is None else self.owner,
+            until,
         )
 
     async def _send(self, msg: Message) -> None:
         """Insert the job; returns once committed. Concurrent pushes share one
         statement and one commit."""
-        await self._inserts.add((self._row(msg, now_ms()),))
-        self.store.notify(self.pipeline_name)
+        await self._insert((msg,))
 
     async def _send_batch(self, msgs: Sequence[Message]) -> None:
-        if not msgs:
-            return
+        if msgs:
+            await self._insert(msgs)
+
+    def _handoff_room(self, msgs: Sequence[Message]) -> int:
+        """How many of ``msgs`` (a prefix without delays) go straight to this
+        process's consumer: only while it consumes, has prefetch room and the
+        file holds no ready job of the pipeline it has not reserved."""
+        if self._consumer is None or self._backlog or self.stopped:
+            return 0
+        room = self.prefetch - len(self._outstanding) - self._handoff_pending
+        n = 0
+        for msg in msgs:
+            if n >= room or msg.delay > 0:
+                break
+            n += 1
+        return n
+
+    async def _insert(self, msgs: Sequence[Message]) -> None:
+        """Insert ``msgs`` (one transaction, shared with concurrent pushes);
+        return once committed.
+
+        *Hand-off*: when this process consumes the pipeline and has caught up
+        with the file, the first jobs (up to the prefetch room) are inserted
+        already reserved for this consumer and, once committed, go straight to
+        the priority queue without being read back. They are durable and
+        leased exactly like jobs reserved by a query."""
         created = now_ms()
-        await self._inserts.add([self._row(m, created) for m in msgs])
-        self.store.notify(self.pipeline_name)
+        n = self._handoff_room(msgs)
+        row = self._row
+        if n:
+            until = created + self._lease_ms
+            rows = [row(m, created, until) for m in msgs[:n]]
+            rows.extend([row(m, created) for m in msgs[n:]])
+        else:
+            rows = [row(m, created) for m in msgs]
+        if any(m.delay <= 0 for m in msgs[n:]):
+            self._backlog = True
+            self._unreserved_writes += 1
+        epoch = self._epoch
+        self._handoff_pending += n
+        try:
+            first = await self._inserts.add(rows)
+        finally:
+            self._handoff_pending -= n
+        if n and first is not None:
+            self._hand_off(msgs, n, first, epoch)
+        if n < len(msgs):
+            self.store.notify(self.pipeline_name)
+
+    def _hand_off(self, msgs: Sequence[Message], n: int, first: int, epoch: int) -> None:
+        """Queue the first ``n`` of ``msgs``, committed reserved from seq ``first``.
+        If the consumer stopped meanwhile, its release returned them to the file."""
+        if epoch != self._epoch or self.stopped:
+            return
+        make, outstanding = self.job_class, self._outstanding
+        lease, pipeline = self.options.lease, self.pipeline_name
+        jobs = []
+        seq = first
+        for msg in msgs[:n]:
+            payload = msg.payload
+            headers = msg.headers
+            job = make(self, seq, 1, lease, msg.id, msg.name,
+                       payload if type(payload) is bytes else bytes(payload),
+                       {k: list(v) for k, v in headers.items()} if headers else {},
+                       pipeline, msg.priority, msg.auto_ack)
+            outstanding[seq] = job
+            jobs.append(job)
+            seq += 1
+        queue, pending = self.queue, self._unqueued
+        if pending:
+            pending.extend(jobs)
+            self._wake.set()
+            return
+        for i, job in enumerate(jobs):
+            if queue.full():
+                pending.extend(jobs[i:])
+                self._wake.set()  # the consumer moves them when there is room
+                return
+            queue.insert_nowait(job)
 
     # -- consuming ------------------------------------------------------------------------
 
@@ -264,7 +353,9 @@ class SQLiteDriver(BaseDriver):
         polled = False  # woken by the poll interval alone
         while True:
             self._wake.clear()
-            room = self.prefetch - len(self._outstanding)
+            if self._unqueued:
+                await self._enqueue([])
+            room = self.prefetch - len(self._outstanding) - self._handoff_pending
             unchanged = False
             if room > 0 and polled and (wake_at is None or now_ms() < wake_at):
                 try:
@@ -276,6 +367,7 @@ class SQLiteDriver(BaseDriver):
             if room > 0 and not unchanged:
                 limit = min(room, FETCH_MAX)
                 start = now_ms()
+                mark = self._unreserved_writes
                 try:
                     res = await self.store.write(partial(
                         queries.reserve, pipeline=self.pipeline_name, owner=self.owner,
@@ -292,11 +384,16 @@ class SQLiteDriver(BaseDriver):
                 jobs = [self._job(r) for r in res.rows]
                 for job in jobs:
                     self._outstanding[job.seq] = job
+                if len(jobs) == limit:
+                    self._backlog = True
+                elif mark == self._unreserved_writes:
+                    self._backlog = False  # caught up: pushes may be handed off
                 await self._enqueue(jobs)
                 if len(jobs) == limit:
                     continue
                 wake_at = res.next_wake_ms
-            self._need_room = self.prefetch - len(self._outstanding) <= 0
+            self._need_room = (
+                self.prefetch - len(self._outstanding) - self._handoff_pending <= 0)
             if self._wake.is_set():
                 continue
             timeout: float | None = None
@@ -360,8 +457,10 @@ class SQLiteDriver(BaseDriver):
                                           name=f"rrjobs-sqlite-consume:{self.pipeline_name}")
 
     async def _stop_consuming(self) -> None:
-        await _cancel(self._consumer)
-        self._consumer = None
+        self._epoch += 1
+        self._backlog = True
+        consumer, self._consumer = self._consumer, None
+        await _cancel(consumer)
         taken = self.queue.remove(self.pipeline_name)
         for job in [*taken, *self._unqueued]:
             if isinstance(job, SQLiteJob):
@@ -373,8 +472,9 @@ class SQLiteDriver(BaseDriver):
                                durable=False)
 
     async def _close(self) -> None:
-        await _cancel(self._consumer)
-        self._consumer = None
+        self._epoch += 1
+        consumer, self._consumer = self._consumer, None
+        await _cancel(consumer)
         await _cancel(self._renewer)
         self._renewer = None
         self._outstanding.clear()
@@ -417,11 +517,11 @@ class SQLiteDriver(BaseDriver):
             ):
                 self._wake.set()
 
-    async def settle_ack(self, job: SQLiteJob) -> None:
+    def settle_ack(self, job: SQLiteJob) -> None:
         """Delete the job's row. Returns once the delete is queued, not committed:
         it commits with the next group (milliseconds), ordered before any later
         operation of this process. Should the process die in between, the job
-        is delivered again (at-least-once; nothing is lost)."""
+        is delivered again (at-least-once; nothing is lost). Never blocks."""
         self._check(job)
         self._acks.add_nowait(job.seq)
         self._done(job)
@@ -443,6 +543,9 @@ class SQLiteDriver(BaseDriver):
 
     async def settle_requeue(self, job: SQLiteJob, headers: Headers, delay: float) -> None:
         self._check(job)
+        if delay <= 0:
+            self._backlog = True
+            self._unreserved_writes += 1
         try:
             moved = await self.store.write(partial(
                 queries.requeue, seq=job.seq, owner=self.owner, deliveries=job.delivery,

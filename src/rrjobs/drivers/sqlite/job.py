@@ -57,8 +57,17 @@ class SQLiteJob(Job):
     def queue_name(self) -> str:
         return self.pipeline
 
+    async def ack(self) -> None:
+        """:meth:`Job.ack`, with the delete queued inline (no coroutine for
+        ``_ack`` on the hot path)."""
+        if self.settled is None:
+            self.settled = "ack"
+            self._driver.settle_ack(self)
+            return
+        await super().ack()  # an auto_ack job's no-op, or JobAlreadySettledError
+
     async def _ack(self) -> None:
-        await self._driver.settle_ack(self)
+        self._driver.settle_ack(self)
 
     async def _nack(self, requeue: bool, delay: float) -> None:
         if requeue:

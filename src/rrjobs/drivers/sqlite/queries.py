@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 #: A job as stored: (pipeline, id, name, payload, headers JSON, priority,
-#: auto_ack, available_at, created_at).
-InsertRow = tuple[str, str, str, bytes, str, int, int, int, int]
+#: auto_ack, available_at, created_at, deliveries, reserved_by, reserved_until).
+#: A job handed to this process's consumer at once is inserted already reserved
+#: (``deliveries`` 1, its owner and lease); any other with ``0, None, None``.
+InsertRow = tuple[str, str, str, bytes, str, int, int, int, int, int, str | None, int | None]
 
 #: A reserved job as read back: (seq, id, name, payload, headers JSON,
 #: priority, auto_ack, deliveries).
@@ -26,12 +28,12 @@ ReservedRow = tuple[int, str, Any, Any, Any, int | None, int, int]
 
 _INSERT_HEAD = (
     "INSERT INTO rrjobs_jobs (pipeline, id, name, payload, headers, priority, auto_ack, "
-    "available_at, created_at) VALUES "
+    "available_at, created_at, deliveries, reserved_by, reserved_until) VALUES "
 )
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 #: Rows per INSERT statement at most; smaller chunks are powers of two, so that
 #: few distinct statements exist (each is prepared once and cached).
-_CHUNK = 128
+_CHUNK = 512
 
 
 @functools.lru_cache(maxsize=16)
@@ -39,14 +41,27 @@ def _insert_sql(rows: int) -> str:
     return _INSERT_HEAD + ", ".join([_ROW] * rows)
 
 
-def insert(conn: sqlite3.Connection, rows: Sequence[InsertRow]) -> None:
-    """Insert jobs in order (FIFO follows ``rows``), up to 128 rows per statement."""
+def insert(conn: sqlite3.Connection, rows: Sequence[InsertRow]) -> int:
+    """Insert jobs in order (FIFO follows ``rows``), up to 512 rows per statement.
+
+    Returns the ``seq`` of the first row: the rows get consecutive seqs (the
+    writer holds the write lock, and ``AUTOINCREMENT`` gives each new row the
+    largest seq ever used plus one). Raises :class:`sqlite3.DatabaseError` if
+    the file says otherwise (a trigger or another writer inserted in between).
+    """
     i, n = 0, len(rows)
+    execute = conn.execute
+    last = 0
     while i < n:
         size = min(_CHUNK, 1 << ((n - i).bit_length() - 1))
         chunk = rows[i:i + size]
-        conn.execute(_insert_sql(size), [v for row in chunk for v in row])
+        last = execute(_insert_sql(size), [v for row in chunk for v in row]).lastrowid or 0
         i += size
+    first = last - n + 1
+    if n and execute("SELECT id FROM rrjobs_jobs WHERE seq = ?", (first,)).fetchone() != (
+            rows[0][1],):
+        raise sqlite3.DatabaseError(f"rows inserted from seq {first} are not contiguous")
+    return first
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +134,22 @@ def _assign_ids(conn: sqlite3.Connection, rows: list[ReservedRow]) -> list[Reser
     return out
 
 
-def insert_batches(conn: sqlite3.Connection, batches: Sequence[Sequence[InsertRow]]) -> None:
-    """Insert several pushes' rows together, in order."""
-    insert(conn, batches[0] if len(batches) == 1 else [r for rows in batches for r in rows])
+def insert_batches(conn: sqlite3.Connection,
+                   batches: Sequence[Sequence[InsertRow]]) -> list[int]:
+    """Insert several pushes' rows together, in order; return each push's first seq."""
+    if len(batches) == 1:
+        return [insert(conn, batches[0])]
+    seq = insert(conn, [r for rows in batches for r in rows])
+    firsts = []
+    for rows in batches:
+        firsts.append(seq)
+        seq += len(rows)
+    return firsts
+
+
+def delete_acks(conn: sqlite3.Connection, seqs: Sequence[int]) -> None:
+    """Delete acknowledged jobs (the acks' coalesced write)."""
+    delete_many(conn, seqs)
 
 
 def delete_many(conn: sqlite3.Connection, seqs: Sequence[int]) -> int:
@@ -177,7 +205,7 @@ def extend(conn: sqlite3.Connection, seq: int, owner: str, deliveries: int, unti
 
 
 def _json_ints(values: Iterable[int]) -> str:
-    return "[" + ",".join(str(int(v)) for v in values) + "]"
+    return "[" + ",".join(map(str, map(int, values))) + "]"
 
 
 def renew(conn: sqlite3.Connection, owner: str, seqs: Iterable[int], until_ms: int) -> int:

@@ -32,7 +32,7 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -43,6 +43,7 @@ log = logging.getLogger("rrjobs.drivers.sqlite")
 
 T = TypeVar("T")
 Item = TypeVar("Item")
+R = TypeVar("R")
 
 Operation = Callable[[sqlite3.Connection], T]
 
@@ -308,20 +309,22 @@ class Store:
                 loop.call_soon_threadsafe(_deliver, items)
 
 
-class Coalescer(Generic[Item]):
+class Coalescer(Generic[Item, R]):
     """Items added on the event loop, applied together by one writer operation.
 
     The first :meth:`add` after a flush submits one operation; every item added
     before that operation starts running joins it, and ``apply(conn, items)``
     handles them all (e.g. one ``executemany`` or one ``DELETE … IN``). Under
-    load this turns hundreds of pushes or acks into one statement. The future
-    of each item resolves once the transaction that applied it has committed.
+    load this turns hundreds of pushes or acks into one statement. ``apply``
+    returns one result per item (or ``None``: every item's result is ``None``);
+    the future of each item resolves with its result once the transaction that
+    applied it has committed.
 
     Use from one event loop (the writer thread takes the batch under a lock).
     """
 
     def __init__(self, store: Store,
-                 apply: Callable[[sqlite3.Connection, list[Item]], object],
+                 apply: Callable[[sqlite3.Connection, list[Item]], Sequence[R] | None],
                  on_error: Callable[[list[Item], BaseException], None] | None = None,
                  *, durable: bool = True) -> None:
         self._store = store
@@ -329,12 +332,12 @@ class Coalescer(Generic[Item]):
         self._on_error = on_error
         self._durable = durable
         self._lock = threading.Lock()
-        self._pending: list[tuple[Item, asyncio.Future[None] | None]] = []
+        self._pending: list[tuple[Item, asyncio.Future[R | None] | None]] = []
         self._scheduled = False
 
-    def add(self, item: Item) -> asyncio.Future[None]:
-        """Queue ``item``; the future resolves once it is committed."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def add(self, item: Item) -> asyncio.Future[R | None]:
+        """Queue ``item``; the future resolves with its result once it is committed."""
+        fut: asyncio.Future[R | None] = asyncio.get_running_loop().create_future()
         self._add(item, fut)
         return fut
 
@@ -342,38 +345,39 @@ class Coalescer(Generic[Item]):
         """Queue ``item`` without waiting for it; a failure goes to ``on_error``."""
         self._add(item, None)
 
-    def _add(self, item: Item, fut: asyncio.Future[None] | None) -> None:
+    def _add(self, item: Item, fut: asyncio.Future[R | None] | None) -> None:
         with self._lock:
             self._pending.append((item, fut))
             if self._scheduled:
                 return
             self._scheduled = True
-        flush = _Flush(self)
+        flush: _Flush[Item, R] = _Flush(self)
         try:
             self._store.submit(flush, durable=self._durable).add_done_callback(flush.done)
         except BaseException as exc:
             flush.batch = self._take()
             flush.fail(exc)
 
-    def _take(self) -> list[tuple[Item, asyncio.Future[None] | None]]:
+    def _take(self) -> list[tuple[Item, asyncio.Future[R | None] | None]]:
         with self._lock:
             taken, self._pending = self._pending, []
             self._scheduled = False
         return taken
 
 
-class _Flush(Generic[Item]):
+class _Flush(Generic[Item, R]):
     """The writer operation of a :class:`Coalescer`; keeps its batch if it must run again."""
 
-    def __init__(self, owner: Coalescer[Item]) -> None:
+    def __init__(self, owner: Coalescer[Item, R]) -> None:
         self.owner = owner
-        self.batch: list[tuple[Item, asyncio.Future[None] | None]] | None = None
+        self.batch: list[tuple[Item, asyncio.Future[R | None] | None]] | None = None
+        self.results: Sequence[R] | None = None
 
     def __call__(self, conn: sqlite3.Connection) -> None:
         if self.batch is None:
             self.batch = self.owner._take()
         if self.batch:
-            self.owner._apply(conn, [item for item, _ in self.batch])
+            self.results = self.owner._apply(conn, [item for item, _ in self.batch])
 
     def done(self, fut: asyncio.Future[None]) -> None:
         if fut.cancelled():
@@ -383,9 +387,10 @@ class _Flush(Generic[Item]):
         if exc is not None:
             self.fail(exc)
             return
-        for _, f in self.batch or ():
+        results = self.results
+        for i, (_, f) in enumerate(self.batch or ()):
             if f is not None and not f.done():
-                f.set_result(None)
+                f.set_result(None if results is None else results[i])
 
     def fail(self, exc: BaseException) -> None:
         batch = self.batch or []
