@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 
@@ -560,3 +561,43 @@ async def test_worker_pool_extends_the_lease_of_a_long_running_job() -> None:
     # extended at each half-life of the lease while the 1 s handler ran
     assert len(job.extended) >= 2 and set(job.extended) == {0.4}
     assert job.settled == "ack"
+
+
+async def test_a_driver_asking_to_restart_again_at_once_backs_off() -> None:
+    from rrjobs.core.options import options_from_config
+    from rrjobs.core.pipeline import Pipeline as _Pipeline
+    from rrjobs.core.queue import PriorityQueue as _PQ
+    from rrjobs.drivers.memory import MemoryConstructor
+    from rrjobs.drivers.memory.config import MemoryOptions
+    from rrjobs.drivers.memory.driver import MemoryDriver
+    from rrjobs.registry import DriverRegistry
+
+    built: list[float] = []
+
+    class Failing(MemoryDriver):
+        """Asks the runtime to restart it as soon as it consumes (a fatal error
+        that comes straight back)."""
+
+        async def _start_consuming(self) -> None:
+            await super()._start_consuming()
+            handler = self.command_handler
+            assert handler is not None
+            asyncio.get_running_loop().call_soon(handler, self.pipeline_name, "restart")
+
+    class FailingConstructor(MemoryConstructor):
+        async def driver_from_config(self, config_key: str, queue: _PQ,
+                                     pipeline: _Pipeline) -> MemoryDriver:
+            built.append(asyncio.get_running_loop().time())
+            return Failing(pipeline, queue,
+                           options_from_config(self.configurer, config_key, MemoryOptions))
+
+    registry = DriverRegistry.from_entry_points()
+    registry.register("failing", FailingConstructor)
+    cfg = Config.from_yaml("jobs:\n  consume: [p]\n  pipelines:\n    p: {driver: failing}\n")
+    async with Jobs(cfg, App(), registry=registry):
+        await wait_for(lambda: len(built) >= 4, within=10)
+    gaps = [b - a for a, b in itertools.pairwise(built)]
+    # the first restart is immediate; a driver failing again at once waits 1 s, then 2 s
+    assert gaps[0] < 0.5
+    assert 0.9 <= gaps[1] < 1.9
+    assert 1.9 <= gaps[2] < 3.5

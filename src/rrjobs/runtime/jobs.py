@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,10 @@ from rrjobs.runtime.outcomes import Counters, Outcomes, RetryPolicy
 from rrjobs.runtime.pool import WorkerPool
 
 log = logging.getLogger("rrjobs.runtime")
+
+#: A driver asking to restart within this many seconds of its last rebuild
+#: waits first (see :meth:`Jobs._restart`).
+RESTART_SETTLE = 60.0
 
 
 @dataclass
@@ -101,6 +105,11 @@ class Jobs:
         self.stopped = False
         #: pipelines being restarted at their driver's request
         self._restarts: dict[str, asyncio.Task[None]] = {}
+        #: per pipeline: when its driver was last rebuilt (loop time) and the
+        #: wait that preceded it, so that a driver failing again at once backs off
+        self._restarted: dict[str, tuple[float, float]] = {}
+        #: pipelines whose new driver asked to restart while being rebuilt
+        self._restart_again: set[str] = set()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -157,7 +166,7 @@ class Jobs:
             async with sem:
                 ctor = self._constructor(pcfg.driver, f"jobs.pipelines.{name}.driver")
                 driver = await self._op(ctor.driver_from_config(key, self.queue, pipe))
-            driver.command_handler = self._driver_command
+            driver.command_handler = self._command_handler(driver)
             self._pipelines[name] = PipelineEntry(
                 name, pipe, driver, RetryPolicy.from_config(pcfg.retry), declared=False)
 
@@ -213,33 +222,69 @@ class Jobs:
 
     # -- driver commands -------------------------------------------------------------------
 
-    def _driver_command(self, pipeline: str, command: str) -> None:
+    def _command_handler(self, driver: Driver) -> Callable[[str, str], None]:
+        """The ``command_handler`` given to ``driver``: its requests, and only while
+        it is its pipeline's driver."""
+        def handle(pipeline: str, command: str) -> None:
+            self._driver_command(pipeline, command, driver)
+        return handle
+
+    def _driver_command(self, pipeline: str, command: str, driver: Driver) -> None:
         """A driver's request (RoadRunner's driver → plugin commands): ``restart``
-        stops the driver and builds the pipeline again, in the background."""
+        stops the driver and builds the pipeline again, in the background. A
+        request from a driver that is no longer the pipeline's is ignored; one
+        made while the pipeline is being rebuilt is carried out after that."""
         if command != "restart":
             log.warning("pipeline %r: unknown driver command %r ignored", pipeline, command)
             return
-        if self.stopped or pipeline in self._restarts or pipeline not in self._pipelines:
+        entry = self._pipelines.get(pipeline)
+        if self.stopped or entry is None or entry.driver is not driver:
+            return
+        if pipeline in self._restarts:
+            self._restart_again.add(pipeline)
             return
         task = asyncio.get_running_loop().create_task(
             self._restart(pipeline), name=f"rrjobs-restart-{pipeline}")
         self._restarts[pipeline] = task
-        task.add_done_callback(lambda _t: self._restarts.pop(pipeline, None))
+        task.add_done_callback(lambda _t: self._restart_done(pipeline))
+
+    def _restart_done(self, pipeline: str) -> None:
+        self._restarts.pop(pipeline, None)
+        if pipeline in self._restart_again:
+            self._restart_again.discard(pipeline)
+            entry = self._pipelines.get(pipeline)
+            if entry is not None:
+                self._driver_command(pipeline, "restart", entry.driver)
 
     async def _restart(self, name: str) -> None:
         """Rebuild pipeline ``name`` with a new driver (consuming again if it was),
         retrying with backoff (1 s doubling to 30 s) until it works, the pipeline
-        is destroyed or the runtime stops."""
+        is destroyed or the runtime stops.
+
+        A driver that asks again within :data:`RESTART_SETTLE` seconds of its
+        last rebuild (an error that comes straight back) is stopped and rebuilt
+        only after a wait that doubles each time, from 1 s to 30 s."""
         entry = self._pipelines.get(name)
         if entry is None:
             return
         consuming = bool(getattr(entry.driver, "consuming", name in self.consume))
+        loop = asyncio.get_running_loop()
+        last, waited = self._restarted.get(name, (-RESTART_SETTLE, 0.0))
+        backoff = min(max(waited * 2, 1.0), 30.0) if loop.time() - last < RESTART_SETTLE else 0.0
         delay = 1.0
         while not self.stopped and self._pipelines.get(name) is entry:
             try:
                 await self._op(entry.driver.stop())
             except Exception:
                 log.exception("pipeline %r: stopping the driver for a restart failed", name)
+            if backoff:
+                log.warning("pipeline %r asked to restart again %.1fs after its last restart; "
+                            "rebuilding it in %.0fs", name, loop.time() - last, backoff)
+                await asyncio.sleep(backoff)
+                if self.stopped or self._pipelines.get(name) is not entry:
+                    return
+            self._restarted[name] = (loop.time(), backoff)
+            backoff = 0.0
             try:
                 ctor = self._constructor(entry.pipeline.driver(), f"pipeline {name}")
                 if entry.declared:
@@ -248,7 +293,7 @@ class Jobs:
                     key = f"jobs.pipelines.{name}.config"
                     driver = await self._op(ctor.driver_from_config(key, self.queue,
                                                                     entry.pipeline))
-                driver.command_handler = self._driver_command
+                driver.command_handler = self._command_handler(driver)
                 if self.stopped or self._pipelines.get(name) is not entry:
                     await driver.stop()
                     return
@@ -343,7 +388,7 @@ class Jobs:
                                   f"unknown pipeline {retry.dead_letter!r}")
             ctor = self._constructor(driver_name, f"declare.{name}.driver")
             driver = await self._op(ctor.driver_from_pipeline(pipe, self.queue))
-            driver.command_handler = self._driver_command
+            driver.command_handler = self._command_handler(driver)
             entry = PipelineEntry(name, pipe, driver, RetryPolicy.from_config(retry),
                                   declared=True)
             self._pipelines[name] = entry
