@@ -6,6 +6,8 @@
 * The ``jobs:`` section is validated strictly: an unknown key or a bad value is
   a :class:`~rrjobs.core.errors.ConfigError` whose message starts with the exact
   key path (``jobs.pipelines.test-1.config.prefetch: must be ≥ 1``).
+* The ``metrics:`` section (RoadRunner's metrics plugin) is validated as
+  strictly (:class:`MetricsConfig`); without it there is no metrics endpoint.
 * Other top-level sections (``rpc``, ``server``, ``logs``, ...) load as they
   are; driver sections such as ``amqp:`` are validated by their driver through
   :meth:`Config.unmarshal_key`.
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.options import Duration, StrictModel, validate
@@ -156,6 +158,56 @@ class RPCConfig(BaseModel):
     listen: str = "tcp://127.0.0.1:6001"
 
 
+#: RoadRunner's default ``metrics.address``.
+DEFAULT_METRICS_ADDRESS = "127.0.0.1:2112"
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """``host:port`` as RoadRunner's ``metrics.address`` (Go's ``net.Listen``) takes
+    it: ``127.0.0.1:2112``, ``localhost:2112``, ``[::1]:2112``, or ``:2112`` (empty
+    host: every interface). Port ``0`` asks the OS for a free port. Raises
+    ``ValueError`` for anything else."""
+    hint = "expected host:port, e.g. 127.0.0.1:2112"
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep or "/" in text:
+        raise ValueError(f"{hint}, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"an IPv6 host needs brackets ([::1]:2112), got {text!r}")
+    if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
+        raise ValueError(f"invalid port in {text!r} (0-65535)")
+    return host, int(port_text)
+
+
+class MetricsConfig(StrictModel):
+    """``metrics:`` (RoadRunner's metrics plugin): when the section is present,
+    ``rrjobs serve`` serves Prometheus metrics on ``http://<address>/metrics``."""
+
+    address: str = DEFAULT_METRICS_ADDRESS
+    collect: None = None
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        parse_host_port(value)
+        return value.strip()
+
+    @field_validator("collect", mode="before")
+    @classmethod
+    def _refuse_collect(cls, value: Any) -> None:
+        if value:
+            raise ValueError(
+                "application metrics declared in the config are not supported by rrjobs "
+                "(RoadRunner's PHP workers feed them over RPC); remove this key"
+            )
+        return None
+
+    def host_port(self) -> tuple[str, int]:
+        """The address as ``(host, port)``; an empty host means every interface."""
+        return parse_host_port(self.address)
+
+
 # -- the loaded file ------------------------------------------------------------------------
 
 
@@ -173,6 +225,9 @@ class Config:
             raise ConfigError("jobs", "the jobs section is required")
         self.jobs = validate(JobsConfig, self.data.get("jobs"), "jobs")
         self.rpc = validate(RPCConfig, self.data.get("rpc"), "rpc")
+        #: ``None`` without a ``metrics:`` section (no metrics endpoint)
+        self.metrics = (validate(MetricsConfig, self.data["metrics"], "metrics")
+                        if "metrics" in self.data else None)
         self._warn_php_keys()
 
     def _warn_php_keys(self) -> None:

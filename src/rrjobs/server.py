@@ -4,10 +4,13 @@ Start order: load the config, load the application, start :class:`Jobs`
 (build every pipeline, run those in ``jobs.consume``, start the workers), then
 start the RPC server. The line ``RPC listening on tcp://HOST:PORT`` is logged
 once the server accepts calls (with the real port when port 0 was asked).
+With a ``metrics:`` section, the Prometheus endpoint starts last and logs
+``metrics listening on http://HOST:PORT/metrics``.
 
 Stop order, on SIGINT or SIGTERM: stop the RPC server (calls in progress get a
 few seconds), then ``Jobs.stop()`` (drain running handlers within
-``jobs.pool.destroy_timeout``, requeue the rest, stop the drivers). A second
+``jobs.pool.destroy_timeout``, requeue the rest, stop the drivers), then the
+metrics endpoint (so that the drain can be watched). A second
 signal during the stop forces it: running handlers are cancelled and the
 process exits with code 1.
 
@@ -28,6 +31,7 @@ from pathlib import Path
 
 from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError, DriverNotFoundError, RRJobsError
+from rrjobs.metrics import MetricsServer
 from rrjobs.rpc.address import Address
 from rrjobs.rpc.server import RPCServer
 from rrjobs.runtime.app import App, load_app
@@ -43,7 +47,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
 class Server:
-    """A :class:`Jobs` runtime plus its :class:`RPCServer`.
+    """A :class:`Jobs` runtime plus its :class:`RPCServer` (and its
+    :class:`~rrjobs.metrics.MetricsServer` with a ``metrics:`` section).
 
     ``start`` and ``stop`` run on one event loop; ``stop`` is idempotent.
     ``listen`` overrides the config's ``rpc.listen``.
@@ -57,6 +62,8 @@ class Server:
         Address.parse(listen, key=key)  # a bad address is a config error, before anything runs
         self.jobs = Jobs(config, app)
         self.rpc = RPCServer(self.jobs, listen)
+        self.metrics = (MetricsServer(self.jobs, config.metrics.address)
+                        if config.metrics is not None else None)
         self._stopped = False
 
     @property
@@ -72,6 +79,13 @@ class Server:
         except BaseException:
             await self.jobs.stop()
             raise
+        if self.metrics is not None:
+            try:
+                await self.metrics.start()
+            except BaseException:
+                await self.rpc.stop()
+                await self.jobs.stop()
+                raise
         # Everything imported and built so far lives as long as the server: keep
         # it out of the collector's full passes (they walk every module object,
         # which costs tens of ms per pass while jobs are queued).
@@ -84,6 +98,8 @@ class Server:
         self._stopped = True
         await self.rpc.stop()
         await self.jobs.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
 
     async def run_until_signalled(self) -> None:
         """Start, wait for SIGINT or SIGTERM, then :meth:`stop`.

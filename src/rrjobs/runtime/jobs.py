@@ -25,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
 from rrjobs.config import Config, RetryConfig
 from rrjobs.core.errors import (
@@ -45,12 +47,48 @@ from rrjobs.registry import DriverRegistry
 from rrjobs.runtime.app import App
 from rrjobs.runtime.outcomes import Counters, Outcomes, RetryPolicy
 from rrjobs.runtime.pool import WorkerPool
+from rrjobs.tracing import Tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 log = logging.getLogger("rrjobs.runtime")
 
 #: A driver asking to restart within this many seconds of its last rebuild
 #: waits first (see :meth:`Jobs._restart`).
 RESTART_SETTLE = 60.0
+
+
+#: Upper bounds (seconds) of the push latency buckets: Prometheus' default
+#: buckets, which RoadRunner's ``rr_jobs_push_latency`` uses.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+                   10.0)
+
+
+@dataclass(slots=True)
+class PushStats:
+    """Pushes to one pipeline through one of ``push``/``push_batch``: plain
+    numbers updated once per driver call, read by observers (``rrjobs.metrics``)."""
+
+    #: jobs whose driver call raised
+    failed: int = 0
+    #: jobs pushed, and the seconds their driver calls took in all
+    observed: int = 0
+    seconds: float = 0.0
+    #: ``observed`` per latency bucket (not cumulative; the last is +Inf)
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+
+    def observe(self, seconds: float, jobs: int) -> None:
+        """``jobs`` jobs pushed by one driver call of ``seconds``: each one is
+        observed at ``seconds / jobs``, its share of the call."""
+        self.observed += jobs
+        self.seconds += seconds
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds / jobs)] += jobs
+
+    @property
+    def jobs(self) -> int:
+        """Jobs asked to be pushed (RoadRunner's ``requests_total``)."""
+        return self.observed + self.failed
 
 
 @dataclass
@@ -63,6 +101,8 @@ class PipelineEntry:
     policy: RetryPolicy
     declared: bool
     counters: Counters = field(default_factory=Counters)
+    single_pushes: PushStats = field(default_factory=PushStats)
+    batch_pushes: PushStats = field(default_factory=PushStats)
 
 
 @dataclass(frozen=True)
@@ -80,10 +120,16 @@ class PipelineStat:
 
 class Jobs:
     """The jobs runtime. Use from one event loop. Operations are
-    concurrency-safe with respect to each other."""
+    concurrency-safe with respect to each other.
+
+    ``registry``: the drivers (default: the installed ``rrjobs.drivers`` entry
+    points). ``tracer_provider``: the OpenTelemetry provider of the runtime's
+    spans (default: the global one, if the application set one before
+    :meth:`start`; see :mod:`rrjobs.tracing`)."""
 
     def __init__(self, config: Config, app: App | None = None,
-                 registry: DriverRegistry | None = None) -> None:
+                 registry: DriverRegistry | None = None, *,
+                 tracer_provider: TracerProvider | None = None) -> None:
         self.config = config
         self.jobs_config = config.jobs
         self.app = app or App()
@@ -95,6 +141,9 @@ class Jobs:
         self._constructors: dict[str, Constructor] = {}
         self._lock = asyncio.Lock()
         self._default_counters = Counters()
+        #: what destroyed pipelines counted, so that totals never decrease
+        self._retired_counters = Counters()
+        self._retired_push_failed = 0
         self.outcomes = Outcomes(self._policy_of, self._counters_of, self.push)
         pool = self.jobs_config.pool
         self.pool = WorkerPool(self.queue, self.app, self.outcomes,
@@ -102,6 +151,9 @@ class Jobs:
                                exec_ttl=pool.supervisor.exec_ttl,
                                max_jobs=pool.max_jobs)
         self.started = False
+        #: OpenTelemetry spans and trace propagation (set at start, see rrjobs.tracing)
+        self.tracing: Tracing | None = None
+        self._tracer_provider = tracer_provider
         self.stopped = False
         #: pipelines being restarted at their driver's request
         self._restarts: dict[str, asyncio.Task[None]] = {}
@@ -155,6 +207,7 @@ class Jobs:
         if self.started:
             return
         self.started = True
+        self.tracing = self.pool.tracing = Tracing.detect(self._tracer_provider)
         sem = asyncio.Semaphore(self.jobs_config.parallelism)
 
         async def build(name: str) -> None:
@@ -318,22 +371,50 @@ class Jobs:
     # -- RPC operations ------------------------------------------------------------------------
 
     async def push(self, msg: Message) -> None:
-        """Push one job to ``msg.pipeline``. Returns once its driver accepted it."""
+        """Push one job to ``msg.pipeline``. Returns once its driver accepted it.
+
+        With tracing on, the push is a ``publish`` span whose context is
+        written into the job's headers (unless it carries one already)."""
         entry = self._pipelines.get(msg.pipeline)
         if entry is None:
             raise PipelineNotFoundError(f"pipeline {msg.pipeline!r} is not registered")
-        await entry.driver.push(msg)
+        stats = entry.single_pushes
+        start = perf_counter()
+        try:
+            if self.tracing is None:
+                await entry.driver.push(msg)
+            else:
+                with self.tracing.publish(msg.pipeline, entry.pipeline.driver(), (msg,)):
+                    await entry.driver.push(msg)
+        except BaseException:
+            stats.failed += 1
+            raise
+        stats.observe(perf_counter() - start, 1)
         entry.counters.pushed += 1
 
     async def push_batch(self, msgs: Sequence[Message]) -> None:
         """Push several jobs; consecutive jobs of one pipeline go in one driver batch."""
         i = 0
+        start = perf_counter()
         while i < len(msgs):
             j = i + 1
             while j < len(msgs) and msgs[j].pipeline == msgs[i].pipeline:
                 j += 1
             entry = self._entry(msgs[i].pipeline)
-            await entry.driver.push_batch(msgs[i:j])
+            stats = entry.batch_pushes
+            chunk = msgs[i:j]
+            try:
+                if self.tracing is None:
+                    await entry.driver.push_batch(chunk)
+                else:
+                    with self.tracing.publish(entry.name, entry.pipeline.driver(), chunk):
+                        await entry.driver.push_batch(chunk)
+            except BaseException:
+                stats.failed += j - i
+                raise
+            end = perf_counter()
+            stats.observe(end - start, j - i)
+            start = end
             entry.counters.pushed += j - i
             i = j
 
@@ -408,24 +489,46 @@ class Jobs:
             async with self._lock:
                 entry = self._entry(name)
                 del self._pipelines[name]
+                self._retired_counters.add(entry.counters)
+                self._retired_push_failed += (entry.single_pushes.failed
+                                              + entry.batch_pushes.failed)
             await self._op(entry.driver.stop())
             destroyed.append(name)
         return destroyed
 
-    async def stat(self) -> builtins.list[PipelineStat]:
-        """State of every pipeline; a failing ``state()`` sets ``error_message``."""
+    async def stat(self, state_timeout: float | None = None) -> builtins.list[PipelineStat]:
+        """State of every pipeline; a failing ``state()`` sets ``error_message``.
+        ``state_timeout`` bounds each driver's ``state()`` (default ``jobs.timeout``)."""
+        limit = self.timeout if state_timeout is None else state_timeout
 
         async def one(entry: PipelineEntry) -> PipelineStat:
             try:
-                state = await self._op(entry.driver.state())
+                async with asyncio.timeout(limit):
+                    state = await entry.driver.state()
             except Exception as exc:
                 state = State(pipeline=entry.name, driver=entry.driver.name,
                               priority=entry.pipeline.priority(),
                               error_message=str(exc) or type(exc).__name__)
             return PipelineStat(state, entry.counters)
 
-        entries = [self._pipelines[n] for n in sorted(self._pipelines)]
-        return list(await asyncio.gather(*(one(e) for e in entries)))
+        return list(await asyncio.gather(*(one(e) for e in self.entries())))
+
+    def entries(self) -> builtins.list[PipelineEntry]:
+        """The registered pipelines, by name (a snapshot; read-only for observers)."""
+        return [self._pipelines[n] for n in sorted(self._pipelines)]
+
+    def totals(self) -> tuple[Counters, int]:
+        """The outcome counters and the failed pushes summed over every pipeline
+        this runtime has had (destroyed ones included) and over jobs that finished
+        after their pipeline was gone: they never decrease."""
+        total = Counters()
+        total.add(self._retired_counters)
+        total.add(self._default_counters)
+        push_failed = self._retired_push_failed
+        for entry in self._pipelines.values():
+            total.add(entry.counters)
+            push_failed += entry.single_pushes.failed + entry.batch_pushes.failed
+        return total, push_failed
 
 
 def _first(eg: BaseExceptionGroup[BaseException]) -> BaseException:

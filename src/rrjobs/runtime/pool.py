@@ -28,6 +28,7 @@ from rrjobs.core.job import Job
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.runtime.app import App, HandlerSpec, JobData
 from rrjobs.runtime.outcomes import Outcomes
+from rrjobs.tracing import Tracing
 
 log = logging.getLogger("rrjobs.runtime")
 
@@ -49,8 +50,11 @@ class WorkerPool:
     """Runs handlers for jobs from ``queue``. Start once, stop once."""
 
     def __init__(self, queue: PriorityQueue, app: App, outcomes: Outcomes, *,
-                 num_workers: int, exec_ttl: float = 0.0, max_jobs: int = 0) -> None:
+                 num_workers: int, exec_ttl: float = 0.0, max_jobs: int = 0,
+                 tracing: Tracing | None = None) -> None:
         self.queue = queue
+        #: OpenTelemetry spans per job, when the application set up tracing
+        self.tracing = tracing
         self.app = app
         self.outcomes = outcomes
         self.num_workers = num_workers
@@ -92,6 +96,7 @@ class WorkerPool:
 
     async def _worker(self, slot: _Slot) -> None:
         queue = self.queue
+        execute = self._execute if self.tracing is None else self._execute_traced
         while not self._closing:
             job = queue.extract_nowait()
             if job is None:
@@ -101,6 +106,12 @@ class WorkerPool:
                     if self._closing and slot.job is None:
                         return
                     raise
+            await execute(slot, job)
+
+    async def _execute_traced(self, slot: _Slot, job: Job) -> None:
+        """:meth:`_execute` inside the job's ``process`` span."""
+        assert self.tracing is not None
+        with self.tracing.process(job):
             await self._execute(slot, job)
 
     async def _execute(self, slot: _Slot, job: Job) -> None:
@@ -172,6 +183,8 @@ class WorkerPool:
             await loop.run_in_executor(self._threads, spec.func, job)
 
     async def _settle_failure(self, job: Job, exc: BaseException) -> None:
+        if self.tracing is not None:
+            self.tracing.failed(exc)
         try:
             await self.outcomes.failed(job, exc)
         except Exception:
