@@ -1,5 +1,7 @@
-"""Broker fixtures for the tests in this directory; see ``integration/pytest_plugin.py``."""
+"""Broker fixtures for the tests in this directory; see ``integration/pytest_plugin.py``
+(and ``integration/kafka_helpers.py`` for ``nodes``)."""
 
+from integration.kafka_helpers import nodes  # noqa: F401  (a fixture, by name)
 from integration.pytest_plugin import (  # noqa: F401  (fixtures and hooks, by name)
     SqsEndpoint,
     amqp_broker,

@@ -6,69 +6,17 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from rrjobs.config import Config
+from integration.kafka_helpers import GROUP, Node, committed, create_topic, wait_committed
 from rrjobs.core.errors import AckLostError
-from rrjobs.core.job import Job
 from rrjobs.core.message import Message
-from rrjobs.core.pipeline import Pipeline
-from rrjobs.core.queue import PriorityQueue
-from rrjobs.drivers.kafka import KafkaConstructor, KafkaDriver
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
-
-GROUP = {"session_timeout": "3s", "heartbeat_interval": "300ms", "commit_interval": "50ms",
-         "revoke_timeout": "5s"}
-
-
-class Node:
-    """One driver on its own priority queue (the test is the consumer)."""
-
-    def __init__(self, driver: KafkaDriver, queue: PriorityQueue) -> None:
-        self.driver = driver
-        self.queue = queue
-
-    async def take(self, within: float = 20.0) -> Job:
-        async with asyncio.timeout(within):
-            return await self.queue.extract_min()
-
-    async def take_many(self, n: int, within: float = 20.0) -> list[Job]:
-        async with asyncio.timeout(within):
-            return [await self.queue.extract_min() for _ in range(n)]
-
-    async def nothing(self, within: float = 1.0) -> None:
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(within):
-                job = await self.queue.extract_min()
-                pytest.fail(f"unexpected job {job!r} payload={job.payload!r}")
-
-
-@pytest.fixture
-async def nodes(kafka_bootstrap: str) -> AsyncIterator[Callable[..., Any]]:
-    """A factory of started drivers (stopped at the end of the test)."""
-    made: list[KafkaDriver] = []
-
-    async def make(name: str, *, run: bool = True, **options: Any) -> Node:
-        config = Config({"kafka": {"brokers": [kafka_bootstrap]}, "jobs": {}}, source="test")
-        queue = PriorityQueue()
-        pipeline = Pipeline(name=name, driver="kafka", config=options)
-        ctor = KafkaConstructor(config)
-        driver = await ctor.driver_from_pipeline(pipeline, queue)
-        made.append(driver)
-        if run:
-            await driver.run(pipeline)
-        return Node(driver, queue)
-
-    yield make
-    for driver in reversed(made):
-        await driver.stop()
-
 
 def options(topic: str, group: str | None = None, **extra: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"auto_create_topics_enable": True,
@@ -76,37 +24,6 @@ def options(topic: str, group: str | None = None, **extra: Any) -> dict[str, Any
     if group is not None:
         out["group_options"] = {"group_id": group, **GROUP}
     return out
-
-
-async def committed(bootstrap: str, group: str, tp: TopicPartition) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        got = await admin.list_consumer_group_offsets(group, partitions=[tp])
-        return int(got[tp].offset) if tp in got else -1
-    finally:
-        await admin.close()
-
-
-async def wait_committed(bootstrap: str, group: str, tp: TopicPartition, want: int,
-                         within: float = 15.0) -> None:
-    end = time.monotonic() + within
-    last = -2
-    while time.monotonic() < end:
-        last = await committed(bootstrap, group, tp)
-        if last == want:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"committed offset of {group} is {last}, expected {want}")
-
-
-async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()
 
 
 # -- the contiguous-commit rule -------------------------------------------------------------

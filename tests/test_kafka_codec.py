@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import json
+import random
 import struct
 import uuid
+from typing import Any
+
+import pytest
 
 from rrjobs.core.headers import DEDUCED_BY_RR, RR_ATTEMPTS
-from rrjobs.drivers.kafka.codec import decode, decode_priority, encode, encode_priority
+from rrjobs.drivers.kafka.codec import (
+    ENCODER_CACHE,
+    RecordEncoder,
+    decode,
+    decode_fields,
+    decode_priority,
+    encode,
+    encode_priority,
+    key_partition,
+    murmur2,
+)
 
 
 def test_roadrunner_layout_is_written() -> None:
@@ -69,3 +83,114 @@ def test_priority_encodings() -> None:
     assert decode_priority(b"5", 10) == 5
     assert decode_priority(b"\x01\x02", 10) == 10
     assert decode_priority(None, 3) == 3
+
+
+def test_the_encoder_writes_the_same_records_as_encode() -> None:
+    encoder = RecordEncoder("p1")
+    cases: list[dict[str, Any]] = [
+        {"headers": {}},
+        {"headers": {}, "priority": -3},
+        {"headers": {"single": ["v"], RR_ATTEMPTS: ["2"]}, "auto_ack": True},
+        {"headers": {"multi": ["a", "b"], "empty": []}},
+        {"headers": {}, "extra": [("rr_due", b"123"), ("rr_target_topic", b"t")]},
+    ]
+    for case in cases * 2:  # the second round reads the cached header values
+        want = encode(id="job-1", name="app.Job", payload=b"body", pipeline="p1",
+                      priority=case.get("priority", 7), headers=case["headers"],
+                      auto_ack=case.get("auto_ack", False), extra=case.get("extra", ()))
+        key, value, headers = encoder.record("job-1", "app.Job", b"body",
+                                             case.get("priority", 7), case["headers"],
+                                             case.get("auto_ack", False), case.get("extra", ()))
+        assert (key, value, headers) == (want.key, want.value, want.headers)
+    # a plain job: exactly RoadRunner's headers plus rr_id, in this order
+    assert encoder.record("i", "n", bytearray(b"x"), 10, {}) == (
+        b"i", b"x", [("rr_id", b"i"), ("rr_job", b"n"), ("rr_pipeline", b"p1"),
+                     ("rr_priority", struct.pack("<Q", 10))])
+
+
+def test_the_encoder_cache_is_bounded_and_never_changes_a_record() -> None:
+    encoder = RecordEncoder("p")
+    for i in range(ENCODER_CACHE + 50):
+        key, _, headers = encoder.record(f"id{i}", f"job{i}", b"", i, {})
+        assert key == f"id{i}".encode()
+        assert dict(headers)["rr_job"] == f"job{i}".encode()
+        assert dict(headers)["rr_priority"] == struct.pack("<Q", i)
+    assert len(encoder._names) == len(encoder._priorities) == ENCODER_CACHE
+
+
+_RECORDS: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]] = [
+    # rrjobs' plain record, with and without auto_ack, priority 0 and a bad one
+    (b"k", b"v", [("rr_id", b"id-1"), ("rr_job", b"j"), ("rr_pipeline", b"p"),
+                  ("rr_priority", struct.pack("<Q", 4))]),
+    (b"k", b"v", [("rr_id", b"id-1"), ("rr_job", b"j"), ("rr_pipeline", b"p"),
+                  ("rr_priority", struct.pack("<Q", 0))]),
+    (b"k", b"v", [("rr_id", b"id-1"), ("rr_job", b"j"), ("rr_pipeline", b"p"),
+                  ("rr_priority", b"\x01\x02")]),
+    (b"k", b"v", [("rr_id", b"id-1"), ("rr_job", b"j"), ("rr_pipeline", b"p"),
+                  ("rr_priority", struct.pack("<q", -2)), ("rr_auto_ack", b"TRUE")]),
+    (b"k", None, [("rr_id", b"id-1"), ("rr_job", b"\xffj"), ("rr_pipeline", b"p"),
+                  ("rr_priority", b"12")]),
+    # the same four keys, in another order or with empty values
+    (b"k", b"v", [("rr_job", b"j"), ("rr_id", b"id-1"), ("rr_pipeline", b"p"),
+                  ("rr_priority", b"")]),
+    (b"key", b"v", [("rr_id", b""), ("rr_job", None), ("rr_pipeline", b"p"),
+                    ("rr_priority", None)]),
+    (None, b"v", [("rr_id", None), ("rr_job", b"j"), ("rr_pipeline", b"p"),
+                  ("rr_priority", b"")]),
+    # RoadRunner's records, with and without job headers
+    (b"rr", b"v", [("rr_job", b"php.Job"), ("rr_pipeline", b"o"),
+                   ("rr_priority", struct.pack("<Q", 3))]),
+    (b"rr", b"v", [("attempts", b"1"), ("rr_job", b"php.Job"), ("rr_pipeline", b"o"),
+                   ("rr_priority", struct.pack("<Q", 3))]),
+    # job headers, rr_headers, repeated keys, foreign records
+    (b"k", b"v", [("a", b"1"), ("rr_headers", b'{"a":["1","2"]}'), ("rr_id", b"i"),
+                  ("rr_job", b"j"), ("rr_pipeline", b"p"), ("rr_priority", b"")]),
+    (b"k", b"v", [("rr_id", b"i"), ("rr_id", b"i2"), ("rr_job", b"j"),
+                  ("rr_pipeline", b"p")]),
+    (b"k", b"v", [("x", b"1"), ("x", b"2"), ("bin", b"\xff"), ("y", None)]),
+    (b"k", b"v", [("rr_auto_ack", b"true")]),
+]
+
+
+def test_decode_fields_reads_what_decode_reads() -> None:
+    for key, value, headers in _RECORDS:
+        for default in (10, 1):
+            want = decode(key, value, headers, default)
+            got = decode_fields(key, value, tuple(headers), default)
+            if key is None and not dict(headers).get("rr_id"):
+                assert uuid.UUID(got[0]) and got[0] != want.id  # a fresh id each time
+                got = (want.id, *got[1:])
+            assert got == (want.id, want.name, want.payload, want.headers, want.priority,
+                           want.auto_ack), (key, value, headers)
+
+
+def test_decoded_headers_are_a_new_dict_per_job() -> None:
+    headers = (("rr_id", b"i"), ("rr_job", b"j"), ("rr_pipeline", b"p"),
+               ("rr_priority", b""))
+    first, second = decode_fields(b"k", b"", headers, 1), decode_fields(b"k", b"", headers, 1)
+    first[3]["h"] = ["mutated"]
+    assert second[3] == {}
+
+
+def test_murmur2_is_kafkas() -> None:
+    """Java's ``Utils.murmur2`` test vectors (signed there)."""
+    vectors = {b"21": -973932308, b"foobar": -790332482,
+               b"a-little-bit-long-string": -985981536,
+               b"a-little-bit-longer-string": -1486304829,
+               b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+               b"abc": 479470107}
+    for data, want in vectors.items():
+        assert murmur2(data) == want & 0xFFFFFFFF
+
+
+def test_key_partition_matches_aiokafkas_default_partitioner() -> None:
+    partitioner = pytest.importorskip("aiokafka.partitioner")
+    rng = random.Random(3)
+    for count in (1, 2, 3, 7, 16):
+        partitions = list(range(count))
+        for n in range(0, 60):
+            key = rng.randbytes(n)
+            assert murmur2(key) == partitioner.murmur2(key)
+            assert key_partition(key, partitions) == partitioner.DefaultPartitioner()(
+                key, partitions, partitions)
+    assert key_partition(b"anything", [5]) == 5

@@ -69,3 +69,51 @@ def test_global_section() -> None:
     with pytest.raises(ConfigError):
         validate(KafkaSection, {"sasl": {"mechanism": "plain", "username": "u", "zid": "z"}},
                  "kafka")
+
+
+def test_compression_codecs_need_their_library_or_are_refused_at_the_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    base = "jobs.pipelines.p.config.producer_options.compression_codec"
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "cramjam" else real(name, *a))
+    assert options({"producer_options": {"compression_codec": "gzip"}}
+                   ).producer_options.compression_codec == "gzip"
+    for codec in ("snappy", "lz4", "zstd"):
+        refused({"producer_options": {"compression_codec": codec}}, base, "cramjam")
+    refused({"producer_options": {"compression_codec": "brotli"}}, base, "gzip")
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "cramjam" else real(name, *a))
+    got = options({"producer_options": '{"compression_codec": "zstd"}'})
+    assert got.producer_options.compression_codec == "zstd"
+
+
+def test_delay_buffer_error_timeout_and_metadata_max_age() -> None:
+    base = "jobs.pipelines.p.config"
+    got = options({})
+    assert (got.delay_buffer, got.error_timeout) == (10_000, 60.0)
+    assert got.consumer_options.metadata_max_age == 300.0
+    got = options({"delay_buffer": "25", "error_timeout": "1m30s",
+                   "consumer_options": '{"topics": ["t"], "metadata_max_age": "500ms"}'})
+    assert (got.delay_buffer, got.error_timeout) == (25, 90.0)
+    assert got.consumer_options.metadata_max_age == 0.5
+    assert options({"error_timeout": 0}).error_timeout == 0.0  # never for retriable errors
+    refused({"delay_buffer": 0}, f"{base}.delay_buffer", "must be > 0")
+    refused({"delay_buffer": -3}, f"{base}.delay_buffer", "must be > 0")
+    refused({"error_timeout": "-1s"}, f"{base}.error_timeout", "invalid duration")
+    refused({"consumer_options": {"topics": ["t"], "metadata_max_age": 0}},
+            f"{base}.consumer_options.metadata_max_age", "must be > 0")
+
+
+def test_consume_regexp_needs_valid_expressions_and_a_group() -> None:
+    base = "jobs.pipelines.p.config"
+    got = options({"consumer_options": {"topics": ["orders\\..*"], "consume_regexp": True},
+                   "group_options": {"group_id": "g"}})
+    assert got.main_topics() == [] and got.resolved_delay_topic() == ""
+    refused({"consumer_options": {"topics": ["orders\\..*"], "consume_regexp": True}},
+            base, "consume_regexp needs group_options")
+    refused({"consumer_options": {"topics": ["(unclosed"], "consume_regexp": True},
+             "group_options": {"group_id": "g"}},
+            f"{base}.consumer_options", "not a regular expression")

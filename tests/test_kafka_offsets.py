@@ -131,3 +131,81 @@ def test_random_settlement_order_matches_a_model() -> None:
         else:
             expected = offsets[-1] + 1
         assert part.commit_point == expected
+
+
+def test_tracking_a_fetched_batch_is_tracking_each_record() -> None:
+    one, many = PartitionOffsets(), PartitionOffsets()
+    for offset in (3, 4, 9):
+        one.track(offset)
+    many.track_many([3, 4, 9])
+    many.track_many([])
+    for part in (one, many):
+        assert part.commit_point == 3
+        assert part.settle(4) is False
+        assert part.settle(3) is True
+        assert (part.commit_point, part.outstanding, part.settled_ahead) == (5, 1, 0)
+
+
+def test_a_batch_out_of_order_is_refused_whole() -> None:
+    part = PartitionOffsets()
+    part.track_many([5, 6])
+    for bad in ([7, 7], [8, 7], [6, 9], [2]):
+        with pytest.raises(ValueError):
+            part.track_many(bad)
+    assert part.outstanding == 2
+    part.settle(5)
+    part.settle(6)
+    with pytest.raises(ValueError):
+        part.track_many([6])  # below the commit point, with nothing pending
+    part.track_many([7, 8])
+    assert part.outstanding == 2
+
+
+def test_tracker_track_many_assigns_and_returns_the_partition() -> None:
+    tracker: OffsetTracker[str] = OffsetTracker()
+    part = tracker.track_many("t-0", [0, 1, 2])
+    assert tracker.get("t-0") is part
+    assert tracker.settle("t-0", 0) and tracker.settle("t-0", 1)
+    assert tracker.to_commit() == {"t-0": 2}
+
+
+def test_long_runs_settled_in_and_out_of_order_match_a_model() -> None:
+    """Many more records than the list keeps settled at its front (it is compacted
+    on the way): the commit point is always the model's."""
+    rng = random.Random(11)
+    part = PartitionOffsets()
+    pending: list[int] = []  # the model: delivered, not yet behind the commit point
+    done: set[int] = set()
+    commit: int | None = None
+    next_offset = 0
+    for _ in range(60):
+        batch = []
+        for _ in range(rng.randint(1, 400)):
+            next_offset += rng.choice((1, 1, 1, 2, 7))  # gaps, as compaction leaves
+            batch.append(next_offset)
+        part.track_many(batch)
+        if commit is None:
+            commit = batch[0]
+        pending += batch
+        # settle some of what is pending, mostly in order, sometimes not
+        order = pending[:]
+        for i in range(0, len(order) - 1, 2):
+            if rng.random() < 0.2:
+                order[i], order[i + 1] = order[i + 1], order[i]
+        for offset in order[: int(len(order) * rng.uniform(0.5, 1.0))]:
+            moved = part.settle(offset)
+            assert part.settle(offset) is False  # twice changes nothing
+            if offset in done or (commit is not None and offset < commit):
+                assert moved is False  # settled already (in an earlier round)
+                continue
+            done.add(offset)
+            was = commit
+            while pending and pending[0] in done:
+                commit = pending.pop(0) + 1
+                done.discard(commit - 1)
+            assert moved == (commit != was)
+            assert part.commit_point == commit
+            assert part.outstanding == len(pending) - len(done)
+            assert part.settled_ahead == len(done)
+        assert part.settle(-1) is False
+        assert part.settle(next_offset + 1) is False

@@ -8,15 +8,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.errors import MessageSizeTooLargeError  # type: ignore[import-untyped]
+from aiokafka.record.default_records import (  # type: ignore[import-untyped]
+    DefaultRecordBatchBuilder,
+)
 
 from rrjobs.core.errors import PayloadTooLargeError
 from rrjobs.core.tls import client_ssl_context
-from rrjobs.drivers.kafka.codec import Encoded
+from rrjobs.drivers.kafka.codec import Encoded, RecordHeaders, key_partition
 from rrjobs.drivers.kafka.config import KafkaOptions, KafkaSection, SASLOptions
 
 _ACKS: dict[str, int | str] = {"NoAck": 0, "LeaderAck": 1, "AllISRAck": "all"}
@@ -56,21 +59,50 @@ class RoundRobinPartitioner:
 
     def __call__(self, key: bytes | None, all_partitions: Sequence[int],
                  available: Sequence[int]) -> int:
-        choices = sorted(available) if available else list(all_partitions)
+        return self.pick(sorted(available) if available else list(all_partitions))
+
+    def pick(self, choices: Sequence[int]) -> int:
+        """The next of ``choices`` (the available partitions, sorted, else all)."""
         return choices[next(self._counter) % len(choices)]
 
 
+#: A record to produce: topic, partition (``None``: the partitioning strategy
+#: picks it), key, value, headers.
+Record = tuple[str, int | None, bytes, bytes, RecordHeaders]
+
+#: A record whose size in a batch is within this many bytes of
+#: ``max_message_bytes`` is measured exactly, as aiokafka's ``send`` measures
+#: every record (its estimate exceeds the real size by less than this).
+_SIZE_SLACK = 256
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a result nobody awaits as retrieved (no "never retrieved" warning)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 class Producer:
-    """The pipeline's producer: ``send`` waits for the broker's acknowledgement.
+    """The pipeline's producer: ``send`` and ``send_records`` wait for the broker's
+    acknowledgement.
 
     Concurrency-safe (aiokafka batches concurrent sends). ``delivery_timeout``
     bounds each wait when set.
+
+    Partitions are picked here, as the ``partitioning_strategy`` does
+    (``Uniform``: murmur2 of the key, as Kafka's default partitioner, whose hash
+    is skipped for a topic of one partition; ``RoundRobin``: in turn; ``Manual``:
+    the message's), when the topic's metadata is known; otherwise aiokafka's
+    partitioner (the same strategy) picks them once it is.
     """
 
     def __init__(self, options: KafkaOptions, conn: dict[str, Any]) -> None:
         p = options.producer_options
         self.manual = p.partitioning_strategy == "Manual"
         self.delivery_timeout = p.delivery_timeout or None
+        self.max_request_size = p.max_message_bytes
+        self._round_robin = (RoundRobinPartitioner()
+                             if p.partitioning_strategy == "RoundRobin" else None)
         kwargs: dict[str, Any] = dict(conn)
         kwargs.update(
             acks=_ACKS[p.required_acks],
@@ -81,8 +113,8 @@ class Producer:
             linger_ms=0,
             max_batch_size=min(p.max_message_bytes, 1024 * 1024),
         )
-        if p.partitioning_strategy == "RoundRobin":
-            kwargs["partitioner"] = RoundRobinPartitioner()
+        if self._round_robin is not None:
+            kwargs["partitioner"] = self._round_robin
         self.client = AIOKafkaProducer(**kwargs)
 
     async def start(self) -> None:
@@ -91,11 +123,51 @@ class Producer:
     async def stop(self) -> None:
         await self.client.stop()
 
+    # -- partitions ------------------------------------------------------------------------
+
+    def _chooser(self, topic: str, partitions: set[int]) -> Callable[[bytes], int]:
+        """``key → partition`` for ``topic`` by the partitioning strategy, from its
+        known ``partitions`` (listed as aiokafka lists them to its partitioner)."""
+        listed = list(partitions)
+        if self._round_robin is not None:
+            available = self.client.client.cluster.available_partitions_for_topic(topic)
+            choices = sorted(available) if available else listed
+            pick = self._round_robin.pick
+            return lambda key: pick(choices)
+        if len(listed) == 1:  # the key's hash would not matter
+            only = listed[0]
+            return lambda key: only
+        return lambda key: key_partition(key, listed)
+
+    @staticmethod
+    def _check_partition(topic: str, partition: int, partitions: set[int]) -> None:
+        if partition not in partitions:
+            raise ValueError(f"kafka: topic {topic!r} has no partition {partition} "
+                             f"(it has {sorted(partitions)})")
+
+    def _too_large(self, key: bytes, value: bytes,
+                   headers: RecordHeaders) -> None:
+        """Raise :class:`PayloadTooLargeError` for a record aiokafka's ``send`` refuses."""
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+        if size > self.max_request_size:
+            raise PayloadTooLargeError(
+                f"kafka: record of {len(value)} bytes ({size} with its key and headers) is "
+                f"too large for max_message_bytes ({self.max_request_size})")
+
+    # -- producing -------------------------------------------------------------------------
+
     async def enqueue(self, topic: str, rec: Encoded,
                       partition: int | None = None) -> asyncio.Future[Any]:
         """Hand a record to the producer; the returned future resolves once the
         broker acknowledged it. Raises :class:`PayloadTooLargeError` at once for
-        a record over ``max_message_bytes``."""
+        a record over ``max_message_bytes``, :class:`ValueError` for a partition
+        the topic does not have."""
+        partitions = self.client.client.cluster.partitions_for_topic(topic)
+        if partitions:
+            if partition is None:
+                partition = self._chooser(topic, partitions)(rec.key)
+            else:
+                self._check_partition(topic, partition, partitions)
         try:
             fut: asyncio.Future[Any] = await self.client.send(
                 topic, rec.value, key=rec.key, partition=partition, headers=rec.headers)
@@ -117,3 +189,70 @@ class Producer:
 
     async def send(self, topic: str, rec: Encoded, partition: int | None = None) -> None:
         await self.wait([await self.enqueue(topic, rec, partition)])
+
+    async def send_records(self, records: Iterable[Record]) -> None:
+        """Produce ``records`` and wait for the broker's acknowledgements (within
+        ``delivery_timeout``).
+
+        The records are written into aiokafka record batches (``create_batch``),
+        one per partition or more when one is full (``max_batch_size``), and each
+        batch is handed over with ``send_batch``: one future per batch, not per
+        record. The producer's acks and idempotence apply to these batches as to
+        any (sequence numbers are assigned per batch when it is sent). Records of
+        one partition keep their order. Partitions are picked as the strategy
+        does (see the class doc), waiting for a topic's metadata when unknown.
+
+        Nothing is sent if a record is over ``max_message_bytes``
+        (:class:`PayloadTooLargeError`) or names a partition its topic does not
+        have (:class:`ValueError`): every batch is built before the first is handed
+        over. If the broker refuses a batch, the first such error is raised; other
+        batches may have been stored.
+        """
+        client = self.client
+        cluster = client.client.cluster
+        create = client.create_batch
+        limit = self.max_request_size - _SIZE_SLACK
+        batches: dict[tuple[str, int], list[Any]] = {}
+        targets: dict[str, tuple[set[int], Callable[[bytes], int]]] = {}
+        topic_seen: str | None = None
+        partitions: set[int] = set()
+        choose: Callable[[bytes], int] = int
+        seen_partition = -1
+        chain: list[Any] = []
+        builder: Any = None
+        for topic, partition, key, value, headers in records:
+            if topic != topic_seen:
+                target = targets.get(topic)
+                if target is None:
+                    known = cluster.partitions_for_topic(topic)
+                    parts = known if known else await client.partitions_for(topic)
+                    target = targets[topic] = (parts, self._chooser(topic, parts))
+                partitions, choose = target
+                topic_seen, seen_partition = topic, -1
+            if partition is None:
+                partition = choose(key)
+            elif partition not in partitions:
+                self._check_partition(topic, partition, partitions)
+            if partition != seen_partition:
+                seen_partition = partition
+                chain = batches.setdefault((topic, partition), [])
+                if not chain:
+                    chain.append(create())
+                builder = chain[-1]
+            meta = builder.append(timestamp=None, key=key, value=value, headers=headers)
+            if meta is None:  # full: the record starts the partition's next batch
+                builder = create()
+                chain.append(builder)
+                meta = builder.append(timestamp=None, key=key, value=value, headers=headers)
+            if meta.size > limit:
+                self._too_large(key, value, headers)
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for (topic, partition), chain in batches.items():
+                for builder in chain:
+                    futures.append(await client.send_batch(builder, topic, partition=partition))
+        except BaseException:
+            for fut in futures:
+                fut.add_done_callback(_retrieve)
+            raise
+        await self.wait(futures)

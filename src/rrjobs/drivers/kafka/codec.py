@@ -21,7 +21,13 @@ Reading accepts rrjobs' records, RoadRunner's, and foreign records: no
 the key, else a fresh uuid; headers from ``rr_headers``, else from the record
 headers (a key repeated in the record collects every value in order).
 
-Pure functions, no aiokafka import: headers are ``(key, bytes)`` pairs.
+:class:`RecordEncoder` writes a pipeline's records with the constant header
+values encoded once; :func:`decode_fields` reads the common records without
+:func:`decode`'s general path (same results). :func:`murmur2` and
+:func:`key_partition` place a key on a partition as Kafka's default
+partitioner does.
+
+Pure Python, no aiokafka import: headers are ``(key, bytes)`` pairs.
 """
 
 from __future__ import annotations
@@ -95,10 +101,9 @@ class Encoded:
     headers: RecordHeaders
 
 
-def encode(*, id: str, name: str, payload: bytes, pipeline: str, priority: int,
-           headers: Headers, auto_ack: bool = False,
-           extra: Sequence[tuple[str, bytes]] = ()) -> Encoded:
-    """The record of a job (``extra``: further metadata headers, e.g. a delay's)."""
+def _job_headers(headers: Headers) -> RecordHeaders:
+    """The record headers carrying the job headers: each header with its first value,
+    then ``rr_headers`` (JSON, every value) when a header has other than one value."""
     out: RecordHeaders = []
     multi = False
     for key, values in headers.items():
@@ -111,14 +116,62 @@ def encode(*, id: str, name: str, payload: bytes, pipeline: str, priority: int,
     if multi:
         out.append((RR_HEADERS, json.dumps(headers, ensure_ascii=False,
                                            separators=(",", ":")).encode()))
-    out.append((RR_ID, id.encode()))
-    out.append((RR_JOB, name.encode()))
-    out.append((RR_PIPELINE, pipeline.encode()))
-    out.append((RR_PRIORITY, encode_priority(priority)))
-    if auto_ack:
-        out.append((RR_AUTO_ACK, b"true"))
-    out.extend(extra)
-    return Encoded(id.encode(), bytes(payload), out)
+    return out
+
+
+def encode(*, id: str, name: str, payload: bytes, pipeline: str, priority: int,
+           headers: Headers, auto_ack: bool = False,
+           extra: Sequence[tuple[str, bytes]] = ()) -> Encoded:
+    """The record of a job (``extra``: further metadata headers, e.g. a delay's)."""
+    key, value, out = RecordEncoder(pipeline).record(id, name, payload, priority, headers,
+                                                      auto_ack, extra)
+    return Encoded(key, value, out)
+
+
+#: Distinct job names and priorities a :class:`RecordEncoder` keeps encoded at most.
+ENCODER_CACHE = 256
+
+
+class RecordEncoder:
+    """Encodes the jobs of one pipeline, exactly as :func:`encode` does.
+
+    The header values that repeat from job to job are encoded once and shared
+    (immutable ``(key, bytes)`` pairs): ``rr_pipeline``, and ``rr_job`` and
+    ``rr_priority`` for up to :data:`ENCODER_CACHE` distinct names and priorities.
+    Not thread-safe (the driver uses it on the event loop only).
+    """
+
+    __slots__ = ("_names", "_pipeline", "_priorities")
+
+    def __init__(self, pipeline: str) -> None:
+        self._pipeline: tuple[str, bytes] = (RR_PIPELINE, pipeline.encode())
+        self._names: dict[str, tuple[str, bytes]] = {}
+        self._priorities: dict[int, tuple[str, bytes]] = {}
+
+    def record(self, id: str, name: str, payload: bytes | bytearray | memoryview,
+               priority: int, headers: Headers, auto_ack: bool = False,
+               extra: Sequence[tuple[str, bytes]] = ()) -> tuple[bytes, bytes, RecordHeaders]:
+        """``(key, value, headers)`` of a job's record (the value is ``bytes``)."""
+        key = id.encode()
+        job = self._names.get(name)
+        if job is None:
+            job = (RR_JOB, name.encode())
+            if len(self._names) < ENCODER_CACHE:
+                self._names[name] = job
+        prio = self._priorities.get(priority)
+        if prio is None:
+            prio = (RR_PRIORITY, encode_priority(priority))
+            if len(self._priorities) < ENCODER_CACHE:
+                self._priorities[priority] = prio
+        value = payload if type(payload) is bytes else bytes(payload)
+        if not (headers or auto_ack or extra):
+            return key, value, [(RR_ID, key), job, self._pipeline, prio]
+        out = _job_headers(headers) if headers else []
+        out += ((RR_ID, key), job, self._pipeline, prio)
+        if auto_ack:
+            out.append((RR_AUTO_ACK, b"true"))
+        out.extend(extra)
+        return key, value, out
 
 
 @dataclass(slots=True)
@@ -161,3 +214,102 @@ def decode(key: bytes | None, value: bytes | None,
     priority = decode_priority(meta.get(RR_PRIORITY), default_priority)
     auto_ack = _text(meta.get(RR_AUTO_ACK)).lower() == "true"
     return Decoded(ident, name, value or b"", job_headers, priority, auto_ack, meta)
+
+
+#: The record headers of a job without job headers: what :func:`decode_fields`
+#: reads without :func:`decode`'s general path.
+_PLAIN_META = frozenset({RR_ID, RR_JOB, RR_PIPELINE, RR_PRIORITY, RR_AUTO_ACK})
+#: ``rr_priority`` values (8 bytes) already read → the priority (0: the default).
+_priorities: dict[bytes, int] = {}
+
+DecodedFields = tuple[str, str, bytes, Headers, int, bool]
+
+
+def _priority(raw: bytes | None, default: int) -> int:
+    """:func:`decode_priority`, remembering up to :data:`ENCODER_CACHE` 8-byte values."""
+    if not raw:
+        return default
+    value = _priorities.get(raw)
+    if value is None:
+        value = decode_priority(raw, 0)
+        if len(raw) == 8 and len(_priorities) < ENCODER_CACHE:
+            _priorities[raw] = value
+    return value or default
+
+
+def decode_fields(key: bytes | None, value: bytes | None,
+                  headers: Sequence[tuple[str, bytes | None]],
+                  default_priority: int) -> DecodedFields:
+    """What :func:`decode` reads, as ``(id, name, payload, headers, priority,
+    auto_ack)``: the same result, cheaper for the common records.
+
+    Those are the records of jobs without job headers: rrjobs writes their
+    headers as ``rr_id``, ``rr_job``, ``rr_pipeline``, ``rr_priority`` (read by
+    position), and any record whose headers are each one of the metadata keys at
+    most once (e.g. RoadRunner's) is read from one ``dict``. Anything else goes
+    through :func:`decode`.
+    """
+    if len(headers) == 4:
+        (k0, raw_id), (k1, raw_job), (k2, _), (k3, raw_prio) = headers
+        if (raw_id and raw_job and k0 == RR_ID and k1 == RR_JOB and k2 == RR_PIPELINE
+                and k3 == RR_PRIORITY):
+            return (raw_id.decode("utf-8", "replace"), raw_job.decode("utf-8", "replace"),
+                    value or b"", {}, _priority(raw_prio, default_priority), False)
+    meta = dict(headers)
+    if len(meta) != len(headers) or not meta.keys() <= _PLAIN_META:
+        d = decode(key, value, headers, default_priority)
+        return d.id, d.name, d.payload, d.headers, d.priority, d.auto_ack
+    raw = meta.get(RR_ID)
+    ident = raw.decode("utf-8", "replace") if raw else (_text(key) or new_id())
+    raw = meta.get(RR_JOB)
+    name = raw.decode("utf-8", "replace") if raw else DEDUCED_BY_RR
+    raw = meta.get(RR_AUTO_ACK)
+    auto_ack = raw is not None and _text(raw).lower() == "true"
+    return (ident, name, value or b"", {}, _priority(meta.get(RR_PRIORITY), default_priority),
+            auto_ack)
+
+
+# -- the key's partition -------------------------------------------------------------------------
+
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+_WORDS: dict[int, struct.Struct] = {}
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash of a record key (unsigned 32 bits), as Java's
+    ``Utils.murmur2`` and aiokafka's ``DefaultPartitioner`` compute it.
+
+    The key's 4-byte words are read by one ``struct`` call instead of byte by byte.
+    """
+    length = len(data)
+    h = 0x9747B28C ^ length
+    words = length >> 2
+    if words:
+        unpack = _WORDS.get(words)
+        if unpack is None:
+            unpack = _WORDS[words] = struct.Struct(f"<{words}I")
+        m, mask = _M, _MASK
+        for k in unpack.unpack_from(data):
+            k = (k * m) & mask
+            # (a & mask) ^ (b & mask) == (a ^ b) & mask: one mask for both products
+            h = ((h * m) ^ ((k ^ (k >> 24)) * m)) & mask
+    tail = length & 3
+    if tail:
+        base = length - tail
+        if tail == 3:
+            h ^= data[base + 2] << 16
+        if tail >= 2:
+            h ^= data[base + 1] << 8
+        h = ((h ^ data[base]) * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    return h ^ (h >> 15)
+
+
+def key_partition(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition of ``partitions`` (as aiokafka lists a topic's partitions) that
+    Kafka's default partitioner picks for ``key``: murmur2, positive, modulo their count."""
+    if len(partitions) == 1:
+        return partitions[0]
+    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]

@@ -31,6 +31,12 @@ DEFAULT_PRIORITY = 10
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_012
 #: Jobs a consumer holds unsettled (fetched, queued or in a handler) at once.
 DEFAULT_PREFETCH = 500
+#: Delayed records a forwarder reads ahead and keeps scheduled in memory at most.
+DEFAULT_DELAY_BUFFER = 10_000
+#: How long a consumer's fetches or commits may keep failing before the pipeline restarts.
+DEFAULT_ERROR_TIMEOUT = 60.0
+#: aiokafka's default metadata refresh period (``metadata_max_age_ms``), in seconds.
+DEFAULT_METADATA_MAX_AGE = 300.0
 
 RequiredAcks = Literal["NoAck", "LeaderAck", "AllISRAck"]
 Compression = Literal["gzip", "snappy", "lz4", "zstd"]
@@ -163,7 +169,9 @@ class ProducerOptions(DeclaredOptions):
         request_timeout: per request (aiokafka's ``request_timeout_ms``).
         delivery_timeout: how long a push waits for the broker's
             acknowledgement in total; ``0`` = no bound beyond the retries.
-        compression_codec: ``gzip``, ``snappy``, ``lz4`` or ``zstd``.
+        compression_codec: ``gzip``, ``snappy``, ``lz4`` or ``zstd``; the last
+            three need the ``cramjam`` package (aiokafka's codecs) and are
+            refused at this key without it.
         partitioning_strategy: ``Uniform`` (default: murmur2 of the record
             key, the job id, so jobs spread evenly), ``RoundRobin``, or
             ``Manual`` (``Message.partition``). ``Sticky`` and
@@ -191,20 +199,26 @@ class ProducerOptions(DeclaredOptions):
         if self.required_acks != "AllISRAck" and not self.disable_idempotent:
             raise ValueError(f"required_acks {self.required_acks} needs disable_idempotent: "
                              "true (the idempotent producer requires AllISRAck)")
-        if self.compression_codec is not None:
-            _check_codec(self.compression_codec)
         return self
+
+    @field_validator("compression_codec")
+    @classmethod
+    def _codec(cls, value: Compression | None) -> Compression | None:
+        if value is not None:
+            _check_codec(value)
+        return value
 
 
 def _check_codec(codec: str) -> None:
-    """Refuse a compression codec whose library is not installed."""
+    """Refuse a compression codec whose library is not installed (aiokafka compresses
+    gzip with the standard library, and snappy, lz4 and zstd with ``cramjam``)."""
     import importlib.util
 
     if codec == "gzip":
         return
     if importlib.util.find_spec("cramjam") is None:
-        raise ValueError(f"compression_codec {codec} needs the cramjam package "
-                         "(pip install cramjam)")
+        raise ValueError(f"{codec} needs the cramjam package, which is not installed "
+                         "(pip install 'cramjam>=2.8'); gzip needs nothing")
 
 
 class OffsetSpec(StrictModel):
@@ -240,6 +254,10 @@ class ConsumerOptions(DeclaredOptions):
         max_fetch_message_size: aiokafka's ``fetch_max_bytes``.
         min_fetch_message_size: aiokafka's ``fetch_min_bytes``.
         consumer_offset: where to start when no offset is committed.
+        metadata_max_age: rrjobs: how often the consumer refreshes the cluster
+            metadata (aiokafka's ``metadata_max_age_ms``, default 5 minutes).
+            With ``consume_regexp`` it bounds how long a new matching topic
+            waits before it is consumed.
     """
 
     topics: list[str] = Field(default_factory=list)
@@ -248,12 +266,20 @@ class ConsumerOptions(DeclaredOptions):
     max_fetch_message_size: int = Field(default=52_428_800, ge=1)
     min_fetch_message_size: int = Field(default=1, ge=1)
     consumer_offset: OffsetSpec = Field(default_factory=OffsetSpec)
+    metadata_max_age: Duration = DEFAULT_METADATA_MAX_AGE
 
     @field_validator("topics", mode="before")
     @classmethod
     def _topics(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("metadata_max_age")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be > 0")
         return value
 
     @model_validator(mode="after")
@@ -318,6 +344,14 @@ class KafkaOptions(DeclaredOptions):
     Attributes:
         prefetch: the most jobs this consumer holds unsettled at once; at the
             limit, fetching pauses.
+        delay_buffer: the most delayed records the delay forwarder reads ahead
+            and keeps scheduled in memory; at the limit it pauses its
+            partitions until one is forwarded.
+        error_timeout: how long the consumer's fetches or commits (and the
+            delay forwarder's) may keep failing with retriable errors before
+            the driver asks the runtime to restart the pipeline; ``0``: never
+            for retriable errors. A non-retriable client error restarts it at
+            once.
         delay_topic: the topic that keeps delayed jobs (default
             ``<first topic>.rrjobs-delayed``).
         dead_letter_topic: ``nack()`` without requeue produces the job here;
@@ -331,6 +365,8 @@ class KafkaOptions(DeclaredOptions):
     group_options: GroupOptions | None = None
     sasl_options: SASLOptions | None = None
     prefetch: int = Field(default=DEFAULT_PREFETCH, ge=1)
+    delay_buffer: int = Field(default=DEFAULT_DELAY_BUFFER, gt=0)
+    error_timeout: Duration = DEFAULT_ERROR_TIMEOUT
     delay_topic: str = ""
     dead_letter_topic: str = ""
 

@@ -15,7 +15,8 @@ commit of everything after it. The design:
    the group ``<group_id>.rrjobs-delayed`` (``rrjobs-delayed.<delay topic>``
    for a pipeline without a group): each delay-topic partition is forwarded by
    exactly one live consumer, and its progress is committed to Kafka.
-3. The forwarder reads ahead up to ``buffer`` records and keeps their due times
+3. The forwarder reads ahead up to ``buffer`` records (the pipeline's
+   ``delay_buffer``, 10,000 by default) and keeps their due times
    on one timer heap (:class:`~rrjobs.core.timers.DelayQueue`). When a record
    is due it is produced to its target topic (``rr_due`` and the target
    headers removed) and, once the broker has the copy, marked done in the
@@ -35,6 +36,11 @@ ahead of them can make shorter ones late (never early).
 
 Pausing a pipeline does not pause its forwarder: jobs falling due while paused
 move to the (paused) main topic and wait there.
+
+A fatal error of the forwarder's consumer (see
+:mod:`~rrjobs.drivers.kafka.failures`) is reported through ``on_fatal``, which
+asks the runtime to restart the pipeline; uncommitted records are forwarded
+again by the next forwarder.
 """
 
 from __future__ import annotations
@@ -54,12 +60,14 @@ from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 from rrjobs.core.timers import DelayQueue
 from rrjobs.drivers.kafka.client import Producer
 from rrjobs.drivers.kafka.codec import RR_DUE, RR_TARGET_PARTITION, RR_TARGET_TOPIC, Encoded
+from rrjobs.drivers.kafka.config import DEFAULT_DELAY_BUFFER
+from rrjobs.drivers.kafka.failures import RETRY_BACKOFF, Failures
 from rrjobs.drivers.kafka.offsets import OffsetTracker
 
 log = logging.getLogger("rrjobs.drivers.kafka")
 
-#: Records a forwarder keeps scheduled in memory at most.
-DEFAULT_BUFFER = 10_000
+#: Records a forwarder keeps scheduled in memory at most (the ``delay_buffer`` option).
+DEFAULT_BUFFER = DEFAULT_DELAY_BUFFER
 
 
 def due_headers(delay: float, topic: str, partition: int | None) -> list[tuple[str, bytes]]:
@@ -108,15 +116,25 @@ class DelayForwarder:
 
     Runs on the event loop; ``start``/``stop`` are not concurrency-safe with
     each other. ``tracker`` and ``owned`` are read by the driver's ``state()``.
+
+    ``buffer`` (> 0) bounds the records read ahead and scheduled. Fetches
+    failing fatally, or commits failing for longer than ``error_timeout``
+    (``0``: never), call ``on_fatal(what, error)``; when it returns true the
+    failing loop ends (the pipeline is being restarted), otherwise it retries.
     """
 
     def __init__(self, *, topic: str, group_id: str, conn: dict[str, Any], producer: Producer,
                  group_timings: dict[str, int], commit_interval: float,
-                 buffer: int = DEFAULT_BUFFER,
+                 buffer: int = DEFAULT_BUFFER, error_timeout: float = 0.0,
+                 on_fatal: Callable[[str, BaseException], bool] | None = None,
                  on_forwarded: Callable[[int], None] | None = None) -> None:
+        if buffer <= 0:
+            raise ValueError(f"buffer must be > 0, not {buffer}")
         self.topic = topic
         self.group_id = group_id
         self.buffer = buffer
+        self._error_timeout = error_timeout
+        self._on_fatal = on_fatal
         self.tracker: OffsetTracker[Any] = OffsetTracker()
         self._conn = conn
         self._producer = producer
@@ -172,6 +190,7 @@ class DelayForwarder:
 
     async def _read(self) -> None:
         consumer = self._consumer
+        failures = Failures(self._error_timeout)
         paused = False
         while True:
             room = self.buffer - self.scheduled
@@ -185,10 +204,16 @@ class DelayForwarder:
             try:
                 batch = await consumer.getmany(timeout_ms=200 if paused else 500,
                                                max_records=max(1, min(room, 1000)))
-            except KafkaError as exc:
-                log.warning("delay topic %r: fetch failed: %s", self.topic, exc)
-                await asyncio.sleep(0.5)
+            except Exception as exc:
+                if failures.failed(exc):
+                    if self._fatal(failures.describe("fetch"), exc):
+                        return
+                    failures.ok()
+                else:
+                    log.warning("delay topic %r: fetch failed: %s", self.topic, exc)
+                await asyncio.sleep(RETRY_BACKOFF)
                 continue
+            failures.ok()
             for tp, records in batch.items():
                 generation = self._generation.get(tp, 0)
                 for record in records:
@@ -250,14 +275,31 @@ class DelayForwarder:
     # -- commits ---------------------------------------------------------------------------------
 
     async def _commits(self) -> None:
+        failures = Failures(self._error_timeout)
         while True:
             await self._commit_event.wait()
             self._commit_event.clear()
             try:
                 await self._commit(None)
-            except KafkaError as exc:
-                log.warning("delay topic %r: commit failed: %s", self.topic, exc)
+            except Exception as exc:
+                if failures.failed(exc, by_kind=False):
+                    if self._fatal(failures.describe("commit"), exc):
+                        return
+                    failures.ok()
+                else:
+                    log.warning("delay topic %r: commit failed, will retry: %s",
+                                self.topic, exc)
+                self._commit_event.set()
+            else:
+                failures.ok()
             await asyncio.sleep(self._commit_interval)
+
+    def _fatal(self, what: str, exc: BaseException) -> bool:
+        """Report a fatal failure; ``True``: the pipeline restarts, stop the loop."""
+        if self._on_fatal is None:
+            log.error("delay topic %r: %s: %s: %s", self.topic, what, type(exc).__name__, exc)
+            return False
+        return self._on_fatal(f"delay topic {self.topic!r}: {what}", exc)
 
     async def _commit(self, tps: Iterable[Any] | None) -> None:
         async with self._commit_lock:

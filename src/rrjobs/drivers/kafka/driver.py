@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from collections import deque
@@ -66,9 +67,10 @@ from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.state import State
 from rrjobs.drivers.kafka import codec
-from rrjobs.drivers.kafka.client import Producer, connection_kwargs, ssl_context
+from rrjobs.drivers.kafka.client import Producer, Record, connection_kwargs, ssl_context
 from rrjobs.drivers.kafka.config import KafkaOptions, KafkaSection, OffsetSpec
 from rrjobs.drivers.kafka.delays import DelayForwarder, due_headers
+from rrjobs.drivers.kafka.failures import RETRY_BACKOFF, Failures, RestartRequested
 from rrjobs.drivers.kafka.job import KafkaJob
 from rrjobs.drivers.kafka.offsets import OffsetTracker
 
@@ -111,6 +113,8 @@ class KafkaDriver(BaseDriver):
     """
 
     name: ClassVar[str] = "kafka"
+    #: Partitions kept paused while ``assigned`` applies ``consumer_offset`` to them.
+    _seeking: frozenset[Any] = frozenset()
 
     def __init__(self, pipeline: Pipeline, queue: PriorityQueue, section: KafkaSection,
                  options: KafkaOptions) -> None:
@@ -204,7 +208,15 @@ class KafkaDriver(BaseDriver):
 
     # -- pushing ----------------------------------------------------------------------------
 
-    def _record(self, msg: Message) -> tuple[str, codec.Encoded, int | None]:
+    @functools.cached_property
+    def _encoder(self) -> codec.RecordEncoder:
+        """The pipeline's record encoder (its constant header values encoded once)."""
+        return codec.RecordEncoder(self.pipeline_name)
+
+    def _record(self, msg: Message) -> Record:
+        """``msg`` as a record to produce: to ``Message.topic`` or the pipeline's
+        first topic (``Message.partition`` with ``Manual`` partitioning), or to the
+        delay topic with the due headers."""
         topic = msg.topic or self.topic
         if not topic:
             raise UnsupportedFeatureError(
@@ -215,21 +227,23 @@ class KafkaDriver(BaseDriver):
         if msg.delay > 0:
             extra = due_headers(msg.delay, topic, partition)
             topic, partition = self.delay_topic, None
-        rec = codec.encode(id=msg.id, name=msg.name, payload=bytes(msg.payload),
-                           pipeline=self.pipeline_name, priority=msg.priority,
-                           headers=msg.headers, auto_ack=msg.auto_ack, extra=extra)
-        return topic, rec, partition
+        key, value, headers = self._encoder.record(msg.id, msg.name, msg.payload, msg.priority,
+                                                   msg.headers, msg.auto_ack, extra)
+        return topic, partition, key, value, headers
 
     async def _send(self, msg: Message) -> None:
-        topic, rec, partition = self._record(msg)
-        await self.producer.send(topic, rec, partition)
+        topic, partition, key, value, headers = self._record(msg)
+        await self.producer.send(topic, codec.Encoded(key, value, headers), partition)
 
     async def _send_batch(self, msgs: Sequence[Message]) -> None:
-        futures = []
-        for msg in msgs:
-            topic, rec, partition = self._record(msg)
-            futures.append(await self.producer.enqueue(topic, rec, partition))
-        await self.producer.wait(futures)
+        """One ``push_batch``: record batches per partition (``Producer.send_records``);
+        returns once the broker acknowledged every record. Nothing is sent when a
+        message is refused (no topic, a record too large, an unknown partition).
+
+        Each record is made as it is written into its batch and dropped at once
+        (``map``, not a list): a thousand records alive together would outlive
+        young-generation garbage collections and make full ones come sooner."""
+        await self.producer.send_records(map(self._record, msgs))
 
     # -- consuming ----------------------------------------------------------------------------
 
@@ -245,7 +259,8 @@ class KafkaDriver(BaseDriver):
         self._user_paused = False
         self.consuming = True
         if self._consumer is not None:
-            assignment = self._consumer.assignment()
+            # partitions that ``assigned`` is still positioning stay paused until it resumes them
+            assignment = set(self._consumer.assignment()) - self._seeking
             if assignment:
                 self._consumer.resume(*assignment)
         self._pump()
@@ -265,6 +280,7 @@ class KafkaDriver(BaseDriver):
             auto_offset_reset=reset,
             fetch_max_bytes=consumer_options.max_fetch_message_size,
             fetch_min_bytes=consumer_options.min_fetch_message_size,
+            metadata_max_age_ms=max(1, round(consumer_options.metadata_max_age * 1000)),
             **self._timings(),
             **self._conn,
         )
@@ -280,7 +296,7 @@ class KafkaDriver(BaseDriver):
                     self.tracker.assign(tp)
                     await self._seek(tp, spec)
             elif consumer_options.consume_regexp:
-                consumer.subscribe(pattern=topic_pattern(consumer_options.topics).pattern,
+                consumer.subscribe(pattern=self._subscription_pattern(),
                                    listener=_Listener(self))
             else:
                 consumer.subscribe(list(self.topics), listener=_Listener(self))
@@ -292,11 +308,23 @@ class KafkaDriver(BaseDriver):
                 self._forwarder = DelayForwarder(
                     topic=self.delay_topic, group_id=self._delay_group(), conn=self._conn,
                     producer=self.producer, group_timings=self._timings() or {},
-                    commit_interval=group.commit_interval if group else 0.2)
+                    commit_interval=group.commit_interval if group else 0.2,
+                    buffer=self.options.delay_buffer, error_timeout=self.options.error_timeout,
+                    on_fatal=self._request_restart)
                 await self._forwarder.start()
         except BaseException:
             await self._shutdown_consumer()
             raise
+
+    def _subscription_pattern(self) -> str:
+        """``consume_regexp``'s pattern, never matching the driver's own topics: no delay
+        topic (``*.rrjobs-delayed`` or ``delay_topic``: their records are not due yet) and
+        not the dead-letter topic (its jobs were given up on)."""
+        own = [r".*\.rrjobs-delayed"]
+        own += [re.escape(t) for t in {self.delay_topic, self.options.delay_topic,
+                                       self.dead_letter_topic} if t]
+        wanted = topic_pattern(self.options.consumer_options.topics).pattern
+        return "^(?!(?:" + "|".join(own) + ")$)" + wanted.removeprefix("^")
 
     def _delay_group(self) -> str:
         if self.group is not None:
@@ -304,20 +332,28 @@ class KafkaDriver(BaseDriver):
         return f"rrjobs-delayed.{self.delay_topic}"
 
     async def _seek(self, tp: Any, spec: OffsetSpec) -> None:
+        """Move ``tp``'s position to ``spec``: its start or end, ``At`` an offset
+        (clamped to the partition's current start and end), ``AfterMilli`` the first
+        record with a timestamp at or after it (the end when there is none yet).
+
+        Always an explicit ``seek`` to an offset asked for here: aiokafka's
+        ``seek_to_end`` and ``seek_to_beginning`` can be answered by the reset to
+        the default policy still in flight for a new partition. Network calls;
+        raises :class:`KafkaError` when the broker cannot tell."""
         consumer = self._consumer
-        if spec.type == "AtStart":
-            await consumer.seek_to_beginning(tp)
-        elif spec.type == "AtEnd":
-            await consumer.seek_to_end(tp)
+        offset: int | None = None
+        if spec.type == "AfterMilli":
+            hit = (await consumer.offsets_for_times({tp: spec.value})).get(tp)
+            offset = None if hit is None else hit.offset
+        elif spec.type == "AtStart":
+            offset = (await consumer.beginning_offsets([tp]))[tp]
         elif spec.type == "At":
-            consumer.seek(tp, spec.value)
-        elif spec.type == "AfterMilli":
-            found = await consumer.offsets_for_times({tp: spec.value})
-            hit = found.get(tp)
-            if hit is None:
-                await consumer.seek_to_end(tp)
-            else:
-                consumer.seek(tp, hit.offset)
+            start = (await consumer.beginning_offsets([tp]))[tp]
+            offset = max(spec.value, start)
+        if offset is None or spec.type in ("AtEnd", "At"):
+            end = (await consumer.end_offsets([tp]))[tp]
+            offset = end if offset is None else min(offset, end)
+        consumer.seek(tp, offset)
 
     async def _fetch(self) -> None:
         """Fetch records into the ready deque while fewer than ``prefetch`` are held.
@@ -326,88 +362,133 @@ class KafkaDriver(BaseDriver):
         prefetched); every second without room it polls with every partition
         paused, so that the group never sees the consumer idle
         (``max_poll_interval``). While the pipeline is paused its partitions are.
+
+        A fatal client error ends it after asking the runtime for a restart
+        (:meth:`_fetch_failed`); the other tasks run on until the driver stops.
         """
         consumer = self._consumer
         outstanding = self._outstanding
+        failures = Failures(self.options.error_timeout)
         paused = False
-        while True:
-            assignment = consumer.assignment()
-            if self._user_paused:
-                if assignment:
-                    consumer.pause(*assignment)
-                paused = True
-                self._accept(await self._poll_paused(consumer))
-                continue
-            if paused and assignment:
-                consumer.resume(*assignment)
-            paused = False
-            room = self.prefetch - len(outstanding)
-            if room <= 0:
-                self._room.clear()
-                self._want_room = True
-                try:
-                    async with asyncio.timeout(1.0):
-                        await self._room.wait()
-                except TimeoutError:
+        try:
+            while True:
+                assignment = consumer.assignment()
+                if self._user_paused:
                     if assignment:
                         consumer.pause(*assignment)
                     paused = True
-                    self._accept(await self._poll_paused(consumer))
-                finally:
-                    self._want_room = False
-                continue
-            try:
-                batch = await consumer.getmany(timeout_ms=500, max_records=min(room, FETCH_MAX))
-            except KafkaError as exc:
-                log.warning("pipeline %r: fetch failed: %s", self.pipeline_name, exc)
-                await asyncio.sleep(0.5)
-                continue
-            self._accept(batch)
+                    self._accept(await self._poll_paused(consumer, failures))
+                    continue
+                if paused and assignment:
+                    consumer.resume(*(assignment - self._seeking))
+                paused = False
+                room = self.prefetch - len(outstanding)
+                if room <= 0:
+                    self._room.clear()
+                    self._want_room = True
+                    try:
+                        async with asyncio.timeout(1.0):
+                            await self._room.wait()
+                    except TimeoutError:
+                        if assignment:
+                            consumer.pause(*assignment)
+                        paused = True
+                        self._accept(await self._poll_paused(consumer, failures))
+                    finally:
+                        self._want_room = False
+                    continue
+                try:
+                    batch = await consumer.getmany(timeout_ms=500, max_records=min(room, FETCH_MAX))
+                except Exception as exc:
+                    await self._fetch_failed("fetch", exc, failures)
+                    continue
+                failures.ok()
+                self._accept(batch)
+        except RestartRequested:
+            return
 
     def _accept(self, batch: dict[Any, list[Any]]) -> None:
-        """Track fetched records and hand them to the ready deque (and the queue)."""
+        """Track fetched records and hand them to the ready deque (and the queue).
+
+        Empties ``batch``'s lists: the records (and their header tuples) are freed
+        here instead of living on while the caller waits for the next fetch."""
         if not batch:
             return
-        outstanding = self._outstanding
-        make, decode, name = KafkaJob, codec.decode, self.pipeline_name
+        outstanding, ready = self._outstanding, self._ready
+        make, decode = KafkaJob, codec.decode_fields
+        name, priority = self.pipeline_name, self.priority
         for tp, records in batch.items():
             if tp not in self.tracker:
                 if self.group is not None:
                     continue  # not (or no longer) ours
                 self.tracker.assign(tp)
             generation = self._generation.get(tp, 0)
-            track = self.tracker.track
+            self.tracker.track_many(tp, [r.offset for r in records])
             for r in records:
-                d = decode(r.key, r.value, r.headers, self.priority)
-                job = make(self, tp, r.offset, generation, d.id, d.name, d.payload,
-                           d.headers, name, d.priority, d.auto_ack)
-                track(tp, r.offset)
-                outstanding[(tp, r.offset)] = job
-                self._ready.append(job)
+                offset = r.offset
+                job = make(self, tp, offset, generation, name,
+                           *decode(r.key, r.value, r.headers, priority))
+                outstanding[(tp, offset)] = job
+                ready.append(job)
+            records.clear()
         self._pump()
 
-    async def _poll_paused(self, consumer: Any) -> dict[Any, list[Any]]:
+    async def _poll_paused(self, consumer: Any, failures: Failures) -> dict[Any, list[Any]]:
         """Poll with the partitions paused (keeps the group membership alive).
 
         Records can still come back (a partition resumed or newly assigned
-        meanwhile): the caller accepts them like any other."""
+        meanwhile): the caller accepts them like any other. Failures count as
+        the fetch's (:meth:`_fetch_failed`)."""
         try:
-            return await consumer.getmany(timeout_ms=100, max_records=FETCH_MAX)  # type: ignore[no-any-return]
-        except KafkaError as exc:
-            log.warning("pipeline %r: poll failed: %s", self.pipeline_name, exc)
-            await asyncio.sleep(0.5)
+            batch: dict[Any, list[Any]] = await consumer.getmany(timeout_ms=100,
+                                                                  max_records=FETCH_MAX)
+        except Exception as exc:
+            await self._fetch_failed("poll", exc, failures)
             return {}
+        failures.ok()
+        return batch
+
+    async def _fetch_failed(self, what: str, exc: Exception, failures: Failures) -> None:
+        """A fetch raised: log it and wait before the next one; when it is fatal
+        (:mod:`~rrjobs.drivers.kafka.failures`) ask the runtime for a restart and
+        end the fetch loop with :class:`RestartRequested`."""
+        if failures.failed(exc):
+            if self._request_restart(failures.describe(what), exc):
+                raise RestartRequested from exc
+            failures.ok()  # no runtime: keep fetching, and count again
+        else:
+            log.warning("pipeline %r: %s failed, will retry: %s: %s", self.pipeline_name, what,
+                        type(exc).__name__, exc)
+        await asyncio.sleep(RETRY_BACKOFF)
+
+    def _request_restart(self, what: str, exc: BaseException) -> bool:
+        """A fatal client error: ask the runtime (``command_handler``) to restart the
+        pipeline, which stops this driver (committing the settled prefix) and builds it
+        again, consuming from the committed offsets. ``False`` when there is no runtime
+        to ask (the caller carries on); returns at once."""
+        if self.stopped:
+            return True
+        handler = self.command_handler
+        if handler is None:
+            log.error("pipeline %r: %s: %s: %s; no runtime to restart the pipeline, retrying",
+                      self.pipeline_name, what, type(exc).__name__, exc)
+            return False
+        log.error("pipeline %r: %s: %s: %s; asking the runtime to restart the pipeline",
+                  self.pipeline_name, what, type(exc).__name__, exc)
+        handler(self.pipeline_name, "restart")
+        return True
 
     def _pump(self) -> None:
         """Move ready jobs into the priority queue (a mover waits when it is full)."""
         if not self.consuming or self._mover is not None:
             return
         queue, ready = self.queue, self._ready
-        while ready:
-            if queue.full():
-                self._mover = asyncio.get_running_loop().create_task(self._move_when_room())
-                return
-            queue.insert_nowait(ready.popleft())
+        insert, take = queue.insert_nowait, ready.popleft
+        room = queue.maxsize - len(queue)
+        for _ in range(min(room, len(ready))):
+            insert(take())
+        if ready:
+            self._mover = asyncio.get_running_loop().create_task(self._move_when_room())
 
     async def _move_when_room(self) -> None:
         try:
@@ -429,15 +510,28 @@ class KafkaDriver(BaseDriver):
     # -- commits ------------------------------------------------------------------------------
 
     async def _commits(self) -> None:
+        """Commit the settled prefix whenever it moved, at most every
+        ``commit_interval``; a failed commit is retried at that pace. Commits
+        failing for longer than ``error_timeout`` (or with an error that is not
+        Kafka's) ask the runtime for a restart (:meth:`_request_restart`)."""
         interval = self.group.commit_interval if self.group else 0.2
+        failures = Failures(self.options.error_timeout)
         while True:
             await self._commit_event.wait()
             self._commit_event.clear()
             try:
                 await self._commit(None)
-            except KafkaError as exc:
-                log.warning("pipeline %r: commit failed, will retry: %s", self.pipeline_name, exc)
+            except Exception as exc:
+                if failures.failed(exc, by_kind=False):
+                    if self._request_restart(failures.describe("commit"), exc):
+                        return
+                    failures.ok()
+                else:
+                    log.warning("pipeline %r: commit failed, will retry: %s: %s",
+                                self.pipeline_name, type(exc).__name__, exc)
                 self._commit_event.set()
+            else:
+                failures.ok()
             await asyncio.sleep(interval)
 
     async def _commit(self, tps: Any) -> None:
@@ -500,19 +594,46 @@ class KafkaDriver(BaseDriver):
 
     async def assigned(self, assigned: set[Any]) -> None:
         """Partitions were given to this consumer; apply ``consumer_offset`` where the
-        group has no committed offset (for ``At`` and ``AfterMilli``)."""
+        group has no committed offset (for ``At`` and ``AfterMilli``; ``AtStart`` and
+        ``AtEnd`` are the consumer's reset policy).
+
+        When the broker cannot say (after three tries) whether an offset is committed
+        or where ``consumer_offset`` is, the partition is left to the committed offset
+        or, without one, to its start: jobs may come again, none is skipped."""
         spec = self.options.consumer_options.consumer_offset
+        consumer = self._consumer
         for tp in assigned:
             self.tracker.assign(tp)
-            if spec.type in ("At", "AfterMilli"):
-                try:
-                    committed = await self._consumer.committed(tp)
-                except KafkaError:
-                    committed = None
-                if committed is None:
-                    await self._seek(tp, spec)
         if self._user_paused and assigned:
-            self._consumer.pause(*assigned)
+            consumer.pause(*assigned)
+        if spec.type not in ("At", "AfterMilli") or not assigned:
+            return
+        # aiokafka fetches from the reset position meanwhile: paused, nothing fetched
+        # before the seek is delivered (the fetch loop does not resume them either).
+        self._seeking = self._seeking | assigned
+        consumer.pause(*assigned)
+        try:
+            for tp in assigned:
+                await self._seek_uncommitted(tp, spec)
+        finally:
+            self._seeking = self._seeking - assigned
+            if not self._user_paused:
+                consumer.resume(*(assigned & consumer.assignment()))
+
+    async def _seek_uncommitted(self, tp: Any, spec: OffsetSpec) -> None:
+        """Seek ``tp`` to ``spec`` unless the group has an offset committed for it."""
+        for attempt in range(3):
+            try:
+                if await self._consumer.committed(tp) is None:
+                    await self._seek(tp, spec)
+                return
+            except KafkaError as exc:
+                if attempt == 2:
+                    log.warning("pipeline %r: %s: consumer_offset %s not applied (%s); "
+                                "consuming from the partition's committed offset or start",
+                                self.pipeline_name, tp, spec.type, exc)
+                else:
+                    await asyncio.sleep(RETRY_BACKOFF)
 
     # -- settlement (called by KafkaJob) -----------------------------------------------------------
 
@@ -528,20 +649,26 @@ class KafkaDriver(BaseDriver):
 
     def _finish(self, job: KafkaJob) -> None:
         key = (job.tp, job.offset)
-        if self._outstanding.get(key) is not job:
-            return
-        del self._outstanding[key]
+        if self._outstanding.get(key) is job:
+            self._done(key, job)
+
+    def _done(self, key: tuple[Any, int], job: KafkaJob) -> None:
+        """Settle ``job``, which ``_outstanding`` holds under ``key``."""
+        outstanding = self._outstanding
+        del outstanding[key]
         if self.tracker.settle(job.tp, job.offset) and self.group is not None:
             self._commit_event.set()
         if self._revoking:
             self._settled.set()
-        if self._want_room and len(self._outstanding) <= self.prefetch // 2:
+        if self._want_room and len(outstanding) <= self.prefetch // 2:
             self._room.set()
 
     def settle_done(self, job: KafkaJob) -> None:
         """``ack``: the record is done (committed with its partition's settled prefix)."""
-        self._check(job)
-        self._finish(job)
+        key = (job.tp, job.offset)
+        if self.stopped or self._outstanding.get(key) is not job:
+            self._check(job)  # raises
+        self._done(key, job)
 
     async def settle_drop(self, job: KafkaJob) -> None:
         """``nack()``: to the dead-letter topic when configured, else dropped; then done."""
@@ -549,9 +676,8 @@ class KafkaDriver(BaseDriver):
         if self.dead_letter_topic:
             headers = dict(job.headers)
             headers[RR_ORIGINAL_PIPELINE] = [self.pipeline_name]
-            rec = codec.encode(id=job.id, name=job.name, payload=job.payload,
-                               pipeline=self.pipeline_name, priority=job.priority,
-                               headers=headers, auto_ack=job.auto_ack)
+            rec = codec.Encoded(*self._encoder.record(job.id, job.name, job.payload,
+                                                      job.priority, headers, job.auto_ack))
             await self.producer.send(self.dead_letter_topic, rec)
         else:
             log.info("pipeline %r: job %s (%s) nacked without requeue: dropped (no "
@@ -569,9 +695,8 @@ class KafkaDriver(BaseDriver):
         if delay > 0:
             extra = due_headers(delay, job.topic, job.partition)
             topic, partition = self.delay_topic, None
-        rec = codec.encode(id=job.id, name=job.name, payload=job.payload,
-                           pipeline=self.pipeline_name, priority=job.priority, headers=headers,
-                           auto_ack=job.auto_ack, extra=extra)
+        rec = codec.Encoded(*self._encoder.record(job.id, job.name, job.payload, job.priority,
+                                                  headers, job.auto_ack, extra))
         try:
             await self.producer.send(topic, rec, partition)
         except BaseException:
@@ -583,8 +708,8 @@ class KafkaDriver(BaseDriver):
         key = (job.tp, job.offset)
         if self.stopped or self._outstanding.get(key) is not job:
             return
-        again = KafkaJob(self, job.tp, job.offset, job.generation, job.id, job.name,
-                         job.payload, job.headers, job.pipeline, job.priority, job.auto_ack)
+        again = KafkaJob(self, job.tp, job.offset, job.generation, job.pipeline, job.id,
+                         job.name, job.payload, job.headers, job.priority, job.auto_ack)
         self._outstanding[key] = again
         self._ready.appendleft(again)
         self._pump()

@@ -38,19 +38,26 @@ class KafkaJob(Job):
         generation: the assignment the record was delivered under.
     """
 
-    __slots__ = ("_driver", "generation", "offset", "partition", "topic", "tp")
+    __slots__ = ("_driver", "generation", "offset", "tp")
     driver_name = "kafka"
 
-    def __init__(self, driver: KafkaDriver, tp: Any, offset: int, generation: int, id: str,
-                 name: str, payload: bytes, headers: Headers, pipeline: str, priority: int,
-                 auto_ack: bool) -> None:
+    def __init__(self, driver: KafkaDriver, tp: Any, offset: int, generation: int,
+                 pipeline: str, id: str, name: str, payload: bytes, headers: Headers,
+                 priority: int, auto_ack: bool) -> None:
+        # The record's fields last, in the order of codec.decode_fields.
         self._set_fields(id, name, payload, headers, pipeline, priority, auto_ack)
         self._driver = driver
         self.tp = tp
-        self.topic: str = tp.topic
-        self.partition: int = tp.partition
         self.offset = offset
         self.generation = generation
+
+    @property
+    def topic(self) -> str:
+        return self.tp.topic  # type: ignore[no-any-return]
+
+    @property
+    def partition(self) -> int:
+        return self.tp.partition  # type: ignore[no-any-return]
 
     @property
     def capabilities(self) -> Capabilities:

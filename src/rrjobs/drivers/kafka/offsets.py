@@ -19,15 +19,26 @@ from the event loop only.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Hashable, Iterable
+from bisect import bisect_left
+from collections.abc import Hashable, Iterable, Sequence
+from itertools import islice
+from operator import lt
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
+#: Settled offsets kept at the front of a partition's list before it is compacted
+#: (and only when they are at least half of it: each offset is moved once at most).
+_COMPACT = 4096
+
 
 class PartitionOffsets:
     """One partition: delivered offsets in order, and which are settled.
+
+    The delivered offsets are one increasing list; those before ``_head`` are
+    settled and behind the commit point, so settling the first unsettled record
+    (the usual case) moves an index, and any other is found by bisection.
+    Delivering a fetched batch appends its offsets at once (:meth:`track_many`).
 
     Attributes:
         commit_point: the next offset to commit (every delivered record below
@@ -35,50 +46,71 @@ class PartitionOffsets:
         committed: the offset last committed to the broker (``None``: never).
     """
 
-    __slots__ = ("_delivered", "_done", "_pending", "commit_point", "committed")
+    __slots__ = ("_done", "_head", "_pending", "commit_point", "committed")
 
     def __init__(self, start: int | None = None) -> None:
-        self._pending: deque[int] = deque()
-        self._delivered: set[int] = set()
+        #: delivered offsets, increasing; ``[_head:]`` are the unsettled ones and
+        #: those settled behind them (in ``_done``)
+        self._pending: list[int] = []
+        self._head = 0
         self._done: set[int] = set()
         self.commit_point: int | None = start
         self.committed: int | None = None
 
     def track(self, offset: int) -> None:
         """A record was delivered. Offsets must increase (Kafka delivers in order)."""
-        if self._pending and offset <= self._pending[-1]:
-            raise ValueError(f"offset {offset} delivered after {self._pending[-1]}")
-        if self.commit_point is not None and offset < self.commit_point:
-            raise ValueError(f"offset {offset} is below the commit point {self.commit_point}")
-        if not self._pending and self.commit_point is None:
+        self.track_many((offset,))
+
+    def track_many(self, offsets: Sequence[int]) -> None:
+        """Records were delivered, in this order; raises :class:`ValueError` (and
+        tracks none) unless the offsets increase, from above every offset tracked."""
+        if not offsets:
+            return
+        first = offsets[0]
+        pending = self._pending
+        if pending and first <= pending[-1]:
+            raise ValueError(f"offset {first} delivered after {pending[-1]}")
+        if self.commit_point is not None and first < self.commit_point:
+            raise ValueError(f"offset {first} is below the commit point {self.commit_point}")
+        if len(offsets) > 1 and not all(map(lt, offsets, islice(offsets, 1, None))):
+            raise ValueError(f"offsets delivered out of order: {list(offsets)}")
+        if self.commit_point is None and self._head == len(pending):
             # The first record shows where consumption started (the group's committed
             # offset or the reset position): nothing to commit until it is settled.
-            self.commit_point = self.committed = offset
-        self._pending.append(offset)
-        self._delivered.add(offset)
+            self.commit_point = self.committed = first
+        pending.extend(offsets)
 
     def settle(self, offset: int) -> bool:
         """A delivered record is settled; returns whether the commit point moved."""
-        if offset not in self._delivered or offset in self._done:
+        pending, head = self._pending, self._head
+        if head < len(pending) and pending[head] == offset:
+            head += 1
+            done = self._done
+            if done:
+                end = len(pending)
+                while head < end and pending[head] in done:
+                    done.remove(pending[head])
+                    head += 1
+            self.commit_point = pending[head - 1] + 1
+            if head == len(pending):
+                pending.clear()
+                head = 0
+            elif head >= _COMPACT and head * 2 >= len(pending):
+                del pending[:head]
+                head = 0
+            self._head = head
+            return True
+        if offset in self._done:
             return False
-        pending, done, delivered = self._pending, self._done, self._delivered
-        if pending[0] != offset:
-            done.add(offset)
-            return False
-        pending.popleft()
-        delivered.discard(offset)
-        self.commit_point = offset + 1
-        while pending and pending[0] in done:
-            head = pending.popleft()
-            done.discard(head)
-            delivered.discard(head)
-            self.commit_point = head + 1
-        return True
+        i = bisect_left(pending, offset, head)
+        if i < len(pending) and pending[i] == offset:
+            self._done.add(offset)
+        return False
 
     @property
     def outstanding(self) -> int:
         """Delivered and not settled."""
-        return len(self._pending) - len(self._done)
+        return len(self._pending) - self._head - len(self._done)
 
     @property
     def settled_ahead(self) -> int:
@@ -121,10 +153,16 @@ class OffsetTracker(Generic[K]):
             self._parts.pop(key, None)
 
     def track(self, key: K, offset: int) -> None:
+        self.track_many(key, (offset,))
+
+    def track_many(self, key: K, offsets: Sequence[int]) -> PartitionOffsets:
+        """Records of ``key`` were delivered, in this order (see
+        :meth:`PartitionOffsets.track_many`); assigns ``key`` if needed and returns it."""
         part = self._parts.get(key)
         if part is None:
             part = self.assign(key)
-        part.track(offset)
+        part.track_many(offsets)
+        return part
 
     def settle(self, key: K, offset: int) -> bool:
         """Settle a record; ``False`` (and nothing changes) for a partition not owned."""
