@@ -171,11 +171,12 @@ BASELINES: dict[str, BaselineFn | str] = {
     "sqlite": "rrjobs.drivers.sqlite.bench:sqlite_baseline",
     "amqp": "rrjobs.drivers.amqp.bench:amqp_baseline",
     "kafka": "rrjobs.drivers.kafka.bench:kafka_baseline",
+    "nats": "rrjobs.drivers.nats.bench:nats_baseline",
 }
 
 #: Drivers whose baseline is the broker's own client in a bare loop: their
 #: result also names the baseline figure ``raw_client_jobs_per_s``.
-RAW_CLIENT_BASELINES = frozenset({"amqp", "kafka"})
+RAW_CLIENT_BASELINES = frozenset({"amqp", "kafka", "nats"})
 
 #: Driver name → ``"module:function"`` returning ``(config sections, pipeline
 #: options)`` for ``--driver`` without ``--config`` (e.g. the broker address from
@@ -183,6 +184,7 @@ RAW_CLIENT_BASELINES = frozenset({"amqp", "kafka"})
 DRIVER_DEFAULTS: dict[str, str] = {
     "amqp": "rrjobs.drivers.amqp.bench:bench_defaults",
     "kafka": "rrjobs.drivers.kafka.bench:bench_defaults",
+    "nats": "rrjobs.drivers.nats.bench:bench_defaults",
 }
 
 

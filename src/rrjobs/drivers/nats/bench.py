@@ -1,0 +1,106 @@
+"""``rrjobs bench --driver nats``: the bench's settings and its raw nats-py baseline.
+
+The server is the one in ``RRJOBS_NATS_URL`` (the variable the integration
+tests use), else ``nats.addr`` of the config, else RoadRunner's default. Each
+run uses a fresh stream (file storage), deleted afterwards.
+
+The baseline is a bare nats-py JetStream loop with the driver's settings:
+publishes waiting for their PubAck (``spec.batch`` in flight per producer),
+a durable pull consumer (``AckExplicit``, ``max_ack_pending`` = prefetch)
+fetched in batches of up to ``prefetch``, and a plain ``+ACK`` per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import nats
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+
+from rrjobs.bench import BenchSpec, PhaseResult
+from rrjobs.drivers.nats.config import DEFAULT_ADDR
+
+#: The prefetch of both phases unless ``--option prefetch=N`` says otherwise.
+BENCH_PREFETCH = 1000
+
+
+def server_url(config: Mapping[str, Any] | None = None) -> str:
+    """``RRJOBS_NATS_URL``, else ``nats.addr`` of ``config``, else the default."""
+    url = os.environ.get("RRJOBS_NATS_URL", "").strip()
+    if url:
+        return url
+    section = (config or {}).get("nats") or {}
+    return str(section.get("addr") or DEFAULT_ADDR)
+
+
+def bench_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config sections and pipeline options of ``rrjobs bench --driver nats``."""
+    name = f"rrjobs-bench-{uuid.uuid4().hex[:8]}"
+    sections = {"nats": {"addr": server_url()}}
+    options = {"stream": name, "subject": f"{name}.jobs", "prefetch": BENCH_PREFETCH,
+               "delete_stream_on_stop": True}
+    return sections, options
+
+
+async def nats_baseline(spec: BenchSpec) -> PhaseResult:
+    """A raw nats-py loop: publishes with PubAcks, batched pull fetches, ``+ACK`` each."""
+    prefetch = int(spec.options.get("prefetch", BENCH_PREFETCH))
+    name = f"rrjobs-bench-raw-{uuid.uuid4().hex[:8]}"
+    subject = f"{name}.jobs"
+    payload = os.urandom(spec.payload_size) if spec.payload_size else b""
+    total = spec.jobs
+    handled = 0
+    loop = asyncio.get_running_loop()
+    nc = await nats.connect(server_url(spec.config), no_echo=True)
+    js = nc.jetstream()
+    try:
+        await js.add_stream(StreamConfig(name=name, subjects=[subject]))
+        sub = await js.pull_subscribe(subject, durable=name, stream=name, config=ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT, ack_wait=30, max_ack_pending=prefetch))
+
+        async def consume() -> None:
+            nonlocal handled
+            while handled < total:
+                try:
+                    msgs = await sub.fetch(prefetch, timeout=1.0)
+                except TimeoutError:
+                    continue
+                for msg in msgs:
+                    await msg.ack()
+                handled += len(msgs)
+
+        async def produce(share: int) -> None:
+            left = share
+            while left > 0:
+                n = min(spec.batch, left)
+                left -= n
+                if spec.push == "batch":
+                    await asyncio.gather(*(js.publish(subject, payload) for _ in range(n)))
+                else:
+                    for _ in range(n):
+                        await js.publish(subject, payload)
+                await asyncio.sleep(0)
+
+        start, cpu = time.perf_counter(), time.process_time()
+        consumer = loop.create_task(consume())
+        producers = [loop.create_task(produce(share)) for share in spec.shares()]
+        try:
+            await consumer
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+            await asyncio.gather(*producers)
+        finally:
+            for task in (*producers, consumer):
+                task.cancel()
+            await asyncio.gather(*producers, consumer, return_exceptions=True)
+        await nc.flush()
+    finally:
+        with contextlib.suppress(Exception):
+            await js.delete_stream(name)
+        await nc.close()
+    return PhaseResult(elapsed, handled, cpu)
