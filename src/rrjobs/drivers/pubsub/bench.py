@@ -1,0 +1,113 @@
+"""``rrjobs bench --driver pubsub``: the bench's settings and its raw GAPIC baseline.
+
+The endpoint is ``RRJOBS_PUBSUB_EMULATOR_HOST`` (the variable the integration
+tests use; then ``insecure``), else ``google_pub_sub`` of the config, else
+RoadRunner's default. The project is ``RRJOBS_PUBSUB_PROJECT`` (default
+``rrjobs-test``). Each run uses a fresh topic and subscription.
+
+The baseline is a bare asyncio GAPIC loop with the driver's settings: batched
+``Publish`` (``spec.batch`` messages per request, the driver's ``rr_*``
+attributes, raw protobuf messages as the driver builds them), a ``Pull``
+loop asking for up to ``prefetch`` messages (returning at once, with the
+driver's idle pause after an empty pull), and one ``Acknowledge`` per pulled
+batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.pubsub_v1 import PublishRequest, PubsubMessage, PullResponse
+
+from rrjobs.bench import BenchSpec, PhaseResult
+from rrjobs.core.message import new_id
+from rrjobs.drivers.pubsub.client import open_clients
+from rrjobs.drivers.pubsub.codec import attributes
+from rrjobs.drivers.pubsub.config import PubSubOptions, PubSubSection
+from rrjobs.drivers.pubsub.driver import IDLE_MAX, IDLE_MIN
+
+BENCH_PREFETCH = 1000
+#: Raw protobuf messages, as the driver builds them (cheaper than proto-plus).
+RawMessage: Any = PubsubMessage.pb()
+RawPublishRequest: Any = PublishRequest.pb()
+DEFAULT_PROJECT = "rrjobs-test"
+
+
+def section_data(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``RRJOBS_PUBSUB_EMULATOR_HOST`` (insecure), else ``google_pub_sub`` of ``config``."""
+    env = os.environ.get("RRJOBS_PUBSUB_EMULATOR_HOST", "").strip()
+    if env:
+        return {"endpoint": env, "insecure": True}
+    return dict((config or {}).get("google_pub_sub") or {"insecure": True})
+
+
+def bench_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config sections and pipeline options of ``rrjobs bench --driver pubsub``."""
+    name = f"rrjobs-bench-{uuid.uuid4().hex[:8]}"
+    project = os.environ.get("RRJOBS_PUBSUB_PROJECT", DEFAULT_PROJECT)
+    return ({"google_pub_sub": section_data()},
+            {"project_id": project, "topic": name, "subscription": name,
+             "prefetch": BENCH_PREFETCH})
+
+
+async def pubsub_baseline(spec: BenchSpec) -> PhaseResult:
+    """A raw GAPIC loop: batched publish, pull up to prefetch, one ack per pulled batch."""
+    options = PubSubOptions.model_validate(dict(spec.options))
+    section = PubSubSection.model_validate(section_data(spec.config))
+    clients = await open_clients(section)
+    name = f"rrjobs-bench-raw-{uuid.uuid4().hex[:8]}"
+    topic = f"projects/{options.project_id}/topics/{name}"
+    sub = f"projects/{options.project_id}/subscriptions/{name}"
+    payload = os.urandom(spec.payload_size) if spec.payload_size else b""
+    total, handled = spec.jobs, 0
+    try:
+        await clients.publisher.create_topic(name=topic)
+        await clients.subscriber.create_subscription(name=sub, topic=topic,
+                                                     ack_deadline_seconds=options.ack_deadline)
+
+        async def consume() -> None:
+            nonlocal handled
+            idle = IDLE_MIN
+            while handled < total:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    response = await clients.subscriber.pull(
+                        subscription=sub, max_messages=min(options.prefetch, 1000),
+                        return_immediately=True, retry=None)
+                ids = [r.ack_id for r in PullResponse.pb(response).received_messages]
+                if ids:
+                    await clients.subscriber.acknowledge(subscription=sub, ack_ids=ids)
+                    handled += len(ids)
+                    idle = IDLE_MIN
+                else:  # the driver's idle pause
+                    await asyncio.sleep(idle)
+                    idle = min(idle * 2, IDLE_MAX)
+
+        async def produce(share: int) -> None:
+            left = share
+            while left > 0:
+                n = min(spec.batch, left, 1000)
+                left -= n
+                msgs = [RawMessage(data=payload, attributes=attributes(
+                    new_id(), "bench", {}, options.priority, 0, False)) for _ in range(n)]
+                await clients.publisher.publish(request=PublishRequest.wrap(
+                    RawPublishRequest(topic=topic, messages=msgs)))
+
+        start, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(consume(), *[produce(s) for s in spec.shares()])
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    finally:
+        try:
+            await clients.subscriber.delete_subscription(subscription=sub)
+            await clients.publisher.delete_topic(topic=topic)
+        except gexc.GoogleAPICallError:
+            pass
+        await clients.close()
+    return PhaseResult(elapsed, handled, cpu)
