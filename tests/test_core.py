@@ -14,7 +14,13 @@ from rrjobs.core.errors import (
     PayloadTooLargeError,
     UnsupportedFeatureError,
 )
-from rrjobs.core.headers import RR_ATTEMPTS, Headers, attempts_of, merge_headers
+from rrjobs.core.headers import (
+    RR_ATTEMPTS,
+    Headers,
+    attempts_of,
+    headers_from_json,
+    merge_headers,
+)
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
 from rrjobs.core.pipeline import Pipeline
@@ -178,3 +184,16 @@ async def test_delay_queue_drain_cancels_pending() -> None:
     assert dq.drain()[:3] == [0, 1, 2]
     await asyncio.sleep(0.1)
     assert fired == [] and len(dq) == 0
+
+
+def test_headers_from_json_reads_every_driver_s_rr_headers_leniently() -> None:
+    assert headers_from_json('{"a":["1","2"]}') == {"a": ["1", "2"]}
+    assert headers_from_json(b'{"a":["1"]}') == {"a": ["1"]}
+    for empty in (None, "", "{}", b"{}", "null"):
+        assert headers_from_json(empty) == {}
+    # other producers: a bare string, numbers, booleans, nulls
+    assert headers_from_json('{"s":"x","n":1,"b":true,"l":[1,"y"],"z":null}') == {
+        "s": ["x"], "n": ["1"], "b": ["true"], "l": ["1", "y"]}
+    # unreadable: the caller decides
+    assert headers_from_json("{bad") is None
+    assert headers_from_json("[1, 2]") is None

@@ -8,6 +8,11 @@ failed, carried as an ordinary job header so that it survives every broker.
 
 from __future__ import annotations
 
+import json
+import logging
+
+log = logging.getLogger("rrjobs.headers")
+
 RR_ID = "rr_id"
 RR_JOB = "rr_job"
 RR_HEADERS = "rr_headers"
@@ -47,3 +52,40 @@ def attempts_of(headers: Headers) -> int:
         return max(0, int(vals[0]))
     except ValueError:
         return 0
+
+
+def headers_from_json(raw: str | bytes | bytearray | None) -> Headers | None:
+    """Job headers from their JSON form (``rr_headers``: an object of string lists).
+
+    Lenient with other producers: a single string becomes a one-value list, and
+    any other value its JSON text (``1`` → ``"1"``); a ``null`` value drops its
+    key; ``null``, empty or absent input gives no headers. Returns ``None``, and
+    logs a warning, when ``raw`` is not JSON or not a JSON object: the caller
+    decides what a job with unreadable headers gets. Pure; never raises.
+    """
+    if raw is None or raw == "{}" or raw == b"{}" or not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except (TypeError, ValueError) as exc:
+        log.warning("rr_headers is not valid JSON (%s): %.80r", exc, raw)
+        return None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        log.warning("rr_headers is not a JSON object: %.80r", raw)
+        return None
+    for values in data.values():
+        if type(values) is not list or any(type(v) is not str for v in values):
+            break
+    else:
+        return data  # the usual form, as rrjobs and RoadRunner write it
+    out: Headers = {}
+    for key, value in data.items():
+        if isinstance(value, list):
+            out[str(key)] = [v if isinstance(v, str) else json.dumps(v) for v in value]
+        elif isinstance(value, str):
+            out[str(key)] = [value]
+        elif value is not None:
+            out[str(key)] = [json.dumps(value)]
+    return out

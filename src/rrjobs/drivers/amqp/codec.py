@@ -47,6 +47,7 @@ from rrjobs.core.headers import (
     RR_PIPELINE,
     RR_PRIORITY,
     Headers,
+    headers_from_json,
 )
 from rrjobs.core.message import new_id
 
@@ -219,30 +220,8 @@ def _int(value: Any) -> int | None:
 
 
 def _job_headers(raw: Any) -> Headers | None:
-    """``rr_headers`` JSON → headers, or ``None`` (with a warning) if malformed."""
-    if raw == b"{}" or raw == b"null":
-        return {}
-    try:
-        data = json.loads(bytes(raw) if isinstance(raw, bytes | bytearray) else str(raw))
-    except (ValueError, UnicodeDecodeError) as exc:
-        log.warning("rr_headers is not valid JSON (%s); job headers from it are ignored", exc)
-        return None
-    if data is None:
-        return {}
-    if isinstance(data, dict):
-        for values in data.values():
-            if type(values) is not list:
-                break
-            for value in values:
-                if type(value) is not str:
-                    break
-            else:
-                continue
-            break
-        else:
-            return data
-    log.warning("rr_headers is not a JSON object of string lists; ignored")
-    return None
+    """``rr_headers`` JSON → headers, or ``None`` (with a warning) if unreadable."""
+    return headers_from_json(bytes(raw) if isinstance(raw, bytes | bytearray) else str(raw))
 
 
 def unpack(table: Mapping[str, Any] | None, default_priority: int) -> Decoded:

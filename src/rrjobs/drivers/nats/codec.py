@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from rrjobs.core.headers import DEDUCED_BY_RR, RR_HEADERS, Headers
+from rrjobs.core.headers import DEDUCED_BY_RR, RR_HEADERS, Headers, headers_from_json
 from rrjobs.core.message import new_id
 
 #: Delay stream header: epoch milliseconds at which the job is due.
@@ -106,14 +106,9 @@ def _job_headers(nats_headers: dict[str, str] | None) -> Headers:
         return {}
     carried = nats_headers.get(RR_HEADERS)
     if carried:
-        try:
-            value = _loads(carried)
-        except ValueError:
-            value = None
-        if isinstance(value, dict) and all(
-                isinstance(v, list) and all(isinstance(s, str) for s in v)
-                for v in value.values()):
-            return {str(k): list(v) for k, v in value.items()}
+        value = headers_from_json(carried)
+        if value is not None:
+            return value
     return {k: [v] for k, v in nats_headers.items() if k not in META_HEADERS}
 
 

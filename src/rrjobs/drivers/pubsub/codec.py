@@ -44,6 +44,7 @@ from rrjobs.core.headers import (
     RR_JOB,
     RR_PRIORITY,
     Headers,
+    headers_from_json,
 )
 from rrjobs.core.message import new_id
 
@@ -95,21 +96,6 @@ class Decoded:
     delay: int
 
 
-def _headers(raw: str) -> Headers | None:
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        log.warning("rr_headers is not valid JSON (%s); ignored", exc)
-        return None
-    if data is None:
-        return {}
-    if isinstance(data, dict) and all(
-            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in data.values()):
-        return data
-    log.warning("rr_headers is not a JSON object of string lists; ignored")
-    return None
-
-
 def _int(raw: str | None) -> int | None:
     if raw is None:
         return None
@@ -124,7 +110,7 @@ def decode(attrs: Mapping[str, str], default_priority: int) -> Decoded:
     headers: Headers = {k: [v] for k, v in attrs.items() if k not in RR_KEYS}
     raw = attrs.get(RR_HEADERS)
     if raw and raw != "{}":
-        carried = _headers(raw)
+        carried = headers_from_json(raw)
         if carried:
             headers.update(carried)
     job_id = attrs.get(RR_ID) or new_id()

@@ -12,7 +12,7 @@ import json
 import logging
 from typing import Any
 
-from rrjobs.core.headers import Headers
+from rrjobs.core.headers import Headers, headers_from_json
 
 log = logging.getLogger("rrjobs.drivers.sqlite")
 
@@ -27,28 +27,12 @@ def encode_headers(headers: Headers) -> str:
 
 
 def decode_headers(text: Any) -> Headers:
-    """Headers from the stored column value; never raises."""
-    if text is None or text == "{}" or text == "":
-        return {}
+    """Headers from the stored column value; never raises (unreadable: none)."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    try:
-        raw = json.loads(text)
-    except (TypeError, ValueError):
-        log.warning("ignoring headers that are not JSON: %.80r", text)
+    if not isinstance(text, str):
         return {}
-    if not isinstance(raw, dict):
-        log.warning("ignoring headers that are not a JSON object: %.80r", text)
-        return {}
-    out: Headers = {}
-    for key, value in raw.items():
-        if isinstance(value, list):
-            out[str(key)] = [v if isinstance(v, str) else json.dumps(v) for v in value]
-        elif isinstance(value, str):
-            out[str(key)] = [value]
-        elif value is not None:
-            out[str(key)] = [json.dumps(value)]
-    return out
+    return headers_from_json(text) or {}
 
 
 def decode_payload(value: Any) -> bytes:
