@@ -172,13 +172,14 @@ BASELINES: dict[str, BaselineFn | str] = {
     "amqp": "rrjobs.drivers.amqp.bench:amqp_baseline",
     "kafka": "rrjobs.drivers.kafka.bench:kafka_baseline",
     "nats": "rrjobs.drivers.nats.bench:nats_baseline",
+    "sqs": "rrjobs.drivers.sqs.bench:sqs_baseline",
     "pubsub": "rrjobs.drivers.pubsub.bench:pubsub_baseline",
     "google_pub_sub": "rrjobs.drivers.pubsub.bench:pubsub_baseline",
 }
 
 #: Drivers whose baseline is the broker's own client in a bare loop: their
 #: result also names the baseline figure ``raw_client_jobs_per_s``.
-RAW_CLIENT_BASELINES = frozenset({"amqp", "kafka", "nats", "pubsub", "google_pub_sub"})
+RAW_CLIENT_BASELINES = frozenset({"amqp", "kafka", "nats", "sqs", "pubsub", "google_pub_sub"})
 
 #: Driver name → ``"module:function"`` returning ``(config sections, pipeline
 #: options)`` for ``--driver`` without ``--config`` (e.g. the broker address from
@@ -187,6 +188,7 @@ DRIVER_DEFAULTS: dict[str, str] = {
     "amqp": "rrjobs.drivers.amqp.bench:bench_defaults",
     "kafka": "rrjobs.drivers.kafka.bench:bench_defaults",
     "nats": "rrjobs.drivers.nats.bench:bench_defaults",
+    "sqs": "rrjobs.drivers.sqs.bench:bench_defaults",
     "pubsub": "rrjobs.drivers.pubsub.bench:bench_defaults",
     "google_pub_sub": "rrjobs.drivers.pubsub.bench:bench_defaults",
 }

@@ -1,0 +1,120 @@
+"""``rrjobs bench --driver sqs``: the bench's settings and its raw aiobotocore baseline.
+
+The endpoint is ``RRJOBS_SQS_ENDPOINT`` (the variable the integration tests
+use, e.g. ElasticMQ), else ``sqs.endpoint`` of the config, else AWS itself.
+Each run uses a fresh queue.
+
+The baseline is a bare aiobotocore loop with the driver's settings: producers
+send ``SendMessageBatch`` calls of 10 (the chunks of one ``spec.batch``
+concurrently, as ``push_batch`` does), and one consumer receives up to
+``prefetch`` messages per call with the same long polling and deletes each
+received batch with ``DeleteMessageBatch`` without waiting for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from aiobotocore.session import get_session  # type: ignore[import-untyped,unused-ignore]
+
+from rrjobs.bench import BenchSpec, PhaseResult
+from rrjobs.core.message import new_id
+from rrjobs.drivers.sqs import codec
+from rrjobs.drivers.sqs.config import SQSOptions, SQSSection
+
+BENCH_PREFETCH = 10
+BENCH_IN_FLIGHT = 1000
+BENCH_WAIT = 1
+
+
+def section(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``sqs:`` section: ``RRJOBS_SQS_ENDPOINT`` (with static test
+    credentials unless the AWS variables are set) over ``config``'s."""
+    data = dict((config or {}).get("sqs") or {})
+    endpoint = os.environ.get("RRJOBS_SQS_ENDPOINT", "").strip()
+    if endpoint:
+        data["endpoint"] = endpoint
+        data.setdefault("key", os.environ.get("AWS_ACCESS_KEY_ID", "rrjobs"))
+        data.setdefault("secret", os.environ.get("AWS_SECRET_ACCESS_KEY", "rrjobs"))
+        data.setdefault("region", os.environ.get("AWS_REGION", "us-east-1"))
+    return data
+
+
+def bench_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config sections and pipeline options of ``rrjobs bench --driver sqs``."""
+    name = f"rrjobs-bench-{uuid.uuid4().hex[:8]}"
+    options = {"queue": name, "prefetch": BENCH_PREFETCH,
+               "max_messages_in_flight": BENCH_IN_FLIGHT, "wait_time_seconds": BENCH_WAIT}
+    return {"sqs": section()}, options
+
+
+async def sqs_baseline(spec: BenchSpec) -> PhaseResult:
+    """A raw aiobotocore loop: SendMessageBatch of 10, ReceiveMessage of ``prefetch``
+    with long polling, DeleteMessageBatch per received batch."""
+    options = SQSOptions.model_validate(dict(spec.options))
+    sect = SQSSection.model_validate(section(spec.config))
+    payload = os.urandom(spec.payload_size) if spec.payload_size else b""
+    total = spec.jobs
+    handled = 0
+    loop = asyncio.get_running_loop()
+    async with get_session().create_client("sqs", **sect.client_kwargs()) as client:
+        url = (await client.create_queue(
+            QueueName=f"rrjobs-bench-raw-{uuid.uuid4().hex[:8]}"))["QueueUrl"]
+        pending: set[asyncio.Task[Any]] = set()
+
+        async def consume() -> None:
+            nonlocal handled
+            while handled < total:
+                reply = await client.receive_message(
+                    QueueUrl=url, MaxNumberOfMessages=options.prefetch,
+                    WaitTimeSeconds=options.wait_time_seconds,
+                    MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"])
+                messages = reply.get("Messages") or []
+                handled += len(messages)
+                if messages:
+                    entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                               for i, m in enumerate(messages)]
+                    task = loop.create_task(client.delete_message_batch(QueueUrl=url,
+                                                                        Entries=entries))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+
+        async def send(n: int) -> None:
+            entries = []
+            for i in range(n):
+                enc = codec.encode(id=new_id(), name="bench", payload=payload, headers={},
+                                   priority=10, delay=0, auto_ack=False)
+                entries.append({"Id": str(i), "MessageBody": enc.body,
+                                "MessageAttributes": enc.attributes})
+            await client.send_message_batch(QueueUrl=url, Entries=entries)
+
+        async def produce(share: int) -> None:
+            left = share
+            while left > 0:
+                n = min(spec.batch, left)
+                left -= n
+                await asyncio.gather(*(send(min(10, n - s)) for s in range(0, n, 10)))
+
+        try:
+            start, cpu = time.perf_counter(), time.process_time()
+            consumer = loop.create_task(consume())
+            producers = [loop.create_task(produce(share)) for share in spec.shares()]
+            try:
+                await consumer
+                elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+                await asyncio.gather(*producers)
+                await asyncio.gather(*pending, return_exceptions=True)
+            finally:
+                for task in (*producers, consumer):
+                    task.cancel()
+                await asyncio.gather(*producers, consumer, return_exceptions=True)
+        finally:
+            with contextlib.suppress(Exception):
+                await client.delete_queue(QueueUrl=url)
+    return PhaseResult(elapsed, handled, cpu)

@@ -1,0 +1,200 @@
+"""Options of the ``sqs`` driver, with RoadRunner's key names and defaults.
+
+* the global ``sqs:`` section (:class:`SQSSection`): credentials, region and
+  endpoint, shared by every SQS pipeline; optional (without it the AWS default
+  credential chain is used);
+* each pipeline's options (:class:`SQSOptions`), also in the string form
+  ``Declare`` sends (``"true"``, ``"10"``, JSON for ``attributes``/``tags``).
+
+Nothing here touches the network or imports the AWS client.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+
+from rrjobs.core.options import DeclaredOptions, StrictModel, json_map
+
+DEFAULT_QUEUE = "default"
+DEFAULT_PREFETCH = 1
+DEFAULT_PRIORITY = 10
+#: SQS limits.
+MAX_RECEIVE = 10
+MAX_WAIT_TIME = 20
+MAX_VISIBILITY = 43200
+MAX_NATIVE_DELAY = 900
+
+#: Queue attribute names SQS knows (``CreateQueue``), by their normalised form
+#: (lower case, no underscores): RoadRunner's config loader lower-cases keys, so
+#: ``visibilitytimeout``, ``visibility_timeout`` and ``VisibilityTimeout`` all
+#: name ``VisibilityTimeout``.
+QUEUE_ATTRIBUTES = {
+    name.lower(): name
+    for name in (
+        "DelaySeconds", "MaximumMessageSize", "MessageRetentionPeriod", "Policy",
+        "ReceiveMessageWaitTimeSeconds", "RedrivePolicy", "RedriveAllowPolicy",
+        "VisibilityTimeout", "KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds",
+        "SqsManagedSseEnabled", "FifoQueue", "ContentBasedDeduplication",
+        "DeduplicationScope", "FifoThroughputLimit",
+    )
+}
+
+
+def attribute_name(key: str) -> str:
+    """The AWS name of queue attribute ``key`` (any case, with or without ``_``)."""
+    name = QUEUE_ATTRIBUTES.get(key.replace("_", "").lower())
+    if name is None:
+        raise ValueError(f"{key}: not an SQS queue attribute (known: "
+                         f"{', '.join(sorted(QUEUE_ATTRIBUTES.values()))})")
+    return name
+
+
+def attribute_value(value: Any) -> str:
+    """An attribute value as SQS takes it: a string; mappings (policies) as JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise ValueError(f"expected a string, number or mapping, got {type(value).__name__}")
+
+
+class SQSSection(StrictModel):
+    """The global ``sqs:`` section.
+
+    Attributes:
+        key, secret, session_token: static credentials (all optional: without
+            ``key`` the AWS default chain — environment, profile, IAM role — is used).
+        region: the AWS region (default: the AWS chain's).
+        endpoint: an SQS endpoint URL (ElasticMQ, LocalStack, a VPC endpoint).
+    """
+
+    key: str = ""
+    secret: str = ""
+    region: str = ""
+    session_token: str = ""
+    endpoint: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> SQSSection:
+        if bool(self.key) != bool(self.secret):
+            raise ValueError("key and secret must be given together")
+        if self.session_token and not self.key:
+            raise ValueError("session_token needs key and secret")
+        if self.endpoint and "://" not in self.endpoint:
+            raise ValueError(f"endpoint must be a URL (http://host:port), got {self.endpoint!r}")
+        return self
+
+    def client_kwargs(self) -> dict[str, str]:
+        """Keyword arguments for ``session.create_client("sqs", ...)``."""
+        out: dict[str, str] = {}
+        if self.region:
+            out["region_name"] = self.region
+        if self.endpoint:
+            out["endpoint_url"] = self.endpoint
+        if self.key:
+            out["aws_access_key_id"] = self.key
+            out["aws_secret_access_key"] = self.secret
+            if self.session_token:
+                out["aws_session_token"] = self.session_token
+        return out
+
+
+class SQSOptions(DeclaredOptions):
+    """``jobs.pipelines.<name>.config`` for ``driver: sqs`` (and the ``Declare`` keys).
+
+    Attributes:
+        queue: the queue name; a ``.fifo`` suffix makes it a FIFO queue.
+        priority: the pipeline priority (lower first).
+        prefetch: ``MaxNumberOfMessages`` of each receive (SQS allows 1..10;
+            larger values are refused) and, unless ``max_messages_in_flight``
+            is set, the number of received, unsettled jobs at a time.
+        max_messages_in_flight: received, unsettled jobs at a time (0 = prefetch).
+        visibility_timeout: seconds a received job is reserved (0 = the
+            queue's ``VisibilityTimeout``); the worker pool extends it.
+        error_visibility_timeout: with ``retain_failed_jobs``, the visibility
+            given to a job nacked with requeue and no delay.
+        retain_failed_jobs: ``nack(requeue=True)`` without delay keeps the
+            message (``ChangeMessageVisibility``), so that ``ApproximateReceiveCount``
+            grows and a redrive policy's ``maxReceiveCount`` applies; otherwise
+            a copy is sent and the original deleted (RoadRunner's default).
+        wait_time_seconds: long polling (0..20 s); ``Declare`` calls it ``wait_time``.
+        message_group_id: the ``MessageGroupId`` of a FIFO queue (required there).
+        skip_queue_declaration: never create the queue, only look its URL up.
+        attributes: queue attributes applied when the driver creates the queue.
+        tags: queue tags applied when the driver creates the queue.
+    """
+
+    queue: str = DEFAULT_QUEUE
+    priority: int = DEFAULT_PRIORITY
+    prefetch: int = Field(default=DEFAULT_PREFETCH, ge=1, le=MAX_RECEIVE)
+    max_messages_in_flight: int = Field(default=0, ge=0)
+    visibility_timeout: int = Field(default=0, ge=0, le=MAX_VISIBILITY)
+    error_visibility_timeout: int = Field(default=0, ge=0, le=MAX_VISIBILITY)
+    retain_failed_jobs: bool = False
+    wait_time_seconds: int = Field(default=0, ge=0, le=MAX_WAIT_TIME,
+                                   validation_alias=AliasChoices("wait_time_seconds",
+                                                                 "wait_time"))
+    message_group_id: str = ""
+    skip_queue_declaration: bool = False
+    attributes: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _attributes(cls, value: Any) -> Any:
+        value = json_map(value)
+        if not isinstance(value, dict):
+            return value
+        out: dict[str, str] = {}
+        for key, item in value.items():
+            out[attribute_name(str(key))] = attribute_value(item)
+        return out
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> Any:
+        value = json_map(value)
+        if isinstance(value, dict):
+            return {str(k): attribute_value(v) for k, v in value.items()}
+        return value
+
+    @field_validator("queue", mode="before")
+    @classmethod
+    def _default_queue(cls, value: Any) -> Any:
+        return DEFAULT_QUEUE if value in (None, "") else value
+
+    @property
+    def fifo(self) -> bool:
+        return self.queue.endswith(".fifo")
+
+    @property
+    def in_flight_limit(self) -> int:
+        return self.max_messages_in_flight or self.prefetch
+
+    def problems(self) -> list[tuple[str, str]]:
+        """``(key, message)`` for settings that are well-formed but unusable together."""
+        out: list[tuple[str, str]] = []
+        if self.fifo and not self.message_group_id:
+            out.append(("message_group_id", "required for a FIFO (.fifo) queue"))
+        if not self.fifo and self.message_group_id:
+            out.append(("message_group_id", "only a FIFO (.fifo) queue takes a message group"))
+        if self.error_visibility_timeout and not self.retain_failed_jobs:
+            out.append(("error_visibility_timeout",
+                        "only applies with retain_failed_jobs: true"))
+        fifo_attr = self.attributes.get("FifoQueue")
+        if fifo_attr is not None and (fifo_attr.lower() == "true") != self.fifo:
+            out.append(("attributes.FifoQueue",
+                        "must agree with the queue name (a FIFO queue's name ends in .fifo)"))
+        return out
+
+    def create_attributes(self) -> dict[str, str]:
+        """The attributes of ``CreateQueue`` (``FifoQueue`` added for a ``.fifo`` name)."""
+        attrs = dict(self.attributes)
+        if self.fifo:
+            attrs["FifoQueue"] = "true"
+        return attrs
