@@ -1,6 +1,7 @@
 """The ``google_pub_sub`` driver's own guarantees against Google's Pub/Sub emulator:
 RoadRunner's attribute layout, RoadRunner's ``rr_delay``, delays beyond the 600 s
-ack-deadline limit, dead-lettering (explicit and the native policy), and what
+ack-deadline limit, unreadable messages, auto_ack on stop, existing subscriptions,
+dead-lettering (explicit and the native policy), and what
 happens when the subscription disappears (the emulator restarted: it keeps nothing)."""
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from google.pubsub_v1.types import ReceivedMessage
 from integration.brokers.base import LOOPBACK, free_ports, stop_process_group, wait_ready
 from integration.brokers.pubsub import find_emulator, root_ok
 from rrjobs.config import Config
+from rrjobs.core.errors import ConfigError
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
-from rrjobs.drivers.pubsub import PubSubConstructor, PubSubDriver, PubSubJob
+from rrjobs.drivers.pubsub import PubSubConstructor, PubSubDriver, PubSubJob, codec
 from rrjobs.drivers.pubsub.codec import attributes
+from rrjobs.drivers.pubsub.driver import FORGET_AFTER
 
 pytestmark = [pytest.mark.pubsub, pytest.mark.timeout(120)]
 
@@ -178,15 +181,60 @@ async def test_roadrunners_rr_delay_is_honoured_from_the_publish_time(
 # -- delays ------------------------------------------------------------------------------------
 
 
-async def test_a_delay_beyond_600s_is_republished_with_the_time_left(
+def count_pulled(driver: PubSubDriver) -> list[str]:
+    """Record the ``rr_id`` of every message the driver's loop pulls."""
+    pulled: list[str] = []
+    pull = driver._pull
+
+    async def counting(max_messages: int) -> Any:
+        response = await pull(max_messages)
+        pulled.extend(r.message.attributes.get("rr_id", "") for r in response.received_messages)
+        return response
+
+    driver._pull = counting  # type: ignore[method-assign]
+    return pulled
+
+
+async def test_a_delay_beyond_600s_is_parked_for_600s_not_republished(
         nodes: Callable[..., Any], admin: Admin, unique_name: str) -> None:
-    """Pulled early with more than the 600 s deadline limit left, the job is
-    published again with the remaining delay and the original acknowledged:
-    never held in memory and no delivery attempt used up per 600 s."""
+    """Pulled early with more than the 600 s deadline limit left, the job's ack
+    deadline is set to 600 s: it is pulled once, not copied, and not seen again
+    (no pull/republish loop for the length of the delay)."""
     node = await nodes(unique_name, run=False)
     tap = await admin.tap(unique_name, f"{unique_name}-tap")
-    await node.driver.push(Message("long", b"later", unique_name, delay=3600))
+    pulled = count_pulled(node.driver)
+    await node.driver.push(Message("long", b"later", unique_name, id="long-1", delay=3600))
     await node.driver.run(node.driver.pipeline)
+    (original,) = await admin.pull(tap, 1)
+    assert original.message.attributes["rr_delay"] == "3600"
+    await node.nothing(1.5)
+    assert pulled == ["long-1"]
+    with pytest.raises(TimeoutError):  # no copy was published
+        await admin.pull(tap, 1, within=1.0)
+    state = await node.driver.state()
+    assert (state.delayed, state.active, state.reserved) == (1, 0, 0)
+
+
+async def test_a_long_delay_near_max_delivery_attempts_is_republished_with_the_time_left(
+        nodes: Callable[..., Any], admin: Admin, unique_name: str) -> None:
+    """With a native dead-letter policy, a parked job whose delivery attempt nears
+    ``max_delivery_attempts`` is published again with the remaining delay (its
+    attempts start over) and the original acknowledged."""
+    node = await nodes(unique_name, run=False, dead_letter_topic=f"{unique_name}-dlq",
+                       max_delivery_attempts=5)
+    tap = await admin.tap(unique_name, f"{unique_name}-tap")
+    await node.driver.push(Message("long", b"later", unique_name, delay=3600))
+    sub = admin.subscription(unique_name)
+    for attempt in (1, 2, 3):  # three deliveries nobody kept
+        async with asyncio.timeout(15):
+            received: list[ReceivedMessage] = []
+            while not received:
+                received = list((await admin.sub.pull(subscription=sub, max_messages=1,
+                                                      timeout=2)).received_messages)
+        assert received[0].delivery_attempt == attempt
+        await admin.sub.modify_ack_deadline(subscription=sub, ack_ids=[received[0].ack_id],
+                                            ack_deadline_seconds=0)
+    await node.driver.run(node.driver.pipeline)  # pulls attempt 4 of 5
     original, copy = await admin.pull(tap, 2)
     assert original.message.attributes["rr_delay"] == "3600"
     assert copy.message.attributes["rr_id"] == original.message.attributes["rr_id"]
@@ -195,6 +243,105 @@ async def test_a_delay_beyond_600s_is_republished_with_the_time_left(
     state = await node.driver.state()
     assert (state.delayed, state.active, state.reserved) == (1, 0, 0)
     await node.nothing(0.5)
+
+
+async def test_stale_delayed_entries_are_pruned_without_state(
+        nodes: Callable[..., Any], unique_name: str) -> None:
+    node = await nodes(unique_name, run=False)
+    node.driver._prune_at = 10
+    stale = time.time() - 2 * FORGET_AFTER
+    node.driver._delayed.update({f"old-{i}": stale for i in range(20)})
+    await node.driver.push(Message("later", b"x", unique_name, id="new-1", delay=60))
+    assert list(node.driver._delayed) == ["new-1"]
+
+
+# -- robustness ---------------------------------------------------------------------------------
+
+
+async def test_an_unreadable_message_does_not_stop_the_pull_loop(
+        nodes: Callable[..., Any], admin: Admin, unique_name: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 400-digit ``rr_delay`` is clamped; a message whose decoding fails anyway is
+    logged and left to its ack deadline; the loop goes on with the next ones."""
+    decode = codec.decode
+
+    def failing(attrs: Any, priority: int) -> codec.Decoded:
+        if "boom" in attrs:
+            raise RuntimeError("unreadable")
+        return decode(attrs, priority)
+
+    monkeypatch.setattr(codec, "decode", failing)
+    node = await nodes(unique_name)
+    await admin.publish(unique_name, b"huge", {**attributes("huge-1", "j", {}, 10, 0, False),
+                                               "rr_delay": "9" * 400})
+    await admin.publish(unique_name, b"boom", {"boom": "1"})
+    await admin.publish(unique_name, b"fine", attributes("fine-1", "j", {}, 10, 0, False))
+    job = await node.take()
+    assert job.payload == b"fine"
+    await job.ack()
+    await node.driver.push(Message("j", b"after", unique_name))
+    job = await node.take()
+    assert job.payload == b"after"
+    await job.ack()
+    assert node.driver._loop_task is not None and not node.driver._loop_task.done()
+    assert "huge-1" in node.driver._delayed  # parked, clamped to codec.MAX_DELAY
+
+
+# -- auto_ack ---------------------------------------------------------------------------------
+
+
+async def test_auto_ack_jobs_not_handed_out_go_back_to_the_broker_on_stop(
+        nodes: Callable[..., Any], unique_name: str) -> None:
+    """An auto_ack job is acknowledged when a handler takes it (the worker pool
+    acks it first), not when pulled: stop gives a queued one back."""
+    first = await nodes(unique_name)
+    await first.driver.push(Message("auto", b"a", unique_name, id="auto-1", auto_ack=True))
+    for _ in range(750):  # pulled into the priority queue, no handler took it
+        if first.queue.count(unique_name):
+            break
+        await asyncio.sleep(0.02)
+    assert first.queue.count(unique_name) == 1
+    await first.driver.stop()
+    second = await nodes(unique_name)
+    job = await second.take()
+    assert (job.id, job.auto_ack) == ("auto-1", True)
+    await job.ack()
+
+
+# -- existing subscriptions -----------------------------------------------------------------
+
+
+async def test_an_existing_subscription_is_checked_against_options_set_explicitly(
+        nodes: Callable[..., Any], unique_name: str) -> None:
+    """An existing subscription is never modified: an ack_deadline or a dead-letter
+    policy set explicitly that it does not have is refused, naming the key."""
+    await nodes(unique_name, run=False, ack_deadline=60)
+    await nodes(unique_name, run=False)  # nothing set: reused as it is
+    await nodes(unique_name, run=False, ack_deadline=60)
+    with pytest.raises(ConfigError) as info:
+        await nodes(unique_name, run=False, ack_deadline=30)
+    assert info.value.path == f"declare.{unique_name}.ack_deadline"
+    dlt = f"{unique_name}-dlq"
+    with pytest.raises(ConfigError) as info:
+        await nodes(unique_name, run=False, dead_letter_topic=dlt, max_delivery_attempts=5)
+    assert info.value.path == f"declare.{unique_name}.max_delivery_attempts"
+    with pytest.raises(ConfigError) as info:  # the default policy (10) is not there either
+        await nodes(unique_name, run=False, dead_letter_topic=dlt)
+    assert info.value.path == f"declare.{unique_name}.max_delivery_attempts"
+    await nodes(unique_name, run=False, dead_letter_topic=dlt, max_delivery_attempts=0)
+
+    other = f"{unique_name}-p"
+    node = await nodes(other, run=False, dead_letter_topic=dlt, max_delivery_attempts=7)
+    assert node.driver.max_attempts == 7
+    again = await nodes(other, run=False)
+    assert again.driver.max_attempts == 7  # read from the subscription
+    with pytest.raises(ConfigError) as info:
+        await nodes(other, run=False, dead_letter_topic=dlt, max_delivery_attempts=9)
+    assert info.value.path == f"declare.{other}.max_delivery_attempts"
+    with pytest.raises(ConfigError) as info:
+        await nodes(other, run=False, dead_letter_topic=f"{unique_name}-dl2",
+                    max_delivery_attempts=7)
+    assert info.value.path == f"declare.{other}.dead_letter_topic"
 
 
 # -- dead letters ------------------------------------------------------------------------------

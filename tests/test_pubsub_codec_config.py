@@ -9,7 +9,7 @@ import pytest
 from rrjobs.core.errors import ConfigError, UnsupportedFeatureError
 from rrjobs.core.headers import DEDUCED_BY_RR
 from rrjobs.core.options import validate
-from rrjobs.drivers.pubsub.codec import attributes, decode, delay_seconds
+from rrjobs.drivers.pubsub.codec import MAX_DELAY, attributes, decode, delay_seconds
 from rrjobs.drivers.pubsub.config import PubSubOptions, PubSubSection
 
 
@@ -43,6 +43,13 @@ def test_malformed_attributes_fall_back() -> None:
         "a": ["one"], "n": ["2"]}
 
 
+def test_an_absurd_rr_delay_is_clamped_not_overflowing() -> None:
+    huge = decode({"rr_job": "j", "rr_delay": "9" * 400}, 1).delay
+    assert huge == MAX_DELAY
+    assert float(huge) + 1.7e9 < 1e12  # publish_time + delay stays an ordinary float
+    assert decode({"rr_delay": "9" * 5000}, 1).delay == 0  # beyond int() parsing: ignored
+
+
 def test_delay_rounds_up_to_whole_seconds() -> None:
     assert [delay_seconds(x) for x in (0, 0.2, 1, 1.5)] == [0, 1, 1, 2]
 
@@ -59,6 +66,11 @@ def test_options_defaults_and_dead_letter_attempts() -> None:
     o = PubSubOptions.model_validate({"project_id": "p-1", "topic": "jobs",
                                       "dead_letter_topic": "dlq"})
     assert o.max_delivery_attempts == 10
+    # a default, not a key the user set (an existing subscription is checked against set keys)
+    assert "max_delivery_attempts" not in o.model_fields_set
+    o = PubSubOptions.model_validate({"project_id": "p-1", "topic": "jobs",
+                                      "dead_letter_topic": "dlq", "max_delivery_attempts": 10})
+    assert "max_delivery_attempts" in o.model_fields_set
     assert o.subscription_path("pipe") == "projects/p-1/subscriptions/pipe"
 
 

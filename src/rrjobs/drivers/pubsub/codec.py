@@ -53,6 +53,8 @@ log = logging.getLogger("rrjobs.drivers.google_pub_sub")
 RR_KEYS = frozenset({RR_ID, RR_JOB, RR_DELAY, RR_HEADERS, RR_PRIORITY, RR_AUTO_ACK})
 #: Pub/Sub's largest attribute value, in bytes.
 MAX_ATTRIBUTE_VALUE = 1024
+#: The longest ``rr_delay`` honoured (100 years); longer values are clamped to it.
+MAX_DELAY = 100 * 365 * 24 * 3600
 
 
 def delay_seconds(delay: float) -> int:
@@ -106,7 +108,7 @@ def _int(raw: str | None) -> int | None:
 
 
 def decode(attrs: Mapping[str, str], default_priority: int) -> Decoded:
-    """The job fields of a message's attributes."""
+    """The job fields of a message's attributes (``rr_delay`` clamped to 0..MAX_DELAY)."""
     headers: Headers = {k: [v] for k, v in attrs.items() if k not in RR_KEYS}
     raw = attrs.get(RR_HEADERS)
     if raw and raw != "{}":
@@ -116,5 +118,5 @@ def decode(attrs: Mapping[str, str], default_priority: int) -> Decoded:
     job_id = attrs.get(RR_ID) or new_id()
     name = attrs.get(RR_JOB) or DEDUCED_BY_RR
     priority = _int(attrs.get(RR_PRIORITY)) or default_priority
-    delay = max(0, _int(attrs.get(RR_DELAY)) or 0)
+    delay = min(MAX_DELAY, max(0, _int(attrs.get(RR_DELAY)) or 0))
     return Decoded(job_id, name, headers, priority, attrs.get(RR_AUTO_ACK) == "true", delay)

@@ -135,6 +135,8 @@ class PubSubOptions(DeclaredOptions):
     def _dead_letter(self) -> PubSubOptions:
         if self.max_delivery_attempts is None and self.dead_letter_topic:
             self.max_delivery_attempts = DEFAULT_MAX_DELIVERY_ATTEMPTS
+            # A default, not the user's choice: keep model_fields_set to what was given.
+            self.__pydantic_fields_set__.discard("max_delivery_attempts")
         if self.dead_letter_topic and self.dead_letter_topic == self.topic:
             raise ValueError("dead_letter_topic must differ from topic")
         return self

@@ -6,10 +6,11 @@ Capabilities:
   published at once with ``rr_delay``; it is due at ``publish_time + rr_delay``.
   When the consumer pulls it early it sets the message's ack deadline to the
   time left (``ModifyAckDeadline``, at most 600 s) and forgets it: the broker
-  redelivers it when due. With more than 600 s left, a copy with the remaining
-  delay is published and the original acknowledged (so a long delay does not
-  use up delivery attempts). Nothing is held in memory; parked messages do not
-  count against ``prefetch``.
+  redelivers it then (one pull per 600 s of delay at most). Only when a
+  native dead-letter policy would soon count it out (delivery attempt ≥
+  ``max_delivery_attempts`` - 1) is a copy with the remaining delay published
+  and the original acknowledged. Nothing is held in memory; parked messages
+  do not count against ``prefetch``.
 * Priority: in the runtime's priority queue, within the prefetch window.
   Pub/Sub itself does not order messages (no ordering keys are used).
 * Durable: yes (the broker keeps unacknowledged messages).
@@ -85,6 +86,9 @@ CALL_TIMEOUT = 30.0
 BACKOFF_MIN, BACKOFF_MAX, RESTART_AFTER = 0.1, 5.0, 60.0
 #: Local delayed-job entries are forgotten this long after they fell due.
 FORGET_AFTER = 3600.0
+#: Past this many local delayed-job entries, stale ones are pruned at once
+#: (otherwise by the keep-alive task and ``state()``).
+PRUNE_AT = 100_000
 
 
 #: The raw protobuf class under ``PubsubMessage``: built and read without the
@@ -128,7 +132,8 @@ class PubSubDriver(BaseDriver):
     name: ClassVar[str] = DRIVER_NAME
 
     def __init__(self, pipeline: Pipeline, queue: PriorityQueue, section: PubSubSection,
-                 options: PubSubOptions, clients: Clients, ack_deadline: int) -> None:
+                 options: PubSubOptions, clients: Clients, ack_deadline: int,
+                 max_attempts: int | None = None) -> None:
         pipeline.setdefault("priority", options.priority)
         super().__init__(pipeline, queue)
         self.priority = options.priority
@@ -140,6 +145,10 @@ class PubSubDriver(BaseDriver):
         self.subscription = options.subscription_path(self.pipeline_name)
         self.dead_letter_topic = options.dead_letter_path() if options.dead_letter_topic else ""
         self.ack_deadline = ack_deadline
+        #: The subscription's native dead-letter policy's max_delivery_attempts (0: none).
+        self.max_attempts = (options.max_delivery_attempts or 0) if max_attempts is None \
+            else max_attempts
+        self._prune_at = PRUNE_AT
         self._outstanding: dict[str, PubSubJob] = {}
         self._room = asyncio.Event()
         self._generation = 0
@@ -164,11 +173,11 @@ class PubSubDriver(BaseDriver):
         """Declare the topic(s) and the subscription, then build the driver."""
         clients = await open_clients(section)
         try:
-            deadline = await _declare(clients, options, pipeline.name(), where)
+            deadline, attempts = await _declare(clients, options, pipeline.name(), where)
         except BaseException:
             await clients.close()
             raise
-        return cls(pipeline, queue, section, options, clients, deadline)
+        return cls(pipeline, queue, section, options, clients, deadline, attempts)
 
     # -- pushing -----------------------------------------------------------------------------
 
@@ -204,9 +213,20 @@ class PubSubDriver(BaseDriver):
 
     def _count_pushed(self, job_id: str, delay: float) -> None:
         if delay > 0:
-            self._delayed[job_id] = time.time() + codec.delay_seconds(delay)
+            self._remember_delayed(job_id, time.time() + codec.delay_seconds(delay))
         else:
             self._backlog += 1
+
+    def _remember_delayed(self, job_id: str, due: float) -> None:
+        self._delayed[job_id] = due
+        if len(self._delayed) > self._prune_at:
+            self._prune_delayed(time.time())
+            self._prune_at = max(PRUNE_AT, 2 * len(self._delayed))
+
+    def _prune_delayed(self, now: float) -> None:
+        """Forget local delayed-job entries that fell due more than FORGET_AFTER ago."""
+        for key in [k for k, due in self._delayed.items() if due < now - FORGET_AFTER]:
+            del self._delayed[key]
 
     def _uncount_pushed(self, job_id: str, delay: float) -> None:
         if delay > 0:
@@ -330,7 +350,8 @@ class PubSubDriver(BaseDriver):
     async def _keep_alive(self) -> None:
         """Every half ack deadline, extend the leases of the jobs no handler holds
         yet: those waiting in the priority queue and those held back by ``pause``
-        (the worker pool extends the jobs handlers hold)."""
+        (the worker pool extends the jobs handlers hold). Also prunes stale
+        local delayed-job entries."""
         while True:
             await asyncio.sleep(max(0.5, self.ack_deadline / 2))
             waiting = [j for j in self.queue if j.pipeline == self.pipeline_name]
@@ -338,6 +359,7 @@ class PubSubDriver(BaseDriver):
                    if isinstance(j, PubSubJob) and j.ack_id in self._outstanding]
             for i in ids:
                 self._modacker.post((i, self.ack_deadline))
+            self._prune_delayed(time.time())
 
     def _release(self, jobs: Sequence[Any]) -> None:
         """Give jobs back to the broker at once (``ModifyAckDeadline(0)``)."""
@@ -414,27 +436,19 @@ class PubSubDriver(BaseDriver):
                 for i in ids:
                     self._modacker.post((i, 0))
                 return
-            m = rm.message
-            attrs = dict(m.attributes)
-            d = codec.decode(attrs, self.priority)
-            if d.delay > 0:
-                stamp = m.publish_time
-                due = stamp.seconds + stamp.nanos / 1e9 + d.delay
-                left = due - now
-                if left > 0:
-                    self._park(rm, attrs, d.id, due, left)
-                    continue
-            if self._delayed.pop(d.id, None) is None:
-                self._backlog = max(0, self._backlog - 1)
-            job = PubSubJob(self, rm.ack_id, m.message_id, rm.delivery_attempt, attrs,
-                            self.ack_deadline, id=d.id, name=d.name, payload=m.data,
-                            headers=d.headers, pipeline=self.pipeline_name,
-                            priority=d.priority, auto_ack=d.auto_ack)
-            if d.auto_ack:
-                job.settled = "ack"
-                self._acker.post(rm.ack_id)
-            else:
-                self._outstanding[rm.ack_id] = job
+            try:
+                job = self._job_of(rm, now)
+            except Exception:
+                # A message this driver cannot read must not stop the loop: it
+                # is left to its ack deadline (and a dead-letter policy, if any).
+                log.exception("pipeline %r: cannot read message %s; left to its ack "
+                              "deadline", self.pipeline_name, rm.message.message_id)
+                continue
+            if job is None:
+                continue
+            # auto_ack jobs too: the worker pool acknowledges them before the
+            # handler runs; until then pause/stop give them back like any other.
+            self._outstanding[rm.ack_id] = job
             try:
                 await self.queue.insert(job)
             except asyncio.CancelledError:
@@ -446,12 +460,38 @@ class PubSubDriver(BaseDriver):
                     self._modacker.post((i, 0))
                 raise
 
+    def _job_of(self, rm: Any, now: float) -> PubSubJob | None:
+        """The job of a pulled message, or None when it is parked (not due)."""
+        m = rm.message
+        attrs = dict(m.attributes)
+        d = codec.decode(attrs, self.priority)
+        if d.delay > 0:
+            stamp = m.publish_time
+            due = stamp.seconds + stamp.nanos / 1e9 + d.delay
+            left = due - now
+            if left > 0:
+                self._park(rm, attrs, d.id, due, left)
+                return None
+        if self._delayed.pop(d.id, None) is None:
+            self._backlog = max(0, self._backlog - 1)
+        return PubSubJob(self, rm.ack_id, m.message_id, rm.delivery_attempt, attrs,
+                         self.ack_deadline, id=d.id, name=d.name, payload=m.data,
+                         headers=d.headers, pipeline=self.pipeline_name,
+                         priority=d.priority, auto_ack=d.auto_ack)
+
     def _park(self, rm: Any, attrs: dict[str, str], job_id: str, due: float,
               left: float) -> None:
-        """A delayed message pulled early: the broker keeps it until it is due."""
-        self._delayed[job_id] = due
-        if left <= MAX_ACK_DEADLINE:
-            self._modacker.post((rm.ack_id, math.ceil(left)))
+        """A delayed message pulled early: the broker keeps it until it is due.
+
+        Its ack deadline is set to the time left (at most 600 s), so it comes
+        back at most once per 600 s. Only when a native dead-letter policy
+        would soon count it out is a copy with the time left published and
+        the original acknowledged (the copy starts again at attempt 1).
+        """
+        self._remember_delayed(job_id, due)
+        near_limit = self.max_attempts > 0 and rm.delivery_attempt >= self.max_attempts - 1
+        if left <= MAX_ACK_DEADLINE or not near_limit:
+            self._modacker.post((rm.ack_id, min(MAX_ACK_DEADLINE, math.ceil(left))))
             return
         attrs = {**attrs, RR_DELAY: str(math.ceil(left))}
         copy = RawMessage(data=rm.message.data, attributes=attrs)
@@ -544,8 +584,7 @@ class PubSubDriver(BaseDriver):
     async def state(self) -> State:
         queued = self.queue.count(self.pipeline_name)
         now = time.time()
-        for key in [k for k, due in self._delayed.items() if due < now - FORGET_AFTER]:
-            del self._delayed[key]
+        self._prune_delayed(now)
         delayed = sum(1 for due in self._delayed.values() if due > now)
         due_now = len(self._delayed) - delayed
         return State(
@@ -572,9 +611,13 @@ class PubSubDriver(BaseDriver):
         await self.clients.close()
 
 
-async def _declare(clients: Clients, options: PubSubOptions, pipeline: str, where: str) -> int:
+async def _declare(clients: Clients, options: PubSubOptions, pipeline: str, where: str
+                   ) -> tuple[int, int]:
     """Create the topic(s) and subscriptions that are missing; return the
-    subscription's ack deadline (an existing subscription is reused unchanged)."""
+    subscription's ack deadline and its dead-letter policy's max delivery
+    attempts (0: none). An existing subscription is reused unchanged; an
+    explicitly set ``ack_deadline``, ``dead_letter_topic`` or
+    ``max_delivery_attempts`` it does not match is a ConfigError."""
     topics = [] if options.skip_topic_declaration else [options.topic_path()]
     if options.dead_letter_topic:
         topics.append(options.dead_letter_path())
@@ -609,11 +652,46 @@ async def _declare(clients: Clients, options: PubSubOptions, pipeline: str, wher
             if sub.topic != request.topic:
                 raise ConfigError(where, f"subscription {request.name} exists on topic "
                                          f"{sub.topic}, not {request.topic}") from None
+            _check_existing(sub, request, options, where)
     except gexc.NotFound as exc:
         raise ConfigError(f"{where}.topic", f"Pub/Sub: {exc.message}") from exc
     except (gexc.InvalidArgument, gexc.PermissionDenied) as exc:
         raise ConfigError(where, f"Pub/Sub refused the topic/subscription: {exc}") from exc
-    return int(sub.ack_deadline_seconds) or options.ack_deadline
+    policy = sub.dead_letter_policy
+    attempts = int(policy.max_delivery_attempts) if policy and policy.dead_letter_topic else 0
+    return int(sub.ack_deadline_seconds) or options.ack_deadline, attempts
+
+
+def _check_existing(sub: Subscription, request: Subscription, options: PubSubOptions,
+                    where: str) -> None:
+    """Refuse options the user set that an existing subscription does not have
+    (it is never modified)."""
+    given = options.model_fields_set
+    if "ack_deadline" in given and sub.ack_deadline_seconds != options.ack_deadline:
+        raise ConfigError(f"{where}.ack_deadline",
+                          f"subscription {sub.name} exists with an ack deadline of "
+                          f"{sub.ack_deadline_seconds} s, not {options.ack_deadline} s "
+                          "(existing subscriptions are not modified)")
+    if not given & {"dead_letter_topic", "max_delivery_attempts"}:
+        return
+    have = sub.dead_letter_policy
+    have_topic = have.dead_letter_topic if have else ""
+    have_attempts = int(have.max_delivery_attempts) if have and have_topic else 0
+    want = request.dead_letter_policy if "dead_letter_policy" in request else None
+    want_topic = want.dead_letter_topic if want else ""
+    want_attempts = int(want.max_delivery_attempts) if want and want_topic else 0
+    if want_topic and have_topic and want_topic != have_topic:
+        raise ConfigError(f"{where}.dead_letter_topic",
+                          f"subscription {sub.name} exists with the dead-letter policy topic "
+                          f"{have_topic}, not {want_topic} "
+                          "(existing subscriptions are not modified)")
+    if want_attempts != have_attempts:
+        got = (f"max_delivery_attempts {have_attempts}" if have_topic
+               else "no dead-letter policy")
+        raise ConfigError(f"{where}.max_delivery_attempts",
+                          f"subscription {sub.name} exists with {got}, not "
+                          f"{want_attempts or 'none'} (existing subscriptions are not "
+                          "modified; set max_delivery_attempts to match)")
 
 
 class PubSubConstructor(Constructor):
