@@ -184,6 +184,74 @@ async def test_config_keys_are_checked_against_the_queue(nodes: Callable[..., An
     assert again.driver.queue_url == node.driver.queue_url
 
 
+async def test_tags_are_checked_against_the_queue(nodes: Callable[..., Any],
+                                                  unique_name: str) -> None:
+    """Tags of an existing queue are compared (``ListQueueTags``), never silently ignored;
+    with ``skip_queue_declaration`` attributes and tags are refused."""
+    node = await nodes(unique_name, run=False, tags={"team": "jobs"})
+    for tags in ({"team": "other"}, {"team": "jobs", "env": "test"}):
+        with pytest.raises(ConfigError) as caught:
+            await nodes(unique_name, run=False, tags=tags)
+        key = "team" if tags["team"] != "jobs" else "env"
+        assert caught.value.path == f"declare.{unique_name}.tags.{key}"
+    same = await nodes(unique_name, run=False, tags={"team": "jobs"})
+    assert same.driver.queue_url == node.driver.queue_url
+    for key, value in (("tags", {"team": "jobs"}), ("attributes", {"DelaySeconds": "0"})):
+        with pytest.raises(ConfigError) as caught:
+            await nodes(unique_name, run=False, skip_queue_declaration=True, **{key: value})
+        assert caught.value.path == f"declare.{unique_name}.{key}"
+
+
+async def test_a_malformed_message_does_not_stop_the_receive_loop(
+        nodes: Callable[..., Any], client: Any, unique_name: str) -> None:
+    """A foreign message whose ``rr_priority`` is the String ``"inf"`` once raised
+    ``OverflowError`` and ended the receive loop for good."""
+    node = await nodes(unique_name, run=False)
+    await client.send_message(QueueUrl=node.driver.queue_url, MessageBody="foreign",
+                              MessageAttributes={"rr_priority": {"DataType": "String",
+                                                                 "StringValue": "inf"}})
+    await node.driver.run(Pipeline(name=unique_name, driver="sqs"))
+    foreign = await node.take()
+    assert (foreign.payload, foreign.priority) == (b"foreign", node.driver.priority)
+    await foreign.ack()
+    for payload in (b"one", b"two"):
+        await node.driver.push(Message("j", payload, unique_name))
+        job = await node.take()
+        assert job.payload == payload
+        await job.ack()
+    task = node.driver._loop_task
+    assert task is not None and not task.done()
+
+
+async def test_a_message_that_cannot_be_delivered_is_left_to_its_visibility(
+        nodes: Callable[..., Any], client: Any, unique_name: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message whose delivery fails is logged and left on the queue; the loop goes on."""
+    node = await nodes(unique_name, run=False)
+    await node.driver.push(Message("j", b"poison", unique_name))
+    await node.driver.push(Message("j", b"good", unique_name))
+    real = codec.decode
+    failed: list[str] = []
+
+    def decode(message: Any, default_priority: int) -> codec.Decoded:
+        if message.get("Body") == "poison" and not failed:
+            failed.append(str(message["ReceiptHandle"]))
+            raise RuntimeError("cannot decode")
+        return real(message, default_priority)
+
+    monkeypatch.setattr(codec, "decode", decode)
+    await node.driver.run(Pipeline(name=unique_name, driver="sqs"))
+    good = await node.take()
+    assert good.payload == b"good" and len(failed) == 1
+    await good.ack()
+    # Not deleted: visible again once its visibility ends (here at once), then delivered.
+    await client.change_message_visibility(QueueUrl=node.driver.queue_url,
+                                           ReceiptHandle=failed[0], VisibilityTimeout=0)
+    again = await node.take()
+    assert again.payload == b"poison"
+    await again.ack()
+
+
 async def test_a_lasting_receive_failure_asks_for_a_restart(
         nodes: Callable[..., Any], client: Any, unique_name: str,
         monkeypatch: pytest.MonkeyPatch) -> None:

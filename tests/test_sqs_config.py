@@ -67,6 +67,13 @@ def test_error_visibility_needs_retain() -> None:
                     KEY).problems() == []
 
 
+def test_skip_queue_declaration_refuses_attributes_and_tags() -> None:
+    o = validate(SQSOptions, {"skip_queue_declaration": True, "tags": {"team": "jobs"},
+                              "attributes": {"VisibilityTimeout": 40}}, KEY)
+    assert [k for k, _ in o.problems()] == ["attributes", "tags"]
+    assert validate(SQSOptions, {"skip_queue_declaration": True}, KEY).problems() == []
+
+
 def test_section() -> None:
     s = validate(SQSSection, {"key": "k", "secret": "s", "region": "eu-west-1",
                               "session_token": "t", "endpoint": "http://h:1"}, "sqs")

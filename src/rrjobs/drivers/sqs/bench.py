@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from aiobotocore.config import AioConfig  # type: ignore[import-untyped,unused-ignore]
 from aiobotocore.session import get_session  # type: ignore[import-untyped,unused-ignore]
 
 from rrjobs.bench import BenchSpec, PhaseResult
@@ -63,7 +64,9 @@ async def sqs_baseline(spec: BenchSpec) -> PhaseResult:
     total = spec.jobs
     handled = 0
     loop = asyncio.get_running_loop()
-    async with get_session().create_client("sqs", **sect.client_kwargs()) as client:
+    config = AioConfig(warm_up_loader_caches=True)  # botocore's data files read off the loop
+    async with get_session().create_client("sqs", config=config,
+                                           **sect.client_kwargs()) as client:
         url = (await client.create_queue(
             QueueName=f"rrjobs-bench-raw-{uuid.uuid4().hex[:8]}"))["QueueUrl"]
         pending: set[asyncio.Task[Any]] = set()

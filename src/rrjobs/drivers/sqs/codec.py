@@ -178,14 +178,19 @@ def _attr_text(attr: Mapping[str, Any]) -> str:
         return base64.b64encode(bytes(raw)).decode("ascii")
 
 
+#: Bound of the integer attributes read from a message (absurd values are clamped).
+_INT_LIMIT = 2**31 - 1
+
+
 def _int(attrs: Mapping[str, Mapping[str, Any]], name: str, default: int) -> int:
     attr = attrs.get(name)
     if attr is None:
         return default
     try:
-        return int(float(_attr_text(attr)))
-    except ValueError:
+        value = int(float(_attr_text(attr)))
+    except (ValueError, OverflowError):  # "abc", "nan", "inf"
         return default
+    return max(-_INT_LIMIT, min(_INT_LIMIT, value))
 
 
 def payload_of(body: str, encoding: str | None) -> bytes:

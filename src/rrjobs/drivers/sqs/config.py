@@ -125,8 +125,10 @@ class SQSOptions(DeclaredOptions):
         wait_time_seconds: long polling (0..20 s); ``Declare`` calls it ``wait_time``.
         message_group_id: the ``MessageGroupId`` of a FIFO queue (required there).
         skip_queue_declaration: never create the queue, only look its URL up.
-        attributes: queue attributes applied when the driver creates the queue.
-        tags: queue tags applied when the driver creates the queue.
+        attributes: queue attributes applied when the driver creates the queue
+            (checked against an existing queue; refused with ``skip_queue_declaration``).
+        tags: queue tags applied when the driver creates the queue (checked
+            the same way).
     """
 
     queue: str = DEFAULT_QUEUE
@@ -186,6 +188,11 @@ class SQSOptions(DeclaredOptions):
         if self.error_visibility_timeout and not self.retain_failed_jobs:
             out.append(("error_visibility_timeout",
                         "only applies with retain_failed_jobs: true"))
+        if self.skip_queue_declaration:
+            for key in ("attributes", "tags"):
+                if getattr(self, key):
+                    out.append((key, "not applied with skip_queue_declaration: true (the "
+                                "driver never creates the queue); set them on the queue"))
         fifo_attr = self.attributes.get("FifoQueue")
         if fifo_attr is not None and (fifo_attr.lower() == "true") != self.fifo:
             out.append(("attributes.FifoQueue",

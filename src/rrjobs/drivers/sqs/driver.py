@@ -166,13 +166,13 @@ class SQSDriver(BaseDriver):
 
         Raises :class:`~rrjobs.core.errors.ConfigError` (at ``where``) for a
         queue that does not exist with ``skip_queue_declaration``, for
-        attributes that differ from an existing queue's, and without a region.
+        attributes or tags that differ from an existing queue's, and without a region.
         """
         for key, message in self.options.problems():
             raise ConfigError(f"{where}.{key}", message)
         config = AioConfig(retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
                            connect_timeout=5, read_timeout=self.options.wait_time_seconds + 15,
-                           max_pool_connections=32)
+                           max_pool_connections=32, warm_up_loader_caches=True)
         try:
             self._client = await self._stack.enter_async_context(
                 get_session().create_client("sqs", config=config, **self.section.client_kwargs()))
@@ -201,14 +201,19 @@ class SQSDriver(BaseDriver):
             return
         wanted = self.options.create_attributes()
         kwargs: dict[str, Any] = {"QueueName": name, "Attributes": wanted}
+        self.queue_url = ""
         if self.options.tags:
             kwargs["tags"] = dict(self.options.tags)
-        try:
-            self.queue_url = (await client.create_queue(**kwargs))["QueueUrl"]
-        except ClientError as exc:
-            if error_code(exc) not in ("QueueAlreadyExists", "QueueNameExists"):
-                raise SQSError(f"sqs: CreateQueue({name!r}): {exc}") from exc
-            self.queue_url = (await client.get_queue_url(QueueName=name))["QueueUrl"]
+            # Looked up first: CreateQueue on an existing queue may re-tag it (moto does).
+            with contextlib.suppress(ClientError):
+                self.queue_url = (await client.get_queue_url(QueueName=name))["QueueUrl"]
+        if not self.queue_url:
+            try:
+                self.queue_url = (await client.create_queue(**kwargs))["QueueUrl"]
+            except ClientError as exc:
+                if error_code(exc) not in ("QueueAlreadyExists", "QueueNameExists"):
+                    raise SQSError(f"sqs: CreateQueue({name!r}): {exc}") from exc
+                self.queue_url = (await client.get_queue_url(QueueName=name))["QueueUrl"]
         if wanted:
             got = (await client.get_queue_attributes(
                 QueueUrl=self.queue_url, AttributeNames=list(wanted)))["Attributes"]
@@ -217,6 +222,14 @@ class SQSDriver(BaseDriver):
                     raise ConfigError(
                         f"{where}.attributes.{key}",
                         f"queue {name!r} exists with {key}={got.get(key)!r}; attributes apply "
+                        "only when the queue is created (change the queue, or this value)")
+        if self.options.tags:
+            tags = (await client.list_queue_tags(QueueUrl=self.queue_url)).get("Tags") or {}
+            for key, value in self.options.tags.items():
+                if tags.get(key) != value:
+                    raise ConfigError(
+                        f"{where}.tags.{key}",
+                        f"queue {name!r} exists with tag {key}={tags.get(key)!r}; tags apply "
                         "only when the queue is created (change the queue, or this value)")
 
     async def _read_attributes(self, where: str) -> None:
@@ -331,7 +344,14 @@ class SQSDriver(BaseDriver):
             self._failing_since = None
             messages = reply.get("Messages") or []
             for message in messages:
-                await self._deliver(message, started)
+                try:
+                    await self._deliver(message, started)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # left to its visibility timeout (and redrive policy)
+                    log.error("sqs: pipeline %r: cannot deliver message %r (left to its "
+                              "visibility timeout): %s: %s", self.pipeline_name,
+                              message.get("MessageId"), type(exc).__name__, exc)
             if not messages and not self.options.wait_time_seconds and self._receiving:
                 await asyncio.sleep(IDLE_POLL)
 
