@@ -25,6 +25,7 @@ from nats.aio.client import Client
 from integration.brokers import require_brokers
 from integration.brokers.base import LOOPBACK, free_ports, port_open, wait_ready
 from rrjobs.config import Config
+from rrjobs.core.errors import ConfigError
 from rrjobs.core.headers import DEDUCED_BY_RR
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
@@ -514,13 +515,27 @@ async def test_a_server_gone_for_too_long_asks_the_runtime_for_a_restart(
 async def test_an_existing_consumer_takes_the_new_ack_wait_and_prefetch(
         drivers: Drivers, unique_name: str) -> None:
     name = unique_name
-    await drivers.config_driver(name, opts(name, ack_wait="30s", prefetch=10))
-    driver = await drivers.config_driver(name, opts(name, ack_wait="7s", prefetch=20,
-                                                    deliver_new=True))
+    await drivers.config_driver(name, opts(name, ack_wait="30s", prefetch=10,
+                                           deliver_new=True))
+    driver = await drivers.config_driver(name, opts(name, ack_wait="7s", prefetch=20))
     js = await drivers.raw()
     info = await js.consumer_info(name, driver.consumer)
     assert (info.config.ack_wait, info.config.max_ack_pending) == (7.0, 20)
-    assert info.config.deliver_policy == "all"  # kept: it cannot change
+    assert info.config.deliver_policy == "new"  # kept: it cannot change
+
+
+async def test_an_explicit_deliver_new_contradicting_the_consumer_is_refused(
+        drivers: Drivers, unique_name: str) -> None:
+    """JetStream cannot change a consumer's deliver policy: an explicit ``deliver_new``
+    that differs is a configuration error naming its key, not silently dropped."""
+    name = unique_name
+    first = await drivers.config_driver(name, opts(name))
+    with pytest.raises(ConfigError) as caught:
+        await drivers.config_driver(name, opts(name, deliver_new=True))
+    assert caught.value.path == f"jobs.pipelines.{name}.config.deliver_new"
+    js = await drivers.raw()
+    info = await js.consumer_info(name, first.consumer)
+    assert info.config.deliver_policy == "all"
 
 
 async def test_rate_limit_spreads_the_deliveries(drivers: Drivers, unique_name: str) -> None:

@@ -1,7 +1,10 @@
-"""The nats driver's settlement rules on fake messages (no server)."""
+"""The nats driver's settlement rules (and where it reads TLS files) on fakes (no server)."""
 
 from __future__ import annotations
 
+import json
+import ssl
+import threading
 from typing import Any
 
 import nats.errors
@@ -10,8 +13,9 @@ import pytest
 from rrjobs.core.errors import AckLostError, JobAlreadySettledError, PipelineStateError
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
+from rrjobs.drivers.nats import driver as nats_driver
 from rrjobs.drivers.nats.config import NATSOptions, NATSSection
-from rrjobs.drivers.nats.driver import NATSDriver
+from rrjobs.drivers.nats.driver import NATSDriver, NATSUnavailableError
 from rrjobs.drivers.nats.job import NATSJob
 
 
@@ -125,3 +129,43 @@ async def test_settling_after_stop_is_a_state_error() -> None:
         await job.ack()
     with pytest.raises(JobAlreadySettledError):
         await job.ack()
+
+
+async def test_a_failed_dead_letter_naks_the_original_and_frees_its_slot() -> None:
+    msg = FakeMsg()
+    driver, job = make(msg, FakeJS(fail=True), dead_letter_subject="p.dlq", prefetch=1)
+    with pytest.raises(nats.errors.TimeoutError):
+        await job.nack()
+    assert msg.sent == ["nak"]
+    assert job not in driver._outstanding  # the prefetch slot is free again
+    assert driver._room.is_set()
+
+
+def test_the_context_names_the_subject() -> None:
+    _, job = make(FakeMsg(), subject="orders.jobs")
+    assert json.loads(job.context()) == {
+        "id": "id-1", "job": "j", "driver": "nats", "queue": "orders.jobs",
+        "headers": {"h": ["1"]}, "pipeline": "p"}
+
+
+async def test_open_reads_the_tls_files_off_the_event_loop(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+
+    def fake_ssl_context(tls: Any) -> ssl.SSLContext:
+        seen.append(threading.get_ident())
+        return ssl.create_default_context()
+
+    async def refuse(**kwargs: Any) -> Any:
+        assert isinstance(kwargs["tls"], ssl.SSLContext)
+        raise OSError("refused")
+
+    monkeypatch.setattr(nats_driver, "client_ssl_context", fake_ssl_context)
+    monkeypatch.setattr(nats_driver.nats, "connect", refuse)
+    section = NATSSection.model_construct(addr="tls://127.0.0.1:1", tls=object())
+    driver = NATSDriver(Pipeline(name="p", driver="nats"), PriorityQueue(), section,
+                        NATSOptions())
+    with pytest.raises(NATSUnavailableError):
+        await driver.open()
+    assert len(seen) == 1 and seen[0] != loop_thread

@@ -85,7 +85,8 @@ class NATSOptions(DeclaredOptions):
             (JetStream ``max_ack_pending``); fetches ask for up to this many.
         deliver_new: a consumer created by this pipeline starts with the
             messages published after it (``DeliverPolicy.NEW``) instead of
-            everything in the stream.
+            everything in the stream. Set explicitly against an existing
+            consumer with another deliver policy: a ``ConfigError``.
         rate_limit: the most jobs per second this driver takes from the
             broker (client-side); unset: no limit.
         delete_after_ack: delete each acknowledged message from the stream.

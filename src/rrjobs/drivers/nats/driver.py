@@ -57,7 +57,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 
 from rrjobs.core.base import BaseDriver
 from rrjobs.core.capabilities import Capabilities
-from rrjobs.core.errors import AckLostError, PipelineStateError, RRJobsError
+from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError, RRJobsError
 from rrjobs.core.headers import RR_ORIGINAL_PIPELINE, Headers
 from rrjobs.core.interfaces import Configurer, Constructor
 from rrjobs.core.message import Message
@@ -165,16 +165,23 @@ class NATSDriver(BaseDriver):
         self._fetch_started = 0.0
         self._closing = False
         self._last_error: Exception | None = None
+        #: The options' key path (``jobs.pipelines.<name>.config``), for errors.
+        self._where = ""
 
     # -- opening ----------------------------------------------------------------------------
 
-    async def open(self) -> None:
+    async def open(self, where: str = "") -> None:
         """Connect and declare the stream, the delay stream and both consumers.
 
-        Raises :class:`NATSUnavailableError` when the server does not answer
-        within ``CONNECT_TIMEOUT`` or refuses the declarations.
+        ``where`` is the options' key path, named by configuration errors. The TLS
+        files are read in a worker thread. Raises :class:`NATSUnavailableError` when
+        the server does not answer within ``CONNECT_TIMEOUT`` or refuses the
+        declarations, :class:`~rrjobs.core.errors.ConfigError` when an explicit
+        ``deliver_new`` contradicts the existing consumer.
         """
-        tls = client_ssl_context(self.section.tls) if self.section.tls else None
+        self._where = where
+        tls_config = self.section.tls
+        tls = await asyncio.to_thread(client_ssl_context, tls_config) if tls_config else None
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 self.nc = await nats.connect(
@@ -216,7 +223,8 @@ class NATSDriver(BaseDriver):
             ack_wait=o.ack_wait, max_ack_pending=o.prefetch, filter_subject=self.subject,
             deliver_policy=DeliverPolicy.NEW if o.deliver_new else DeliverPolicy.ALL,
             max_deliver=-1)
-        await self._ensure_consumer(self.stream, config)
+        await self._ensure_consumer(self.stream, config, explicit="deliver_new" in
+                                    o.model_fields_set)
         await self._ensure_consumer(self.delay_stream, forwarder_config(self.consumer,
                                                                   self.delay_subject))
 
@@ -234,10 +242,12 @@ class NATSDriver(BaseDriver):
             info.config.subjects = [*subjects, subject]
             await self.js.update_stream(info.config)
 
-    async def _ensure_consumer(self, stream: str, config: ConsumerConfig) -> None:
+    async def _ensure_consumer(self, stream: str, config: ConsumerConfig,
+                               explicit: bool = False) -> None:
         """Create the durable consumer, or update it (``ack_wait`` and ``prefetch`` can
-        change). Its deliver policy cannot change: an existing consumer keeps its own
-        (``deliver_new`` applies when the consumer is created). Any other refusal (a
+        change). Its deliver policy cannot change: when ``deliver_new`` was set
+        (``explicit``) and contradicts it, :class:`ConfigError` at ``<where>.deliver_new``;
+        otherwise the consumer keeps its own (logged as a warning). Any other refusal (a
         consumer of that name on another subject) is raised."""
         try:
             await self.js.add_consumer(stream, config=config)
@@ -248,9 +258,17 @@ class NATSDriver(BaseDriver):
                 raise exc from None
             if info.config.deliver_policy == config.deliver_policy:
                 raise
-            log.info("pipeline %r: consumer %r keeps its deliver policy %s (deliver_new "
-                     "applies when the consumer is created)", self.pipeline_name,
-                     config.durable_name, info.config.deliver_policy)
+            policy = getattr(info.config.deliver_policy, "value", info.config.deliver_policy)
+            if explicit:
+                path = f"{self._where}.deliver_new" if self._where else "deliver_new"
+                raise ConfigError(path, f"the existing JetStream consumer "
+                                  f"{config.durable_name!r} of stream {stream!r} has deliver "
+                                  f"policy {policy!r}, which JetStream "
+                                  "cannot change (delete the consumer or leave deliver_new "
+                                  "unset)") from None
+            log.warning("pipeline %r: consumer %r keeps its deliver policy %s (deliver_new "
+                        "applies when the consumer is created)", self.pipeline_name,
+                        config.durable_name, policy)
             config.deliver_policy = info.config.deliver_policy
             await self.js.add_consumer(stream, config=config)
 
@@ -533,7 +551,9 @@ class NATSDriver(BaseDriver):
         await self._signal(job, job.msg.nak())
 
     async def settle_drop(self, job: NATSJob) -> None:
-        """``nack()``: to ``dead_letter_subject`` when configured, else dropped; ``+TERM``."""
+        """``nack()``: to ``dead_letter_subject`` when configured, else dropped; ``+TERM``.
+        If JetStream refuses the dead-letter copy the original is ``-NAK``-ed
+        (redelivered at once) and the error raised."""
         self._check(job)
         dead = self.options.dead_letter_subject
         if dead:
@@ -542,7 +562,12 @@ class NATSDriver(BaseDriver):
             headers[RR_ORIGINAL_PIPELINE] = [self.pipeline_name]
             body = codec.encode_body(job.id, job.name, job.payload, job.priority,
                                      self.pipeline_name, job.auto_ack)
-            await self._publish(dead, body, codec.encode_headers(headers))
+            try:
+                await self._publish(dead, body, codec.encode_headers(headers))
+            except BaseException:
+                self._done(job)
+                await self._quietly(job.msg.nak())
+                raise
         else:
             log.info("pipeline %r: job %s (%s) nacked without requeue: dropped (no "
                      "dead_letter_subject)", self.pipeline_name, job.id, job.name)
@@ -649,16 +674,16 @@ class NATSConstructor(Constructor):
     async def driver_from_config(self, config_key: str, queue: PriorityQueue,
                                  pipeline: Pipeline) -> NATSDriver:
         options = options_from_config(self.configurer, config_key, NATSOptions)
-        return await self._open(pipeline, queue, options)
+        return await self._open(pipeline, queue, options, config_key)
 
     async def driver_from_pipeline(self, pipeline: Pipeline, queue: PriorityQueue) -> NATSDriver:
         options = options_from_pipeline(pipeline, NATSOptions)
         if pipeline.driver_options().get("prefetch") in (None, ""):
             options = options.model_copy(update={"prefetch": DEFAULT_DECLARE_PREFETCH})
-        return await self._open(pipeline, queue, options)
+        return await self._open(pipeline, queue, options, f"declare.{pipeline.name()}")
 
-    async def _open(self, pipeline: Pipeline, queue: PriorityQueue,
-                    options: NATSOptions) -> NATSDriver:
+    async def _open(self, pipeline: Pipeline, queue: PriorityQueue, options: NATSOptions,
+                    where: str) -> NATSDriver:
         driver = NATSDriver(pipeline, queue, self.section, options)
-        await driver.open()
+        await driver.open(where)
         return driver

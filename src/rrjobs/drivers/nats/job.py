@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from rrjobs.core.capabilities import Capabilities
@@ -19,7 +18,8 @@ class NATSJob(Job):
     * ``ack()`` → ``+ACK`` (then ``DeleteMsg`` with ``delete_after_ack``).
     * ``nack()`` → published to ``dead_letter_subject`` when configured
       (returns once JetStream stored it), otherwise dropped (logged); then
-      ``+TERM``: JetStream never redelivers it.
+      ``+TERM``: JetStream never redelivers it. If the dead-letter copy cannot
+      be published the original is ``-NAK``-ed and the error raised.
     * ``nack(requeue=True)`` → ``-NAK``: redelivered at once, unchanged.
     * ``nack(requeue=True, delay)`` and ``requeue(headers, delay)`` → a copy
       (merged headers) is published to the subject, or to the delay stream
@@ -56,21 +56,8 @@ class NATSJob(Job):
         return self._driver.capabilities
 
     def queue_name(self) -> str:
+        """The subject (``queue`` in RoadRunner's context JSON)."""
         return self._driver.options.subject
-
-    def context(self) -> bytes:
-        """RoadRunner's context JSON (``queue`` = the subject)."""
-        return json.dumps(
-            {
-                "id": self.id,
-                "job": self.name,
-                "driver": self.driver_name,
-                "queue": self._driver.options.subject,
-                "headers": self.headers,
-                "pipeline": self.pipeline,
-            },
-            separators=(",", ":"),
-        ).encode()
 
     async def _ack(self) -> None:
         await self._driver.settle_ack(self)
