@@ -523,7 +523,6 @@ async def test_worker_pool_extends_the_lease_of_a_long_running_job() -> None:
     class LeasedJob(Job):
         __slots__ = ("extended",)
         driver_name = "leased"
-        lease = 0.4
 
         @property
         def capabilities(self) -> Capabilities:
@@ -552,7 +551,8 @@ async def test_worker_pool_extends_the_lease_of_a_long_running_job() -> None:
 
     pool = WorkerPool(queue, app, Outcomes(lambda _: RetryPolicy(), lambda _: counters, no_push),
                       num_workers=1)
-    job = LeasedJob(id="1", name="long", payload=b"", headers={}, pipeline="p", priority=1)
+    job = LeasedJob(id="1", name="long", payload=b"", headers={}, pipeline="p", priority=1,
+                    lease=0.4)
     job.extended = []
     await pool.start()
     await queue.insert(job)

@@ -1,23 +1,57 @@
-"""``BaseDriver``: the state machine every driver shares.
+"""``BaseDriver``: the lifecycle, checks and plumbing every driver shares.
 
-Pipeline-name checks, the consuming/paused/stopped states with RoadRunner's
-errors for a double pause or resume, and the capability checks on push live
-here once, so a driver implements only what touches its broker:
-``_start_consuming``, ``_stop_consuming``, ``_send``, ``_close`` and
-``state``.
+A driver implements only what touches its broker: ``_start_consuming``,
+``_stop_consuming``, ``_send`` (and ``_send_batch``), ``_close`` and
+``state``, plus the :class:`~rrjobs.core.job.Settler` methods for its jobs
+and, where messages come off a wire, ``decode`` and ``poison``. This class
+gives each driver:
+
+* **Lifecycle.** ``run``/``resume``/``pause``/``stop`` are serialised: a call
+  made while another is inside waits for it. A call issued sequentially in the
+  wrong state raises RoadRunner's :class:`~rrjobs.core.errors.PipelineStateError`
+  (a double pause or resume); a call that had to wait for another one and
+  finds its work already done (a pause queued behind a pause, anything
+  behind ``stop``) is a no-op. ``stop`` is final and idempotent.
+* **Checks on push**: pipeline name, stopped state, capabilities (delay,
+  payload size, headers), the inherited priority.
+* **Supervision**: :attr:`supervisor` runs the driver's background tasks;
+  ``ready`` is false while one is down (see :mod:`rrjobs.core.supervise`).
+* **Guarded decoding**: :meth:`accept` turns any exception of ``decode``
+  into a failed job (:meth:`poison_job`) that the runtime dead-letters with
+  the reason, so no message can stall a consumer.
+* **Restart requests**: :meth:`request_restart` asks the runtime, once per
+  episode, to rebuild a pipeline that cannot recover by itself.
+
+Concurrency: ``push`` and ``push_batch`` may be called from many tasks at once
+and in any lifecycle state but *stopped*; ``state`` at any time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import traceback
 from abc import abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 from rrjobs.core.errors import PipelineStateError, UnsupportedFeatureError
+from rrjobs.core.headers import RR_ERROR, UNREADABLE
 from rrjobs.core.interfaces import Driver
-from rrjobs.core.message import Message
+from rrjobs.core.job import Job
+from rrjobs.core.message import Message, new_id
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.supervise import Supervisor
+
+#: The longest decode error kept in a failed job's ``rr_error``.
+MAX_REASON = 512
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` of ``exc``, on one line, at most :data:`MAX_REASON` characters."""
+    text = "".join(traceback.format_exception_only(exc)).strip().replace("\n", " ")
+    return text if len(text) <= MAX_REASON else text[:MAX_REASON - 1] + "…"
 
 
 class BaseDriver(Driver):
@@ -36,6 +70,11 @@ class BaseDriver(Driver):
         self.consuming = False
         self.stopped = False
         self.log = logging.getLogger(f"rrjobs.drivers.{self.name}")
+        self.supervisor = Supervisor(f"pipeline {self.pipeline_name!r}", self.log)
+        #: false while the broker cannot be reached (drivers set it)
+        self.connected = True
+        self._lifecycle = asyncio.Lock()
+        self._restart_asked = False
 
     # -- for subclasses ------------------------------------------------------------
 
@@ -59,6 +98,67 @@ class BaseDriver(Driver):
 
     async def _close(self) -> None:
         """Release connections and resources (after consuming stopped)."""
+
+    def decode(self, raw: Any) -> Job | None:
+        """The job of one received message, or ``None`` when the driver dealt
+        with it itself (a delay hop, a message for later). May raise anything:
+        :meth:`accept` turns the error into a failed job."""
+        raise NotImplementedError(f"driver {self.name!r} does not decode messages")
+
+    def poison(self, raw: Any, reason: str) -> Job | None:
+        """A failed job for ``raw``, which could not be decoded (build it with
+        :meth:`poison_job`), or ``None`` when the driver settled it itself."""
+        raise NotImplementedError(f"driver {self.name!r} does not decode messages")
+
+    # -- Settler defaults --------------------------------------------------------------
+
+    def queue_name(self, job: Job) -> str:
+        """The broker queue the job came from (``context()``)."""
+        return ""
+
+    # -- shared plumbing ---------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Consuming, connected and with no supervised task down."""
+        return self.consuming and self.connected and self.supervisor.healthy
+
+    def accept(self, raw: Any) -> Job | None:
+        """``decode(raw)``, with every error turned into a failed job."""
+        try:
+            return self.decode(raw)
+        except Exception as exc:  # RecursionError, MemoryError, UnicodeError, ...
+            reason = describe_error(exc)
+        self.log.warning("pipeline %r: unreadable message, dead-lettered: %s",
+                         self.pipeline_name, reason)
+        try:
+            return self.poison(raw, reason)
+        except Exception:
+            self.log.exception("pipeline %r: cannot settle an unreadable message; the "
+                               "broker redelivers it", self.pipeline_name)
+            return None
+
+    def poison_job(self, handle: Any, payload: bytes, reason: str, *,
+                   lease: float | None = None) -> Job:
+        """A failed job carrying ``payload`` (the raw body) and the ``reason``
+        (also as its ``rr_error`` header)."""
+        return Job(self, id=new_id(), name=UNREADABLE, payload=bytes(payload),  # type: ignore[arg-type]
+                   headers={RR_ERROR: [reason]}, pipeline=self.pipeline_name,
+                   priority=self.priority, handle=handle, lease=lease, failure=reason)
+
+    def request_restart(self, reason: str) -> None:
+        """Ask the runtime to rebuild this pipeline (once per driver)."""
+        if self._restart_asked or self.stopped:
+            return
+        self._restart_asked = True
+        self.connected = False
+        if self.command_handler is not None:
+            self.log.error("pipeline %r: %s; asking the runtime to restart it",
+                           self.pipeline_name, reason)
+            self.command_handler(self.pipeline_name, "restart")
+        else:
+            self.log.error("pipeline %r: %s, and no runtime to restart it",
+                           self.pipeline_name, reason)
 
     # -- checks ---------------------------------------------------------------------------
 
@@ -104,32 +204,49 @@ class BaseDriver(Driver):
 
     async def resume(self, pipeline: str) -> None:
         self._check_name(pipeline)
-        if self.stopped:
-            raise PipelineStateError(f"pipeline {self.pipeline_name!r} is stopped")
-        if self.consuming:
-            raise PipelineStateError(
-                f"pipeline {self.pipeline_name!r} is already in the active state"
-            )
-        await self._start_consuming()
-        self.consuming = True
+        waited = self._lifecycle.locked()
+        async with self._lifecycle:
+            if self.stopped:
+                if waited:
+                    return
+                raise PipelineStateError(f"pipeline {self.pipeline_name!r} is stopped")
+            if self.consuming:
+                if waited:
+                    return
+                raise PipelineStateError(
+                    f"pipeline {self.pipeline_name!r} is already in the active state"
+                )
+            await self._start_consuming()
+            self.consuming = True
 
     async def pause(self, pipeline: str) -> None:
         self._check_name(pipeline)
         if not self.capabilities.pause:
             raise UnsupportedFeatureError(f"driver {self.name!r} cannot pause a pipeline")
-        if not self.consuming:
-            raise PipelineStateError(
-                f"pipeline {self.pipeline_name!r}: no active listeners, nothing to pause"
-            )
-        self.consuming = False
-        await self._stop_consuming()
+        waited = self._lifecycle.locked()
+        async with self._lifecycle:
+            if not self.consuming:
+                if waited:
+                    return
+                raise PipelineStateError(
+                    f"pipeline {self.pipeline_name!r}: no active listeners, nothing to pause"
+                )
+            self.consuming = False
+            await self._stop_consuming()
 
     async def stop(self) -> None:
         if self.stopped:
             return
-        if self.consuming:
-            self.consuming = False
-            await self._stop_consuming()
-        self.stopped = True
-        self.queue.remove(self.pipeline_name)
-        await self._close()
+        async with self._lifecycle:
+            if self.stopped:
+                return
+            try:
+                if self.consuming:
+                    self.consuming = False
+                    await self._stop_consuming()
+                self.stopped = True
+                await self.supervisor.stop()
+            finally:
+                self.stopped = True
+                self.queue.remove(self.pipeline_name)
+                await self._close()

@@ -35,6 +35,9 @@ class Capabilities:
             when the consumer dies (at-least-once across process crashes).
         pause: ``pause``/``resume`` are supported.
         headers: arbitrary job headers round-trip, several values per key.
+        delay_granularity: the broker's delay resolution in seconds (1.0 for
+            whole seconds, 0.001 for milliseconds, 0 for finer). Delays are
+            rounded up to it (:mod:`rrjobs.core.delays`): never delivered early.
     """
 
     delay: bool = True
@@ -48,6 +51,7 @@ class Capabilities:
     redelivery_on_crash: bool = False
     pause: bool = True
     headers: bool = True
+    delay_granularity: float = 0.0
 
     def check_delay(self, delay: float, driver: str) -> None:
         """Raise :class:`UnsupportedFeatureError` if ``delay`` cannot be honoured."""

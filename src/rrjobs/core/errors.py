@@ -78,3 +78,9 @@ class HandlerTimeoutError(RRJobsError):
 
 class NoHandlerError(RRJobsError):
     """No handler is registered for the job's name and there is no fallback."""
+
+
+class PoisonMessageError(RRJobsError):
+    """A received message could not be read (its body or headers failed to
+    decode, or it broke a limit). The runtime dead-letters such a job at once,
+    without calling a handler, with this error as its ``rr_error``."""

@@ -29,6 +29,8 @@ RR_ORIGINAL_PIPELINE = "rr_original_pipeline"
 
 #: Job name given to a message that carries no ``rr_job`` (a foreign producer).
 DEDUCED_BY_RR = "deduced_by_rr"
+#: Job name given to a message that could not be read (its ``rr_error`` says why).
+UNREADABLE = "rrjobs.unreadable"
 
 Headers = dict[str, list[str]]
 
@@ -88,4 +90,57 @@ def headers_from_json(raw: str | bytes | bytearray | None) -> Headers | None:
             out[str(key)] = [value]
         elif value is not None:
             out[str(key)] = [json.dumps(value)]
+    return out
+
+
+#: The largest header block a received job may carry: keys and values, in characters.
+MAX_HEADER_CHARS = 64 * 1024
+#: The most header keys a received job may carry.
+MAX_HEADER_KEYS = 256
+
+
+class BadHeadersError(ValueError):
+    """Received headers that no job may carry: not a mapping, a nested value,
+    or over :data:`MAX_HEADER_CHARS` / :data:`MAX_HEADER_KEYS`. Decoding fails,
+    and the message becomes a failed job with this reason."""
+
+
+def _header_value(key: str, value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, bool | int | float):
+        return json.dumps(value)
+    raise BadHeadersError(f"header {key[:64]!r} has a nested value ({type(value).__name__})")
+
+
+def normalize_headers(raw: object) -> Headers:
+    """Job headers from what a broker or a foreign producer gives.
+
+    Each value becomes a list of strings: a string, bytes (UTF-8) or a number
+    is one value, a list of those several values; ``None`` drops the key.
+    Raises :class:`BadHeadersError` for anything else (one rule for every
+    driver). Pure.
+    """
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise BadHeadersError(f"headers must be a mapping, not {type(raw).__name__}")
+    if len(raw) > MAX_HEADER_KEYS:
+        raise BadHeadersError(f"{len(raw)} header keys (at most {MAX_HEADER_KEYS})")
+    out: Headers = {}
+    size = 0
+    for k, value in raw.items():
+        key = k if isinstance(k, str) else _header_value("<key>", k)
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            values = [_header_value(key, v) for v in value]
+        else:
+            values = [_header_value(key, value)]
+        size += len(key) + sum(map(len, values))
+        if size > MAX_HEADER_CHARS:
+            raise BadHeadersError(f"headers larger than {MAX_HEADER_CHARS} characters")
+        out[key] = values
     return out

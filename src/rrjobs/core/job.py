@@ -1,22 +1,32 @@
-"""``Job``: a received job, as the priority queue holds it and handlers see it.
+"""``Job`` and ``Settler``: a received job, settled through its driver.
 
-Each driver subclasses :class:`Job` and implements three primitives,
-``_ack``, ``_nack`` and ``_requeue``, with the broker's native operations. The
-public methods here add what must be the same on every driver:
+There is one job class for every driver. A driver gives each job a
+:class:`Settler` (usually the driver itself) that maps the four settlements
+onto the broker's native operations, and a ``handle``: whatever the broker
+needs to settle this one delivery (a delivery tag, a receipt handle, an ack
+id, a row id, an offset). A driver whose jobs need more than one value of
+their own may subclass :class:`Job` to add ``__slots__`` only; no job class
+calls back into a driver except through its settler.
+
+The public methods here add what must be the same on every driver:
 
 * a job is settled exactly once: a second ``ack``/``nack``/``requeue`` raises
   :class:`~rrjobs.core.errors.JobAlreadySettledError`;
 * an ``auto_ack`` job was acknowledged on receipt; ``ack`` and ``nack`` on it
   are no-ops (RoadRunner's behaviour);
 * a delay is checked against the driver's capabilities before anything is
-  sent, so an unsupported delay is an error and never ignored.
+  sent, so an unsupported delay is an error and never ignored;
+* a settlement never overlaps a lease extension of the same job: ``ack``,
+  ``nack`` and ``requeue`` wait for an extension in flight, and an extension
+  asked for after the job was settled is a no-op. Exactly one settlement
+  reaches the broker, after any extension.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rrjobs.core.errors import JobAlreadySettledError, UnsupportedFeatureError
 from rrjobs.core.headers import Headers, attempts_of
@@ -25,35 +35,73 @@ if TYPE_CHECKING:
     from rrjobs.core.capabilities import Capabilities
 
 
-class Job(ABC):
+class Settler(Protocol):
+    """What a driver implements to settle its jobs (kombu's channel role).
+
+    Every method may wait on a broker round trip and must never block the
+    event loop. They are called at most once per job for the three
+    settlements (the :class:`Job` guarantees it) and never concurrently with
+    ``extend`` for the same job. Different jobs are settled concurrently.
+    """
+
+    #: The driver's name, equal to the pipeline's ``driver:`` value.
+    name: str
+    #: What the driver can do; jobs check delays against it.
+    capabilities: Capabilities
+
+    async def ack(self, job: Job) -> None:
+        """The job is done and is never redelivered."""
+
+    async def nack(self, job: Job, requeue: bool, delay: float) -> None:
+        """``requeue=False``: never redelivered; dead-lettered natively where the
+        broker can, otherwise dropped (logged). ``requeue=True``: redelivered
+        after ``delay`` seconds."""
+
+    async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
+        """Put the job back with ``headers`` (already merged) after ``delay`` s."""
+
+    async def extend(self, job: Job, seconds: float) -> None:
+        """Keep the job reserved ``seconds`` more (only with ``lease_extension``)."""
+
+    def queue_name(self, job: Job) -> str:
+        """The broker queue/topic/stream the job came from (for ``context()``)."""
+
+
+class Job:
     """A job delivered by a driver.
 
-    Concurrency: a job is handled by one task at a time; its methods are not
-    meant to be called concurrently with each other. ``ack``, ``nack`` and
-    ``requeue`` may wait on broker round trips (never block the loop).
+    Attributes:
+        settler: settles this job on the broker (its driver).
+        handle: the driver's token for this delivery (opaque to everything else).
+        lease: seconds the broker reserves the job, or ``None``. While a
+            handler runs, the worker pool extends it every ``lease / 2`` s.
+        failure: set when the message could not be read: the reason. The
+            runtime dead-letters such a job without calling a handler.
+
+    Concurrency: a job is handled by one task at a time. ``extend_lease`` may
+    run concurrently with a settlement (the pool extends leases in the
+    background); everything else is sequential per job.
     """
 
     __slots__ = (
+        "_extending",
         "auto_ack",
+        "failure",
+        "handle",
         "headers",
         "id",
+        "lease",
         "name",
         "payload",
         "pipeline",
         "priority",
         "settled",
+        "settler",
     )
-
-    #: The driver's name, written into ``context()``.
-    driver_name: str = ""
-    #: Seconds the broker reserves the job for this consumer (lease, visibility
-    #: timeout, ack deadline), or ``None``. While a handler runs, the worker pool
-    #: calls :meth:`extend_lease` every ``lease / 2`` seconds. Drivers with
-    #: leases set it per job (a slot of their subclass).
-    lease: float | None = None
 
     def __init__(
         self,
+        settler: Settler | None = None,
         *,
         id: str,
         name: str,
@@ -62,13 +110,12 @@ class Job(ABC):
         pipeline: str,
         priority: int,
         auto_ack: bool = False,
+        handle: Any = None,
+        lease: float | None = None,
+        failure: str | None = None,
     ) -> None:
-        self._set_fields(id, name, payload, headers, pipeline, priority, auto_ack)
-
-    def _set_fields(self, id: str, name: str, payload: bytes, headers: Headers, pipeline: str,
-                    priority: int, auto_ack: bool) -> None:
-        """Set the fields of a new job (what ``__init__`` does, positionally:
-        drivers that build a job per message call it from their ``__init__``)."""
+        if settler is not None:  # older subclasses settle through their own overrides
+            self.settler = settler
         self.id = id
         self.name = name
         self.payload = payload
@@ -76,36 +123,76 @@ class Job(ABC):
         self.pipeline = pipeline
         self.priority = priority
         self.auto_ack = auto_ack
+        self.handle = handle
+        self.lease = lease
+        self.failure = failure
         #: ``None`` until settled, then one of ``"ack"``, ``"nack"``, ``"requeue"``.
         self.settled: str | None = None
+        self._extending: asyncio.Future[None] | None = None
 
-    # -- what the driver provides -------------------------------------------------
+    @classmethod
+    def make(cls, settler: Settler, handle: Any, id: str, name: str, payload: bytes,
+             headers: Headers, pipeline: str, priority: int, auto_ack: bool,
+             lease: float | None = None) -> Job:
+        """A new job, positionally and without keyword handling (the hot path of
+        drivers that build one job per message)."""
+        job = cls.__new__(cls)
+        job.settler = settler
+        job.handle = handle
+        job.id = id
+        job.name = name
+        job.payload = payload
+        job.headers = headers
+        job.pipeline = pipeline
+        job.priority = priority
+        job.auto_ack = auto_ack
+        job.lease = lease
+        job.failure = None
+        job.settled = None
+        job._extending = None
+        return job
+
+    def _set_fields(self, id: str, name: str, payload: bytes, headers: Headers, pipeline: str,
+                    priority: int, auto_ack: bool) -> None:
+        """Set the fields of a job of a subclass that settles itself through
+        ``_ack``/``_nack``/``_requeue`` overrides (the older job API)."""
+        self.id = id
+        self.name = name
+        self.payload = payload
+        self.headers = headers
+        self.pipeline = pipeline
+        self.priority = priority
+        self.auto_ack = auto_ack
+        self.handle = None
+        self.lease = None
+        self.failure = None
+        self.settled = None
+        self._extending = None
+
+    async def _ack(self) -> None:
+        await self.settler.ack(self)
+
+    async def _nack(self, requeue: bool, delay: float) -> None:
+        await self.settler.nack(self, requeue, delay)
+
+    async def _requeue(self, headers: Headers, delay: float) -> None:
+        await self.settler.requeue(self, headers, delay)
+
+    # -- what the settler provides --------------------------------------------------
 
     @property
-    @abstractmethod
     def capabilities(self) -> Capabilities:
         """The capabilities of the driver that delivered this job."""
+        return self.settler.capabilities
 
-    @abstractmethod
-    async def _ack(self) -> None:
-        """Acknowledge on the broker: the job is done and never redelivered."""
-
-    @abstractmethod
-    async def _nack(self, requeue: bool, delay: float) -> None:
-        """Negative acknowledgement.
-
-        ``requeue=False``: the job is never redelivered; it is dead-lettered
-        if the pipeline has a dead-letter target, otherwise dropped.
-        ``requeue=True``: redelivered, after ``delay`` seconds when > 0.
-        """
-
-    @abstractmethod
-    async def _requeue(self, headers: Headers, delay: float) -> None:
-        """Put the job back with ``headers`` (already merged) after ``delay`` s."""
+    @property
+    def driver_name(self) -> str:
+        return self.settler.name
 
     def queue_name(self) -> str:
         """The broker queue/topic the job came from (for ``context()``)."""
-        return ""
+        settler: Settler | None = getattr(self, "settler", None)
+        return settler.queue_name(self) if settler is not None else ""
 
     # -- the public API ---------------------------------------------------------------
 
@@ -140,6 +227,12 @@ class Job(ABC):
             )
         self.settled = how
 
+    async def _after_extension(self) -> None:
+        """Wait for a lease extension in flight (it finishes before the settlement)."""
+        ext = self._extending
+        if ext is not None:
+            await asyncio.shield(ext)
+
     async def ack(self) -> None:
         """Acknowledge the job. A no-op for an ``auto_ack`` job."""
         if self.settled is not None:
@@ -147,6 +240,8 @@ class Job(ABC):
                 return
             self._settle("ack")  # raises JobAlreadySettledError
         self.settled = "ack"
+        if self._extending is not None:
+            await self._after_extension()
         await self._ack()
 
     async def nack(self, requeue: bool = False, delay: float = 0.0) -> None:
@@ -164,6 +259,8 @@ class Job(ABC):
         elif delay > 0:
             raise ValueError("a delay only makes sense with requeue=True")
         self._settle("nack")
+        if self._extending is not None:
+            await self._after_extension()
         await self._nack(requeue, delay)
 
     async def requeue(self, headers: Headers | None = None, delay: float = 0.0) -> None:
@@ -176,16 +273,34 @@ class Job(ABC):
             for k, v in headers.items():
                 merged[k] = list(v)
         self._settle("requeue")
+        if self._extending is not None:
+            await self._after_extension()
         await self._requeue(merged, delay)
 
     async def extend_lease(self, seconds: float) -> None:
         """Keep the job reserved for ``seconds`` more (lease/visibility/ack deadline).
 
-        Drivers whose capabilities declare ``lease_extension`` override this.
+        A no-op once the job is settled (or while it is being settled). Raises
+        :class:`~rrjobs.core.errors.UnsupportedFeatureError` when the driver
+        declares no ``lease_extension``.
         """
-        raise UnsupportedFeatureError(
-            f"driver {self.driver_name!r} does not support lease extension"
-        )
+        if not self.capabilities.lease_extension:
+            raise UnsupportedFeatureError(
+                f"driver {self.driver_name!r} does not support lease extension"
+            )
+        if self.settled is not None:
+            return
+        while self._extending is not None:  # one extension at a time
+            await self._after_extension()
+            if self.settled is not None:
+                return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._extending = done
+        try:
+            await self.settler.extend(self, seconds)
+        finally:
+            self._extending = None
+            done.set_result(None)
 
     def __repr__(self) -> str:
         return (

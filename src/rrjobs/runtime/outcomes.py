@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, fields
 
 from rrjobs.config import RetryConfig
+from rrjobs.core.errors import PoisonMessageError
 from rrjobs.core.headers import RR_ATTEMPTS, RR_ERROR, RR_ORIGINAL_PIPELINE
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
@@ -103,7 +104,7 @@ class Outcomes:
             return
         policy = self._policy_of(job.pipeline)
         failures = job.attempts + 1
-        if failures < policy.max_attempts:
+        if failures < policy.max_attempts and not isinstance(exc, PoisonMessageError):
             delay = policy.delay_for(failures)
             caps = job.capabilities
             if not caps.delay:

@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from rrjobs.core.errors import HandlerTimeoutError, NoHandlerError
+from rrjobs.core.errors import HandlerTimeoutError, NoHandlerError, PoisonMessageError
 from rrjobs.core.job import Job
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.runtime.app import App, HandlerSpec, JobData
@@ -115,6 +115,9 @@ class WorkerPool:
             await self._execute(slot, job)
 
     async def _execute(self, slot: _Slot, job: Job) -> None:
+        if job.failure is not None:  # unreadable: dead-lettered without a handler
+            await self._settle_failure(job, PoisonMessageError(job.failure))
+            return
         try:
             spec = self.app.resolve(job.name)
         except NoHandlerError as exc:

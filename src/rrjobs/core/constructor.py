@@ -1,0 +1,87 @@
+"""``DriverConstructor``: the one constructor every driver uses.
+
+A driver is a :class:`~rrjobs.core.base.BaseDriver` subclass built as
+``driver_class(pipeline, queue, options, section)`` and opened with
+``await driver.open(where)`` (connect and declare what the pipeline needs;
+``where`` is the key path of the pipeline's options, for errors). Its
+constructor only names the pieces::
+
+    class SQSConstructor(DriverConstructor):
+        name = "sqs"
+        driver_class = SQSDriver
+        options_model = SQSOptions          # the pipeline's options
+        section_key = "sqs"                 # the global section, if any
+        section_model = SQSSection
+
+This class reads the global section once (a bad value fails with its key
+path), validates each pipeline's options with exact key paths (from the config
+file or from ``Declare``), fills in the pipeline priority from the options,
+opens the driver, and closes it again when opening fails, so that a driver
+that could not start leaves no connection behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from rrjobs.core.base import BaseDriver
+from rrjobs.core.interfaces import Configurer, Constructor
+from rrjobs.core.options import options_from_config, options_from_pipeline
+from rrjobs.core.pipeline import Pipeline
+from rrjobs.core.queue import PriorityQueue
+
+log = logging.getLogger("rrjobs.drivers")
+
+
+class DriverConstructor(Constructor):
+    """Builds drivers of one kind from their options model and global section."""
+
+    #: The driver class: ``driver_class(pipeline, queue, options, section)``, a
+    #: :class:`BaseDriver` with ``async open(where)``.
+    driver_class: ClassVar[Callable[..., Any]]
+    #: The pydantic model of a pipeline's options.
+    options_model: ClassVar[type[BaseModel]]
+    #: The key of the global section (``"amqp"``), or ``None`` when there is none.
+    section_key: ClassVar[str | None] = None
+    #: The global section's model; an absent section gives its defaults unless
+    #: ``section_required``.
+    section_model: ClassVar[type[BaseModel] | None] = None
+    section_required: ClassVar[bool] = False
+
+    def __init__(self, configurer: Configurer) -> None:
+        super().__init__(configurer)
+        self.section: Any = None
+        key, model = self.section_key, self.section_model
+        if key is not None and model is not None:
+            if configurer.has(key) or self.section_required:
+                self.section = configurer.unmarshal_key(key, model)
+            else:
+                self.section = model()
+
+    async def driver_from_config(self, config_key: str, queue: PriorityQueue,
+                                 pipeline: Pipeline) -> BaseDriver:
+        options = options_from_config(self.configurer, config_key, self.options_model)
+        return await self._open(pipeline, queue, options, config_key)
+
+    async def driver_from_pipeline(self, pipeline: Pipeline, queue: PriorityQueue) -> BaseDriver:
+        options = options_from_pipeline(pipeline, self.options_model)
+        return await self._open(pipeline, queue, options, f"declare.{pipeline.name()}")
+
+    async def _open(self, pipeline: Pipeline, queue: PriorityQueue, options: BaseModel,
+                    where: str) -> BaseDriver:
+        priority = getattr(options, "priority", None)
+        if isinstance(priority, int) and priority:
+            pipeline.setdefault("priority", priority)
+        driver: BaseDriver = self.driver_class(pipeline, queue, options, self.section)
+        try:
+            await driver.open(where)  # type: ignore[attr-defined]
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await driver.stop()
+            raise
+        return driver

@@ -1,0 +1,154 @@
+"""``PullDriver``: the template for brokers a consumer fetches from.
+
+SQS ``ReceiveMessage``, Pub/Sub ``Pull``, a JetStream pull consumer's
+``fetch`` and a sqlite ``SELECT``: the driver implements
+
+* ``fetch(n)``: up to ``n`` raw messages (it may long-poll; it may raise);
+* ``decode(raw)`` and ``poison(raw, reason)`` (see :class:`~rrjobs.core.base.BaseDriver`);
+* the :class:`~rrjobs.core.job.Settler` methods, each ending with
+  ``self.lane.release()`` (or calling :meth:`settled`);
+* optionally ``give_back(jobs)``: what pausing does with the jobs it took
+  back out of the priority queue (default: nack them with requeue, so the
+  broker delivers them again);
+* optionally ``fetch_failed(exc)``: repair after a failed fetch (re-declare a
+  deleted queue, reconnect); return ``False`` to ask for a restart at once.
+
+The template runs the fetch loop as the supervised task ``"fetch"``: it waits
+for room in the pipeline's :class:`~rrjobs.core.lane.Lane` (prefetch and the
+pause gate), fetches, decodes each message through the guard, and delivers.
+A failing fetch is retried with :class:`~rrjobs.core.resilience.Backoff`
+(one WARNING when the outage starts, one INFO when it ends, ``ready`` false
+meanwhile); after ``restart_after`` seconds of failures the runtime is asked
+to rebuild the pipeline.
+
+Concurrency: one fetch at a time per pipeline; settlements run concurrently
+with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from rrjobs.core.base import BaseDriver, describe_error
+from rrjobs.core.job import Job
+from rrjobs.core.lane import Lane
+from rrjobs.core.pipeline import Pipeline
+from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.resilience import DEFAULT_RESTART_AFTER, Backoff, FailureWindow
+
+
+class PullDriver(BaseDriver):
+    """A driver whose consumer fetches batches of messages."""
+
+    #: Seconds of failing fetches after which the runtime is asked to restart.
+    restart_after: ClassVar[float] = DEFAULT_RESTART_AFTER
+    #: Seconds to wait after a fetch that returned nothing (0: fetch long-polls).
+    idle_wait: ClassVar[float] = 0.0
+
+    def __init__(self, pipeline: Pipeline, queue: PriorityQueue, prefetch: int) -> None:
+        super().__init__(pipeline, queue)
+        self.lane = Lane(queue, self.pipeline_name, prefetch)
+        self.fetch_backoff = Backoff(0.1, 5.0)
+        self.fetch_failures = FailureWindow(self.restart_after)
+        #: jobs decoded but not yet delivered when the fetch loop was cancelled
+        self._undelivered: list[Job] = []
+
+    # -- what the driver provides ------------------------------------------------------
+
+    @abstractmethod
+    async def fetch(self, max_messages: int) -> Sequence[Any]:
+        """Up to ``max_messages`` raw messages (an empty sequence when none came)."""
+
+    async def fetch_failed(self, exc: Exception) -> bool:
+        """Called after each failed fetch; ``False`` asks for a restart now."""
+        return True
+
+    def fetch_want(self) -> int:
+        """Free slots worth a fetch (default: half the window, at least one)."""
+        return max(1, self.lane.prefetch // 2)
+
+    async def give_back(self, jobs: Sequence[Job]) -> None:
+        """Return jobs taken back at pause or stop to the broker."""
+        for job in jobs:
+            if job.settled is None:
+                try:
+                    await job.nack(requeue=True)
+                except Exception as exc:  # redelivered after its lease anyway
+                    self.log.warning("pipeline %r: giving job %s back failed: %s",
+                                     self.pipeline_name, job.id, describe_error(exc))
+
+    def settled(self, job: Job) -> None:
+        """A job of this pipeline was settled: free its slot."""
+        self.lane.release()
+
+    # -- the template ------------------------------------------------------------------
+
+    async def _start_consuming(self) -> None:
+        self._restart_asked = False
+        self.lane.open()
+        self.supervisor.start("fetch", self._fetch_loop)
+
+    async def _stop_consuming(self) -> None:
+        taken = self.lane.close()
+        await self.supervisor.stop_task("fetch")
+        taken.extend(self._undelivered)
+        self._undelivered = []
+        if taken:
+            await self.give_back(taken)
+
+    async def _fetch_loop(self) -> None:
+        lane = self.lane
+        while True:
+            room = await lane.wait_room(self.fetch_want())
+            try:
+                raws = await self.fetch(room)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not await self._fetch_error(exc):
+                    return
+                continue
+            if self.fetch_failures.failing:
+                self._fetch_recovered()
+            if not raws:
+                if self.idle_wait:
+                    await asyncio.sleep(self.idle_wait)
+                continue
+            await self._deliver_all(raws)
+
+    async def _deliver_all(self, raws: Sequence[Any]) -> None:
+        jobs = [job for job in map(self.accept, raws) if job is not None]
+        lane = self.lane
+        for n, job in enumerate(jobs):
+            try:
+                await lane.deliver(job)
+            except BaseException:
+                self._undelivered.extend(jobs[n:])
+                raise
+
+    async def _fetch_error(self, exc: Exception) -> bool:
+        first = not self.fetch_failures.failing
+        elapsed = self.fetch_failures.failed()
+        self.connected = False
+        if first:
+            self.log.warning("pipeline %r: fetching failed (%s); retrying with backoff",
+                             self.pipeline_name, describe_error(exc))
+        else:
+            self.log.debug("pipeline %r: fetching still fails after %.1fs: %s",
+                           self.pipeline_name, elapsed, describe_error(exc))
+        if not await self.fetch_failed(exc) or self.fetch_failures.expired:
+            self.request_restart(f"fetching has failed for {elapsed:.0f}s "
+                                 f"({describe_error(exc)})")
+            return False
+        await self.fetch_backoff.sleep()
+        return True
+
+    def _fetch_recovered(self) -> None:
+        self.log.info("pipeline %r: fetching again after %.1fs", self.pipeline_name,
+                      self.fetch_failures.elapsed())
+        self.fetch_failures.ok()
+        self.fetch_backoff.reset()
+        self.connected = True

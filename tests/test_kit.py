@@ -1,0 +1,521 @@
+"""The driver kit in ``rrjobs.core``: supervision, backoff, batching, delays,
+lanes, settlement against lease extension, guarded decoding, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from rrjobs.core.base import BaseDriver
+from rrjobs.core.batcher import Batcher
+from rrjobs.core.capabilities import Capabilities
+from rrjobs.core.delays import delay_units, round_up, whole_millis, whole_seconds
+from rrjobs.core.errors import PipelineStateError, PoisonMessageError
+from rrjobs.core.headers import (
+    RR_ERROR,
+    UNREADABLE,
+    BadHeadersError,
+    Headers,
+    normalize_headers,
+)
+from rrjobs.core.job import Job
+from rrjobs.core.lane import Lane
+from rrjobs.core.message import Message
+from rrjobs.core.pipeline import Pipeline
+from rrjobs.core.pull import PullDriver
+from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.resilience import Backoff, FailureWindow
+from rrjobs.core.state import State
+from rrjobs.core.supervise import Supervisor
+
+from .conftest import wait_for
+
+# -- delays ------------------------------------------------------------------------------
+
+
+def test_delays_round_up_and_never_early() -> None:
+    assert whole_seconds(1.0000001) == 2
+    assert whole_seconds(1.0) == 1
+    assert whole_seconds(0) == 0
+    assert whole_millis(0.3) == 300
+    assert whole_millis(1.0000001) == 1001
+    assert delay_units(2.5, 1.0) == 3
+    assert round_up(1.2, 0.5) == 1.5
+    for ms in range(1, 5000, 7):
+        d = ms / 1000
+        assert whole_millis(d) == ms
+        assert whole_seconds(d) >= d
+
+
+# -- backoff and failure windows ---------------------------------------------------------
+
+
+def test_backoff_doubles_up_to_the_cap_and_resets() -> None:
+    b = Backoff(0.1, 1.0, jitter=0)
+    assert [round(b.next(), 3) for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    b.reset()
+    assert b.next() == 0.1
+    j = Backoff(1.0, 1.0, jitter=0.5)
+    assert all(0.5 <= j.next() <= 1.0 for _ in range(100))
+    with pytest.raises(ValueError):
+        Backoff(0, 1)
+
+
+def test_failure_window_expires_after_its_limit() -> None:
+    now = [0.0]
+    w = FailureWindow(10.0, clock=lambda: now[0])
+    assert not w.failing and not w.expired
+    assert w.failed() == 0.0
+    now[0] = 5.0
+    assert w.failed() == 5.0 and not w.expired
+    now[0] = 10.5
+    assert w.expired
+    w.ok()
+    assert not w.failing and not w.expired and w.elapsed() == 0.0
+
+
+# -- supervisor --------------------------------------------------------------------------
+
+
+async def test_a_crashing_task_is_logged_once_marked_down_and_restarted(
+        caplog: pytest.LogCaptureFixture) -> None:
+    runs = []
+    health: list[bool] = []
+    sup = Supervisor("pipeline 'p'", logging.getLogger("test.sup"), first_backoff=0.2,
+                     on_change=health.append)
+    release = asyncio.Event()
+
+    async def body() -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise RuntimeError("boom")
+        await release.wait()
+
+    with caplog.at_level(logging.ERROR, "test.sup"):
+        sup.start("fetch", body)
+        await wait_for(lambda: not sup.healthy, within=2)
+        assert sup.down() == {"fetch": "RuntimeError: boom"}
+        await wait_for(lambda: sup.healthy and len(runs) == 2, within=2)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    assert "boom" in errors[0].getMessage()
+    assert sup.restarts("fetch") == 1
+    assert health == [False, True]
+    assert sup.names() == ["fetch"]
+    release.set()
+    await wait_for(lambda: not sup.running("fetch"), within=2)
+    assert sup.names() == [] and sup.healthy  # a task that returns is not restarted
+    await sup.stop()
+
+
+async def test_inject_fault_goes_through_the_crash_path(
+        caplog: pytest.LogCaptureFixture) -> None:
+    sup = Supervisor("p", logging.getLogger("test.sup2"), first_backoff=0.3)
+    started = []
+
+    async def body() -> None:
+        started.append(1)
+        await asyncio.Event().wait()
+
+    sup.start("fetch", body)
+    await wait_for(lambda: len(started) == 1)
+    with caplog.at_level(logging.ERROR, "test.sup2"):
+        sup.inject_fault("fetch", RuntimeError("injected"))
+        await wait_for(lambda: not sup.healthy, within=1)
+        await wait_for(lambda: len(started) == 2 and sup.healthy, within=2)
+    assert sup.restarts("fetch") == 1
+    assert sum("injected" in r.getMessage() for r in caplog.records) == 1
+    with pytest.raises(KeyError):
+        sup.inject_fault("nope", RuntimeError())
+    await sup.stop()
+    assert not sup.running("fetch")
+
+
+async def test_stop_cancels_supervised_and_spawned_tasks(
+        caplog: pytest.LogCaptureFixture) -> None:
+    sup = Supervisor("p", logging.getLogger("test.sup3"))
+    cancelled = []
+
+    async def forever() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(1)
+            raise
+
+    async def failing() -> None:
+        raise ValueError("once")
+
+    sup.start("a", forever)
+    sup.spawn("b", forever())
+    with caplog.at_level(logging.ERROR, "test.sup3"):
+        sup.spawn("c", failing())
+        await asyncio.sleep(0.05)
+    assert any("once" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+    await sup.stop()
+    assert cancelled == [1, 1]
+    with pytest.raises(RuntimeError):
+        sup.start("a", forever)
+        sup.start("a", forever)
+    await sup.stop()
+
+
+# -- batcher -----------------------------------------------------------------------------
+
+
+async def test_batcher_coalesces_one_turn_and_answers_each_caller() -> None:
+    sent: list[list[int]] = []
+
+    async def send(items: Sequence[int]) -> Sequence[int | BaseException]:
+        sent.append(list(items))
+        await asyncio.sleep(0.01)
+        return [ValueError(i) if i == 3 else i * 10 for i in items]
+
+    b: Batcher[int, int] = Batcher(send, size=4, concurrency=1)
+    futs = [b.submit(i) for i in range(6)]
+    results = await asyncio.gather(*futs, return_exceptions=True)
+    assert sent == [[0, 1, 2, 3], [4, 5]]
+    assert results[:3] == [0, 10, 20] and isinstance(results[3], ValueError)
+    assert results[4:] == [40, 50]
+
+
+async def test_batcher_post_reports_errors_and_drain_waits() -> None:
+    errors: list[BaseException] = []
+
+    async def send(items: Sequence[str]) -> Sequence[BaseException | None]:
+        raise ConnectionError("down")
+
+    b: Batcher[str, None] = Batcher(send, on_error=errors.append)
+    b.post("x")
+    b.post("y")
+    await b.drain()
+    assert len(errors) == 2 and all(isinstance(e, ConnectionError) for e in errors)
+    assert len(b) == 0
+
+
+# -- headers -----------------------------------------------------------------------------
+
+
+def test_normalize_headers_one_rule_for_every_driver() -> None:
+    assert normalize_headers({"a": "1", "b": ["x", "y"], "c": 2, "d": None, "e": b"z"}) == {
+        "a": ["1"], "b": ["x", "y"], "c": ["2"], "e": ["z"]}
+    assert normalize_headers(None) == {}
+    for bad in ({"a": {"nested": 1}}, {"a": [["x"]]}, "text", {"k": "v" * 70_000},
+                {str(i): "" for i in range(300)}):
+        with pytest.raises(BadHeadersError):
+            normalize_headers(bad)
+
+
+# -- lane --------------------------------------------------------------------------------
+
+
+class _Settler:
+    name = "fake"
+
+    def __init__(self, caps: Capabilities | None = None) -> None:
+        self.capabilities = caps or Capabilities(lease_extension=True)
+        self.calls: list[str] = []
+        self.extend_gate = asyncio.Event()
+        self.in_extend = False
+        self.overlap = False
+
+    async def ack(self, job: Job) -> None:
+        self.overlap |= self.in_extend
+        self.calls.append("ack")
+
+    async def nack(self, job: Job, requeue: bool, delay: float) -> None:
+        self.overlap |= self.in_extend
+        self.calls.append(f"nack:{requeue}")
+
+    async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
+        self.overlap |= self.in_extend
+        self.calls.append("requeue")
+
+    async def extend(self, job: Job, seconds: float) -> None:
+        self.in_extend = True
+        self.calls.append("extend")
+        await self.extend_gate.wait()
+        self.in_extend = False
+
+    def queue_name(self, job: Job) -> str:
+        return "q"
+
+
+def _job(settler: Any, n: int = 0, pipeline: str = "p") -> Job:
+    return Job(settler, id=str(n), name="n", payload=b"", headers={}, pipeline=pipeline,
+               priority=1)
+
+
+async def test_lane_window_and_gate() -> None:
+    queue = PriorityQueue()
+    lane = Lane(queue, "p", 2)
+    s = _Settler()
+    assert lane.room() == 0  # closed until opened
+    lane.open()
+    assert await lane.wait_room() == 2
+    await lane.deliver(_job(s, 1))
+    await lane.deliver(_job(s, 2))
+    assert (lane.out, lane.queued, lane.room()) == (2, 2, 0)
+    waiter = asyncio.create_task(lane.wait_room())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    queue.extract_nowait()
+    assert lane.reserved == 1
+    lane.release()
+    assert await asyncio.wait_for(waiter, 1) == 1
+    taken = lane.close()
+    assert [j.id for j in taken] == ["2"] and lane.out == 0 and lane.room() == 0
+    waiter = asyncio.create_task(lane.wait_room())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()  # closed: no room whatever the window
+    lane.open()
+    assert await asyncio.wait_for(waiter, 1) == 2
+
+
+# -- settlement against lease extension ---------------------------------------------------
+
+
+@pytest.mark.parametrize("settle", ["ack", "nack", "nack_requeue", "requeue"])
+async def test_a_settlement_waits_for_an_extension_in_flight(settle: str) -> None:
+    s = _Settler()
+    job = _job(s)
+    ext = asyncio.create_task(job.extend_lease(5))
+    await asyncio.sleep(0)
+    assert s.in_extend
+    calls = {"ack": job.ack, "nack": job.nack, "requeue": job.requeue,
+             "nack_requeue": lambda: job.nack(requeue=True)}
+    settling = asyncio.create_task(calls[settle]())
+    await asyncio.sleep(0.01)
+    assert not settling.done()  # waits for the extension
+    s.extend_gate.set()
+    await asyncio.gather(ext, settling)
+    assert not s.overlap
+    assert s.calls[0] == "extend" and len(s.calls) == 2
+    await job.extend_lease(5)  # after settling: a no-op
+    assert len(s.calls) == 2
+
+
+async def test_extend_lease_needs_the_capability() -> None:
+    from rrjobs.core.errors import UnsupportedFeatureError
+    job = _job(_Settler(Capabilities(lease_extension=False)))
+    with pytest.raises(UnsupportedFeatureError):
+        await job.extend_lease(1)
+    await job.ack()
+    assert job.context().startswith(b'{"id":"0"')
+
+
+# -- a pull driver on the kit --------------------------------------------------------------
+
+
+class _PullDriver(PullDriver):
+    """A pull driver over a list of raw messages, to exercise the template."""
+
+    name = "fakepull"
+    capabilities = Capabilities(lease_extension=True)
+
+    def __init__(self, queue: PriorityQueue, prefetch: int = 4) -> None:
+        super().__init__(Pipeline(name="p", driver="fakepull"), queue, prefetch)
+        self.raw: list[Any] = []
+        self.fail_fetches = 0
+        self.settled_calls: list[tuple[str, str]] = []
+        self.given_back: list[str] = []
+
+    async def fetch(self, max_messages: int) -> Sequence[Any]:
+        if self.fail_fetches:
+            self.fail_fetches -= 1
+            raise ConnectionError("broker away")
+        out, self.raw = self.raw[:max_messages], self.raw[max_messages:]
+        if not out:
+            await asyncio.sleep(0.01)
+        return out
+
+    def decode(self, raw: Any) -> Job | None:
+        import json
+        data = json.loads(raw)
+        return Job(self, id=str(data["id"]), name="n", payload=raw, headers={},
+                   pipeline=self.pipeline_name, priority=self.priority, handle=data["id"])
+
+    def poison(self, raw: Any, reason: str) -> Job:
+        return self.poison_job(None, raw, reason)
+
+    async def give_back(self, jobs: Sequence[Job]) -> None:
+        self.given_back.extend(j.id for j in jobs)
+        self.lane.release(len(jobs))
+
+    async def ack(self, job: Job) -> None:
+        self.settled_calls.append(("ack", job.id))
+        self.settled(job)
+
+    async def nack(self, job: Job, requeue: bool, delay: float) -> None:
+        self.settled_calls.append(("nack", job.id))
+        self.settled(job)
+
+    async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
+        self.settled(job)
+
+    async def extend(self, job: Job, seconds: float) -> None:
+        pass
+
+    async def _send(self, msg: Message) -> None:
+        self.raw.append(msg.payload)
+
+    async def state(self) -> State:
+        return State(pipeline=self.pipeline_name, driver=self.name, ready=self.ready,
+                     active=self.lane.queued)
+
+
+async def test_pull_template_window_poison_and_recovery(caplog: pytest.LogCaptureFixture) -> None:
+    queue = PriorityQueue()
+    d = _PullDriver(queue, prefetch=2)
+    d.fetch_backoff = Backoff(0.05, 0.05, jitter=0)
+    d.raw = [b"[" * 100_000 + b"]" * 100_000, b"\xff garbage", b'{"id": 1}', b'{"id": 2}']
+    await d.run(d.pipeline)
+    await wait_for(lambda: len(queue) == 2)
+    a, b = queue.extract_nowait(), queue.extract_nowait()
+    assert a is not None and b is not None
+    for job in (a, b):
+        assert job.name == UNREADABLE and job.failure is not None
+        assert job.headers[RR_ERROR][0] == job.failure
+    assert "RecursionError" in a.failure or "JSONDecodeError" in a.failure  # type: ignore[operator]
+    await asyncio.sleep(0.05)
+    assert len(queue) == 0  # the window is full until the poison jobs are settled
+    await a.nack()
+    await b.nack()
+    await wait_for(lambda: len(queue) == 2)
+    assert sorted(j.id for j in queue) == ["1", "2"]
+    # an outage: not ready, one WARNING, one INFO on recovery
+    d.fail_fetches = 3
+    for job in list(queue):
+        queue.extract_nowait()
+        await job.ack()
+    with caplog.at_level(logging.INFO, "rrjobs.drivers.fakepull"):
+        await wait_for(lambda: not d.ready, within=2)
+        d.raw.append(b'{"id": 3}')
+        await wait_for(lambda: len(queue) == 1 and d.ready, within=3)
+    levels = [(r.levelname, r.getMessage()) for r in caplog.records
+              if r.name == "rrjobs.drivers.fakepull" and "fetching" in r.getMessage()]
+    assert [lv for lv, _ in levels] == ["WARNING", "INFO"], levels
+    await d.pause("p")
+    assert d.given_back == ["3"] and d.lane.out == 0
+    await d.stop()
+
+
+async def test_pull_template_asks_for_a_restart_when_failing_too_long() -> None:
+    d = _PullDriver(PriorityQueue())
+    d.fetch_backoff = Backoff(0.01, 0.01, jitter=0)
+    d.fetch_failures = FailureWindow(0.05)
+    asked: list[tuple[str, str]] = []
+    d.command_handler = lambda p, c: asked.append((p, c))
+    d.fail_fetches = 10_000
+    await d.run(d.pipeline)
+    await wait_for(lambda: asked == [("p", "restart")], within=3)
+    await d.stop()
+
+
+# -- lifecycle -----------------------------------------------------------------------------
+
+
+class _SlowDriver(BaseDriver):
+    name = "slow"
+
+    def __init__(self) -> None:
+        super().__init__(Pipeline(name="p", driver="slow"), PriorityQueue())
+        self.inside = 0
+        self.overlap = False
+        self.log_calls: list[str] = []
+
+    async def _enter(self, what: str) -> None:
+        self.inside += 1
+        self.overlap |= self.inside > 1
+        await asyncio.sleep(0.01)
+        self.log_calls.append(what)
+        self.inside -= 1
+
+    async def _start_consuming(self) -> None:
+        await self._enter("start")
+
+    async def _stop_consuming(self) -> None:
+        await self._enter("stop")
+
+    async def _close(self) -> None:
+        await self._enter("close")
+
+    async def _send(self, msg: Message) -> None:
+        pass
+
+    async def state(self) -> State:
+        return State(pipeline="p", driver="slow", ready=self.ready)
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(["pause", "resume", "stop"])))
+async def test_concurrent_lifecycle_calls_are_serialised_and_never_raise(
+        order: tuple[str, ...]) -> None:
+    d = _SlowDriver()
+    await d.run(d.pipeline)
+    calls = {"pause": lambda: d.pause("p"), "resume": lambda: d.resume("p"), "stop": d.stop}
+    results = await asyncio.gather(*(calls[c]() for c in order), return_exceptions=True)
+    # Only a call that found nothing inside follows RoadRunner's sequential rule
+    # (a resume of a consuming pipeline raises); every call that waited is a no-op.
+    for call, result in zip(order, results, strict=True):
+        if call == "resume" and order[0] == "resume":
+            assert isinstance(result, PipelineStateError)
+        else:
+            assert result is None, (call, result)
+    assert not d.overlap
+    assert d.stopped and not d.consuming
+    assert d.log_calls[-1] == "close"
+
+
+async def test_sequential_redundant_calls_still_raise_roadrunners_errors() -> None:
+    d = _SlowDriver()
+    await d.run(d.pipeline)
+    with pytest.raises(PipelineStateError):
+        await d.resume("p")
+    await d.pause("p")
+    with pytest.raises(PipelineStateError):
+        await d.pause("p")
+    await d.stop()
+    await d.stop()
+    with pytest.raises(PipelineStateError):
+        await d.resume("p")
+
+
+# -- the runtime dead-letters unreadable jobs -----------------------------------------------
+
+
+async def test_the_runtime_dead_letters_an_unreadable_job_without_a_handler() -> None:
+    from rrjobs.runtime.app import App
+    from rrjobs.runtime.outcomes import Counters, Outcomes, RetryPolicy
+    from rrjobs.runtime.pool import WorkerPool
+
+    app = App()
+    handled = []
+
+    @app.handler("*")
+    async def anything(job: Job) -> None:
+        handled.append(job)
+
+    pushed: list[Message] = []
+
+    async def push(msg: Message) -> None:
+        pushed.append(msg)
+
+    queue = PriorityQueue()
+    counters = Counters()
+    pool = WorkerPool(queue, app, Outcomes(lambda _: RetryPolicy(dead_letter="dlq"),
+                                           lambda _: counters, push), num_workers=1)
+    d = _PullDriver(queue)
+    job = d.poison_job(None, b"\x00bad", "ValueError: nope")
+    await pool.start()
+    await queue.insert(job)
+    await wait_for(lambda: counters.dead_lettered == 1, within=3)
+    await pool.stop(1)
+    assert handled == []
+    assert pushed[0].pipeline == "dlq" and pushed[0].payload == b"\x00bad"
+    assert "ValueError: nope" in pushed[0].headers[RR_ERROR][0]
+    assert PoisonMessageError.__name__ in pushed[0].headers[RR_ERROR][0]
