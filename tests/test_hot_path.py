@@ -18,9 +18,10 @@ import pytest
 
 from rrjobs import App, Config, Jobs, Message
 from rrjobs.core.errors import JobAlreadySettledError, PipelineStateError
+from rrjobs.core.job import Job as MemoryJob
 from rrjobs.core.message import new_id
 from rrjobs.core.queue import PriorityQueue
-from rrjobs.drivers.memory import MemoryDriver, MemoryJob
+from rrjobs.drivers.memory import MemoryDriver
 
 
 class _Item:

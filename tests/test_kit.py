@@ -216,6 +216,7 @@ def test_normalize_headers_one_rule_for_every_driver() -> None:
 
 class _Settler:
     name = "fake"
+    ack_now = None
 
     def __init__(self, caps: Capabilities | None = None) -> None:
         self.capabilities = caps or Capabilities(lease_extension=True)

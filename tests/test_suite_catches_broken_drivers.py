@@ -23,25 +23,15 @@ from dataclasses import replace
 
 import pytest
 
-from rrjobs.drivers.memory import MemoryConstructor, MemoryDriver, MemoryJob
+from rrjobs.drivers.memory import MemoryConstructor, MemoryDriver
 from rrjobs.testing import ConformanceSuite, DriverFactory
 
 
-class RedeliversNackJob(MemoryJob):
+class IgnoresNackDriver(MemoryDriver):
     """Ignores nack(requeue=False): redelivers anyway."""
 
-    __slots__ = ()
-
-    async def _nack(self, requeue, delay):
-        self._driver.release(self)
-        self._driver.redeliver(self, self.headers, delay)
-
-
-class IgnoresNackDriver(MemoryDriver):
-    def _job(self, msg):
-        job = super()._job(msg)
-        job.__class__ = RedeliversNackJob
-        return job
+    async def nack(self, job, requeue, delay):
+        await super().nack(job, True, delay)
 
 
 class DropsHeadersDriver(MemoryDriver):

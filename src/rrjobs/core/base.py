@@ -32,7 +32,7 @@ import asyncio
 import logging
 import traceback
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rrjobs.core.errors import PipelineStateError, UnsupportedFeatureError
@@ -112,9 +112,16 @@ class BaseDriver(Driver):
 
     # -- Settler defaults --------------------------------------------------------------
 
+    #: A synchronous ack (see :class:`~rrjobs.core.job.Settler`), or ``None``.
+    ack_now: Callable[[Job], None] | None = None
+
     def queue_name(self, job: Job) -> str:
         """The broker queue the job came from (``context()``)."""
         return ""
+
+    async def extend(self, job: Job, seconds: float) -> None:
+        """Extend ``job``'s lease; drivers with ``lease_extension`` override it."""
+        raise UnsupportedFeatureError(f"driver {self.name!r} does not support lease extension")
 
     # -- shared plumbing ---------------------------------------------------------------
 

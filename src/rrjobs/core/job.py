@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rrjobs.core.errors import JobAlreadySettledError, UnsupportedFeatureError
@@ -33,6 +34,9 @@ from rrjobs.core.headers import Headers, attempts_of
 
 if TYPE_CHECKING:
     from rrjobs.core.capabilities import Capabilities
+
+
+_new = object.__new__
 
 
 class Settler(Protocol):
@@ -44,10 +48,20 @@ class Settler(Protocol):
     ``extend`` for the same job. Different jobs are settled concurrently.
     """
 
-    #: The driver's name, equal to the pipeline's ``driver:`` value.
-    name: str
-    #: What the driver can do; jobs check delays against it.
-    capabilities: Capabilities
+    @property
+    def name(self) -> str:
+        """The driver's name, equal to the pipeline's ``driver:`` value."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the driver can do; jobs check delays against it."""
+
+    @property
+    def ack_now(self) -> Callable[[Job], None] | None:
+        """``None``, or a synchronous ack for a driver whose ack only updates
+        local state or queues the ack for a batch: :meth:`Job.ack` calls it
+        without a coroutine. It must not raise for a broker error (a failed
+        batched ack means a redelivery; log it)."""
 
     async def ack(self, job: Job) -> None:
         """The job is done and is never redelivered."""
@@ -136,7 +150,7 @@ class Job:
              lease: float | None = None) -> Job:
         """A new job, positionally and without keyword handling (the hot path of
         drivers that build one job per message)."""
-        job = cls.__new__(cls)
+        job = _new(cls)
         job.settler = settler
         job.handle = handle
         job.id = id
@@ -242,6 +256,13 @@ class Job:
         self.settled = "ack"
         if self._extending is not None:
             await self._after_extension()
+        try:
+            now = self.settler.ack_now
+        except AttributeError:  # an older subclass without a settler
+            now = None
+        if now is not None:
+            now(self)
+            return
         await self._ack()
 
     async def nack(self, requeue: bool = False, delay: float = 0.0) -> None:

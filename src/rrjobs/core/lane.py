@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 class Lane:
     """The prefetch window and pause gate of pipeline ``pipeline``."""
 
-    __slots__ = ("_room", "is_open", "out", "pipeline", "prefetch", "queue")
+    __slots__ = ("_room", "_waiting", "is_open", "out", "pipeline", "prefetch", "queue")
 
     def __init__(self, queue: PriorityQueue, pipeline: str, prefetch: int) -> None:
         if prefetch < 1:
@@ -41,6 +41,8 @@ class Lane:
         #: the pause gate: deliveries flow only while open
         self.is_open = False
         self._room = asyncio.Event()
+        #: tasks in :meth:`wait_room` (nothing to wake when none)
+        self._waiting = 0
 
     # -- counts ------------------------------------------------------------------
 
@@ -69,10 +71,14 @@ class Lane:
             if room >= want:
                 return room
             self._room.clear()
-            await self._room.wait()
+            self._waiting += 1
+            try:
+                await self._room.wait()
+            finally:
+                self._waiting -= 1
 
     def _wake(self) -> None:
-        if self.room() > 0:
+        if self._waiting and self.room() > 0:
             self._room.set()
 
     async def deliver(self, job: Job) -> None:
@@ -98,8 +104,10 @@ class Lane:
 
     def release(self, n: int = 1) -> None:
         """``n`` jobs were settled (or given back): free their slots."""
-        self.out = max(0, self.out - n)
-        self._wake()
+        out = self.out - n
+        self.out = out if out > 0 else 0
+        if self._waiting:
+            self._wake()
 
     # -- the gate ----------------------------------------------------------------
 

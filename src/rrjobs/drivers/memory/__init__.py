@@ -2,6 +2,5 @@
 
 from rrjobs.drivers.memory.config import MemoryOptions
 from rrjobs.drivers.memory.driver import CAPABILITIES, MemoryConstructor, MemoryDriver
-from rrjobs.drivers.memory.job import MemoryJob
 
-__all__ = ["CAPABILITIES", "MemoryConstructor", "MemoryDriver", "MemoryJob", "MemoryOptions"]
+__all__ = ["CAPABILITIES", "MemoryConstructor", "MemoryDriver", "MemoryOptions"]

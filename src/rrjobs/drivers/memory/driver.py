@@ -19,20 +19,21 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 from rrjobs.core.base import BaseDriver
 from rrjobs.core.capabilities import Capabilities
+from rrjobs.core.constructor import DriverConstructor
 from rrjobs.core.errors import PipelineStateError
 from rrjobs.core.headers import Headers
-from rrjobs.core.interfaces import Constructor
+from rrjobs.core.job import Job
+from rrjobs.core.lane import Lane
 from rrjobs.core.message import Message
-from rrjobs.core.options import options_from_config, options_from_pipeline
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue, QueueFullError
 from rrjobs.core.state import State
 from rrjobs.core.timers import DelayQueue
 from rrjobs.drivers.memory.config import MemoryOptions
-from rrjobs.drivers.memory.job import MemoryJob
 
 CAPABILITIES = Capabilities(
     delay=True,
@@ -48,32 +49,46 @@ CAPABILITIES = Capabilities(
     headers=True,
 )
 
+_make = Job.make
+
 
 class MemoryDriver(BaseDriver):
-    """One in-memory pipeline. All methods run on the event loop; none blocks."""
+    """One in-memory pipeline. All methods run on the event loop; none blocks.
+
+    Its jobs settle here (the :class:`~rrjobs.core.job.Settler` role):
+
+    * ``ack``: done; frees a prefetch slot (synchronously, :meth:`ack_now`);
+    * ``nack(requeue=False)``: dropped (memory has no dead-letter store; the
+      runtime's retry policy dead-letters to a pipeline first when configured);
+    * ``nack(requeue=True, delay)`` and ``requeue(headers, delay)``: back to the
+      end of the pipeline, after the delay.
+    """
 
     name = "memory"
     capabilities = CAPABILITIES
     #: ``push_batch`` lets the event loop run after every this many jobs.
     BATCH_SLICE = 128
 
-    def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: MemoryOptions) -> None:
-        pipeline.setdefault("priority", options.priority)
+    def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: MemoryOptions,
+                 section: Any = None) -> None:
         super().__init__(pipeline, queue)
         self.priority = options.priority
         self.prefetch = options.prefetch
-        self._ready: deque[MemoryJob] = deque()
-        self._delayed: DelayQueue[MemoryJob] = DelayQueue(self._due)
-        #: jobs of this pipeline in the priority queue or in a handler
-        self._in_flight = 0
+        self.lane = Lane(queue, self.pipeline_name, options.prefetch)
+        self._ready: deque[Job] = deque()
+        self._delayed: DelayQueue[Job] = DelayQueue(self._due)
         self._mover: asyncio.Task[None] | None = None
+
+    async def open(self, where: str) -> None:
+        """Nothing to connect to."""
 
     # -- jobs in --------------------------------------------------------------------
 
-    def _job(self, msg: Message) -> MemoryJob:
+    def _job(self, msg: Message) -> Job:
         payload, headers = msg.payload, msg.headers
-        return MemoryJob._make(
+        return _make(
             self,
+            None,
             msg.id,
             msg.name,
             payload if type(payload) is bytes else bytes(payload),
@@ -83,28 +98,23 @@ class MemoryDriver(BaseDriver):
             msg.auto_ack,
         )
 
-    def _accept(self, job: MemoryJob, delay: float) -> None:
+    def _accept(self, job: Job, delay: float) -> None:
         """Take ``job`` without waiting: onto the delay heap, straight into the
         priority queue, or onto the ready deque (also when the priority queue
         is full: the mover waits for room)."""
         if delay > 0:
             self._delayed.add(delay, job)
             return
-        if (
-            self.consuming
-            and not self._ready
-            and self._mover is None
-            and self._in_flight < self.prefetch
-        ):
+        lane = self.lane
+        if lane.is_open and not self._ready and self._mover is None and lane.out < lane.prefetch:
             # Fast path: straight into the priority queue. When it is full the
             # job waits on the ready deque for the mover: a push never waits on
             # consumers (a handler pushing into a full queue would deadlock).
             try:
-                self.queue.insert_nowait(job)
+                lane.deliver_nowait(job)
             except QueueFullError:
                 pass
             else:
-                self._in_flight += 1
                 return
         self._ready.append(job)
         self._pump()
@@ -129,60 +139,67 @@ class MemoryDriver(BaseDriver):
             for msg in msgs[start:start + step]:
                 accept(make(msg), msg.delay)
 
-    def _due(self, job: MemoryJob) -> None:
+    def _due(self, job: Job) -> None:
         if self.stopped:
             return
         self._ready.append(job)
         self._pump()
 
     def _pump(self) -> None:
-        """Move ready jobs into the priority queue while prefetch allows."""
-        if not self.consuming or self._mover is not None:
+        """Move ready jobs into the priority queue while the lane has room."""
+        lane = self.lane
+        if not lane.is_open or self._mover is not None:
             return
-        while self._ready and self._in_flight < self.prefetch:
+        ready = self._ready
+        while ready and lane.out < lane.prefetch:
             if self.queue.full():
-                self._mover = asyncio.get_running_loop().create_task(self._move_when_room())
+                self._mover = self.supervisor.spawn("mover", self._move_when_room())
                 return
-            self._in_flight += 1
-            self.queue.insert_nowait(self._ready.popleft())
+            lane.deliver_nowait(ready.popleft())
 
     async def _move_when_room(self) -> None:
         """Backpressure: wait for room in the priority queue, then keep moving."""
+        lane = self.lane
         try:
-            while self.consuming and self._ready and self._in_flight < self.prefetch:
+            while lane.is_open and self._ready and lane.out < lane.prefetch:
                 job = self._ready[0]
-                await self.queue.insert(job)
+                await lane.deliver(job)
                 self._ready.popleft()
-                self._in_flight += 1
         finally:
             self._mover = None
         self._pump()
 
-    # -- settlement (called by MemoryJob) ----------------------------------------------
+    # -- settlement ------------------------------------------------------------------
 
-    def release(self, job: MemoryJob) -> None:
-        """A job of this pipeline left a handler: free its prefetch slot."""
-        if self._in_flight > 0:
-            self._in_flight -= 1
+    def ack_now(self, job: Job) -> None:
+        """Acknowledge ``job`` (a counter update: no coroutine on the hot path)."""
+        self.lane.release()
         if self._ready:
             self._pump()
 
-    def redeliver(self, job: MemoryJob, headers: Headers, delay: float) -> None:
+    async def ack(self, job: Job) -> None:
+        self.ack_now(job)
+
+    async def nack(self, job: Job, requeue: bool, delay: float) -> None:
+        self.ack_now(job)
+        if requeue:
+            self._redeliver(job, job.headers, delay)
+
+    async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
+        self.ack_now(job)
+        self._redeliver(job, headers, delay)
+
+    def queue_name(self, job: Job) -> str:
+        return self.pipeline_name
+
+    def _redeliver(self, job: Job, headers: Headers, delay: float) -> None:
         """Queue a copy of ``job`` with ``headers`` after ``delay`` seconds."""
         if self.stopped:
             raise PipelineStateError(
                 f"pipeline {self.pipeline_name!r} is stopped; job {job.id} cannot be requeued"
             )
-        copy = MemoryJob(
-            self,
-            id=job.id,
-            name=job.name,
-            payload=job.payload,
-            headers=headers,
-            pipeline=job.pipeline,
-            priority=job.priority,
-            auto_ack=job.auto_ack,
-        )
+        copy = _make(self, None, job.id, job.name, job.payload, headers, job.pipeline,
+                     job.priority, job.auto_ack)
         if delay > 0:
             self._delayed.add(delay, copy)
         else:
@@ -192,20 +209,17 @@ class MemoryDriver(BaseDriver):
     # -- lifecycle ------------------------------------------------------------------------
 
     async def _start_consuming(self) -> None:
+        self.lane.open()
         self.consuming = True
         self._pump()
 
     async def _stop_consuming(self) -> None:
-        if self._mover is not None:
-            self._mover.cancel()
-            try:
-                await self._mover
-            except asyncio.CancelledError:
-                pass
-            self._mover = None
-        taken = self.queue.remove(self.pipeline_name)
-        self._in_flight -= len(taken)
-        self._ready.extendleft(reversed(taken))  # type: ignore[arg-type]
+        mover, self._mover = self._mover, None
+        taken = self.lane.close()
+        if mover is not None:
+            mover.cancel()
+            await asyncio.gather(mover, return_exceptions=True)
+        self._ready.extendleft(reversed(taken))
 
     async def _close(self) -> None:
         dropped = len(self._ready) + len(self._delayed)
@@ -219,29 +233,22 @@ class MemoryDriver(BaseDriver):
             )
 
     async def state(self) -> State:
-        queued = self.queue.count(self.pipeline_name)
+        lane = self.lane
         return State(
             pipeline=self.pipeline_name,
             driver=self.name,
             queue=self.pipeline_name,
-            active=len(self._ready) + queued,
+            active=len(self._ready) + lane.queued,
             delayed=len(self._delayed),
-            reserved=max(0, self._in_flight - queued),
-            ready=self.consuming,
+            reserved=lane.reserved,
+            ready=self.ready,
             priority=self.priority,
         )
 
 
-class MemoryConstructor(Constructor):
+class MemoryConstructor(DriverConstructor):
     """Builds ``memory`` drivers. Registered as the ``memory`` entry point."""
 
     name = "memory"
-
-    async def driver_from_config(
-        self, config_key: str, queue: PriorityQueue, pipeline: Pipeline
-    ) -> MemoryDriver:
-        options = options_from_config(self.configurer, config_key, MemoryOptions)
-        return MemoryDriver(pipeline, queue, options)
-
-    async def driver_from_pipeline(self, pipeline: Pipeline, queue: PriorityQueue) -> MemoryDriver:
-        return MemoryDriver(pipeline, queue, options_from_pipeline(pipeline, MemoryOptions))
+    driver_class = MemoryDriver
+    options_model = MemoryOptions

@@ -571,7 +571,7 @@ class PubSubDriver(BaseDriver):
             raise
         await self._acker.submit(job.ack_id)
 
-    async def extend(self, job: PubSubJob, seconds: float) -> None:
+    async def extend(self, job: PubSubJob, seconds: float) -> None:  # type: ignore[override]
         if self.stopped:
             raise PipelineStateError(f"pipeline {self.pipeline_name!r} is stopped")
         if job.ack_id not in self._outstanding:

@@ -557,7 +557,7 @@ class SQLiteDriver(BaseDriver):
                                "is back in the queue without the requeue's headers")
         self.store.notify(self.pipeline_name)
 
-    async def extend(self, job: SQLiteJob, seconds: float) -> None:
+    async def extend(self, job: SQLiteJob, seconds: float) -> None:  # type: ignore[override]
         self._check(job)
         ok = await self.store.write(partial(
             queries.extend, seq=job.seq, owner=self.owner, deliveries=job.delivery,

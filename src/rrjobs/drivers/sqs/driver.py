@@ -588,7 +588,7 @@ class SQSDriver(BaseDriver):
             self._forget(job)
             raise
 
-    async def extend(self, job: SQSJob, seconds: float) -> None:
+    async def extend(self, job: SQSJob, seconds: float) -> None:  # type: ignore[override]
         """Lease extension: ``ChangeMessageVisibility(seconds)`` (batched)."""
         self._check_live(job)
         vis = min(MAX_VISIBILITY, max(1, codec.whole_seconds(seconds)))
