@@ -8,13 +8,12 @@ from rrjobs.drivers.sqlite.driver import (
     SQLiteConstructor,
     SQLiteDriver,
 )
-from rrjobs.drivers.sqlite.job import BoltDBJob, SQLiteJob
+from rrjobs.drivers.sqlite.job import SQLiteJob
 
 __all__ = [
     "CAPABILITIES",
     "BoltDBConstructor",
     "BoltDBDriver",
-    "BoltDBJob",
     "SQLiteConstructor",
     "SQLiteDriver",
     "SQLiteJob",

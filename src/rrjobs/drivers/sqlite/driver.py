@@ -34,7 +34,6 @@ carries its pipeline. Jobs pushed by another process are seen within
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -45,22 +44,23 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
-from typing import ClassVar, Self
+from typing import Any, ClassVar
 
 from rrjobs.core.base import BaseDriver
 from rrjobs.core.capabilities import Capabilities
+from rrjobs.core.constructor import DriverConstructor
 from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError
-from rrjobs.core.headers import DEDUCED_BY_RR, Headers
-from rrjobs.core.interfaces import Constructor
-from rrjobs.core.message import Message
-from rrjobs.core.options import options_from_config, options_from_pipeline
+from rrjobs.core.headers import DEDUCED_BY_RR, RR_ERROR, UNREADABLE, Headers
+from rrjobs.core.job import Job
+from rrjobs.core.message import Message, new_id
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.resilience import Backoff
 from rrjobs.core.state import State
 from rrjobs.drivers.sqlite import queries
 from rrjobs.drivers.sqlite.codec import decode_headers, decode_payload, encode_headers
 from rrjobs.drivers.sqlite.config import SQLiteOptions
-from rrjobs.drivers.sqlite.job import BoltDBJob, SQLiteJob
+from rrjobs.drivers.sqlite.job import SQLiteJob
 from rrjobs.drivers.sqlite.schema import StoreError, connect_reader
 from rrjobs.drivers.sqlite.store import Coalescer, Store
 
@@ -84,6 +84,7 @@ CAPABILITIES = Capabilities(
     redelivery_on_crash=True,
     pause=True,
     headers=True,
+    delay_granularity=0.001,
 )
 
 log = logging.getLogger("rrjobs.drivers.sqlite")
@@ -154,20 +155,18 @@ class SQLiteDriver(BaseDriver):
 
     All methods run on the event loop and never block it: SQLite runs on the
     store's threads. ``push``, ``nack`` and ``requeue`` return once committed;
-    ``ack`` once queued (see :meth:`settle_ack`).
+    ``ack`` once queued (see :meth:`ack_now`). It settles its jobs
+    (:class:`~rrjobs.drivers.sqlite.job.SQLiteJob`).
     """
 
     name: ClassVar[str] = "sqlite"
-    job_class: ClassVar[type[SQLiteJob]] = SQLiteJob
 
     def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: SQLiteOptions,
-                 store: Store) -> None:
-        pipeline.setdefault("priority", options.priority)
+                 section: Any = None) -> None:
         super().__init__(pipeline, queue)
         self.priority = options.priority
         self.options = options
         self.prefetch = options.prefetch
-        self.store = store
         self.capabilities = (
             replace(CAPABILITIES, dead_letter=True) if options.dead_letter else CAPABILITIES
         )
@@ -182,9 +181,11 @@ class SQLiteDriver(BaseDriver):
         self._refill = max(1, min(FETCH_MAX // 2, self.prefetch // 4))
         self._wake = asyncio.Event()
         self._need_room = False
-        self._consumer: asyncio.Task[None] | None = None
-        self._renewer: asyncio.Task[None] | None = None
-        self._released = False
+        #: the consume task runs (hand-off goes to it only then)
+        self._consuming_task = False
+        self._backoff = Backoff(0.1, 5.0)
+        self.store: Store
+        self._released = True
         #: whether the file may hold ready jobs of this pipeline that nobody
         #: reserved: while it does, pushes are not handed off (FIFO)
         self._backlog = True
@@ -194,37 +195,31 @@ class SQLiteDriver(BaseDriver):
         self._handoff_pending = 0
         #: bumped when the consumer stops: hand-offs begun before are void
         self._epoch = 0
+    async def open(self, where: str) -> None:
+        """Open (create, migrate) the file; jobs left reserved by dead processes
+        return to the queue.
+
+        Raises :class:`ConfigError` at ``where.file`` when the file cannot be used.
+        """
+        options = self.options
+        try:
+            store = await Store.acquire(options.file, synchronous=options.synchronous,
+                                        permissions=options.permissions)
+        except StoreError as exc:
+            raise ConfigError(f"{where}.file", str(exc)) from None
+        self.store = store
+        self._released = False
         self._inserts: Coalescer[Sequence[queries.InsertRow], int] = Coalescer(
             store, queries.insert_batches)
         self._acks: Coalescer[int, None] = Coalescer(store, queries.delete_acks,
                                                      self._acks_failed, durable=False)
         _LIVE_OWNERS.add(self.owner)
         store.subscribe(self.pipeline_name, self._wake.set)
-
-    @classmethod
-    async def open(cls, pipeline: Pipeline, queue: PriorityQueue, options: SQLiteOptions,
-                   *, where: str) -> Self:
-        """Open (create, migrate) the file and build the driver; jobs left
-        reserved by dead processes return to the queue.
-
-        Raises :class:`ConfigError` at ``where`` when the file cannot be used.
-        """
-        try:
-            store = await Store.acquire(options.file, synchronous=options.synchronous,
-                                        permissions=options.permissions)
-        except StoreError as exc:
-            raise ConfigError(where, str(exc)) from None
-        driver = cls(pipeline, queue, options, store)
-        try:
-            recovered = await store.write(partial(
-                _open_pipeline, pipeline=driver.pipeline_name, priority=driver.priority))
-        except BaseException:
-            await driver._close()
-            raise
+        recovered = await store.write(partial(
+            _open_pipeline, pipeline=self.pipeline_name, priority=self.priority))
         if recovered:
             log.warning("pipeline %r: %d jobs reserved by a process that is gone returned "
-                        "to the queue", driver.pipeline_name, recovered)
-        return driver
+                        "to the queue", self.pipeline_name, recovered)
 
     # -- jobs in ------------------------------------------------------------------------
 
@@ -259,7 +254,7 @@ class SQLiteDriver(BaseDriver):
         """How many of ``msgs`` (a prefix without delays) go straight to this
         process's consumer: only while it consumes, has prefetch room and the
         file holds no ready job of the pipeline it has not reserved."""
-        if self._consumer is None or self._backlog or self.stopped:
+        if not self._consuming_task or self._backlog or self.stopped:
             return 0
         room = self.prefetch - len(self._outstanding) - self._handoff_pending
         n = 0
@@ -306,14 +301,14 @@ class SQLiteDriver(BaseDriver):
         If the consumer stopped meanwhile, its release returned them to the file."""
         if epoch != self._epoch or self.stopped:
             return
-        make, outstanding = self.job_class, self._outstanding
+        make, outstanding = self._make, self._outstanding
         lease, pipeline = self.options.lease, self.pipeline_name
         jobs = []
         seq = first
         for msg in msgs[:n]:
             payload = msg.payload
             headers = msg.headers
-            job = make(self, seq, 1, lease, msg.id, msg.name,
+            job = make(seq, 1, lease, msg.id, msg.name,
                        payload if type(payload) is bytes else bytes(payload),
                        {k: list(v) for k, v in headers.items()} if headers else {},
                        pipeline, msg.priority, msg.auto_ack)
@@ -334,14 +329,32 @@ class SQLiteDriver(BaseDriver):
 
     # -- consuming ------------------------------------------------------------------------
 
-    def _job(self, row: queries.ReservedRow) -> SQLiteJob:
-        seq, id_, name, payload, headers, priority, auto_ack, deliveries = row
-        return self.job_class(
-            self, seq, deliveries, self.options.lease, id_, name or DEDUCED_BY_RR,
+    def _make(self, seq: int, delivery: int, lease: float, id: str, name: str,
+              payload: bytes, headers: Headers, pipeline: str, priority: int,
+              auto_ack: bool, failure: str | None = None) -> SQLiteJob:
+        job = _new_job(SQLiteJob)
+        job.settler, job.handle, job.lease, job.failure = self, None, lease, failure
+        job.id, job.name, job.payload, job.headers = id, name, payload, headers
+        job.pipeline, job.priority, job.auto_ack = pipeline, priority, auto_ack
+        job.settled, job._extending = None, None
+        job.seq, job.delivery = seq, delivery
+        return job
+
+    def decode(self, raw: Any) -> SQLiteJob:
+        seq, id_, name, payload, headers, priority, auto_ack, deliveries = raw
+        return self._make(
+            seq, deliveries, self.options.lease, id_, name or DEDUCED_BY_RR,
             payload if type(payload) is bytes else decode_payload(payload),
             {} if headers == "{}" else decode_headers(headers), self.pipeline_name,
-            self.priority if priority is None else priority, bool(auto_ack),
+            self.priority if priority is None else int(priority), bool(auto_ack),
         )
+
+    def poison(self, raw: Any, reason: str) -> SQLiteJob:
+        seq, deliveries, payload = raw[0], raw[7], raw[3]
+        return self._make(seq, deliveries, self.options.lease, new_id(), UNREADABLE,
+                          payload if isinstance(payload, bytes) else str(payload).encode(),
+                          {RR_ERROR: [reason]}, self.pipeline_name, self.priority, False,
+                          failure=reason)
 
     async def _consume(self) -> None:
         """Reserve ready jobs into the priority queue while prefetch allows;
@@ -374,14 +387,20 @@ class SQLiteDriver(BaseDriver):
                         limit=limit, now_ms=start, until_ms=start + self._lease_ms),
                         durable=False)
                 except StoreError as exc:
-                    log.error("pipeline %r: reserving jobs failed, retrying in 1s: %s",
-                              self.pipeline_name, exc)
-                    await asyncio.sleep(1.0)
+                    if self.connected:
+                        log.warning("pipeline %r: reserving jobs failed, retrying with "
+                                    "backoff: %s", self.pipeline_name, exc)
+                    self.connected = False
+                    await self._backoff.sleep()
                     continue
+                if not self.connected:
+                    log.info("pipeline %r: reserving jobs again", self.pipeline_name)
+                    self.connected = True
+                    self._backoff.reset()
                 if res.expired:
                     log.warning("pipeline %r: %d reservations whose lease expired returned to "
                                 "the queue", self.pipeline_name, res.expired)
-                jobs = [self._job(r) for r in res.rows]
+                jobs = [j for j in map(self.accept, res.rows) if isinstance(j, SQLiteJob)]
                 for job in jobs:
                     self._outstanding[job.seq] = job
                 if len(jobs) == limit:
@@ -425,7 +444,7 @@ class SQLiteDriver(BaseDriver):
 
     def _waiting(self) -> list[int]:
         """Seqs of this driver's reserved jobs that no handler holds yet."""
-        seqs = [j.seq for j in self.queue if isinstance(j, SQLiteJob) and j._driver is self]
+        seqs = [j.seq for j in self.queue if isinstance(j, SQLiteJob) and j.settler is self]
         seqs.extend(j.seq for j in self._unqueued)
         return seqs
 
@@ -449,18 +468,16 @@ class SQLiteDriver(BaseDriver):
                           self.pipeline_name, exc)
 
     async def _start_consuming(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._renewer is None:
-            self._renewer = loop.create_task(self._renew(), name=f"rrjobs-sqlite-renew:"
-                                             f"{self.pipeline_name}")
-        self._consumer = loop.create_task(self._consume(),
-                                          name=f"rrjobs-sqlite-consume:{self.pipeline_name}")
+        if not self.supervisor.running("renew"):
+            self.supervisor.start("renew", self._renew)
+        self.supervisor.start("consume", self._consume)
+        self._consuming_task = True
 
     async def _stop_consuming(self) -> None:
         self._epoch += 1
         self._backlog = True
-        consumer, self._consumer = self._consumer, None
-        await _cancel(consumer)
+        self._consuming_task = False
+        await self.supervisor.stop_task("consume")
         taken = self.queue.remove(self.pipeline_name)
         for job in [*taken, *self._unqueued]:
             if isinstance(job, SQLiteJob):
@@ -473,10 +490,8 @@ class SQLiteDriver(BaseDriver):
 
     async def _close(self) -> None:
         self._epoch += 1
-        consumer, self._consumer = self._consumer, None
-        await _cancel(consumer)
-        await _cancel(self._renewer)
-        self._renewer = None
+        self._consuming_task = False
+        await self.supervisor.stop()
         self._outstanding.clear()
         self._unqueued.clear()
         if self._released:
@@ -495,7 +510,7 @@ class SQLiteDriver(BaseDriver):
             _LIVE_OWNERS.discard(self.owner)
             await self.store.release()
 
-    # -- settlement (called by SQLiteJob) ---------------------------------------------------
+    # -- settlement (the Settler of SQLiteJob) ---------------------------------------------
 
     def _check(self, job: SQLiteJob) -> None:
         if self.stopped:
@@ -517,14 +532,32 @@ class SQLiteDriver(BaseDriver):
             ):
                 self._wake.set()
 
-    def settle_ack(self, job: SQLiteJob) -> None:
+    def ack_now(self, job: Job) -> None:
         """Delete the job's row. Returns once the delete is queued, not committed:
         it commits with the next group (milliseconds), ordered before any later
         operation of this process. Should the process die in between, the job
         is delivered again (at-least-once; nothing is lost). Never blocks."""
+        assert isinstance(job, SQLiteJob)
         self._check(job)
         self._acks.add_nowait(job.seq)
         self._done(job)
+
+    async def ack(self, job: Job) -> None:
+        self.ack_now(job)
+
+    async def nack(self, job: Job, requeue: bool, delay: float) -> None:
+        assert isinstance(job, SQLiteJob)
+        if requeue:
+            await self.settle_requeue(job, job.headers, delay)
+        else:
+            await self.settle_drop(job)
+
+    async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
+        assert isinstance(job, SQLiteJob)
+        await self.settle_requeue(job, headers, delay)
+
+    def queue_name(self, job: Job) -> str:
+        return self.pipeline_name
 
     def _acks_failed(self, seqs: list[int], exc: BaseException) -> None:
         log.error("pipeline %r: %d acknowledgements failed; those jobs will be delivered "
@@ -557,7 +590,8 @@ class SQLiteDriver(BaseDriver):
                                "is back in the queue without the requeue's headers")
         self.store.notify(self.pipeline_name)
 
-    async def extend(self, job: SQLiteJob, seconds: float) -> None:  # type: ignore[override]
+    async def extend(self, job: Job, seconds: float) -> None:
+        assert isinstance(job, SQLiteJob)
         self._check(job)
         ok = await self.store.write(partial(
             queries.extend, seq=job.seq, owner=self.owner, deliveries=job.delivery,
@@ -585,7 +619,7 @@ class SQLiteDriver(BaseDriver):
             active=counts.ready + queued,
             delayed=counts.delayed,
             reserved=max(0, counts.reserved - queued),
-            ready=self.consuming,
+            ready=self.ready,
             priority=self.priority,
         )
 
@@ -594,7 +628,6 @@ class BoltDBDriver(SQLiteDriver):
     """The ``boltdb`` alias: RoadRunner's keys, this driver's SQLite file format."""
 
     name: ClassVar[str] = "boltdb"
-    job_class: ClassVar[type[SQLiteJob]] = BoltDBJob
 
 
 def _counts_from_file(path: str, pipeline: str, now: int) -> queries.Counts:
@@ -605,34 +638,19 @@ def _counts_from_file(path: str, pipeline: str, now: int) -> queries.Counts:
         conn.close()
 
 
-async def _cancel(task: asyncio.Task[None] | None) -> None:
-    if task is None or task.done():
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+_new_job = object.__new__
 
 
-class SQLiteConstructor(Constructor):
+class SQLiteConstructor(DriverConstructor):
     """Builds ``sqlite`` drivers. Registered as the ``sqlite`` entry point."""
 
     name: ClassVar[str] = "sqlite"
-    driver_class: ClassVar[type[SQLiteDriver]] = SQLiteDriver
-
-    async def driver_from_config(
-        self, config_key: str, queue: PriorityQueue, pipeline: Pipeline
-    ) -> SQLiteDriver:
-        options = options_from_config(self.configurer, config_key, SQLiteOptions)
-        return await self.driver_class.open(pipeline, queue, options, where=f"{config_key}.file")
-
-    async def driver_from_pipeline(self, pipeline: Pipeline, queue: PriorityQueue) -> SQLiteDriver:
-        options = options_from_pipeline(pipeline, SQLiteOptions)
-        return await self.driver_class.open(pipeline, queue, options,
-                                            where=f"declare.{pipeline.name()}.file")
+    driver_class = SQLiteDriver
+    options_model = SQLiteOptions
 
 
 class BoltDBConstructor(SQLiteConstructor):
     """Builds ``boltdb`` pipelines (RoadRunner configs) on the SQLite driver."""
 
     name: ClassVar[str] = "boltdb"
-    driver_class: ClassVar[type[SQLiteDriver]] = BoltDBDriver
+    driver_class = BoltDBDriver
