@@ -44,6 +44,8 @@ jobs:
     p2: {driver: memory}
 """
 
+JSON = {"Content-Type": "application/json"}
+
 STAT_KEYS = {"pipeline", "driver", "queue", "active", "delayed", "reserved", "ready", "priority",
              "error_message", "counters"}
 
@@ -100,9 +102,12 @@ class Env:
     def base(self) -> str:
         return Address.parse(self.server.address).base_url()
 
-    async def raw(self, method: str, body: Any, *, verb: str = "POST") -> tuple[int, Any]:
+    async def raw(self, method: str, body: Any, *, verb: str = "POST",
+                  headers: dict[str, str] | None = None) -> tuple[int, Any]:
         data = body if isinstance(body, bytes | str) else json.dumps(body)
-        async with self.http.request(verb, f"{self.base}/{method}", data=data) as resp:
+        headers = {"Content-Type": "application/json", **(headers or {})}
+        async with self.http.request(verb, f"{self.base}/{method}", data=data,
+                                     headers=headers) as resp:
             return resp.status, await resp.json(content_type=None)
 
     async def stat(self, name: str) -> dict[str, Any]:
@@ -497,10 +502,10 @@ async def test_a_body_over_the_limit_is_413_and_the_server_keeps_serving() -> No
         big = {"job": message_to_json(Message("rec", b"x" * 2048, "p2"))}
         async with aiohttp.ClientSession() as http:
             url = Address.parse(rpc.address).base_url() + "/jobs.Push"
-            async with http.post(url, data=json.dumps(big)) as resp:
+            async with http.post(url, data=json.dumps(big), headers=JSON) as resp:
                 assert resp.status == 413
                 body = await resp.json()
-        assert body["error"]["type"] == "BadRequestError"
+        assert body["error"]["type"] == "PayloadTooLargeRequestError"
         assert "request body too large (limit 1024 bytes)" in body["error"]["message"]
         async with RPCClient(rpc.address) as client:
             await client.push(Message("rec", b"small", "p2"))

@@ -44,7 +44,7 @@ pytestmark = pytest.mark.sqlite
 
 def test_defaults_are_roadrunners_boltdb_defaults_and_crash_safe() -> None:
     o = SQLiteOptions()
-    assert (o.file, o.permissions, o.priority, o.prefetch) == ("rr.db", 0o755, 10, 1000)
+    assert (o.file, o.permissions, o.priority, o.prefetch) == ("rr.db", 0o600, 10, 1000)
     assert o.synchronous == "full" and o.lease == 30.0 and not o.dead_letter
 
 

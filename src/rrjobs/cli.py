@@ -10,7 +10,8 @@ The other commands are RPC clients of a running server::
 
 The server address comes from ``--rpc``, else the ``RRJOBS_RPC`` environment
 variable, else ``rpc.listen`` of the config given with ``-c``, else
-``tcp://127.0.0.1:6001``. A failed call prints one line and exits 1.
+``tcp://127.0.0.1:6001``; the token from ``RRJOBS_RPC_TOKEN``, else
+``rpc.token`` of that config. A failed call prints one line and exits 1.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from rrjobs.core.errors import ConfigError, RRJobsError
 from rrjobs.core.message import Message
 from rrjobs.rpc.address import DEFAULT_LISTEN
 from rrjobs.rpc.client import RPCClient
+from rrjobs.rpc.guard import resolve_token
 from rrjobs.runtime.jobs import PipelineStat
 
 T = TypeVar("T")
@@ -79,26 +81,37 @@ class LazyGroup(click.Group):
 # -- shared helpers -------------------------------------------------------------------------
 
 
+def _load(config: str) -> Config:
+    try:
+        return Config.load(config)
+    except ConfigError as exc:
+        raise click.ClickException(f"config error: {exc}") from None
+
+
 def resolve_address(rpc: str | None, config: str | None) -> str:
     """``--rpc``/``RRJOBS_RPC`` (click merges them), else ``-c``'s ``rpc.listen``,
     else the default."""
     if rpc:
         return rpc
     if config:
-        try:
-            return Config.load(config).rpc.listen
-        except ConfigError as exc:
-            raise click.ClickException(f"config error: {exc}") from None
+        return _load(config).rpc.listen
     return DEFAULT_LISTEN
+
+
+def resolve_client_token(config: str | None) -> str | None:
+    """``RRJOBS_RPC_TOKEN``, else ``-c``'s ``rpc.token``, else none."""
+    secret = _load(config).rpc.token if config else None
+    return resolve_token(None, secret.get_secret_value() if secret is not None else None)
 
 
 def call(rpc: str | None, config: str | None,
          fn: Callable[[RPCClient], Coroutine[Any, Any, T]]) -> T:
     """Run ``fn(client)`` against the server; any rrjobs error becomes one clean line."""
     address = resolve_address(rpc, config)
+    token = resolve_client_token(config)
 
     async def main() -> T:
-        async with RPCClient(address) as client:
+        async with RPCClient(address, token=token) as client:
             return await fn(client)
 
     try:
@@ -114,7 +127,8 @@ def call(rpc: str | None, config: str | None,
 def client_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--rpc`` and ``-c/--config`` for commands that call a server."""
     f = click.option("-c", "--config", "config", type=click.Path(dir_okay=False),
-                     help="Read the server address (rpc.listen) from this config file.")(f)
+                     help="Read the server address and token (rpc.listen, rpc.token) "
+                          "from this config file.")(f)
     f = click.option("--rpc", "rpc", envvar="RRJOBS_RPC", metavar="ADDRESS",
                      help="Server address, tcp://HOST:PORT or unix:///PATH "
                           "[env RRJOBS_RPC; default tcp://127.0.0.1:6001].")(f)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.options import Duration, StrictModel, validate
@@ -126,6 +126,8 @@ class PipelineConfig(StrictModel):
     driver: str = Field(min_length=1)
     config: dict[str, Any] = Field(default_factory=dict)
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    #: seconds a handler of this pipeline may run (``0``: ``pool.supervisor.exec_ttl``)
+    timeout: Duration = 0.0
 
 
 class OptionsConfig(StrictModel):
@@ -152,10 +154,18 @@ class JobsConfig(StrictModel):
 
 
 class RPCConfig(BaseModel):
-    """``rpc:``; only ``listen`` is read (``tcp://127.0.0.1:6001``)."""
+    """``rpc:``: the address and the protections of the RPC (see docs/security.md)."""
 
     model_config = ConfigDict(extra="allow")
     listen: str = "tcp://127.0.0.1:6001"
+    #: the bearer token every call must carry (``RRJOBS_RPC_TOKEN`` overrides it)
+    token: SecretStr | None = None
+    #: ``Host`` values accepted besides the listen address (``host`` or ``host:port``)
+    allowed_hosts: list[str] = Field(default_factory=list)
+    #: request-body bytes held by calls in progress at once; above it, 503
+    max_inflight_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    #: the directory under which a Declare through the RPC may name files
+    declare_dir: str | None = None
 
 
 #: RoadRunner's default ``metrics.address``.

@@ -10,7 +10,10 @@ With a ``metrics:`` section, the Prometheus endpoint starts last and logs
 Stop order, on SIGINT or SIGTERM: stop the RPC server (calls in progress get a
 few seconds), then ``Jobs.stop()`` (drain running handlers within
 ``jobs.pool.destroy_timeout``, requeue the rest, stop the drivers), then the
-metrics endpoint (so that the drain can be watched). A second
+metrics endpoint (so that the drain can be watched). Handlers still running
+after that (hung sync threads, async handlers that ignore cancellation) are
+not waited for: their jobs were handed back, one line names them, and the
+process exits at once (``os._exit``) with code 0. A second
 signal during the stop forces it: running handlers are cancelled and the
 process exits with code 1.
 
@@ -61,7 +64,7 @@ class Server:
         listen = listen or config.rpc.listen
         Address.parse(listen, key=key)  # a bad address is a config error, before anything runs
         self.jobs = Jobs(config, app)
-        self.rpc = RPCServer(self.jobs, listen)
+        self.rpc = RPCServer.from_config(self.jobs, config.rpc, listen)
         self.metrics = (MetricsServer(self.jobs, config.metrics.address)
                         if config.metrics is not None else None)
         self._stopped = False
@@ -178,10 +181,25 @@ def load(config_path: str, app_path: str | None) -> tuple[Config, App]:
     return config, app
 
 
-async def serve(config: Config, app: App, listen: str | None = None) -> None:
-    """Run until SIGINT/SIGTERM, then stop gracefully."""
-    await Server(config, app, listen).run_until_signalled()
+async def serve(config: Config, app: App, listen: str | None = None) -> int:
+    """Run until SIGINT/SIGTERM, then stop gracefully. Returns how many
+    handlers were left running (hung) at the end, whose jobs were handed back."""
+    server = Server(config, app, listen)
+    await server.run_until_signalled()
     log.info("rrjobs stopped")
+    return server.jobs.pool.left_behind
+
+
+async def _serve_and_exit(config: Config, app: App, listen: str | None) -> None:
+    """:func:`serve`; with hung handlers left, exit the process at once: their
+    jobs are back with the brokers, and nothing may wait for them."""
+    left = await serve(config, app, listen)
+    if left:
+        log.warning("exiting with %d hung handlers still running", left)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_OK)
 
 
 def run(config_path: str, app_path: str | None = None, listen: str | None = None,
@@ -192,7 +210,7 @@ def run(config_path: str, app_path: str | None = None, listen: str | None = None
         config, app = load(config_path, app_path)
         log.info("config %s loaded; application %s", config_path,
                  app_path or config.jobs.app or "<none>")
-        asyncio.run(serve(config, app, listen))
+        asyncio.run(_serve_and_exit(config, app, listen))
     except ConfigError as exc:
         _config_problem(exc)
         return EXIT_CONFIG

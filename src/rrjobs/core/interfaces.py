@@ -125,6 +125,9 @@ class Constructor(ABC):
 
     #: The driver name; pipelines select this constructor with ``driver: <name>``.
     name: ClassVar[str] = ""
+    #: Options naming a file the driver opens or creates: a pipeline declared
+    #: through the RPC may only name paths under ``rpc.declare_dir`` there.
+    file_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, configurer: Configurer) -> None:
         self.configurer = configurer

@@ -7,6 +7,10 @@
         for s in await rpc.stat():
             print(s.state.pipeline, s.state.active, s.counters.ok)
 
+With a token (``token=``, else the ``RRJOBS_RPC_TOKEN`` variable, read when
+the client is created) every call carries ``Authorization: Bearer <token>``;
+the token never appears in the client's ``repr`` or errors.
+
 A failed call raises the exception the server raised, rebuilt by type name
 (:class:`~rrjobs.core.errors.PipelineNotFoundError`,
 :class:`~rrjobs.core.errors.PipelineStateError`,
@@ -33,6 +37,7 @@ from rrjobs.core.message import Message
 from rrjobs.rpc import codec
 from rrjobs.rpc.address import DEFAULT_LISTEN, Address
 from rrjobs.rpc.errors import RPCConnectionError, RPCError, error_from_body
+from rrjobs.rpc.guard import bearer_header, resolve_token
 from rrjobs.runtime.jobs import PipelineStat
 
 #: Default per-call timeout: above the server's default ``jobs.timeout`` (60 s),
@@ -46,14 +51,23 @@ class RPCClient:
     Args:
         address: ``tcp://host:port`` or ``unix:///path``.
         timeout: seconds per call (``None``: no limit).
+        token: the server's bearer token (default: ``RRJOBS_RPC_TOKEN``; none
+            when unset or empty).
     """
 
     def __init__(self, address: str = DEFAULT_LISTEN, *,
-                 timeout: float | None = DEFAULT_TIMEOUT) -> None:
+                 timeout: float | None = DEFAULT_TIMEOUT, token: str | None = None) -> None:
         self.address = Address.parse(address, key="address")
         self.timeout = timeout
         self._base = self.address.base_url()
         self._session: aiohttp.ClientSession | None = None
+        token = resolve_token(token)
+        self._headers = {"Content-Type": "application/json",
+                         **(bearer_header(token) if token else {})}
+
+    def __repr__(self) -> str:
+        token = "set" if "Authorization" in self._headers else "none"
+        return f"RPCClient({str(self.address)!r}, token={token})"
 
     async def __aenter__(self) -> RPCClient:
         return self
@@ -81,11 +95,10 @@ class RPCClient:
 
     async def _request(self, verb: str, path: str, body: Any = None) -> tuple[int, Any]:
         session = self._get_session()
-        data = None if body is None else json.dumps(body, separators=(",", ":"))
-        headers = {"Content-Type": "application/json"} if data is not None else None
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         try:
             async with session.request(verb, self._base + path, data=data,
-                                       headers=headers) as resp:
+                                       headers=self._headers) as resp:
                 text = await resp.text()
                 status = resp.status
         except aiohttp.ClientConnectionError as exc:

@@ -40,11 +40,47 @@ class UnknownMethodError(RPCError):
     """No such RPC method (route), or the wrong HTTP verb for it."""
 
 
+class UnauthorizedError(RPCError):
+    """The call lacks the server's bearer token, or gives a wrong one (401)."""
+
+
+class ForbiddenError(RPCError):
+    """The call is refused whoever makes it (403): it comes from a web page
+    (``Origin``), names a foreign ``Host``, or declares a file outside
+    ``rpc.declare_dir``."""
+
+
+class UnsupportedMediaTypeError(RPCError):
+    """The body is not sent as ``application/json`` (415)."""
+
+
+class PayloadTooLargeRequestError(RPCError):
+    """The request body is larger than the server accepts (413)."""
+
+
+class OverloadedError(RPCError):
+    """The server holds as many request bytes as ``rpc.max_inflight_bytes``
+    allows; the call may be retried later (503)."""
+
+
+#: The RPC's own errors and their HTTP statuses.
+RPC_ERRORS: dict[type[RPCError], int] = {
+    UnauthorizedError: 401,
+    ForbiddenError: 403,
+    PayloadTooLargeRequestError: 413,
+    UnsupportedMediaTypeError: 415,
+    OverloadedError: 503,
+}
+
+
 class RPCConnectionError(RPCError):
     """The server could not be reached (refused, reset, DNS, socket missing)."""
 
 
 def _status_of(exc: BaseException) -> int:
+    for cls, status in RPC_ERRORS.items():
+        if type(exc) is cls:
+            return status
     if isinstance(exc, BadRequestError):
         return 400
     if isinstance(exc, UnknownMethodError):
@@ -117,7 +153,8 @@ def error_from_body(status: int, body: Any) -> Exception:
         if problems:
             return ConfigError(problems[0][0], problems[0][1], problems)
         return ConfigError("", message)
-    for cls in (BadRequestError, UnknownMethodError):
+    rebuilt: tuple[type[RPCError], ...] = (BadRequestError, UnknownMethodError, *RPC_ERRORS)
+    for cls in rebuilt:
         if type_name == cls.__name__:
             return cls(message, type_name=type_name, status=status)
     known = KNOWN_ERRORS.get(type_name)

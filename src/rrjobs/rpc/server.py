@@ -20,12 +20,16 @@ jobs stay pushed); ``Destroy`` returns what it destroyed. Every call runs under
 ``jobs.timeout`` (``Stat`` included, as one overall timeout).
 
 A failed call answers ``{"error": {"type": "<ExceptionClass>", "message": ...}}``
-with 400 (malformed request, config), 404 (unknown pipeline or method), 409
-(pipeline state: double pause/resume, existing pipeline), 413, 503, 504
-(``jobs.timeout``) or 500. No request, however malformed, stops the server.
+with 400 (malformed request, config), 401 (no or wrong token), 403 (``Origin``,
+foreign ``Host``, a declared file outside ``rpc.declare_dir``), 404 (unknown
+pipeline or method), 409 (pipeline state: double pause/resume, existing
+pipeline), 413, 415 (not JSON), 503 (``rpc.max_inflight_bytes``, full queue),
+504 (``jobs.timeout``) or 500. No request, however malformed, stops the server.
 
-The server binds to 127.0.0.1 unless the address names another host; it has no
-authentication, so binding it elsewhere exposes every pipeline.
+The server binds to 127.0.0.1 unless the address names another host; the
+checks of :mod:`rrjobs.rpc.guard` run before every method (docs/security.md).
+Bodies above :data:`INLINE_DECODE` bytes are decoded in a thread, one at a
+time, so that big pushes neither block the event loop nor multiply memory.
 """
 
 from __future__ import annotations
@@ -36,15 +40,20 @@ import errno
 import json
 import logging
 import os
+import socket
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
 
+from rrjobs.config import RPCConfig
+from rrjobs.core.message import Message
 from rrjobs.rpc import codec
 from rrjobs.rpc.address import DEFAULT_LISTEN, Address
-from rrjobs.rpc.errors import BadRequestError, UnknownMethodError, error_body
+from rrjobs.rpc.declare import confine_files
+from rrjobs.rpc.errors import BadRequestError, RPCError, UnknownMethodError, error_body
+from rrjobs.rpc.guard import Guard, resolve_token
 from rrjobs.runtime.jobs import Jobs
 
 log = logging.getLogger("rrjobs.rpc")
@@ -52,16 +61,24 @@ log = logging.getLogger("rrjobs.rpc")
 #: The RPC methods, RoadRunner's names.
 METHODS = ("Push", "PushBatch", "Pause", "Resume", "List", "Declare", "Destroy", "Stat")
 
-#: The largest request body accepted (a PushBatch of big payloads, base64-encoded).
-MAX_BODY = 64 * 1024 * 1024
+#: The largest payload one job can carry through the RPC.
+MAX_PAYLOAD = 64 * 1024 * 1024
+#: The largest request body accepted: one job of :data:`MAX_PAYLOAD` bytes,
+#: base64-encoded (4/3), plus 1 MiB for its other fields.
+MAX_BODY = (MAX_PAYLOAD + 2) // 3 * 4 + 1024 * 1024
+#: Default of ``rpc.max_inflight_bytes``.
+MAX_INFLIGHT_BYTES = 256 * 1024 * 1024
+#: Bodies up to this size are decoded on the event loop; larger ones in a thread.
+INLINE_DECODE = 256 * 1024
 
 Body = dict[str, Any]
-MethodFn = Callable[[Any], Awaitable[Body]]
+DecodeFn = Callable[[Any], Any]
+RunFn = Callable[[Any], Awaitable[Body]]
 
 
-def _json(status: int, body: Any) -> web.Response:
+def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.Response(status=status, text=json.dumps(body, separators=(",", ":")),
-                        content_type="application/json")
+                        content_type="application/json", headers=headers)
 
 
 class RPCServer:
@@ -72,30 +89,55 @@ class RPCServer:
     """
 
     def __init__(self, jobs: Jobs, listen: str = DEFAULT_LISTEN, *,
-                 shutdown_timeout: float = 10.0, max_body: int = MAX_BODY) -> None:
+                 shutdown_timeout: float = 10.0, max_body: int = MAX_BODY,
+                 token: str | None = None, allowed_hosts: Sequence[str] = (),
+                 max_inflight_bytes: int = MAX_INFLIGHT_BYTES,
+                 declare_dir: str | None = None) -> None:
+        """``token``: required of every call (default: ``RRJOBS_RPC_TOKEN``, read
+        now; none when unset). ``declare_dir``: where a Declare may name files
+        (none: a Declare naming a file is refused)."""
         self.jobs = jobs
         self.max_body = max_body
         self.listen = Address.parse(listen)
         self.shutdown_timeout = shutdown_timeout
+        self.guard = Guard(token=resolve_token(token), allowed_hosts=allowed_hosts,
+                           max_inflight_bytes=max_inflight_bytes, max_body=max_body)
+        self.declare_dir = declare_dir
         self._runner: web.AppRunner | None = None
         self._bound: Address | None = None
         self._stopping = False
-        self._methods: dict[str, MethodFn] = {
-            "Push": self._push,
-            "PushBatch": self._push_batch,
-            "Pause": self._pause,
-            "Resume": self._resume,
-            "List": self._list,
-            "Declare": self._declare,
-            "Destroy": self._destroy,
-            "Stat": self._stat,
+        self._decoding = asyncio.Lock()
+        self._methods: dict[str, tuple[DecodeFn, RunFn]] = {
+            "Push": (codec.push_request, self._push),
+            "PushBatch": (codec.push_batch_request, self._push_batch),
+            "Pause": (codec.pipelines_request, self._pause),
+            "Resume": (codec.pipelines_request, self._resume),
+            "List": (codec.empty_request, self._list),
+            "Declare": (codec.declare_request, self._declare),
+            "Destroy": (codec.pipelines_request, self._destroy),
+            "Stat": (codec.empty_request, self._stat),
         }
+
+    @classmethod
+    def from_config(cls, jobs: Jobs, config: RPCConfig, listen: str | None = None,
+                    **kwargs: Any) -> RPCServer:
+        """A server with the ``rpc:`` section's settings (``listen`` overrides
+        ``rpc.listen``)."""
+        token = config.token.get_secret_value() if config.token is not None else None
+        return cls(jobs, listen or config.listen, token=resolve_token(None, token),
+                   allowed_hosts=config.allowed_hosts,
+                   max_inflight_bytes=config.max_inflight_bytes,
+                   declare_dir=config.declare_dir, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"RPCServer({self.address!r}, {self.guard!r})"
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def application(self) -> web.Application:
         """The aiohttp application (routes and the error middleware)."""
-        app = web.Application(middlewares=[self._errors], client_max_size=self.max_body)
+        app = web.Application(middlewares=[self._errors, self.guard.middleware],
+                              client_max_size=self.max_body)
         for name in METHODS:
             app.router.add_post(f"/jobs.{name}", self._handler(name))
         app.router.add_get("/health", self._health)
@@ -110,18 +152,19 @@ class RPCServer:
                                shutdown_timeout=self.shutdown_timeout)
         await runner.setup()
         site: web.BaseSite
-        if self.listen.scheme == "unix":
-            await _remove_stale_socket(self.listen.path)
-            site = web.UnixSite(runner, self.listen.path)
-        else:
-            site = web.TCPSite(runner, self.listen.host, self.listen.port)
         try:
+            if self.listen.scheme == "unix":
+                await _remove_stale_socket(self.listen.path)
+                site = web.SockSite(runner, _bind_unix(self.listen.path))
+            else:
+                site = web.TCPSite(runner, self.listen.host, self.listen.port)
             await site.start()
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
         self._bound = self._actual_address(runner)
+        self.guard.bind(self._bound)
         log.info("RPC listening on %s", self._bound)
 
     def _actual_address(self, runner: web.AppRunner) -> Address:
@@ -154,18 +197,21 @@ class RPCServer:
     async def _errors(self, request: web.Request,
                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                       ) -> web.StreamResponse:
-        """Turn aiohttp's own errors (no route, wrong verb, body too large) into
-        the JSON error form."""
+        """Answer the guard's refusals and aiohttp's own errors (no route, wrong
+        verb) in the JSON error form."""
         try:
             return await handler(request)
+        except RPCError as exc:  # the guard's refusals
+            status, body = error_body(exc)
+            log.debug("%s %s refused (%d): %s", request.method, request.path, status, exc)
+            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            return _json(status, body, headers)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             known = ", ".join(f"/jobs.{m}" for m in METHODS)
             err: Exception
-            if exc.status == 413:
-                err = BadRequestError(f"request body too large (limit {self.max_body} bytes)")
-            elif exc.status == 405:
+            if exc.status == 405:
                 err = UnknownMethodError(f"{request.method} {request.path} is not allowed "
                                          "(RPC methods take POST, /health and /ready GET)")
             elif exc.status == 404:
@@ -175,23 +221,29 @@ class RPCServer:
             return _json(exc.status, error_body(err)[1])
 
     def _handler(self, name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
-        method = self._methods[name]
+        decode, run = self._methods[name]
 
-        async def handle(request: web.Request) -> web.Response:
+        async def call(raw: bytearray) -> Body:
+            arg = await self._decode(raw, decode)
             deadline = asyncio.timeout(self.jobs.timeout or None)
             try:
-                body = await self._read(request)
                 async with deadline:
-                    result = await method(body)
-            except web.HTTPException:
-                raise  # aiohttp's own (body too large): the middleware answers
+                    return await run(arg)
+            except TimeoutError as exc:
+                if deadline.expired():
+                    raise _Expired(f"jobs.{name} did not finish within "
+                                   f"{self.jobs.timeout:g}s (jobs.timeout)") from exc
+                raise
+
+        async def handle(request: web.Request) -> web.Response:
+            try:
+                result = await self.guard.read(request, call)
             except Exception as exc:
                 message = None
-                if isinstance(exc, TimeoutError) and deadline.expired():
-                    message = (f"jobs.{name} did not finish within {self.jobs.timeout:g}s "
-                               "(jobs.timeout)")
+                if isinstance(exc, _Expired):
+                    message, exc = str(exc), TimeoutError()
                 status, err = error_body(exc, message)
-                if status >= 500 and message is None:
+                if status >= 500 and message is None and not isinstance(exc, RPCError):
                     log.error("jobs.%s failed", name, exc_info=exc)
                 else:
                     log.debug("jobs.%s: %s", name, err["error"]["message"])
@@ -200,18 +252,13 @@ class RPCServer:
 
         return handle
 
-    @staticmethod
-    async def _read(request: web.Request) -> Any:
-        raw = await request.read()
-        if not raw.strip():
-            return {}
-        try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise BadRequestError(f"malformed JSON body: {exc}") from None
-        if not isinstance(body, dict):
-            raise BadRequestError(f"body: expected an object, got {type(body).__name__}")
-        return body
+    async def _decode(self, raw: bytearray, decode: DecodeFn) -> Any:
+        """The method's argument from the raw body: small bodies on the loop,
+        big ones in a thread, one at a time."""
+        if len(raw) <= INLINE_DECODE:
+            return _decode_body(raw, decode)
+        async with self._decoding:
+            return await asyncio.to_thread(_decode_body, raw, decode)
 
     async def _health(self, request: web.Request) -> web.Response:
         running = self.jobs.started and not self.jobs.stopped and not self._stopping
@@ -221,36 +268,77 @@ class RPCServer:
 
     # -- the methods ---------------------------------------------------------------------------
 
-    async def _push(self, body: Any) -> Body:
-        await self.jobs.push(codec.push_request(body))
+    async def _push(self, msg: Message) -> Body:
+        await self.jobs.push(msg)
         return {}
 
-    async def _push_batch(self, body: Any) -> Body:
-        await self.jobs.push_batch(codec.push_batch_request(body))
+    async def _push_batch(self, msgs: list[Message]) -> Body:
+        await self.jobs.push_batch(msgs)
         return {}
 
-    async def _pause(self, body: Any) -> Body:
-        await self.jobs.pause(codec.pipelines_request(body))
+    async def _pause(self, names: list[str]) -> Body:
+        await self.jobs.pause(names)
         return {}
 
-    async def _resume(self, body: Any) -> Body:
-        await self.jobs.resume(codec.pipelines_request(body))
+    async def _resume(self, names: list[str]) -> Body:
+        await self.jobs.resume(names)
         return {}
 
-    async def _list(self, body: Any) -> Body:
-        codec.empty_request(body)
+    async def _list(self, _: None) -> Body:
         return {"pipelines": self.jobs.list()}
 
-    async def _declare(self, body: Any) -> Body:
-        await self.jobs.declare(codec.declare_request(body))
+    async def _declare(self, options: dict[str, str]) -> Body:
+        driver = options.get("driver", "")
+        keys = self.jobs.file_options(driver) if driver else ()
+        await self.jobs.declare(confine_files(options, keys, self.declare_dir))
         return {}
 
-    async def _destroy(self, body: Any) -> Body:
-        return {"pipelines": await self.jobs.destroy(codec.pipelines_request(body))}
+    async def _destroy(self, names: list[str]) -> Body:
+        return {"pipelines": await self.jobs.destroy(names)}
 
-    async def _stat(self, body: Any) -> Body:
-        codec.empty_request(body)
+    async def _stat(self, _: None) -> Body:
         return {"stats": [codec.stat_to_json(s) for s in await self.jobs.stat()]}
+
+
+class _Expired(Exception):
+    """A method ran past ``jobs.timeout`` (reported as a ``TimeoutError``)."""
+
+
+def _decode_body(raw: bytearray, decode: DecodeFn) -> Any:
+    """JSON-decode ``raw`` (emptied as soon as it is text, to free it) and
+    ``decode`` the object into the method's argument."""
+    if not raw.strip():
+        raw.clear()
+        return decode({})
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequestError(f"malformed JSON body: {exc}") from None
+    raw.clear()
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequestError(f"malformed JSON body: {exc}") from None
+    del text
+    if not isinstance(body, dict):
+        raise BadRequestError(f"body: expected an object, got {type(body).__name__}")
+    return decode(body)
+
+
+def _bind_unix(path: str) -> socket.socket:
+    """A Unix socket bound at ``path`` with mode 0600, not yet listening: it is
+    created under umask 0177, so at no moment can another user connect."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o600)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.umask(old)
+    return sock
 
 
 async def _remove_stale_socket(path: str) -> None:

@@ -39,7 +39,7 @@ from rrjobs.core.errors import (
 )
 from rrjobs.core.interfaces import Constructor, Driver
 from rrjobs.core.message import Message
-from rrjobs.core.options import validate
+from rrjobs.core.options import parse_duration, validate
 from rrjobs.core.pipeline import DEFAULT_PRIORITY, Pipeline
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.state import State
@@ -100,6 +100,8 @@ class PipelineEntry:
     driver: Driver
     policy: RetryPolicy
     declared: bool
+    #: the handlers' time limit in seconds (``0``: ``pool.supervisor.exec_ttl``)
+    timeout: float = 0.0
     counters: Counters = field(default_factory=Counters)
     single_pushes: PushStats = field(default_factory=PushStats)
     batch_pushes: PushStats = field(default_factory=PushStats)
@@ -149,7 +151,7 @@ class Jobs:
         self.pool = WorkerPool(self.queue, self.app, self.outcomes,
                                num_workers=pool.num_workers,
                                exec_ttl=pool.supervisor.exec_ttl,
-                               max_jobs=pool.max_jobs)
+                               max_jobs=pool.max_jobs, timeout_of=self._timeout_of)
         self.started = False
         #: OpenTelemetry spans and trace propagation (set at start, see rrjobs.tracing)
         self.tracing: Tracing | None = None
@@ -168,6 +170,10 @@ class Jobs:
     def _policy_of(self, pipeline: str) -> RetryPolicy:
         entry = self._pipelines.get(pipeline)
         return entry.policy if entry is not None else RetryPolicy()
+
+    def _timeout_of(self, pipeline: str) -> float:
+        entry = self._pipelines.get(pipeline)
+        return entry.timeout if entry is not None else 0.0
 
     def _counters_of(self, pipeline: str) -> Counters:
         entry = self._pipelines.get(pipeline)
@@ -221,7 +227,8 @@ class Jobs:
                 driver = await self._op(ctor.driver_from_config(key, self.queue, pipe))
             driver.command_handler = self._command_handler(driver)
             self._pipelines[name] = PipelineEntry(
-                name, pipe, driver, RetryPolicy.from_config(pcfg.retry), declared=False)
+                name, pipe, driver, RetryPolicy.from_config(pcfg.retry), declared=False,
+                timeout=pcfg.timeout)
 
         try:
             async with asyncio.TaskGroup() as tg:
@@ -432,6 +439,11 @@ class Jobs:
     def list(self) -> list[str]:
         return sorted(self._pipelines)
 
+    def file_options(self, driver: str) -> tuple[str, ...]:
+        """The options of ``driver`` that name a file it opens or creates
+        (its constructor's ``file_options``)."""
+        return self._constructor(driver, "declare.driver").file_options
+
     def pipeline(self, name: str) -> Pipeline:
         return self._entry(name).pipeline
 
@@ -439,9 +451,10 @@ class Jobs:
         """Declare a pipeline at run time (RoadRunner's string map).
 
         Requires ``name`` and ``driver``. Runs it only if its name is in
-        ``jobs.consume``; otherwise ``resume`` starts it.
+        ``jobs.consume``; otherwise ``resume`` starts it. ``timeout`` is the
+        pipeline's handler time limit (as ``jobs.pipelines.<name>.timeout``).
         """
-        pipe = Pipeline({k: v for k, v in options.items()})
+        pipe = Pipeline({k: v for k, v in options.items() if k != "timeout"})
         name = pipe.name()
         if not name:
             raise ConfigError("declare.name", "required key is missing")
@@ -461,6 +474,12 @@ class Jobs:
             except ValueError as exc:
                 raise ConfigError(f"declare.{name}.retry", str(exc)) from None
         retry = validate(RetryConfig, retry_raw, f"declare.{name}.retry")
+        try:
+            timeout = parse_duration(options.get("timeout") or 0)
+        except ValueError as exc:
+            raise ConfigError(f"declare.{name}.timeout", str(exc)) from None
+        if timeout < 0:
+            raise ConfigError(f"declare.{name}.timeout", "must be ≥ 0")
         async with self._lock:
             if name in self._pipelines:
                 raise PipelineExistsError(f"pipeline {name!r} already exists")
@@ -471,7 +490,7 @@ class Jobs:
             driver = await self._op(ctor.driver_from_pipeline(pipe, self.queue))
             driver.command_handler = self._command_handler(driver)
             entry = PipelineEntry(name, pipe, driver, RetryPolicy.from_config(retry),
-                                  declared=True)
+                                  declared=True, timeout=timeout)
             self._pipelines[name] = entry
             if name in self.consume:
                 try:

@@ -6,12 +6,19 @@ queue and run their handlers.
   the backlog, and priorities stay meaningful.
 * Per-job timeouts and lease extension are enforced by one watchdog task that
   ticks over the workers, so the hot path pays nothing for them.
-* Sync handlers run in a thread pool of ``num_workers`` threads; process
-  handlers in a process pool (``max_jobs`` = tasks per child process).
+* A job's time limit is its handler's ``timeout=``, else its pipeline's
+  ``timeout``, else ``pool.supervisor.exec_ttl`` (none by default). Past it an
+  async handler is cancelled; a sync handler's thread is abandoned (see
+  :mod:`rrjobs.runtime.threads`); either way the job fails (retry policy).
+* Sync handlers run in :class:`~rrjobs.runtime.threads.HandlerThreads`, where
+  a hung handler does not reduce the capacity; process handlers in a process
+  pool (``max_jobs`` = tasks per child process).
 
 Graceful stop (``stop``): stop taking jobs; let running handlers finish
 within the drain timeout; cancel the rest and hand their jobs back
-(``nack(requeue=True)``). The runtime stops drivers only after this.
+(``nack(requeue=True)``), logging their ids in one line. A handler that
+ignores its cancellation for :data:`CANCEL_GRACE` seconds more is left behind
+(:attr:`WorkerPool.stuck`). The runtime stops drivers only after this.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ import asyncio
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from rrjobs.core.errors import HandlerTimeoutError, NoHandlerError, PoisonMessageError
@@ -28,9 +36,13 @@ from rrjobs.core.job import Job
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.runtime.app import App, HandlerSpec, JobData
 from rrjobs.runtime.outcomes import Outcomes
+from rrjobs.runtime.threads import HandlerThreads
 from rrjobs.tracing import Tracing
 
 log = logging.getLogger("rrjobs.runtime")
+
+#: Seconds a cancelled handler has, at stop, to let its cancellation through.
+CANCEL_GRACE = 1.0
 
 
 @dataclass(slots=True)
@@ -51,7 +63,10 @@ class WorkerPool:
 
     def __init__(self, queue: PriorityQueue, app: App, outcomes: Outcomes, *,
                  num_workers: int, exec_ttl: float = 0.0, max_jobs: int = 0,
-                 tracing: Tracing | None = None) -> None:
+                 tracing: Tracing | None = None,
+                 timeout_of: Callable[[str], float] | None = None) -> None:
+        """``timeout_of(pipeline)``: the pipeline's handler time limit (``0``:
+        ``exec_ttl``)."""
         self.queue = queue
         #: OpenTelemetry spans per job, when the application set up tracing
         self.tracing = tracing
@@ -60,20 +75,33 @@ class WorkerPool:
         self.num_workers = num_workers
         self.exec_ttl = exec_ttl
         self.max_jobs = max_jobs
+        self.timeout_of = timeout_of
         self._slots = [_Slot() for _ in range(num_workers)]
-        self._threads: ThreadPoolExecutor | None = None
+        self.threads = HandlerThreads(num_workers)
+        #: jobs whose handler was still running after stop's cancel and grace
+        self.stuck: list[Job] = []
+        self._processes_abandoned = 0
         self._processes: ProcessPoolExecutor | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._closing = False
         self._started = False
         #: the shortest job lease seen; the watchdog ticks often enough for it
         self._min_lease = 0.0
+        #: the shortest handler time limit seen; the watchdog ticks often enough for it
+        self._min_ttl = 0.0
         self._rearm = asyncio.Event()
 
     @property
     def busy(self) -> int:
         """Workers running a handler now."""
         return sum(1 for s in self._slots if s.job is not None)
+
+    @property
+    def left_behind(self) -> int:
+        """Handlers still running that nothing waits for any more: async ones
+        that ignored their cancellation at stop, abandoned sync threads, and
+        process-pool jobs given up on."""
+        return len(self.stuck) + self.threads.hung + self._processes_abandoned
 
     def running_jobs(self) -> list[Job]:
         return [s.job for s in self._slots if s.job is not None]
@@ -83,7 +111,6 @@ class WorkerPool:
             return
         self._started = True
         loop = asyncio.get_running_loop()
-        self._threads = ThreadPoolExecutor(self.num_workers, thread_name_prefix="rrjobs-handler")
         if self.app.needs_processes():
             self._processes = ProcessPoolExecutor(
                 os.cpu_count() or 1, max_tasks_per_child=self.max_jobs or None
@@ -127,8 +154,12 @@ class WorkerPool:
         slot.timed_out = False
         slot.job = job
         slot.started = now
-        ttl = spec.timeout or self.exec_ttl
+        ttl = (spec.timeout or (self.timeout_of(job.pipeline) if self.timeout_of else 0.0)
+               or self.exec_ttl)
         slot.deadline = now + ttl if ttl > 0 else 0.0
+        if ttl > 0 and (not self._min_ttl or ttl < self._min_ttl):
+            self._min_ttl = ttl
+            self._rearm.set()
         lease = getattr(job, "lease", None)
         if lease:
             slot.next_lease = now + lease / 2
@@ -181,9 +212,13 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         if spec.executor == "process":
             assert self._processes is not None
-            await loop.run_in_executor(self._processes, spec.func, JobData.of(job))
+            try:
+                await loop.run_in_executor(self._processes, spec.func, JobData.of(job))
+            except asyncio.CancelledError:
+                self._processes_abandoned += 1  # the child process runs it to its end
+                raise
         else:
-            await loop.run_in_executor(self._threads, spec.func, job)
+            await self.threads.run(spec.func, job, label=f"job {job.id} ({job.name})")
 
     async def _settle_failure(self, job: Job, exc: BaseException) -> None:
         if self.tracing is not None:
@@ -232,6 +267,8 @@ class WorkerPool:
         tick = 1.0
         if self.exec_ttl > 0:
             tick = min(tick, self.exec_ttl / 10)
+        if self._min_ttl > 0:
+            tick = min(tick, self._min_ttl / 10)
         if self._min_lease > 0:
             tick = min(tick, self._min_lease / 8)
         return max(0.05, tick)
@@ -256,18 +293,28 @@ class WorkerPool:
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=drain_timeout)
             if pending:
-                log.warning("%d handlers still running after %.3gs; requeueing their jobs",
-                            len(pending), drain_timeout)
+                running = [s for s in self._slots if s.task in pending and s.job is not None]
+                log.warning("%d handlers still running after %.3gs; handing their jobs back "
+                            "for redelivery: %s", len(pending), drain_timeout,
+                            ", ".join(f"{s.job.id} ({s.job.name})" for s in running
+                                      if s.job is not None) or "none")
                 for t in pending:
                     t.cancel()
-                await asyncio.wait(pending)
+                _, stuck = await asyncio.wait(pending, timeout=CANCEL_GRACE)
+                for slot in self._slots:
+                    if slot.task in stuck and slot.job is not None:
+                        self.stuck.append(slot.job)
+                        await self.outcomes.abandoned(slot.job)
+                if self.stuck:
+                    log.error("%d async handlers ignored their cancellation; left behind: %s",
+                              len(self.stuck),
+                              ", ".join(f"{j.id} ({j.name})" for j in self.stuck))
         if self._watchdog is not None:
             self._watchdog.cancel()
             try:
                 await self._watchdog
             except asyncio.CancelledError:
                 pass
-        if self._threads is not None:
-            self._threads.shutdown(wait=False, cancel_futures=True)
+        self.threads.shutdown()
         if self._processes is not None:
             self._processes.shutdown(wait=False, cancel_futures=True)

@@ -1,7 +1,7 @@
 """Options of the ``sqlite`` driver (and of its ``boltdb`` alias).
 
 RoadRunner's BoltDB keys keep their names and defaults (``file: rr.db``,
-``permissions: 0755``, ``priority: 10``, ``prefetch: 1000``), so a RoadRunner
+``priority: 10``, ``prefetch: 1000``; ``permissions`` is ``0600``), so a RoadRunner
 pipeline section runs unchanged; the other keys are the SQLite driver's own.
 """
 
@@ -70,7 +70,7 @@ class SQLiteOptions(StrictModel):
     """
 
     file: str = Field(default="rr.db", min_length=1)
-    permissions: int = 0o755
+    permissions: int = 0o600
     priority: int = 10
     prefetch: int = Field(default=1000, ge=1)
     synchronous: Synchronous = "full"

@@ -645,6 +645,7 @@ class SQLiteConstructor(DriverConstructor):
     """Builds ``sqlite`` drivers. Registered as the ``sqlite`` entry point."""
 
     name: ClassVar[str] = "sqlite"
+    file_options: ClassVar[tuple[str, ...]] = ("file",)
     driver_class = SQLiteDriver
     options_model = SQLiteOptions
 
