@@ -319,9 +319,12 @@ async def demo(server: ServerProcess, plan: Plan, driver: str,
         await client.push_batch(plan.batch)
 
         step(f"Declaring pipeline '{DECLARED}' at run time ({driver}, not in jobs.consume)")
-        await client.declare({"name": DECLARED, "driver": driver, "priority": 4,
-                              "retry": {"max_attempts": 2, "backoff": 0.2,
-                                        "dead_letter": DEAD_LETTER}})
+        options: dict[str, Any] = {"name": DECLARED, "driver": driver, "priority": 4,
+                                   "retry": {"max_attempts": 2, "backoff": 0.2,
+                                             "dead_letter": DEAD_LETTER}}
+        if durable(driver):  # a file, which must be under rpc.declare_dir
+            options["file"] = "rr.db"
+        await client.declare(options)
         await client.push_batch(plan.declared)
         held = {s.state.pipeline: s.state for s in await client.stat()}[DECLARED]
         console.print(f"  pushed {len(plan.declared)} report jobs: {held.active} waiting, "

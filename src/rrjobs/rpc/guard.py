@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from rrjobs.rpc.address import Address
 from rrjobs.rpc.errors import (
@@ -168,6 +169,19 @@ class Guard:
                    ) -> Any:
         """Read the body within the limits and return ``await use(body)``; the
         body's bytes stay reserved until ``use`` returns."""
+        held = 0
+        try:
+            try:
+                body, held = await self._read(request)
+            except (ConnectionError, HttpProcessingError) as exc:
+                raise BadRequestError(f"the request body could not be read: {exc!r}") from None
+            return await use(body)
+        finally:
+            self.inflight -= held
+
+    async def _read(self, request: web.Request) -> tuple[bytearray, int]:
+        """The body and the bytes reserved for it, which the caller releases;
+        when reading fails, nothing stays reserved."""
         length = request.content_length
         held = 0
         try:
@@ -196,6 +210,7 @@ class Guard:
                     self._reserve(len(chunk), held)
                     held += len(chunk)
                     body += chunk
-            return await use(body)
-        finally:
+        except BaseException:
             self.inflight -= held
+            raise
+        return body, held
