@@ -19,9 +19,20 @@ from rrjobs.core import (
     State,
 )
 from rrjobs.registry import DriverRegistry
-from rrjobs.runtime import App, JobData, Jobs, RetryPolicy
+from rrjobs.runtime import (
+    App,
+    Handler,
+    JobContext,
+    JobData,
+    Jobs,
+    PayloadValidationError,
+    Reject,
+    Retry,
+    RetryPolicy,
+)
 
 __version__ = "0.1.0"
+
 
 __all__ = [
     "App",
@@ -31,13 +42,18 @@ __all__ = [
     "Constructor",
     "Driver",
     "DriverRegistry",
+    "Handler",
     "Job",
+    "JobContext",
     "JobData",
     "Jobs",
     "Message",
+    "PayloadValidationError",
     "Pipeline",
     "PriorityQueue",
     "RRJobsError",
+    "Reject",
+    "Retry",
     "RetryPolicy",
     "State",
     "__version__",

@@ -26,6 +26,15 @@ RR_ATTEMPTS = "rr_attempts"
 #: rrjobs: on a dead-lettered copy, the last error and the source pipeline.
 RR_ERROR = "rr_error"
 RR_ORIGINAL_PIPELINE = "rr_original_pipeline"
+#: rrjobs, set by a producer per job: overrides the pipeline's
+#: ``retry.max_attempts`` (decimal string, >= 1).
+RR_MAX_ATTEMPTS = "rr_max_attempts"
+#: rrjobs, set by a producer per job: the handler's timeout in seconds
+#: (decimal string, > 0), overriding the handler's and ``exec_ttl``.
+RR_TIMEOUT = "rr_timeout"
+#: rrjobs: when the job was first pushed (Unix time in seconds, decimal
+#: string), written by rrjobs' producers and kept across retries.
+RR_PUSHED_AT = "rr_pushed_at"
 
 #: Job name given to a message that carries no ``rr_job`` (a foreign producer).
 DEDUCED_BY_RR = "deduced_by_rr"

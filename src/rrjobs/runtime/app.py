@@ -21,49 +21,88 @@ as Python job tools do::
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from rrjobs.core.errors import NoHandlerError
-from rrjobs.core.headers import Headers, attempts_of
-from rrjobs.core.job import Job
+from rrjobs.core.message import Message
+from rrjobs.runtime.data import JobData
+from rrjobs.runtime.producer import HeadersIn, MessageSink, build_message
+from rrjobs.runtime.typed import Signature, signature_of
 
 Executor = Literal["auto", "async", "thread", "process"]
 F = TypeVar("F", bound=Callable[..., Any])
 
-
-@dataclass(frozen=True, slots=True)
-class JobData:
-    """A picklable snapshot of a job, given to process-pool handlers."""
-
-    id: str
-    name: str
-    payload: bytes
-    headers: Headers
-    pipeline: str
-    priority: int
-
-    @property
-    def attempts(self) -> int:
-        return attempts_of(self.headers)
-
-    @classmethod
-    def of(cls, job: Job) -> JobData:
-        return cls(job.id, job.name, job.payload, job.headers, job.pipeline, job.priority)
+__all__ = ["App", "Executor", "Handler", "HandlerSpec", "JobData", "load_app"]
 
 
 @dataclass(frozen=True, slots=True)
 class HandlerSpec:
     """A registered handler: the function, where it runs, its timeout (None =
-    the pool's ``exec_ttl``)."""
+    the pool's ``exec_ttl``), what its parameters receive (``None``: the job
+    alone) and the pipeline its jobs are pushed to by default."""
 
     name: str
     func: Callable[..., Any]
     executor: Literal["async", "thread", "process"]
     timeout: float | None = None
+    signature: Signature | None = None
+    pipeline: str | None = None
+
+
+class Handler:
+    """What ``@app.handler(...)`` returns: the function, still callable as it
+    was, and a typed producer of its jobs::
+
+        @app.handler("email.send", pipeline="emails")
+        async def send_email(payload: EmailPayload) -> None: ...
+
+        await send_email.push(EmailPayload(to="a@example.com"), delay=60)
+
+    ``push`` validates the payload against the handler's payload type, then
+    sends it through ``via`` when given (an :class:`~rrjobs.Client`), otherwise
+    through the app's sink (see :meth:`App.push`).
+    """
+
+    def __init__(self, app: App, spec: HandlerSpec, func: Callable[..., Any]) -> None:
+        self.app = app
+        self.spec = spec
+        self.job_name = spec.name
+        self.pipeline = spec.pipeline
+        self.func = func
+        functools.update_wrapper(self, func)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<rrjobs.Handler {self.job_name!r} -> {self.func.__qualname__}>"
+
+    def message(self, payload: Any = b"", *, pipeline: str | None = None, id: str | None = None,
+                delay: float = 0.0, priority: int = 0, headers: HeadersIn | None = None,
+                max_attempts: int | None = None, timeout: float | None = None,
+                auto_ack: bool = False) -> Message:
+        """The :class:`Message` :meth:`push` would send (for ``push_batch``)."""
+        return build_message(self.job_name, payload, pipeline=pipeline or self.pipeline or "",
+                             id=id, delay=delay, priority=priority, headers=headers,
+                             max_attempts=max_attempts, timeout=timeout, auto_ack=auto_ack,
+                             signature=self.spec.signature)
+
+    async def push(self, payload: Any = b"", *, via: MessageSink | None = None,
+                   pipeline: str | None = None, id: str | None = None, delay: float = 0.0,
+                   priority: int = 0, headers: HeadersIn | None = None,
+                   max_attempts: int | None = None, timeout: float | None = None,  # noqa: ASYNC109 (the job's timeout)
+                   auto_ack: bool = False) -> str:
+        """Push one job for this handler; returns its id."""
+        msg = self.message(payload, pipeline=pipeline, id=id, delay=delay, priority=priority,
+                           headers=headers, max_attempts=max_attempts, timeout=timeout,
+                           auto_ack=auto_ack)
+        await self.app.sink(via).push(msg)
+        return msg.id
 
 
 class App:
@@ -75,10 +114,14 @@ class App:
         self._fallback: HandlerSpec | None = None
         self._startup: list[Callable[[], Awaitable[None]]] = []
         self._shutdown: list[Callable[[], Awaitable[None]]] = []
+        #: the running runtime serving this app (set by Jobs.start)
+        self._runtime: MessageSink | None = None
+        #: where pushes go when no runtime runs the app (see bind)
+        self._client: MessageSink | None = None
 
     @staticmethod
     def _spec(name: str, func: Callable[..., Any], executor: Executor,
-              timeout: float | None) -> HandlerSpec:
+              timeout: float | None, pipeline: str | None = None) -> HandlerSpec:
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be > 0")
         is_async = inspect.iscoroutinefunction(func)
@@ -95,24 +138,104 @@ class App:
             kind = executor
         else:
             raise ValueError(f"handler {name!r}: unknown executor {executor!r}")
-        return HandlerSpec(name, func, kind, timeout)
+        signature = signature_of(name, func, process=kind == "process")
+        return HandlerSpec(name, func, kind, timeout, signature, pipeline)
 
     def add_handler(self, name: str, func: Callable[..., Any], *, executor: Executor = "auto",
-                    timeout: float | None = None) -> None:
-        """Register ``func`` for jobs named ``name``. A name is registered once."""
+                    timeout: float | None = None, pipeline: str | None = None) -> Handler:
+        """Register ``func`` for jobs named ``name``. A name is registered once.
+
+        ``pipeline``: where :meth:`push` sends this job when the push names no
+        pipeline. The handler's parameters follow :mod:`rrjobs.runtime.typed`'s
+        rules (a typed payload is validated before the handler runs)."""
         if name in self._handlers:
             raise ValueError(f"a handler for job {name!r} is already registered")
-        self._handlers[name] = self._spec(name, func, executor, timeout)
+        spec = self._spec(name, func, executor, timeout, pipeline)
+        handler = Handler(self, spec, func)
+        if spec.executor == "process" and getattr(func, "__qualname__", "") == func.__name__:
+            # run the module-level Handler in the pool: it pickles by reference
+            # where the decorated module attribute is the Handler, not func
+            spec = HandlerSpec(name, _ByName(func), spec.executor, timeout, spec.signature,
+                               pipeline)
+            handler.spec = spec
+        self._handlers[name] = spec
+        return handler
 
     def handler(self, name: str | None = None, *, executor: Executor = "auto",
-                timeout: float | None = None) -> Callable[[F], F]:
-        """Decorator: register the function for job ``name`` (default: its ``__name__``)."""
+                timeout: float | None = None,
+                pipeline: str | None = None) -> Callable[[Callable[..., Any]], Handler]:
+        """Decorator: register the function for job ``name`` (default: its
+        ``__name__``); returns its :class:`Handler` (the function, callable as
+        before, plus ``push``)."""
 
-        def deco(func: F) -> F:
-            self.add_handler(name or func.__name__, func, executor=executor, timeout=timeout)
-            return func
+        def deco(func: Callable[..., Any]) -> Handler:
+            return self.add_handler(name or func.__name__, func, executor=executor,
+                                    timeout=timeout, pipeline=pipeline)
 
         return deco
+
+    # -- pushing -----------------------------------------------------------------------------
+
+    def attach_runtime(self, runtime: MessageSink) -> None:
+        """Called by :class:`~rrjobs.Jobs` at start: pushes go to it in-process."""
+        self._runtime = runtime
+
+    def detach_runtime(self, runtime: MessageSink) -> None:
+        """Called by :class:`~rrjobs.Jobs` at stop."""
+        if self._runtime is runtime:
+            self._runtime = None
+
+    def bind(self, client: MessageSink | None) -> None:
+        """Send this app's pushes through ``client`` (an :class:`~rrjobs.Client`)
+        when no runtime runs the app in this process (a web process that
+        imports the handlers' module to push their jobs). ``None`` unbinds."""
+        self._client = client
+
+    def sink(self, via: MessageSink | None = None) -> MessageSink:
+        """Where a push goes: ``via`` when given, else the runtime running this
+        app in this process, else the bound client."""
+        sink = via or self._runtime or self._client
+        if sink is None:
+            raise RuntimeError(
+                f"app {self.name!r} is not running in this process and no client is bound: "
+                "push through an rrjobs.Client (via=client, or app.bind(client))")
+        return sink
+
+    def message(self, name: str | Handler, payload: Any = b"", *, pipeline: str | None = None,
+                id: str | None = None, delay: float = 0.0, priority: int = 0,
+                headers: HeadersIn | None = None, max_attempts: int | None = None,
+                timeout: float | None = None, auto_ack: bool = False) -> Message:
+        """The :class:`Message` :meth:`push` would send. A job name with a typed
+        handler here has its payload validated against the handler's type and
+        defaults to the handler's pipeline."""
+        spec = name.spec if isinstance(name, Handler) else self._handlers.get(name)
+        job_name = name.job_name if isinstance(name, Handler) else name
+        return build_message(
+            job_name, payload, pipeline=pipeline or (spec.pipeline if spec else None) or "",
+            id=id, delay=delay, priority=priority, headers=headers, max_attempts=max_attempts,
+            timeout=timeout, auto_ack=auto_ack, signature=spec.signature if spec else None)
+
+    async def push(self, name: str | Handler, payload: Any = b"", *,
+                   via: MessageSink | None = None, pipeline: str | None = None,
+                   id: str | None = None, delay: float = 0.0, priority: int = 0,
+                   headers: HeadersIn | None = None, max_attempts: int | None = None,
+                   timeout: float | None = None, auto_ack: bool = False) -> str:  # noqa: ASYNC109 (the job's timeout)
+        """Push one job; returns its id.
+
+        Inside a handler, or anywhere in the process that runs this app
+        (``rrjobs serve``, :func:`rrjobs.testing.run_app`), the job goes
+        straight to the running runtime, with no RPC round trip. See
+        :func:`~rrjobs.runtime.producer.build_message` for the arguments."""
+        msg = self.message(name, payload, pipeline=pipeline, id=id, delay=delay,
+                           priority=priority, headers=headers, max_attempts=max_attempts,
+                           timeout=timeout, auto_ack=auto_ack)
+        await self.sink(via).push(msg)
+        return msg.id
+
+    async def push_batch(self, msgs: Sequence[Message], *,
+                         via: MessageSink | None = None) -> None:
+        """Push messages built with :meth:`message` (or :meth:`Handler.message`)."""
+        await self.sink(via).push_batch(msgs)
 
     def fallback(self, func: F | None = None, *, executor: Executor = "auto",
                  timeout: float | None = None) -> Any:
@@ -145,6 +268,10 @@ class App:
     def names(self) -> list[str]:
         return sorted(self._handlers)
 
+    def specs(self) -> list[HandlerSpec]:
+        """The registered handlers, by job name (the fallback not included)."""
+        return [self._handlers[n] for n in sorted(self._handlers)]
+
     def resolve(self, job_name: str) -> HandlerSpec:
         """The handler for ``job_name``, else the fallback, else :class:`NoHandlerError`."""
         spec = self._handlers.get(job_name)
@@ -159,6 +286,30 @@ class App:
         if self._fallback is not None:
             specs.append(self._fallback)
         return any(s.executor == "process" for s in specs)
+
+
+class _ByName:
+    """A module-level function that a process pool calls by its module and
+    name, whatever object the module attribute now is (a :class:`Handler`
+    wrapping it, after decoration)."""
+
+    __slots__ = ("func", "module", "name")
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+        self.module = func.__module__
+        self.name = func.__name__
+
+    def __call__(self, *args: Any) -> Any:
+        return self.func(*args)
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return _call_by_name, (self.module, self.name)
+
+
+def _call_by_name(module: str, name: str) -> Callable[..., Any]:
+    obj = getattr(importlib.import_module(module), name)
+    return obj.func if isinstance(obj, Handler) else obj
 
 
 def load_app(path: str) -> App:

@@ -246,6 +246,7 @@ class Jobs:
             await self._stop_drivers()
             raise
         await self.pool.start()
+        self.app.attach_runtime(self)
         for hook in self.app.startup_hooks:
             await hook()
         log.info("jobs runtime started: %d pipelines, %d workers",
@@ -266,6 +267,7 @@ class Jobs:
             task.cancel()
         await asyncio.gather(*self._restarts.values(), return_exceptions=True)
         await self._stop_drivers()
+        self.app.detach_runtime(self)
         log.info("jobs runtime stopped")
 
     async def _stop_drivers(self) -> None:

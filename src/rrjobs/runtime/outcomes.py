@@ -9,7 +9,16 @@ One place decides, for every driver alike:
   ``max_attempts`` failures, then dead-letter: to the ``dead_letter`` pipeline
   when one is set, otherwise ``nack(requeue=False)``, which the driver maps to
   its native dead-letter (or a logged drop where it has none). Nothing is lost
-  silently and nothing loops forever.
+  silently and nothing loops forever;
+* the handler raised :class:`~rrjobs.Reject`, its payload failed
+  validation, or the message could not be read (``PoisonMessageError``) →
+  dead-letter at once, whatever attempts are left;
+* the handler raised :class:`~rrjobs.Retry` → requeue after its ``delay`` (the
+  policy's backoff when ``None``), counting a failed attempt.
+
+A job's ``rr_max_attempts`` header (set at push) overrides its pipeline's
+``max_attempts``. An ``observer``, when set, is told every outcome (the
+application testing harness records them).
 """
 
 from __future__ import annotations
@@ -18,16 +27,25 @@ import logging
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, fields
+from typing import Literal
 
 from rrjobs.config import RetryConfig
 from rrjobs.core.errors import PoisonMessageError
 from rrjobs.core.headers import RR_ATTEMPTS, RR_ERROR, RR_ORIGINAL_PIPELINE
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
+from rrjobs.runtime.context import JobContext, max_attempts_of
+from rrjobs.runtime.control import Reject, Retry
 
 log = logging.getLogger("rrjobs.runtime")
 
 PushFn = Callable[[Message], Awaitable[None]]
+#: What became of one run of a handler: ``ok``; ``retried`` (requeued);
+#: ``dead_lettered`` (moved to the dead-letter pipeline or the driver's own);
+#: ``dropped`` (dead-lettered on a driver that has no store for it); ``failed``
+#: (raised, but not retried: an ``auto_ack`` job, or one the handler had settled).
+OutcomeKind = Literal["ok", "retried", "dead_lettered", "dropped", "failed"]
+Observer = Callable[[Job, OutcomeKind, BaseException | None], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,17 +97,36 @@ class Outcomes:
         self._policy_of = policy_of
         self._counters_of = counters_of
         self._push = push
+        #: told every outcome when set (see :data:`Observer`)
+        self.observer: Observer | None = None
+        #: False: retries are requeued at once, whatever the backoff or
+        #: ``Retry(delay=...)`` says (the application testing harness)
+        self.delay_retries = True
+
+    def context(self, job: Job) -> JobContext:
+        """The :class:`JobContext` of ``job`` on its pipeline."""
+        return JobContext.of(job, self._policy_of(job.pipeline).max_attempts)
+
+    def _observe(self, job: Job, kind: OutcomeKind, exc: BaseException | None) -> None:
+        observer = self.observer
+        if observer is not None:
+            try:
+                observer(job, kind, exc)
+            except Exception:
+                log.exception("the outcome observer failed")
 
     async def succeeded(self, job: Job) -> None:
         """The handler returned: ack the job (unless it settled itself) and count it."""
         if job.settled is None:
             await job.ack()
-        self._counters_of(job.pipeline).ok += 1
+        self.count_ok(job)
 
     def count_ok(self, job: Job) -> None:
         """Count a job as succeeded whose handler returned and which is settled
         (what :meth:`succeeded` does after the ack; the worker pool's hot path)."""
         self._counters_of(job.pipeline).ok += 1
+        if self.observer is not None:
+            self._observe(job, "ok", None)
 
     async def failed(self, job: Job, exc: BaseException) -> None:
         counters = self._counters_of(job.pipeline)
@@ -98,23 +135,32 @@ class Outcomes:
             # The handler settled the job and then raised: its decision stands.
             log.warning("job %s (%s) raised after settling (%s): %r",
                         job.id, job.name, job.settled, exc)
+            self._observe(job, "failed", exc)
             return
         if job.auto_ack:
             log.error("auto_ack job %s (%s) failed and is not retried: %r", job.id, job.name, exc)
+            self._observe(job, "failed", exc)
             return
         policy = self._policy_of(job.pipeline)
         failures = job.attempts + 1
-        if failures < policy.max_attempts and not isinstance(exc, PoisonMessageError):
+        if isinstance(exc, Reject | PoisonMessageError):
+            await self.dead_letter(job, exc, failures, policy)
+            return
+        max_attempts = max_attempts_of(job.headers) or policy.max_attempts
+        if failures < max_attempts:
             delay = policy.delay_for(failures)
+            if isinstance(exc, Retry) and exc.delay is not None:
+                delay = exc.delay
             caps = job.capabilities
-            if not caps.delay:
+            if not caps.delay or not self.delay_retries:
                 delay = 0.0
             elif caps.max_delay is not None:
                 delay = min(delay, caps.max_delay)
             log.info("job %s (%s) failed (attempt %d of %d), retrying in %.3gs: %r",
-                     job.id, job.name, failures, policy.max_attempts, delay, exc)
+                     job.id, job.name, failures, max_attempts, delay, exc)
             await job.requeue({RR_ATTEMPTS: [str(failures)]}, delay)
             counters.retried += 1
+            self._observe(job, "retried", exc)
             return
         await self.dead_letter(job, exc, failures, policy)
 
@@ -133,6 +179,7 @@ class Outcomes:
             counters.dead_lettered += 1
             log.error("job %s (%s) failed %d times, moved to pipeline %r: %s",
                       job.id, job.name, failures, policy.dead_letter, error)
+            self._observe(job, "dead_lettered", exc)
             return
         caps = job.capabilities
         await job.nack(requeue=False)
@@ -140,11 +187,13 @@ class Outcomes:
             counters.dead_lettered += 1
             log.error("job %s (%s) failed %d times, dead-lettered by the %s driver: %s",
                       job.id, job.name, failures, job.driver_name, error)
+            self._observe(job, "dead_lettered", exc)
         else:
             counters.dropped += 1
             log.error("job %s (%s) failed %d times and was DROPPED (pipeline %r has no "
                       "retry.dead_letter and the %s driver no dead-letter store): %s",
                       job.id, job.name, failures, job.pipeline, job.driver_name, error)
+            self._observe(job, "dropped", exc)
 
     async def abandoned(self, job: Job) -> None:
         """A job whose handler did not finish before stop: give it back to the broker."""

@@ -32,9 +32,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from rrjobs.core.errors import HandlerTimeoutError, NoHandlerError, PoisonMessageError
+from rrjobs.core.headers import RR_TIMEOUT
 from rrjobs.core.job import Job
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.runtime.app import App, HandlerSpec, JobData
+from rrjobs.runtime.context import timeout_of
 from rrjobs.runtime.outcomes import Outcomes
 from rrjobs.runtime.threads import HandlerThreads
 from rrjobs.tracing import Tracing
@@ -156,6 +158,8 @@ class WorkerPool:
         slot.started = now
         ttl = (spec.timeout or (self.timeout_of(job.pipeline) if self.timeout_of else 0.0)
                or self.exec_ttl)
+        if RR_TIMEOUT in job.headers:  # the producer's per-job timeout
+            ttl = timeout_of(job.headers) or ttl
         slot.deadline = now + ttl if ttl > 0 else 0.0
         if ttl > 0 and (not self._min_ttl or ttl < self._min_ttl):
             self._min_ttl = ttl
@@ -172,7 +176,10 @@ class WorkerPool:
             if job.auto_ack:
                 await job.ack()
             if spec.executor == "async":
-                await spec.func(job)
+                if spec.signature is None:
+                    await spec.func(job)
+                else:
+                    await spec.func(*spec.signature.args(job, self.outcomes.context))
             else:
                 await self._run_sync(spec, job)
             slot.deadline = 0.0
@@ -210,15 +217,18 @@ class WorkerPool:
 
     async def _run_sync(self, spec: HandlerSpec, job: Job) -> None:
         loop = asyncio.get_running_loop()
+        sig = spec.signature
         if spec.executor == "process":
             assert self._processes is not None
+            args = (JobData.of(job),) if sig is None else sig.args(job, self.outcomes.context)
             try:
-                await loop.run_in_executor(self._processes, spec.func, JobData.of(job))
+                await loop.run_in_executor(self._processes, spec.func, *args)
             except asyncio.CancelledError:
                 self._processes_abandoned += 1  # the child process runs it to its end
                 raise
         else:
-            await self.threads.run(spec.func, job, label=f"job {job.id} ({job.name})")
+            args = (job,) if sig is None else sig.args(job, self.outcomes.context)
+            await self.threads.run(spec.func, *args, label=f"job {job.id} ({job.name})")
 
     async def _settle_failure(self, job: Job, exc: BaseException) -> None:
         if self.tracing is not None:

@@ -1,4 +1,6 @@
-"""``rrjobs.testing``: the driver conformance suite, as a pytest plugin.
+"""``rrjobs.testing``: testing applications (:func:`run_app`, the
+``rrjobs_harness`` fixture; see :mod:`rrjobs.testing.apps`) and the driver
+conformance suite, as a pytest plugin.
 
 Every driver, in this repository or outside it, proves itself with the same
 tests. A driver's test module provides one fixture, ``driver_factory``,
@@ -30,11 +32,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rrjobs.testing.apps import AppHarness, JobOutcome, run_app
     from rrjobs.testing.factory import MIB, DriverFactory, HookUnsupported
     from rrjobs.testing.harness import Harness, Pipe, Recorder, conformance_case
     from rrjobs.testing.suite import SECTIONS, ConformanceSuite, SuiteBase
 
 _EXPORTS = {
+    "AppHarness": "rrjobs.testing.apps",
+    "JobOutcome": "rrjobs.testing.apps",
+    "run_app": "rrjobs.testing.apps",
     "MIB": "rrjobs.testing.factory",
     "DriverFactory": "rrjobs.testing.factory",
     "HookUnsupported": "rrjobs.testing.factory",
@@ -50,14 +56,17 @@ _EXPORTS = {
 __all__ = [
     "MIB",
     "SECTIONS",
+    "AppHarness",
     "ConformanceSuite",
     "DriverFactory",
     "Harness",
     "HookUnsupported",
+    "JobOutcome",
     "Pipe",
     "Recorder",
     "SuiteBase",
     "conformance_case",
+    "run_app",
 ]
 
 

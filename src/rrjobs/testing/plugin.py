@@ -9,10 +9,15 @@ suite (the suite is imported by the test modules that use it). It
   :class:`~rrjobs.testing.ConformanceSuite` subclass (and registers that
   marker when the project did not, so ``--strict-markers`` keeps working for
   drivers outside this repository);
-* enables assertion rewriting for the suite, for readable failures.
+* enables assertion rewriting for the suite, for readable failures;
+* provides the ``rrjobs_harness`` fixture for testing applications
+  (:mod:`rrjobs.testing.fixtures`, imported only when pytest-asyncio is
+  installed: it is an async fixture).
 """
 
 from __future__ import annotations
+
+import importlib.util
 
 import pytest
 
@@ -25,6 +30,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{CONFORMANCE}: the rrjobs driver conformance suite (rrjobs.testing)"
     )
+    if importlib.util.find_spec("pytest_asyncio") is not None:
+        from rrjobs.testing import fixtures
+
+        if not config.pluginmanager.is_registered(fixtures):
+            config.pluginmanager.register(fixtures, "rrjobs.testing.fixtures")
 
 
 def _registered(config: pytest.Config) -> set[str]:
