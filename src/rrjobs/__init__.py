@@ -2,8 +2,12 @@
 
 One job API over many brokers. Importing ``rrjobs`` imports no broker client:
 drivers load through the ``rrjobs.drivers`` entry points when a pipeline uses
-them.
+them. :class:`Client` and :class:`SyncClient` (producers over RPC) load on
+first use, with the RPC layer.
 """
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from rrjobs.config import Config
 from rrjobs.core import (
@@ -33,10 +37,23 @@ from rrjobs.runtime import (
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from rrjobs.client import Client, SyncClient
+
+_LAZY = {"Client": "rrjobs.client", "SyncClient": "rrjobs.client"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rrjobs' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "App",
     "Capabilities",
+    "Client",
     "Config",
     "ConfigError",
     "Constructor",
@@ -56,5 +73,6 @@ __all__ = [
     "Retry",
     "RetryPolicy",
     "State",
+    "SyncClient",
     "__version__",
 ]

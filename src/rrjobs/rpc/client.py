@@ -11,6 +11,14 @@ With a token (``token=``, else the ``RRJOBS_RPC_TOKEN`` variable, read when
 the client is created) every call carries ``Authorization: Bearer <token>``;
 the token never appears in the client's ``repr`` or errors.
 
+Retries (``retries=N``, off by default here; :class:`rrjobs.Client` turns them
+on) follow one rule: a call is retried when the request certainly never
+reached the server (the connection was never established); ``Stat`` and
+``List``, which change nothing, are also retried after a broken connection, a
+timeout or an HTTP 503. A push whose request may have arrived is never
+retried, so a retry never pushes a job twice. Waits between tries double from
+``retry_backoff`` seconds.
+
 A failed call raises the exception the server raised, rebuilt by type name
 (:class:`~rrjobs.core.errors.PipelineNotFoundError`,
 :class:`~rrjobs.core.errors.PipelineStateError`,
@@ -25,6 +33,7 @@ run concurrently.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,6 +52,10 @@ from rrjobs.runtime.jobs import PipelineStat
 #: Default per-call timeout: above the server's default ``jobs.timeout`` (60 s),
 #: so that the server's own timeout answer arrives first.
 DEFAULT_TIMEOUT = 75.0
+#: RPC methods that change nothing: retried after any connection failure.
+IDEMPOTENT = frozenset({"Stat", "List"})
+#: The longest wait between two tries, seconds.
+MAX_RETRY_WAIT = 5.0
 
 
 class RPCClient:
@@ -50,15 +63,24 @@ class RPCClient:
 
     Args:
         address: ``tcp://host:port`` or ``unix:///path``.
-        timeout: seconds per call (``None``: no limit).
+        timeout: seconds per try of a call (``None``: no limit).
         token: the server's bearer token (default: ``RRJOBS_RPC_TOKEN``; none
             when unset or empty).
+        retries: further tries of a failed call (see the module doc for which).
+        retry_backoff: seconds before the first retry; doubled for each next one.
     """
 
     def __init__(self, address: str = DEFAULT_LISTEN, *,
-                 timeout: float | None = DEFAULT_TIMEOUT, token: str | None = None) -> None:
+                 timeout: float | None = DEFAULT_TIMEOUT, token: str | None = None,
+                 retries: int = 0, retry_backoff: float = 0.1) -> None:
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        if retry_backoff < 0:
+            raise ValueError("retry_backoff must be >= 0")
         self.address = Address.parse(address, key="address")
         self.timeout = timeout
+        self.retries = retries
+        self.retry_backoff = retry_backoff
         self._base = self.address.base_url()
         self._session: aiohttp.ClientSession | None = None
         token = resolve_token(token)
@@ -93,7 +115,26 @@ class RPCClient:
             )
         return self._session
 
-    async def _request(self, verb: str, path: str, body: Any = None) -> tuple[int, Any]:
+    async def _request(self, verb: str, path: str, body: Any = None, *,
+                       idempotent: bool = False) -> tuple[int, Any]:
+        """One call with its retries (see the module doc)."""
+        tries = 0
+        while True:
+            try:
+                status, decoded = await self._try(verb, path, body)
+            except RPCConnectionError as exc:
+                if tries >= self.retries or (exc.sent and not idempotent):
+                    raise
+            except TimeoutError:
+                if tries >= self.retries or not idempotent:
+                    raise
+            else:
+                if status != 503 or not idempotent or tries >= self.retries:
+                    return status, decoded
+            await asyncio.sleep(min(MAX_RETRY_WAIT, self.retry_backoff * 2 ** tries))
+            tries += 1
+
+    async def _try(self, verb: str, path: str, body: Any = None) -> tuple[int, Any]:
         session = self._get_session()
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         try:
@@ -101,6 +142,13 @@ class RPCClient:
                                        headers=self._headers) as resp:
                 text = await resp.text()
                 status = resp.status
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise RPCConnectionError(
+                f"cannot reach the rrjobs server at {self.address}: {_reason(exc)}", sent=False
+            ) from None
+        except TimeoutError:
+            raise TimeoutError(f"{path}: no answer from {self.address} within "
+                               f"{self.timeout}s") from None
         except aiohttp.ClientConnectionError as exc:
             raise RPCConnectionError(
                 f"cannot reach the rrjobs server at {self.address}: {_reason(exc)}"
@@ -117,7 +165,8 @@ class RPCClient:
     async def call(self, method: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Call ``jobs.<method>`` with ``body``; return the decoded answer or
         raise the server's error."""
-        status, decoded = await self._request("POST", f"/jobs.{method}", dict(body or {}))
+        status, decoded = await self._request("POST", f"/jobs.{method}", dict(body or {}),
+                                              idempotent=method in IDEMPOTENT)
         if status != 200:
             raise error_from_body(status, decoded)
         if not isinstance(decoded, dict):
@@ -161,7 +210,7 @@ class RPCClient:
 
     async def health(self) -> bool:
         """True when the server answers ``/health`` with 200 (running)."""
-        status, _ = await self._request("GET", "/health")
+        status, _ = await self._request("GET", "/health", idempotent=True)
         return status == 200
 
 

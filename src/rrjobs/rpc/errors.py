@@ -74,7 +74,18 @@ RPC_ERRORS: dict[type[RPCError], int] = {
 
 
 class RPCConnectionError(RPCError):
-    """The server could not be reached (refused, reset, DNS, socket missing)."""
+    """The server could not be reached (refused, reset, DNS, socket missing).
+
+    Attributes:
+        sent: ``False`` when the request certainly never reached the server
+            (the connection was never established), so any call may be
+            retried; ``True`` when it may have (the connection broke after
+            the request was written).
+    """
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 def _status_of(exc: BaseException) -> int:
