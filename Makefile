@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test unit integration-install lint type check bench clean
+.PHONY: demo test unit docs integration-install lint type check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,9 @@ $(VENV)/.base: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install -q -c constraints.txt -e .
 	touch $@
 
-# Test, lint and broker-client dependencies, plus the tutorial's example driver.
+# Test, lint, docs and broker-client dependencies, plus the tutorial's example driver.
 $(VENV)/.dev: pyproject.toml constraints.txt examples/my_awesome_driver/pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,integration]' -e examples/my_awesome_driver
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,integration,docs]' -e examples/my_awesome_driver
 	touch $(VENV)/.base $@
 
 demo: $(VENV)/.base
@@ -29,8 +29,12 @@ demo: $(VENV)/.base
 integration-install: $(VENV)/.dev
 	PATH="$(abspath $(BIN)):$$PATH" bash integration/install.sh
 
-test: $(VENV)/.dev integration-install
+test: $(VENV)/.dev integration-install docs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The documentation site (mkdocs.yml); --strict: a broken link or reference fails.
+docs: $(VENV)/.dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 unit: $(VENV)/.dev
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
@@ -47,4 +51,4 @@ bench: $(VENV)/.base
 	$(BIN)/rrjobs bench --driver memory --jobs 200000 --json
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site
