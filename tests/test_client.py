@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -244,3 +245,32 @@ async def test_timeouts_retry_only_idempotent_calls_and_503_retries_stat() -> No
             await client.push("x", pipeline="p")
         assert await client.stat() == []
     assert calls == {"/jobs.Push": 1, "/jobs.Stat": 3}
+
+
+FORKING = '''
+import os, sys
+import rrjobs
+
+client = rrjobs.SyncClient(sys.argv[1])
+client.push("x", b"parent-before", pipeline="emails")   # starts the client's thread
+pid = os.fork()
+if pid == 0:                                             # the child: a thread of its own
+    client.push("x", b"child", pipeline="emails")
+    client.close()
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+client.push("x", b"parent-after", pipeline="emails")
+client.close()
+sys.exit(os.waitstatus_to_exitcode(status))
+'''
+
+
+async def test_sync_client_after_fork_pushes_from_parent_and_child() -> None:
+    seen: list[tuple[rrjobs.JobContext, Any]] = []
+    app, _ = make_app(seen)
+    async with serve(app) as server:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", FORKING,
+                                                    server.address)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        await wait_for(lambda: len(seen) == 3)
+    assert sorted(p for _, p in seen) == [b"child", b"parent-after", b"parent-before"]

@@ -30,8 +30,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
+import selectors
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -205,15 +206,21 @@ class SyncClient:
                 self._loop = self._thread = None
                 self.client = Client(self.address, **self._settings)
             if self._loop is None:
-                loop = asyncio.new_event_loop()
+                # poll(2), not epoll: an epoll set is shared with a forked child,
+                # and the child dropping the parent's sockets would unregister
+                # them from the parent's loop too
+                loop = asyncio.SelectorEventLoop(selectors.PollSelector())
                 thread = threading.Thread(target=loop.run_forever, name="rrjobs-sync-client",
                                           daemon=True)
                 thread.start()
                 self._loop, self._thread = loop, thread
             return self._loop
 
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._running_loop()).result()
+    def _run(self, call: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
+        # the loop first: after a fork it comes with a new Client, which the
+        # call must use (the parent's shares the parent's sockets)
+        loop = self._running_loop()
+        return asyncio.run_coroutine_threadsafe(call(self.client), loop).result()
 
     def close(self) -> None:
         """Close the connections and stop the client's thread (it starts again
@@ -242,24 +249,24 @@ class SyncClient:
                                   priority=priority, headers=headers,
                                   max_attempts=max_attempts, timeout=timeout,
                                   auto_ack=auto_ack)
-        return self._run(self.client.push(msg))
+        return self._run(lambda c: c.push(msg))
 
     def push_batch(self, msgs: Sequence[Message]) -> builtins.list[str]:
         """:meth:`Client.push_batch`, blocking."""
-        return self._run(self.client.push_batch(msgs))
+        return self._run(lambda c: c.push_batch(msgs))
 
     def stat(self) -> builtins.list[PipelineStat]:
         """:meth:`Client.stat`, blocking."""
-        return self._run(self.client.stat())
+        return self._run(lambda c: c.stat())
 
     def list(self) -> builtins.list[str]:
         """:meth:`Client.list`, blocking."""
-        return self._run(self.client.list())
+        return self._run(lambda c: c.list())
 
     def pause(self, *pipelines: str) -> None:
         """:meth:`Client.pause`, blocking."""
-        self._run(self.client.pause(*pipelines))
+        self._run(lambda c: c.pause(*pipelines))
 
     def resume(self, *pipelines: str) -> None:
         """:meth:`Client.resume`, blocking."""
-        self._run(self.client.resume(*pipelines))
+        self._run(lambda c: c.resume(*pipelines))
