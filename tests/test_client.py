@@ -274,3 +274,20 @@ async def test_sync_client_after_fork_pushes_from_parent_and_child() -> None:
         assert await asyncio.wait_for(proc.wait(), 60) == 0
         await wait_for(lambda: len(seen) == 3)
     assert sorted(p for _, p in seen) == [b"child", b"parent-after", b"parent-before"]
+
+
+async def test_a_push_refused_unread_as_overloaded_is_retried() -> None:
+    calls = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            return web.json_response({"error": {"type": "OverloadedError", "message": "busy"}},
+                                     status=503)
+        return web.json_response({})
+
+    async with fake_server(handler) as address, \
+            rrjobs.Client(address, retries=3, retry_backoff=0.01) as client:
+        await client.push("x", pipeline="p")
+    assert calls == 3

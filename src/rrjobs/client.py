@@ -15,8 +15,9 @@ WSGI views, any thread).
 Both speak the server's HTTP/JSON RPC through one
 :class:`~rrjobs.rpc.client.RPCClient`, so one connection pool is reused by
 every call. Retries (``retries``, default 3) follow the RPC client's rule: a
-call is retried when its request certainly never reached the server; ``stat``
-and ``list`` also after a broken connection, a timeout or an HTTP 503. A push
+call is retried when its request certainly never reached the server, or the
+server refused it unread (``OverloadedError``); ``stat`` and ``list`` also
+after a broken connection, a timeout or an HTTP 503. A push
 is never retried once its request may have arrived, so a retry cannot push a
 job twice (the caller sees the error and decides).
 

@@ -15,9 +15,10 @@ Retries (``retries=N``, off by default here; :class:`rrjobs.Client` turns them
 on) follow one rule: a call is retried when the request certainly never
 reached the server (the connection was never established); ``Stat`` and
 ``List``, which change nothing, are also retried after a broken connection, a
-timeout or an HTTP 503. A push whose request may have arrived is never
-retried, so a retry never pushes a job twice. Waits between tries double from
-``retry_backoff`` seconds.
+timeout or an HTTP 503. A call the server refused unread (503
+``OverloadedError``: ``rpc.max_inflight_bytes`` reached) is retried too. A push
+whose request may have been processed is never retried, so a retry never
+pushes a job twice. Waits between tries double from ``retry_backoff`` seconds.
 
 A failed call raises the exception the server raised, rebuilt by type name
 (:class:`~rrjobs.core.errors.PipelineNotFoundError`,
@@ -45,7 +46,7 @@ import aiohttp
 from rrjobs.core.message import Message
 from rrjobs.rpc import codec
 from rrjobs.rpc.address import DEFAULT_LISTEN, Address
-from rrjobs.rpc.errors import RPCConnectionError, RPCError, error_from_body
+from rrjobs.rpc.errors import OverloadedError, RPCConnectionError, RPCError, error_from_body
 from rrjobs.rpc.guard import bearer_header, resolve_token
 from rrjobs.runtime.jobs import PipelineStat
 
@@ -129,7 +130,8 @@ class RPCClient:
                 if tries >= self.retries or not idempotent:
                     raise
             else:
-                if status != 503 or not idempotent or tries >= self.retries:
+                if status != 503 or tries >= self.retries or not (
+                        idempotent or _refused_unread(decoded)):
                     return status, decoded
             await asyncio.sleep(min(MAX_RETRY_WAIT, self.retry_backoff * 2 ** tries))
             tries += 1
@@ -212,6 +214,12 @@ class RPCClient:
         """True when the server answers ``/health`` with 200 (running)."""
         status, _ = await self._request("GET", "/health", idempotent=True)
         return status == 200
+
+
+def _refused_unread(body: Any) -> bool:
+    """Whether an error answer says the request was refused before it was read."""
+    err = body.get("error") if isinstance(body, dict) else None
+    return isinstance(err, dict) and err.get("type") == OverloadedError.__name__
 
 
 def _reason(exc: aiohttp.ClientConnectionError) -> str:
