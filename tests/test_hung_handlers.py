@@ -4,6 +4,7 @@ does not wait for them."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import sys
@@ -78,6 +79,50 @@ async def test_hung_handlers_time_out_and_other_jobs_keep_flowing() -> None:
         release.set()
         await jobs.stop()
     await wait_for(lambda: jobs.pool.threads.hung == 0, 5, "the hung threads to finish")
+
+
+async def test_a_handler_ignoring_its_cancellation_loses_its_worker_not_the_pool() -> None:
+    app = App()
+    done: list[str] = []
+    release = asyncio.Event()
+
+    @app.handler("stubborn")
+    async def stubborn(job: Job) -> None:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                pass
+        done.append("stubborn finished")
+
+    @app.handler("work")
+    async def work(job: Job) -> None:
+        done.append(job.id)
+
+    config = CONFIG.replace("num_workers: 2", "num_workers: 1").replace(
+        "max_attempts: 2", "max_attempts: 1")
+    jobs = Jobs(Config.from_yaml(config), app)
+    await jobs.start()
+    try:
+        await jobs.push(Message("stubborn", b"", "slow", id="s"))
+        await wait_for(lambda: jobs.pool.busy == 1)
+        for i in range(5):
+            await jobs.push(Message("work", b"", "fast", id=f"w{i}"))
+        # the only worker is held; after the timeout and the grace a new one runs
+        await wait_for(lambda: len(done) == 5, 10, "the other jobs")
+        counters = {s.state.pipeline: s.counters for s in await jobs.stat()}
+        assert (counters["slow"].failed, counters["slow"].dropped) == (1, 1)
+        assert jobs.pool.left_behind == 1
+        release.set()
+        await wait_for(lambda: jobs.pool.left_behind == 0, 5)
+        assert done[-1] == "stubborn finished"
+        assert counters["slow"].ok == 0 and counters["slow"].failed == 1  # failed once
+        await jobs.push(Message("work", b"", "fast", id="after"))
+        await wait_for(lambda: done[-1] == "after", 5)
+        assert jobs.pool.busy == 0 and len(jobs.pool.running_jobs()) == 0
+    finally:
+        release.set()
+        await jobs.stop()
 
 
 async def test_a_declared_pipeline_takes_a_timeout() -> None:
@@ -161,6 +206,17 @@ async def hang_async(job):
     mark(job, "done")
 
 
+def in_a_process(job):
+    (OUT / "child.pid").write_text(str(os.getpid()))
+    mark(job, "started")
+    while HANG:
+        time.sleep(1)
+    mark(job, "done")
+
+
+app.add_handler("process", in_a_process, executor="process")
+
+
 @app.handler("stubborn")
 async def stubborn(job):
     mark(job, "started")
@@ -184,6 +240,16 @@ jobs:
 """
 
 LISTENING = re.compile(r"RPC listening on (\S+)")
+NAMES = ("sync", "async", "stubborn", "process")
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie no reaper collected counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
 
 
 async def start_serve(tmp_path: Path, mode: str) -> tuple[asyncio.subprocess.Process, str,
@@ -206,8 +272,6 @@ async def start_serve(tmp_path: Path, mode: str) -> tuple[asyncio.subprocess.Pro
 
 
 def _env() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if not k.startswith("RRJOBS_")}
 
 
@@ -218,9 +282,9 @@ async def test_serve_exits_on_sigterm_despite_hung_handlers_and_redelivers(
     proc, address, lines = await start_serve(tmp_path, "hang")
     try:
         async with RPCClient(address) as client:
-            for name in ("sync", "async", "stubborn"):
+            for name in NAMES:
                 await client.push(Message(name, b"", "durable", id=f"job-{name}"))
-        for name in ("sync", "async", "stubborn"):
+        for name in NAMES:
             await wait_for((tmp_path / f"job-{name}.started").exists, 20, name)
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -236,16 +300,19 @@ async def test_serve_exits_on_sigterm_despite_hung_handlers_and_redelivers(
     assert took < 8, f"stop took {took:.1f}s:\n{text}"  # destroy_timeout 1s + grace 1s
     named = [ln for ln in text.splitlines() if "handing their jobs back" in ln]
     assert len(named) == 1, text
-    for name in ("sync", "async", "stubborn"):
+    for name in NAMES:
         assert f"job-{name}" in named[0]
         assert not (tmp_path / f"job-{name}.done").exists()
     assert "1 async handlers ignored their cancellation; left behind: job-stubborn" in text
-    assert "exiting with 2 hung handlers still running" in text  # the stubborn one, a thread
+    # the stubborn one, a thread, the process job
+    assert "exiting with 3 hung handlers still running" in text
     assert "Traceback" not in text
+    child = int((tmp_path / "child.pid").read_text())
+    await wait_for(lambda: not _alive(child), 5, "the hung child process to end")
 
     proc, address, lines = await start_serve(tmp_path, "finish")
     try:
-        for name in ("sync", "async", "stubborn"):
+        for name in NAMES:
             await wait_for((tmp_path / f"job-{name}.done").exists, 30, f"{name} redelivered")
         proc.send_signal(signal.SIGTERM)
         out, _ = await asyncio.wait_for(proc.communicate(), 15)

@@ -190,41 +190,45 @@ async def test_the_cli_sends_the_token_from_the_config_or_the_variable(tmp_path:
 # -- body limits ---------------------------------------------------------------------------------
 
 
-async def test_bodies_over_the_inflight_cap_get_503(tmp_path: Path) -> None:
+async def test_bodies_over_the_inflight_cap_get_503() -> None:
     async with running("  max_inflight_bytes: 4000") as server:
-        small = json.dumps({"job": {"job": "x", "id": "1", "payload": "",
-                                    "options": {"pipeline": "p1"}}}).encode()
-        big = json.dumps({"job": {"job": "x", "id": "2", "payload": "A" * 6000,
-                                  "options": {"pipeline": "p1"}}}).encode()
-        status, body = await post(server, "/jobs.Push", big, JSON)
-        assert status == 503
-        assert body["error"]["type"] == "OverloadedError"
-        assert "rpc.max_inflight_bytes" in body["error"]["message"]
+        def push_body(job_id: str, size: int) -> bytes:
+            return json.dumps({"job": {"job": "x", "id": job_id, "payload": "A" * size,
+                                       "options": {"pipeline": "p1"}}}).encode()
 
-        async def chunks() -> AsyncIterator[bytes]:
-            for i in range(0, len(big), 1000):
-                yield big[i:i + 1000]
+        async def chunked(data: bytes) -> AsyncIterator[bytes]:
+            for i in range(0, len(data), 500):
+                yield data[i:i + 500]
 
-        status, body = await post(server, "/jobs.Push", chunks(), JSON)  # chunked
-        assert status == 503
+        # alone over the cap: it could never fit, so 413 (with or without a length)
+        for data in (push_body("big", 6000), chunked(push_body("big", 6000))):
+            status, body = await post(server, "/jobs.Push", data, JSON)
+            assert status == 413
+            assert "rpc.max_inflight_bytes" in body["error"]["message"]
         assert server.rpc.guard.inflight == 0
 
-        # a slow request holding 3000 bytes: the next 3000 do not fit beside it
+        # a slow request holds 3000 bytes: the next 2000 do not fit beside it
         address = Address.parse(server.address)
         _, writer = await asyncio.open_connection(address.host, address.port)
         writer.write(f"POST /jobs.Push HTTP/1.1\r\nHost: {address.host}:{address.port}\r\n"
                      "Content-Type: application/json\r\nContent-Length: 3000\r\n\r\n{".encode())
         await writer.drain()
         await wait_for(lambda: server.rpc.guard.inflight == 3000)
-        status, _ = await post(server, "/jobs.Push", b" " * 2990 + small[:10], JSON)
-        assert status == 503
-        writer.close()
-        await wait_for(lambda: server.rpc.guard.inflight == 0)
-        status, _ = await post(server, "/jobs.Push", small, JSON)
-        assert status == 200
+        medium = push_body("m", 1900)
+        for data in (medium, chunked(medium)):
+            status, body = await post(server, "/jobs.Push", data, JSON)
+            assert status == 503
+            assert body["error"]["type"] == "OverloadedError"
+            assert "rpc.max_inflight_bytes" in body["error"]["message"]
         async with RPCClient(server.address) as client:
             with pytest.raises(OverloadedError):
-                await client.push(Message("x", b"y" * 4000, "p1"))
+                await client.push(Message("x", b"y" * 1000, "p1"))
+        assert server.rpc.guard.inflight == 3000
+        writer.close()  # the slow client goes away: its bytes are released
+        await wait_for(lambda: server.rpc.guard.inflight == 0)
+        status, _ = await post(server, "/jobs.Push", medium, JSON)
+        assert status == 200
+        assert server.jobs.entries()[0].counters.pushed == 1
 
 
 async def test_the_documented_maximum_payload_goes_through() -> None:

@@ -10,10 +10,11 @@ docs/security.md):
 2. With a token: ``Authorization: Bearer <token>`` missing or wrong → 401,
    compared in constant time.
 3. ``Content-Type`` other than ``application/json`` → 415.
-4. The body is read within two limits: ``max_body`` per request (413) and
-   ``max_inflight_bytes`` over every request in progress (503). A declared
-   ``Content-Length`` is reserved before a byte is read; a chunked body is
-   counted as it arrives.
+4. The body is read within two limits: ``max_body`` per request (413; a body
+   larger than ``max_inflight_bytes`` alone is 413 too) and
+   ``max_inflight_bytes`` over every request in progress (503: retry later).
+   A declared ``Content-Length`` is reserved before a byte is read; a chunked
+   body is counted as it arrives.
 
 The token is held privately and never logged, repeated in an answer, or shown
 in a ``repr``.
@@ -162,8 +163,17 @@ class Guard:
         self.inflight += size
 
     def _too_large(self) -> PayloadTooLargeRequestError:
+        if self.max_inflight_bytes < self.max_body:
+            return PayloadTooLargeRequestError(
+                f"request body too large (limit {self.max_inflight_bytes} bytes, "
+                "rpc.max_inflight_bytes)")
         return PayloadTooLargeRequestError(
             f"request body too large (limit {self.max_body} bytes)")
+
+    @property
+    def largest_body(self) -> int:
+        """The largest body one request may have: it must fit the in-flight cap alone."""
+        return min(self.max_body, self.max_inflight_bytes)
 
     async def read(self, request: web.Request, use: Callable[[bytearray], Awaitable[Any]]
                    ) -> Any:
@@ -186,7 +196,7 @@ class Guard:
         held = 0
         try:
             if length is not None:
-                if length > self.max_body:
+                if length > self.largest_body:
                     raise self._too_large()
                 self._reserve(length, 0)
                 held = length
@@ -205,7 +215,7 @@ class Guard:
             else:
                 body = bytearray()
                 while chunk := await request.content.readany():
-                    if len(body) + len(chunk) > self.max_body:
+                    if len(body) + len(chunk) > self.largest_body:
                         raise self._too_large()
                     self._reserve(len(chunk), held)
                     held += len(chunk)

@@ -24,8 +24,10 @@ ignores its cancellation for :data:`CANCEL_GRACE` seconds more is left behind
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -47,7 +49,7 @@ log = logging.getLogger("rrjobs.runtime")
 CANCEL_GRACE = 1.0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Slot:
     """What one worker is doing."""
 
@@ -57,7 +59,24 @@ class _Slot:
     deadline: float = 0.0
     next_lease: float = 0.0
     timed_out: bool = False
+    #: the handler ignored its timeout's cancellation: its job was failed and
+    #: another worker took this one's place; it ends after this job
+    retired: bool = False
     lease_task: asyncio.Task[None] | None = None
+
+
+def _process_child_init() -> None:
+    """In a process-pool child: forget the parent's signal handling. A forked
+    child shares the event loop's signal wakeup descriptor, so a signal sent
+    to it (a Ctrl-C to the process group) would reach the parent's loop as a
+    second signal and force its stop. The parent stops the children."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _timeout_error(job: Job, ttl: float) -> HandlerTimeoutError:
+    return HandlerTimeoutError(f"handler for {job.name!r} ran longer than {ttl:g}s")
 
 
 class WorkerPool:
@@ -83,6 +102,9 @@ class WorkerPool:
         #: jobs whose handler was still running after stop's cancel and grace
         self.stuck: list[Job] = []
         self._processes_abandoned = 0
+        #: workers retired while their handler ignores its cancellation
+        self._retired: set[_Slot] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._processes: ProcessPoolExecutor | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._closing = False
@@ -101,9 +123,10 @@ class WorkerPool:
     @property
     def left_behind(self) -> int:
         """Handlers still running that nothing waits for any more: async ones
-        that ignored their cancellation at stop, abandoned sync threads, and
-        process-pool jobs given up on."""
-        return len(self.stuck) + self.threads.hung + self._processes_abandoned
+        that ignored their cancellation (at a timeout or at stop), abandoned
+        sync threads, and process-pool jobs given up on."""
+        return (len(self.stuck) + len(self._retired) + self.threads.hung
+                + self._processes_abandoned)
 
     def running_jobs(self) -> list[Job]:
         return [s.job for s in self._slots if s.job is not None]
@@ -115,7 +138,8 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         if self.app.needs_processes():
             self._processes = ProcessPoolExecutor(
-                os.cpu_count() or 1, max_tasks_per_child=self.max_jobs or None
+                os.cpu_count() or 1, max_tasks_per_child=self.max_jobs or None,
+                initializer=_process_child_init,
             )
         for i, slot in enumerate(self._slots):
             slot.task = loop.create_task(self._worker(slot), name=f"rrjobs-worker-{i}")
@@ -126,7 +150,7 @@ class WorkerPool:
     async def _worker(self, slot: _Slot) -> None:
         queue = self.queue
         execute = self._execute if self.tracing is None else self._execute_traced
-        while not self._closing:
+        while not self._closing and not slot.retired:
             job = queue.extract_nowait()
             if job is None:
                 try:
@@ -136,6 +160,9 @@ class WorkerPool:
                         return
                     raise
             await execute(slot, job)
+        if slot.retired:
+            self._retired.discard(slot)
+            log.warning("the handler that ignored its cancellation finished; its worker ends")
 
     async def _execute_traced(self, slot: _Slot, job: Job) -> None:
         """:meth:`_execute` inside the job's ``process`` span."""
@@ -193,15 +220,17 @@ class WorkerPool:
             if slot.timed_out and task is not None:
                 task.uncancel()
                 slot.timed_out = False
-                await self._settle_failure(
-                    job, HandlerTimeoutError(f"handler for {job.name!r} ran longer than {ttl:g}s")
-                )
+                if not slot.retired:  # a retired slot's job was failed already
+                    await self._settle_failure(job, _timeout_error(job, ttl))
             else:
                 await asyncio.shield(self.outcomes.abandoned(job))
                 raise
         except Exception as exc:
-            await self._settle_failure(job, exc)
+            if not slot.retired:
+                await self._settle_failure(job, exc)
         else:
+            if slot.retired:
+                return
             try:  # Outcomes.succeeded, without a coroutine of its own per job
                 if job.settled is None:
                     await job.ack()
@@ -214,6 +243,23 @@ class WorkerPool:
             if slot.lease_task is not None:
                 slot.lease_task.cancel()
                 slot.lease_task = None
+
+    def _retire(self, slot: _Slot, job: Job, now: float) -> None:
+        """``slot``'s handler ignored its cancellation: fail its job now, and
+        put a new worker in its place (the old one ends with the handler)."""
+        slot.retired = True
+        self._retired.add(slot)
+        new = _Slot()
+        self._slots[self._slots.index(slot)] = new
+        loop = asyncio.get_running_loop()
+        new.task = loop.create_task(self._worker(new), name="rrjobs-worker-replacement")
+        log.error("the handler of job %s (%s) ignored its cancellation for %.3gs; it is left "
+                  "running, the job fails, and a new worker takes its place (%d left running)",
+                  job.id, job.name, now - slot.deadline, len(self._retired))
+        failing = loop.create_task(self._settle_failure(
+            job, _timeout_error(job, slot.deadline - slot.started)))
+        self._background.add(failing)
+        failing.add_done_callback(self._background.discard)
 
     async def _run_sync(self, spec: HandlerSpec, job: Job) -> None:
         loop = asyncio.get_running_loop()
@@ -251,9 +297,12 @@ class WorkerPool:
                 pass
             self._rearm.clear()
             now = time.monotonic()
-            for slot in self._slots:
+            for slot in list(self._slots):
                 job = slot.job
                 if job is None:
+                    continue
+                if slot.timed_out and now >= slot.deadline + CANCEL_GRACE and not self._closing:
+                    self._retire(slot, job, now)
                     continue
                 if slot.deadline and now >= slot.deadline and not slot.timed_out:
                     slot.timed_out = True
@@ -296,22 +345,22 @@ class WorkerPool:
         """Stop taking jobs, drain running handlers for up to ``drain_timeout`` s, then
         cancel what is left and requeue its jobs."""
         self._closing = True
-        tasks = [s.task for s in self._slots if s.task is not None]
+        tasks = [s.task for s in (*self._slots, *self._retired) if s.task is not None]
         for slot in self._slots:
             if slot.job is None and slot.task is not None:
                 slot.task.cancel()  # idle: waiting in extract_min, holds no job
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=drain_timeout)
             if pending:
-                running = [s for s in self._slots if s.task in pending and s.job is not None]
-                log.warning("%d handlers still running after %.3gs; handing their jobs back "
-                            "for redelivery: %s", len(pending), drain_timeout,
-                            ", ".join(f"{s.job.id} ({s.job.name})" for s in running
-                                      if s.job is not None) or "none")
+                running = [s.job for s in self._slots if s.task in pending and s.job is not None]
+                if running:
+                    log.warning("%d handlers still running after %.3gs; handing their jobs "
+                                "back for redelivery: %s", len(running), drain_timeout,
+                                ", ".join(f"{j.id} ({j.name})" for j in running))
                 for t in pending:
                     t.cancel()
                 _, stuck = await asyncio.wait(pending, timeout=CANCEL_GRACE)
-                for slot in self._slots:
+                for slot in self._slots:  # retired ones are counted already
                     if slot.task in stuck and slot.job is not None:
                         self.stuck.append(slot.job)
                         await self.outcomes.abandoned(slot.job)
@@ -319,6 +368,7 @@ class WorkerPool:
                     log.error("%d async handlers ignored their cancellation; left behind: %s",
                               len(self.stuck),
                               ", ".join(f"{j.id} ({j.name})" for j in self.stuck))
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self._watchdog is not None:
             self._watchdog.cancel()
             try:
@@ -327,4 +377,9 @@ class WorkerPool:
                 pass
         self.threads.shutdown()
         if self._processes is not None:
+            children = list((getattr(self._processes, "_processes", None) or {}).values())
             self._processes.shutdown(wait=False, cancel_futures=True)
+            if self._processes_abandoned:  # hung children: nothing else would end them
+                for child in children:
+                    with contextlib.suppress(Exception):
+                        child.kill()
