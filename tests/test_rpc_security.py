@@ -21,7 +21,7 @@ import pytest
 from rrjobs import App, Config, Job, Message
 from rrjobs.rpc import Address, RPCClient
 from rrjobs.rpc.errors import ForbiddenError, OverloadedError, UnauthorizedError
-from rrjobs.rpc.guard import TOKEN_ENV
+from rrjobs.rpc.guard import TOKEN_ENV, Guard
 from rrjobs.rpc.server import MAX_PAYLOAD
 from rrjobs.server import Server
 from tests.conftest import wait_for
@@ -147,6 +147,22 @@ async def test_a_foreign_origin_or_host_is_forbidden() -> None:
                 url(server, "/jobs.List"), data=b"{}",
                 headers={**JSON, "Origin": f"http://127.0.0.1:{port}"}) as resp:
             assert resp.status == 403  # even a same-host page
+
+
+@pytest.mark.parametrize(("listen", "host", "allowed"), [
+    ("tcp://0.0.0.0:6001", "127.0.0.1:6001", True),
+    ("tcp://0.0.0.0:6001", "localhost:6001", True),
+    ("tcp://0.0.0.0:6001", "10.0.0.5:6001", False),  # a wildcard needs rpc.allowed_hosts
+    ("tcp://[::1]:6001", "[::1]:6001", True),
+    ("tcp://[::1]:6001", "[::1]:6002", False),
+    ("tcp://10.0.0.5:80", "10.0.0.5", True),
+    ("tcp://10.0.0.5:6001", "localhost:6001", False),
+    ("unix:///run/rr.sock", "anything", True),
+])
+def test_host_names(listen: str, host: str, allowed: bool) -> None:
+    guard = Guard(token=None, max_inflight_bytes=1, max_body=1)
+    guard.bind(Address.parse(listen))
+    assert guard._host_allowed(host) is allowed
 
 
 # -- the Unix socket -----------------------------------------------------------------------------

@@ -47,6 +47,7 @@ TOKEN_ENV = "RRJOBS_RPC_TOKEN"
 OPEN_PATHS = frozenset({"/health", "/ready"})
 
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+_WILDCARD = ("0.0.0.0", "[::]")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -68,10 +69,12 @@ def bearer_header(token: str) -> dict[str, str]:
 
 
 def _host_names(address: Address) -> set[str]:
-    """The names a ``Host`` header may give for ``address`` (loopback: all of them)."""
+    """The names a ``Host`` header may give for ``address``: its host, and the
+    loopback names when it is a loopback or wildcard address (a page can
+    only send those from the machine's own origin)."""
     host = address.host.lower()
     names = {f"[{host}]" if ":" in host else host}
-    if names & {*_LOOPBACK}:
+    if names & {*_LOOPBACK, *_WILDCARD}:
         names.update(_LOOPBACK)
     return names
 
