@@ -346,15 +346,45 @@ def declare(name: str | None, driver: str | None, options: tuple[str, ...], rpc:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True,
-              help='Print {"stats": [...]} as JSON (the RPC Stats form).')
+              help='Print {"stats": [...]} as JSON (the RPC Stats form); with --watch, '
+                   'one JSON object per line.')
+@click.option("--watch", "-w", "watching", is_flag=True,
+              help="Redraw a live table (counts and push/handle rates) until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between refreshes of --watch.")
 @client_options
-def stat(as_json: bool, rpc: str | None, config: str | None) -> None:
+def stat(as_json: bool, watching: bool, interval: float, rpc: str | None,
+         config: str | None) -> None:
     """Show every pipeline's state and counters."""
+    if watching:
+        watch_stats(rpc, config, interval, as_json)
+        return
+    if interval != 1.0:
+        raise click.UsageError("--interval needs --watch")
     stats = call(rpc, config, lambda c: c.stat())
     if as_json:
         click.echo(json.dumps({"stats": [s.as_dict() for s in stats]}, indent=2))
         return
     print_stats(stats)
+
+
+def watch_stats(rpc: str | None, config: str | None, interval: float, as_json: bool) -> None:
+    """``stat --watch``: poll until Ctrl-C; an unreachable server is shown, not fatal."""
+    from rrjobs.watch import watch
+
+    address = resolve_address(rpc, config)
+
+    async def main() -> None:
+        async with RPCClient(address, timeout=max(5.0, interval * 5)) as client:
+            await watch(client.stat, interval=interval, as_json=as_json, address=address,
+                        errors=(RRJobsError, TimeoutError))
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    except RRJobsError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
 
 
 def main() -> None:
