@@ -2,7 +2,8 @@
 # Install or cache everything the integration harness needs to run real brokers
 # as local processes. Idempotent: a second run on a warm machine takes seconds.
 #
-#   apt:   rabbitmq-server, nats-server (skipped when already installed)
+#   apt:   rabbitmq-server, nats-server, tmux (the stat --watch terminal test) and chromium
+#          (the dashboard's browser tests, driven by Playwright) (skipped when installed)
 #   maven: Apache Kafka (KRaft) and ElasticMQ runtime classpaths, copied into
 #          $RRJOBS_CACHE_DIR (default ~/.cache/rrjobs)/{kafka,elasticmq}-<version>/lib
 #          (skipped when the stamp file of a complete copy is there)
@@ -30,7 +31,7 @@ is_installed() {
 }
 
 apt_missing=()
-for pkg in rabbitmq-server nats-server; do
+for pkg in rabbitmq-server nats-server tmux chromium; do
     is_installed "$pkg" || apt_missing+=("$pkg")
 done
 command -v java >/dev/null 2>&1 || apt_missing+=(openjdk-17-jre-headless)

@@ -235,11 +235,15 @@ def cli() -> None:
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
                                                 case_sensitive=False),
               default="info", show_default=True)
-def serve(config: str, app: str | None, rpc: str | None, log_level: str) -> None:
+@click.option("--dashboard/--no-dashboard", "dashboard", default=None,
+              help="Serve the web dashboard (overrides dashboard.enabled; address "
+                   "dashboard.listen, default 127.0.0.1:6002).")
+def serve(config: str, app: str | None, rpc: str | None, log_level: str,
+          dashboard: bool | None) -> None:
     """Run the jobs runtime and the RPC server until SIGINT or SIGTERM."""
     from rrjobs.server import run
 
-    sys.exit(run(config, app, rpc, log_level.lower()))
+    sys.exit(run(config, app, rpc, log_level.lower(), dashboard=dashboard))
 
 
 @cli.command()

@@ -8,6 +8,8 @@
   key path (``jobs.pipelines.test-1.config.prefetch: must be ≥ 1``).
 * The ``metrics:`` section (RoadRunner's metrics plugin) is validated as
   strictly (:class:`MetricsConfig`); without it there is no metrics endpoint.
+* So is ``dashboard:`` (:class:`DashboardConfig`, rrjobs' web dashboard, off
+  unless ``enabled``).
 * Other top-level sections (``rpc``, ``server``, ``logs``, ...) load as they
   are; driver sections such as ``amqp:`` are validated by their driver through
   :meth:`Config.unmarshal_key`.
@@ -218,6 +220,40 @@ class MetricsConfig(StrictModel):
         return parse_host_port(self.address)
 
 
+#: The dashboard's default address: this machine only.
+DEFAULT_DASHBOARD_LISTEN = "127.0.0.1:6002"
+
+
+class DashboardConfig(StrictModel):
+    """``dashboard:``: the web dashboard served by ``rrjobs serve`` (see
+    docs/operations.md). Off unless ``enabled`` (or ``serve --dashboard``)."""
+
+    enabled: bool = False
+    #: ``host:port``; an empty host is 127.0.0.1 (every interface must be asked
+    #: for explicitly: ``0.0.0.0:6002``); port 0 takes a free port
+    listen: str = DEFAULT_DASHBOARD_LISTEN
+    #: the bearer token every API call and the event stream need; unset: the
+    #: RPC token (``rpc.token``, ``RRJOBS_RPC_TOKEN``) if there is one
+    token: SecretStr | None = None
+    #: seconds between two updates pushed to the page
+    interval: Duration = Field(default=1.0, gt=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        host, port = parse_host_port(value)
+        return f"{host or '127.0.0.1'}:{port}" if ":" not in host else f"[{host}]:{port}"
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty_token(cls, value: Any) -> Any:
+        return None if value is None or (isinstance(value, str) and not value.strip()) \
+            else value
+
+    def host_port(self) -> tuple[str, int]:
+        return parse_host_port(self.listen)
+
+
 # -- the loaded file ------------------------------------------------------------------------
 
 
@@ -238,6 +274,7 @@ class Config:
         #: ``None`` without a ``metrics:`` section (no metrics endpoint)
         self.metrics = (validate(MetricsConfig, self.data["metrics"], "metrics")
                         if "metrics" in self.data else None)
+        self.dashboard = validate(DashboardConfig, self.data.get("dashboard"), "dashboard")
         self._warn_php_keys()
 
     def _warn_php_keys(self) -> None:

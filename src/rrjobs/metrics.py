@@ -45,6 +45,7 @@ from prometheus_client.registry import Collector
 
 from rrjobs.config import DEFAULT_METRICS_ADDRESS, parse_host_port
 from rrjobs.core.errors import ConfigError
+from rrjobs.http import start_tcp
 from rrjobs.runtime.jobs import LATENCY_BUCKETS, Jobs, PipelineStat, PushStats
 
 log = logging.getLogger("rrjobs.metrics")
@@ -307,17 +308,9 @@ class MetricsServer:
         """Bind and serve. Raises ``OSError`` if the address is taken."""
         if self._runner is not None:
             raise RuntimeError("the metrics server was started already")
-        runner = web.AppRunner(metrics_app(self.jobs, state_timeout=self.state_timeout),
-                               access_log=None, shutdown_timeout=2.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host or None, self.port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self._bound = _bound_address(runner.addresses, self.host, self.port)
+        self._runner, port = await start_tcp(
+            metrics_app(self.jobs, state_timeout=self.state_timeout), self.host, self.port)
+        self._bound = (self.host or _first_host(self._runner.addresses), port)
         log.info("metrics listening on %s", self.url)
 
     @property
@@ -335,8 +328,8 @@ class MetricsServer:
             log.info("metrics stopped")
 
 
-def _bound_address(addresses: Iterable[Any], host: str, port: int) -> tuple[str, int]:
+def _first_host(addresses: Iterable[Any]) -> str:
     for addr in addresses:
         if isinstance(addr, tuple) and len(addr) >= 2:
-            return (host or str(addr[0])), int(addr[1])
-    return host, port
+            return str(addr[0])
+    return ""

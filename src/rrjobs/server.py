@@ -4,14 +4,16 @@ Start order: load the config, load the application, start :class:`Jobs`
 (build every pipeline, run those in ``jobs.consume``, start the workers), then
 start the RPC server. The line ``RPC listening on tcp://HOST:PORT`` is logged
 once the server accepts calls (with the real port when port 0 was asked).
-With a ``metrics:`` section, the Prometheus endpoint starts last and logs
-``metrics listening on http://HOST:PORT/metrics``.
+With a ``metrics:`` section, the Prometheus endpoint starts next and logs
+``metrics listening on http://HOST:PORT/metrics``; with ``dashboard.enabled``
+(or ``--dashboard``) the web dashboard starts last and logs ``dashboard
+listening on http://HOST:PORT/``.
 
 Stop order, on SIGINT or SIGTERM: stop the RPC server (calls in progress get a
 few seconds), then ``Jobs.stop()`` (drain running handlers within
 ``jobs.pool.destroy_timeout``, requeue the rest, stop the drivers), then the
-metrics endpoint (so that the drain can be watched). Handlers still running
-after that (hung sync threads, async handlers that ignore cancellation) are
+metrics endpoint and the dashboard (so that the drain can be watched). Handlers still
+running after that (hung sync threads, async handlers that ignore cancellation) are
 not waited for: their jobs were handed back, one line names them, and the
 process exits at once (``os._exit``) with code 0. A second
 signal during the stop forces it: running handlers are cancelled and the
@@ -30,12 +32,15 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError, DriverNotFoundError, RRJobsError
+from rrjobs.dashboard import DashboardServer
 from rrjobs.metrics import MetricsServer
 from rrjobs.rpc.address import Address
+from rrjobs.rpc.guard import resolve_token
 from rrjobs.rpc.server import RPCServer
 from rrjobs.runtime.app import App, load_app
 from rrjobs.runtime.jobs import Jobs
@@ -54,10 +59,12 @@ class Server:
     :class:`~rrjobs.metrics.MetricsServer` with a ``metrics:`` section).
 
     ``start`` and ``stop`` run on one event loop; ``stop`` is idempotent.
-    ``listen`` overrides the config's ``rpc.listen``.
+    ``listen`` overrides the config's ``rpc.listen``; ``dashboard`` (when not
+    ``None``) overrides ``dashboard.enabled``.
     """
 
-    def __init__(self, config: Config, app: App, listen: str | None = None) -> None:
+    def __init__(self, config: Config, app: App, listen: str | None = None, *,
+                 dashboard: bool | None = None) -> None:
         self.config = config
         self.app = app
         key = "--rpc" if listen else "rpc.listen"
@@ -67,6 +74,9 @@ class Server:
         self.rpc = RPCServer.from_config(self.jobs, config.rpc, listen)
         self.metrics = (MetricsServer(self.jobs, config.metrics.address)
                         if config.metrics is not None else None)
+        self.dashboard = (dashboard_server(self.jobs, config)
+                          if (config.dashboard.enabled if dashboard is None else dashboard)
+                          else None)
         self._stopped = False
 
     @property
@@ -75,20 +85,22 @@ class Server:
         return self.rpc.address
 
     async def start(self) -> None:
-        """Start the runtime, then the RPC server. On failure nothing is left running."""
-        await self.jobs.start()
+        """Start the runtime, then the RPC server, then the metrics endpoint and
+        the dashboard (those configured). On failure nothing is left running."""
+        parts: list[tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]] = [
+            (self.jobs.start, self.jobs.stop), (self.rpc.start, self.rpc.stop)]
+        for extra in (self.metrics, self.dashboard):
+            if extra is not None:
+                parts.append((extra.start, extra.stop))
+        started: list[Callable[[], Awaitable[None]]] = []
         try:
-            await self.rpc.start()
+            for start, stop in parts:
+                await start()
+                started.append(stop)
         except BaseException:
-            await self.jobs.stop()
+            for stop in reversed(started):
+                await stop()
             raise
-        if self.metrics is not None:
-            try:
-                await self.metrics.start()
-            except BaseException:
-                await self.rpc.stop()
-                await self.jobs.stop()
-                raise
         # Everything imported and built so far lives as long as the server: keep
         # it out of the collector's full passes (they walk every module object,
         # which costs tens of ms per pass while jobs are queued).
@@ -103,6 +115,8 @@ class Server:
         await self.jobs.stop()
         if self.metrics is not None:
             await self.metrics.stop()
+        if self.dashboard is not None:
+            await self.dashboard.stop()
 
     async def run_until_signalled(self) -> None:
         """Start, wait for SIGINT or SIGTERM, then :meth:`stop`.
@@ -138,6 +152,19 @@ class Server:
         finally:
             for sig in sigs:
                 loop.remove_signal_handler(sig)
+
+
+def dashboard_server(jobs: Jobs, config: Config) -> DashboardServer:
+    """The dashboard of the ``dashboard:`` section. Its token is
+    ``dashboard.token``, else the RPC's (``RRJOBS_RPC_TOKEN``, else
+    ``rpc.token``: the RPC's own precedence, read now)."""
+    cfg = config.dashboard
+    host, port = cfg.host_port()
+    token = cfg.token.get_secret_value() if cfg.token is not None else None
+    if not token:
+        rpc = config.rpc.token
+        token = resolve_token(None, rpc.get_secret_value() if rpc is not None else None)
+    return DashboardServer(jobs, host, port, token=token, interval=cfg.interval)
 
 
 def configure_logging(level: str) -> None:
@@ -181,19 +208,22 @@ def load(config_path: str, app_path: str | None) -> tuple[Config, App]:
     return config, app
 
 
-async def serve(config: Config, app: App, listen: str | None = None) -> int:
+async def serve(config: Config, app: App, listen: str | None = None, *,
+                dashboard: bool | None = None) -> int:
     """Run until SIGINT/SIGTERM, then stop gracefully. Returns how many
-    handlers were left running (hung) at the end, whose jobs were handed back."""
-    server = Server(config, app, listen)
+    handlers were left running (hung) at the end, whose jobs were handed back.
+    ``dashboard`` overrides ``dashboard.enabled``."""
+    server = Server(config, app, listen, dashboard=dashboard)
     await server.run_until_signalled()
     log.info("rrjobs stopped")
     return server.jobs.pool.left_behind
 
 
-async def _serve_and_exit(config: Config, app: App, listen: str | None) -> None:
+async def _serve_and_exit(config: Config, app: App, listen: str | None,
+                          dashboard: bool | None = None) -> None:
     """:func:`serve`; with hung handlers left, exit the process at once: their
     jobs are back with the brokers, and nothing may wait for them."""
-    left = await serve(config, app, listen)
+    left = await serve(config, app, listen, dashboard=dashboard)
     if left:
         log.warning("exiting with %d hung handlers still running", left)
         logging.shutdown()
@@ -203,14 +233,14 @@ async def _serve_and_exit(config: Config, app: App, listen: str | None) -> None:
 
 
 def run(config_path: str, app_path: str | None = None, listen: str | None = None,
-        log_level: str = "info") -> int:
+        log_level: str = "info", *, dashboard: bool | None = None) -> int:
     """The body of ``rrjobs serve``; returns the exit code (see the module doc)."""
     configure_logging(log_level)
     try:
         config, app = load(config_path, app_path)
         log.info("config %s loaded; application %s", config_path,
                  app_path or config.jobs.app or "<none>")
-        asyncio.run(_serve_and_exit(config, app, listen))
+        asyncio.run(_serve_and_exit(config, app, listen, dashboard))
     except ConfigError as exc:
         _config_problem(exc)
         return EXIT_CONFIG

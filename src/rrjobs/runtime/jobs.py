@@ -45,8 +45,8 @@ from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.state import State
 from rrjobs.registry import DriverRegistry
 from rrjobs.runtime.app import App
-from rrjobs.runtime.outcomes import Counters, Outcomes, RetryPolicy
-from rrjobs.runtime.pool import WorkerPool
+from rrjobs.runtime.outcomes import Counters, Failure, Outcomes, RetryPolicy
+from rrjobs.runtime.pool import WorkerInfo, WorkerPool
 from rrjobs.tracing import Tracing
 
 if TYPE_CHECKING:
@@ -537,6 +537,14 @@ class Jobs:
     def entries(self) -> builtins.list[PipelineEntry]:
         """The registered pipelines, by name (a snapshot; read-only for observers)."""
         return [self._pipelines[n] for n in sorted(self._pipelines)]
+
+    def recent_failures(self) -> builtins.list[Failure]:
+        """The last handler failures (at most ``outcomes.RECENT_FAILURES``), newest first."""
+        return builtins.list(reversed(self.outcomes.recent))
+
+    def workers(self) -> builtins.list[WorkerInfo]:
+        """Every worker of the pool, busy or idle, with its running job."""
+        return self.pool.workers()
 
     def totals(self) -> tuple[Counters, int]:
         """The outcome counters and the failed pushes summed over every pipeline

@@ -19,15 +19,22 @@ One place decides, for every driver alike:
 A job's ``rr_max_attempts`` header (set at push) overrides its pipeline's
 ``max_attempts``. An ``observer``, when set, is told every outcome (the
 application testing harness records them).
+
+Every failure is also remembered in a bounded ring buffer
+(:attr:`Outcomes.recent`, the last :data:`RECENT_FAILURES`) for operators: the
+dashboard's "Recent failures". Only the failure path pays for it; a job that
+succeeds costs nothing more.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import traceback
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Literal
+from typing import Any, Literal
 
 from rrjobs.config import RetryConfig
 from rrjobs.core.errors import PoisonMessageError
@@ -46,6 +53,46 @@ PushFn = Callable[[Message], Awaitable[None]]
 #: (raised, but not retried: an ``auto_ack`` job, or one the handler had settled).
 OutcomeKind = Literal["ok", "retried", "dead_lettered", "dropped", "failed"]
 Observer = Callable[[Job, OutcomeKind, BaseException | None], None]
+
+#: Failures kept in :attr:`Outcomes.recent`.
+RECENT_FAILURES = 100
+#: Characters of a traceback kept per failure (its end: the innermost frames).
+TRACEBACK_LIMIT = 8000
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One handler failure, as text only (it holds neither the job nor the exception)."""
+
+    #: when it failed (Unix time)
+    time: float
+    job_id: str
+    name: str
+    pipeline: str
+    #: the failed attempt, 1-based
+    attempt: int
+    #: what the runtime did about it: ``retried in 2s``, ``dead-lettered to failed``, ...
+    outcome: str
+    #: the exception's last line (``ValueError: bad address``)
+    error: str
+    #: the formatted traceback, cut to its last :data:`TRACEBACK_LIMIT` characters
+    traceback: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def describe_failure(job: Job, exc: BaseException, attempt: int, outcome: str) -> Failure:
+    """A :class:`Failure` record of ``job`` failing with ``exc``."""
+    tb = "".join(traceback.format_exception(exc)).rstrip()
+    if len(tb) > TRACEBACK_LIMIT:
+        tb = "…" + tb[-TRACEBACK_LIMIT:]
+    return Failure(time=time.time(), job_id=job.id, name=job.name, pipeline=job.pipeline,
+                   attempt=attempt, outcome=outcome, error=_error_line(exc), traceback=tb)
+
+
+def _error_line(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(exc)).strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +149,17 @@ class Outcomes:
         #: False: retries are requeued at once, whatever the backoff or
         #: ``Retry(delay=...)`` says (the application testing harness)
         self.delay_retries = True
+        #: the last :data:`RECENT_FAILURES` failures, oldest first
+        self.recent: deque[Failure] = deque(maxlen=RECENT_FAILURES)
+        #: failures recorded since the start (tells an observer that ``recent`` changed)
+        self.failures_seen = 0
+
+    def _remember(self, job: Job, exc: BaseException, attempt: int, outcome: str) -> None:
+        try:
+            self.recent.append(describe_failure(job, exc, attempt, outcome))
+            self.failures_seen += 1
+        except Exception:  # a record must never change the job's outcome
+            log.exception("recording the failure of job %s failed", job.id)
 
     def context(self, job: Job) -> JobContext:
         """The :class:`JobContext` of ``job`` on its pipeline."""
@@ -131,18 +189,20 @@ class Outcomes:
     async def failed(self, job: Job, exc: BaseException) -> None:
         counters = self._counters_of(job.pipeline)
         counters.failed += 1
+        failures = job.attempts + 1
         if job.settled is not None:
             # The handler settled the job and then raised: its decision stands.
+            self._remember(job, exc, failures, f"kept the handler's {job.settled}")
             log.warning("job %s (%s) raised after settling (%s): %r",
                         job.id, job.name, job.settled, exc)
             self._observe(job, "failed", exc)
             return
         if job.auto_ack:
+            self._remember(job, exc, failures, "not retried (auto_ack)")
             log.error("auto_ack job %s (%s) failed and is not retried: %r", job.id, job.name, exc)
             self._observe(job, "failed", exc)
             return
         policy = self._policy_of(job.pipeline)
-        failures = job.attempts + 1
         if isinstance(exc, Reject | PoisonMessageError):
             await self.dead_letter(job, exc, failures, policy)
             return
@@ -156,6 +216,7 @@ class Outcomes:
                 delay = 0.0
             elif caps.max_delay is not None:
                 delay = min(delay, caps.max_delay)
+            self._remember(job, exc, failures, f"retried in {delay:.3g}s")
             log.info("job %s (%s) failed (attempt %d of %d), retrying in %.3gs: %r",
                      job.id, job.name, failures, max_attempts, delay, exc)
             await job.requeue({RR_ATTEMPTS: [str(failures)]}, delay)
@@ -167,7 +228,15 @@ class Outcomes:
     async def dead_letter(self, job: Job, exc: BaseException, failures: int,
                           policy: RetryPolicy) -> None:
         counters = self._counters_of(job.pipeline)
-        error = "".join(traceback.format_exception_only(exc)).strip()
+        error = _error_line(exc)
+        caps = job.capabilities
+        if policy.dead_letter:
+            outcome = f"dead-lettered to {policy.dead_letter}"
+        elif caps.dead_letter:
+            outcome = f"dead-lettered by the {job.driver_name} driver"
+        else:
+            outcome = "dropped (no dead-letter)"
+        self._remember(job, exc, failures, outcome)
         if policy.dead_letter:
             headers = {k: list(v) for k, v in job.headers.items()}
             headers[RR_ATTEMPTS] = [str(failures)]
@@ -181,7 +250,6 @@ class Outcomes:
                       job.id, job.name, failures, policy.dead_letter, error)
             self._observe(job, "dead_lettered", exc)
             return
-        caps = job.capabilities
         await job.nack(requeue=False)
         if caps.dead_letter:
             counters.dead_lettered += 1

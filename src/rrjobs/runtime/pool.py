@@ -49,6 +49,23 @@ log = logging.getLogger("rrjobs.runtime")
 CANCEL_GRACE = 1.0
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """What one worker does now (a snapshot for observers: the dashboard)."""
+
+    worker: int
+    #: the running job, or empty strings when idle
+    job_id: str = ""
+    name: str = ""
+    pipeline: str = ""
+    #: seconds the running job's handler has run
+    seconds: float = 0.0
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.job_id or self.name)
+
+
 @dataclass(slots=True, eq=False)
 class _Slot:
     """What one worker is doing."""
@@ -130,6 +147,19 @@ class WorkerPool:
 
     def running_jobs(self) -> list[Job]:
         return [s.job for s in self._slots if s.job is not None]
+
+    def workers(self) -> list[WorkerInfo]:
+        """Every worker, busy or idle, with its running job and for how long."""
+        now = time.monotonic()
+        out: list[WorkerInfo] = []
+        for i, slot in enumerate(self._slots):
+            job = slot.job
+            if job is None:
+                out.append(WorkerInfo(i))
+            else:
+                out.append(WorkerInfo(i, job.id, job.name, job.pipeline,
+                                      max(0.0, now - slot.started)))
+        return out
 
     async def start(self) -> None:
         if self._started:
