@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from rrjobs.core.state import State
@@ -120,3 +122,24 @@ def test_stat_watch_keeps_going_while_the_server_is_away() -> None:
         proc.terminate()
         proc.wait(10)
     assert all("RPCConnectionError" in line["error"] for line in lines)
+
+
+def test_stat_watch_sends_the_token_and_ends_on_a_refused_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RRJOBS_RPC_TOKEN", raising=False)
+    config = "rpc: {token: s3cret}\njobs:\n  pipelines:\n    p: {driver: memory}\n"
+    cmd = [sys.executable, "-m", "rrjobs.cli", "stat", "--watch", "--json", "--interval", "0.2"]
+    with ThreadedServer(config) as server:
+        good = subprocess.Popen([*cmd, "--rpc", server.address], stdout=subprocess.PIPE,
+                                text=True, env={**os.environ, "RRJOBS_RPC_TOKEN": "s3cret"})
+        try:
+            assert good.stdout is not None
+            assert json.loads(good.stdout.readline())["stats"][0]["pipeline"] == "p"
+        finally:
+            good.terminate()
+            good.wait(10)
+        bad = subprocess.run([*cmd, "--rpc", server.address], capture_output=True, text=True,
+                             timeout=30, env={**os.environ, "RRJOBS_RPC_TOKEN": "tok-not-this-one"})
+    assert bad.returncode == 1
+    assert "UnauthorizedError" in bad.stderr
+    assert "tok-not-this-one" not in bad.stderr + bad.stdout

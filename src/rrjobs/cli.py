@@ -373,15 +373,18 @@ def stat(as_json: bool, watching: bool, interval: float, rpc: str | None,
 
 
 def watch_stats(rpc: str | None, config: str | None, interval: float, as_json: bool) -> None:
-    """``stat --watch``: poll until Ctrl-C; an unreachable server is shown, not fatal."""
+    """``stat --watch``: poll until Ctrl-C; an unreachable server is shown, not fatal
+    (any other error, such as a refused token, is)."""
+    from rrjobs.rpc.errors import RPCConnectionError
     from rrjobs.watch import watch
 
     address = resolve_address(rpc, config)
 
     async def main() -> None:
-        async with RPCClient(address, timeout=max(5.0, interval * 5)) as client:
+        async with RPCClient(address, timeout=max(5.0, interval * 5),
+                             token=resolve_client_token(config)) as client:
             await watch(client.stat, interval=interval, as_json=as_json, address=address,
-                        errors=(RRJobsError, TimeoutError))
+                        errors=(RPCConnectionError, TimeoutError))
 
     try:
         asyncio.run(main())

@@ -233,7 +233,7 @@ class DashboardConfig(StrictModel):
     #: for explicitly: ``0.0.0.0:6002``); port 0 takes a free port
     listen: str = DEFAULT_DASHBOARD_LISTEN
     #: the bearer token every API call and the event stream need; unset: the
-    #: RPC token (``rpc.token``, ``RRJOBS_RPC_TOKEN``) if there is one
+    #: RPC token (``RRJOBS_RPC_TOKEN``, else ``rpc.token``) if there is one
     token: SecretStr | None = None
     #: seconds between two updates pushed to the page
     interval: Duration = Field(default=1.0, gt=0)
