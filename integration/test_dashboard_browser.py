@@ -138,6 +138,8 @@ def test_counts_and_rates_rise_as_jobs_are_pushed(page: Page, server: Served,
         shoot(phone, tmp_path, "dashboard-phone.png")
     finally:
         phone.close()
+    page.wait_for_timeout(500)
+    assert "Error handling request" not in server.log.read_text(errors="replace")
 
 
 def test_pause_resume_and_destroy(page: Page, server: Served, tmp_path: Path) -> None:

@@ -236,16 +236,18 @@ class Dashboard:
         await response.prepare(request)
         rates = Rates()
         seen = -1
-        while not self.closing.is_set():
-            count = self.jobs.outcomes.failures_seen
-            body = await self.snapshot(rates, failures=count != seen)
-            seen = count
-            data = json.dumps(body, separators=(",", ":"))
-            await response.write(f"event: snapshot\ndata: {data}\n\n".encode())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.closing.wait(), self.interval)
-        with contextlib.suppress(ConnectionResetError):
+        try:
+            while not self.closing.is_set():
+                count = self.jobs.outcomes.failures_seen
+                body = await self.snapshot(rates, failures=count != seen)
+                seen = count
+                data = json.dumps(body, separators=(",", ":"))
+                await response.write(f"event: snapshot\ndata: {data}\n\n".encode())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.closing.wait(), self.interval)
             await response.write(b"event: closing\ndata: {}\n\n")
+        except ConnectionResetError:  # the page went away: nothing to report
+            log.debug("dashboard: an event stream closed by its client")
         return response
 
     async def _action(self, request: web.Request) -> web.Response:
