@@ -207,12 +207,13 @@ def driver_models() -> list[tuple[str, list[type[BaseModel]]]]:
 
 def config_reference() -> str:
     """The whole generated reference, as Markdown."""
-    from rrjobs.config import JobsConfig, MetricsConfig, RPCConfig
+    from rrjobs.config import DashboardConfig, JobsConfig, MetricsConfig, RPCConfig
 
     parts = ["## The `jobs:` section", "", _summary(JobsConfig), "", table(JobsConfig, "jobs"),
              "", "## `rpc:`", "", _summary(RPCConfig), "", table(RPCConfig, "rpc"), "",
              "## `metrics:`", "", _summary(MetricsConfig), "", table(MetricsConfig, "metrics"),
-             "", "## Driver options", "",
+             "", "## `dashboard:`", "", _summary(DashboardConfig), "",
+             table(DashboardConfig, "dashboard"), "", "## Driver options", "",
              "Keys under `jobs.pipelines.<name>.config` (and driver sections at the top "
              "level), per driver. Each driver's page explains them.", ""]
     for driver, models in driver_models():
