@@ -9,6 +9,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import shutil
 import subprocess
 import tempfile
@@ -26,7 +27,7 @@ from integration.brokers import require_brokers
 from integration.brokers.base import LOOPBACK, free_ports, port_open, wait_ready
 from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError
-from rrjobs.core.headers import DEDUCED_BY_RR
+from rrjobs.core.headers import DEDUCED_BY_RR, RR_ERROR, UNREADABLE
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
 from rrjobs.core.pipeline import Pipeline
@@ -182,6 +183,35 @@ async def test_foreign_json_becomes_a_deduced_job(drivers: Drivers, unique_name:
         [b'{"job": 1, "payload": "x"}', b'{"job": "a", "payload": "not base64!"}'])
     for job in jobs:
         await job.ack()
+
+
+async def test_a_message_nested_too_deep_is_dead_lettered_and_consuming_goes_on(
+        drivers: Drivers, unique_name: str) -> None:
+    """A JSON body nested deeper than the parser's recursion limit: the runtime
+    dead-letters it (``dead_letter_subject``, with ``rr_error``) without a handler;
+    the next job is handled and the pipeline stays ready."""
+    name = unique_name
+    handled: list[bytes] = []
+    app = App("deep")
+
+    @app.handler("j")
+    async def handle(job: Job) -> None:
+        handled.append(job.payload)
+
+    config = Config({"nats": {"addr": drivers.url}, "jobs": {"consume": [name], "pipelines": {
+        name: {"driver": "nats", "config": opts(name, dead_letter_subject=f"{name}.dlq")}}}})
+    drivers.streams += [name, f"{name}-rrjobs-delayed", f"{name}-dlq"]
+    deep = b'{"job": "j", "payload": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    js = await drivers.raw()
+    async with Jobs(config, app) as jobs:
+        await js.publish(f"{name}.jobs", deep)
+        await jobs.push(Message("j", b"after", name))
+        await eventually(lambda: handled == [b"after"], what="the next job handled")
+        (stat,) = await jobs.stat()
+        assert stat.state.ready
+    dead = await js.get_msg(f"{name}-dlq", 1)
+    assert json.loads(dead.data)["job"] == UNREADABLE
+    assert dead.headers is not None and "RecursionError" in dead.headers[RR_ERROR]
 
 
 # -- delays --------------------------------------------------------------------------------
@@ -454,6 +484,46 @@ async def test_server_killed_mid_stream_loses_no_job(own_nats: OwnNats,
     assert handled_before < total
 
 
+async def test_acks_in_an_outage_return_at_once_quietly_and_the_jobs_come_back(
+        own_nats: OwnNats, unique_name: str, caplog: pytest.LogCaptureFixture) -> None:
+    """``delete_after_ack`` with the server gone: each ack returns at once, one WARNING
+    and no traceback for all of them, ``stat`` says not ready; JetStream redelivers
+    the jobs after ``ack_wait`` (at least once), and their acks then delete them."""
+    name = unique_name
+    d = Drivers(own_nats.url)
+    try:
+        driver = await d.config_driver(name, opts(name, delete_after_ack=True, ack_wait="2s"))
+        await driver.push_batch([Message("j", f"{i}".encode(), name) for i in range(3)])
+        await driver.run(driver.pipeline)
+        jobs = await take(driver.queue, 3)
+        await asyncio.to_thread(own_nats.kill)
+        await eventually(lambda: not driver.connected, within=10, what="disconnected")
+        assert not (await driver.state()).ready
+        with caplog.at_level(logging.DEBUG, "rrjobs"):
+            before = len(caplog.records)
+            start = time.monotonic()
+            for job in jobs:
+                await job.ack()
+            assert time.monotonic() - start < 0.5
+        ours = [r for r in caplog.records[before:] if r.name.startswith("rrjobs")]
+        assert sum("unreachable" in r.getMessage() for r in ours) == 1
+        assert not any(r.exc_info or r.levelno >= logging.ERROR for r in ours)
+        await asyncio.to_thread(own_nats.start)
+        again = await take(driver.queue, 3, within=30)
+        assert sorted(j.payload for j in again) == [b"0", b"1", b"2"]
+        assert (await driver.state()).ready
+        for job in again:
+            await job.ack()
+        js = await d.raw()
+
+        async def empty() -> bool:
+            return (await js.stream_info(name)).state.messages == 0
+
+        await eventually(empty, what="the acked messages deleted")
+    finally:
+        await d.close()
+
+
 # -- recovery --------------------------------------------------------------------------------
 
 
@@ -490,11 +560,12 @@ async def test_a_deleted_stream_and_consumer_are_declared_again(
 
 async def test_a_server_gone_for_too_long_asks_the_runtime_for_a_restart(
         own_nats: OwnNats, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """While the server is down the consumer checks fail; past the recovery timeout
-    the driver sends RoadRunner's ``restart`` command for its pipeline (once)."""
+    """While the server is down fetching fails and ``stat`` says not ready; past
+    ``restart_after`` the driver sends RoadRunner's ``restart`` command for its
+    pipeline (once)."""
     from rrjobs.drivers.nats import driver as driver_module
 
-    monkeypatch.setattr(driver_module, "RECOVERY_TIMEOUT", 1.0)
+    monkeypatch.setattr(NATSDriver, "restart_after", 1.0)
     monkeypatch.setattr(driver_module, "CHECK_INTERVAL", 0.2)
     monkeypatch.setattr(driver_module, "CHECK_TIMEOUT", 0.5)
     name = unique_name
@@ -504,9 +575,12 @@ async def test_a_server_gone_for_too_long_asks_the_runtime_for_a_restart(
         commands: list[tuple[str, str]] = []
         driver.command_handler = lambda pipeline, command: commands.append((pipeline, command))
         await driver.run(driver.pipeline)
+        assert (await driver.state()).ready
         await asyncio.to_thread(own_nats.kill)
+        await eventually(lambda: not driver.connected, within=10, what="disconnected")
+        assert not (await driver.state()).ready
         await eventually(lambda: commands, within=20, what="a restart command")
-        assert commands[0] == (name, "restart")
+        assert commands == [(name, "restart")]
     finally:
         await asyncio.to_thread(own_nats.start)
         await d.close()

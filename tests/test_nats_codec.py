@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import base64
 import json
+from types import SimpleNamespace
+from typing import Any
 
-from rrjobs.core.headers import DEDUCED_BY_RR
+import pytest
+
+from rrjobs.core.headers import DEDUCED_BY_RR, BadHeadersError
+from rrjobs.core.job import Job
 from rrjobs.drivers.nats import codec
+
+
+def decode(data: bytes, headers: dict[str, str] | None, subject: str, priority: int) -> Job:
+    msg: Any = SimpleNamespace(data=data, headers=headers, subject=subject)
+    job = codec.decode(None, msg, "p", priority, 30.0)  # type: ignore[arg-type]
+    assert job.handle is msg and (job.pipeline, job.lease) == ("p", 30.0)
+    return job
 
 
 def test_body_is_roadrunners_json() -> None:
@@ -40,7 +52,7 @@ def test_subject_header_is_not_written_back() -> None:
 def test_round_trip() -> None:
     headers = {"multi": ["1", "2"], "k": ["v"]}
     data = codec.encode_body("id-9", "n", b"payload", 3, "p", True)
-    d = codec.decode(data, codec.encode_headers(headers), "subj", 10)
+    d = decode(data, codec.encode_headers(headers), "subj", 10)
     assert (d.id, d.name, d.payload, d.priority, d.auto_ack) == ("id-9", "n", b"payload", 3,
                                                                  True)
     assert d.headers == {**headers, "x-nats-subject": ["subj"]}
@@ -49,7 +61,7 @@ def test_round_trip() -> None:
 def test_roadrunner_message_priority_0_inherits_and_null_payload_is_empty() -> None:
     data = json.dumps({"job": "j", "id": "x", "payload": None,
                        "options": {"priority": 0, "auto_ack": False}}).encode()
-    d = codec.decode(data, {"h": "v"}, "s", 7)
+    d = decode(data, {"h": "v"}, "s", 7)
     assert (d.name, d.id, d.payload, d.priority) == ("j", "x", b"", 7)
     assert d.headers == {"h": ["v"], "x-nats-subject": ["s"]}
 
@@ -57,13 +69,13 @@ def test_roadrunner_message_priority_0_inherits_and_null_payload_is_empty() -> N
 def test_foreign_bodies_are_deduced_by_rr() -> None:
     for data in (b"plain", b"{}", b'{"job": 5, "payload": ""}', b'{"job": "a", "payload": "%"}',
                  b"{not json", b""):
-        d = codec.decode(data, None, "s", 2)
+        d = decode(data, None, "s", 2)
         assert (d.name, d.payload, d.priority) == (DEDUCED_BY_RR, data, 2), data
         assert d.headers == {"x-nats-subject": ["s"]}
 
 
 def test_bad_rr_headers_fall_back_to_the_nats_headers() -> None:
-    d = codec.decode(b"x", {"rr_headers": "[1]", "a": "b"}, "s", 1)
+    d = decode(b"x", {"rr_headers": "[1]", "a": "b"}, "s", 1)
     assert d.headers == {"a": ["b"], "x-nats-subject": ["s"]}
 
 
@@ -71,3 +83,14 @@ def test_due_header() -> None:
     assert codec.due_ms({"rr_due": "123"}) == 123
     assert codec.due_ms({"rr_due": "x"}) is None
     assert codec.due_ms(None) is None
+
+
+def test_headers_go_through_the_core_normaliser() -> None:
+    with pytest.raises(BadHeadersError):
+        decode(b"x", {"rr_headers": '{"k": ["' + "v" * 70_000 + '"]}'}, "s", 1)
+
+
+def test_a_body_nested_too_deep_raises_for_the_decode_guard() -> None:
+    with pytest.raises(RecursionError):
+        decode(b'{"job": "j", "payload": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None,
+               "s", 1)

@@ -32,11 +32,8 @@ BENCH_PREFETCH = 1000
 
 def server_url(config: Mapping[str, Any] | None = None) -> str:
     """``RRJOBS_NATS_URL``, else ``nats.addr`` of ``config``, else the default."""
-    url = os.environ.get("RRJOBS_NATS_URL", "").strip()
-    if url:
-        return url
-    section = (config or {}).get("nats") or {}
-    return str(section.get("addr") or DEFAULT_ADDR)
+    addr = ((config or {}).get("nats") or {}).get("addr")
+    return os.environ.get("RRJOBS_NATS_URL", "").strip() or str(addr or DEFAULT_ADDR)
 
 
 def bench_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -56,7 +53,6 @@ async def nats_baseline(spec: BenchSpec) -> PhaseResult:
     payload = os.urandom(spec.payload_size) if spec.payload_size else b""
     total = spec.jobs
     handled = 0
-    loop = asyncio.get_running_loop()
     nc = await nats.connect(server_url(spec.config), no_echo=True)
     js = nc.jetstream()
     try:
@@ -87,17 +83,12 @@ async def nats_baseline(spec: BenchSpec) -> PhaseResult:
                         await js.publish(subject, payload)
                 await asyncio.sleep(0)
 
-        start, cpu = time.perf_counter(), time.process_time()
-        consumer = loop.create_task(consume())
-        producers = [loop.create_task(produce(share)) for share in spec.shares()]
-        try:
-            await consumer
+        async with asyncio.TaskGroup() as producers:  # a failure cancels them all
+            start, cpu = time.perf_counter(), time.process_time()
+            for share in spec.shares():
+                producers.create_task(produce(share))
+            await consume()
             elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-            await asyncio.gather(*producers)
-        finally:
-            for task in (*producers, consumer):
-                task.cancel()
-            await asyncio.gather(*producers, consumer, return_exceptions=True)
         await nc.flush()
     finally:
         with contextlib.suppress(Exception):

@@ -1,23 +1,11 @@
-"""The NATS message layout: RoadRunner's JSON body, plus what nats-py cannot carry.
-
-RoadRunner's NATS driver (reference §5.4, §10) publishes ``Data`` =
-``{"job", "id", "payload": <base64 or null>, "options": {"priority",
-"pipeline" (omitted when empty), "delay" (omitted when 0), "auto_ack",
-"Queue": ""}}`` and the job headers as NATS headers. rrjobs writes exactly
-that, so RoadRunner consumes rrjobs' messages, and adds:
-
-* ``rr_headers``: every job header with all its values, as JSON, only when a
-  header has other than one value or a value a NATS header cannot carry
-  (nats-py writes one value per key and strips line breaks);
-* ``rr_due`` (delay stream only): when a delayed job is due, epoch
-  milliseconds.
-
-Reading accepts rrjobs' messages, RoadRunner's, and foreign ones: a body that
-is not such a JSON object becomes a ``deduced_by_rr`` job with a fresh uuid,
-the whole body as payload and the NATS headers as job headers. The consumed
-subject is added as the ``x-nats-subject`` header, as RoadRunner does.
-
-Pure Python, no nats-py import.
+"""The NATS message layout: RoadRunner's JSON body (``{"job", "id", "payload":
+<base64 or null>, "options": {"priority", "pipeline", "delay", "auto_ack",
+"Queue"}}``) and the job headers as NATS headers, plus ``rr_headers`` (every
+header as JSON, when a NATS header would lose something) and, on the delay
+stream, ``rr_due`` (epoch ms when due). Reading also takes RoadRunner's and
+foreign messages (``deduced_by_rr``); the subject is added as ``x-nats-subject``.
+A body that cannot be parsed at all (``RecursionError``, ...) raises for the
+driver's decode guard. Details: ``docs/drivers/nats.md``. No nats-py import.
 """
 
 from __future__ import annotations
@@ -25,12 +13,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import re
-from dataclasses import dataclass
 from typing import Any
 
-from rrjobs.core.headers import DEDUCED_BY_RR, RR_HEADERS, Headers, headers_from_json
+from rrjobs.core.delays import whole_seconds
+from rrjobs.core.headers import (
+    DEDUCED_BY_RR,
+    RR_HEADERS,
+    Headers,
+    headers_from_json,
+    normalize_headers,
+)
+from rrjobs.core.job import Job, Settler
 from rrjobs.core.message import new_id
 
 #: Delay stream header: epoch milliseconds at which the job is due.
@@ -48,19 +42,6 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _loads = json.loads
 
 
-@dataclass(slots=True)
-class Decoded:
-    """A job read from a message body and its headers."""
-
-    id: str
-    name: str
-    payload: bytes
-    headers: Headers
-    priority: int
-    auto_ack: bool
-    delay: int
-
-
 def encode_body(job_id: str, name: str, payload: bytes, priority: int, pipeline: str,
                 auto_ack: bool, delay: float = 0.0) -> bytes:
     """RoadRunner's JSON body (``delay`` in whole seconds, rounded up; omitted when 0)."""
@@ -68,7 +49,7 @@ def encode_body(job_id: str, name: str, payload: bytes, priority: int, pipeline:
     if pipeline:
         options["pipeline"] = pipeline
     if delay > 0:
-        options["delay"] = math.ceil(delay)
+        options["delay"] = whole_seconds(delay)
     options["auto_ack"] = auto_ack
     options["Queue"] = ""
     body = {"job": name, "id": job_id, "payload": base64.b64encode(payload).decode("ascii"),
@@ -102,14 +83,15 @@ def encode_headers(headers: Headers) -> dict[str, str]:
 
 
 def _job_headers(nats_headers: dict[str, str] | None) -> Headers:
+    """``rr_headers`` when readable, else the NATS headers; through the core
+    normaliser (:class:`~rrjobs.core.headers.BadHeadersError` when too large)."""
     if not nats_headers:
         return {}
     carried = nats_headers.get(RR_HEADERS)
-    if carried:
-        value = headers_from_json(carried)
-        if value is not None:
-            return value
-    return {k: [v] for k, v in nats_headers.items() if k not in META_HEADERS}
+    value = headers_from_json(carried) if carried else None
+    if value is None:
+        value = {k: [v] for k, v in nats_headers.items() if k not in META_HEADERS}
+    return normalize_headers(value)
 
 
 def _payload(value: Any) -> bytes | None:
@@ -123,11 +105,13 @@ def _payload(value: Any) -> bytes | None:
     return None
 
 
-def decode(data: bytes, nats_headers: dict[str, str] | None, subject: str,
-           default_priority: int) -> Decoded:
-    """The job in a consumed message (rrjobs', RoadRunner's or foreign)."""
-    headers = _job_headers(nats_headers)
-    headers[X_NATS_SUBJECT] = [subject]
+def decode(settler: Settler, msg: Any, pipeline: str, default_priority: int,
+           lease: float) -> Job:
+    """The job in a consumed message (rrjobs', RoadRunner's or foreign): ``msg`` has
+    nats-py's ``data``, ``headers`` and ``subject``, and is the job's ``handle``."""
+    data: bytes = msg.data
+    headers = _job_headers(msg.headers)
+    headers[X_NATS_SUBJECT] = [msg.subject]
     body: Any = None
     if data[:1] == b"{":
         try:
@@ -140,20 +124,14 @@ def decode(data: bytes, nats_headers: dict[str, str] | None, subject: str,
         if payload is not None and (options is None or isinstance(options, dict)):
             options = options or {}
             priority = options.get("priority")
-            delay = options.get("delay")
             job_id = body.get("id")
-            return Decoded(
-                id=job_id if isinstance(job_id, str) and job_id else new_id(),
-                name=body["job"],
-                payload=payload,
-                headers=headers,
-                priority=priority if isinstance(priority, int) and priority > 0
-                and not isinstance(priority, bool) else default_priority,
-                auto_ack=options.get("auto_ack") is True,
-                delay=delay if isinstance(delay, int) and delay > 0 else 0,
-            )
-    return Decoded(id=new_id(), name=DEDUCED_BY_RR, payload=bytes(data), headers=headers,
-                   priority=default_priority, auto_ack=False, delay=0)
+            if not isinstance(priority, int) or isinstance(priority, bool) or priority <= 0:
+                priority = default_priority
+            return Job.make(settler, msg, job_id if isinstance(job_id, str) and job_id
+                            else new_id(), body["job"], payload, headers, pipeline, priority,
+                            options.get("auto_ack") is True, lease)
+    return Job.make(settler, msg, new_id(), DEDUCED_BY_RR, bytes(data), headers, pipeline,
+                    default_priority, False, lease)
 
 
 def due_ms(nats_headers: dict[str, str] | None) -> int | None:

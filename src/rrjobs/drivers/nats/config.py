@@ -1,16 +1,8 @@
-"""Options of the ``nats`` driver, with RoadRunner's key names and defaults.
-
-Two places configure it:
-
-* the global ``nats:`` section (:class:`NATSSection`): the server address
-  (and TLS), shared by every NATS pipeline;
-* each pipeline's options (:class:`NATSOptions`), in the config file or as
-  the string map ``Declare`` sends (``"true"``, ``"10"``, ``"30s"``).
-
-RoadRunner parses ``deliver_new`` and ``rate_limit`` but never uses them;
-rrjobs honours both (``DeliverPolicy.NEW`` and a client-side delivery rate),
-so a value is never accepted and then ignored. Nothing here touches the
-network or imports nats-py.
+"""Options of the ``nats`` driver, with RoadRunner's key names and defaults: the
+global ``nats:`` section (:class:`NATSSection`) and each pipeline's options
+(:class:`NATSOptions`, also as the strings ``Declare`` sends). Every key is
+described in ``docs/drivers/nats.md``; ``deliver_new`` and ``rate_limit``, which
+RoadRunner parses and ignores, are honoured. No network, no nats-py.
 """
 
 from __future__ import annotations
@@ -40,72 +32,41 @@ _SUBJECT = re.compile(r"^[^.*>\s]+(\.[^.*>\s]+)*$")
 
 
 class NATSSection(StrictModel):
-    """The global ``nats:`` section.
-
-    Attributes:
-        addr: the server URL (``nats://host:4222``, ``tls://host:4222``);
-            several servers separated by commas.
-        tls: TLS settings (the client certificate and the CA that verifies
-            the server).
-    """
+    """The global ``nats:`` section: ``addr`` (server URLs, comma-separated) and ``tls``."""
 
     addr: str = DEFAULT_ADDR
     tls: TLSConfig | None = None
 
     @field_validator("addr", mode="before")
     @classmethod
-    def _default_addr(cls, value: Any) -> Any:
-        return DEFAULT_ADDR if value in (None, "") else value
-
-    @field_validator("addr")
-    @classmethod
-    def _check_addr(cls, value: str) -> str:
-        for server in value.split(","):
+    def _check_addr(cls, value: Any) -> Any:
+        if value in (None, ""):
+            return DEFAULT_ADDR
+        for server in str(value).split(","):
             scheme = server.strip().split("://", 1)[0].lower() if "://" in server else ""
             if scheme not in ("nats", "tls", "ws", "wss"):
-                raise ValueError(f"addr must be a nats:// or tls:// URL, got {server.strip()!r}")
+                raise ValueError(f"addr must be a nats:// or tls:// URL, got {_shown(server)!r}")
         return value
 
     def servers(self) -> list[str]:
         """The server URLs of ``addr``."""
         return [s.strip() for s in self.addr.split(",") if s.strip()]
 
+    def shown(self) -> str:
+        """``addr`` without credentials, for logs and errors."""
+        return ",".join(map(_shown, self.servers()))
+
+
+def _shown(url: str) -> str:
+    """``url`` with any ``user:password@`` (or token) left out."""
+    scheme, sep, rest = url.strip().partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url.strip()
+
 
 class NATSOptions(DeclaredOptions):
-    """``jobs.pipelines.<name>.config`` for ``driver: nats`` (and ``Declare``'s keys).
-
-    RoadRunner's keys:
-
-    Attributes:
-        priority: the pipeline priority (lower runs first).
-        subject: the subject jobs are published to and consumed from.
-        stream: the JetStream stream holding ``subject`` (created when
-            missing; ``subject`` is added to an existing stream that lacks it).
-        prefetch: the most jobs the consumer holds unacknowledged
-            (JetStream ``max_ack_pending``); fetches ask for up to this many.
-        deliver_new: a consumer created by this pipeline starts with the
-            messages published after it (``DeliverPolicy.NEW``) instead of
-            everything in the stream. Set explicitly against an existing
-            consumer with another deliver policy: a ``ConfigError``.
-        rate_limit: the most jobs per second this driver takes from the
-            broker (client-side); unset: no limit.
-        delete_after_ack: delete each acknowledged message from the stream.
-        delete_stream_on_stop: delete the stream (and the delay stream) when
-            the pipeline stops.
-        ack_wait: how long JetStream waits for an acknowledgement before it
-            redelivers (the job's lease; the worker pool extends it).
-
-    rrjobs keys:
-
-    Attributes:
-        consumer: the durable pull consumer's name; every driver with the same
-            name shares the work (default ``rrjobs-<stream>-<subject>``).
-        delay_stream: the stream that keeps delayed jobs until due (default
-            ``<stream>-rrjobs-delayed``, work-queue retention).
-        dead_letter_subject: ``nack()`` without requeue publishes the job here
-            (a subject of any stream; when none holds it, the stream
-            ``<stream>-dlq`` is created for it); empty (default) drops it (logged).
-    """
+    """``jobs.pipelines.<name>.config`` for ``driver: nats`` (and ``Declare``'s keys):
+    RoadRunner's keys, then rrjobs' ``consumer``, ``delay_stream`` and
+    ``dead_letter_subject``."""
 
     priority: int = DEFAULT_PRIORITY
     subject: str = DEFAULT_SUBJECT
@@ -115,7 +76,7 @@ class NATSOptions(DeclaredOptions):
     rate_limit: int | None = Field(default=None, gt=0)
     delete_after_ack: bool = False
     delete_stream_on_stop: bool = False
-    ack_wait: Duration = DEFAULT_ACK_WAIT
+    ack_wait: Duration = Field(default=DEFAULT_ACK_WAIT, ge=0.1)
     consumer: str = ""
     delay_stream: str = ""
     dead_letter_subject: str = ""
@@ -133,13 +94,6 @@ class NATSOptions(DeclaredOptions):
         if value and not _NAME.match(value):
             raise ValueError(f"{value!r} is not a valid JetStream name (no '.', '*', '>', "
                              "spaces or slashes)")
-        return value
-
-    @field_validator("ack_wait")
-    @classmethod
-    def _check_ack_wait(cls, value: float) -> float:
-        if value < 0.1:
-            raise ValueError("must be at least 100ms")
         return value
 
     @model_validator(mode="after")
