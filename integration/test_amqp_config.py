@@ -16,7 +16,7 @@ from rrjobs.core.options import options_from_pipeline, validate
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.drivers.amqp import codec
 from rrjobs.drivers.amqp.config import AMQPOptions, AMQPSection, delay_ms
-from rrjobs.drivers.amqp.driver import _check_topology
+from rrjobs.drivers.amqp.config import check_topology as _check_topology
 
 pytestmark = pytest.mark.amqp
 

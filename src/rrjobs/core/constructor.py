@@ -13,11 +13,12 @@ constructor only names the pieces::
         section_key = "sqs"                 # the global section, if any
         section_model = SQSSection
 
-This class reads the global section once (a bad value fails with its key
-path), validates each pipeline's options with exact key paths (from the config
-file or from ``Declare``), fills in the pipeline priority from the options,
-opens the driver, and closes it again when opening fails, so that a driver
-that could not start leaves no connection behind.
+This class reads the global section once, when the first pipeline is built
+(a bad value fails with its key path), validates each pipeline's options
+with exact key paths (from the config file or from ``Declare``), fills in
+the pipeline priority from the options, opens the driver, and closes it
+again when opening fails, so that a driver that could not start leaves no
+connection behind.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from rrjobs.core.base import BaseDriver
+from rrjobs.core.errors import ConfigError
 from rrjobs.core.interfaces import Configurer, Constructor
 from rrjobs.core.options import options_from_config, options_from_pipeline
 from rrjobs.core.pipeline import Pipeline
@@ -55,13 +57,21 @@ class DriverConstructor(Constructor):
 
     def __init__(self, configurer: Configurer) -> None:
         super().__init__(configurer)
-        self.section: Any = None
+        self._section: Any = None
+
+    @property
+    def section(self) -> Any:
+        """The global section, validated on first use (``None`` without a model)."""
         key, model = self.section_key, self.section_model
-        if key is not None and model is not None:
-            if configurer.has(key) or self.section_required:
-                self.section = configurer.unmarshal_key(key, model)
+        if self._section is None and key is not None and model is not None:
+            if self.configurer.has(key):
+                self._section = self.configurer.unmarshal_key(key, model)
+            elif self.section_required:
+                raise ConfigError(key, f"the {self.name} driver needs the global {key} "
+                                  "section")
             else:
-                self.section = model()
+                self._section = model()
+        return self._section
 
     async def driver_from_config(self, config_key: str, queue: PriorityQueue,
                                  pipeline: Pipeline) -> BaseDriver:

@@ -14,13 +14,14 @@ Nothing here touches the network or imports the AMQP client.
 
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, PlainValidator, field_validator, model_validator
 
+from rrjobs.core.delays import whole_millis
+from rrjobs.core.errors import ConfigError
 from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, json_map
 from rrjobs.core.tls import TLSConfig
 
@@ -360,4 +361,13 @@ class Topology:
 
 def delay_ms(delay: float) -> int:
     """A delay in seconds as whole milliseconds, rounded up (never early)."""
-    return max(1, math.ceil(round(delay * 1000, 6)))
+    return max(1, whole_millis(delay))
+
+
+def check_topology(options: AMQPOptions, where: str) -> None:
+    """Raise :class:`ConfigError` (every problem, under ``where``) for options
+    whose topology cannot work."""
+    problems = options.problems()
+    if problems:
+        listed = [(f"{where}.{key}", message) for key, message in problems]
+        raise ConfigError(listed[0][0], listed[0][1], listed)

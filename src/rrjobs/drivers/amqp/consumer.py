@@ -1,9 +1,10 @@
 """One consume channel of the AMQP driver: its subscription, deliveries and acks.
 
-A :class:`Consumer` lives as long as its channel. Deliveries become
-:class:`~rrjobs.drivers.amqp.job.AMQPJob` objects in the priority queue; the
-jobs settle through it with ``basic.ack``/``basic.nack`` on the same channel
-(AMQP delivery tags belong to a channel).
+A :class:`Consumer` lives as long as its channel. Deliveries are decoded by
+the driver (through the kit's guard: an unreadable delivery becomes a failed
+job) into :class:`~rrjobs.drivers.amqp.job.AMQPJob` objects in the priority
+queue; the jobs settle through it with ``basic.ack``/``basic.nack`` on the
+same channel (AMQP delivery tags belong to a channel).
 
 ``multiple_ack``: acks are sent with ``multiple=true`` up to the highest tag
 below which every delivery is settled, so one frame acknowledges a run of
@@ -21,17 +22,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from aio_pika.abc import AbstractChannel
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
 
+from rrjobs.core.job import Job
+from rrjobs.core.queue import PriorityQueue
 from rrjobs.drivers.amqp.connection import CONNECTION_ERRORS, Session
 from rrjobs.drivers.amqp.job import AMQPJob
 
-if TYPE_CHECKING:
-    from rrjobs.drivers.amqp.driver import AMQPDriver
+
+class Owner(Protocol):
+    """What a consumer needs of its driver."""
+
+    queue: PriorityQueue
+    pipeline_name: str
+
+    def accept(self, raw: Any) -> Job | None: ...
+
+    async def give_back(self, jobs: Sequence[Job]) -> None: ...
 
 
 #: How long a ``basic.cancel`` may take before the channel is closed instead.
@@ -41,7 +53,7 @@ CANCEL_TIMEOUT = 5.0
 class Consumer:
     """The consumer on one consume channel. Use from the event loop only."""
 
-    def __init__(self, driver: AMQPDriver, session: Session, channel: AbstractChannel,
+    def __init__(self, driver: Owner, session: Session, channel: AbstractChannel,
                  raw: RawChannel, tag: str, *, multiple: bool, prefetch: int,
                  log: logging.Logger) -> None:
         self.driver = driver
@@ -103,7 +115,10 @@ class Consumer:
             # Sent before our basic.cancel took effect: give it back now.
             await self._send_nack(tag, requeue=True)
             return
-        job = self.driver.job_from(message, self, tag)
+        job = self.driver.accept((message, self, tag))
+        if job is None:  # the driver could not even build a failed job: give it back
+            await self._send_nack(tag, requeue=False)
+            return
         self.in_flight += 1
         if self.multiple:
             self._order.append(tag)
@@ -114,8 +129,7 @@ class Consumer:
         await queue.insert(job)  # backpressure: the shared priority queue is full
         if not self.subscribed or self.closed:
             # Paused or lost while waiting for room: nothing of this pipeline may stay queued.
-            taken = queue.remove(self.driver.pipeline_name)
-            await self.give_back([j for j in taken if isinstance(j, AMQPJob)])
+            await self.driver.give_back(queue.remove(self.driver.pipeline_name))
 
     # -- settlement ------------------------------------------------------------------------------
 
@@ -205,13 +219,6 @@ class Consumer:
             await self.raw.basic_nack(tag, requeue=requeue, wait=False)
         except CONNECTION_ERRORS:
             pass
-
-    @staticmethod
-    async def give_back(jobs: list[AMQPJob]) -> None:
-        """Requeue jobs taken back out of the priority queue (pause), each on the
-        channel it came from."""
-        for job in jobs:
-            await job._consumer.nack(job, True)
 
     async def close(self) -> None:
         """Close the channel; RabbitMQ requeues what is still unacked on it."""

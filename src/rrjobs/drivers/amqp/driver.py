@@ -19,7 +19,9 @@ Capabilities:
 Flow: ``push`` → publish (persistent, ``mandatory``) on a confirm channel →
 returns once RabbitMQ confirmed it. Consuming: ``basic.qos(prefetch)`` +
 ``basic.consume`` → each delivery becomes an :class:`AMQPJob` in the priority
-queue. See ``docs/drivers/amqp.md``.
+queue (through the kit's decode guard: an unreadable delivery becomes a failed
+job that the runtime dead-letters). The driver settles its jobs. See
+``docs/drivers/amqp.md``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import asyncio
 import contextlib
 import datetime
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -40,11 +42,12 @@ from aiormq.exceptions import ChannelClosed, DeliveryError, PublishError
 
 from rrjobs.core.base import BaseDriver
 from rrjobs.core.capabilities import Capabilities
+from rrjobs.core.constructor import DriverConstructor
+from rrjobs.core.delays import whole_seconds
 from rrjobs.core.errors import ConfigError, PipelineStateError, RRJobsError
-from rrjobs.core.headers import Headers
-from rrjobs.core.interfaces import Configurer, Constructor
-from rrjobs.core.message import Message
-from rrjobs.core.options import options_from_config, options_from_pipeline, validate
+from rrjobs.core.headers import RR_ERROR, UNREADABLE, Headers
+from rrjobs.core.job import Job
+from rrjobs.core.message import Message, new_id
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.state import State
@@ -53,6 +56,7 @@ from rrjobs.drivers.amqp.config import (
     AMQPOptions,
     AMQPSection,
     Topology,
+    check_topology,
     delay_ms,
 )
 from rrjobs.drivers.amqp.connection import (
@@ -93,6 +97,7 @@ BASE_CAPABILITIES = Capabilities(
     redelivery_on_crash=True,
     pause=True,
     headers=True,
+    delay_granularity=0.001,
 )
 
 
@@ -111,15 +116,14 @@ def capabilities_for(topology: Topology) -> Capabilities:
 class AMQPDriver(BaseDriver):
     """One pipeline on RabbitMQ. All methods run on the event loop; none blocks.
 
-    Build it with :meth:`open` (connects and declares the topology).
-    ``push``/``push_batch`` are safe to call concurrently.
+    :meth:`open` connects and declares the topology. ``push``/``push_batch``
+    are safe to call concurrently.
     """
 
     name = "amqp"
 
     def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: AMQPOptions,
                  section: AMQPSection) -> None:
-        pipeline.setdefault("priority", options.priority)
         super().__init__(pipeline, queue)
         self.options = options
         self.section = section
@@ -140,17 +144,18 @@ class AMQPDriver(BaseDriver):
         #: delay queue name -> (session number, monotonic time of its last declare)
         self._delay_queues: dict[str, tuple[int, float]] = {}
         self._declaring: dict[str, asyncio.Future[None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         #: RoadRunner's restart command was sent (reconnecting was exhausted)
         self.restart_requested = False
 
-    @classmethod
-    async def open(cls, pipeline: Pipeline, queue: PriorityQueue, options: AMQPOptions,
-                   section: AMQPSection) -> AMQPDriver:
+    async def open(self, where: str) -> None:
         """Connect and declare the exchange (and the queue, when named)."""
-        driver = cls(pipeline, queue, options, section)
-        await driver.link.open()
-        return driver
+        check_topology(self.options, where)
+        try:
+            await self.link.open()
+        except ChannelClosed as exc:
+            # The broker refused the declared topology (inequivalent arguments, no access).
+            raise ConfigError(where, "RabbitMQ refused the exchange/queue declaration: "
+                              f"{exc}") from exc
 
     # -- topology ---------------------------------------------------------------------------
 
@@ -171,10 +176,12 @@ class AMQPDriver(BaseDriver):
 
     async def _on_session(self, session: Session) -> None:
         await self._declare(session)
+        self.connected = True
         if self._active:
             await self._subscribe(session)
 
     def _on_down(self) -> None:
+        self.connected = False
         consumer = self._consumer
         if consumer is not None:
             consumer.mark_closed()
@@ -184,15 +191,12 @@ class AMQPDriver(BaseDriver):
     def _on_exhausted(self, error: BaseException) -> bool:
         if self.stopped:
             return False
-        handler = self.command_handler
-        if handler is None:
+        if self.command_handler is None:
             self.log.error("pipeline %r: no runtime to restart it; redialling again",
                            self.pipeline_name)
             return True
         self.restart_requested = True
-        self.log.error("pipeline %r: reconnecting failed for %gs; asking the runtime to "
-                       "restart the pipeline", self.pipeline_name, self.topology.redial_timeout)
-        handler(self.pipeline_name, "restart")
+        self.request_restart(f"reconnecting failed for {self.topology.redial_timeout:g}s")
         return False
 
     # -- consuming ----------------------------------------------------------------------------
@@ -244,20 +248,14 @@ class AMQPDriver(BaseDriver):
         self.log.warning("RabbitMQ cancelled the consumer of queue %r (deleted?); "
                          "consuming again", self.topology.queue.name)
         consumer.subscribed = False
-        self._background(consumer.close())
+        self.supervisor.spawn("close-channel", consumer.close())
         self._channel_closed(consumer, None)
-
-    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def _recover(self) -> None:
         """Consume again after the consume channel was lost (connection alive)."""
         if self._recovery is not None and not self._recovery.done():
             return
-        self._recovery = asyncio.get_running_loop().create_task(
-            self._recover_loop(), name=f"rrjobs-amqp-recover-{self.pipeline_name}")
+        self._recovery = self.supervisor.spawn("recover", self._recover_loop())
 
     async def _recover_loop(self) -> None:
         deadline = time.monotonic() + self.topology.redial_timeout
@@ -281,23 +279,66 @@ class AMQPDriver(BaseDriver):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
-    def job_from(self, message: DeliveredMessage, consumer: Consumer, tag: int) -> AMQPJob:
-        """The job of a delivery."""
-        decoded = codec.unpack(message.header.properties.headers, self.priority)
+    def _job(self, message: DeliveredMessage, consumer: Consumer, tag: int, id: str,
+             name: str, headers: Headers, priority: int, auto_ack: bool,
+             rr_delay: int) -> AMQPJob:
+        job = AMQPJob(self, id=id, name=name, payload=message.body, headers=headers,
+                      pipeline=self.pipeline_name, priority=priority, auto_ack=auto_ack)
         delivery = message.delivery
-        return AMQPJob(
-            self, consumer, tag,
-            bool(getattr(delivery, "redelivered", False)),
-            str(getattr(delivery, "consumer_tag", "") or ""),
-            decoded.delay,
-            id=decoded.id,
-            name=decoded.name,
-            payload=message.body,
-            headers=decoded.headers,
-            pipeline=self.pipeline_name,
-            priority=decoded.priority,
-            auto_ack=decoded.auto_ack,
-        )
+        job.consumer, job.delivery_tag = consumer, tag
+        job.redelivered = bool(getattr(delivery, "redelivered", False))
+        job.consumer_tag = str(getattr(delivery, "consumer_tag", "") or "")
+        job.rr_delay = rr_delay
+        return job
+
+    def decode(self, raw: Any) -> AMQPJob:
+        """The job of a delivery (``raw``: the message, its consumer and tag)."""
+        message, consumer, tag = raw
+        d = codec.unpack(message.header.properties.headers, self.priority)
+        return self._job(message, consumer, tag, d.id, d.name, d.headers, d.priority,
+                         d.auto_ack, d.delay)
+
+    def poison(self, raw: Any, reason: str) -> AMQPJob:
+        message, consumer, tag = raw
+        job = self._job(message, consumer, tag, new_id(), UNREADABLE, {RR_ERROR: [reason]},
+                        self.priority, False, 0)
+        job.failure = reason
+        return job
+
+    # -- settlement (the Settler of AMQPJob) -----------------------------------------------
+
+    async def ack(self, job: Job) -> None:
+        assert isinstance(job, AMQPJob)
+        await job.consumer.ack(job)
+
+    async def nack(self, job: Job, requeue: bool, delay: float) -> None:
+        assert isinstance(job, AMQPJob)
+        if requeue and delay > 0:
+            await self._republish_settle(job, job.headers, delay)
+        else:
+            await job.consumer.nack(job, requeue)
+
+    async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
+        assert isinstance(job, AMQPJob)
+        await self._republish_settle(job, headers, delay)
+
+    def queue_name(self, job: Job) -> str:
+        return self.topology.queue.name
+
+    async def _republish_settle(self, job: AMQPJob, headers: Headers, delay: float) -> None:
+        try:
+            await self.republish(job, headers, delay)
+        except BaseException:
+            await job.consumer.nack(job, True)
+            raise
+        await job.consumer.ack(job)
+
+    async def give_back(self, jobs: Sequence[Job]) -> None:
+        """Requeue jobs taken back out of the priority queue (pause), each on the
+        channel it came from."""
+        for job in jobs:
+            if isinstance(job, AMQPJob):
+                await job.consumer.nack(job, True)
 
     async def _start_consuming(self) -> None:
         if not self.topology.queue.name:
@@ -328,8 +369,7 @@ class AMQPDriver(BaseDriver):
         async with self._consume_lock:
             if consumer is not None:
                 await consumer.cancel()
-        taken = self.queue.remove(self.pipeline_name)
-        await Consumer.give_back([j for j in taken if isinstance(j, AMQPJob)])
+        await self.give_back(self.queue.remove(self.pipeline_name))
         if consumer is not None:
             await consumer.flush()
 
@@ -390,7 +430,7 @@ class AMQPDriver(BaseDriver):
     def _payload_table(self, msg: Message) -> tuple[Headers, str, dict[str, Any]]:
         headers, routing_key = codec.split_routing_key(msg.headers, self.topology.queue.routing_key)
         table = codec.pack(msg.id, msg.name, self.pipeline_name, headers,
-                           _whole_seconds(msg.delay), msg.priority, msg.auto_ack)
+                           whole_seconds(msg.delay), msg.priority, msg.auto_ack)
         return headers, routing_key, table
 
     async def _send(self, msg: Message) -> None:
@@ -428,7 +468,7 @@ class AMQPDriver(BaseDriver):
         queue_name = self.topology.queue.name
         ms = delay_ms(delay) if delay > 0 else 0
         table = codec.pack(job.id, job.name, self.pipeline_name, headers,
-                           _whole_seconds(delay), job.priority, job.auto_ack)
+                           whole_seconds(delay), job.priority, job.auto_ack)
         props = self._properties(table, job.priority)
         if ms:
             name = f"delayed-{ms}..{queue_name}"
@@ -527,8 +567,8 @@ class AMQPDriver(BaseDriver):
             queue=topo.queue.name,
             priority=self.priority,
             reserved=max(0, in_flight - queued),
-            ready=bool(self._active and consumer is not None and consumer.subscribed
-                       and consumer.usable),
+            ready=bool(self.ready and self._active and consumer is not None
+                       and consumer.subscribed and consumer.usable),
         )
         if self.stopped:
             return state
@@ -572,61 +612,18 @@ def _ident(props: spec.Basic.Properties) -> str:
     return str(headers.get("rr_id", "?"))
 
 
-def _whole_seconds(delay: float) -> int:
-    """``rr_delay``: RoadRunner's delays are whole seconds (rounded up)."""
-    if delay <= 0:
-        return 0
-    return max(1, -(-int(delay * 1000) // 1000))
-
-
-def _check_topology(options: AMQPOptions, where: str) -> None:
-    problems = options.problems()
-    if problems:
-        listed = [(f"{where}.{key}", message) for key, message in problems]
-        raise ConfigError(listed[0][0], listed[0][1], listed)
-
-
-class AMQPConstructor(Constructor):
+class AMQPConstructor(DriverConstructor):
     """Builds ``amqp`` drivers. Registered as the ``amqp`` entry point.
 
-    Reads the global ``amqp:`` section once (it is required, as in RoadRunner).
+    The global ``amqp:`` section is required, as in RoadRunner.
     """
 
     name = "amqp"
-
-    def __init__(self, configurer: Configurer) -> None:
-        super().__init__(configurer)
-        self._section: AMQPSection | None = None
-
-    def section(self) -> AMQPSection:
-        if self._section is None:
-            if not self.configurer.has("amqp"):
-                raise ConfigError("amqp", "the amqp driver needs the global amqp section "
-                                          "(amqp.addr)")
-            self._section = validate(AMQPSection, self.configurer.get("amqp") or {}, "amqp")
-        return self._section
-
-    async def driver_from_config(self, config_key: str, queue: PriorityQueue,
-                                 pipeline: Pipeline) -> AMQPDriver:
-        options = options_from_config(self.configurer, config_key, AMQPOptions)
-        _check_topology(options, config_key)
-        return await _open(pipeline, queue, options, self.section(), config_key)
-
-    async def driver_from_pipeline(self, pipeline: Pipeline, queue: PriorityQueue) -> AMQPDriver:
-        options = options_from_pipeline(pipeline, AMQPOptions)
-        where = f"declare.{pipeline.name()}"
-        _check_topology(options, where)
-        return await _open(pipeline, queue, options, self.section(), where)
-
-
-async def _open(pipeline: Pipeline, queue: PriorityQueue, options: AMQPOptions,
-                section: AMQPSection, where: str) -> AMQPDriver:
-    try:
-        return await AMQPDriver.open(pipeline, queue, options, section)
-    except ChannelClosed as exc:
-        # The broker refused the declared topology (inequivalent arguments, no access).
-        raise ConfigError(where, f"RabbitMQ refused the exchange/queue declaration: {exc}"
-                          ) from exc
+    driver_class = AMQPDriver
+    options_model = AMQPOptions
+    section_key = "amqp"
+    section_model = AMQPSection
+    section_required = True
 
 
 __all__ = ["AMQPConstructor", "AMQPDriver", "PublishFailedError"]

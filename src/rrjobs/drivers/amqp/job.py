@@ -1,21 +1,14 @@
-"""The AMQP driver's job: settling it maps to ``basic.ack``/``basic.nack`` or a
-republished copy."""
+"""The AMQP driver's job: a delivery on one consume channel."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
-from rrjobs.core.capabilities import Capabilities
-from rrjobs.core.headers import Headers
 from rrjobs.core.job import Job
-
-if TYPE_CHECKING:
-    from rrjobs.drivers.amqp.consumer import Consumer
-    from rrjobs.drivers.amqp.driver import AMQPDriver
 
 
 class AMQPJob(Job):
-    """A job delivered from a RabbitMQ queue.
+    """A job delivered from a RabbitMQ queue; the driver settles it:
 
     * ``ack()`` → ``basic.ack`` (with ``multiple_ack``, batched, but never
       covering a job whose handler is still running).
@@ -33,51 +26,16 @@ class AMQPJob(Job):
     redelivers the job, so it runs at least once.
 
     Attributes:
+        consumer: the consume channel's consumer the delivery came on.
         delivery_tag: the delivery tag on the consume channel.
         redelivered: RabbitMQ's redelivered flag (delivered before and not acked).
         consumer_tag: the consumer the delivery was for (the ``consumer_id``).
         rr_delay: the ``rr_delay`` header (seconds) the job was published with.
     """
 
-    __slots__ = ("_consumer", "_driver", "consumer_tag", "delivery_tag", "redelivered",
-                 "rr_delay")
-    driver_name = "amqp"
-
-    def __init__(self, driver: AMQPDriver, consumer: Consumer, delivery_tag: int,
-                 redelivered: bool, consumer_tag: str, rr_delay: int, *, id: str, name: str,
-                 payload: bytes, headers: Headers, pipeline: str, priority: int,
-                 auto_ack: bool) -> None:
-        self._set_fields(id, name, payload, headers, pipeline, priority, auto_ack)
-        self._driver = driver
-        self._consumer = consumer
-        self.delivery_tag = delivery_tag
-        self.redelivered = redelivered
-        self.consumer_tag = consumer_tag
-        self.rr_delay = rr_delay
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._driver.capabilities
-
-    def queue_name(self) -> str:
-        return self._driver.topology.queue.name
-
-    async def _ack(self) -> None:
-        await self._consumer.ack(self)
-
-    async def _nack(self, requeue: bool, delay: float) -> None:
-        if requeue and delay > 0:
-            await self._republish(self.headers, delay)
-        else:
-            await self._consumer.nack(self, requeue)
-
-    async def _requeue(self, headers: Headers, delay: float) -> None:
-        await self._republish(headers, delay)
-
-    async def _republish(self, headers: Headers, delay: float) -> None:
-        try:
-            await self._driver.republish(self, headers, delay)
-        except BaseException:
-            await self._consumer.nack(self, True)
-            raise
-        await self._consumer.ack(self)
+    __slots__ = ("consumer", "consumer_tag", "delivery_tag", "redelivered", "rr_delay")
+    consumer: Any
+    delivery_tag: int
+    redelivered: bool
+    consumer_tag: str
+    rr_delay: int
