@@ -406,6 +406,23 @@ async def test_pull_template_window_poison_and_recovery(caplog: pytest.LogCaptur
     await d.stop()
 
 
+async def test_the_default_give_back_frees_each_slot_once() -> None:
+    queue = PriorityQueue()
+    d = _PullDriver(queue, prefetch=4)
+    d.give_back = PullDriver.give_back.__get__(d)  # type: ignore[method-assign]
+    d.raw = [b'{"id": 1}', b'{"id": 2}', b'{"id": 3}']
+    await d.run(d.pipeline)
+    await wait_for(lambda: len(queue) == 3)
+    held = queue.extract_nowait()  # in a handler across the pause
+    assert held is not None
+    await d.pause("p")
+    assert sorted(c for c in d.settled_calls) == [("nack", "2"), ("nack", "3")]
+    assert d.lane.out == 1  # the job still in a handler keeps its slot
+    await held.ack()
+    assert d.lane.out == 0
+    await d.stop()
+
+
 async def test_pull_template_asks_for_a_restart_when_failing_too_long() -> None:
     d = _PullDriver(PriorityQueue())
     d.fetch_backoff = Backoff(0.01, 0.01, jitter=0)

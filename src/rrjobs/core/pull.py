@@ -71,8 +71,14 @@ class PullDriver(BaseDriver):
         return max(1, self.lane.prefetch // 2)
 
     async def give_back(self, jobs: Sequence[Job]) -> None:
-        """Return jobs taken back at pause or stop to the broker."""
-        for job in jobs:
+        """Return jobs taken back at pause or stop to the broker.
+
+        Their lane slots are free already (:meth:`Lane.close`); an override
+        that settles them through the job (whose settlement frees a slot)
+        counts them out again first, as this one does."""
+        pending = [job for job in jobs if job.settled is None]
+        self.lane.take(len(pending))
+        for job in pending:
             if job.settled is None:
                 try:
                     await job.nack(requeue=True)
