@@ -6,6 +6,8 @@ import asyncio
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.headers import Headers
@@ -127,3 +129,118 @@ async def test_remove_returns_the_pipelines_jobs_in_order_and_frees_room() -> No
 def test_maxsize_must_be_positive() -> None:
     with pytest.raises(ValueError):
         PriorityQueue(0)
+
+
+# -- per-pipeline bookkeeping, against a reference model ------------------------------------
+
+PIPES = ("a", "b", "c")
+
+op = st.one_of(
+    st.tuples(st.just("insert"), st.sampled_from(PIPES), st.integers(1, 4)),
+    st.tuples(st.just("extract")),
+    st.tuples(st.just("remove"), st.sampled_from(PIPES)),
+    st.tuples(st.just("reinsert")),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(op, max_size=120), st.integers(1, 200))
+def test_matches_a_reference_model(ops: list[tuple], many_priorities: int) -> None:
+    """Interleaved inserts, extracts, removes and re-inserts of removed jobs (the
+    same objects, as a paused pipeline's driver does): the queue behaves as a
+    list sorted by (priority, insertion order), and count/len/iter agree."""
+    q = PriorityQueue()
+    model: list[tuple[int, int, _Job]] = []  # (priority, seq, job)
+    seq = 0
+    last_removed: list[_Job] = []
+    for o in ops:
+        if o[0] == "insert":
+            seq += 1
+            j = job(seq, o[2] * many_priorities, o[1])
+            q.insert_nowait(j)
+            model.append((j.priority, seq, j))
+        elif o[0] == "reinsert":
+            for j in last_removed:
+                seq += 1
+                q.insert_nowait(j)
+                model.append((j.priority, seq, j))
+            last_removed = []
+        elif o[0] == "extract":
+            got = q.extract_nowait()
+            if not model:
+                assert got is None
+            else:
+                best = min(model, key=lambda e: e[:2])
+                model.remove(best)
+                assert got is best[2]
+        else:
+            removed = q.remove(o[1])
+            want = sorted((e for e in model if e[2].pipeline == o[1]), key=lambda e: e[:2])
+            assert removed == [e[2] for e in want]
+            model = [e for e in model if e[2].pipeline != o[1]]
+            last_removed = list(removed)
+        assert len(q) == len(model)
+        for p in PIPES:
+            assert q.count(p) == sum(1 for e in model if e[2].pipeline == p)
+        assert sorted(map(id, q)) == sorted(id(e[2]) for e in model)
+    drained = [q.extract_nowait() for _ in range(len(model))]
+    assert drained == [e[2] for e in sorted(model, key=lambda e: e[:2])]
+    assert q.extract_nowait() is None
+
+
+def test_equal_priorities_keep_the_global_insertion_order_across_pipelines() -> None:
+    q = PriorityQueue()
+    jobs = [job(i, 5, PIPES[i % 3]) for i in range(30)]
+    for j in jobs:
+        q.insert_nowait(j)
+    assert [q.extract_nowait() for _ in jobs] == jobs
+
+
+def test_remove_leaves_other_pipelines_in_order_and_compacts() -> None:
+    q = PriorityQueue()
+    jobs = [job(i, 1, "a" if i % 4 else "b") for i in range(400)]
+    for j in jobs:
+        q.insert_nowait(j)
+    removed = q.remove("a")  # three quarters of the bucket: compacted
+    assert removed == [j for j in jobs if j.pipeline == "a"]
+    assert q.count("a") == 0 and q.count("b") == 100 and len(q) == 100
+    for j in removed[:5]:
+        q.insert_nowait(j)  # after the b jobs, once
+    out = [q.extract_nowait() for _ in range(105)]
+    assert out == [j for j in jobs if j.pipeline == "b"] + removed[:5]
+    assert q.extract_nowait() is None and len(q) == 0
+
+
+def test_remove_of_everything_then_reuse() -> None:
+    q = PriorityQueue(maxsize=3)
+    for i in range(3):
+        q.insert_nowait(job(i, i, "a"))
+    assert len(q.remove("a")) == 3
+    assert q.extract_nowait() is None
+    q.insert_nowait(job(7, 2, "b"))
+    q.insert_nowait(job(8, 0, "a"))
+    assert [q.extract_nowait().id for _ in range(2)] == ["8", "7"]  # type: ignore[union-attr]
+
+
+def test_many_distinct_priorities_are_forgotten_when_idle() -> None:
+    q = PriorityQueue()
+    for i in range(5000):
+        q.insert_nowait(job(i, i, PIPES[i % 3]))
+        assert q.extract_nowait().id == str(i)  # type: ignore[union-attr]
+    assert len(q._buckets) <= 2 * len(q._prios) + 65  # idle buckets do not pile up
+    assert q.count("a") == 0 and list(q) == []
+
+
+async def test_remove_wakes_as_many_putters_as_slots_it_frees() -> None:
+    q = PriorityQueue(maxsize=3)
+    for i in range(3):
+        q.insert_nowait(job(i, 1, "a" if i < 2 else "b"))
+    waiting = [asyncio.create_task(q.insert(job(10 + i, 1, "c"))) for i in range(3)]
+    await asyncio.sleep(0)
+    assert len(q.remove("a")) == 2
+    await asyncio.sleep(0)
+    assert sum(t.done() for t in waiting) == 2
+    assert q.count("c") == 2 and len(q) == 3
+    assert q.extract_nowait().pipeline == "b"  # type: ignore[union-attr]
+    await asyncio.wait_for(asyncio.gather(*waiting), 1)
+    assert q.count("c") == 3
