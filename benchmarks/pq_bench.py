@@ -24,9 +24,11 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5, help="best of this many")
     parser.add_argument("--depth", type=int, default=1000, help="queue depth of 'steady'")
+    parser.add_argument("--queued", type=int, default=500_000,
+                        help="jobs of 10 pipelines queued while count and remove are timed")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = pq_bench(args.items, repeat=args.repeat, depth=args.depth)
+    result = pq_bench(args.items, repeat=args.repeat, depth=args.depth, queued=args.queued)
     print(json.dumps(result, indent=2) if args.json else pq_summary(result))
 
 

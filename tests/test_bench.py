@@ -18,6 +18,7 @@ from rrjobs.bench import (
     BASELINES,
     BenchError,
     BenchSpec,
+    DriverBench,
     PhaseResult,
     baseline_for,
     bench_command,
@@ -163,9 +164,79 @@ def test_registered_baseline_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     assert_exactly_once(data, 400)
 
 
-def test_lazy_baseline_entries_are_imported() -> None:
-    assert BASELINES["memory"] in ("rrjobs.bench:memory_baseline", bench.memory_baseline)
-    assert baseline_for("memory") is bench.memory_baseline
+def test_builtin_baselines_come_from_the_entry_point_group() -> None:
+    from rrjobs.drivers.memory.bench import memory_baseline
+
+    eps = bench.bench_entry_points()
+    assert {"memory", "sqlite", "amqp", "kafka", "nats", "sqs", "pubsub"} <= set(eps)
+    assert eps["memory"].value == "rrjobs.drivers.memory.bench:BENCH"
+    assert "memory" not in BASELINES  # nothing registered from code
+    assert baseline_for("memory") is memory_baseline
+
+
+class _FakeEntryPoint:
+    """What importlib.metadata gives: a name, a value, a distribution, load()."""
+
+    def __init__(self, name: str, obj: object, value: str = "fake_dist.bench:BENCH") -> None:
+        self.name, self.value, self._obj = name, value, obj
+        self.dist = type("Dist", (), {"name": "fake-dist"})()
+
+    def load(self) -> object:
+        if isinstance(self._obj, Exception):
+            raise self._obj
+        return self._obj
+
+
+def fake_entry_points(monkeypatch: pytest.MonkeyPatch, **objs: object) -> None:
+    real = bench.bench_entry_points()
+    fakes = {name: _FakeEntryPoint(name, obj) for name, obj in objs.items()}
+    monkeypatch.setattr(bench, "bench_entry_points", lambda: {**real, **fakes})
+    monkeypatch.setattr(bench, "_LOADED", {})
+
+
+def test_an_entry_point_registered_baseline_is_found_with_its_defaults(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[BenchSpec] = []
+
+    async def fake_baseline(spec: BenchSpec) -> PhaseResult:
+        """The fake driver's bare loop."""
+        seen.append(spec)
+        return PhaseResult(seconds=0.25, processed=spec.jobs, cpu_seconds=0.25)
+
+    fake_entry_points(monkeypatch, fakedrv=DriverBench(
+        fake_baseline, lambda: ({"fakedrv": {"addr": "x"}}, {"prefetch": 7, "priority": 3}),
+        raw_client=True))
+    assert baseline_for("fakedrv") is fake_baseline
+    assert "fakedrv" in bench.drivers_with_baseline()
+    spec = bench.spec_from_cli(driver="fakedrv", config_path=None, pipeline=None,
+                               options={"prefetch": 9}, jobs=10, workers=1, batch=5,
+                               producers=1, push="batch", payload_size=0)
+    assert spec.options == {"prefetch": 9, "priority": 3}
+    assert spec.config == {"fakedrv": {"addr": "x"}, "jobs": {}}
+    # A memory pipeline timed against the fake baseline: the result names it.
+    monkeypatch.setattr(bench, "BASELINES", {"memory": DriverBench(fake_baseline,
+                                                                   raw_client=True)})
+    data = run_json("--driver", "memory", "--jobs", "100")
+    assert data["baseline"] == "The fake driver's bare loop."
+    assert data["raw_client_jobs_per_s"] == data["baseline_jobs_per_s"] == 400
+    assert len(seen) == 1 and seen[0].jobs == 100
+
+
+def test_a_bare_function_entry_point_and_broken_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def bare(spec: BenchSpec) -> PhaseResult:
+        return PhaseResult(1.0, spec.jobs)
+
+    fake_entry_points(monkeypatch, bare=bare, broken=ImportError("no module named fake_dist"),
+                      wrong=42)
+    assert baseline_for("bare") is bare
+    assert bench.driver_defaults("bare") == ({}, {})
+    with pytest.raises(BenchError, match=r"rrjobs.bench:broken .* of fake-dist cannot be "
+                                         r"loaded: ImportError"):
+        baseline_for("broken")
+    with pytest.raises(BenchError, match="neither a DriverBench nor a baseline function"):
+        baseline_for("wrong")
+    result = run("--driver", "broken", "--jobs", "10")
+    assert result.exit_code == 1 and "cannot be loaded" in result.output
 
 
 def test_a_run_that_is_not_exactly_once_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,8 +292,11 @@ def test_profile_is_written(tmp_path: Path) -> None:
 
 
 def test_priority_queue_microbenchmark() -> None:
-    data = run_json("--pq", "--jobs", "2000")
+    data = run_json("--pq", "--jobs", "2000", "--pq-queued", "5000")
     assert data["bench"] == "priority-queue"
+    assert data["pipelines_case"] == {"jobs": 5000, "pipelines": 10, "priorities": [1, 5, 10],
+                                      "removed": 500}
+    assert data["count_us"] > 0 and data["remove_us_per_job"] > 0
     shapes = {(c["shape"], c["priorities"]) for c in data["cases"]}
     assert shapes == {(shape, k) for shape in ("fill-drain", "steady")
                       for k in (1, 10, 1_000_000)}
@@ -230,5 +304,22 @@ def test_priority_queue_microbenchmark() -> None:
         assert case["items"] == 2000
         assert case["pq_ops_per_s"] > 0 and case["heapq_ops_per_s"] > 0
         assert case["ratio"] > 0
-    text = run("--pq", "--jobs", "500").stdout
+    text = run("--pq", "--jobs", "500", "--pq-queued", "1000").stdout
     assert "heapq" in text and "ratio" in text
+    assert "with 1,000 jobs of 10 pipelines queued: count" in text
+
+
+def test_the_example_driver_registers_its_baseline_by_entry_point(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_example_plugin import ensure_example_installed
+
+    ensure_example_installed()
+    monkeypatch.chdir(tmp_path)
+    assert bench.bench_entry_points()["my_awesome_driver"].value == "my_awesome_driver.bench:BENCH"
+    data = run_json("--driver", "my_awesome_driver", "--jobs", "60", "--workers", "2",
+                    "--batch", "20", "--option", "prefetch=10")
+    assert_exactly_once(data, 60)
+    assert data["baseline"].startswith("The bare spool")
+    assert "raw_client_jobs_per_s" not in data
+    spool = tmp_path / ".rrjobs" / "my_awesome_driver"
+    assert [p.name for p in spool.iterdir()] == ["bench"]  # the baseline's spool is gone

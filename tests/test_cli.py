@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 import threading
 import types
@@ -331,3 +332,82 @@ def test_lazy_commands_load_on_use(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "fake" in run("--help").output
     missing = CliRunner().invoke(cli, ["gone"])
     assert missing.exit_code == 2 and "No such command 'gone'" in missing.output
+
+
+# -- driver commands through the rrjobs.cli entry points ------------------------------------
+
+
+class _FakeEntryPoint:
+    def __init__(self, name: str, value: str, module: str) -> None:
+        self.name, self.value, self.module = name, value, module
+        self.dist = types.SimpleNamespace(name="fake-dist")
+
+    def load(self) -> object:
+        module_name, _, attr = self.value.partition(":")
+        import importlib
+
+        return getattr(importlib.import_module(module_name), attr)
+
+
+def test_an_entry_point_command_is_found_and_loaded_only_when_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import rrjobs.cli as cli_module
+
+    @click.group()
+    def fakedrv() -> None:
+        """The fake driver's tools."""
+
+    @fakedrv.command()
+    @click.argument("what")
+    def poke(what: str) -> None:
+        click.echo(f"poked {what}")
+
+    loads: list[str] = []
+    module = types.ModuleType("rrjobs_test_fake_driver_cli")
+    module.group = fakedrv  # type: ignore[attr-defined]
+    module.not_a_command = 3  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "rrjobs_test_fake_driver_cli", module)
+
+    class Recording(_FakeEntryPoint):
+        def load(self) -> object:
+            loads.append(self.name)
+            return super().load()
+
+    real = cli_module.extra_entry_points()
+    fakes = {
+        "fakedrv": Recording("fakedrv", "rrjobs_test_fake_driver_cli:group", ""),
+        "broken": Recording("broken", "rrjobs_test_fake_missing:group", ""),
+        "odd": Recording("odd", "rrjobs_test_fake_driver_cli:not_a_command", ""),
+        "push": Recording("push", "rrjobs_test_fake_driver_cli:group", ""),  # a built-in's name
+    }
+    monkeypatch.setattr(cli_module, "extra_entry_points", lambda: {**real, **fakes})
+
+    help_text = run("--help").output
+    assert loads == []  # --help names them without importing them
+    assert "Driver commands" in help_text
+    assert "fakedrv  from fake-dist" in help_text and "sqlite   from rrjobs" in help_text
+    assert run("fakedrv", "poke", "it").output == "poked it\n"
+    assert loads == ["fakedrv"]
+    assert "Push one job" in run("push", "--help").output  # the built-in wins
+    broken = CliRunner().invoke(cli, ["broken"])
+    assert broken.exit_code == 1
+    assert "rrjobs.cli:broken = 'rrjobs_test_fake_missing:group' of fake-dist cannot be " \
+           "loaded: ModuleNotFoundError" in broken.output
+    odd = CliRunner().invoke(cli, ["odd"])
+    assert odd.exit_code == 1 and "is not a click command" in odd.output
+
+
+def test_sqlite_commands_come_from_the_entry_point_group() -> None:
+    from rrjobs.cli import extra_entry_points
+
+    assert extra_entry_points()["sqlite"].value == "rrjobs.drivers.sqlite.cli:sqlite_group"
+
+
+def test_help_imports_no_driver_module_in_a_fresh_process() -> None:
+    code = ("import sys; from rrjobs.cli import main; sys.argv = ['rrjobs', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print([m for m in sys.modules if m.startswith('rrjobs.drivers.') or m in "
+            "('aio_pika', 'aiokafka', 'nats', 'aiobotocore', 'google.cloud.pubsub')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"

@@ -66,10 +66,10 @@ def _registered() -> bool:
 
 
 def _installed() -> bool:
-    """Whether a fresh interpreter sees the entry point (this one may see it only
+    """Whether a fresh interpreter sees the entry points (this one may see them only
     through a source tree on ``sys.path``)."""
-    probe = ("import importlib.metadata as m; print(any(e.name == 'my_awesome_driver' "
-             "for e in m.entry_points(group='rrjobs.drivers')))")
+    probe = ("import importlib.metadata as m; print(all(any(e.name == 'my_awesome_driver' "
+             "for e in m.entry_points(group=g)) for g in ('rrjobs.drivers', 'rrjobs.bench')))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          timeout=120, check=True, cwd=Path(sys.executable).parent)
     return out.stdout.strip() == "True"

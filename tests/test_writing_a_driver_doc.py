@@ -4,7 +4,7 @@
   working directory.
 * A Python block whose first line is ``# examples/...`` is an excerpt: it must
   be that file's text, verbatim, and compile.
-* The TOML block is the example's entry point, as its ``pyproject.toml`` has it.
+* The TOML blocks are the example's entry points, as its ``pyproject.toml`` has them.
 * The YAML block (RoadRunner's sample configuration) loads.
 """
 
@@ -58,12 +58,16 @@ def test_excerpts_are_the_example_source_verbatim(path: str, code: str) -> None:
     compile(textwrap.dedent(code), path, "exec")
 
 
-def test_the_toml_block_is_the_example_entry_point() -> None:
-    (block,) = blocks("toml")
-    doc = tomllib.loads(block)["project"]["entry-points"]["rrjobs.drivers"]
+def test_the_toml_blocks_are_the_example_entry_points() -> None:
     project = tomllib.loads((ROOT / "examples/my_awesome_driver/pyproject.toml").read_text())
-    assert doc == project["project"]["entry-points"]["rrjobs.drivers"]
-    assert doc == {"my_awesome_driver": "my_awesome_driver.plugin:Plugin"}
+    groups = project["project"]["entry-points"]
+    seen = set()
+    for block in blocks("toml"):
+        for group, doc in tomllib.loads(block)["project"]["entry-points"].items():
+            assert doc == groups[group], f"the doc's {group} entry points differ"
+            seen.add(group)
+    assert seen == {"rrjobs.drivers", "rrjobs.bench"}
+    assert groups["rrjobs.drivers"] == {"my_awesome_driver": "my_awesome_driver.plugin:Plugin"}
 
 
 def test_the_yaml_block_loads() -> None:

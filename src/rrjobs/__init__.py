@@ -9,6 +9,7 @@ first use, with the RPC layer.
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from rrjobs._version import __version__
 from rrjobs.config import Config
 from rrjobs.core import (
     Capabilities,
@@ -34,8 +35,6 @@ from rrjobs.runtime import (
     Retry,
     RetryPolicy,
 )
-
-__version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from rrjobs.client import Client, SyncClient

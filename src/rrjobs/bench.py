@@ -14,27 +14,34 @@ from the first push (message creation included) to the acknowledgement of the
 last job. Producers push in chunks with ``push_batch`` (or one ``push`` per
 message with ``--push single``) and let the loop run between chunks. In the
 same run the driver's **baseline** does the same number of items with the
-broker's bare client and no rrjobs code: for ``memory`` an ``asyncio.Queue``
-producer/consumer loop with the same chunking and consumer count. ``ratio`` is
-rrjobs' rate over the baseline's.
+broker's bare client and no rrjobs code (for the memory driver an
+``asyncio.Queue`` producer/consumer loop with the same chunking and consumer
+count). ``ratio`` is rrjobs' rate over the baseline's.
 
 **Exactly once.** The handler counts the jobs it sees and their distinct ids;
 after the runtime stopped the result reports ``processed``, ``duplicates`` and
 ``lost``, and the command exits 1 unless every job was handled exactly once.
 
-**Baselines of other drivers.** A baseline is an ``async`` function taking a
-:class:`BenchSpec` and returning a :class:`PhaseResult`. It is registered under
-the driver's name, either in :data:`BASELINES` as a lazily imported
-``"module:function"`` (built-in drivers) or at run time with
-:func:`register_baseline` (third-party drivers). A baseline must use the same
-settings as the pipeline (``spec.options``: file, durability, prefetch, ...),
-so that the ratio compares like with like. A driver without a baseline is an
-error that names the drivers that have one.
+**Where baselines come from.** A baseline is an ``async`` function taking a
+:class:`BenchSpec` and returning a :class:`PhaseResult`. Each driver, built-in
+or not, registers it under its name in the ``rrjobs.bench`` entry-point group,
+as a :class:`~rrjobs.core.baseline.DriverBench` (the baseline, the driver's
+bench defaults, whether it is a raw-client loop), loaded only when that driver
+is benched::
+
+    [project.entry-points."rrjobs.bench"]
+    my_awesome_driver = "my_awesome_driver.bench:BENCH"
+
+Code may also call :func:`register_baseline`, which wins over the entry point.
+A baseline must use the same settings as the pipeline (``spec.options``: file,
+durability, prefetch, ...), so that the ratio compares like with like. A driver
+without a baseline is an error that names the drivers that have one.
 
 **The priority-queue microbenchmark** (``--pq``) times
 :class:`~rrjobs.core.queue.PriorityQueue` (``insert_nowait``/``extract_nowait``,
 the runtime's hot path) against plain :mod:`heapq` on ``(priority, seq, item)``
-tuples, after checking that both give the same order.
+tuples, after checking that both give the same order, and times ``count`` and
+``remove`` of one pipeline with many jobs of other pipelines queued.
 
 Everything runs in one process on one event loop; nothing here is timed in
 tests (tests check the result's structure and the exactly-once accounting).
@@ -47,7 +54,6 @@ import cProfile
 import datetime
 import gc
 import heapq
-import importlib
 import json
 import os
 import platform
@@ -56,16 +62,26 @@ import statistics
 import sys
 import time
 from array import array
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
 from itertools import count
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, overload
 
 import click
 import yaml
 
+from rrjobs._version import __version__
 from rrjobs.config import Config
+from rrjobs.core.baseline import (
+    BaselineFn,
+    BenchSpec,
+    DefaultsFn,
+    DriverBench,
+    PhaseResult,
+    PushMode,
+)
 from rrjobs.core.errors import RRJobsError
 from rrjobs.core.message import Message
 from rrjobs.core.queue import PriorityQueue
@@ -77,7 +93,10 @@ JOB_NAME = "rrjobs.bench.noop"
 #: The pipeline name used when the bench builds its own config.
 DEFAULT_PIPELINE = "bench"
 
-PushMode = Literal["batch", "single"]
+#: The entry-point group of the drivers' bench entries.
+GROUP = "rrjobs.bench"
+
+__all__ = ["BenchSpec", "DriverBench", "PhaseResult", "PushMode", "register_baseline"]
 
 
 class BenchError(RRJobsError):
@@ -86,67 +105,6 @@ class BenchError(RRJobsError):
 
 
 # -- what a run is -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BenchSpec:
-    """One benchmark, as the runtime phase and the baseline both see it.
-
-    Attributes:
-        driver: the driver name.
-        pipeline: the pipeline name.
-        jobs: how many jobs to push and consume.
-        workers: consumers (the runtime's ``pool.num_workers``; the baseline's
-            consumer tasks).
-        batch: messages per ``push_batch`` call (per loop yield with
-            ``push="single"``).
-        producers: concurrent producer tasks; each pushes its share of ``jobs``.
-        push: ``"batch"`` (``push_batch``) or ``"single"`` (one ``push`` per job).
-        payload_size: bytes of payload per job.
-        options: the pipeline's driver options (``jobs.pipelines.<p>.config``).
-        config: the whole configuration tree the runtime is built from (driver
-            sections such as ``amqp:`` included), for baselines that need
-            connection settings.
-        gc_freeze: move everything allocated before the clock starts into the
-            garbage collector's permanent generation (:func:`gc.freeze`, as a
-            server may do after start-up), for both phases, so that full
-            collections do not walk the imported modules again and again.
-    """
-
-    driver: str
-    pipeline: str
-    jobs: int
-    workers: int
-    batch: int = 1000
-    producers: int = 1
-    push: PushMode = "batch"
-    payload_size: int = 0
-    options: Mapping[str, Any] = field(default_factory=dict)
-    config: Mapping[str, Any] = field(default_factory=dict)
-    gc_freeze: bool = False
-
-    def shares(self) -> list[int]:
-        """How many jobs each producer pushes (they add up to ``jobs``)."""
-        base, extra = divmod(self.jobs, self.producers)
-        return [base + (1 if i < extra else 0) for i in range(self.producers)]
-
-
-@dataclass(frozen=True, slots=True)
-class PhaseResult:
-    """One timed phase: how long it took (wall clock and this process's CPU
-    time) and how many items went through."""
-
-    seconds: float
-    processed: int
-    cpu_seconds: float = 0.0
-
-    @property
-    def jobs_per_s(self) -> float:
-        return self.processed / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def jobs_per_cpu_s(self) -> float:
-        return self.processed / self.cpu_seconds if self.cpu_seconds > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,65 +119,79 @@ class RuntimeResult:
     counters: dict[str, int]
 
 
-BaselineFn = Callable[[BenchSpec], Awaitable[PhaseResult]]
+#: Driver name → its bench entry, registered from code with
+#: :func:`register_baseline`; consulted before the ``rrjobs.bench`` entry points.
+BASELINES: dict[str, DriverBench] = {}
+#: The entry-point objects loaded so far, by driver name.
+_LOADED: dict[str, DriverBench] = {}
 
-#: Driver name → its baseline: a function, or ``"module:function"`` imported on
-#: first use. Built-in drivers add their entry here; others call
-#: :func:`register_baseline`.
-BASELINES: dict[str, BaselineFn | str] = {
-    "memory": "rrjobs.bench:memory_baseline",
-    "sqlite": "rrjobs.drivers.sqlite.bench:sqlite_baseline",
-    "amqp": "rrjobs.drivers.amqp.bench:amqp_baseline",
-    "kafka": "rrjobs.drivers.kafka.bench:kafka_baseline",
-    "nats": "rrjobs.drivers.nats.bench:nats_baseline",
-    "sqs": "rrjobs.drivers.sqs.bench:sqs_baseline",
-    "pubsub": "rrjobs.drivers.pubsub.bench:pubsub_baseline",
-    "google_pub_sub": "rrjobs.drivers.pubsub.bench:pubsub_baseline",
-}
 
-#: Drivers whose baseline is the broker's own client in a bare loop: their
-#: result also names the baseline figure ``raw_client_jobs_per_s``.
-RAW_CLIENT_BASELINES = frozenset({"amqp", "kafka", "nats", "sqs", "pubsub", "google_pub_sub"})
+def bench_entry_points() -> dict[str, EntryPoint]:
+    """The installed distributions' ``rrjobs.bench`` entry points, by driver name."""
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
 
-#: Driver name → ``"module:function"`` returning ``(config sections, pipeline
-#: options)`` for ``--driver`` without ``--config`` (e.g. the broker address from
-#: the driver's ``RRJOBS_*`` variable); ``--option`` values override the options.
-DRIVER_DEFAULTS: dict[str, str] = {
-    "amqp": "rrjobs.drivers.amqp.bench:bench_defaults",
-    "kafka": "rrjobs.drivers.kafka.bench:bench_defaults",
-    "nats": "rrjobs.drivers.nats.bench:bench_defaults",
-    "sqs": "rrjobs.drivers.sqs.bench:bench_defaults",
-    "pubsub": "rrjobs.drivers.pubsub.bench:bench_defaults",
-    "google_pub_sub": "rrjobs.drivers.pubsub.bench:bench_defaults",
-}
+
+def _as_driver_bench(obj: object, where: str) -> DriverBench:
+    if isinstance(obj, DriverBench):
+        return obj
+    if callable(obj):
+        return DriverBench(obj)
+    raise BenchError(f"{where} is neither a DriverBench nor a baseline function")
+
+
+def driver_bench(driver: str) -> DriverBench | None:
+    """The bench entry of ``driver``, or ``None`` when it registered none."""
+    entry = BASELINES.get(driver) or _LOADED.get(driver)
+    if entry is not None:
+        return entry
+    ep = bench_entry_points().get(driver)
+    if ep is None:
+        return None
+    dist = getattr(ep, "dist", None)
+    where = f"entry point {GROUP}:{driver} = {ep.value!r}" + (
+        f" of {dist.name}" if dist is not None else "")
+    try:
+        obj = ep.load()
+    except (ImportError, AttributeError) as exc:
+        raise BenchError(f"{where} cannot be loaded: {type(exc).__name__}: {exc}") from exc
+    _LOADED[driver] = entry = _as_driver_bench(obj, where)
+    return entry
+
+
+def drivers_with_baseline() -> list[str]:
+    """The driver names with a baseline (registered in code or by entry point)."""
+    return sorted(set(BASELINES) | set(bench_entry_points()))
 
 
 def driver_defaults(driver: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The config sections and pipeline options ``driver`` benches with by default."""
-    entry = DRIVER_DEFAULTS.get(driver)
-    if entry is None:
+    entry = driver_bench(driver)
+    if entry is None or entry.defaults is None:
         return {}, {}
-    module_name, _, attr = entry.partition(":")
-    sections, options = getattr(importlib.import_module(module_name), attr)()
+    sections, options = entry.defaults()
     return dict(sections), dict(options)
 
 
 @overload
-def register_baseline(driver: str) -> Callable[[BaselineFn], BaselineFn]: ...
+def register_baseline(driver: str, *, defaults: DefaultsFn | None = None,
+                      raw_client: bool = False) -> Callable[[BaselineFn], BaselineFn]: ...
 
 
 @overload
-def register_baseline(driver: str, fn: BaselineFn) -> BaselineFn: ...
+def register_baseline(driver: str, fn: BaselineFn, *, defaults: DefaultsFn | None = None,
+                      raw_client: bool = False) -> BaselineFn: ...
 
 
-def register_baseline(driver: str, fn: BaselineFn | None = None) -> Any:
-    """Register ``fn`` as the baseline of ``driver``; usable as a decorator.
+def register_baseline(driver: str, fn: BaselineFn | None = None, *,
+                      defaults: DefaultsFn | None = None, raw_client: bool = False) -> Any:
+    """Register ``fn`` as the baseline of ``driver`` from code; usable as a decorator.
 
-    A later registration for the same driver replaces the earlier one.
+    It wins over the driver's ``rrjobs.bench`` entry point; a later
+    registration for the same driver replaces the earlier one.
     """
 
     def deco(f: BaselineFn) -> BaselineFn:
-        BASELINES[driver] = f
+        BASELINES[driver] = DriverBench(f, defaults, raw_client)
         return f
 
     return deco(fn) if fn is not None else deco
@@ -227,19 +199,15 @@ def register_baseline(driver: str, fn: BaselineFn | None = None) -> Any:
 
 def baseline_for(driver: str) -> BaselineFn:
     """The baseline of ``driver``; :class:`BenchError` if it has none."""
-    entry = BASELINES.get(driver)
+    entry = driver_bench(driver)
     if entry is None:
-        have = ", ".join(sorted(BASELINES)) or "none"
+        have = ", ".join(drivers_with_baseline()) or "none"
         raise BenchError(
             f"no baseline registered for driver {driver!r} (drivers with a baseline: {have}); "
-            "register one with rrjobs.bench.register_baseline(name, fn)"
+            f"register one in the {GROUP!r} entry-point group or with "
+            "rrjobs.bench.register_baseline(name, fn)"
         )
-    if isinstance(entry, str):
-        module_name, _, attr = entry.partition(":")
-        fn = getattr(importlib.import_module(module_name), attr)
-        BASELINES[driver] = fn
-        return fn  # type: ignore[no-any-return]
-    return entry
+    return entry.baseline
 
 
 def describe(fn: BaselineFn) -> str:
@@ -248,7 +216,7 @@ def describe(fn: BaselineFn) -> str:
     return doc.splitlines()[0] if doc else getattr(fn, "__name__", "baseline")
 
 
-# -- the producers (shared by the runtime phase and the memory baseline) ---------------------
+# -- the producers of the runtime phase ---------------------------------------------------------
 
 
 async def _produce_messages(spec: BenchSpec, jobs: Jobs, share: int, payload: bytes) -> None:
@@ -266,49 +234,6 @@ async def _produce_messages(spec: BenchSpec, jobs: Jobs, share: int, payload: by
                 await jobs.push(m)
         del msgs  # as a producer drops what it pushed, before the consumers run
         await asyncio.sleep(0)
-
-
-# -- the memory baseline ------------------------------------------------------------------------
-
-
-async def memory_baseline(spec: BenchSpec) -> PhaseResult:
-    """A bare asyncio.Queue producer/consumer loop (same chunking and consumer count)."""
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-    total = spec.jobs
-    handled = 0
-
-    async def consume() -> None:
-        nonlocal handled
-        get = queue.get
-        while True:
-            await get()
-            handled += 1
-            if handled == total and not done.done():
-                done.set_result(None)
-
-    async def produce(share: int) -> None:
-        put, batch, left = queue.put_nowait, spec.batch, share
-        while left > 0:
-            n = min(batch, left)
-            left -= n
-            for i in range(n):
-                put(i)
-            await asyncio.sleep(0)
-
-    consumers = [loop.create_task(consume()) for _ in range(spec.workers)]
-    try:
-        start, cpu = time.perf_counter(), time.process_time()
-        producers = [loop.create_task(produce(s)) for s in spec.shares()]
-        await done
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-        await asyncio.gather(*producers)
-    finally:
-        for c in consumers:
-            c.cancel()
-        await asyncio.gather(*consumers, return_exceptions=True)
-    return PhaseResult(elapsed, handled, cpu)
 
 
 # -- the runtime phase ------------------------------------------------------------------------
@@ -409,8 +334,8 @@ async def _wait_acked(jobs: Jobs, pipeline: str, total: int) -> dict[str, int]:
             if stat.state.pipeline == pipeline and stat.counters.ok >= total:
                 return stat.counters.as_dict()
         spins += 1
-        # Acks of the memory driver land within a few loop turns; a broker's may
-        # take a round trip: stop spinning then.
+        # Acks of an in-process driver land within a few loop turns; a broker's
+        # may take a round trip: stop spinning then.
         await asyncio.sleep(0 if spins < 100 else 0.001)
 
 
@@ -422,9 +347,9 @@ class _Item:
 
     __slots__ = ("pipeline", "priority")
 
-    def __init__(self, priority: int) -> None:
+    def __init__(self, priority: int, pipeline: str = "pq") -> None:
         self.priority = priority
-        self.pipeline = "pq"
+        self.pipeline = pipeline
 
 
 def _pq_fill_drain(items: Sequence[_Item]) -> tuple[float, list[_Item]]:
@@ -480,7 +405,7 @@ def _heapq_steady(items: Sequence[_Item], depth: int) -> float:
 
 
 def pq_bench(n: int, *, priorities: Sequence[int] = (1, 10, 1_000_000), depth: int = 1000,
-             repeat: int = 3, seed: int = 1) -> dict[str, Any]:
+             repeat: int = 3, seed: int = 1, queued: int = 500_000) -> dict[str, Any]:
     """Time PriorityQueue against heapq; ops/s count inserts and extracts alike.
 
     For each number of distinct priorities (drawn at random; 1,000,000 makes
@@ -488,6 +413,7 @@ def pq_bench(n: int, *, priorities: Sequence[int] = (1, 10, 1_000_000), depth: i
     inserts ``n`` items then extracts them all; *steady* keeps ``depth`` items queued and does ``n``
     insert+extract pairs. Best of ``repeat``. Raises :class:`BenchError` if the
     two orders differ (the queue must be heapq order: priority, then FIFO).
+    Then :func:`pq_pipeline_bench` with ``queued`` jobs.
     """
     rng = random.Random(seed)
     cases: list[dict[str, Any]] = []
@@ -521,7 +447,52 @@ def pq_bench(n: int, *, priorities: Sequence[int] = (1, 10, 1_000_000), depth: i
                 "heapq_ops_per_s": round(ops / hq_s),
                 "ratio": round(hq_s / pq_s, 3),
             })
-    return {"bench": "priority-queue", "repeat": repeat, "cases": cases, **machine()}
+    return {"bench": "priority-queue", "repeat": repeat, "cases": cases,
+            **pq_pipeline_bench(queued, repeat=repeat, seed=seed), **machine()}
+
+
+def _filled(items: Iterable[_Item], size: int) -> PriorityQueue:
+    q = PriorityQueue(size)
+    for it in items:
+        q.insert_nowait(it)  # type: ignore[arg-type]
+    return q
+
+
+def pq_pipeline_bench(jobs: int = 500_000, pipelines: int = 10, *,
+                      priorities: Sequence[int] = (1, 5, 10), repeat: int = 3,
+                      seed: int = 1) -> dict[str, Any]:
+    """Time ``count`` and ``remove`` of one pipeline with ``jobs`` jobs of
+    ``pipelines`` pipelines queued (their jobs interleaved, priorities drawn
+    from ``priorities``): ``count_us`` is one ``count`` call, ``remove_us_per_job``
+    one ``remove`` divided by the jobs it removed (the other pipelines' jobs
+    still queued). Best of ``repeat``."""
+    rng = random.Random(seed)
+    names = [f"p{i}" for i in range(pipelines)]
+    items = [_Item(rng.choice(priorities), names[i % pipelines]) for i in range(jobs)]
+    target = names[pipelines // 2]
+    q = _filled(items, jobs)
+    calls = 10_000
+    best_count = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(calls):
+            q.count(target)
+        best_count = min(best_count, (time.perf_counter() - start) / calls)
+    best_remove, removed = float("inf"), 0
+    for _ in range(repeat):
+        q = _filled(items, jobs)
+        gc.collect()
+        start = time.perf_counter()
+        removed = len(q.remove(target))
+        best_remove = min(best_remove, time.perf_counter() - start)
+        if len(q) != jobs - removed or q.count(target):
+            raise BenchError("PriorityQueue.remove left jobs of the pipeline behind")
+    return {
+        "pipelines_case": {"jobs": jobs, "pipelines": pipelines,
+                           "priorities": list(priorities), "removed": removed},
+        "count_us": round(best_count * 1e6, 3),
+        "remove_us_per_job": round(best_remove * 1e6 / max(removed, 1), 4),
+    }
 
 
 # -- reporting ----------------------------------------------------------------------------------
@@ -529,8 +500,6 @@ def pq_bench(n: int, *, priorities: Sequence[int] = (1, 10, 1_000_000), depth: i
 
 def machine() -> dict[str, Any]:
     """Where and when the numbers were taken."""
-    from rrjobs import __version__
-
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
@@ -599,12 +568,17 @@ async def run_bench(spec: BenchSpec, *, repeat: int = 1, max_seconds: float = 60
         "baseline_jobs_per_s_best": max(base_rates),
         "ratio": round(jobs_per_s / baseline_jobs_per_s, 4) if baseline_jobs_per_s else None,
         **({"raw_client_jobs_per_s": round(baseline_jobs_per_s)}
-           if spec.driver in RAW_CLIENT_BASELINES else {}),
+           if _is_raw_client(spec.driver) else {}),
         "jobs_per_cpu_s": statistics.median(r["jobs_per_cpu_s"] for r in runs),
         "baseline_jobs_per_cpu_s": statistics.median(r["baseline_jobs_per_cpu_s"] for r in runs),
         "runs": runs,
         **machine(),
     }
+
+
+def _is_raw_client(driver: str) -> bool:
+    entry = driver_bench(driver)
+    return entry is not None and entry.raw_client
 
 
 def exactly_once(result: Mapping[str, Any]) -> bool:
@@ -648,6 +622,12 @@ def pq_summary(result: Mapping[str, Any]) -> str:
             f"PriorityQueue {c['pq_ops_per_s']:>12,} ops/s   heapq {c['heapq_ops_per_s']:>12,} "
             f"ops/s   ratio {c['ratio']:.3f}"
         )
+    case = result["pipelines_case"]
+    lines.append(
+        f"  with {case['jobs']:,} jobs of {case['pipelines']} pipelines queued: "
+        f"count {result['count_us']} us, remove {result['remove_us_per_job']} us per job "
+        f"removed ({case['removed']:,} removed)"
+    )
     return "\n".join(lines)
 
 
@@ -708,7 +688,7 @@ def spec_from_cli(*, driver: str | None, config_path: str | None, pipeline: str 
 
 
 @click.command("bench")
-@click.option("--driver", help="The driver to benchmark (e.g. memory).")
+@click.option("--driver", help="The driver to benchmark (one with a baseline).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="Take the pipeline (driver, options, pool settings) from this .rr.yaml.")
 @click.option("--pipeline", help="The pipeline of --config to use [default: its only one].")
@@ -735,19 +715,21 @@ def spec_from_cli(*, driver: str | None, config_path: str | None, pipeline: str 
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
               help="Write a cProfile of the (last) runtime phase to this file (pstats).")
 @click.option("--pq", is_flag=True, help="Run the priority-queue microbenchmark instead.")
+@click.option("--pq-queued", type=click.IntRange(min=10), default=500_000, show_default=True,
+              help="With --pq: jobs of 10 pipelines queued while count and remove are timed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def bench_command(driver: str | None, config_path: str | None, pipeline: str | None,
                   options: tuple[str, ...], jobs: int, workers: int | None, batch: int,
                   producers: int, push: PushMode, payload_size: int, gc_freeze: bool,
                   repeat: int, timeout: float, profile_path: str | None, pq: bool,
-                  as_json: bool) -> None:
+                  pq_queued: int, as_json: bool) -> None:
     """Measure end-to-end jobs/s of a driver through the runtime, and its baseline.
 
     Uses the CPU for as long as it runs; exits 1 if any job was lost or
     handled twice.
     """
     if pq:
-        pq_result = pq_bench(jobs, repeat=max(5, repeat))
+        pq_result = pq_bench(jobs, repeat=max(5, repeat), queued=pq_queued)
         click.echo(json.dumps(pq_result, indent=2) if as_json else pq_summary(pq_result))
         return
     profile = cProfile.Profile() if profile_path else None

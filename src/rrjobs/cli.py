@@ -8,6 +8,10 @@ The other commands are RPC clients of a running server::
     rrjobs declare reports --driver memory --option prefetch=10
     rrjobs list                 rrjobs stat                 rrjobs stat --json
 
+Drivers add their own commands (e.g. ``rrjobs <driver> ...``) through the
+``rrjobs.cli`` entry-point group, as a third-party driver does; they are
+imported only when run, so ``rrjobs --help`` imports no broker client.
+
 The server address comes from ``--rpc``, else the ``RRJOBS_RPC`` environment
 variable, else ``rpc.listen`` of the config given with ``-c``, else
 ``tcp://127.0.0.1:6001``; the token from ``RRJOBS_RPC_TOKEN``, else
@@ -21,6 +25,7 @@ import importlib
 import json
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, BinaryIO, TypeVar
 
 import click
@@ -42,28 +47,69 @@ T = TypeVar("T")
 #: Subcommands imported only when used: name → "module:attribute".
 LAZY_COMMANDS = {
     "bench": "rrjobs.bench:bench_command",
-    "sqlite": "rrjobs.drivers.sqlite.cli:sqlite_group",
 }
+
+#: The entry-point group of commands added by drivers: name → a click command
+#: or group, run as ``rrjobs <name> ...``.
+GROUP = "rrjobs.cli"
 
 #: The counters shown by ``stat``, in column order, and their short headers.
 COUNTER_COLUMNS = ("pushed", "ok", "failed", "retried", "dead_lettered", "dropped")
 COUNTER_HEADERS = {"dead_lettered": "dead-lettered"}
 
 
+def extra_entry_points() -> dict[str, EntryPoint]:
+    """The installed distributions' ``rrjobs.cli`` entry points, by command name."""
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def _dist_name(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return str(dist.name) if dist is not None else "an unknown distribution"
+
+
 class LazyGroup(click.Group):
-    """A group whose :data:`LAZY_COMMANDS` are imported on first use, so that
-    a missing optional module leaves the rest of the CLI working."""
+    """A group whose :data:`LAZY_COMMANDS` and ``rrjobs.cli`` entry points are
+    imported on first use, so that a missing optional module leaves the rest of
+    the CLI working and ``--help`` imports no driver. A built-in command wins
+    over an entry point of the same name."""
+
+    def _extras(self, ctx: click.Context) -> dict[str, EntryPoint]:
+        taken = set(super().list_commands(ctx)) | set(LAZY_COMMANDS)
+        return {n: ep for n, ep in extra_entry_points().items() if n not in taken}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = set(super().list_commands(ctx))
         names.update(n for n in LAZY_COMMANDS if self._lazy(n) is not None)
+        names.update(self._extras(ctx))
         return sorted(names)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         cmd = super().get_command(ctx, cmd_name)
         if cmd is None and cmd_name in LAZY_COMMANDS:
             cmd = self._lazy(cmd_name)
+        if cmd is None:
+            ep = self._extras(ctx).get(cmd_name)
+            if ep is not None:
+                cmd = self._load_extra(ep)
         return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The built-in commands with their help; the drivers' commands by name
+        and distribution, without importing them."""
+        extras = self._extras(ctx)
+        rows = []
+        for name in sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS)):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(formatter.width - 6 - len(name))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+        if extras:
+            with formatter.section("Driver commands (rrjobs NAME --help)"):
+                formatter.write_dl([(name, f"from {_dist_name(ep)}")
+                                    for name, ep in sorted(extras.items())])
 
     @staticmethod
     def _lazy(name: str) -> click.Command | None:
@@ -76,6 +122,18 @@ class LazyGroup(click.Group):
             raise
         cmd = getattr(module, attr, None)
         return cmd if isinstance(cmd, click.Command) else None
+
+    @staticmethod
+    def _load_extra(ep: EntryPoint) -> click.Command:
+        where = f"entry point {GROUP}:{ep.name} = {ep.value!r} of {_dist_name(ep)}"
+        try:
+            cmd = ep.load()
+        except (ImportError, AttributeError) as exc:
+            raise click.ClickException(
+                f"{where} cannot be loaded: {type(exc).__name__}: {exc}") from None
+        if not isinstance(cmd, click.Command):
+            raise click.ClickException(f"{where} is not a click command")
+        return cmd
 
 
 # -- shared helpers -------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter, Setter
 from opentelemetry.util.types import AttributeValue
 
+from rrjobs._version import __version__
 from rrjobs.core.headers import Headers
 
 if TYPE_CHECKING:
@@ -91,8 +92,6 @@ class Tracing:
             provider = trace.get_tracer_provider()
         if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
             return None
-        from rrjobs import __version__
-
         return cls(provider.get_tracer(SCOPE, __version__))
 
     @contextlib.contextmanager

@@ -16,7 +16,7 @@ from typing import Any
 
 import aio_pika
 
-from rrjobs.bench import BenchSpec, PhaseResult
+from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult
 from rrjobs.drivers.amqp.config import DEFAULT_ADDR
 
 BENCH_EXCHANGE = "rrjobs.bench"
@@ -109,3 +109,7 @@ async def amqp_baseline(spec: BenchSpec) -> PhaseResult:
     finally:
         await connection.close()
     return PhaseResult(elapsed, handled, cpu)
+
+
+#: The ``rrjobs.bench`` entry point of the amqp driver.
+BENCH = DriverBench(amqp_baseline, bench_defaults, raw_client=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
 
-from rrjobs.bench import BenchSpec, PhaseResult
+from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult
 from rrjobs.core.message import new_id
 from rrjobs.drivers.kafka.client import connection_kwargs
 from rrjobs.drivers.kafka.config import DEFAULT_BROKERS, KafkaOptions, KafkaSection
@@ -125,3 +125,7 @@ async def kafka_baseline(spec: BenchSpec) -> PhaseResult:
         await consumer.stop()
         await producer.stop()
     return PhaseResult(elapsed, handled, cpu)
+
+
+#: The ``rrjobs.bench`` entry point of the kafka driver.
+BENCH = DriverBench(kafka_baseline, bench_defaults, raw_client=True)

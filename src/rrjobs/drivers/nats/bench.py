@@ -23,7 +23,7 @@ from typing import Any
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-from rrjobs.bench import BenchSpec, PhaseResult
+from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult
 from rrjobs.drivers.nats.config import DEFAULT_ADDR
 
 #: The prefetch of both phases unless ``--option prefetch=N`` says otherwise.
@@ -95,3 +95,7 @@ async def nats_baseline(spec: BenchSpec) -> PhaseResult:
             await js.delete_stream(name)
         await nc.close()
     return PhaseResult(elapsed, handled, cpu)
+
+
+#: The ``rrjobs.bench`` entry point of the nats driver.
+BENCH = DriverBench(nats_baseline, bench_defaults, raw_client=True)

@@ -26,7 +26,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.pubsub_v1 import PublishRequest, PubsubMessage, PullResponse
 
-from rrjobs.bench import BenchSpec, PhaseResult
+from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult
 from rrjobs.core.message import new_id
 from rrjobs.drivers.pubsub.client import open_clients
 from rrjobs.drivers.pubsub.codec import attributes
@@ -111,3 +111,7 @@ async def pubsub_baseline(spec: BenchSpec) -> PhaseResult:
             pass
         await clients.close()
     return PhaseResult(elapsed, handled, cpu)
+
+
+#: The ``rrjobs.bench`` entry point of the pubsub driver.
+BENCH = DriverBench(pubsub_baseline, bench_defaults, raw_client=True)

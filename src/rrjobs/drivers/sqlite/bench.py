@@ -24,21 +24,16 @@ import os
 import sqlite3
 import tempfile
 import time
-from typing import TYPE_CHECKING
 
+from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult
 from rrjobs.core.message import new_id
 from rrjobs.core.options import validate
 from rrjobs.drivers.sqlite.config import SQLiteOptions
-
-if TYPE_CHECKING:
-    from rrjobs.bench import BenchSpec, PhaseResult
 
 
 async def sqlite_baseline(spec: BenchSpec) -> PhaseResult:
     """Bare sqlite3 loop: per chunk INSERT (one commit), SELECT in order, DELETE (one commit);
     same directory, WAL and durability (inserts as pushes, deletes as acks)."""
-    from rrjobs.bench import PhaseResult
-
     options = validate(SQLiteOptions, dict(spec.options),
                        f"jobs.pipelines.{spec.pipeline}.config")
     seconds, cpu, processed = await asyncio.to_thread(
@@ -91,3 +86,7 @@ def _run(file: str, synchronous: str, jobs: int, batch: int,
                 os.remove(path + suffix)
             except FileNotFoundError:
                 pass
+
+
+#: The ``rrjobs.bench`` entry point of the sqlite driver.
+BENCH = DriverBench(sqlite_baseline)

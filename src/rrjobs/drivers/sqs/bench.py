@@ -24,7 +24,7 @@ from typing import Any
 from aiobotocore.config import AioConfig  # type: ignore[import-untyped,unused-ignore]
 from aiobotocore.session import get_session  # type: ignore[import-untyped,unused-ignore]
 
-from rrjobs.bench import BenchSpec, PhaseResult
+from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult
 from rrjobs.core.message import new_id
 from rrjobs.drivers.sqs import codec
 from rrjobs.drivers.sqs.config import SQSOptions, SQSSection
@@ -121,3 +121,7 @@ async def sqs_baseline(spec: BenchSpec) -> PhaseResult:
             with contextlib.suppress(Exception):
                 await client.delete_queue(QueueUrl=url)
     return PhaseResult(elapsed, handled, cpu)
+
+
+#: The ``rrjobs.bench`` entry point of the sqs driver.
+BENCH = DriverBench(sqs_baseline, bench_defaults, raw_client=True)
