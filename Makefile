@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test unit docs integration-install lint type check bench clean
+.PHONY: demo test unit docs integration-install lint lint-imports type check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,9 @@ demo: $(VENV)/.base
 integration-install: $(VENV)/.dev
 	PATH="$(abspath $(BIN)):$$PATH" bash integration/install.sh
 
-test: $(VENV)/.dev integration-install docs
+# The import contracts first (pyproject.toml [tool.importlinter]): a layer
+# violation fails the run before the tests.
+test: $(VENV)/.dev integration-install lint-imports docs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The documentation site (mkdocs.yml); --strict: a broken link or reference fails.
@@ -39,8 +41,12 @@ docs: $(VENV)/.dev
 unit: $(VENV)/.dev
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
-lint: $(VENV)/.dev
+lint: $(VENV)/.dev lint-imports
 	$(BIN)/ruff check src tests integration examples benchmarks
+
+# The layers: core <- drivers, core <- runtime <- rpc/cli/server, drivers independent.
+lint-imports: $(VENV)/.dev
+	$(BIN)/lint-imports
 
 type: $(VENV)/.dev
 	$(BIN)/mypy
