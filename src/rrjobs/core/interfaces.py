@@ -69,6 +69,9 @@ class Driver(ABC):
     #: runtime stops it and builds the pipeline again (RoadRunner's driver →
     #: plugin ``restart`` command). Called on the event loop; returns at once.
     command_handler: Callable[[str, str], None] | None = None
+    #: True between ``run``/``resume`` and ``pause``/``stop``: the runtime reads
+    #: it to rebuild a pipeline in the same state after a restart.
+    consuming: bool = False
 
     @abstractmethod
     async def push(self, msg: Message) -> None:

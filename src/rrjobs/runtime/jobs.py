@@ -329,7 +329,7 @@ class Jobs:
         entry = self._pipelines.get(name)
         if entry is None:
             return
-        consuming = bool(getattr(entry.driver, "consuming", name in self.consume))
+        consuming = entry.driver.consuming
         loop = asyncio.get_running_loop()
         last, waited = self._restarted.get(name, (-RESTART_SETTLE, 0.0))
         backoff = min(max(waited * 2, 1.0), 30.0) if loop.time() - last < RESTART_SETTLE else 0.0
