@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rrjobs.config import Config, expand_env
+from rrjobs.config import Config, UnsetVariableError, expand_env
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.options import parse_duration
 
@@ -14,7 +14,9 @@ from rrjobs.core.options import parse_duration
 def test_env_expansion_like_roadrunner() -> None:
     env = {"A": "x", "EMPTY": ""}
     assert expand_env("${A}", env) == "x"
-    assert expand_env("${MISSING}", env) == ""
+    assert expand_env("${MISSING:-}", env) == ""
+    with pytest.raises(UnsetVariableError, match="MISSING"):
+        expand_env("${MISSING}", env)
     assert expand_env("${MISSING:-dflt}", env) == "dflt"
     assert expand_env("${EMPTY:-dflt}", env) == "dflt"
     assert expand_env("${A:-dflt}/${A}", env) == "x/x"
@@ -121,7 +123,7 @@ def test_roadrunner_php_pool_keys_load_with_a_warning(caplog: pytest.LogCaptureF
 
 def test_load_from_file_and_bad_yaml(tmp_path: Path) -> None:
     good = tmp_path / "rr.yaml"
-    good.write_text("jobs:\n  consume: [a]\n")
+    good.write_text("jobs:\n  consume: [a]\n  pipelines: {a: {driver: memory}}\n")
     assert Config.load(good).jobs.consume == ["a"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("jobs: [unclosed\n")

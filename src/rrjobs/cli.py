@@ -20,33 +20,40 @@ variable, else ``rpc.listen`` of the config given with ``-c``, else
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import json
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import click
-from rich import box
-from rich.console import Console
-from rich.measure import Measurement
-from rich.table import Table
 
-from rrjobs.config import Config
-from rrjobs.core.errors import ConfigError, RRJobsError
-from rrjobs.core.message import Message
-from rrjobs.rpc.address import DEFAULT_LISTEN
-from rrjobs.rpc.client import RPCClient
-from rrjobs.rpc.guard import resolve_token
-from rrjobs.runtime.jobs import PipelineStat
+# Everything else loads in the command that needs it: ``rrjobs --help`` and
+# the RPC commands start without pydantic models, aiohttp's server or rich.
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from rrjobs.config import Config
+    from rrjobs.rpc.client import RPCClient
+    from rrjobs.runtime.jobs import PipelineStat
 
 T = TypeVar("T")
+
+#: ``rpc.listen``'s default (as :data:`rrjobs.rpc.address.DEFAULT_LISTEN`).
+DEFAULT_LISTEN = "tcp://127.0.0.1:6001"
 
 #: Subcommands imported only when used: name → "module:attribute".
 LAZY_COMMANDS = {
     "bench": "rrjobs.bench:bench_command",
+    "check": "rrjobs.check:check_command",
+}
+
+#: The ``--help`` line of a lazy command, so that listing them imports nothing.
+LAZY_HELP = {
+    "bench": "Measure end-to-end jobs/s of a driver through the runtime.",
+    "check": "Validate a config, its drivers and its app (connects to nothing).",
 }
 
 #: The entry-point group of commands added by drivers: name → a click command
@@ -80,7 +87,7 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = set(super().list_commands(ctx))
-        names.update(n for n in LAZY_COMMANDS if self._lazy(n) is not None)
+        names.update(n for n in LAZY_COMMANDS if n in LAZY_HELP or self._lazy(n) is not None)
         names.update(self._extras(ctx))
         return sorted(names)
 
@@ -100,6 +107,9 @@ class LazyGroup(click.Group):
         extras = self._extras(ctx)
         rows = []
         for name in sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS)):
+            if name in LAZY_HELP and super().get_command(ctx, name) is None:
+                rows.append((name, LAZY_HELP[name]))  # listed without importing it
+                continue
             cmd = self.get_command(ctx, name)
             if cmd is not None and not cmd.hidden:
                 rows.append((name, cmd.get_short_help_str(formatter.width - 6 - len(name))))
@@ -140,6 +150,9 @@ class LazyGroup(click.Group):
 
 
 def _load(config: str) -> Config:
+    from rrjobs.config import Config
+    from rrjobs.core.errors import ConfigError
+
     try:
         return Config.load(config)
     except ConfigError as exc:
@@ -158,6 +171,8 @@ def resolve_address(rpc: str | None, config: str | None) -> str:
 
 def resolve_client_token(config: str | None) -> str | None:
     """``RRJOBS_RPC_TOKEN``, else ``-c``'s ``rpc.token``, else none."""
+    from rrjobs.rpc.guard import resolve_token
+
     secret = _load(config).rpc.token if config else None
     return resolve_token(None, secret.get_secret_value() if secret is not None else None)
 
@@ -165,6 +180,11 @@ def resolve_client_token(config: str | None) -> str | None:
 def call(rpc: str | None, config: str | None,
          fn: Callable[[RPCClient], Coroutine[Any, Any, T]]) -> T:
     """Run ``fn(client)`` against the server; any rrjobs error becomes one clean line."""
+    import asyncio
+
+    from rrjobs.core.errors import ConfigError, RRJobsError
+    from rrjobs.rpc.client import RPCClient
+
     address = resolve_address(rpc, config)
     token = resolve_client_token(config)
 
@@ -208,6 +228,9 @@ def stat_table(stats: Sequence[PipelineStat], title: str | None = "rrjobs pipeli
                state: bool = True, counters: bool = True) -> Table:
     """A rich table of ``stat``: the state columns, then the runtime's counters
     (either part may be left out)."""
+    from rich import box
+    from rich.table import Table
+
     table = Table(title=title, header_style="bold", title_style="bold", box=box.SIMPLE_HEAD,
                   pad_edge=False)
     table.add_column("pipeline", style="cyan", no_wrap=True)
@@ -241,6 +264,8 @@ def stat_table(stats: Sequence[PipelineStat], title: str | None = "rrjobs pipeli
 
 def natural_width(console: Console, renderable: Table) -> int:
     """The width ``renderable`` takes when nothing limits it."""
+    from rich.measure import Measurement
+
     return Measurement.get(console, console.options.update_width(10_000), renderable).maximum
 
 
@@ -248,6 +273,8 @@ def print_stats(stats: Sequence[PipelineStat], console: Console | None = None) -
     """Print the ``stat`` table. On a terminal too narrow for one table, print
     the state and the counters as two tables; into a file or pipe, print one
     table as wide as it needs."""
+    from rich.console import Console
+
     console = console or Console()
     if not stats:
         console.print("no pipelines")
@@ -323,6 +350,8 @@ def push(pipeline: str, job_name: str, payload: str | None, payload_file: Binary
          job_id: str, priority: int, delay: float, auto_ack: bool, headers: tuple[str, ...],
          rpc: str | None, config: str | None) -> None:
     """Push one job named JOB_NAME to PIPELINE."""
+    from rrjobs.core.message import Message
+
     if payload is not None and payload_file is not None:
         raise click.UsageError("give --payload or --payload-file, not both")
     body = payload_file.read() if payload_file is not None else (payload or "").encode()

@@ -1,34 +1,40 @@
 """Loading a RoadRunner-style ``.rr.yaml``.
 
 * ``${VAR}`` and ``${VAR:-default}`` are expanded in every string value, as
-  RoadRunner does; ``$$`` is a literal ``$``. The environment is read when the
-  file is loaded, never at import time.
-* The ``jobs:`` section is validated strictly: an unknown key or a bad value is
-  a :class:`~rrjobs.core.errors.ConfigError` whose message starts with the exact
-  key path (``jobs.pipelines.test-1.config.prefetch: must be ≥ 1``).
-* The ``metrics:`` section (RoadRunner's metrics plugin) is validated as
-  strictly (:class:`MetricsConfig`); without it there is no metrics endpoint.
+  RoadRunner does; ``$$`` is a literal ``$``. An unset ``VAR`` without a
+  default is an error naming it and its key (``${VAR:-}`` is empty). The
+  environment is read when the file is loaded, never at import time.
+* The ``jobs:``, ``rpc:``, ``metrics:`` and ``logs:`` sections are validated
+  strictly: an unknown key or a bad value is a
+  :class:`~rrjobs.core.errors.ConfigError` whose message starts with the exact
+  key path (``jobs.pipelines.test-1.config.prefetch: must be ≥ 1``), an unknown
+  key with a "did you mean" (``rpc.lisen: unknown key (did you mean 'listen'?)``).
 * So is ``dashboard:`` (:class:`DashboardConfig`, rrjobs' web dashboard, off
   unless ``enabled``).
-* Other top-level sections (``rpc``, ``server``, ``logs``, ...) load as they
-  are; driver sections such as ``amqp:`` are validated by their driver through
-  :meth:`Config.unmarshal_key`.
+* A top-level section named after an installed driver (``amqp:``) is that
+  driver's, validated by it (:func:`validate_drivers` does it at load, without
+  connecting). RoadRunner's other sections (:data:`ROADRUNNER_SECTIONS`:
+  ``server``, ``http``, ...) are accepted and ignored, with one INFO line. Any
+  other top-level key is an error when it looks like a typo of a known one,
+  and otherwise ignored with a warning.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
-from collections.abc import Mapping
+import typing
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
 from rrjobs.core.errors import ConfigError
-from rrjobs.core.options import Duration, StrictModel, validate
+from rrjobs.core.options import Duration, StrictModel, config_error
 
 log = logging.getLogger("rrjobs.config")
 
@@ -39,29 +45,97 @@ M = TypeVar("M", bound=BaseModel)
 _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+class UnsetVariableError(ValueError):
+    """``${VAR}`` names a variable that is not set and gives no default."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"environment variable {name} is not set "
+                         f"(write ${{{name}:-}} for an empty default)")
+
+
 def expand_env(value: str, env: Mapping[str, str]) -> str:
-    """Expand ``${VAR}`` and ``${VAR:-default}`` in ``value``; ``$$`` is ``$``."""
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in ``value``; ``$$`` is ``$``.
+
+    An unset or empty ``VAR`` takes the default; an unset one without a
+    default raises :class:`UnsetVariableError` (a set but empty one is empty)."""
 
     def sub(m: re.Match[str]) -> str:
         if m.group(0) == "$$":
             return "$"
         name, default = m.group(1), m.group(2)
         got = env.get(name)
+        if got is None and default is None:
+            raise UnsetVariableError(name)
         if got is None or (got == "" and default is not None):
-            return default if default is not None else ""
+            return default or ""
         return got
 
     return _ENV.sub(sub, value)
 
 
-def _expand_tree(node: Any, env: Mapping[str, str]) -> Any:
+def _expand_tree(node: Any, env: Mapping[str, str], path: str,
+                 problems: list[tuple[str, str]]) -> Any:
     if isinstance(node, str):
-        return expand_env(node, env)
+        try:
+            return expand_env(node, env)
+        except UnsetVariableError as exc:
+            problems.append((path, str(exc)))
+            return node
     if isinstance(node, dict):
-        return {k: _expand_tree(v, env) for k, v in node.items()}
+        return {k: _expand_tree(v, env, f"{path}.{k}" if path else str(k), problems)
+                for k, v in node.items()}
     if isinstance(node, list):
-        return [_expand_tree(v, env) for v in node]
+        return [_expand_tree(v, env, f"{path}[{i}]", problems) for i, v in enumerate(node)]
     return node
+
+
+# -- strict validation with suggestions ---------------------------------------------------
+
+
+def suggest(key: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``known``, or ``""``."""
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _keys_at(annotation: Any, loc: Sequence[str | int]) -> list[str] | None:
+    """The keys accepted by the model found at ``loc`` under ``annotation``
+    (through model fields, mapping values, list items and optionals)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        fields = {f.alias or n: f for n, f in annotation.model_fields.items()}
+        if not loc:
+            return list(fields)
+        field = fields.get(str(loc[0]))
+        return _keys_at(field.annotation, loc[1:]) if field is not None else None
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is dict and len(args) == 2 and loc:
+        return _keys_at(args[1], loc[1:])
+    if origin is list and args and loc:
+        return _keys_at(args[0], loc[1:])
+    for arg in args:  # Optional / Union / Annotated
+        found = _keys_at(arg, loc)
+        if found is not None:
+            return found
+    return None
+
+
+def validate_model(model: type[M], data: Any, key: str) -> M:
+    """Validate ``data`` with ``model``; errors name paths under ``key``, and an
+    unknown key comes with the closest known one."""
+    try:
+        return model.model_validate({} if data is None else data)
+    except ValidationError as exc:
+        err = config_error(key, exc)
+        problems = list(err.problems)
+        for n, detail in enumerate(exc.errors()):
+            loc = detail.get("loc", ())
+            if detail.get("type") == "extra_forbidden" and loc:
+                known = _keys_at(model, loc[:-1])
+                if known is not None:
+                    path, message = problems[n]
+                    problems[n] = (path, message + suggest(str(loc[-1]), known))
+        raise ConfigError(problems[0][0], problems[0][1], problems) from None
 
 
 # -- the models ---------------------------------------------------------------------------
@@ -155,10 +229,9 @@ class JobsConfig(StrictModel):
         return self.options.parallelism or 5
 
 
-class RPCConfig(BaseModel):
+class RPCConfig(StrictModel):
     """``rpc:``: the address and the protections of the RPC (see docs/security.md)."""
 
-    model_config = ConfigDict(extra="allow")
     listen: str = "tcp://127.0.0.1:6001"
     #: the bearer token every call must carry (``RRJOBS_RPC_TOKEN`` overrides it)
     token: SecretStr | None = None
@@ -168,6 +241,43 @@ class RPCConfig(BaseModel):
     max_inflight_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     #: the directory under which a Declare through the RPC may name files
     declare_dir: str | None = None
+
+
+class FileLoggerOptions(StrictModel):
+    """``logs.file_logger_options`` (RoadRunner's rotating file): ``log_output``
+    is the file written; rotation is left to the system (logrotate)."""
+
+    log_output: str | None = None
+    max_size: int | None = None
+    max_age: int | None = None
+    max_backups: int | None = None
+    compress: bool | None = None
+
+
+LogLevel = Literal["debug", "info", "warn", "warning", "error", "panic", "fatal"]
+
+
+class LogChannel(StrictModel):
+    """One logger's settings (``logs`` itself, or ``logs.channels.<name>``)."""
+
+    mode: Literal["development", "production", "raw", "off", "none"] = "development"
+    level: LogLevel | None = None
+    encoding: Literal["console", "json"] | None = None
+    output: str = "stderr"
+    err_output: str | None = None
+    line_ending: str | None = None
+    file_logger_options: FileLoggerOptions | None = None
+
+
+class LogsConfig(LogChannel):
+    """``logs:`` (RoadRunner's logger). ``channels`` name RoadRunner plugins'
+    loggers; ``channels.jobs`` applies to rrjobs (it wins over the top level)."""
+
+    channels: dict[str, LogChannel] = Field(default_factory=dict)
+
+    def effective(self) -> LogChannel:
+        """The settings rrjobs applies: ``channels.jobs`` when given, else the top level."""
+        return self.channels.get("jobs") or self
 
 
 #: RoadRunner's default ``metrics.address``.
@@ -257,25 +367,111 @@ class DashboardConfig(StrictModel):
 # -- the loaded file ------------------------------------------------------------------------
 
 
+#: Top-level sections rrjobs validates itself.
+VALIDATED_SECTIONS = ("version", "rpc", "jobs", "metrics", "logs", "dashboard")
+
+#: RoadRunner's other top-level sections (its plugins): a RoadRunner file
+#: loads with them; rrjobs ignores them (one INFO line names those present).
+ROADRUNNER_SECTIONS = (
+    "server", "http", "grpc", "tcp", "kv", "service", "reload", "status", "temporal",
+    "centrifuge", "fileserver", "headers", "gzip", "static", "redis", "memcached",
+    "informer", "resetter", "otel", "endure", "lock", "websockets", "broadcast",
+    "include", "experimental", "api", "beanstalk", "fastcgi", "ssl", "http2", "http3",
+    "middleware", "uploads", "pool", "proxy_ip_parser", "sendremotefile", "prometheus",
+    "appLogger", "app_logger", "nats_kv", "boltdb_kv", "jobs_otel",
+)
+
+
+def driver_names() -> list[str]:
+    """The names of the installed drivers (entry points; nothing is imported)."""
+    from importlib.metadata import entry_points
+
+    from rrjobs.registry import GROUP
+
+    return sorted({ep.name for ep in entry_points(group=GROUP)})
+
+
 class Config:
-    """A loaded configuration: the raw tree plus the validated ``jobs`` section.
+    """A loaded configuration: the raw tree plus the validated sections.
 
     Implements :class:`~rrjobs.core.interfaces.Configurer`. Read-only after load;
-    safe to share.
+    safe to share. Every problem in the file is reported at once, in one
+    :class:`ConfigError` (``problems``). ``drivers``: the names of the
+    installed drivers, whose top-level sections are theirs (default: from the
+    entry points).
     """
 
-    def __init__(self, data: Mapping[str, Any] | None = None, *, source: str = "<dict>") -> None:
+    def __init__(self, data: Mapping[str, Any] | None = None, *, source: str = "<dict>",
+                 drivers: Iterable[str] | None = None,
+                 problems: Sequence[tuple[str, str]] = ()) -> None:
         self.source = source
         self.data: dict[str, Any] = dict(data or {})
+        found: list[tuple[str, str]] = list(problems)
         if "jobs" not in self.data:
-            raise ConfigError("jobs", "the jobs section is required")
-        self.jobs = validate(JobsConfig, self.data.get("jobs"), "jobs")
-        self.rpc = validate(RPCConfig, self.data.get("rpc"), "rpc")
+            found.append(("jobs", "the jobs section is required"))
+        self.jobs: JobsConfig = self._section(JobsConfig, "jobs", found)
+        self.rpc: RPCConfig = self._section(RPCConfig, "rpc", found)
         #: ``None`` without a ``metrics:`` section (no metrics endpoint)
-        self.metrics = (validate(MetricsConfig, self.data["metrics"], "metrics")
-                        if "metrics" in self.data else None)
-        self.dashboard = validate(DashboardConfig, self.data.get("dashboard"), "dashboard")
+        self.metrics: MetricsConfig | None = (
+            self._section(MetricsConfig, "metrics", found) if "metrics" in self.data else None)
+        self.dashboard: DashboardConfig = self._section(DashboardConfig, "dashboard", found)
+        #: ``None`` without a ``logs:`` section
+        self.logs: LogsConfig | None = (
+            self._section(LogsConfig, "logs", found) if "logs" in self.data else None)
+        self.driver_sections = self._check_top_level(
+            driver_names() if drivers is None else list(drivers), found)
+        self._check_consume(found)
+        if found:
+            raise ConfigError(found[0][0], found[0][1], found)
         self._warn_php_keys()
+
+    def _section(self, model: type[M], key: str, found: list[tuple[str, str]]) -> M:
+        try:
+            return validate_model(model, self.data.get(key), key)
+        except ConfigError as exc:
+            found.extend(exc.problems)
+            return model.model_construct()
+
+    def _check_top_level(self, drivers: list[str], found: list[tuple[str, str]]) -> list[str]:
+        ignored: list[str] = []
+        owned: list[str] = []
+        known = [*VALIDATED_SECTIONS, *drivers]
+        for key in self.data:
+            name = str(key)
+            if name in VALIDATED_SECTIONS:
+                continue
+            if name in drivers:
+                owned.append(name)
+            elif name in ROADRUNNER_SECTIONS:
+                ignored.append(name)
+            elif hint := suggest(name, known):
+                found.append((name, f"unknown section{hint}"))
+            else:
+                log.warning("%s: not a section rrjobs or RoadRunner knows; ignored", name)
+        if ignored:
+            log.info("RoadRunner sections not used by rrjobs, ignored: %s", ", ".join(ignored))
+        return owned
+
+    def _check_consume(self, found: list[tuple[str, str]]) -> None:
+        raw = self.data.get("jobs")
+        if not isinstance(raw, dict):
+            return
+        pipes, consume = raw.get("pipelines"), raw.get("consume")
+        if not isinstance(consume, list):
+            return
+        pipelines = [str(p) for p in pipes] if isinstance(pipes, dict) else []
+        for i, name in enumerate(consume):
+            if not isinstance(name, str) or name in pipelines:
+                continue
+            where = f"jobs.consume[{i}]"
+            hint = suggest(name, pipelines)
+            if hint:  # a typo of a pipeline of the file
+                found.append((where, f"unknown pipeline {name!r}{hint}; pipelines in the "
+                                     f"file: {', '.join(pipelines)}"))
+            else:  # as in RoadRunner: a pipeline declared at run time, started then
+                log.warning("%s: %r is not a pipeline of the file (pipelines: %s); it starts "
+                            "when a pipeline of that name is declared", where, name,
+                            ", ".join(pipelines) or "none")
 
     def _warn_php_keys(self) -> None:
         pool = self.jobs.pool
@@ -315,7 +511,7 @@ class Config:
         return value if found else default
 
     def unmarshal_key(self, key: str, model: type[M]) -> M:
-        return validate(model, self.get(key), key)
+        return validate_model(model, self.get(key), key)
 
     # Loading ------------------------------------------------------------------
 
@@ -330,8 +526,9 @@ class Config:
             raw = {}
         if not isinstance(raw, dict):
             raise ConfigError("", f"{source}: the top level must be a mapping")
-        expanded = _expand_tree(raw, os.environ if env is None else env)
-        return cls(expanded, source=source)
+        problems: list[tuple[str, str]] = []
+        expanded = _expand_tree(raw, os.environ if env is None else env, "", problems)
+        return cls(expanded, source=source, problems=problems)
 
     @classmethod
     def load(cls, path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:

@@ -13,9 +13,10 @@ client.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import Distribution, EntryPoint, entry_points
 
 from rrjobs.core.errors import DriverNotFoundError, DuplicateDriverError
 from rrjobs.core.interfaces import Configurer, Constructor
@@ -33,6 +34,54 @@ class DriverEntry:
     source: str
     target: str
     loader: Callable[[], ConstructorFactory]
+    dist: Distribution | None = None
+
+
+class DriverNotInstalledError(DriverNotFoundError):
+    """A driver is registered but a module it imports is missing (its extra
+    is not installed). The message names the ``pip install`` that fixes it."""
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+_REQ_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+_REQ_EXTRA = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
+
+
+def extra_providing(dist: Distribution, module: str) -> str | None:
+    """The extra of ``dist`` whose requirements provide ``module`` (matched by
+    normalised name: ``aio_pika`` → ``aio-pika``, ``nats`` → ``nats-py``,
+    ``google.cloud`` → ``google-cloud-pubsub``); the smallest such extra."""
+    mod = _norm(module)
+    by_extra: dict[str, list[str]] = {}
+    for req in dist.requires or []:
+        name, extra = _REQ_NAME.match(req), _REQ_EXTRA.search(req)
+        if name is not None and extra is not None:
+            by_extra.setdefault(extra.group(1), []).append(_norm(name.group(1)))
+    matching = [
+        (len(names), extra) for extra, names in by_extra.items()
+        if any(n == mod or n.startswith(mod + "-") or mod.startswith(n + "-") for n in names)
+    ]
+    return min(matching)[1] if matching else None
+
+
+def load_factory(entry: DriverEntry) -> ConstructorFactory:
+    """Import a driver's entry point. A missing module becomes a
+    :class:`DriverNotInstalledError` naming the extra to install."""
+    try:
+        return entry.loader()
+    except ModuleNotFoundError as exc:
+        missing = exc.name or str(exc)
+        if missing == entry.target.partition(":")[0] or entry.dist is None:
+            raise DriverNotInstalledError(
+                f"the {entry.name} driver cannot be imported from {entry.source}: {exc}") from None
+        extra = extra_providing(entry.dist, missing)
+        fix = (f"pip install '{entry.dist.name}[{extra}]'" if extra is not None
+               else f"install the Python module {missing!r}")
+        raise DriverNotInstalledError(
+            f"the {entry.name} driver needs {missing}, which is not installed: {fix}") from None
 
 
 def _dist_name(ep: EntryPoint) -> str:
@@ -64,7 +113,7 @@ class DriverRegistry:
     def from_entry_points(cls, group: str = GROUP) -> DriverRegistry:
         """Every driver registered in installed distributions' metadata."""
         entries = [
-            DriverEntry(ep.name, _dist_name(ep), ep.value, ep.load)
+            DriverEntry(ep.name, _dist_name(ep), ep.value, ep.load, getattr(ep, "dist", None))
             for ep in entry_points(group=group)
         ]
         return cls(entries)
@@ -83,6 +132,9 @@ class DriverRegistry:
     def source(self, name: str) -> str:
         return self._entries[name].source
 
+    def entry(self, name: str) -> DriverEntry | None:
+        return self._entries.get(name)
+
     def constructor(self, name: str, configurer: Configurer, *, where: str = "") -> Constructor:
         """Load driver ``name`` and build its constructor.
 
@@ -95,7 +147,11 @@ class DriverRegistry:
             raise DriverNotFoundError(
                 f"{prefix}unknown driver {name!r}; available drivers: {available}"
             )
-        factory = entry.loader()
+        try:
+            factory = load_factory(entry)
+        except DriverNotInstalledError as exc:
+            prefix = f"{where}: " if where else ""
+            raise DriverNotInstalledError(f"{prefix}{exc}") from None
         constructor = factory(configurer)
         if not isinstance(constructor, Constructor):
             raise TypeError(

@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError, DriverNotFoundError, RRJobsError
@@ -44,6 +47,7 @@ from rrjobs.rpc.guard import resolve_token
 from rrjobs.rpc.server import RPCServer
 from rrjobs.runtime.app import App, load_app
 from rrjobs.runtime.jobs import Jobs
+from rrjobs.runtime.preflight import check_pipelines_sync
 
 log = logging.getLogger("rrjobs.server")
 
@@ -188,23 +192,73 @@ def _config_problem(exc: ConfigError) -> None:
               else f"rrjobs: config error: {message}", file=sys.stderr)
 
 
-def load(config_path: str, app_path: str | None) -> tuple[Config, App]:
-    """Load the config and the application. Raises :class:`ConfigError` (with
-    a key path) for every problem in either."""
+def _user_traceback(exc: BaseException) -> str:
+    """``exc`` as Python prints it, keeping only the frames of the user's code
+    (none of rrjobs' or the import machinery's)."""
+    hidden = ("<frozen ", str(Path(__file__).resolve().parent),
+              str(Path(importlib.__file__).resolve().parent))
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not str(Path(f.filename).resolve()).startswith(hidden)
+              and not f.filename.startswith("<frozen ")]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)] if frames \
+        else []
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines).rstrip("\n")
+
+
+def _raised_by(exc: BaseException, func: Any) -> bool:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code is func.__code__
+
+
+def _import_failure(path: str, exc: BaseException) -> str:
+    head = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1]
+    return f"cannot import {path!r}: {head}\n{_user_traceback(exc)}"
+
+
+def load_application(path: str, key: str) -> App:
+    """Import the :class:`App` at ``path`` (from ``key``: ``--app`` or
+    ``jobs.app``). Any failure is a :class:`ConfigError` whose first line says
+    what failed, followed by the user's exception and its frames."""
+    try:
+        return load_app(path)
+    except (ValueError, TypeError) as exc:
+        if _raised_by(exc, load_app):  # a bad path or object, not the user's code
+            raise ConfigError(key, str(exc)) from None
+        raise ConfigError(key, _import_failure(path, exc)) from None
+    except ModuleNotFoundError as exc:
+        module = path.partition(":")[0] if ":" in path else path.rpartition(".")[0]
+        if exc.name == module:
+            raise ConfigError(key, f"cannot import {path!r}: no module named {module!r} "
+                                   f"(searched the config's directory, the working "
+                                   f"directory and sys.path)") from None
+        raise ConfigError(key, _import_failure(path, exc)) from None
+    except Exception as exc:  # the user's module raised while importing
+        raise ConfigError(key, _import_failure(path, exc)) from None
+
+
+def load(config_path: str, app_path: str | None, *, drivers: bool = True) -> tuple[Config, App]:
+    """Load the config and the application, and check every pipeline's driver
+    options (connecting to nothing). Raises :class:`ConfigError` with every
+    problem found (``problems``)."""
     config = Config.load(config_path)
     add_app_paths(config_path)
+    problems = check_pipelines_sync(config) if drivers else []
     path = app_path or config.jobs.app
     key = "--app" if app_path else "jobs.app"
+    app = App()
     if not path:
         log.warning("no application given (--app or jobs.app): jobs have no handlers and "
                     "fail until they are dead-lettered")
-        return config, App()
-    try:
-        app = load_app(path)
-    except ImportError as exc:
-        raise ConfigError(key, f"cannot import {path!r}: {exc}") from None
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(key, str(exc)) from None
+    else:
+        try:
+            app = load_application(path, key)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems[0][0], problems[0][1], problems)
     return config, app
 
 
