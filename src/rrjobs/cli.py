@@ -462,6 +462,10 @@ def stat(as_json: bool, watching: bool, interval: float, rpc: str | None,
 def watch_stats(rpc: str | None, config: str | None, interval: float, as_json: bool) -> None:
     """``stat --watch``: poll until Ctrl-C; an unreachable server is shown, not fatal
     (any other error, such as a refused token, is)."""
+    import asyncio
+
+    from rrjobs.core.errors import RRJobsError
+    from rrjobs.rpc.client import RPCClient
     from rrjobs.rpc.errors import RPCConnectionError
     from rrjobs.watch import watch
 
