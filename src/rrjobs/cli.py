@@ -319,16 +319,17 @@ def cli() -> None:
               help="Listen address, overrides rpc.listen [env RRJOBS_RPC].")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
                                                 case_sensitive=False),
-              default="info", show_default=True)
+              help="Overrides logs.level [default: logs.level, else info].")
 @click.option("--dashboard/--no-dashboard", "dashboard", default=None,
               help="Serve the web dashboard (overrides dashboard.enabled; address "
                    "dashboard.listen, default 127.0.0.1:6002).")
-def serve(config: str, app: str | None, rpc: str | None, log_level: str,
+def serve(config: str, app: str | None, rpc: str | None, log_level: str | None,
           dashboard: bool | None) -> None:
     """Run the jobs runtime and the RPC server until SIGINT or SIGTERM."""
     from rrjobs.server import run
 
-    sys.exit(run(config, app, rpc, log_level.lower(), dashboard=dashboard))
+    sys.exit(run(config, app, rpc, log_level.lower() if log_level else None,
+                 dashboard=dashboard))
 
 
 @cli.command()

@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from rrjobs.config import Config
+from rrjobs.config import Config, LogsConfig
 from rrjobs.core.errors import ConfigError, DriverNotFoundError, RRJobsError
 from rrjobs.dashboard import DashboardServer
 from rrjobs.metrics import MetricsServer
@@ -55,7 +55,6 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
 class Server:
@@ -171,11 +170,13 @@ def dashboard_server(jobs: Jobs, config: Config) -> DashboardServer:
     return DashboardServer(jobs, host, port, token=token, interval=cfg.interval)
 
 
-def configure_logging(level: str) -> None:
-    """Log to stderr at ``level`` (debug, info, warning, error). Handlers that
-    an embedding program installed already are kept."""
-    logging.basicConfig(format=LOG_FORMAT, stream=sys.stderr)
-    logging.getLogger().setLevel(level.upper())
+def configure_logging(level: str | None, logs: LogsConfig | None = None) -> None:
+    """Log as the ``logs:`` section says (:mod:`rrjobs.logs`); ``level``
+    (``--log-level``) overrides its level. Without a section: console lines on
+    stderr at ``info``; handlers an embedding program installed are kept."""
+    from rrjobs.logs import configure
+
+    configure(logs, level)
 
 
 def add_app_paths(config_path: str | Path) -> None:
@@ -287,11 +288,14 @@ async def _serve_and_exit(config: Config, app: App, listen: str | None,
 
 
 def run(config_path: str, app_path: str | None = None, listen: str | None = None,
-        log_level: str = "info", *, dashboard: bool | None = None) -> int:
-    """The body of ``rrjobs serve``; returns the exit code (see the module doc)."""
+        log_level: str | None = None, *, dashboard: bool | None = None) -> int:
+    """The body of ``rrjobs serve``; returns the exit code (see the module doc).
+    ``log_level``: ``--log-level``, over ``logs.level``."""
     configure_logging(log_level)
     try:
         config, app = load(config_path, app_path)
+        if config.logs is not None:
+            configure_logging(log_level, config.logs)
         log.info("config %s loaded; application %s", config_path,
                  app_path or config.jobs.app or "<none>")
         asyncio.run(_serve_and_exit(config, app, listen, dashboard))

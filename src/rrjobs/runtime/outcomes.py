@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from rrjobs.config import RetryConfig
-from rrjobs.core.errors import PoisonMessageError
+from rrjobs.core.errors import NoHandlerError, PoisonMessageError
 from rrjobs.core.headers import RR_ATTEMPTS, RR_ERROR, RR_ORIGINAL_PIPELINE
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
@@ -45,6 +45,17 @@ from rrjobs.runtime.context import JobContext, max_attempts_of
 from rrjobs.runtime.control import Reject, Retry
 
 log = logging.getLogger("rrjobs.runtime")
+
+
+def _trace(exc: BaseException) -> BaseException | None:
+    """What a failure's log line carries as ``exc_info``: the handler's
+    exception with its traceback, logged once, on the one line that reports
+    the failure; none for outcomes a handler chose (``Reject``, ``Retry``) or
+    failures without a handler's frames (no handler, unreadable job, timeout)."""
+    if isinstance(exc, Reject | Retry | PoisonMessageError | NoHandlerError) \
+            or exc.__traceback__ is None:
+        return None
+    return exc
 
 PushFn = Callable[[Message], Awaitable[None]]
 #: What became of one run of a handler: ``ok``; ``retried`` (requeued);
@@ -194,12 +205,13 @@ class Outcomes:
             # The handler settled the job and then raised: its decision stands.
             self._remember(job, exc, failures, f"kept the handler's {job.settled}")
             log.warning("job %s (%s) raised after settling (%s): %r",
-                        job.id, job.name, job.settled, exc)
+                        job.id, job.name, job.settled, exc, exc_info=_trace(exc))
             self._observe(job, "failed", exc)
             return
         if job.auto_ack:
             self._remember(job, exc, failures, "not retried (auto_ack)")
-            log.error("auto_ack job %s (%s) failed and is not retried: %r", job.id, job.name, exc)
+            log.error("auto_ack job %s (%s) failed and is not retried: %r", job.id, job.name, exc,
+                      exc_info=_trace(exc))
             self._observe(job, "failed", exc)
             return
         policy = self._policy_of(job.pipeline)
@@ -218,7 +230,7 @@ class Outcomes:
                 delay = min(delay, caps.max_delay)
             self._remember(job, exc, failures, f"retried in {delay:.3g}s")
             log.info("job %s (%s) failed (attempt %d of %d), retrying in %.3gs: %r",
-                     job.id, job.name, failures, max_attempts, delay, exc)
+                     job.id, job.name, failures, max_attempts, delay, exc, exc_info=_trace(exc))
             await job.requeue({RR_ATTEMPTS: [str(failures)]}, delay)
             counters.retried += 1
             self._observe(job, "retried", exc)
@@ -247,20 +259,21 @@ class Outcomes:
             await job.ack()
             counters.dead_lettered += 1
             log.error("job %s (%s) failed %d times, moved to pipeline %r: %s",
-                      job.id, job.name, failures, policy.dead_letter, error)
+                      job.id, job.name, failures, policy.dead_letter, error, exc_info=_trace(exc))
             self._observe(job, "dead_lettered", exc)
             return
         await job.nack(requeue=False)
         if caps.dead_letter:
             counters.dead_lettered += 1
             log.error("job %s (%s) failed %d times, dead-lettered by the %s driver: %s",
-                      job.id, job.name, failures, job.driver_name, error)
+                      job.id, job.name, failures, job.driver_name, error, exc_info=_trace(exc))
             self._observe(job, "dead_lettered", exc)
         else:
             counters.dropped += 1
             log.error("job %s (%s) failed %d times and was DROPPED (pipeline %r has no "
                       "retry.dead_letter and the %s driver no dead-letter store): %s",
-                      job.id, job.name, failures, job.pipeline, job.driver_name, error)
+                      job.id, job.name, failures, job.pipeline, job.driver_name, error,
+                      exc_info=_trace(exc))
             self._observe(job, "dropped", exc)
 
     async def abandoned(self, job: Job) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import signal
@@ -39,6 +40,7 @@ from rrjobs.core.job import Job
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.runtime.app import App, HandlerSpec, JobData
 from rrjobs.runtime.context import timeout_of
+from rrjobs.runtime.logcontext import CURRENT_JOB
 from rrjobs.runtime.outcomes import Outcomes
 from rrjobs.runtime.threads import HandlerThreads
 from rrjobs.tracing import Tracing
@@ -189,7 +191,11 @@ class WorkerPool:
                     if self._closing and slot.job is None:
                         return
                     raise
-            await execute(slot, job)
+            token = CURRENT_JOB.set((job.id, job.pipeline, job.attempts + 1))
+            try:
+                await execute(slot, job)
+            finally:
+                CURRENT_JOB.reset(token)
         if slot.retired:
             self._retired.discard(slot)
             log.warning("the handler that ignored its cancellation finished; its worker ends")
@@ -304,7 +310,9 @@ class WorkerPool:
                 raise
         else:
             args = (job,) if sig is None else sig.args(job, self.outcomes.context)
-            await self.threads.run(spec.func, *args, label=f"job {job.id} ({job.name})")
+            # the thread logs with the job's context (CURRENT_JOB) too
+            await self.threads.run(contextvars.copy_context().run, spec.func, *args,
+                                   label=f"job {job.id} ({job.name})")
 
     async def _settle_failure(self, job: Job, exc: BaseException) -> None:
         if self.tracing is not None:
