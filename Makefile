@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test unit docs integration-install lint lint-imports type check bench clean
+.PHONY: demo test unit docs dist integration-install lint lint-imports type check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,12 +31,18 @@ integration-install: $(VENV)/.dev
 
 # The import contracts first (pyproject.toml [tool.importlinter]): a layer
 # violation fails the run before the tests.
-test: $(VENV)/.dev integration-install lint-imports docs
+test: $(VENV)/.dev integration-install lint-imports docs dist
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The documentation site (mkdocs.yml); --strict: a broken link or reference fails.
 docs: $(VENV)/.dev
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# The sdist and wheel, checked as PyPI would (metadata, README rendering).
+dist: $(VENV)/.dev
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist
+	$(BIN)/twine check --strict dist/*
 
 unit: $(VENV)/.dev
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
@@ -57,4 +63,4 @@ bench: $(VENV)/.base
 	$(BIN)/rrjobs bench --driver memory --jobs 200000 --json
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site dist

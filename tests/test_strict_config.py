@@ -205,3 +205,11 @@ def test_cli_default_listen_is_the_rpc_default() -> None:
     from rrjobs.rpc.address import DEFAULT_LISTEN as RPC_DEFAULT
 
     assert DEFAULT_LISTEN == RPC_DEFAULT
+
+
+def test_shell_completion_completes_lazy_commands(tmp_path: Path) -> None:
+    env = {**__import__("os").environ, "_RRJOBS_COMPLETE": "bash_complete",
+           "COMP_WORDS": "rrjobs ch", "COMP_CWORD": "1"}
+    got = subprocess.run([*RRJOBS], env=env, capture_output=True, text=True, timeout=60,
+                         check=False, cwd=tmp_path)
+    assert got.stdout.split() == ["plain,check"]
