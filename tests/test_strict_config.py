@@ -196,7 +196,7 @@ def test_help_imports_no_server_library_nor_broker_client(tmp_path: Path) -> Non
                          timeout=60, check=True, cwd=tmp_path)
     *_, loaded, ours = got.stdout.splitlines()
     assert json.loads(loaded) == []
-    assert json.loads(ours) == ["rrjobs", "rrjobs.cli"]
+    assert json.loads(ours) == ["rrjobs", "rrjobs._version", "rrjobs.cli"]
     assert "check" in got.stdout and "serve" in got.stdout
 
 
