@@ -454,10 +454,34 @@ def stat(as_json: bool, watching: bool, interval: float, rpc: str | None,
     if interval != 1.0:
         raise click.UsageError("--interval needs --watch")
     stats = call(rpc, config, lambda c: c.stat())
+    schedules = _schedules(config)
     if as_json:
-        click.echo(json.dumps({"stats": [s.as_dict() for s in stats]}, indent=2))
+        out: dict[str, Any] = {"stats": [s.as_dict() for s in stats]}
+        if schedules is not None:
+            out["schedules"] = schedules
+        click.echo(json.dumps(out, indent=2))
         return
     print_stats(stats)
+    if schedules:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="schedules (next runs, from the config)", title_style="bold",
+                      header_style="bold", pad_edge=False)
+        for col in ("schedule", "pipeline", "job", "when", "next run (UTC)"):
+            table.add_column(col)
+        for s in schedules:
+            table.add_row(s["name"], s["pipeline"], s["job"], s["schedule"], s["next_run"])
+        Console().print(table)
+
+
+def _schedules(config: str | None) -> list[dict[str, Any]] | None:
+    """``-c``'s ``jobs.schedules`` with their next runs (None without ``-c``)."""
+    if not config:
+        return None
+    from rrjobs.runtime.schedules import describe
+
+    return [s.as_dict() for s in describe(_load(config).jobs.schedules)]
 
 
 def watch_stats(rpc: str | None, config: str | None, interval: float, as_json: bool) -> None:

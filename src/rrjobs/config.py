@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.options import Duration, StrictModel, config_error
@@ -212,6 +219,56 @@ class OptionsConfig(StrictModel):
     parallelism: int = Field(default=10, ge=0)
 
 
+class ScheduleConfig(StrictModel):
+    """``jobs.schedules.<name>``: a job pushed periodically (see
+    :mod:`rrjobs.runtime.schedules`). Exactly one of ``cron`` and ``every``."""
+
+    #: a cron expression (5 fields, UTC), e.g. ``"*/5 * * * *"``
+    cron: str | None = None
+    #: an interval, e.g. ``30s`` or ``1h``; ticks fall on its multiples since the epoch
+    every: Duration | None = None
+    pipeline: str = Field(min_length=1)
+    job: str = Field(min_length=1)
+    #: text (sent as UTF-8) or any YAML value (sent as JSON)
+    payload: Any = None
+    headers: dict[str, str | list[str]] = Field(default_factory=dict)
+    priority: int = 0
+
+    @field_validator("cron")
+    @classmethod
+    def _check_cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            from croniter import croniter
+        except ModuleNotFoundError:  # pragma: no cover - a core dependency
+            raise ValueError("cron schedules need croniter: pip install croniter") from None
+        if not croniter.is_valid(value):
+            raise ValueError(f"invalid cron expression {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ScheduleConfig:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("give exactly one of cron and every")
+        if self.every is not None and self.every <= 0:
+            raise ValueError("every must be > 0")
+        return self
+
+
+def _schedules_map(value: Any) -> Any:
+    """``jobs.schedules`` as a map by name; a list of items with ``name`` too."""
+    if isinstance(value, list):
+        out: dict[str, Any] = {}
+        for i, item in enumerate(value):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise ValueError(f"item {i}: a schedule in a list needs a name")
+            rest = {k: v for k, v in item.items() if k != "name"}
+            out[item["name"]] = rest
+        return out
+    return value
+
+
 class JobsConfig(StrictModel):
     """The ``jobs:`` section."""
 
@@ -223,6 +280,15 @@ class JobsConfig(StrictModel):
     pipelines: dict[str, PipelineConfig] = Field(default_factory=dict)
     options: OptionsConfig = Field(default_factory=OptionsConfig)
     app: str | None = None
+    #: periodic jobs by name
+    schedules: dict[str, ScheduleConfig] = Field(default_factory=dict)
+    #: whether this server pushes the schedules' jobs
+    schedules_enabled: bool = True
+    #: a SQLite file shared by the servers where each tick is claimed once
+    schedules_lock: str | None = None
+
+    _schedules_list = field_validator("schedules", mode="before")(
+        classmethod(lambda cls, v: _schedules_map(v)))
 
     @property
     def parallelism(self) -> int:
@@ -421,6 +487,7 @@ class Config:
         self.driver_sections = self._check_top_level(
             driver_names() if drivers is None else list(drivers), found)
         self._check_consume(found)
+        self._check_schedules(found)
         if found:
             raise ConfigError(found[0][0], found[0][1], found)
         self._warn_php_keys()
@@ -451,6 +518,15 @@ class Config:
         if ignored:
             log.info("RoadRunner sections not used by rrjobs, ignored: %s", ", ".join(ignored))
         return owned
+
+    def _check_schedules(self, found: list[tuple[str, str]]) -> None:
+        pipelines = list(getattr(self.jobs, "pipelines", None) or {})
+        for name, sched in (getattr(self.jobs, "schedules", None) or {}).items():
+            if sched.pipeline not in pipelines:
+                found.append((f"jobs.schedules.{name}.pipeline",
+                              f"unknown pipeline {sched.pipeline!r}"
+                              f"{suggest(sched.pipeline, pipelines)}; pipelines in the file: "
+                              f"{', '.join(pipelines) or 'none'}"))
 
     def _check_consume(self, found: list[tuple[str, str]]) -> None:
         raw = self.data.get("jobs")

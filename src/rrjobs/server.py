@@ -48,6 +48,7 @@ from rrjobs.rpc.server import RPCServer
 from rrjobs.runtime.app import App, load_app
 from rrjobs.runtime.jobs import Jobs
 from rrjobs.runtime.preflight import check_pipelines_sync
+from rrjobs.runtime.schedules import Scheduler
 
 log = logging.getLogger("rrjobs.server")
 
@@ -80,6 +81,10 @@ class Server:
         self.dashboard = (dashboard_server(self.jobs, config)
                           if (config.dashboard.enabled if dashboard is None else dashboard)
                           else None)
+        jc = config.jobs
+        #: pushes the ``jobs.schedules`` jobs (none when ``schedules_enabled`` is false)
+        self.scheduler = (Scheduler(jc.schedules, self.jobs.push, jc.schedules_lock)
+                          if jc.schedules and jc.schedules_enabled else None)
         self._stopped = False
 
     @property
@@ -92,7 +97,7 @@ class Server:
         the dashboard (those configured). On failure nothing is left running."""
         parts: list[tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]] = [
             (self.jobs.start, self.jobs.stop), (self.rpc.start, self.rpc.stop)]
-        for extra in (self.metrics, self.dashboard):
+        for extra in (self.scheduler, self.metrics, self.dashboard):
             if extra is not None:
                 parts.append((extra.start, extra.stop))
         started: list[Callable[[], Awaitable[None]]] = []
@@ -114,6 +119,8 @@ class Server:
         if self._stopped:
             return
         self._stopped = True
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         await self.rpc.stop()
         await self.jobs.stop()
         if self.metrics is not None:
