@@ -13,8 +13,9 @@ constructor only names the pieces::
         section_key = "sqs"                 # the global section, if any
         section_model = SQSSection
 
-This class reads the global section once, when the first pipeline is built
-(a bad value fails with its key path), validates each pipeline's options
+This class validates the global section once, when it is created (a bad
+value fails with its key path; a required section that is absent fails when
+the first pipeline is built), validates each pipeline's options
 with exact key paths (from the config file or from ``Declare``), fills in
 the pipeline priority from the options, opens the driver, and closes it
 again when opening fails, so that a driver that could not start leaves no
@@ -58,6 +59,9 @@ class DriverConstructor(Constructor):
     def __init__(self, configurer: Configurer) -> None:
         super().__init__(configurer)
         self._section: Any = None
+        key, model = self.section_key, self.section_model
+        if key is not None and model is not None and configurer.has(key):
+            self._section = configurer.unmarshal_key(key, model)  # bad values fail now
 
     @property
     def section(self) -> Any:
