@@ -127,3 +127,22 @@ def test_json_formatter_and_extra() -> None:
     got = json.loads(JSONFormatter().format(record))
     assert (got["msg"], got["order"], got["level"]) == ("m 1", "o-1", "info")
     assert "job_id" not in got
+
+
+def test_rotation_keys_are_reported_not_silently_ignored(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        logs = Config.from_yaml(
+            f"logs: {{file_logger_options: {{log_output: {tmp_path / 'x.log'}, max_size: 10}}}}"
+            "\njobs: {}").logs
+        configure(logs, "info")
+        assert "logs.file_logger_options.max_size: rrjobs does not rotate" in caplog.text
+        logging.getLogger("y").warning("to the file")
+        assert "to the file" in (tmp_path / "x.log").read_text()
+    finally:
+        for h in [h for h in root.handlers if h not in saved[0]]:
+            root.removeHandler(h)
+            h.close()
+        root.handlers, root.level = saved

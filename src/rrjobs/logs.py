@@ -128,6 +128,7 @@ def configure(logs: LogsConfig | None, level: str | None = None) -> None:
         return
     if channel is None:
         channel = LogChannel()
+    _warn_rotation(channel)
     output = (channel.file_logger_options.log_output
               if channel.file_logger_options and channel.file_logger_options.log_output
               else channel.output)
@@ -144,6 +145,17 @@ def configure(logs: LogsConfig | None, level: str | None = None) -> None:
         if channel.line_ending is not None and isinstance(handler, logging.StreamHandler):
             handler.terminator = channel.line_ending
         root.addHandler(_marked(handler))
+
+
+def _warn_rotation(channel: LogChannel) -> None:
+    opts = channel.file_logger_options
+    if opts is None:
+        return
+    for key in ("max_size", "max_age", "max_backups", "compress"):
+        if getattr(opts, key) is not None:
+            logging.getLogger("rrjobs.logs").warning(
+                "logs.file_logger_options.%s: rrjobs does not rotate its log file; "
+                "leave rotation to the system (logrotate with copytruncate)", key)
 
 
 def _marked(handler: logging.Handler) -> logging.Handler:
