@@ -15,12 +15,13 @@ from aiobotocore.session import get_session  # type: ignore[import-untyped,unuse
 from integration.pytest_plugin import SqsEndpoint
 from rrjobs.config import Config
 from rrjobs.core.errors import AckLostError, ConfigError, UnsupportedFeatureError
+from rrjobs.core.headers import RR_ERROR, UNREADABLE
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.resilience import FailureWindow
 from rrjobs.drivers.sqs import SQSConstructor, SQSDriver, codec
-from rrjobs.drivers.sqs import driver as sqs_driver
 
 pytestmark = [pytest.mark.sqs, pytest.mark.timeout(120)]
 
@@ -219,45 +220,77 @@ async def test_a_malformed_message_does_not_stop_the_receive_loop(
         job = await node.take()
         assert job.payload == payload
         await job.ack()
-    task = node.driver._loop_task
-    assert task is not None and not task.done()
+    assert node.driver.supervisor.running("fetch") and node.driver.ready
 
 
-async def test_a_message_that_cannot_be_delivered_is_left_to_its_visibility(
+async def test_a_message_that_cannot_be_decoded_becomes_a_failed_job(
         nodes: Callable[..., Any], client: Any, unique_name: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A message whose delivery fails is logged and left on the queue; the loop goes on."""
+    """A message whose decoding fails is delivered as a failed job (``rrjobs.unreadable``,
+    ``rr_error``) with its raw body; its nack deletes it (no redrive policy), never a
+    redelivery loop, and the receive loop goes on."""
     node = await nodes(unique_name, run=False)
     await node.driver.push(Message("j", b"poison", unique_name))
     await node.driver.push(Message("j", b"good", unique_name))
     real = codec.decode
-    failed: list[str] = []
 
     def decode(message: Any, default_priority: int) -> codec.Decoded:
-        if message.get("Body") == "poison" and not failed:
-            failed.append(str(message["ReceiptHandle"]))
+        if message.get("Body") == "poison":
             raise RuntimeError("cannot decode")
         return real(message, default_priority)
 
     monkeypatch.setattr(codec, "decode", decode)
     await node.driver.run(Pipeline(name=unique_name, driver="sqs"))
-    good = await node.take()
-    assert good.payload == b"good" and len(failed) == 1
+    got = {}
+    for _ in range(2):
+        job = await node.take()
+        got[job.payload] = job
+    bad, good = got[b"poison"], got[b"good"]
+    assert bad.name == UNREADABLE and bad.failure is not None
+    assert "RuntimeError: cannot decode" in bad.headers[RR_ERROR][0]
+    assert bad.lease == node.driver.visibility
     await good.ack()
-    # Not deleted: visible again once its visibility ends (here at once), then delivered.
-    await client.change_message_visibility(QueueUrl=node.driver.queue_url,
-                                           ReceiptHandle=failed[0], VisibilityTimeout=0)
-    again = await node.take()
-    assert again.payload == b"poison"
-    await again.ack()
+    await bad.nack()
+    await node.nothing(1.5)
+    attrs = (await client.get_queue_attributes(
+        QueueUrl=node.driver.queue_url, AttributeNames=["All"]))["Attributes"]
+    assert attrs["ApproximateNumberOfMessages"] == "0"
+    assert attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+
+async def test_a_garbled_message_is_dead_lettered_through_the_redrive_policy(
+        nodes: Callable[..., Any], client: Any, unique_name: str) -> None:
+    """Unreadable ``rr_headers``: the failed job's nack sends the raw body, with its
+    ``rr_error``, to the queue's dead-letter queue."""
+    dlq = (await client.create_queue(QueueName=f"{unique_name}-dlq"))["QueueUrl"]
+    try:
+        arn = (await client.get_queue_attributes(
+            QueueUrl=dlq, AttributeNames=["QueueArn"]))["Attributes"]["QueueArn"]
+        policy = {"deadLetterTargetArn": arn, "maxReceiveCount": 5}
+        node = await nodes(unique_name, attributes={"RedrivePolicy": policy})
+        await client.send_message(QueueUrl=node.driver.queue_url, MessageBody="garbled",
+                                  MessageAttributes={
+                                      "rr_id": {"DataType": "String", "StringValue": "g1"},
+                                      "rr_headers": {"DataType": "Binary",
+                                                     "BinaryValue": b"{not json"}})
+        bad = await node.take()
+        assert (bad.name, bad.payload) == (UNREADABLE, b"garbled")
+        await bad.nack()
+        reply = await client.receive_message(QueueUrl=dlq, WaitTimeSeconds=5,
+                                             MessageAttributeNames=["All"])
+        (msg,) = reply["Messages"]
+        dead = codec.decode(msg, 1)
+        assert dead.payload == b"garbled" and dead.name == UNREADABLE
+        assert "BadHeadersError" in dead.headers[RR_ERROR][0]
+    finally:
+        await client.delete_queue(QueueUrl=dlq)
 
 
 async def test_a_lasting_receive_failure_asks_for_a_restart(
         nodes: Callable[..., Any], client: Any, unique_name: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """With ``skip_queue_declaration`` a deleted queue is not re-created: the receive
-    loop fails until ``RESTART_AFTER`` and then asks the runtime for a restart."""
-    monkeypatch.setattr(sqs_driver, "RESTART_AFTER", 1.0)
+    loop fails until its failure window expires and then asks the runtime for a restart."""
     await client.create_queue(QueueName=unique_name)
     node = await nodes(unique_name, run=False, skip_queue_declaration=True,
                        wait_time_seconds=0)
@@ -269,6 +302,7 @@ async def test_a_lasting_receive_failure_asks_for_a_restart(
         asked.set()
 
     node.driver.command_handler = handler
+    node.driver.fetch_failures = FailureWindow(1.0)
     await client.delete_queue(QueueUrl=node.driver.queue_url)
     await node.driver.run(Pipeline(name=unique_name, driver="sqs"))
     async with asyncio.timeout(30):

@@ -537,3 +537,28 @@ async def test_the_runtime_dead_letters_an_unreadable_job_without_a_handler() ->
     assert pushed[0].pipeline == "dlq" and pushed[0].payload == b"\x00bad"
     assert "ValueError: nope" in pushed[0].headers[RR_ERROR][0]
     assert PoisonMessageError.__name__ in pushed[0].headers[RR_ERROR][0]
+
+
+# -- a call in flight at pause -------------------------------------------------------------
+
+
+async def test_in_flight_settle_closes_the_gate_and_waits_for_the_call() -> None:
+    from rrjobs.core.inflight import InFlight
+
+    lane = Lane(PriorityQueue(), "p", 4)
+    lane.open()
+    tracked = InFlight()
+    release = asyncio.Event()
+
+    async def call() -> None:
+        with tracked:
+            await release.wait()
+
+    task = asyncio.get_running_loop().create_task(call())
+    await asyncio.sleep(0)
+    assert tracked.busy
+    assert not await tracked.settle(lane, 0.05)  # still in flight: bounded wait
+    assert not lane.is_open and lane.room() == 0
+    release.set()
+    assert await tracked.wait(1.0) and not tracked.busy
+    await task

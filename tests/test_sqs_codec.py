@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from rrjobs.core.errors import PayloadTooLargeError
-from rrjobs.core.headers import DEDUCED_BY_RR
+from rrjobs.core.headers import DEDUCED_BY_RR, BadHeadersError
 from rrjobs.drivers.sqs import codec
 
 
@@ -122,6 +122,23 @@ def test_max_payload_fits_and_more_is_refused() -> None:
                      priority=1, delay=0, auto_ack=False)
 
 
-def test_whole_seconds_rounds_up() -> None:
-    assert [codec.whole_seconds(d) for d in (0, 0.2, 1.0, 1.0000001, 900.5)] == [
-        0, 1, 1, 1, 901]
+def test_unreadable_headers_fail_decoding() -> None:
+    """Garbage ``rr_headers`` (or a nested foreign attribute) is a decode error: the
+    driver turns the message into a failed, dead-lettered job."""
+    for raw in (b"not json", b"[1, 2]"):
+        with pytest.raises(BadHeadersError):
+            codec.decode({"Body": "x", "MessageAttributes": {
+                "rr_id": {"DataType": "String", "StringValue": "j"},
+                "rr_headers": {"DataType": "Binary", "BinaryValue": raw}}}, 1)
+
+
+def test_delays_are_whole_seconds_rounded_up() -> None:
+    """The driver declares whole seconds; the kit's rounding never delivers early."""
+    from rrjobs.core.delays import delay_units
+    from rrjobs.drivers.sqs.config import SQSOptions
+    from rrjobs.drivers.sqs.driver import capabilities_for
+
+    caps = capabilities_for(SQSOptions(), dead_letter=False)
+    assert caps.delay_granularity == 1.0
+    assert [delay_units(d, caps.delay_granularity) for d in (0, 0.2, 1.0, 1.0000001, 900.5)] == [
+        0, 1, 1, 2, 901]

@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -46,8 +45,10 @@ from rrjobs.core.headers import (
     RR_ID,
     RR_JOB,
     RR_PRIORITY,
+    BadHeadersError,
     Headers,
     headers_from_json,
+    normalize_headers,
 )
 
 RR_ENCODING = "rr_encoding"
@@ -143,11 +144,6 @@ def encode(*, id: str, name: str, payload: bytes, headers: Headers, priority: in
     return Encoded(body, attributes, size)
 
 
-def whole_seconds(delay: float) -> int:
-    """A delay in whole seconds, rounded up (never early)."""
-    return max(0, math.ceil(round(delay, 6)))
-
-
 # -- decoding ---------------------------------------------------------------------------------
 
 
@@ -206,7 +202,10 @@ def payload_of(body: str, encoding: str | None) -> bytes:
 
 
 def decode(message: Mapping[str, Any], default_priority: int) -> Decoded:
-    """The job in a received SQS message (RoadRunner's, rrjobs' or foreign)."""
+    """The job in a received SQS message (RoadRunner's, rrjobs' or foreign).
+
+    Raises :class:`~rrjobs.core.headers.BadHeadersError` when ``rr_headers``
+    cannot be read (the driver dead-letters such a message)."""
     attrs: Mapping[str, Mapping[str, Any]] = message.get("MessageAttributes") or {}
     encoding_attr = attrs.get(RR_ENCODING)
     encoding = _attr_text(encoding_attr) if encoding_attr is not None else None
@@ -219,9 +218,11 @@ def decode(message: Mapping[str, Any], default_priority: int) -> Decoded:
     if raw_headers is not None:
         raw = raw_headers.get("BinaryValue", raw_headers.get("StringValue"))
         headers = headers_from_json(raw)
+        if headers is None:
+            raise BadHeadersError("rr_headers is not a JSON object of header values")
     if headers is None:
-        headers = {} if not foreign else {
-            k: [_attr_text(v)] for k, v in attrs.items() if k != RR_ENCODING}
+        headers = {} if not foreign else normalize_headers(
+            {k: _attr_text(v) for k, v in attrs.items() if k != RR_ENCODING})
     for key, value in (message.get("Attributes") or {}).items():
         headers[key] = [str(value)]
     name_attr = attrs.get(RR_JOB)

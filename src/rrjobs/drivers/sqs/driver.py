@@ -9,22 +9,24 @@ Capabilities:
   due, it sends the next hop (``DelaySeconds=min(rest, 900)``) and deletes
   the received one, without delivering it. Every hop is a message in SQS, so
   nothing is held in memory and a crash between the send and the delete only
-  duplicates a hop. Delays are whole seconds, rounded up. FIFO queues have no
-  per-message delay: a FIFO pipeline refuses delays (``UnsupportedFeatureError``)
-  instead of forcing them to 0 as RoadRunner does.
+  duplicates a hop. Delays are whole seconds, rounded up (never early). FIFO
+  queues have no per-message delay: a FIFO pipeline refuses delays
+  (``UnsupportedFeatureError``) instead of forcing them to 0 as RoadRunner does.
 * Priority: in the runtime's priority queue, within the in-flight window.
 * Durable: yes (SQS).
 * Dead-letter: when the queue has a ``RedrivePolicy``, ``nack()`` sends the
   job to its ``deadLetterTargetArn`` queue and deletes the original; without
   one, ``nack()`` deletes the job (logged). RoadRunner retries such a nack; rrjobs
-  never does.
+  never does. A message that cannot be read becomes a failed job
+  (``rrjobs.unreadable``, ``rr_error``) that is dead-lettered the same way.
 * Lease extension: ``ChangeMessageVisibility`` (batched); ``job.lease`` is the
   visibility timeout (``visibility_timeout`` or the queue's).
 * Redelivery after a crash: yes, after the visibility timeout.
-* Pause: yes. The receive loop stops; jobs already in the priority queue (or
-  received by the last poll) are kept, in order, and go first on ``resume``
-  unless their visibility ran out meanwhile (then SQS delivers them again).
-  ``stop`` makes them visible again at once (``ChangeMessageVisibilityBatch(0)``).
+* Pause: yes. The receive loop stops (a long poll in flight is waited for,
+  and what it receives is made visible again); jobs already in the priority
+  queue are kept, in order, and go first on ``resume`` unless their visibility
+  ran out meanwhile (then SQS delivers them again). ``stop`` makes them
+  visible again at once (``ChangeMessageVisibilityBatch(0)``).
 * Max payload: 186 KiB (``codec.MAX_PAYLOAD``): binary payloads travel in
   base64 and the 256 KiB SQS limit counts body and attributes.
 
@@ -35,22 +37,20 @@ delete is queued; a failed delete means a redelivery, never a loss); extensions 
 messages with long polling (``wait_time_seconds``).
 
 Failures: the AWS client retries each call (standard mode). The receive loop
-backs off on errors, re-creates a deleted queue (unless
-``skip_queue_declaration``) and, after failing for ``RESTART_AFTER`` seconds
-in a row, asks the runtime to restart the pipeline. A settlement whose
-receipt handle expired (or that SQS refuses as invalid) raises
-:class:`~rrjobs.core.errors.AckLostError`: SQS delivers the message again.
+(the kit's :class:`~rrjobs.core.pull.PullDriver`) backs off on errors,
+re-creates a deleted queue (unless ``skip_queue_declaration``) and, after
+failing for ``restart_after`` seconds in a row, asks the runtime to restart
+the pipeline. A settlement whose receipt handle expired (or that SQS refuses
+as invalid) raises :class:`~rrjobs.core.errors.AckLostError`: SQS delivers
+the message again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
-import logging
 import uuid
-from collections import deque
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -62,34 +62,34 @@ from botocore.exceptions import (  # type: ignore[import-untyped,unused-ignore]
     NoRegionError,
 )
 
-from rrjobs.core.base import BaseDriver
+from rrjobs.core.base import describe_error
+from rrjobs.core.batcher import Batcher
 from rrjobs.core.capabilities import Capabilities
+from rrjobs.core.constructor import DriverConstructor
+from rrjobs.core.delays import SECOND, whole_seconds
 from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError, RRJobsError
 from rrjobs.core.headers import Headers
-from rrjobs.core.interfaces import Configurer, Constructor
+from rrjobs.core.inflight import InFlight
+from rrjobs.core.job import Job
 from rrjobs.core.message import Message
-from rrjobs.core.options import options_from_config, options_from_pipeline
 from rrjobs.core.pipeline import Pipeline
+from rrjobs.core.pull import PullDriver
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.state import State
 from rrjobs.drivers.sqs import codec
-from rrjobs.drivers.sqs.batch import Batcher
 from rrjobs.drivers.sqs.config import (
     MAX_NATIVE_DELAY,
     MAX_VISIBILITY,
     SQSOptions,
     SQSSection,
 )
-from rrjobs.drivers.sqs.job import SQSJob
-
-log = logging.getLogger("rrjobs.drivers.sqs")
 
 #: Attempts of each AWS call (standard retry mode: exponential backoff).
 MAX_ATTEMPTS = 8
-#: Seconds of consecutive receive failures after which the runtime is asked to restart.
-RESTART_AFTER = 60.0
 #: Pause between short polls (``wait_time_seconds: 0``) that returned nothing.
 IDLE_POLL = 0.2
+#: Entries of one SQS ``*Batch`` call, and batch calls in flight per kind.
+BATCH_SIZE, BATCH_CONCURRENCY = 10, 2
 #: Error codes meaning "the queue is gone".
 NO_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist",
                       "NonExistentQueue"})
@@ -123,24 +123,23 @@ def capabilities_for(options: SQSOptions, *, dead_letter: bool) -> Capabilities:
         redelivery_on_crash=True,
         pause=True,
         headers=True,
+        delay_granularity=SECOND,
     )
 
 
-class SQSDriver(BaseDriver):
+class SQSDriver(PullDriver):
     """One pipeline on one SQS queue.
 
     Every method runs on the event loop and never blocks it (aiobotocore).
     ``push`` returns once SQS accepted the message. Safe to push and settle
-    concurrently.
+    concurrently. A job's ``handle`` is its receipt handle.
     """
 
     name: ClassVar[str] = "sqs"
 
-    def __init__(self, pipeline: Pipeline, queue: PriorityQueue, section: SQSSection,
-                 options: SQSOptions) -> None:
-        pipeline.setdefault("priority", options.priority)
-        super().__init__(pipeline, queue)
-        self.priority = options.priority
+    def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: SQSOptions,
+                 section: SQSSection) -> None:
+        super().__init__(pipeline, queue, options.in_flight_limit)
         self.options = options
         self.section = section
         self.capabilities = capabilities_for(options, dead_letter=False)
@@ -150,14 +149,18 @@ class SQSDriver(BaseDriver):
         self.visibility = options.visibility_timeout
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
-        self._outstanding: dict[str, SQSJob] = {}
-        self._held: deque[SQSJob] = deque()
-        self._receiving = False
-        self._loop_task: asyncio.Task[None] | None = None
-        self._room = asyncio.Event()
-        self._deleter: Batcher[str] = Batcher(self._delete_batch)
-        self._changer: Batcher[tuple[str, int]] = Batcher(self._visibility_batch)
-        self._failing_since: float | None = None
+        #: receipt handle -> ``loop.time()`` at which its reservation ends
+        self._deadlines: dict[str, float] = {}
+        self._received_at = 0.0
+        #: jobs taken back at pause, for ``resume``
+        self._held: list[Job] = []
+        #: the receive in flight (pause waits for a long poll)
+        self.in_flight = InFlight()
+        self._deleter: Batcher[str, None] = Batcher(
+            self._delete_batch, BATCH_SIZE, BATCH_CONCURRENCY, self._lost("an ack"))
+        self._changer: Batcher[tuple[str, int], None] = Batcher(
+            self._visibility_batch, BATCH_SIZE, BATCH_CONCURRENCY,
+            self._lost("a visibility change"))
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -177,15 +180,10 @@ class SQSDriver(BaseDriver):
             self._client = await self._stack.enter_async_context(
                 get_session().create_client("sqs", config=config, **self.section.client_kwargs()))
         except NoRegionError:
-            await self._stack.aclose()
             raise ConfigError("sqs.region",
                               "no AWS region: set sqs.region (or AWS_REGION)") from None
-        try:
-            await self._declare(where)
-            await self._read_attributes(where)
-        except BaseException:
-            await self._stack.aclose()
-            raise
+        await self._declare(where)
+        await self._read_attributes(where)
 
     async def _declare(self, where: str) -> None:
         name = self.options.queue
@@ -249,150 +247,84 @@ class SQSDriver(BaseDriver):
                                   f"dead-letter queue of {redrive!r} is unusable: {exc}") from None
         self.capabilities = capabilities_for(self.options, dead_letter=self.dlq_url is not None)
 
-    # -- consuming ----------------------------------------------------------------------------
+    # -- consuming (the PullDriver template) ------------------------------------------------
 
-    async def _start_consuming(self) -> None:
-        old = self._loop_task
-        if old is not None and not old.done():
-            await self._finish_loop(old)
-        now = asyncio.get_running_loop().time()
-        held, self._held = list(self._held), deque()
-        for job in held:
-            if job.deadline > now and not job.abandoned:
-                await self.queue.insert(job)
-        self._receiving = True
-        self._failing_since = None
-        self._loop_task = asyncio.get_running_loop().create_task(
-            self._receive_loop(), name=f"rrjobs-sqs-{self.pipeline_name}")
+    def fetch_want(self) -> int:
+        """A full receive of ``prefetch`` messages, or half the in-flight limit
+        when that is smaller (one slow job does not hold back a small window)."""
+        return min(self.options.prefetch, max(1, self.lane.prefetch // 2))
 
-    async def _stop_consuming(self) -> None:
-        """Stop the receive loop; queued jobs are taken back and kept for ``resume``.
+    async def fetch(self, max_messages: int) -> Sequence[Any]:
+        """``ReceiveMessage`` of up to ``min(prefetch, max_messages)``, long-polling.
 
-        Returns at once: a long poll still running ends by itself and what it
-        receives is kept with the taken-back jobs.
-        """
-        self._receiving = False
-        self._room.set()
-        self._held.extend(j for j in self.queue.remove(self.pipeline_name)
-                          if isinstance(j, SQSJob))
-
-    async def _finish_loop(self, task: asyncio.Task[None]) -> None:
-        try:
-            async with asyncio.timeout(self.options.wait_time_seconds + 5):
-                await asyncio.shield(task)
-        except TimeoutError:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        except Exception:  # the loop logs its own failures
-            pass
-
-    def _live(self) -> int:
-        """Received, unsettled jobs whose reservation has not ended (drops ended
-        ones, only when the limit is reached: the scan is O(in-flight))."""
-        if len(self._outstanding) < self.options.in_flight_limit:
-            return len(self._outstanding)
-        now = asyncio.get_running_loop().time()
-        ended = [r for r, j in self._outstanding.items() if j.deadline <= now]
-        for receipt in ended:
-            self._outstanding.pop(receipt, None)
-        return len(self._outstanding)
-
-    async def _wait_room(self) -> int:
-        """Wait until a worthwhile receive fits: ``prefetch`` messages, or half the
-        in-flight limit when that is smaller (so that one slow job does not hold
-        back the refill of a small window), and return the room."""
-        limit = self.options.in_flight_limit
-        want = min(self.options.prefetch, max(1, limit // 2))
-        while self._receiving:
-            room = limit - self._live()
-            if room >= want:
-                return room
-            self._room.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await self._room.wait()
-        return 0
-
-    async def _receive_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        backoff = 0.1
-        while self._receiving:
-            room = await self._wait_room()
-            if room <= 0:
-                break
-            started = loop.time()
-            try:
-                kwargs: dict[str, Any] = {
-                    "QueueUrl": self.queue_url,
-                    "MaxNumberOfMessages": min(self.options.prefetch, room),
-                    "MessageAttributeNames": ["All"],
-                    "MessageSystemAttributeNames": ["All"],
-                    "WaitTimeSeconds": self.options.wait_time_seconds,
-                }
-                if self.options.visibility_timeout:
-                    kwargs["VisibilityTimeout"] = self.options.visibility_timeout
-                reply = await self._client.receive_message(**kwargs)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # logged; the loop goes on
-                if not await self._receive_failed(exc):
-                    return
-                await asyncio.sleep(backoff)
-                backoff = min(2.0, backoff * 2)
-                continue
-            backoff = 0.1
-            self._failing_since = None
-            messages = reply.get("Messages") or []
+        What a poll still in flight at pause receives is made visible again."""
+        kwargs: dict[str, Any] = {
+            "QueueUrl": self.queue_url,
+            "MaxNumberOfMessages": min(self.options.prefetch, max_messages),
+            "MessageAttributeNames": ["All"],
+            "MessageSystemAttributeNames": ["All"],
+            "WaitTimeSeconds": self.options.wait_time_seconds,
+        }
+        if self.options.visibility_timeout:
+            kwargs["VisibilityTimeout"] = self.options.visibility_timeout
+        self._received_at = asyncio.get_running_loop().time()
+        with self.in_flight:
+            messages = (await self._client.receive_message(**kwargs)).get("Messages") or []
+        if not self.lane.is_open:
             for message in messages:
-                try:
-                    await self._deliver(message, started)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # left to its visibility timeout (and redrive policy)
-                    log.error("sqs: pipeline %r: cannot deliver message %r (left to its "
-                              "visibility timeout): %s: %s", self.pipeline_name,
-                              message.get("MessageId"), type(exc).__name__, exc)
-            if not messages and not self.options.wait_time_seconds and self._receiving:
-                await asyncio.sleep(IDLE_POLL)
+                self._changer.post((str(message["ReceiptHandle"]), 0))
+            return []
+        if not messages and not self.options.wait_time_seconds:
+            await asyncio.sleep(IDLE_POLL)
+        return messages
 
-    async def _receive_failed(self, exc: Exception) -> bool:
-        """Log a receive failure; ``False`` when the loop must end (restart asked)."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if self._failing_since is None:
-            self._failing_since = now
-        code = error_code(exc)
-        log.warning("sqs: pipeline %r: receive failed: %s: %s", self.pipeline_name,
-                    type(exc).__name__, exc)
-        if code in NO_QUEUE and not self.options.skip_queue_declaration:
+    async def fetch_failed(self, exc: Exception) -> bool:
+        """Re-create a deleted queue (unless ``skip_queue_declaration``)."""
+        if error_code(exc) in NO_QUEUE and not self.options.skip_queue_declaration:
             with contextlib.suppress(Exception):
                 await self._declare(f"jobs.pipelines.{self.pipeline_name}.config")
-                log.warning("sqs: pipeline %r: queue %r re-created", self.pipeline_name,
-                            self.options.queue)
-        if now - self._failing_since >= RESTART_AFTER and self.command_handler is not None:
-            log.error("sqs: pipeline %r: failing for %.0fs, asking for a restart",
-                      self.pipeline_name, now - self._failing_since)
-            self._receiving = False
-            self.command_handler(self.pipeline_name, "restart")
-            return False
+                self.log.warning("pipeline %r: queue %r re-created", self.pipeline_name,
+                                 self.options.queue)
         return True
 
-    async def _deliver(self, message: dict[str, Any], started: float) -> None:
-        decoded = codec.decode(message, self.priority)
-        receipt = str(message["ReceiptHandle"])
+    def decode(self, raw: Any) -> Job | None:
+        decoded = codec.decode(raw, self.priority)
+        receipt = str(raw["ReceiptHandle"])
         if decoded.remaining > 0:
-            await self._next_hop(message, decoded, receipt)
-            return
-        job = SQSJob(self, receipt, str(message.get("MessageId", "")),
-                     started + self.visibility, float(self.visibility),
-                     id=decoded.id, name=decoded.name, payload=decoded.payload,
-                     headers=decoded.headers, pipeline=self.pipeline_name,
-                     priority=decoded.priority, auto_ack=decoded.auto_ack)
-        self._outstanding[receipt] = job
-        if self._receiving:
-            await self.queue.insert(job)
-        else:
-            self._held.append(job)
+            self.supervisor.spawn("delay hop", self._next_hop(raw, decoded, receipt))
+            return None
+        self._deadlines[receipt] = self._received_at + self.visibility
+        return Job.make(self, receipt, decoded.id, decoded.name, decoded.payload,
+                        decoded.headers, self.pipeline_name, decoded.priority,
+                        decoded.auto_ack, float(self.visibility))
+
+    def poison(self, raw: Any, reason: str) -> Job | None:
+        receipt = str(raw["ReceiptHandle"])
+        self._deadlines[receipt] = self._received_at + self.visibility
+        return self.poison_job(receipt, str(raw.get("Body", "")).encode("utf-8", "replace"),
+                               reason, lease=float(self.visibility))
+
+    async def _stop_consuming(self) -> None:
+        """Close the gate, wait for a long poll in flight (bounded), then let the
+        template stop the loop and give the queued jobs back."""
+        await self.in_flight.settle(self.lane, self.options.wait_time_seconds + 5)
+        await super()._stop_consuming()
+
+    async def give_back(self, jobs: Sequence[Job]) -> None:
+        """Jobs taken back at pause: kept, in order, for ``resume`` (``stop``
+        makes them visible again)."""
+        self._held.extend(job for job in jobs if job.settled is None)
+
+    async def _start_consuming(self) -> None:
+        """Jobs kept at pause go first, unless their reservation ended meanwhile."""
+        held, self._held = self._held, []
+        now = asyncio.get_running_loop().time()
+        for job in held:
+            if self._deadlines.get(job.handle, 0.0) > now:
+                await self.lane.deliver(job)
+            else:
+                self._deadlines.pop(job.handle, None)
+        await super()._start_consuming()
 
     async def _next_hop(self, message: dict[str, Any], decoded: codec.Decoded,
                         receipt: str) -> None:
@@ -411,13 +343,13 @@ class SQSDriver(BaseDriver):
                                             DelaySeconds=hop)
             await self._deleter.submit(receipt)
         except Exception as exc:  # the hop comes back after its visibility
-            log.warning("sqs: pipeline %r: delay hop failed (retried on redelivery): %s",
-                        self.pipeline_name, exc)
+            self.log.warning("pipeline %r: delay hop failed (retried on redelivery): %s",
+                             self.pipeline_name, describe_error(exc))
 
     # -- pushing ------------------------------------------------------------------------------
 
     def _entry(self, msg: Message) -> dict[str, Any]:
-        delay = codec.whole_seconds(msg.delay)
+        delay = whole_seconds(msg.delay)
         hop = min(delay, MAX_NATIVE_DELAY)
         enc = codec.encode(id=msg.id, name=msg.name, payload=bytes(msg.payload),
                            headers=msg.headers, priority=msg.priority, delay=delay,
@@ -452,13 +384,12 @@ class SQSDriver(BaseDriver):
 
     async def _send_batch(self, msgs: Sequence[Message]) -> None:
         self._check_open()
-        entries = [self._entry(m) for m in msgs]
         chunks: list[list[dict[str, Any]]] = []
         current: list[dict[str, Any]] = []
         size = 0
-        for entry in entries:
+        for entry in map(self._entry, msgs):
             n = entry["_size"]
-            if current and (len(current) == 10 or size + n > codec.MAX_MESSAGE_SIZE):
+            if current and (len(current) == BATCH_SIZE or size + n > codec.MAX_MESSAGE_SIZE):
                 chunks.append(current)
                 current, size = [], 0
             current.append(entry)
@@ -490,118 +421,113 @@ class SQSDriver(BaseDriver):
             raise SQSError(f"SendMessageBatch refused jobs {ids}: "
                            f"{failed[0].get('Code')}: {failed[0].get('Message')}")
 
-    # -- settling -----------------------------------------------------------------------------
+    # -- settling (the Settler protocol) ---------------------------------------------------
 
-    def _check_live(self, job: SQSJob) -> None:
+    def queue_name(self, job: Job) -> str:
+        return self.options.queue
+
+    def _check_live(self, job: Job) -> None:
+        """Raise unless the job's reservation is still ours (it is forgotten then)."""
         if self.stopped or self._client is None:
             raise PipelineStateError(f"failed to settle job {job.id}: pipeline "
                                      f"{self.pipeline_name!r} is stopped")
-        if job.abandoned or asyncio.get_running_loop().time() >= job.deadline:
-            self._forget(job)
+        deadline = self._deadlines.get(job.handle)
+        if deadline is None or asyncio.get_running_loop().time() >= deadline:
+            self._deadlines.pop(job.handle, None)
             raise AckLostError(f"sqs: job {job.id}: its visibility timeout ran out; SQS "
                                "delivers it again")
 
-    def _forget(self, job: SQSJob) -> None:
-        if self._outstanding.pop(job.receipt, None) is not None:
-            self._room.set()
+    def _done(self, job: Job) -> None:
+        self._deadlines.pop(job.handle, None)
+        self.settled(job)
 
-    async def _delete(self, job: SQSJob) -> None:
+    def _lost(self, what: str) -> Any:
+        def report(exc: BaseException) -> None:
+            self.log.warning("pipeline %r: %s failed (SQS delivers the job again): %s",
+                             self.pipeline_name, what, describe_error(exc))
+        return report
+
+    def _refused(self, job: Job, what: str, exc: BaseException) -> Exception:
+        if error_code(exc) in LOST_RECEIPT:
+            return AckLostError(f"sqs: job {job.id}: receipt handle no longer valid "
+                                f"({error_code(exc)})")
+        return SQSError(f"sqs: {what} of job {job.id}: {exc}")
+
+    async def _delete(self, job: Job) -> None:
         try:
-            await self._deleter.submit(job.receipt)
+            await self._deleter.submit(job.handle)
         except ClientError as exc:
-            if error_code(exc) in LOST_RECEIPT:
-                raise AckLostError(f"sqs: job {job.id}: receipt handle no longer valid "
-                                   f"({error_code(exc)})") from None
-            raise SQSError(f"sqs: DeleteMessage of job {job.id}: {exc}") from exc
-        finally:
-            self._forget(job)
+            raise self._refused(job, "DeleteMessage", exc) from None
 
-    async def settle_delete(self, job: SQSJob) -> None:
-        """Ack: the delete is queued and sent in the background, batched.
+    async def ack(self, job: Job) -> None:
+        """The delete is queued and sent in the background, batched.
 
-        Returns once the delete is queued (as the Kafka driver's acks wait for
-        no commit): ``DeleteMessageBatch`` calls carry up to 10 acks each, the
-        more so the busier the pipeline. A delete SQS refuses is logged and the
-        job comes back after its visibility timeout (at-least-once); ``stop``
-        waits for every queued delete.
+        Returns once the delete is queued: ``DeleteMessageBatch`` calls carry up
+        to 10 acks each, the more so the busier the pipeline. A delete SQS
+        refuses is logged and the job comes back after its visibility timeout
+        (at-least-once); ``stop`` waits for every queued delete.
         """
-        self._check_live(job)
-        self._forget(job)
-        fut = self._deleter.enqueue(job.receipt)
-        fut.add_done_callback(functools.partial(self._deleted, job.id))
-
-    def _deleted(self, job_id: str, fut: asyncio.Future[None]) -> None:
-        if fut.cancelled():
-            return
-        exc = fut.exception()
-        if exc is not None:
-            log.warning("sqs: pipeline %r: ack of job %s failed (SQS delivers it again): %s",
-                        self.pipeline_name, job_id, exc)
-
-    async def settle_dead(self, job: SQSJob) -> None:
-        """Nack without requeue: to the dead-letter queue if any, then delete."""
-        self._check_live(job)
-        if self.dlq_url is not None:
-            enc = self._encode_job(job, job.headers, 0)
-            kwargs = self._message_kwargs(enc, 0, dedup=str(uuid.uuid4()))
-            kwargs.pop("_size")
-            await self._send_or_release(job, self.dlq_url, kwargs)
-        else:
-            log.info("sqs: pipeline %r: job %s (%s) nacked without a dead-letter queue: "
-                     "deleted", self.pipeline_name, job.id, job.name)
-        await self._delete(job)
-
-    async def settle_retry(self, job: SQSJob, delay: float) -> None:
-        """Nack with requeue: the same message (``retain_failed_jobs``) or a copy."""
-        if self.options.retain_failed_jobs and delay <= 0:
+        try:
             self._check_live(job)
-            try:
-                await self._changer.submit((job.receipt, self.options.error_visibility_timeout))
-            finally:
-                self._forget(job)
-            return
-        await self.settle_copy(job, job.headers, delay)
+            self._deleter.post(job.handle)
+        finally:
+            self._done(job)
 
-    async def settle_copy(self, job: SQSJob, headers: Headers, delay: float) -> None:
+    async def nack(self, job: Job, requeue: bool, delay: float) -> None:
+        """Without requeue: to the dead-letter queue if any, then deleted. With
+        requeue: the same message (``retain_failed_jobs``, no delay) or a copy."""
+        if requeue and not (self.options.retain_failed_jobs and delay <= 0):
+            await self.requeue(job, job.headers, delay)
+            return
+        try:
+            self._check_live(job)
+            if requeue:
+                await self._changer.submit((job.handle, self.options.error_visibility_timeout))
+                return
+            if self.dlq_url is not None:
+                await self._send_copy(job, self.dlq_url, job.headers, 0)
+            else:
+                self.log.info("pipeline %r: job %s (%s) nacked without a dead-letter queue: "
+                              "deleted", self.pipeline_name, job.id, job.name)
+            await self._delete(job)
+        finally:
+            self._done(job)
+
+    async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         """Send a copy (``headers``, ``delay``), then delete the original."""
-        self._check_live(job)
-        whole = codec.whole_seconds(delay)
-        hop = min(whole, MAX_NATIVE_DELAY)
-        enc = self._encode_job(job, headers, whole, remaining=whole - hop)
+        try:
+            self._check_live(job)
+            await self._send_copy(job, self.queue_url, headers, whole_seconds(delay))
+            await self._delete(job)
+        finally:
+            self._done(job)
+
+    async def _send_copy(self, job: Job, url: str, headers: Headers, delay: int) -> None:
+        """Send a copy of ``job``; if it fails, the original is made visible again."""
+        hop = min(delay, MAX_NATIVE_DELAY)
+        enc = codec.encode(id=job.id, name=job.name, payload=job.payload, headers=headers,
+                           priority=job.priority, delay=delay, auto_ack=job.auto_ack,
+                           remaining=delay - hop)
         kwargs = self._message_kwargs(enc, hop, dedup=str(uuid.uuid4()))
         kwargs.pop("_size")
-        await self._send_or_release(job, self.queue_url, kwargs)
-        await self._delete(job)
-
-    def _encode_job(self, job: SQSJob, headers: Headers, delay: int,
-                    remaining: int = 0) -> codec.Encoded:
-        return codec.encode(id=job.id, name=job.name, payload=job.payload, headers=headers,
-                            priority=job.priority, delay=delay, auto_ack=job.auto_ack,
-                            remaining=remaining)
-
-    async def _send_or_release(self, job: SQSJob, url: str, kwargs: dict[str, Any]) -> None:
         try:
             await self._send_one(url, kwargs)
         except BaseException:
-            with contextlib.suppress(Exception):
-                await self._changer.submit((job.receipt, 0))
-            self._forget(job)
+            self._changer.post((job.handle, 0))
             raise
 
-    async def extend(self, job: SQSJob, seconds: float) -> None:  # type: ignore[override]
+    async def extend(self, job: Job, seconds: float) -> None:
         """Lease extension: ``ChangeMessageVisibility(seconds)`` (batched)."""
         self._check_live(job)
-        vis = min(MAX_VISIBILITY, max(1, codec.whole_seconds(seconds)))
+        vis = min(MAX_VISIBILITY, max(1, whole_seconds(seconds)))
         start = asyncio.get_running_loop().time()
         try:
-            await self._changer.submit((job.receipt, vis))
+            await self._changer.submit((job.handle, vis))
         except ClientError as exc:
-            if error_code(exc) in LOST_RECEIPT:
-                self._forget(job)
-                raise AckLostError(f"sqs: job {job.id}: receipt handle no longer valid "
-                                   f"({error_code(exc)})") from None
-            raise SQSError(f"sqs: ChangeMessageVisibility of job {job.id}: {exc}") from exc
-        job.deadline = start + vis
+            self._deadlines.pop(job.handle, None)
+            raise self._refused(job, "ChangeMessageVisibility", exc) from None
+        if job.handle in self._deadlines:
+            self._deadlines[job.handle] = start + vis
 
     # -- batch calls ---------------------------------------------------------------------------
 
@@ -624,12 +550,12 @@ class SQSDriver(BaseDriver):
     async def state(self) -> State:
         """Counts from ``GetQueueAttributes``: ``active`` = visible messages + this
         pipeline's jobs in the priority queue (or kept while paused);
-        ``delayed`` = delayed messages;
-        ``reserved`` = invisible messages not in the priority queue (held by
-        handlers, here or elsewhere); ``ready`` = consuming."""
+        ``delayed`` = delayed messages; ``reserved`` = invisible messages not in
+        the priority queue (held by handlers, here or elsewhere); ``ready`` =
+        consuming, connected and healthy."""
         queued = self.queue.count(self.pipeline_name)
         state = State(pipeline=self.pipeline_name, driver=self.name, queue=self.queue_url,
-                      priority=self.priority, ready=self.consuming and self._receiving)
+                      priority=self.priority, ready=self.ready)
         if self.stopped or self._client is None:
             return state
         try:
@@ -648,28 +574,17 @@ class SQSDriver(BaseDriver):
         return state
 
     async def _close(self) -> None:
-        """End the receive loop, give back queued and held jobs (visibility 0), close."""
-        task = self._loop_task
-        if task is not None and not task.done():
-            await self._finish_loop(task)
-        released = [j for j in self._held if not j.abandoned]
-        self._held.clear()
-        released += [j for j in self.queue.remove(self.pipeline_name) if isinstance(j, SQSJob)]
-        if released and self._client is not None:
-            for job in released:
-                job.abandoned = True
-                self._outstanding.pop(job.receipt, None)
-            results = await asyncio.gather(*(self._changer.submit((j.receipt, 0))
-                                             for j in released), return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException):
-                    log.debug("sqs: release failed (the message returns after its "
-                              "visibility timeout): %s", result)
-        await self._deleter.drain()
-        await self._changer.drain()
-        client, self._client = self._client, None
-        if client is not None:
-            await self._stack.aclose()
+        """Make kept jobs visible again, send every queued delete and visibility
+        change, then close the client."""
+        if self._client is not None:
+            for job in self._held:
+                self._deadlines.pop(job.handle, None)
+                self._changer.post((job.handle, 0))
+            self._held = []
+            await self._deleter.drain()
+            await self._changer.drain()
+        self._client = None
+        await self._stack.aclose()
 
 
 def _outcomes(n: int, reply: dict[str, Any], what: str) -> list[BaseException | None]:
@@ -705,30 +620,14 @@ def _same_attribute(got: Any, wanted: str) -> bool:
         return str(got).lower() == wanted.lower()
 
 
-class SQSConstructor(Constructor):
+class SQSConstructor(DriverConstructor):
     """Builds ``sqs`` drivers. Registered as the ``sqs`` entry point.
 
     Reads the global ``sqs:`` section once (optional); a bad value fails with its key path.
     """
 
-    name: ClassVar[str] = "sqs"
-
-    def __init__(self, configurer: Configurer) -> None:
-        super().__init__(configurer)
-        self.section = (configurer.unmarshal_key("sqs", SQSSection)
-                        if configurer.has("sqs") else SQSSection())
-
-    async def driver_from_config(self, config_key: str, queue: PriorityQueue,
-                                 pipeline: Pipeline) -> SQSDriver:
-        options = options_from_config(self.configurer, config_key, SQSOptions)
-        return await self._open(pipeline, queue, options, config_key)
-
-    async def driver_from_pipeline(self, pipeline: Pipeline, queue: PriorityQueue) -> SQSDriver:
-        options = options_from_pipeline(pipeline, SQSOptions)
-        return await self._open(pipeline, queue, options, f"declare.{pipeline.name()}")
-
-    async def _open(self, pipeline: Pipeline, queue: PriorityQueue, options: SQSOptions,
-                    where: str) -> SQSDriver:
-        driver = SQSDriver(pipeline, queue, self.section, options)
-        await driver.open(where)
-        return driver
+    name = "sqs"
+    driver_class = SQSDriver
+    options_model = SQSOptions
+    section_key = "sqs"
+    section_model = SQSSection
