@@ -29,6 +29,7 @@ from integration.brokers.base import LOOPBACK, free_ports, stop_process_group, w
 from integration.brokers.pubsub import find_emulator, root_ok
 from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError
+from rrjobs.core.headers import RR_ERROR, UNREADABLE
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
 from rrjobs.core.pipeline import Pipeline
@@ -258,11 +259,12 @@ async def test_stale_delayed_entries_are_pruned_without_state(
 # -- robustness ---------------------------------------------------------------------------------
 
 
-async def test_an_unreadable_message_does_not_stop_the_pull_loop(
+async def test_an_unreadable_message_is_a_failed_job_and_the_loop_goes_on(
         nodes: Callable[..., Any], admin: Admin, unique_name: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A 400-digit ``rr_delay`` is clamped; a message whose decoding fails anyway is
-    logged and left to its ack deadline; the loop goes on with the next ones."""
+    delivered as a failed job (``rrjobs.unreadable``, ``rr_error``, the raw data) whose
+    nack acknowledges it (no dead_letter_topic); the loop goes on with the next ones."""
     decode = codec.decode
 
     def failing(attrs: Any, priority: int) -> codec.Decoded:
@@ -276,14 +278,20 @@ async def test_an_unreadable_message_does_not_stop_the_pull_loop(
                                                "rr_delay": "9" * 400})
     await admin.publish(unique_name, b"boom", {"boom": "1"})
     await admin.publish(unique_name, b"fine", attributes("fine-1", "j", {}, 10, 0, False))
-    job = await node.take()
-    assert job.payload == b"fine"
-    await job.ack()
+    got: dict[bytes, Job] = {}
+    for _ in range(2):
+        async with asyncio.timeout(15):
+            job = await node.queue.extract_min()
+        got[job.payload] = job
+    bad, fine = got[b"boom"], got[b"fine"]
+    assert bad.name == UNREADABLE and "RuntimeError: unreadable" in bad.headers[RR_ERROR][0]
+    await fine.ack()
+    await bad.nack()
     await node.driver.push(Message("j", b"after", unique_name))
     job = await node.take()
     assert job.payload == b"after"
     await job.ack()
-    assert node.driver._loop_task is not None and not node.driver._loop_task.done()
+    assert node.driver.supervisor.running("fetch") and node.driver.ready
     assert "huge-1" in node.driver._delayed  # parked, clamped to codec.MAX_DELAY
 
 

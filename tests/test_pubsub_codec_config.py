@@ -7,9 +7,9 @@ import json
 import pytest
 
 from rrjobs.core.errors import ConfigError, UnsupportedFeatureError
-from rrjobs.core.headers import DEDUCED_BY_RR
+from rrjobs.core.headers import DEDUCED_BY_RR, BadHeadersError
 from rrjobs.core.options import validate
-from rrjobs.drivers.pubsub.codec import MAX_DELAY, attributes, decode, delay_seconds
+from rrjobs.drivers.pubsub.codec import MAX_DELAY, attributes, decode
 from rrjobs.drivers.pubsub.config import PubSubOptions, PubSubSection
 
 
@@ -35,7 +35,7 @@ def test_foreign_message_is_deduced_by_rr_with_the_pipeline_priority() -> None:
 
 
 def test_malformed_attributes_fall_back() -> None:
-    d = decode({"rr_job": "j", "rr_priority": "x", "rr_delay": "-3", "rr_headers": "{bad",
+    d = decode({"rr_job": "j", "rr_priority": "x", "rr_delay": "-3", "rr_headers": "{}",
                 "rr_auto_ack": "yes"}, 9)
     assert (d.priority, d.delay, d.headers, d.auto_ack) == (9, 0, {}, False)
     # other producers' shapes are read leniently (rrjobs.core.headers.headers_from_json)
@@ -51,7 +51,21 @@ def test_an_absurd_rr_delay_is_clamped_not_overflowing() -> None:
 
 
 def test_delay_rounds_up_to_whole_seconds() -> None:
-    assert [delay_seconds(x) for x in (0, 0.2, 1, 1.5)] == [0, 1, 1, 2]
+    """The driver declares whole seconds; the kit's rounding never delivers early."""
+    from rrjobs.core.delays import delay_units
+    from rrjobs.drivers.pubsub.driver import capabilities_for
+
+    options = PubSubOptions(project_id="p-1", topic="jobs")
+    granularity = capabilities_for(options).delay_granularity
+    assert granularity == 1.0
+    assert [delay_units(x, granularity) for x in (0, 0.2, 1, 1.0000001, 1.5)] == [
+        0, 1, 1, 2, 2]
+
+
+def test_unreadable_rr_headers_fail_decoding() -> None:
+    for raw in ("not json", "[1]"):
+        with pytest.raises(BadHeadersError):
+            decode({"rr_job": "j", "rr_headers": raw}, 1)
 
 
 def test_headers_over_the_attribute_limit_are_refused() -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -43,6 +42,7 @@ from rrjobs.core.headers import (
     RR_ID,
     RR_JOB,
     RR_PRIORITY,
+    BadHeadersError,
     Headers,
     headers_from_json,
 )
@@ -55,11 +55,6 @@ RR_KEYS = frozenset({RR_ID, RR_JOB, RR_DELAY, RR_HEADERS, RR_PRIORITY, RR_AUTO_A
 MAX_ATTRIBUTE_VALUE = 1024
 #: The longest ``rr_delay`` honoured (100 years); longer values are clamped to it.
 MAX_DELAY = 100 * 365 * 24 * 3600
-
-
-def delay_seconds(delay: float) -> int:
-    """A delay as RoadRunner's whole seconds, rounded up (never early)."""
-    return math.ceil(delay) if delay > 0 else 0
 
 
 def attributes(job_id: str, name: str, headers: Headers, priority: int, delay_s: int,
@@ -108,13 +103,17 @@ def _int(raw: str | None) -> int | None:
 
 
 def decode(attrs: Mapping[str, str], default_priority: int) -> Decoded:
-    """The job fields of a message's attributes (``rr_delay`` clamped to 0..MAX_DELAY)."""
+    """The job fields of a message's attributes (``rr_delay`` clamped to 0..MAX_DELAY).
+
+    Raises :class:`~rrjobs.core.headers.BadHeadersError` when ``rr_headers``
+    cannot be read (the driver dead-letters such a message)."""
     headers: Headers = {k: [v] for k, v in attrs.items() if k not in RR_KEYS}
     raw = attrs.get(RR_HEADERS)
     if raw and raw != "{}":
         carried = headers_from_json(raw)
-        if carried:
-            headers.update(carried)
+        if carried is None:
+            raise BadHeadersError("rr_headers is not a JSON object of header values")
+        headers.update(carried)
     job_id = attrs.get(RR_ID) or new_id()
     name = attrs.get(RR_JOB) or DEDUCED_BY_RR
     priority = _int(attrs.get(RR_PRIORITY)) or default_priority

@@ -3,7 +3,8 @@
 Capabilities:
 
 * Delays: yes, durable, any length, kept by the broker. A delayed job is
-  published at once with ``rr_delay``; it is due at ``publish_time + rr_delay``.
+  published at once with ``rr_delay`` (whole seconds, rounded up: never
+  early); it is due at ``publish_time + rr_delay``.
   When the consumer pulls it early it sets the message's ack deadline to the
   time left (``ModifyAckDeadline``, at most 600 s) and forgets it: the broker
   redelivers it then (one pull per 600 s of delay at most). Only when a
@@ -17,26 +18,30 @@ Capabilities:
 * Dead-letter: with ``dead_letter_topic``: ``nack()`` publishes the job there
   and acknowledges it; the subscription's native dead-letter policy
   (``max_delivery_attempts``) also catches jobs that are redelivered too often.
-  Without it, ``nack()`` acknowledges and drops the job (logged).
+  Without it, ``nack()`` acknowledges and drops the job (logged). A message
+  that cannot be read becomes a failed job (``rrjobs.unreadable``,
+  ``rr_error``) that is dead-lettered the same way.
 * Lease extension: yes, ``ModifyAckDeadline`` (batched; ≤ 600 s per call).
 * Redelivery after a crash: yes, when the ack deadline passes.
-* Pause: yes; jobs taken back out of the priority queue stay leased (their
-  deadline is extended while paused) and go out first, in order, on resume;
-  ``stop`` gives them back to the broker at once (``ModifyAckDeadline(0)``).
+* Pause: yes; a Pull in flight is let finish (what it returns goes back to
+  the broker at once); jobs taken back out of the priority queue stay leased
+  (their deadline is extended while paused) and go out first, in order, on
+  resume; ``stop`` gives them back to the broker at once (``ModifyAckDeadline(0)``).
 
-Consumption uses unary ``Pull`` (never the threaded streaming-pull helper);
-acknowledgements and deadline changes of one loop tick go out as one request.
+Consumption uses unary ``Pull`` (never the threaded streaming-pull helper) in
+the kit's :class:`~rrjobs.core.pull.PullDriver` loop; acknowledgements,
+deadline changes and publishes of one loop tick go out as one request each
+(:class:`~rrjobs.core.batcher.Batcher`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, cast
 
 from google.api_core import exceptions as gexc
 from google.pubsub_v1 import (
@@ -47,29 +52,33 @@ from google.pubsub_v1 import (
     Subscription,
 )
 
-from rrjobs.core.base import BaseDriver
+from rrjobs.core.base import describe_error
+from rrjobs.core.batcher import Batcher
 from rrjobs.core.capabilities import Capabilities
+from rrjobs.core.constructor import DriverConstructor
+from rrjobs.core.delays import SECOND, whole_seconds
 from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError, RRJobsError
 from rrjobs.core.headers import RR_DELAY, RR_ID, Headers
-from rrjobs.core.interfaces import Configurer, Constructor
+from rrjobs.core.inflight import InFlight
+from rrjobs.core.interfaces import Configurer
+from rrjobs.core.job import Job
 from rrjobs.core.message import Message
-from rrjobs.core.options import options_from_config, options_from_pipeline, validate
 from rrjobs.core.pipeline import Pipeline
+from rrjobs.core.pull import PullDriver
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.state import State
 from rrjobs.drivers.pubsub import codec
-from rrjobs.drivers.pubsub.batching import TickBatcher
 from rrjobs.drivers.pubsub.client import Clients, open_clients
 from rrjobs.drivers.pubsub.config import MAX_ACK_DEADLINE, PubSubOptions, PubSubSection
 from rrjobs.drivers.pubsub.job import PubSubJob
-
-log = logging.getLogger("rrjobs.drivers.google_pub_sub")
 
 DRIVER_NAME = "google_pub_sub"
 #: Pub/Sub's request size limit is 10 MB; keep room for attributes and framing.
 MAX_PAYLOAD = 10_000_000 - 64 * 1024
 #: Messages and ids per Publish/Acknowledge/ModifyAckDeadline request.
 BATCH_LIMIT = 1000
+#: Requests of one kind (publish, acknowledge, deadline change) in flight at once.
+BATCH_CONCURRENCY = 4
 #: Bytes of payload per Publish request at most (Pub/Sub's limit is 10 MB).
 PUBLISH_BYTES = 9_000_000
 #: An empty Pull is repeated after a pause growing from IDLE_MIN to IDLE_MAX.
@@ -81,9 +90,6 @@ IDLE_MIN, IDLE_MAX = 0.01, 0.25
 PAUSE_WAIT = 5.0
 #: Deadline of the other calls.
 CALL_TIMEOUT = 30.0
-#: Pull failures are retried with this backoff; failing longer than
-#: RESTART_AFTER asks the runtime to rebuild the pipeline.
-BACKOFF_MIN, BACKOFF_MAX, RESTART_AFTER = 0.1, 5.0, 60.0
 #: Local delayed-job entries are forgotten this long after they fell due.
 FORGET_AFTER = 3600.0
 #: Past this many local delayed-job entries, stale ones are pruned at once
@@ -114,14 +120,16 @@ def capabilities_for(options: PubSubOptions) -> Capabilities:
         redelivery_on_crash=True,
         pause=True,
         headers=True,
+        delay_granularity=SECOND,
     )
 
 
-class PubSubDriver(BaseDriver):
+class PubSubDriver(PullDriver):
     """One pipeline on a Pub/Sub topic and its subscription (named after the pipeline).
 
     Every method runs on the event loop and never blocks it. ``push`` returns
     once Pub/Sub returned the message id. Safe to push and settle concurrently.
+    A job's ``handle`` is its ack id.
 
     ``state()`` cannot ask Pub/Sub for counts (only Cloud Monitoring has them):
     ``active`` and ``delayed`` are this process's own estimate (its pushes,
@@ -131,59 +139,61 @@ class PubSubDriver(BaseDriver):
 
     name: ClassVar[str] = DRIVER_NAME
 
-    def __init__(self, pipeline: Pipeline, queue: PriorityQueue, section: PubSubSection,
-                 options: PubSubOptions, clients: Clients, ack_deadline: int,
-                 max_attempts: int | None = None) -> None:
-        pipeline.setdefault("priority", options.priority)
-        super().__init__(pipeline, queue)
-        self.priority = options.priority
+    def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: PubSubOptions,
+                 section: PubSubSection | None) -> None:
+        super().__init__(pipeline, queue, options.prefetch)
         self.section = section
         self.options = options
-        self.clients = clients
+        self.clients: Clients | None = None
         self.capabilities = capabilities_for(options)
         self.topic = options.topic_path()
         self.subscription = options.subscription_path(self.pipeline_name)
         self.dead_letter_topic = options.dead_letter_path() if options.dead_letter_topic else ""
-        self.ack_deadline = ack_deadline
+        self.ack_deadline = options.ack_deadline
         #: The subscription's native dead-letter policy's max_delivery_attempts (0: none).
-        self.max_attempts = (options.max_delivery_attempts or 0) if max_attempts is None \
-            else max_attempts
+        self.max_attempts = options.max_delivery_attempts or 0
+        self.ack_now = self._ack
+        #: the Pull in flight (pause lets it finish)
+        self.in_flight = InFlight()
+        self._idle = IDLE_MIN
+        self._pulled_at = 0.0
         self._prune_at = PRUNE_AT
-        self._outstanding: dict[str, PubSubJob] = {}
-        self._room = asyncio.Event()
-        self._generation = 0
-        self._loop_task: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        #: ack id -> job, for the jobs this consumer holds (queued, handled or paused)
+        self._outstanding: dict[str, Job] = {}
+        #: jobs taken back at pause, for ``resume``
+        self._held: list[Job] = []
         self._backlog = 0
-        self._held_back: list[PubSubJob] = []
-        self._keepalive: asyncio.Task[None] | None = None
         self._delayed: dict[str, float] = {}
-        self._publisher: TickBatcher[tuple[str, Any], str] = TickBatcher(
-            self._publish_many, BATCH_LIMIT)
-        self._acker: TickBatcher[str, None] = TickBatcher(
-            self._ack_many, BATCH_LIMIT, self._lost("acknowledging"))
-        self._modacker: TickBatcher[tuple[str, int], None] = TickBatcher(
-            self._modack_many, BATCH_LIMIT, self._lost("changing an ack deadline"))
+        self._publisher: Batcher[tuple[str, Any], str] = Batcher(
+            self._publish_many, BATCH_LIMIT, BATCH_CONCURRENCY)
+        self._acker: Batcher[str, None] = Batcher(
+            self._ack_many, BATCH_LIMIT, BATCH_CONCURRENCY, self._lost("acknowledging"))
+        self._modacker: Batcher[tuple[str, int], None] = Batcher(
+            self._modack_many, BATCH_LIMIT, BATCH_CONCURRENCY,
+            self._lost("changing an ack deadline"))
 
-    # -- building ---------------------------------------------------------------------
+    # -- opening -------------------------------------------------------------------------
 
-    @classmethod
-    async def open(cls, pipeline: Pipeline, queue: PriorityQueue, section: PubSubSection,
-                   options: PubSubOptions, where: str) -> PubSubDriver:
-        """Declare the topic(s) and the subscription, then build the driver."""
-        clients = await open_clients(section)
-        try:
-            deadline, attempts = await _declare(clients, options, pipeline.name(), where)
-        except BaseException:
-            await clients.close()
-            raise
-        return cls(pipeline, queue, section, options, clients, deadline, attempts)
+    async def open(self, where: str) -> None:
+        """Connect, declare the topic(s) and the subscription, read its settings."""
+        if self.section is None:
+            raise ConfigError(DRIVER_NAME, "the google_pub_sub driver needs the global "
+                                           "google_pub_sub section (endpoint, insecure)")
+        self.clients = await open_clients(self.section)
+        self.ack_deadline, self.max_attempts = await _declare(
+            self.clients, self.options, self.pipeline_name, where)
+
+    @property
+    def _clients(self) -> Clients:
+        if self.clients is None:
+            raise PipelineStateError(f"pipeline {self.pipeline_name!r} is stopped")
+        return self.clients
 
     # -- pushing -----------------------------------------------------------------------------
 
     def _encode(self, msg: Message) -> Any:
         attrs = codec.attributes(msg.id, msg.name, msg.headers, msg.priority,
-                                 codec.delay_seconds(msg.delay), msg.auto_ack)
+                                 whole_seconds(msg.delay), msg.auto_ack)
         return RawMessage(data=bytes(msg.payload), attributes=attrs)
 
     async def _send(self, msg: Message) -> None:
@@ -213,7 +223,7 @@ class PubSubDriver(BaseDriver):
 
     def _count_pushed(self, job_id: str, delay: float) -> None:
         if delay > 0:
-            self._remember_delayed(job_id, time.time() + codec.delay_seconds(delay))
+            self._remember_delayed(job_id, time.time() + whole_seconds(delay))
         else:
             self._backlog += 1
 
@@ -236,6 +246,7 @@ class PubSubDriver(BaseDriver):
 
     async def _publish_many(self, items: Sequence[tuple[str, Any]]
                             ) -> list[str | BaseException]:
+        publisher = self._clients.publisher
         out: list[str | BaseException] = []
         start = 0
         while start < len(items):
@@ -248,8 +259,7 @@ class PubSubDriver(BaseDriver):
             chunk = [m for _, m in items[start:end]]
             try:
                 request = PublishRequest.wrap(RawPublishRequest(topic=topic, messages=chunk))
-                response = await self.clients.publisher.publish(request=request,
-                                                                timeout=CALL_TIMEOUT)
+                response = await publisher.publish(request=request, timeout=CALL_TIMEOUT)
                 out.extend(response.message_ids)
             except gexc.GoogleAPICallError as exc:
                 out.extend([PubSubError(f"publish to {topic} failed: {exc}")] * len(chunk))
@@ -259,10 +269,12 @@ class PubSubDriver(BaseDriver):
     # -- acks ---------------------------------------------------------------------------------
 
     async def _ack_many(self, ack_ids: Sequence[str]) -> list[BaseException | None]:
-        return await self._by_ids(ack_ids, lambda ids: self.clients.subscriber.acknowledge(
+        subscriber = self._clients.subscriber
+        return await self._by_ids(ack_ids, lambda ids: subscriber.acknowledge(
             subscription=self.subscription, ack_ids=ids, timeout=CALL_TIMEOUT))
 
     async def _modack_many(self, items: Sequence[tuple[str, int]]) -> list[BaseException | None]:
+        subscriber = self._clients.subscriber
         out: list[BaseException | None] = [None] * len(items)
         by_seconds: dict[int, list[int]] = {}
         for i, (_, seconds) in enumerate(items):
@@ -270,7 +282,7 @@ class PubSubDriver(BaseDriver):
         for seconds, idx in by_seconds.items():
             ids = [items[i][0] for i in idx]
             results = await self._by_ids(ids, lambda ids, s=seconds: (
-                self.clients.subscriber.modify_ack_deadline(
+                subscriber.modify_ack_deadline(
                     subscription=self.subscription, ack_ids=ids, ack_deadline_seconds=s,
                     timeout=CALL_TIMEOUT)))
             for i, r in zip(idx, results, strict=True):
@@ -296,56 +308,32 @@ class PubSubDriver(BaseDriver):
 
     def _lost(self, what: str) -> Callable[[BaseException], None]:
         def report(exc: BaseException) -> None:
-            log.warning("pipeline %r: %s failed (the broker redelivers): %s",
-                        self.pipeline_name, what, exc)
+            self.log.warning("pipeline %r: %s failed (the broker redelivers): %s",
+                             self.pipeline_name, what, describe_error(exc))
         return report
 
-    def _fire(self, coro: Awaitable[Any], what: str) -> None:
-        """Run ``coro`` in the background; failures are logged (the broker redelivers)."""
-        async def run() -> None:
-            try:
-                await coro
-            except Exception as exc:
-                log.warning("pipeline %r: %s failed: %s", self.pipeline_name, what, exc)
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    # -- consuming -------------------------------------------------------------------------------
+    # -- consuming (the PullDriver template) --------------------------------------------------
 
     async def _start_consuming(self) -> None:
-        if self._keepalive is None:
-            self._keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
-        held, self._held_back = self._held_back, []
+        held, self._held = self._held, []
         for job in held:  # taken back at pause: they go out first, in their order
-            if job.ack_id in self._outstanding:
-                await self.queue.insert(job)
-        self._generation += 1
-        self._loop_task = asyncio.get_running_loop().create_task(
-            self._pull_loop(self._generation), name=f"pubsub-pull-{self.pipeline_name}")
+            if job.handle in self._outstanding:
+                await self.lane.deliver(job)
+        await super()._start_consuming()
+        if not self.supervisor.running("keepalive"):
+            self.supervisor.start("keepalive", self._keep_alive)
 
     async def _stop_consuming(self) -> None:
-        self._generation += 1
-        self._room.set()
-        task, self._loop_task = self._loop_task, None
-        if task is not None:
-            # A Pull in flight finishes (it returns at once): cancelling it could
-            # strand the messages the broker already handed out until their
-            # deadline passed. Only a loop stuck on a full priority queue is cancelled.
-            done, _ = await asyncio.wait([task], timeout=PAUSE_WAIT)
-            if not done:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        # Jobs taken back out of the priority queue stay leased (kept alive while
-        # paused) so that resume delivers them first, in order; stop releases them.
-        self._held_back = [j for j in self.queue.remove(self.pipeline_name)
-                           if isinstance(j, PubSubJob) and j.ack_id in self._outstanding]
+        # A Pull in flight finishes (it returns at once): cancelling it could
+        # strand the messages the broker already handed out until their
+        # deadline passed. Only a loop stuck on a full priority queue is cancelled.
+        await self.in_flight.settle(self.lane, PAUSE_WAIT)
+        await super()._stop_consuming()
 
-    def _stop_keepalive(self) -> None:
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-            self._keepalive = None
+    async def give_back(self, jobs: Sequence[Job]) -> None:
+        """Jobs taken back out of the priority queue stay leased (kept alive while
+        paused) so that resume delivers them first, in order; stop releases them."""
+        self._held.extend(j for j in jobs if j.handle in self._outstanding)
 
     async def _keep_alive(self) -> None:
         """Every half ack deadline, extend the leases of the jobs no handler holds
@@ -355,24 +343,24 @@ class PubSubDriver(BaseDriver):
         while True:
             await asyncio.sleep(max(0.5, self.ack_deadline / 2))
             waiting = [j for j in self.queue if j.pipeline == self.pipeline_name]
-            ids = [j.ack_id for j in (*waiting, *self._held_back)
-                   if isinstance(j, PubSubJob) and j.ack_id in self._outstanding]
-            for i in ids:
-                self._modacker.post((i, self.ack_deadline))
+            for job in (*waiting, *self._held):
+                if job.handle in self._outstanding:
+                    self._modacker.post((job.handle, self.ack_deadline))
             self._prune_delayed(time.time())
 
-    def _release(self, jobs: Sequence[Any]) -> None:
+    def _release(self, jobs: Sequence[Job]) -> None:
         """Give jobs back to the broker at once (``ModifyAckDeadline(0)``)."""
-        ids = []
         for job in jobs:
-            if isinstance(job, PubSubJob) and job.ack_id in self._outstanding:
-                del self._outstanding[job.ack_id]
-                ids.append(job.ack_id)
-        if ids:
-            self._backlog += len(ids)
-            self._room.set()
-            for i in ids:
-                self._modacker.post((i, 0))
+            if self._outstanding.pop(job.handle, None) is not None:
+                self._backlog += 1
+                self._modacker.post((job.handle, 0))
+
+    def _return_pulled(self, received: Sequence[Any]) -> None:
+        """Messages pulled while pausing (or not queued at all): back at once."""
+        for rm in received:
+            if rm.message.attributes.get(RR_ID, "") not in self._delayed:
+                self._backlog += 1
+            self._modacker.post((rm.ack_id, 0))
 
     async def _pull(self, max_messages: int) -> Any:
         """One ``Pull`` that returns at once (the raw ``PullResponse`` protobuf)."""
@@ -380,104 +368,63 @@ class PubSubDriver(BaseDriver):
             # return_immediately is deprecated in favour of streaming pull, which
             # the asyncio GAPIC client does not offer; Pub/Sub still honours it.
             warnings.simplefilter("ignore", DeprecationWarning)
-            response = await self.clients.subscriber.pull(
+            response = await self._clients.subscriber.pull(
                 subscription=self.subscription, max_messages=max_messages,
                 return_immediately=True, timeout=CALL_TIMEOUT, retry=None)
         return PullResponse.pb(response)
 
-    async def _pull_loop(self, generation: int) -> None:
-        backoff, idle = BACKOFF_MIN, IDLE_MIN
-        failing_since: float | None = None
-        while self._generation == generation:
-            room = self.options.prefetch - len(self._outstanding)
-            if room <= 0:
-                self._room.clear()
-                await self._room.wait()
-                continue
-            try:
-                response = await self._pull(min(room, BATCH_LIMIT))
-            except gexc.GoogleAPICallError as exc:
-                now = time.monotonic()
-                failing_since = failing_since or now
-                log.warning("pipeline %r: pull failed: %s", self.pipeline_name, exc)
-                if now - failing_since > RESTART_AFTER or isinstance(exc, gexc.NotFound):
-                    self._ask_restart(exc)
-                    return
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-                continue
-            backoff, failing_since = BACKOFF_MIN, None
-            if not response.received_messages:
-                await asyncio.sleep(idle)
-                idle = min(idle * 2, IDLE_MAX)
-                continue
-            idle = IDLE_MIN
-            await self._deliver(response.received_messages, generation)
+    def fetch_want(self) -> int:
+        """Pull as soon as one slot is free (a Pull returns at once)."""
+        return 1
 
-    def _ask_restart(self, exc: BaseException) -> None:
-        if self.command_handler is not None:
-            log.error("pipeline %r: cannot consume (%s); asking the runtime to restart it",
-                      self.pipeline_name, exc)
-            self.command_handler(self.pipeline_name, "restart")
-        else:
-            log.error("pipeline %r: cannot consume (%s) and no runtime to restart it",
-                      self.pipeline_name, exc)
+    async def fetch(self, max_messages: int) -> Sequence[Any]:
+        with self.in_flight:
+            response = await self._pull(min(max_messages, BATCH_LIMIT))
+        received = response.received_messages
+        if not self.lane.is_open:
+            self._return_pulled(received)
+            return []
+        if not received:
+            await asyncio.sleep(self._idle)
+            self._idle = min(self._idle * 2, IDLE_MAX)
+            return []
+        self._idle = IDLE_MIN
+        self._pulled_at = time.time()
+        return cast(Sequence[Any], received)
 
-    async def _deliver(self, received: Sequence[Any], generation: int) -> None:
-        """Queue the pulled jobs (waiting while the priority queue is full); park
-        delayed ones that are not due. If cancelled, what is not queued yet goes
-        back to the broker."""
-        now = time.time()
-        for n, rm in enumerate(received):
-            if self._generation != generation:  # paused meanwhile: give the rest back
-                ids = [r.ack_id for r in received[n:]]
-                self._backlog += sum(1 for r in received[n:] if r.message.attributes.get(
-                    RR_ID, "") not in self._delayed)
-                for i in ids:
-                    self._modacker.post((i, 0))
-                return
-            try:
-                job = self._job_of(rm, now)
-            except Exception:
-                # A message this driver cannot read must not stop the loop: it
-                # is left to its ack deadline (and a dead-letter policy, if any).
-                log.exception("pipeline %r: cannot read message %s; left to its ack "
-                              "deadline", self.pipeline_name, rm.message.message_id)
-                continue
-            if job is None:
-                continue
-            # auto_ack jobs too: the worker pool acknowledges them before the
-            # handler runs; until then pause/stop give them back like any other.
-            self._outstanding[rm.ack_id] = job
-            try:
-                await self.queue.insert(job)
-            except asyncio.CancelledError:
-                self._release([job])
-                ids = [r.ack_id for r in received[n + 1:]]
-                self._backlog += sum(1 for r in received[n + 1:] if r.message.attributes.get(
-                    RR_ID, "") not in self._delayed)
-                for i in ids:
-                    self._modacker.post((i, 0))
-                raise
+    async def fetch_failed(self, exc: Exception) -> bool:
+        """A subscription that is gone asks for a restart at once."""
+        return not isinstance(exc, gexc.NotFound)
 
-    def _job_of(self, rm: Any, now: float) -> PubSubJob | None:
+    def decode(self, raw: Any) -> Job | None:
         """The job of a pulled message, or None when it is parked (not due)."""
-        m = rm.message
+        m = raw.message
         attrs = dict(m.attributes)
         d = codec.decode(attrs, self.priority)
         if d.delay > 0:
             stamp = m.publish_time
             due = stamp.seconds + stamp.nanos / 1e9 + d.delay
-            left = due - now
+            left = due - self._pulled_at
             if left > 0:
-                self._park(rm, attrs, d.id, due, left)
+                self._park(raw, attrs, d.id, due, left)
                 return None
         if self._delayed.pop(d.id, None) is None:
             self._backlog = max(0, self._backlog - 1)
-        return PubSubJob(self, rm.ack_id, m.message_id, rm.delivery_attempt, attrs,
-                         self.ack_deadline, id=d.id, name=d.name, payload=m.data,
-                         headers=d.headers, pipeline=self.pipeline_name,
-                         priority=d.priority, auto_ack=d.auto_ack)
+        # auto_ack jobs too: the worker pool acknowledges them before the
+        # handler runs; until then pause/stop give them back like any other.
+        job = cast(PubSubJob, PubSubJob.make(
+            self, raw.ack_id, d.id, d.name, m.data, d.headers, self.pipeline_name,
+            d.priority, d.auto_ack, float(self.ack_deadline)))
+        job.delivery_attempt = raw.delivery_attempt
+        self._outstanding[raw.ack_id] = job
+        return job
+
+    def poison(self, raw: Any, reason: str) -> Job | None:
+        self._backlog = max(0, self._backlog - 1)
+        job = self.poison_job(raw.ack_id, raw.message.data, reason,
+                              lease=float(self.ack_deadline))
+        self._outstanding[raw.ack_id] = job
+        return job
 
     def _park(self, rm: Any, attrs: dict[str, str], job_id: str, due: float,
               left: float) -> None:
@@ -497,23 +444,31 @@ class PubSubDriver(BaseDriver):
         copy = RawMessage(data=rm.message.data, attributes=attrs)
 
         async def hop() -> None:
-            await self._publisher.submit((self.topic, copy))
-            await self._acker.submit(rm.ack_id)
+            try:
+                await self._publisher.submit((self.topic, copy))
+                await self._acker.submit(rm.ack_id)
+            except Exception as exc:  # the original comes back after its deadline
+                self.log.warning("pipeline %r: re-publishing a long delay failed: %s",
+                                 self.pipeline_name, describe_error(exc))
 
-        self._fire(hop(), "re-publishing a long delay")
+        self.supervisor.spawn("delay hop", hop())
 
-    # -- settling (called by PubSubJob) ----------------------------------------------------
+    # -- settling (the Settler protocol) --------------------------------------------------
 
-    def _take(self, job: PubSubJob) -> None:
+    def queue_name(self, job: Job) -> str:
+        return self.options.topic
+
+    def _take(self, job: Job) -> None:
+        """Forget the job (it is settled now) and free its slot."""
         if self.stopped:
             raise PipelineStateError(
                 "failed to acknowledge the JOB, the pipeline is probably stopped")
-        if self._outstanding.pop(job.ack_id, None) is None:
+        if self._outstanding.pop(job.handle, None) is None:
             raise AckLostError(f"job {job.id} was given back to the broker (pause/stop); "
                                "the broker redelivers it")
-        self._room.set()
+        self.settled(job)
 
-    async def settle_ack(self, job: PubSubJob) -> None:
+    def _ack(self, job: Job) -> None:
         """Queue the ack for this tick's ``Acknowledge`` request and return.
 
         Pub/Sub's acks are best effort (without exactly-once delivery the
@@ -522,9 +477,31 @@ class PubSubDriver(BaseDriver):
         redelivers those jobs. ``stop`` waits for every queued ack.
         """
         self._take(job)
-        self._acker.post(job.ack_id)
+        self._acker.post(job.handle)
 
-    async def settle_drop(self, job: PubSubJob) -> None:
+    async def ack(self, job: Job) -> None:
+        self._ack(job)
+
+    async def nack(self, job: Job, requeue: bool, delay: float) -> None:
+        """Without requeue: to the ``dead_letter_topic`` (or dropped, logged), then
+        acknowledged. With requeue: ``ModifyAckDeadline(delay)``, the broker
+        redelivers then; a delay past 600 s publishes a delayed copy."""
+        if not requeue:
+            await self._drop(job)
+            return
+        seconds = whole_seconds(delay)
+        if seconds > MAX_ACK_DEADLINE:
+            await self.requeue(job, job.headers, delay)
+            return
+        self._take(job)
+        self._count_pushed(job.id, seconds)
+        try:
+            await self._modacker.submit((job.handle, seconds))
+        except BaseException:
+            self._uncount_pushed(job.id, seconds)
+            raise
+
+    async def _drop(self, job: Job) -> None:
         self._take(job)
         if self.dead_letter_topic:
             attrs = codec.attributes(job.id, job.name, job.headers, job.priority, 0,
@@ -533,31 +510,17 @@ class PubSubDriver(BaseDriver):
                 await self._publisher.submit(
                     (self.dead_letter_topic, RawMessage(data=job.payload, attributes=attrs)))
             except BaseException:
-                self._modacker.post((job.ack_id, 0))
+                self._modacker.post((job.handle, 0))
                 raise
         else:
-            log.warning("pipeline %r: job %s (%s) nacked without requeue and no "
-                        "dead_letter_topic: dropped", self.pipeline_name, job.id, job.name)
-        await self._acker.submit(job.ack_id)
+            self.log.warning("pipeline %r: job %s (%s) nacked without requeue and no "
+                             "dead_letter_topic: dropped", self.pipeline_name, job.id, job.name)
+        await self._acker.submit(job.handle)
 
-    async def settle_retry(self, job: PubSubJob, delay: float) -> None:
-        """``nack(requeue=True, delay)``: the broker redelivers after ``delay``."""
-        seconds = codec.delay_seconds(delay)
-        if seconds > MAX_ACK_DEADLINE:
-            await self.settle_copy(job, job.headers, delay)
-            return
-        self._take(job)
-        self._count_pushed(job.id, seconds)
-        try:
-            await self._modacker.submit((job.ack_id, seconds))
-        except BaseException:
-            self._uncount_pushed(job.id, seconds)
-            raise
-
-    async def settle_copy(self, job: PubSubJob, headers: Headers, delay: float) -> None:
+    async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         """Publish a copy (``headers``, ``delay``), then acknowledge the original."""
         self._take(job)
-        seconds = codec.delay_seconds(delay)
+        seconds = whole_seconds(delay)
         self._count_pushed(job.id, seconds)
         try:
             attrs = codec.attributes(job.id, job.name, headers, job.priority, seconds,
@@ -566,18 +529,18 @@ class PubSubDriver(BaseDriver):
                                                                     attributes=attrs)))
         except BaseException:
             self._uncount_pushed(job.id, seconds)
-            self._modacker.post((job.ack_id, 0))
+            self._modacker.post((job.handle, 0))
             self._backlog += 1
             raise
-        await self._acker.submit(job.ack_id)
+        await self._acker.submit(job.handle)
 
-    async def extend(self, job: PubSubJob, seconds: float) -> None:  # type: ignore[override]
+    async def extend(self, job: Job, seconds: float) -> None:
         if self.stopped:
             raise PipelineStateError(f"pipeline {self.pipeline_name!r} is stopped")
-        if job.ack_id not in self._outstanding:
+        if job.handle not in self._outstanding:
             raise AckLostError(f"job {job.id} is no longer held by this consumer")
-        await self._modacker.submit((job.ack_id, min(MAX_ACK_DEADLINE, max(1, math.ceil(
-            seconds)))))
+        await self._modacker.submit((job.handle, min(MAX_ACK_DEADLINE,
+                                                     max(1, whole_seconds(seconds)))))
 
     # -- state and closing ------------------------------------------------------------------
 
@@ -591,24 +554,25 @@ class PubSubDriver(BaseDriver):
             pipeline=self.pipeline_name,
             driver=self.name,
             queue=self.topic,
-            active=self._backlog + due_now + queued + len(self._held_back),
+            active=self._backlog + due_now + queued + len(self._held),
             delayed=delayed,
-            reserved=max(0, len(self._outstanding) - queued - len(self._held_back)),
-            ready=self.consuming,
+            reserved=max(0, len(self._outstanding) - queued - len(self._held)),
+            ready=self.ready,
             priority=self.priority,
         )
 
     async def _close(self) -> None:
-        self._stop_keepalive()
-        self._held_back = []
-        held = list(self._outstanding.values())
-        self._release(held)
-        await self._acker.drain()
-        await self._modacker.drain()
-        await self._publisher.drain()
-        if self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
-        await self.clients.close()
+        self._held = []
+        self._release(list(self._outstanding.values()))
+        if self.clients is None:
+            return
+        try:
+            await self._acker.drain()
+            await self._modacker.drain()
+            await self._publisher.drain()
+        finally:
+            clients, self.clients = self.clients, None
+            await clients.close()
 
 
 async def _declare(clients: Clients, options: PubSubOptions, pipeline: str, where: str
@@ -694,37 +658,23 @@ def _check_existing(sub: Subscription, request: Subscription, options: PubSubOpt
                           "modified; set max_delivery_attempts to match)")
 
 
-class PubSubConstructor(Constructor):
+class PubSubConstructor(DriverConstructor):
     """Builds ``google_pub_sub`` drivers.
 
-    Reads the global ``google_pub_sub:`` section once (required, as in RoadRunner).
+    Reads the global ``google_pub_sub:`` section once; a pipeline needs it (as in
+    RoadRunner): without it, opening one fails with a ConfigError.
     """
 
     name = DRIVER_NAME
+    driver_class = PubSubDriver
+    options_model = PubSubOptions
+    section_key = DRIVER_NAME
+    section_model = PubSubSection
 
     def __init__(self, configurer: Configurer) -> None:
         super().__init__(configurer)
-        self._section: PubSubSection | None = None
-
-    def section(self) -> PubSubSection:
-        if self._section is None:
-            if not self.configurer.has(DRIVER_NAME):
-                raise ConfigError(DRIVER_NAME, "the google_pub_sub driver needs the global "
-                                               "google_pub_sub section (endpoint, insecure)")
-            self._section = validate(PubSubSection, self.configurer.get(DRIVER_NAME) or {},
-                                     DRIVER_NAME)
-        return self._section
-
-    async def driver_from_config(self, config_key: str, queue: PriorityQueue,
-                                 pipeline: Pipeline) -> PubSubDriver:
-        options = options_from_config(self.configurer, config_key, PubSubOptions)
-        return await PubSubDriver.open(pipeline, queue, self.section(), options, config_key)
-
-    async def driver_from_pipeline(self, pipeline: Pipeline, queue: PriorityQueue
-                                   ) -> PubSubDriver:
-        options = options_from_pipeline(pipeline, PubSubOptions)
-        return await PubSubDriver.open(pipeline, queue, self.section(), options,
-                                       f"declare.{pipeline.name()}")
+        if not configurer.has(DRIVER_NAME):
+            self.section = None
 
 
 __all__ = ["PubSubConstructor", "PubSubDriver", "PubSubError", "capabilities_for"]
