@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from rrjobs.core.errors import PayloadTooLargeError
-from rrjobs.core.headers import DEDUCED_BY_RR, BadHeadersError
+from rrjobs.core.headers import DEDUCED_BY_RR
 from rrjobs.drivers.sqs import codec
 
 
@@ -125,8 +125,8 @@ def test_max_payload_fits_and_more_is_refused() -> None:
 def test_unreadable_headers_fail_decoding() -> None:
     """Garbage ``rr_headers`` (or a nested foreign attribute) is a decode error: the
     driver turns the message into a failed, dead-lettered job."""
-    for raw in (b"not json", b"[1, 2]"):
-        with pytest.raises(BadHeadersError):
+    for raw in (b"not json", b"[1, 2]", b'{"a": {"nested": 1}}'):
+        with pytest.raises(ValueError):
             codec.decode({"Body": "x", "MessageAttributes": {
                 "rr_id": {"DataType": "String", "StringValue": "j"},
                 "rr_headers": {"DataType": "Binary", "BinaryValue": raw}}}, 1)

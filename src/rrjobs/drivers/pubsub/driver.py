@@ -60,7 +60,6 @@ from rrjobs.core.delays import SECOND, whole_seconds
 from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError, RRJobsError
 from rrjobs.core.headers import RR_DELAY, RR_ID, Headers
 from rrjobs.core.inflight import InFlight
-from rrjobs.core.interfaces import Configurer
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
 from rrjobs.core.pipeline import Pipeline
@@ -140,7 +139,7 @@ class PubSubDriver(PullDriver):
     name: ClassVar[str] = DRIVER_NAME
 
     def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: PubSubOptions,
-                 section: PubSubSection | None) -> None:
+                 section: PubSubSection) -> None:
         super().__init__(pipeline, queue, options.prefetch)
         self.section = section
         self.options = options
@@ -176,9 +175,6 @@ class PubSubDriver(PullDriver):
 
     async def open(self, where: str) -> None:
         """Connect, declare the topic(s) and the subscription, read its settings."""
-        if self.section is None:
-            raise ConfigError(DRIVER_NAME, "the google_pub_sub driver needs the global "
-                                           "google_pub_sub section (endpoint, insecure)")
         self.clients = await open_clients(self.section)
         self.ack_deadline, self.max_attempts = await _declare(
             self.clients, self.options, self.pipeline_name, where)
@@ -662,7 +658,7 @@ class PubSubConstructor(DriverConstructor):
     """Builds ``google_pub_sub`` drivers.
 
     Reads the global ``google_pub_sub:`` section once; a pipeline needs it (as in
-    RoadRunner): without it, opening one fails with a ConfigError.
+    RoadRunner): without it, building one fails with a ConfigError.
     """
 
     name = DRIVER_NAME
@@ -670,11 +666,7 @@ class PubSubConstructor(DriverConstructor):
     options_model = PubSubOptions
     section_key = DRIVER_NAME
     section_model = PubSubSection
-
-    def __init__(self, configurer: Configurer) -> None:
-        super().__init__(configurer)
-        if not configurer.has(DRIVER_NAME):
-            self.section = None
+    section_required = True
 
 
 __all__ = ["PubSubConstructor", "PubSubDriver", "PubSubError", "capabilities_for"]

@@ -45,9 +45,7 @@ from rrjobs.core.headers import (
     RR_ID,
     RR_JOB,
     RR_PRIORITY,
-    BadHeadersError,
     Headers,
-    headers_from_json,
     normalize_headers,
 )
 
@@ -204,8 +202,9 @@ def payload_of(body: str, encoding: str | None) -> bytes:
 def decode(message: Mapping[str, Any], default_priority: int) -> Decoded:
     """The job in a received SQS message (RoadRunner's, rrjobs' or foreign).
 
-    Raises :class:`~rrjobs.core.headers.BadHeadersError` when ``rr_headers``
-    cannot be read (the driver dead-letters such a message)."""
+    Raises ``ValueError`` (:class:`~rrjobs.core.headers.BadHeadersError` for a
+    JSON value that is not headers) when ``rr_headers`` cannot be read: the
+    driver dead-letters such a message."""
     attrs: Mapping[str, Mapping[str, Any]] = message.get("MessageAttributes") or {}
     encoding_attr = attrs.get(RR_ENCODING)
     encoding = _attr_text(encoding_attr) if encoding_attr is not None else None
@@ -217,9 +216,7 @@ def decode(message: Mapping[str, Any], default_priority: int) -> Decoded:
     raw_headers = attrs.get(RR_HEADERS)
     if raw_headers is not None:
         raw = raw_headers.get("BinaryValue", raw_headers.get("StringValue"))
-        headers = headers_from_json(raw)
-        if headers is None:
-            raise BadHeadersError("rr_headers is not a JSON object of header values")
+        headers = normalize_headers(json.loads(raw) if raw else None)
     if headers is None:
         headers = {} if not foreign else normalize_headers(
             {k: _attr_text(v) for k, v in attrs.items() if k != RR_ENCODING})
