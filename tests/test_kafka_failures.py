@@ -18,13 +18,14 @@ from aiokafka.errors import (
 from rrjobs.core.options import validate
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.supervise import Supervisor
 from rrjobs.drivers.kafka import delays as delays_module
 from rrjobs.drivers.kafka import driver as driver_module
 from rrjobs.drivers.kafka import failures as failures_module
 from rrjobs.drivers.kafka.config import KafkaOptions, KafkaSection
 from rrjobs.drivers.kafka.delays import DelayForwarder
 from rrjobs.drivers.kafka.driver import KafkaDriver
-from rrjobs.drivers.kafka.failures import Failures, is_fatal
+from rrjobs.drivers.kafka.failures import describe, failed, is_fatal, window
 from tests.conftest import wait_for
 
 TP = TopicPartition("t", 0)
@@ -45,43 +46,43 @@ def test_a_non_retriable_kafka_error_or_a_foreign_exception_is_fatal_at_once() -
     assert is_fatal(TopicAuthorizationFailedError())
     assert is_fatal(RuntimeError("client broken"))
     assert not is_fatal(KafkaConnectionError())
-    assert Failures(60.0).failed(TopicAuthorizationFailedError())
-    assert Failures(60.0).failed(ValueError("x"))
+    assert failed(window(60.0), TopicAuthorizationFailedError())
+    assert failed(window(60.0), ValueError("x"))
 
 
 def test_retriable_errors_are_fatal_only_after_error_timeout_without_a_success() -> None:
     clock = Clock()
-    failures = Failures(5.0, clock)
-    assert not failures.failed(KafkaConnectionError())
+    outage = window(5.0, clock)
+    assert not failed(outage, KafkaConnectionError())
     clock.now += 4.9
-    assert not failures.failed(KafkaConnectionError())
-    assert failures.describe("fetch") == "fetch failing for 5s"
+    assert not failed(outage, KafkaConnectionError())
+    assert describe("fetch", outage) == "fetch failing for 5s"
     clock.now += 0.1
-    assert failures.failed(KafkaConnectionError())
-    failures.ok()  # a success: counting starts again
-    assert failures.failing_for == 0.0
-    assert not failures.failed(KafkaConnectionError())
-    assert failures.describe("fetch") == "fetch failed"
+    assert failed(outage, KafkaConnectionError())
+    outage.ok()  # a success: counting starts again
+    assert outage.elapsed() == 0.0
+    assert not failed(outage, KafkaConnectionError())
+    assert describe("fetch", outage) == "fetch failed"
     clock.now += 4.0
-    assert not failures.failed(KafkaConnectionError())
+    assert not failed(outage, KafkaConnectionError())
 
 
 def test_error_timeout_zero_never_restarts_for_retriable_errors() -> None:
     clock = Clock()
-    failures = Failures(0.0, clock)
-    failures.failed(KafkaConnectionError())
+    outage = window(0.0, clock)
+    failed(outage, KafkaConnectionError())
     clock.now += 1e6
-    assert not failures.failed(KafkaConnectionError())
-    assert failures.failed(TopicAuthorizationFailedError())
+    assert not failed(outage, KafkaConnectionError())
+    assert failed(outage, TopicAuthorizationFailedError())
 
 
 def test_commits_judge_kafka_errors_by_duration_only() -> None:
     clock = Clock()
-    failures = Failures(2.0, clock)
-    assert not failures.failed(CommitFailedError("rebalanced"), by_kind=False)
+    outage = window(2.0, clock)
+    assert not failed(outage, CommitFailedError("rebalanced"), by_kind=False)
     clock.now += 2.0
-    assert failures.failed(CommitFailedError("rebalanced"), by_kind=False)
-    assert Failures(2.0, clock).failed(RuntimeError("broken"), by_kind=False)
+    assert failed(outage, CommitFailedError("rebalanced"), by_kind=False)
+    assert failed(window(2.0, clock), RuntimeError("broken"), by_kind=False)
 
 
 # -- the driver's loops ---------------------------------------------------------------------------
@@ -145,10 +146,12 @@ def make_driver(consumer: FakeConsumer, restarts: list[tuple[str, str]] | None,
     data: dict[str, Any] = {"consumer_options": {"topics": ["t"]}, **extra}
     options = validate(KafkaOptions, data, "jobs.pipelines.p.config")
     pipeline = Pipeline(name="p", driver="kafka", config=data)
-    driver = KafkaDriver(pipeline, PriorityQueue(), KafkaSection(), options)
+    driver = KafkaDriver(pipeline, PriorityQueue(), options, KafkaSection())
     _made.append(driver)
     driver._consumer = consumer
+    driver.commits.consumer = consumer
     driver.consuming = True
+    driver.lane.open()
     if restarts is not None:
         driver.command_handler = lambda name, command: restarts.append((name, command))
     return driver
@@ -208,7 +211,7 @@ async def test_a_success_between_retriable_errors_resets_the_count() -> None:
 async def test_errors_while_paused_count_like_fetch_errors() -> None:
     restarts: list[tuple[str, str]] = []
     driver = make_driver(FakeConsumer([TopicAuthorizationFailedError()]), restarts)
-    driver._user_paused = True
+    driver.lane.close()
     async with asyncio.timeout(5):
         await driver._fetch()
     assert restarts == [("p", "restart")]
@@ -222,7 +225,7 @@ async def test_without_a_runtime_a_fatal_error_is_logged_and_fetching_goes_on(
     try:
         await wait_for(lambda: consumer.polls >= 10, within=5, what="polls after the errors")
         assert not task.done()
-        assert "no runtime to restart the pipeline" in caplog.text
+        assert "no runtime to restart it" in caplog.text
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -245,9 +248,9 @@ async def test_commits_failing_past_error_timeout_ask_for_a_restart() -> None:
     driver.tracker.assign(TP)
     driver.tracker.track(TP, 0)
     driver.tracker.settle(TP, 0)
-    driver._commit_event.set()
+    driver.commits.event.set()
     async with asyncio.timeout(5):
-        await driver._commits()  # retried, then gave up
+        await driver.commits.loop()  # retried, then gave up
     assert consumer.commits > 2  # a non-retriable commit error alone is not fatal
     assert restarts == [("p", "restart")]
 
@@ -260,8 +263,8 @@ async def test_a_commit_that_succeeds_again_asks_for_nothing() -> None:
     driver.tracker.assign(TP)
     driver.tracker.track(TP, 0)
     driver.tracker.settle(TP, 0)
-    driver._commit_event.set()
-    task = asyncio.create_task(driver._commits())
+    driver.commits.event.set()
+    task = asyncio.create_task(driver.commits.loop())
     try:
         await wait_for(lambda: consumer.commits >= 2, within=5, what="a retried commit")
         consumer.commit_error = None
@@ -286,8 +289,9 @@ def make_forwarder(consumer: FakeConsumer, reports: list[str], restart: bool,
     forwarder = DelayForwarder(topic="t.rrjobs-delayed", group_id="g", conn={},
                                producer=None,  # type: ignore[arg-type]  # not used here
                                group_timings={}, commit_interval=0.01, buffer=3,
+                               supervisor=Supervisor("t"),
                                error_timeout=error_timeout, on_fatal=on_fatal)
-    forwarder._consumer = consumer
+    forwarder._consumer = forwarder.commits.consumer = consumer
     return forwarder
 
 
@@ -307,9 +311,9 @@ async def test_forwarder_commits_failing_past_error_timeout_are_reported() -> No
     forwarder = make_forwarder(consumer, reports, restart=True, error_timeout=0.1)
     forwarder.tracker.assign(TP)
     forwarder.tracker.track(TP, 0)
-    forwarder._settle(TP, 0)
+    forwarder.commits.settle(TP, 0)
     async with asyncio.timeout(5):
-        await forwarder._commits()
+        await forwarder.commits.loop()
     assert consumer.commits > 1
     assert len(reports) == 1 and reports[0].endswith("KafkaConnectionError")
 
@@ -330,4 +334,5 @@ async def test_without_a_restart_the_forwarder_keeps_fetching() -> None:
 def test_the_forwarder_refuses_an_empty_buffer() -> None:
     with pytest.raises(ValueError, match="buffer must be > 0"):
         DelayForwarder(topic="t", group_id="g", conn={}, producer=None,  # type: ignore[arg-type]
-                       group_timings={}, commit_interval=0.1, buffer=0)
+                       group_timings={}, commit_interval=0.1, buffer=0,
+                       supervisor=Supervisor("t"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -21,6 +22,8 @@ from rrjobs.core.errors import PayloadTooLargeError
 from rrjobs.core.tls import client_ssl_context
 from rrjobs.drivers.kafka.codec import Encoded, RecordHeaders, key_partition
 from rrjobs.drivers.kafka.config import KafkaOptions, KafkaSection, SASLOptions
+from rrjobs.drivers.kafka.failures import describe, failed, window
+from rrjobs.drivers.kafka.offsets import OffsetTracker
 
 _ACKS: dict[str, int | str] = {"NoAck": 0, "LeaderAck": 1, "AllISRAck": "all"}
 _SASL: dict[str, str] = {"plain": "PLAIN", "SCRAM-SHA-256": "SCRAM-SHA-256",
@@ -256,3 +259,72 @@ class Producer:
                 fut.add_done_callback(_retrieve)
             raise
         await self.wait(futures)
+
+
+class Commits:
+    """Commits the settled prefix of ``tracker`` through ``consumer`` (set once it
+    exists): the commit loop of the driver and of its delay forwarder.
+
+    :meth:`loop` commits whenever the prefix moved (:attr:`event`), at most every
+    ``interval`` seconds; a failed commit is retried at that pace. Commits failing
+    for longer than ``error_timeout``, or with an error that is not Kafka's (see
+    :mod:`~rrjobs.drivers.kafka.failures`), call ``on_fatal(what, error)``; when it
+    returns true the loop ends (the pipeline is being restarted). ``on_outage(True)``
+    is called when commits start failing (logged once), ``on_outage(False)`` when one
+    succeeds again.
+    """
+
+    def __init__(self, tracker: OffsetTracker[Any], label: str, interval: float,
+                 error_timeout: float, on_fatal: Callable[[str, BaseException], bool],
+                 log: logging.Logger,
+                 on_outage: Callable[[bool], None] | None = None) -> None:
+        self.tracker = tracker
+        self.on_outage = on_outage
+        self.consumer: Any = None
+        self.event = asyncio.Event()
+        self.interval = interval
+        self.error_timeout = error_timeout
+        self._label = label
+        self._on_fatal = on_fatal
+        self._log = log
+        self._lock = asyncio.Lock()
+
+    def settle(self, tp: Any, offset: int) -> None:
+        """A record is done; commit when the prefix moved."""
+        if self.tracker.settle(tp, offset):
+            self.event.set()
+
+    async def commit(self, tps: Iterable[Any] | None = None) -> None:
+        """Commit the moved prefix of ``tps`` (or of every partition) now."""
+        async with self._lock:
+            offsets = self.tracker.to_commit(tps)
+            if offsets and self.consumer is not None:
+                await self.consumer.commit(offsets)
+                self.tracker.committed(offsets)
+
+    async def loop(self) -> None:
+        outage = window(self.error_timeout)
+        while True:
+            await self.event.wait()
+            self.event.clear()
+            try:
+                await self.commit()
+            except Exception as exc:
+                first = not outage.failing
+                if failed(outage, exc, by_kind=False):
+                    if self._on_fatal(describe("commit", outage), exc):
+                        return
+                    outage.ok()
+                elif first:
+                    self._log.warning("%s: commit failed, will retry: %s: %s", self._label,
+                                      type(exc).__name__, exc)
+                    if self.on_outage is not None:
+                        self.on_outage(True)
+                self.event.set()
+            else:
+                if outage.failing:
+                    outage.ok()
+                    self._log.info("%s: committing again", self._label)
+                    if self.on_outage is not None:
+                        self.on_outage(False)
+            await asyncio.sleep(self.interval)

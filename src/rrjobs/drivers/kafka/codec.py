@@ -19,7 +19,10 @@ rrjobs writes exactly that, so RoadRunner consumes rrjobs' records, and adds:
 Reading accepts rrjobs' records, RoadRunner's, and foreign records: no
 ``rr_job`` makes the job ``deduced_by_rr``; the id comes from ``rr_id``, else
 the key, else a fresh uuid; headers from ``rr_headers``, else from the record
-headers (a key repeated in the record collects every value in order).
+headers (a key repeated in the record collects every value in order), through
+:func:`~rrjobs.core.headers.normalize_headers`: an ``rr_headers`` that is not a
+JSON object of strings or string lists, or headers over its limits, raise (the
+driver turns the record into a failed job).
 
 :class:`RecordEncoder` writes a pipeline's records with the constant header
 values encoded once; :func:`decode_fields` reads the common records without
@@ -47,6 +50,7 @@ from rrjobs.core.headers import (
     RR_PIPELINE,
     RR_PRIORITY,
     Headers,
+    normalize_headers,
 )
 from rrjobs.core.message import new_id
 
@@ -197,18 +201,14 @@ def decode(key: bytes | None, value: bytes | None,
             meta[hkey] = hvalue or b""
         else:
             plain.setdefault(hkey, []).append(_text(hvalue))
-    job_headers = plain
+    job_headers = normalize_headers(plain) if plain else plain
     raw_json = meta.get(RR_HEADERS)
     if raw_json:
-        try:
-            decoded = json.loads(raw_json.decode("utf-8", "replace"))
-        except ValueError:
-            decoded = None
-        if isinstance(decoded, dict):
-            job_headers = {str(k): [str(x) for x in v] if isinstance(v, list) else [str(v)]
-                           for k, v in decoded.items()}
-            for hkey, vals in plain.items():
-                job_headers.setdefault(hkey, vals)
+        # not JSON, not an object, nested or huge: BadHeadersError/ValueError, and
+        # the record becomes a failed job (BaseDriver.accept)
+        job_headers = normalize_headers(json.loads(raw_json.decode("utf-8", "replace")))
+        for hkey, vals in plain.items():
+            job_headers.setdefault(hkey, vals)
     ident = _text(meta.get(RR_ID)) or _text(key) or new_id()
     name = _text(meta.get(RR_JOB)) or DEDUCED_BY_RR
     priority = decode_priority(meta.get(RR_PRIORITY), default_priority)

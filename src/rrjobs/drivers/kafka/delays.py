@@ -50,18 +50,21 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
+from rrjobs.core.delays import whole_millis
+from rrjobs.core.supervise import Supervisor
 from rrjobs.core.timers import DelayQueue
-from rrjobs.drivers.kafka.client import Producer
+from rrjobs.drivers.kafka import failures
+from rrjobs.drivers.kafka.client import Commits, Producer
 from rrjobs.drivers.kafka.codec import RR_DUE, RR_TARGET_PARTITION, RR_TARGET_TOPIC, Encoded
 from rrjobs.drivers.kafka.config import DEFAULT_DELAY_BUFFER
-from rrjobs.drivers.kafka.failures import RETRY_BACKOFF, Failures
+from rrjobs.drivers.kafka.failures import RETRY_BACKOFF
 from rrjobs.drivers.kafka.offsets import OffsetTracker
 
 log = logging.getLogger("rrjobs.drivers.kafka")
@@ -71,8 +74,9 @@ DEFAULT_BUFFER = DEFAULT_DELAY_BUFFER
 
 
 def due_headers(delay: float, topic: str, partition: int | None) -> list[tuple[str, bytes]]:
-    """The headers that make a record a delayed one: due (unix ms, rounded up) and target."""
-    due = -(-(time.time_ns() + round(delay * 1e9)) // 1_000_000)
+    """The headers that make a record a delayed one: due (unix ms, rounded up: never
+    early) and target."""
+    due = -(-time.time_ns() // 1_000_000) + whole_millis(delay)
     return [(RR_DUE, str(due).encode()), (RR_TARGET_TOPIC, topic.encode()),
             (RR_TARGET_PARTITION, b"" if partition is None else str(partition).encode())]
 
@@ -114,8 +118,9 @@ def parse(record: Any, tp: Any, generation: int) -> tuple[float, _Entry | None]:
 class DelayForwarder:
     """Forwards due records of a delay topic to their targets (see the module doc).
 
-    Runs on the event loop; ``start``/``stop`` are not concurrency-safe with
-    each other. ``tracker`` and ``owned`` are read by the driver's ``state()``.
+    Runs on the event loop, its loops in the driver's ``supervisor``;
+    ``start``/``stop`` are not concurrency-safe with each other. ``tracker`` is
+    read by the driver's ``state()``.
 
     ``buffer`` (> 0) bounds the records read ahead and scheduled. Fetches
     failing fatally, or commits failing for longer than ``error_timeout``
@@ -125,7 +130,7 @@ class DelayForwarder:
 
     def __init__(self, *, topic: str, group_id: str, conn: dict[str, Any], producer: Producer,
                  group_timings: dict[str, int], commit_interval: float,
-                 buffer: int = DEFAULT_BUFFER, error_timeout: float = 0.0,
+                 supervisor: Supervisor, buffer: int = DEFAULT_BUFFER, error_timeout: float = 0.0,
                  on_fatal: Callable[[str, BaseException], bool] | None = None,
                  on_forwarded: Callable[[int], None] | None = None) -> None:
         if buffer <= 0:
@@ -136,20 +141,19 @@ class DelayForwarder:
         self._error_timeout = error_timeout
         self._on_fatal = on_fatal
         self.tracker: OffsetTracker[Any] = OffsetTracker()
+        self.commits = Commits(self.tracker, f"delay topic {topic!r}", commit_interval,
+                               error_timeout, self._fatal, log)
         self._conn = conn
         self._producer = producer
         self._timings = group_timings
-        self._commit_interval = commit_interval
+        self._supervisor = supervisor
         self._on_forwarded = on_forwarded
         self._consumer: Any = None
         self._timers: DelayQueue[_Entry] = DelayQueue(self._fire)
         self._due: deque[_Entry] = deque()
         self._due_event = asyncio.Event()
-        self._commit_event = asyncio.Event()
         self._generation: dict[Any, int] = {}
         self._pending: dict[Any, int] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._commit_lock = asyncio.Lock()
         self._forward_lock = asyncio.Lock()
 
     @property
@@ -164,24 +168,24 @@ class DelayForwarder:
             group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
             isolation_level="read_committed", **self._timings, **self._conn)
         await self._consumer.start()
+        self.commits.consumer = self._consumer
         self._consumer.subscribe([self.topic], listener=_Listener(self))
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._read(), name=f"rrjobs-kafka-delays-{self.topic}"),
-                       loop.create_task(self._forward()), loop.create_task(self._commits())]
+        for name, body in self._loops():
+            self._supervisor.start(name, body)
+
+    def _loops(self) -> list[tuple[str, Any]]:
+        return [("delay-read", self._read), ("delay-forward", self._forward),
+                ("delay-commits", self.commits.loop)]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks = []
+        for name, _ in self._loops():
+            await self._supervisor.stop_task(name)
         self._timers.drain()
         self._due.clear()
         self._pending.clear()
         if self._consumer is not None:
             with contextlib.suppress(Exception):
-                await self._commit(None)
+                await self.commits.commit()
             with contextlib.suppress(Exception):
                 await self._consumer.stop()
             self._consumer = None
@@ -190,7 +194,7 @@ class DelayForwarder:
 
     async def _read(self) -> None:
         consumer = self._consumer
-        failures = Failures(self._error_timeout)
+        outage = failures.window(self._error_timeout)
         paused = False
         while True:
             room = self.buffer - self.scheduled
@@ -205,15 +209,15 @@ class DelayForwarder:
                 batch = await consumer.getmany(timeout_ms=200 if paused else 500,
                                                max_records=max(1, min(room, 1000)))
             except Exception as exc:
-                if failures.failed(exc):
-                    if self._fatal(failures.describe("fetch"), exc):
+                if failures.failed(outage, exc):
+                    if self._fatal(failures.describe("fetch", outage), exc):
                         return
-                    failures.ok()
+                    outage.ok()
                 else:
                     log.warning("delay topic %r: fetch failed: %s", self.topic, exc)
                 await asyncio.sleep(RETRY_BACKOFF)
                 continue
-            failures.ok()
+            outage.ok()
             for tp, records in batch.items():
                 generation = self._generation.get(tp, 0)
                 for record in records:
@@ -222,7 +226,7 @@ class DelayForwarder:
                     if entry is None:
                         log.error("delay topic %r: record %s@%d has no due time or target; "
                                   "skipped", self.topic, tp, record.offset)
-                        self._settle(tp, record.offset)
+                        self.commits.settle(tp, record.offset)
                         continue
                     self._pending[tp] = self._pending.get(tp, 0) + 1
                     self._timers.add(wait, entry)
@@ -256,7 +260,7 @@ class DelayForwarder:
                 for e in batch:
                     if self._current(e):
                         self._pending[e.tp] = max(0, self._pending.get(e.tp, 0) - 1)
-                        self._settle(e.tp, e.offset)
+                        self.commits.settle(e.tp, e.offset)
                 if self._on_forwarded is not None:
                     self._on_forwarded(len(batch))
 
@@ -268,32 +272,6 @@ class DelayForwarder:
     def _current(self, entry: _Entry) -> bool:
         return self._generation.get(entry.tp, 0) == entry.generation and entry.tp in self.tracker
 
-    def _settle(self, tp: Any, offset: int) -> None:
-        if self.tracker.settle(tp, offset):
-            self._commit_event.set()
-
-    # -- commits ---------------------------------------------------------------------------------
-
-    async def _commits(self) -> None:
-        failures = Failures(self._error_timeout)
-        while True:
-            await self._commit_event.wait()
-            self._commit_event.clear()
-            try:
-                await self._commit(None)
-            except Exception as exc:
-                if failures.failed(exc, by_kind=False):
-                    if self._fatal(failures.describe("commit"), exc):
-                        return
-                    failures.ok()
-                else:
-                    log.warning("delay topic %r: commit failed, will retry: %s",
-                                self.topic, exc)
-                self._commit_event.set()
-            else:
-                failures.ok()
-            await asyncio.sleep(self._commit_interval)
-
     def _fatal(self, what: str, exc: BaseException) -> bool:
         """Report a fatal failure; ``True``: the pipeline restarts, stop the loop."""
         if self._on_fatal is None:
@@ -301,19 +279,12 @@ class DelayForwarder:
             return False
         return self._on_fatal(f"delay topic {self.topic!r}: {what}", exc)
 
-    async def _commit(self, tps: Iterable[Any] | None) -> None:
-        async with self._commit_lock:
-            offsets = self.tracker.to_commit(tps)
-            if offsets and self._consumer is not None:
-                await self._consumer.commit(offsets)
-                self.tracker.committed(offsets)
-
     # -- rebalance ---------------------------------------------------------------------------------
 
     async def revoked(self, revoked: set[Any]) -> None:
         async with self._forward_lock:  # a forward in progress finishes (and is committed)
             with contextlib.suppress(KafkaError):
-                await self._commit(revoked)
+                await self.commits.commit(revoked)
         for tp in revoked:
             self._generation[tp] = self._generation.get(tp, 0) + 1
         self._due = deque(e for e in self._due if e.tp not in revoked)

@@ -52,6 +52,7 @@ from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from rrjobs.core.base import BaseDriver
 from rrjobs.core.capabilities import Capabilities
+from rrjobs.core.constructor import DriverConstructor
 from rrjobs.core.errors import (
     AckLostError,
     ConfigError,
@@ -60,17 +61,23 @@ from rrjobs.core.errors import (
     UnsupportedFeatureError,
 )
 from rrjobs.core.headers import RR_ORIGINAL_PIPELINE, Headers
-from rrjobs.core.interfaces import Configurer, Constructor
+from rrjobs.core.job import Job
+from rrjobs.core.lane import Lane
 from rrjobs.core.message import Message
-from rrjobs.core.options import options_from_config, options_from_pipeline
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.state import State
-from rrjobs.drivers.kafka import codec
-from rrjobs.drivers.kafka.client import Producer, Record, connection_kwargs, ssl_context
+from rrjobs.drivers.kafka import codec, failures
+from rrjobs.drivers.kafka.client import (
+    Commits,
+    Producer,
+    Record,
+    connection_kwargs,
+    ssl_context,
+)
 from rrjobs.drivers.kafka.config import KafkaOptions, KafkaSection, OffsetSpec
 from rrjobs.drivers.kafka.delays import DelayForwarder, due_headers
-from rrjobs.drivers.kafka.failures import RETRY_BACKOFF, Failures, RestartRequested
+from rrjobs.drivers.kafka.failures import RETRY_BACKOFF
 from rrjobs.drivers.kafka.job import KafkaJob
 from rrjobs.drivers.kafka.offsets import OffsetTracker
 
@@ -87,12 +94,17 @@ class KafkaUnavailableError(RRJobsError):
     """The brokers could not be reached within ``kafka.ping.timeout``."""
 
 
+class _Restarting(Exception):
+    """Ends the fetch loop: the pipeline's restart was asked for."""
+
+
 def capabilities_for(options: KafkaOptions, *, delay: bool) -> Capabilities:
     """What a pipeline with ``options`` can do (``delay``: its delay topic is usable)."""
     return Capabilities(
         delay=delay,
         max_delay=None,
         delay_native=True,
+        delay_granularity=0.001,
         priority=True,
         durable=options.producer_options.required_acks != "NoAck",
         max_payload=options.producer_options.max_message_bytes - HEADER_RESERVE,
@@ -116,15 +128,14 @@ class KafkaDriver(BaseDriver):
     #: Partitions kept paused while ``assigned`` applies ``consumer_offset`` to them.
     _seeking: frozenset[Any] = frozenset()
 
-    def __init__(self, pipeline: Pipeline, queue: PriorityQueue, section: KafkaSection,
-                 options: KafkaOptions) -> None:
-        pipeline.setdefault("priority", options.priority)
+    def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: KafkaOptions,
+                 section: KafkaSection) -> None:
         super().__init__(pipeline, queue)
         self.priority = options.priority
         self.options = options
         self.section = section
         self.group = options.group_options
-        self.prefetch = options.prefetch
+        self.lane = Lane(queue, self.pipeline_name, options.prefetch)
         self.topics = options.main_topics()
         self.topic = options.default_topic()
         self.delay_topic = options.resolved_delay_topic()
@@ -134,20 +145,17 @@ class KafkaDriver(BaseDriver):
         self._conn = connection_kwargs(section, sasl, ssl_context(section))
         self.producer = Producer(options, self._conn)
         self.tracker: OffsetTracker[Any] = OffsetTracker()
-        self._outstanding: dict[tuple[Any, int], KafkaJob] = {}
-        self._ready: deque[KafkaJob] = deque()
+        self.commits = Commits(self.tracker, f"pipeline {self.pipeline_name!r}",
+                               self.group.commit_interval if self.group else 0.2,
+                               options.error_timeout, self._fatal, log,
+                               on_outage=self._commits_failing)
+        self._outstanding: dict[tuple[Any, int], Job] = {}
+        self._ready: deque[Job] = deque()
         self._mover: asyncio.Task[None] | None = None
         self._consumer: Any = None
-        self._tasks: list[asyncio.Task[None]] = []
         self._forwarder: DelayForwarder | None = None
-        self._generation: dict[Any, int] = {}
-        self._user_paused = False
         self._revoking = 0
         self._settled = asyncio.Event()
-        self._room = asyncio.Event()
-        self._want_room = False
-        self._commit_event = asyncio.Event()
-        self._commit_lock = asyncio.Lock()
         self._inspector: _Inspector | None = None
         self._producer_started = False
 
@@ -162,21 +170,16 @@ class KafkaDriver(BaseDriver):
         timeout = self.section.ping.timeout or None
         try:
             async with asyncio.timeout(timeout):
+                self._producer_started = True  # a half-started producer is stopped too
                 await self.producer.start()
-                self._producer_started = True
                 await self._ensure_topics(where)
         except TimeoutError:
-            await self._close_producer()
             raise KafkaUnavailableError(
                 f"kafka: brokers {self.section.brokers} did not answer within ping.timeout "
                 f"({timeout}s) for pipeline {self.pipeline_name!r}") from None
         except KafkaError as exc:
-            await self._close_producer()
             raise KafkaUnavailableError(
                 f"kafka: brokers {self.section.brokers}: {type(exc).__name__}: {exc}") from None
-        except BaseException:
-            await self._close_producer()
-            raise
 
     async def _ensure_topics(self, where: str) -> None:
         client = self.producer.client
@@ -256,7 +259,7 @@ class KafkaDriver(BaseDriver):
     async def _start_consuming(self) -> None:
         if self._consumer is None:
             await self._start_consumer()
-        self._user_paused = False
+        self.lane.open()
         self.consuming = True
         if self._consumer is not None:
             # partitions that ``assigned`` is still positioning stay paused until it resumes them
@@ -284,8 +287,8 @@ class KafkaDriver(BaseDriver):
             **self._timings(),
             **self._conn,
         )
-        await consumer.start()
         self._consumer = consumer
+        await consumer.start()
         try:
             if consumer_options.consume_partitions:
                 tps = {TopicPartition(t, p): spec
@@ -300,17 +303,17 @@ class KafkaDriver(BaseDriver):
                                    listener=_Listener(self))
             else:
                 consumer.subscribe(list(self.topics), listener=_Listener(self))
-            loop = asyncio.get_running_loop()
-            self._tasks.append(loop.create_task(self._fetch(), name=f"rrjobs-kafka-{self.name}"))
+            self.supervisor.start("fetch", self._fetch)
             if group is not None:
-                self._tasks.append(loop.create_task(self._commits()))
+                self.commits.consumer = consumer
+                self.supervisor.start("commits", self.commits.loop)
             if self.delay_topic:
                 self._forwarder = DelayForwarder(
                     topic=self.delay_topic, group_id=self._delay_group(), conn=self._conn,
                     producer=self.producer, group_timings=self._timings() or {},
-                    commit_interval=group.commit_interval if group else 0.2,
+                    commit_interval=self.commits.interval, supervisor=self.supervisor,
                     buffer=self.options.delay_buffer, error_timeout=self.options.error_timeout,
-                    on_fatal=self._request_restart)
+                    on_fatal=self._fatal)
                 await self._forwarder.start()
         except BaseException:
             await self._shutdown_consumer()
@@ -356,55 +359,52 @@ class KafkaDriver(BaseDriver):
         consumer.seek(tp, offset)
 
     async def _fetch(self) -> None:
-        """Fetch records into the ready deque while fewer than ``prefetch`` are held.
+        """Fetch records into the ready deque while the lane has room.
 
-        At the limit it waits for room without fetching (aiokafka keeps what it
-        prefetched); every second without room it polls with every partition
-        paused, so that the group never sees the consumer idle
+        At the limit it waits for half the window to be free without fetching
+        (aiokafka keeps what it prefetched); every second without room it polls with
+        every partition paused, so that the group never sees the consumer idle
         (``max_poll_interval``). While the pipeline is paused its partitions are.
 
         A fatal client error ends it after asking the runtime for a restart
         (:meth:`_fetch_failed`); the other tasks run on until the driver stops.
         """
-        consumer = self._consumer
-        outstanding = self._outstanding
-        failures = Failures(self.options.error_timeout)
+        consumer, lane = self._consumer, self.lane
+        outage = failures.window(self.options.error_timeout)
+        want = lane.prefetch - lane.prefetch // 2
         paused = False
         try:
             while True:
                 assignment = consumer.assignment()
-                if self._user_paused:
+                if not lane.is_open:
                     if assignment:
                         consumer.pause(*assignment)
                     paused = True
-                    self._accept(await self._poll_paused(consumer, failures))
+                    self._accept(await self._poll_paused(consumer, outage))
                     continue
                 if paused and assignment:
                     consumer.resume(*(assignment - self._seeking))
                 paused = False
-                room = self.prefetch - len(outstanding)
+                room = lane.room()
                 if room <= 0:
-                    self._room.clear()
-                    self._want_room = True
                     try:
                         async with asyncio.timeout(1.0):
-                            await self._room.wait()
+                            await lane.wait_room(want)
                     except TimeoutError:
                         if assignment:
                             consumer.pause(*assignment)
                         paused = True
-                        self._accept(await self._poll_paused(consumer, failures))
-                    finally:
-                        self._want_room = False
+                        self._accept(await self._poll_paused(consumer, outage))
                     continue
                 try:
                     batch = await consumer.getmany(timeout_ms=500, max_records=min(room, FETCH_MAX))
                 except Exception as exc:
-                    await self._fetch_failed("fetch", exc, failures)
+                    await self._fetch_failed("fetch", exc, outage)
                     continue
-                failures.ok()
+                if outage.failing:
+                    self._recovered(outage)
                 self._accept(batch)
-        except RestartRequested:
+        except _Restarting:
             return
 
     def _accept(self, batch: dict[Any, list[Any]]) -> None:
@@ -414,26 +414,38 @@ class KafkaDriver(BaseDriver):
         here instead of living on while the caller waits for the next fetch."""
         if not batch:
             return
-        outstanding, ready = self._outstanding, self._ready
-        make, decode = KafkaJob, codec.decode_fields
-        name, priority = self.pipeline_name, self.priority
+        outstanding, ready, accept = self._outstanding, self._ready, self.accept
+        taken = 0
         for tp, records in batch.items():
             if tp not in self.tracker:
                 if self.group is not None:
                     continue  # not (or no longer) ours
                 self.tracker.assign(tp)
-            generation = self._generation.get(tp, 0)
             self.tracker.track_many(tp, [r.offset for r in records])
             for r in records:
-                offset = r.offset
-                job = make(self, tp, offset, generation, name,
-                           *decode(r.key, r.value, r.headers, priority))
-                outstanding[(tp, offset)] = job
-                ready.append(job)
+                job = accept((tp, r))
+                if job is not None:
+                    outstanding[job.handle] = job
+                    ready.append(job)
+                    taken += 1
             records.clear()
+        self.lane.take(taken)
         self._pump()
 
-    async def _poll_paused(self, consumer: Any, failures: Failures) -> dict[Any, list[Any]]:
+    def decode(self, raw: Any) -> Job:
+        """The job of ``raw``, a ``(TopicPartition, record)`` pair."""
+        tp, r = raw
+        id, name, payload, headers, priority, auto_ack = codec.decode_fields(
+            r.key, r.value, r.headers, self.priority)
+        return KafkaJob.make(self, (tp, r.offset), id, name, payload, headers,
+                             self.pipeline_name, priority, auto_ack)
+
+    def poison(self, raw: Any, reason: str) -> Job:
+        """A failed job for an unreadable record: the runtime dead-letters it."""
+        tp, r = raw
+        return self.poison_job((tp, r.offset), r.value or b"", reason)
+
+    async def _poll_paused(self, consumer: Any, outage: Any) -> dict[Any, list[Any]]:
         """Poll with the partitions paused (keeps the group membership alive).
 
         Records can still come back (a partition resumed or newly assigned
@@ -443,40 +455,45 @@ class KafkaDriver(BaseDriver):
             batch: dict[Any, list[Any]] = await consumer.getmany(timeout_ms=100,
                                                                   max_records=FETCH_MAX)
         except Exception as exc:
-            await self._fetch_failed("poll", exc, failures)
+            await self._fetch_failed("poll", exc, outage)
             return {}
-        failures.ok()
+        if outage.failing:
+            self._recovered(outage)
         return batch
 
-    async def _fetch_failed(self, what: str, exc: Exception, failures: Failures) -> None:
-        """A fetch raised: log it and wait before the next one; when it is fatal
-        (:mod:`~rrjobs.drivers.kafka.failures`) ask the runtime for a restart and
-        end the fetch loop with :class:`RestartRequested`."""
-        if failures.failed(exc):
-            if self._request_restart(failures.describe(what), exc):
-                raise RestartRequested from exc
-            failures.ok()  # no runtime: keep fetching, and count again
-        else:
+    async def _fetch_failed(self, what: str, exc: Exception, outage: Any) -> None:
+        """A fetch raised: log the outage once and wait before the next one; when it
+        is fatal (:mod:`~rrjobs.drivers.kafka.failures`) ask the runtime for a restart
+        and end the fetch loop with :class:`_Restarting`."""
+        first = not outage.failing
+        if failures.failed(outage, exc):
+            if self._fatal(failures.describe(what, outage), exc):
+                raise _Restarting from exc
+            outage.ok()  # no runtime: keep fetching, and count again
+        elif first:
+            self.connected = False
             log.warning("pipeline %r: %s failed, will retry: %s: %s", self.pipeline_name, what,
                         type(exc).__name__, exc)
         await asyncio.sleep(RETRY_BACKOFF)
 
-    def _request_restart(self, what: str, exc: BaseException) -> bool:
-        """A fatal client error: ask the runtime (``command_handler``) to restart the
-        pipeline, which stops this driver (committing the settled prefix) and builds it
-        again, consuming from the committed offsets. ``False`` when there is no runtime
-        to ask (the caller carries on); returns at once."""
+    def _recovered(self, outage: Any) -> None:
+        outage.ok()
+        if not self.connected:
+            self.connected = True
+            log.info("pipeline %r: fetching again", self.pipeline_name)
+
+    def _commits_failing(self, failing: bool) -> None:
+        self.connected = not failing
+
+    def _fatal(self, what: str, exc: BaseException) -> bool:
+        """A fatal client error: ask the runtime to restart the pipeline, which stops
+        this driver (committing the settled prefix) and builds it again, consuming from
+        the committed offsets. ``False`` when there is no runtime to ask (the caller
+        carries on); returns at once."""
         if self.stopped:
             return True
-        handler = self.command_handler
-        if handler is None:
-            log.error("pipeline %r: %s: %s: %s; no runtime to restart the pipeline, retrying",
-                      self.pipeline_name, what, type(exc).__name__, exc)
-            return False
-        log.error("pipeline %r: %s: %s: %s; asking the runtime to restart the pipeline",
-                  self.pipeline_name, what, type(exc).__name__, exc)
-        handler(self.pipeline_name, "restart")
-        return True
+        self.request_restart(f"{what}: {type(exc).__name__}: {exc}")
+        return self.command_handler is not None
 
     def _pump(self) -> None:
         """Move ready jobs into the priority queue (a mover waits when it is full)."""
@@ -488,7 +505,7 @@ class KafkaDriver(BaseDriver):
         for _ in range(min(room, len(ready))):
             insert(take())
         if ready:
-            self._mover = asyncio.get_running_loop().create_task(self._move_when_room())
+            self._mover = self.supervisor.spawn("mover", self._move_when_room())
 
     async def _move_when_room(self) -> None:
         try:
@@ -507,42 +524,6 @@ class KafkaDriver(BaseDriver):
             with contextlib.suppress(asyncio.CancelledError):
                 await mover
 
-    # -- commits ------------------------------------------------------------------------------
-
-    async def _commits(self) -> None:
-        """Commit the settled prefix whenever it moved, at most every
-        ``commit_interval``; a failed commit is retried at that pace. Commits
-        failing for longer than ``error_timeout`` (or with an error that is not
-        Kafka's) ask the runtime for a restart (:meth:`_request_restart`)."""
-        interval = self.group.commit_interval if self.group else 0.2
-        failures = Failures(self.options.error_timeout)
-        while True:
-            await self._commit_event.wait()
-            self._commit_event.clear()
-            try:
-                await self._commit(None)
-            except Exception as exc:
-                if failures.failed(exc, by_kind=False):
-                    if self._request_restart(failures.describe("commit"), exc):
-                        return
-                    failures.ok()
-                else:
-                    log.warning("pipeline %r: commit failed, will retry: %s: %s",
-                                self.pipeline_name, type(exc).__name__, exc)
-                self._commit_event.set()
-            else:
-                failures.ok()
-            await asyncio.sleep(interval)
-
-    async def _commit(self, tps: Any) -> None:
-        if self.group is None or self._consumer is None:
-            return
-        async with self._commit_lock:
-            offsets = self.tracker.to_commit(tps)
-            if offsets:
-                await self._consumer.commit(offsets)
-                self.tracker.committed(offsets)
-
     # -- rebalance ------------------------------------------------------------------------------
 
     async def revoked(self, revoked: set[Any]) -> None:
@@ -554,13 +535,14 @@ class KafkaDriver(BaseDriver):
         await self._cancel_mover()
         taken = self.queue.remove(self.pipeline_name)
         for job in taken:
-            if job.tp not in revoked:  # type: ignore[attr-defined]
+            if job.handle[0] not in revoked:
                 self.queue.insert_nowait(job)
-        abandoned = [j for j in taken if j.tp in revoked]  # type: ignore[attr-defined]
-        abandoned += [j for j in self._ready if j.tp in revoked]
-        self._ready = deque(j for j in self._ready if j.tp not in revoked)
+        abandoned = [j for j in taken if j.handle[0] in revoked]
+        abandoned += [j for j in self._ready if j.handle[0] in revoked]
+        self._ready = deque(j for j in self._ready if j.handle[0] not in revoked)
         for job in abandoned:
-            self._outstanding.pop((job.tp, job.offset), None)  # type: ignore[attr-defined]
+            self._outstanding.pop(job.handle, None)
+        self.lane.release(len(abandoned))
         loop = asyncio.get_running_loop()
         timeout = self.group.revoke_timeout if self.group else 0.0
         end = loop.time() + timeout
@@ -577,18 +559,17 @@ class KafkaDriver(BaseDriver):
         finally:
             self._revoking -= 1
         try:
-            await self._commit(revoked)
+            await self.commits.commit(revoked)
         except KafkaError as exc:
             log.warning("pipeline %r: commit of revoked partitions failed: %s",
                         self.pipeline_name, exc)
         held = [k for k in self._outstanding if k[0] in revoked]
         for key in held:
             del self._outstanding[key]
+        self.lane.release(len(held))
         if held or abandoned:
             log.info("pipeline %r: rebalance abandoned %d queued and %d held jobs of %s",
                      self.pipeline_name, len(abandoned), len(held), sorted(map(str, revoked)))
-        for tp in revoked:
-            self._generation[tp] = self._generation.get(tp, 0) + 1
         self.tracker.revoke(revoked)
         self._pump()
 
@@ -604,7 +585,7 @@ class KafkaDriver(BaseDriver):
         consumer = self._consumer
         for tp in assigned:
             self.tracker.assign(tp)
-        if self._user_paused and assigned:
+        if not self.lane.is_open and assigned:
             consumer.pause(*assigned)
         if spec.type not in ("At", "AfterMilli") or not assigned:
             return
@@ -617,7 +598,7 @@ class KafkaDriver(BaseDriver):
                 await self._seek_uncommitted(tp, spec)
         finally:
             self._seeking = self._seeking - assigned
-            if not self._user_paused:
+            if self.lane.is_open:
                 consumer.resume(*(assigned & consumer.assignment()))
 
     async def _seek_uncommitted(self, tp: Any, spec: OffsetSpec) -> None:
@@ -635,43 +616,50 @@ class KafkaDriver(BaseDriver):
                 else:
                     await asyncio.sleep(RETRY_BACKOFF)
 
-    # -- settlement (called by KafkaJob) -----------------------------------------------------------
+    # -- settlement (the Settler of the pipeline's jobs) ------------------------------------------
 
-    def _check(self, job: KafkaJob) -> None:
+    def queue_name(self, job: Job) -> str:
+        return job.handle[0].topic  # type: ignore[no-any-return]
+
+    def _check(self, job: Job) -> None:
         if self.stopped:
             raise PipelineStateError(
                 f"pipeline {self.pipeline_name!r} is stopped: job {job.id} was not settled "
                 "and will be delivered again from its uncommitted offset")
-        if self._outstanding.get((job.tp, job.offset)) is not job:
+        if self._outstanding.get(job.handle) is not job:
+            tp = job.handle[0]
             raise AckLostError(
-                f"job {job.id}: partition {job.topic}[{job.partition}] was revoked by a "
+                f"job {job.id}: partition {tp.topic}[{tp.partition}] was revoked by a "
                 "rebalance; another consumer delivers the record again")
 
-    def _finish(self, job: KafkaJob) -> None:
-        key = (job.tp, job.offset)
-        if self._outstanding.get(key) is job:
-            self._done(key, job)
+    def _finish(self, job: Job) -> None:
+        if self._outstanding.get(job.handle) is job:
+            self._done(job)
 
-    def _done(self, key: tuple[Any, int], job: KafkaJob) -> None:
-        """Settle ``job``, which ``_outstanding`` holds under ``key``."""
-        outstanding = self._outstanding
-        del outstanding[key]
-        if self.tracker.settle(job.tp, job.offset) and self.group is not None:
-            self._commit_event.set()
+    def _done(self, job: Job) -> None:
+        """Settle ``job``, which ``_outstanding`` holds under its handle."""
+        key = job.handle
+        del self._outstanding[key]
+        self.commits.settle(*key)
         if self._revoking:
             self._settled.set()
-        if self._want_room and len(outstanding) <= self.prefetch // 2:
-            self._room.set()
+        self.lane.release()
 
-    def settle_done(self, job: KafkaJob) -> None:
+    def ack_now(self, job: Job) -> None:
         """``ack``: the record is done (committed with its partition's settled prefix)."""
-        key = (job.tp, job.offset)
-        if self.stopped or self._outstanding.get(key) is not job:
+        if self.stopped or self._outstanding.get(job.handle) is not job:
             self._check(job)  # raises
-        self._done(key, job)
+        self._done(job)
 
-    async def settle_drop(self, job: KafkaJob) -> None:
-        """``nack()``: to the dead-letter topic when configured, else dropped; then done."""
+    async def ack(self, job: Job) -> None:
+        self.ack_now(job)
+
+    async def nack(self, job: Job, requeue: bool, delay: float) -> None:
+        """``requeue=False``: to the dead-letter topic when configured, else dropped;
+        then done. ``requeue=True``: a copy (:meth:`requeue`)."""
+        if requeue:
+            await self.requeue(job, job.headers, delay)
+            return
         self._check(job)
         if self.dead_letter_topic:
             headers = dict(job.headers)
@@ -684,16 +672,17 @@ class KafkaDriver(BaseDriver):
                      "dead_letter_topic)", self.pipeline_name, job.id, job.name)
         self._finish(job)
 
-    async def settle_copy(self, job: KafkaJob, headers: Headers, delay: float) -> None:
-        """``nack(requeue=True)``/``requeue``: produce a copy (to the delay topic after
-        ``delay``), then the original is done. If the broker refuses the copy the
-        original is delivered again here and the error is raised."""
+    async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
+        """Produce a copy (to the delay topic after ``delay``), then the original is
+        done. If the broker refuses the copy the original is delivered again here and
+        the error is raised."""
         self._check(job)
+        tp = job.handle[0]
         extra: Sequence[tuple[str, bytes]] = ()
-        topic: str = job.topic
-        partition: int | None = job.partition
+        topic: str = tp.topic
+        partition: int | None = tp.partition
         if delay > 0:
-            extra = due_headers(delay, job.topic, job.partition)
+            extra = due_headers(delay, topic, partition)
             topic, partition = self.delay_topic, None
         rec = codec.Encoded(*self._encoder.record(job.id, job.name, job.payload, job.priority,
                                                   headers, job.auto_ack, extra))
@@ -704,12 +693,13 @@ class KafkaDriver(BaseDriver):
             raise
         self._finish(job)
 
-    def _redeliver(self, job: KafkaJob) -> None:
-        key = (job.tp, job.offset)
+    def _redeliver(self, job: Job) -> None:
+        key = job.handle
         if self.stopped or self._outstanding.get(key) is not job:
             return
-        again = KafkaJob(self, job.tp, job.offset, job.generation, job.pipeline, job.id,
-                         job.name, job.payload, job.headers, job.priority, job.auto_ack)
+        again = KafkaJob.make(self, key, job.id, job.name, job.payload, job.headers,
+                              job.pipeline, job.priority, job.auto_ack)
+        again.failure = job.failure
         self._outstanding[key] = again
         self._ready.appendleft(again)
         self._pump()
@@ -718,33 +708,29 @@ class KafkaDriver(BaseDriver):
 
     async def _stop_consuming(self) -> None:
         self.consuming = False
-        self._user_paused = True
         await self._cancel_mover()
         if self._consumer is not None:
             assignment = self._consumer.assignment()
             if assignment:
                 self._consumer.pause(*assignment)
-        taken = self.queue.remove(self.pipeline_name)
-        self._ready.extendleft(reversed(taken))  # type: ignore[arg-type]
+        taken = self.lane.close()
+        self.lane.take(len(taken))  # still held, kept for resume
+        self._ready.extendleft(reversed(taken))
 
     async def _shutdown_consumer(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks = []
+        for name in ("fetch", "commits"):
+            await self.supervisor.stop_task(name)
         if self._forwarder is not None:
             await self._forwarder.stop()
             self._forwarder = None
         if self._consumer is not None:
             try:
-                await self._commit(None)
+                await self.commits.commit()
             except Exception as exc:
                 log.warning("pipeline %r: final commit failed: %s", self.pipeline_name, exc)
             with contextlib.suppress(Exception):
                 await self._consumer.stop()
-            self._consumer = None
+            self._consumer = self.commits.consumer = None
 
     async def _close_producer(self) -> None:
         if self._producer_started:
@@ -795,7 +781,7 @@ class KafkaDriver(BaseDriver):
             active=active,
             delayed=delayed,
             reserved=reserved,
-            ready=self.consuming,
+            ready=self.ready,
             priority=self.priority,
         )
 
@@ -872,32 +858,17 @@ class _Inspector:
         return total
 
 
-class KafkaConstructor(Constructor):
+class KafkaConstructor(DriverConstructor):
     """Builds ``kafka`` drivers. Registered as the ``kafka`` entry point.
 
     Reads the global ``kafka:`` section once; a bad value fails with its key path.
     """
 
     name: ClassVar[str] = "kafka"
-
-    def __init__(self, configurer: Configurer) -> None:
-        super().__init__(configurer)
-        self.section = configurer.unmarshal_key("kafka", KafkaSection)
-
-    async def driver_from_config(self, config_key: str, queue: PriorityQueue,
-                                 pipeline: Pipeline) -> KafkaDriver:
-        options = options_from_config(self.configurer, config_key, KafkaOptions)
-        return await self._open(pipeline, queue, options, config_key)
-
-    async def driver_from_pipeline(self, pipeline: Pipeline, queue: PriorityQueue) -> KafkaDriver:
-        options = options_from_pipeline(pipeline, KafkaOptions)
-        return await self._open(pipeline, queue, options, f"declare.{pipeline.name()}")
-
-    async def _open(self, pipeline: Pipeline, queue: PriorityQueue, options: KafkaOptions,
-                    where: str) -> KafkaDriver:
-        driver = KafkaDriver(pipeline, queue, self.section, options)
-        await driver.open(where)
-        return driver
+    driver_class = KafkaDriver
+    options_model = KafkaOptions
+    section_key = "kafka"
+    section_model = KafkaSection
 
 
 def topic_pattern(patterns: Sequence[str]) -> re.Pattern[str]:
