@@ -12,7 +12,7 @@ import ssl
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener  # type: ignore[import-untyped]
 from aiokafka.errors import MessageSizeTooLargeError  # type: ignore[import-untyped]
 from aiokafka.record.default_records import (  # type: ignore[import-untyped]
     DefaultRecordBatchBuilder,
@@ -328,3 +328,17 @@ class Commits:
                     if self.on_outage is not None:
                         self.on_outage(False)
             await asyncio.sleep(self.interval)
+
+
+class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Hands a consumer's rebalances to ``owner.revoked``/``owner.assigned`` (coroutines
+    taking the set of partitions): the driver's and its delay forwarder's."""
+
+    def __init__(self, owner: Any) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        await self.owner.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[Any]) -> None:
+        await self.owner.assigned(set(assigned))

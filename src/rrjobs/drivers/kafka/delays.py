@@ -54,14 +54,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from rrjobs.core.delays import whole_millis
 from rrjobs.core.supervise import Supervisor
 from rrjobs.core.timers import DelayQueue
 from rrjobs.drivers.kafka import failures
-from rrjobs.drivers.kafka.client import Commits, Producer
+from rrjobs.drivers.kafka.client import Commits, Listener, Producer
 from rrjobs.drivers.kafka.codec import RR_DUE, RR_TARGET_PARTITION, RR_TARGET_TOPIC, Encoded
 from rrjobs.drivers.kafka.config import DEFAULT_DELAY_BUFFER
 from rrjobs.drivers.kafka.failures import RETRY_BACKOFF
@@ -169,7 +169,7 @@ class DelayForwarder:
             isolation_level="read_committed", **self._timings, **self._conn)
         await self._consumer.start()
         self.commits.consumer = self._consumer
-        self._consumer.subscribe([self.topic], listener=_Listener(self))
+        self._consumer.subscribe([self.topic], listener=Listener(self))
         for name, body in self._loops():
             self._supervisor.start(name, body)
 
@@ -293,17 +293,6 @@ class DelayForwarder:
         for tp in revoked:
             self._pending.pop(tp, None)
 
-    def assigned(self, assigned: set[Any]) -> None:
+    async def assigned(self, assigned: set[Any]) -> None:
         for tp in assigned:
             self.tracker.assign(tp)
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, forwarder: DelayForwarder) -> None:
-        self.forwarder = forwarder
-
-    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
-        await self.forwarder.revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[Any]) -> None:
-        self.forwarder.assigned(set(assigned))

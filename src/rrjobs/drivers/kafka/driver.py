@@ -42,11 +42,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from aiokafka import (  # type: ignore[import-untyped]
-    AIOKafkaConsumer,
-    ConsumerRebalanceListener,
-    TopicPartition,
-)
+from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
@@ -70,6 +66,7 @@ from rrjobs.core.state import State
 from rrjobs.drivers.kafka import codec, failures
 from rrjobs.drivers.kafka.client import (
     Commits,
+    Listener,
     Producer,
     Record,
     connection_kwargs,
@@ -300,9 +297,9 @@ class KafkaDriver(BaseDriver):
                     await self._seek(tp, spec)
             elif consumer_options.consume_regexp:
                 consumer.subscribe(pattern=self._subscription_pattern(),
-                                   listener=_Listener(self))
+                                   listener=Listener(self))
             else:
-                consumer.subscribe(list(self.topics), listener=_Listener(self))
+                consumer.subscribe(list(self.topics), listener=Listener(self))
             self.supervisor.start("fetch", self._fetch)
             if group is not None:
                 self.commits.consumer = consumer
@@ -795,17 +792,6 @@ class KafkaDriver(BaseDriver):
 
     def _from_end(self) -> bool:
         return self.options.consumer_options.consumer_offset.type == "AtEnd"
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, driver: KafkaDriver) -> None:
-        self.driver = driver
-
-    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
-        await self.driver.revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[Any]) -> None:
-        await self.driver.assigned(set(assigned))
 
 
 class _Inspector:
