@@ -12,10 +12,20 @@ import pytest
 from pamqp.common import FieldTable
 
 from rrjobs.core.message import Message
-from rrjobs.testing import ConformanceSuite, DriverFactory, Pipe
+from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
+from rrjobs.testing.suite import (
+    ConcurrentLifecycleTests,
+    DelayRoundingTests,
+    PoisonBodyTests,
+    PoisonHeaderTests,
+    SettleDuringLeaseExtensionTests,
+)
 
 #: The exchange every conformance pipeline publishes through.
 EXCHANGE = "rrjobs.conformance"
+#: RabbitMQ sends a message's headers in one content-header frame (frame_max
+#: is 128 KiB by default): a larger header table cannot be published.
+HEADER_FRAME = 128 * 1024 - 1024
 
 
 class AMQPFactory(DriverFactory):
@@ -27,6 +37,8 @@ class AMQPFactory(DriverFactory):
     delivery_timeout = 15.0
     redelivery_timeout = 15.0
     delay_tolerance = 3.0
+    delay_granularity = 0.001  # per-message TTLs in whole milliseconds
+    broker_max_body = 128 * 1024 * 1024  # RabbitMQ's default max_message_size
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -71,13 +83,27 @@ class AMQPFactory(DriverFactory):
             },
         }
 
+    def prefetch_options(self, jobs: int) -> dict[str, Any]:
+        return {"prefetch": jobs}
+
     async def publish_raw(self, pipe: Pipe, body: bytes, headers: Mapping[str, str]) -> None:
+        await self._publish_plain(pipe, body, dict(headers))
+
+    async def publish_raw_headers(self, pipe: Pipe, body: bytes,
+                                  headers: Mapping[str, bytes]) -> None:
+        """Each value as an AMQP byte array (``x``), as RoadRunner writes ``rr_headers``."""
+        if sum(len(v) for v in headers.values()) > HEADER_FRAME:
+            raise HookUnsupported("RabbitMQ carries a message's headers in one frame of at "
+                                  "most frame_max (128 KiB)")
+        await self._publish_plain(pipe, body, {k: bytearray(v) for k, v in headers.items()})
+
+    async def _publish_plain(self, pipe: Pipe, body: bytes, table: FieldTable) -> None:
         channel = await self._channel()
         try:
             exchange = await channel.get_exchange(EXCHANGE)
             await exchange.publish(
                 aio_pika.Message(
-                    body, headers=dict(headers), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+                    body, headers=table, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
                 ),
                 routing_key=pipe.name,
             )
@@ -133,5 +159,7 @@ def driver_factory(amqp_url: str) -> AMQPFactory:
     return AMQPFactory(amqp_url)
 
 
-class TestAMQPConformance(ConformanceSuite):
+class TestAMQPConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
+                          ConcurrentLifecycleTests, PoisonBodyTests, PoisonHeaderTests,
+    DelayRoundingTests):
     marker = "amqp"

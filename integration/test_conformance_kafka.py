@@ -12,12 +12,21 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from rrjobs.core.message import Message
 from rrjobs.drivers.kafka.codec import encode_priority
-from rrjobs.testing import ConformanceSuite, DriverFactory, Pipe
-from rrjobs.testing.suite import NackTests
+from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
+from rrjobs.testing.suite import (
+    ConcurrentLifecycleTests,
+    DelayRoundingTests,
+    NackTests,
+    PoisonBodyTests,
+    PoisonHeaderTests,
+    SettleDuringLeaseExtensionTests,
+)
 
 #: Short group timings: joins and rebalances take about a second.
 GROUP = {"session_timeout": "3s", "heartbeat_interval": "300ms", "commit_interval": "50ms",
          "revoke_timeout": "5s"}
+#: The producer's (and the broker's default) largest request: about 1 MiB.
+MAX_RECORD = 1_000_000
 
 
 class KafkaFactory(DriverFactory):
@@ -29,6 +38,7 @@ class KafkaFactory(DriverFactory):
     redelivery_timeout = 20.0
     delay_tolerance = 3.0
     quiet_period = 0.7
+    delay_granularity = 0.001  # due times in whole milliseconds
 
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
@@ -71,6 +81,18 @@ class KafkaFactory(DriverFactory):
         await self.producer.send_and_wait(
             pipe.name, body, headers=[(k, v.encode()) for k, v in headers.items()])
 
+    async def publish_raw_headers(self, pipe: Pipe, body: bytes,
+                                  headers: Mapping[str, bytes]) -> None:
+        """Record headers are bytes: each value as it is."""
+        assert self.producer is not None
+        if len(body) + sum(len(v) for v in headers.values()) > MAX_RECORD:
+            raise HookUnsupported("Kafka's default message.max.bytes (1 MiB) takes no "
+                                  "record this large")
+        await self.producer.send_and_wait(pipe.name, body, headers=list(headers.items()))
+
+    def prefetch_options(self, jobs: int) -> dict[str, Any]:
+        return {"prefetch": jobs}
+
     async def publish_roadrunner(self, pipe: Pipe, msg: Message) -> None:
         """RoadRunner's layout (reference §10): key = id, each header's first value,
         then rr_job, rr_pipeline and rr_priority as 8 bytes little-endian."""
@@ -104,7 +126,9 @@ def driver_factory(kafka_bootstrap: str) -> KafkaFactory:
     return KafkaFactory(kafka_bootstrap)
 
 
-class TestKafkaConformance(ConformanceSuite):
+class TestKafkaConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
+                           ConcurrentLifecycleTests, PoisonBodyTests, PoisonHeaderTests,
+    DelayRoundingTests):
     marker = "kafka"
 
 

@@ -16,8 +16,18 @@ from nats.aio.client import Client
 from nats.js.api import StreamConfig
 
 from rrjobs.core.message import Message
-from rrjobs.testing import ConformanceSuite, DriverFactory, Pipe
-from rrjobs.testing.suite import NackTests
+from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
+from rrjobs.testing.suite import (
+    ConcurrentLifecycleTests,
+    DelayRoundingTests,
+    NackTests,
+    PoisonBodyTests,
+    PoisonHeaderTests,
+    SettleDuringLeaseExtensionTests,
+)
+
+#: The server's limit on a message's headers (nats-server: 64 KiB), less a margin.
+MAX_HEADERS = 64 * 1024 - 1024
 
 
 def roadrunner_body(msg: Message, pipeline: str) -> bytes:
@@ -39,6 +49,7 @@ class NATSFactory(DriverFactory):
     redelivery_timeout = 10.0
     delay_tolerance = 3.0
     quiet_period = 0.7
+    delay_granularity = 0.001  # rr_due in whole milliseconds
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -73,6 +84,22 @@ class NATSFactory(DriverFactory):
         await self.nc.jetstream().publish(f"{pipe.name}.jobs", body,
                                           headers=dict(headers) or None)
 
+    async def publish_raw_headers(self, pipe: Pipe, body: bytes,
+                                  headers: Mapping[str, bytes]) -> None:
+        """NATS headers are text, inside the server's max_payload."""
+        assert self.nc is not None
+        try:
+            text = {k: v.decode() for k, v in headers.items()}
+        except UnicodeDecodeError:
+            raise HookUnsupported("NATS headers are text: bytes that are not UTF-8 "
+                                  "cannot be published") from None
+        if sum(len(k) + len(v) for k, v in headers.items()) > MAX_HEADERS:
+            raise HookUnsupported("NATS takes at most 64 KiB of headers per message")
+        await self.nc.jetstream().publish(f"{pipe.name}.jobs", body, headers=text)
+
+    def prefetch_options(self, jobs: int) -> dict[str, Any]:
+        return {"prefetch": jobs}
+
     async def publish_roadrunner(self, pipe: Pipe, msg: Message) -> None:
         """RoadRunner's layout: the JSON body, each job header as a NATS header."""
         assert self.nc is not None
@@ -106,7 +133,9 @@ def driver_factory(nats_url: str) -> NATSFactory:
     return NATSFactory(nats_url)
 
 
-class TestNATSConformance(ConformanceSuite):
+class TestNATSConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
+                          ConcurrentLifecycleTests, PoisonBodyTests, PoisonHeaderTests,
+    DelayRoundingTests):
     marker = "nats"
 
 

@@ -15,9 +15,16 @@ from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncI
 
 from rrjobs.core.message import Message
 from rrjobs.drivers.pubsub import PubSubConstructor
-from rrjobs.drivers.pubsub.codec import attributes
-from rrjobs.testing import ConformanceSuite, DriverFactory, Pipe
-from rrjobs.testing.suite import NackTests
+from rrjobs.drivers.pubsub.codec import MAX_ATTRIBUTE_VALUE, attributes
+from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
+from rrjobs.testing.suite import (
+    ConcurrentLifecycleTests,
+    DelayRoundingTests,
+    NackTests,
+    PoisonBodyTests,
+    PoisonHeaderTests,
+    SettleDuringLeaseExtensionTests,
+)
 
 
 class PubSubFactory(DriverFactory):
@@ -30,6 +37,7 @@ class PubSubFactory(DriverFactory):
     delivery_timeout = 15.0
     redelivery_timeout = 10.0
     delay_tolerance = 3.0
+    delay_granularity = 1.0  # ack deadlines and rr_delay in whole seconds
 
     def __init__(self, host: str, project: str) -> None:
         self.host = host
@@ -86,6 +94,22 @@ class PubSubFactory(DriverFactory):
             headers = {"content-type": "application/octet-stream"}
         await self._publish(pipe, body, headers)
 
+    async def publish_raw_headers(self, pipe: Pipe, body: bytes,
+                                  headers: Mapping[str, bytes]) -> None:
+        """Attributes are text of at most 1024 bytes each (Pub/Sub's limit)."""
+        try:
+            text = {k: v.decode() for k, v in headers.items()}
+        except UnicodeDecodeError:
+            raise HookUnsupported("Pub/Sub attributes are text: bytes that are not UTF-8 "
+                                  "cannot be published") from None
+        if any(len(v) > MAX_ATTRIBUTE_VALUE for v in headers.values()):
+            raise HookUnsupported(f"Pub/Sub attribute values are at most "
+                                  f"{MAX_ATTRIBUTE_VALUE} bytes")
+        await self._publish(pipe, body, text)
+
+    def prefetch_options(self, jobs: int) -> dict[str, Any]:
+        return {"prefetch": jobs}
+
     async def publish_roadrunner(self, pipe: Pipe, msg: Message) -> None:
         """RoadRunner's layout (reference §10): data = payload; string attributes
         rr_id, rr_job, rr_delay, rr_headers (JSON), rr_priority, rr_auto_ack."""
@@ -114,7 +138,9 @@ def driver_factory(pubsub_emulator_host: str, pubsub_project: str) -> PubSubFact
     return PubSubFactory(pubsub_emulator_host, pubsub_project)
 
 
-class TestPubSubConformance(ConformanceSuite):
+class TestPubSubConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
+                            ConcurrentLifecycleTests, PoisonBodyTests, PoisonHeaderTests,
+    DelayRoundingTests):
     marker = "pubsub"
 
 

@@ -13,8 +13,15 @@ from aiobotocore.session import get_session  # type: ignore[import-untyped,unuse
 from integration.pytest_plugin import SqsEndpoint
 from rrjobs.core.message import Message
 from rrjobs.drivers.sqs import codec
-from rrjobs.testing import ConformanceSuite, DriverFactory, Pipe
-from rrjobs.testing.suite import NackTests
+from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
+from rrjobs.testing.suite import (
+    ConcurrentLifecycleTests,
+    DelayRoundingTests,
+    NackTests,
+    PoisonBodyTests,
+    PoisonHeaderTests,
+    SettleDuringLeaseExtensionTests,
+)
 
 pytestmark = [pytest.mark.sqs]
 
@@ -29,6 +36,7 @@ class SQSFactory(DriverFactory):
     redelivery_timeout = 10.0
     delay_tolerance = 3.0
     quiet_period = 0.7
+    delay_granularity = 1.0  # DelaySeconds and visibility timeouts in whole seconds
 
     def __init__(self, endpoint: SqsEndpoint) -> None:
         self.endpoint = endpoint
@@ -72,6 +80,24 @@ class SQSFactory(DriverFactory):
         await self.client.send_message(QueueUrl=await self._url(pipe.name), MessageBody=text,
                                        MessageAttributes=attrs)
 
+    async def publish_raw_headers(self, pipe: Pipe, body: bytes,
+                                  headers: Mapping[str, bytes]) -> None:
+        """Each value as a ``Binary`` attribute, as RoadRunner writes ``rr_headers``."""
+        text, encoding = codec.body_of(body)
+        if len(text) + sum(len(k) + len(v) for k, v in headers.items()) > (
+                codec.MAX_MESSAGE_SIZE - 1024):
+            raise HookUnsupported(f"an SQS message (attributes included) is at most "
+                                  f"{codec.MAX_MESSAGE_SIZE} bytes")
+        attrs: dict[str, Any] = {k: {"DataType": "Binary", "BinaryValue": v}
+                                 for k, v in headers.items()}
+        if encoding is not None:
+            attrs[codec.RR_ENCODING] = {"DataType": "String", "StringValue": encoding}
+        await self.client.send_message(QueueUrl=await self._url(pipe.name), MessageBody=text,
+                                       MessageAttributes=attrs)
+
+    def prefetch_options(self, jobs: int) -> dict[str, Any]:
+        return {"prefetch": min(jobs, 10), "max_messages_in_flight": jobs}
+
     async def publish_roadrunner(self, pipe: Pipe, msg: Message) -> None:
         """RoadRunner's layout (reference §10): body = payload as text; String
         rr_id/rr_job/rr_delay/rr_auto_ack, Number rr_priority, Binary JSON rr_headers."""
@@ -96,7 +122,9 @@ def driver_factory(sqs_endpoint: SqsEndpoint) -> SQSFactory:
     return SQSFactory(sqs_endpoint)
 
 
-class TestSQSConformance(ConformanceSuite):
+class TestSQSConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
+                         ConcurrentLifecycleTests, PoisonBodyTests, PoisonHeaderTests,
+    DelayRoundingTests):
     marker = "sqs"
 
 

@@ -15,6 +15,11 @@ import pytest
 from rrjobs import Message
 from rrjobs.drivers.memory import MemoryConstructor
 from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
+from rrjobs.testing.suite import (
+    ConcurrentLifecycleTests,
+    DelayRoundingTests,
+    SettleDuringLeaseExtensionTests,
+)
 
 NO_WIRE = "memory has no broker and no wire format: only its driver can put jobs in"
 
@@ -42,5 +47,6 @@ def driver_factory() -> MemoryFactory:
     return MemoryFactory()
 
 
-class TestMemoryConformance(ConformanceSuite):
+class TestMemoryConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
+                            ConcurrentLifecycleTests, DelayRoundingTests):
     marker = "memory"

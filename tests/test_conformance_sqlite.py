@@ -11,10 +11,18 @@ from typing import Any
 
 import pytest
 
+from rrjobs.core.headers import RR_HEADERS
 from rrjobs.core.message import Message
 from rrjobs.drivers.sqlite import SQLiteConstructor
 from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
-from rrjobs.testing.suite import NackTests
+from rrjobs.testing.suite import (
+    ConcurrentLifecycleTests,
+    DelayRoundingTests,
+    NackTests,
+    PoisonBodyTests,
+    PoisonHeaderTests,
+    SettleDuringLeaseExtensionTests,
+)
 
 
 class SQLiteFactory(DriverFactory):
@@ -28,6 +36,7 @@ class SQLiteFactory(DriverFactory):
     quiet_period = 0.3
     delay_unit = 0.5
     delay_tolerance = 0.5
+    delay_granularity = 0.001  # due times in whole milliseconds
     redelivery_timeout = 3.0
 
     def __init__(self, file: Path) -> None:
@@ -53,6 +62,25 @@ class SQLiteFactory(DriverFactory):
             self._execute, "INSERT INTO rrjobs_jobs (pipeline, payload, headers) VALUES (?, ?, ?)",
             pipe.name, body, json.dumps(dict(headers)))
 
+    async def publish_raw_headers(self, pipe: Pipe, body: bytes,
+                                  headers: Mapping[str, bytes]) -> None:
+        """The store keeps a job's headers (``rr_headers`` on a broker) in its
+        ``headers`` column: the value goes there as it is, text if it is UTF-8."""
+        if set(headers) != {RR_HEADERS}:
+            raise HookUnsupported("a sqlite row has one headers column, no other headers")
+        raw = headers[RR_HEADERS]
+        value: str | bytes
+        try:
+            value = raw.decode()
+        except UnicodeDecodeError:
+            value = raw
+        await asyncio.to_thread(
+            self._execute, "INSERT INTO rrjobs_jobs (pipeline, payload, headers) VALUES (?, ?, ?)",
+            pipe.name, body, value)
+
+    def prefetch_options(self, jobs: int) -> dict[str, Any]:
+        return {"prefetch": jobs}
+
     async def publish_roadrunner(self, pipe: Pipe, msg: Message) -> None:
         raise HookUnsupported("RoadRunner's boltdb driver writes Go gob values into a bbolt "
                               "file; the sqlite driver (and its boltdb alias) has its own format")
@@ -69,7 +97,9 @@ def driver_factory(tmp_path: Path) -> SQLiteFactory:
     return SQLiteFactory(tmp_path / "conformance.db")
 
 
-class TestSQLiteConformance(ConformanceSuite):
+class TestSQLiteConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
+                            ConcurrentLifecycleTests, PoisonBodyTests, PoisonHeaderTests,
+    DelayRoundingTests):
     marker = "sqlite"
 
 

@@ -89,6 +89,15 @@ class DriverFactory:
     delay_unit: float = 1.0
     #: How late after its delay a delayed job may arrive.
     delay_tolerance: float = 3.0
+    #: The unit in which the broker keeps delays (seconds): 1.0 for whole
+    #: seconds, 0.001 for milliseconds, 0.0 when the driver times delays itself.
+    #: A delay must be rounded *up* to it; a driver's own
+    #: ``capabilities.delay_granularity``, when declared, takes precedence.
+    delay_granularity: float = 0.0
+    #: The largest message body the broker itself accepts, when it is known to be
+    #: close to the driver's ``max_payload`` (the over-the-limit poison test needs
+    #: a broker that takes one byte more than the driver sends).
+    broker_max_body: int | None = None
     #: How long a broker may take to redeliver the unsettled jobs of a stopped
     #: or dead consumer (added to :attr:`ack_deadline` when that is set).
     redelivery_timeout: float = 10.0
@@ -134,12 +143,26 @@ class DriverFactory:
         """Extra options that set the broker's ack deadline to ``seconds``."""
         raise HookUnsupported(f"the {self.driver} factory cannot configure an ack deadline")
 
+    def prefetch_options(self, jobs: int) -> dict[str, Any]:
+        """Extra options that let a consumer hold at most ``jobs`` unsettled jobs."""
+        raise HookUnsupported(f"the {self.driver} factory cannot configure a prefetch window")
+
     # -- the broker from outside the driver --------------------------------------------
 
     async def publish_raw(self, pipe: Pipe, body: bytes, headers: Mapping[str, str]) -> None:
         """Publish ``body`` to ``pipe``'s queue with the broker's own client,
         with ``headers`` as native headers/attributes and *no* ``rr_*`` metadata."""
         raise HookUnsupported(f"the {self.driver} factory cannot publish a raw message")
+
+    async def publish_raw_headers(self, pipe: Pipe, body: bytes,
+                                  headers: Mapping[str, bytes]) -> None:
+        """Like :meth:`publish_raw`, with header values given as raw bytes: sent
+        as the broker's binary type where it has one (AMQP byte arrays, Kafka
+        header bytes, SQS ``Binary`` attributes), else as text. The poison tests
+        use it for ``rr_headers``; a store without headers on the wire puts that
+        value where it keeps a job's headers. Raise :class:`HookUnsupported`
+        for a value the broker cannot carry (not text, over a size limit)."""
+        raise HookUnsupported(f"the {self.driver} factory cannot publish raw header bytes")
 
     async def publish_roadrunner(self, pipe: Pipe, msg: Message) -> None:
         """Publish ``msg`` to ``pipe``'s queue laid out exactly as RoadRunner's

@@ -1,0 +1,144 @@
+"""Settlement racing a lease extension.
+
+The worker pool extends a running handler's lease every ``lease / 2``
+seconds, so an extension can still be on its way to the broker when the
+handler returns and the job is settled. Whatever the interleaving, the job is
+settled exactly once on the broker and neither call raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from rrjobs.core.errors import UnsupportedFeatureError
+from rrjobs.core.job import Job
+from rrjobs.testing.harness import Harness, Pipe, conformance_case
+from rrjobs.testing.suite.base import SuiteBase
+from rrjobs.testing.suite.settlement import quiet_for
+
+#: The extension asked for when the factory sets no short ack deadline.
+LONG_EXTENSION = 30.0
+
+Settle = Callable[[Job], Awaitable[None]]
+
+
+async def _ack(job: Job) -> None:
+    await job.ack()
+
+
+async def _nack(job: Job) -> None:
+    await job.nack()
+
+
+async def _nack_requeue(job: Job) -> None:
+    await job.nack(requeue=True)
+
+
+async def _requeue(job: Job) -> None:
+    await job.requeue({"raced": ["1"]})
+
+
+class SettleDuringLeaseExtensionTests(SuiteBase):
+    """``ack``/``nack``/``requeue`` issued while ``extend_lease`` is in flight.
+
+    A driver with ``lease_extension`` must let the settlement and the extension
+    both return without an exception, in either order of arrival, and the
+    broker must see exactly one settlement: an acknowledged or nacked job is
+    never delivered again (to this consumer or another one on the same broker
+    queue), a requeued one is delivered exactly once more. An extension that
+    arrives after the job was settled is a no-op, never an error and never a
+    new reservation. A driver without ``lease_extension`` refuses the extension
+    with :class:`~rrjobs.core.errors.UnsupportedFeatureError` and settles the
+    job as usual.
+    """
+
+    async def _race(self, h: Harness, settle: Settle, *, redelivered: bool,
+                    extension_first: bool) -> None:
+        lease = h.short_lease()
+        pipe = await h.pipe(lease=lease)
+        h.require(pipe, "lease_extension")
+        sent = await pipe.push(payload=b"race")
+        job = await pipe.receive()
+        assert job.id == sent.id
+        others = [await h.second_consumer(pipe)] if h.factory.shared_broker else []
+        extension = lease if lease is not None else LONG_EXTENSION
+        if extension_first:
+            extend = asyncio.ensure_future(job.extend_lease(extension))
+            # Let the extension start its broker round trip, not finish it.
+            await asyncio.sleep(0)
+            settling = asyncio.ensure_future(settle(job))
+        else:
+            settling = asyncio.ensure_future(settle(job))
+            extend = asyncio.ensure_future(job.extend_lease(extension))
+        outcome = await asyncio.gather(extend, settling, return_exceptions=True)
+        errors = [repr(e) for e in outcome if isinstance(e, BaseException)]
+        assert not errors, f"extend_lease racing {settle.__name__.lstrip('_')}: {errors}"
+        if redelivered:
+            again = await _receive_from_any(pipe, others, h)
+            assert (again.id, again.payload) == (sent.id, b"race")
+            await again.ack()
+        await pipe.expect_nothing(quiet_for(h, lease))
+        for other in others:
+            await other.expect_nothing(0)
+
+    @conformance_case
+    async def test_ack_racing_lease_extension_is_final(self, h: Harness) -> None:
+        await self._race(h, _ack, redelivered=False, extension_first=True)
+
+    @conformance_case
+    async def test_nack_racing_lease_extension_is_final(self, h: Harness) -> None:
+        await self._race(h, _nack, redelivered=False, extension_first=True)
+
+    @conformance_case
+    async def test_nack_requeue_racing_lease_extension_redelivers_once(self,
+                                                                       h: Harness) -> None:
+        await self._race(h, _nack_requeue, redelivered=True, extension_first=True)
+
+    @conformance_case
+    async def test_requeue_racing_lease_extension_redelivers_once(self, h: Harness) -> None:
+        await self._race(h, _requeue, redelivered=True, extension_first=True)
+
+    @conformance_case
+    async def test_lease_extension_arriving_after_ack_is_a_no_op(self, h: Harness) -> None:
+        """The settlement leaves first; the extension is issued on the same tick."""
+        await self._race(h, _ack, redelivered=False, extension_first=False)
+
+    @conformance_case
+    async def test_settlement_works_where_lease_extension_is_refused(self,
+                                                                     h: Harness) -> None:
+        pipe = await h.pipe()
+        h.refuse(pipe, "lease_extension")
+        for settle, redelivered in ((_ack, False), (_nack, False), (_nack_requeue, True),
+                                    (_requeue, True)):
+            sent = await pipe.push(payload=settle.__name__.encode())
+            job = await pipe.receive()
+            assert job.id == sent.id
+            with pytest.raises(UnsupportedFeatureError):
+                await job.extend_lease(LONG_EXTENSION)
+            assert job.settled is None, "a refused extension must leave the job unsettled"
+            await settle(job)
+            if redelivered:
+                again = await pipe.receive()
+                assert (again.id, again.payload) == (sent.id, sent.payload)
+                await again.ack()
+            await pipe.expect_nothing()
+
+
+async def _receive_from_any(pipe: Pipe, others: list[Pipe], h: Harness) -> Job:
+    """The one redelivery, from whichever consumer of the broker queue gets it."""
+    pipes = [pipe, *others]
+    waits = [asyncio.ensure_future(p.queue.extract_min()) for p in pipes]
+    try:
+        await asyncio.wait(waits, timeout=h.factory.delivery_timeout,
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+        results = await asyncio.gather(*waits, return_exceptions=True)
+    got = [r for r in results if isinstance(r, Job)]
+    assert got, f"the requeued job was not delivered again within {h.factory.delivery_timeout:g}s"
+    assert len(got) == 1, f"the requeued job was delivered {len(got)} times: {got!r}"
+    return got[0]
