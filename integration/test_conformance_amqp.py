@@ -17,7 +17,6 @@ from rrjobs.testing.suite import (
     ConcurrentLifecycleTests,
     DelayRoundingTests,
     PoisonBodyTests,
-    PoisonHeaderTests,
     SettleDuringLeaseExtensionTests,
 )
 
@@ -160,6 +159,5 @@ def driver_factory(amqp_url: str) -> AMQPFactory:
 
 
 class TestAMQPConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
-                          ConcurrentLifecycleTests, PoisonBodyTests, PoisonHeaderTests,
-    DelayRoundingTests):
+                          ConcurrentLifecycleTests, PoisonBodyTests, DelayRoundingTests):
     marker = "amqp"

@@ -14,11 +14,9 @@ from rrjobs.core.message import Message
 from rrjobs.drivers.kafka.codec import encode_priority
 from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
 from rrjobs.testing.suite import (
-    ConcurrentLifecycleTests,
     DelayRoundingTests,
     NackTests,
     PoisonBodyTests,
-    PoisonHeaderTests,
     SettleDuringLeaseExtensionTests,
 )
 
@@ -126,9 +124,8 @@ def driver_factory(kafka_bootstrap: str) -> KafkaFactory:
     return KafkaFactory(kafka_bootstrap)
 
 
-class TestKafkaConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
-                           ConcurrentLifecycleTests, PoisonBodyTests, PoisonHeaderTests,
-    DelayRoundingTests):
+class TestKafkaConformance(ConformanceSuite, SettleDuringLeaseExtensionTests, PoisonBodyTests,
+                           DelayRoundingTests):
     marker = "kafka"
 
 

@@ -17,14 +17,7 @@ from rrjobs.core.message import Message
 from rrjobs.drivers.pubsub import PubSubConstructor
 from rrjobs.drivers.pubsub.codec import MAX_ATTRIBUTE_VALUE, attributes
 from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
-from rrjobs.testing.suite import (
-    ConcurrentLifecycleTests,
-    DelayRoundingTests,
-    NackTests,
-    PoisonBodyTests,
-    PoisonHeaderTests,
-    SettleDuringLeaseExtensionTests,
-)
+from rrjobs.testing.suite import DelayRoundingTests, NackTests, PoisonBodyTests, PoisonHeaderTests
 
 
 class PubSubFactory(DriverFactory):
@@ -138,9 +131,8 @@ def driver_factory(pubsub_emulator_host: str, pubsub_project: str) -> PubSubFact
     return PubSubFactory(pubsub_emulator_host, pubsub_project)
 
 
-class TestPubSubConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
-                            ConcurrentLifecycleTests, PoisonBodyTests, PoisonHeaderTests,
-    DelayRoundingTests):
+class TestPubSubConformance(ConformanceSuite, PoisonBodyTests, PoisonHeaderTests,
+                            DelayRoundingTests):
     marker = "pubsub"
 
 

@@ -14,14 +14,7 @@ from integration.pytest_plugin import SqsEndpoint
 from rrjobs.core.message import Message
 from rrjobs.drivers.sqs import codec
 from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
-from rrjobs.testing.suite import (
-    ConcurrentLifecycleTests,
-    DelayRoundingTests,
-    NackTests,
-    PoisonBodyTests,
-    PoisonHeaderTests,
-    SettleDuringLeaseExtensionTests,
-)
+from rrjobs.testing.suite import NackTests, PoisonBodyTests
 
 pytestmark = [pytest.mark.sqs]
 
@@ -122,9 +115,7 @@ def driver_factory(sqs_endpoint: SqsEndpoint) -> SQSFactory:
     return SQSFactory(sqs_endpoint)
 
 
-class TestSQSConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
-                         ConcurrentLifecycleTests, PoisonBodyTests, PoisonHeaderTests,
-    DelayRoundingTests):
+class TestSQSConformance(ConformanceSuite, PoisonBodyTests):
     marker = "sqs"
 
 

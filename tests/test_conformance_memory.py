@@ -15,11 +15,7 @@ import pytest
 from rrjobs import Message
 from rrjobs.drivers.memory import MemoryConstructor
 from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
-from rrjobs.testing.suite import (
-    ConcurrentLifecycleTests,
-    DelayRoundingTests,
-    SettleDuringLeaseExtensionTests,
-)
+from rrjobs.testing.suite import DelayRoundingTests, SettleDuringLeaseExtensionTests
 
 NO_WIRE = "memory has no broker and no wire format: only its driver can put jobs in"
 
@@ -47,6 +43,5 @@ def driver_factory() -> MemoryFactory:
     return MemoryFactory()
 
 
-class TestMemoryConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
-                            ConcurrentLifecycleTests, DelayRoundingTests):
+class TestMemoryConformance(ConformanceSuite, SettleDuringLeaseExtensionTests, DelayRoundingTests):
     marker = "memory"

@@ -15,14 +15,7 @@ from rrjobs.core.headers import RR_HEADERS
 from rrjobs.core.message import Message
 from rrjobs.drivers.sqlite import SQLiteConstructor
 from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
-from rrjobs.testing.suite import (
-    ConcurrentLifecycleTests,
-    DelayRoundingTests,
-    NackTests,
-    PoisonBodyTests,
-    PoisonHeaderTests,
-    SettleDuringLeaseExtensionTests,
-)
+from rrjobs.testing.suite import DelayRoundingTests, NackTests, PoisonBodyTests
 
 
 class SQLiteFactory(DriverFactory):
@@ -97,9 +90,7 @@ def driver_factory(tmp_path: Path) -> SQLiteFactory:
     return SQLiteFactory(tmp_path / "conformance.db")
 
 
-class TestSQLiteConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
-                            ConcurrentLifecycleTests, PoisonBodyTests, PoisonHeaderTests,
-    DelayRoundingTests):
+class TestSQLiteConformance(ConformanceSuite, PoisonBodyTests, DelayRoundingTests):
     marker = "sqlite"
 
 

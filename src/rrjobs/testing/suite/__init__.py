@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from rrjobs.testing.suite.base import SuiteBase
 from rrjobs.testing.suite.concurrency import AtLeastOnceTests, ConcurrencyTests
-from rrjobs.testing.suite.concurrent_lifecycle import ConcurrentLifecycleTests
+from rrjobs.testing.suite.concurrent_lifecycle import (
+    ConcurrentLifecycleTests,
+    ConcurrentRuntimeLifecycleTests,
+)
 from rrjobs.testing.suite.construction import ConstructionTests
 from rrjobs.testing.suite.delay_rounding import DelayRoundingTests
 from rrjobs.testing.suite.delays import DelayTests
@@ -54,10 +57,11 @@ SECTIONS: tuple[type[SuiteBase], ...] = ConformanceSuite.__bases__
 
 #: Sections not (yet) in :class:`ConformanceSuite` because not every in-tree
 #: driver passes them: a driver's test class that passes one lists it next to
-#: ``ConformanceSuite``. docs/testing.md says which drivers include which.
+#: ``ConformanceSuite``, and a section joins ``ConformanceSuite`` once all do.
 OPTIONAL_SECTIONS: tuple[type[SuiteBase], ...] = (
     SettleDuringLeaseExtensionTests,
     ConcurrentLifecycleTests,
+    ConcurrentRuntimeLifecycleTests,
     PoisonBodyTests,
     PoisonHeaderTests,
     DelayRoundingTests,
@@ -72,6 +76,7 @@ __all__ = [
     "AutoAckTests",
     "ConcurrencyTests",
     "ConcurrentLifecycleTests",
+    "ConcurrentRuntimeLifecycleTests",
     "ConformanceSuite",
     "ConstructionTests",
     "DelayRoundingTests",

@@ -58,8 +58,8 @@ def failures(outcome: Sequence[object]) -> list[str]:
 
 
 class ConcurrentLifecycleTests(SuiteBase):
-    """``pause``, ``resume`` and ``stop`` (and the runtime's ``destroy``)
-    gathered in every order on a pipeline with jobs queued and in flight."""
+    """``pause``, ``resume`` and ``stop`` gathered in every order on a pipeline
+    with jobs queued and in flight."""
 
     async def _scenario(self, h: Harness, order: Order) -> None:
         lease = h.short_lease()
@@ -122,6 +122,12 @@ class ConcurrentLifecycleTests(SuiteBase):
     @conformance_case
     async def test_pause_resume_and_stop_together_in_every_order(self, h: Harness) -> None:
         await self._each(h, permutations(("pause", "resume", "stop")))
+
+
+
+class ConcurrentRuntimeLifecycleTests(SuiteBase):
+    """``Jobs.pause``, ``Jobs.resume`` and ``Jobs.destroy`` gathered in every
+    order on running pipelines: the same rule through the runtime."""
 
     @conformance_case
     async def test_runtime_pause_resume_and_destroy_in_every_order(self, h: Harness) -> None:

@@ -32,6 +32,10 @@ class SupervisedTaskTests(SuiteBase):
     @conformance_case
     async def test_a_crashed_task_is_logged_reported_and_restarted(self, h: Harness) -> None:
         pipe = await h.pipe()
+        first = await pipe.push(payload=b"before-the-fault")
+        job = await pipe.receive()  # the pipeline consumes: its tasks are running
+        assert job.id == first.id
+        await job.ack()
         supervisor: Any = getattr(pipe.driver, "supervisor", None)
         assert supervisor is not None, (
             f"driver {h.factory.driver!r} has no supervisor for its background tasks")
