@@ -15,7 +15,13 @@ from rrjobs.core.headers import RR_HEADERS
 from rrjobs.core.message import Message
 from rrjobs.drivers.sqlite import SQLiteConstructor
 from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
-from rrjobs.testing.suite import DelayRoundingTests, NackTests, PoisonBodyTests
+from rrjobs.testing.suite import (
+    DelayRoundingTests,
+    NackTests,
+    PoisonBodyTests,
+    PoisonHeaderTests,
+    SettleDuringLeaseExtensionTests,
+)
 
 
 class SQLiteFactory(DriverFactory):
@@ -90,7 +96,8 @@ def driver_factory(tmp_path: Path) -> SQLiteFactory:
     return SQLiteFactory(tmp_path / "conformance.db")
 
 
-class TestSQLiteConformance(ConformanceSuite, PoisonBodyTests, DelayRoundingTests):
+class TestSQLiteConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
+                            PoisonBodyTests, PoisonHeaderTests, DelayRoundingTests):
     marker = "sqlite"
 
 
