@@ -17,7 +17,14 @@ from nats.js.api import StreamConfig
 
 from rrjobs.core.message import Message
 from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
-from rrjobs.testing.suite import DelayRoundingTests, NackTests
+from rrjobs.testing.suite import (
+    DelayRoundingTests,
+    NackTests,
+    PoisonBodyTests,
+    PoisonHeaderTests,
+    SettleDuringLeaseExtensionTests,
+    SupervisedTaskTests,
+)
 
 #: The server's limit on a message's headers (nats-server: 64 KiB), less a margin.
 MAX_HEADERS = 64 * 1024 - 1024
@@ -126,7 +133,8 @@ def driver_factory(nats_url: str) -> NATSFactory:
     return NATSFactory(nats_url)
 
 
-class TestNATSConformance(ConformanceSuite, DelayRoundingTests):
+class TestNATSConformance(ConformanceSuite, SettleDuringLeaseExtensionTests, PoisonBodyTests,
+                          PoisonHeaderTests, DelayRoundingTests, SupervisedTaskTests):
     marker = "nats"
 
 

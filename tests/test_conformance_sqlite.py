@@ -21,6 +21,7 @@ from rrjobs.testing.suite import (
     PoisonBodyTests,
     PoisonHeaderTests,
     SettleDuringLeaseExtensionTests,
+    SupervisedTaskTests,
 )
 
 
@@ -97,7 +98,8 @@ def driver_factory(tmp_path: Path) -> SQLiteFactory:
 
 
 class TestSQLiteConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
-                            PoisonBodyTests, PoisonHeaderTests, DelayRoundingTests):
+                            PoisonBodyTests, PoisonHeaderTests, DelayRoundingTests,
+                            SupervisedTaskTests):
     marker = "sqlite"
 
 
