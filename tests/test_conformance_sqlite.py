@@ -14,15 +14,7 @@ import pytest
 from rrjobs.core.headers import RR_HEADERS
 from rrjobs.core.message import Message
 from rrjobs.drivers.sqlite import SQLiteConstructor
-from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
-from rrjobs.testing.suite import (
-    DelayRoundingTests,
-    NackTests,
-    PoisonBodyTests,
-    PoisonHeaderTests,
-    SettleDuringLeaseExtensionTests,
-    SupervisedTaskTests,
-)
+from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe, suite
 
 
 class SQLiteFactory(DriverFactory):
@@ -97,9 +89,9 @@ def driver_factory(tmp_path: Path) -> SQLiteFactory:
     return SQLiteFactory(tmp_path / "conformance.db")
 
 
-class TestSQLiteConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
-                            PoisonBodyTests, PoisonHeaderTests, DelayRoundingTests,
-                            SupervisedTaskTests):
+class TestSQLiteConformance(ConformanceSuite, suite.SettleDuringLeaseExtensionTests,
+                            suite.PoisonBodyTests, suite.PoisonHeaderTests,
+                            suite.DelayRoundingTests, suite.SupervisedTaskTests):
     marker = "sqlite"
 
 
@@ -108,7 +100,7 @@ class SQLiteDeadLetterFactory(SQLiteFactory):
         return {"file": self.file, "dead_letter": True}
 
 
-class TestSQLiteDeadLetterConformance(NackTests):
+class TestSQLiteDeadLetterConformance(suite.NackTests):
     """The nack section again with ``dead_letter: true``: nack without requeue
     moves the job to the file's dead-letter table."""
 
