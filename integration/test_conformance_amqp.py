@@ -17,6 +17,7 @@ from rrjobs.testing.suite import (
     ConcurrentLifecycleTests,
     DelayRoundingTests,
     PoisonBodyTests,
+    PoisonHeaderTests,
     SettleDuringLeaseExtensionTests,
 )
 
@@ -159,5 +160,6 @@ def driver_factory(amqp_url: str) -> AMQPFactory:
 
 
 class TestAMQPConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
-                          ConcurrentLifecycleTests, PoisonBodyTests, DelayRoundingTests):
+                          ConcurrentLifecycleTests, PoisonBodyTests, PoisonHeaderTests,
+                          DelayRoundingTests):
     marker = "amqp"
