@@ -17,7 +17,9 @@ from rrjobs.testing.suite import (
     DelayRoundingTests,
     NackTests,
     PoisonBodyTests,
+    PoisonHeaderTests,
     SettleDuringLeaseExtensionTests,
+    SupervisedTaskTests,
 )
 
 #: Short group timings: joins and rebalances take about a second.
@@ -125,7 +127,7 @@ def driver_factory(kafka_bootstrap: str) -> KafkaFactory:
 
 
 class TestKafkaConformance(ConformanceSuite, SettleDuringLeaseExtensionTests, PoisonBodyTests,
-                           DelayRoundingTests):
+                           PoisonHeaderTests, DelayRoundingTests, SupervisedTaskTests):
     marker = "kafka"
 
 
