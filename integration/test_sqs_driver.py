@@ -281,7 +281,7 @@ async def test_a_garbled_message_is_dead_lettered_through_the_redrive_policy(
         (msg,) = reply["Messages"]
         dead = codec.decode(msg, 1)
         assert dead.payload == b"garbled" and dead.name == UNREADABLE
-        assert "JSONDecodeError" in dead.headers[RR_ERROR][0]
+        assert "rr_headers is not JSON" in dead.headers[RR_ERROR][0]
     finally:
         await client.delete_queue(QueueUrl=dlq)
 

@@ -74,9 +74,11 @@ def test_foreign_bodies_are_deduced_by_rr() -> None:
         assert d.headers == {"x-nats-subject": ["s"]}
 
 
-def test_bad_rr_headers_fall_back_to_the_nats_headers() -> None:
-    d = decode(b"x", {"rr_headers": "[1]", "a": "b"}, "s", 1)
-    assert d.headers == {"a": ["b"], "x-nats-subject": ["s"]}
+def test_unreadable_rr_headers_fail_decoding_as_on_every_driver() -> None:
+    """rrjobs.core.fields: the message becomes a failed job naming the reason."""
+    for raw in ("[1]", "{bad", '{"a": {"nested": 1}}'):
+        with pytest.raises(BadHeadersError):
+            decode(b"x", {"rr_headers": raw, "a": "b"}, "s", 1)
 
 
 def test_due_header() -> None:

@@ -38,7 +38,7 @@ def test_malformed_attributes_fall_back() -> None:
     d = decode({"rr_job": "j", "rr_priority": "x", "rr_delay": "-3", "rr_headers": "{}",
                 "rr_auto_ack": "yes"}, 9)
     assert (d.priority, d.delay, d.headers, d.auto_ack) == (9, 0, {}, False)
-    # other producers' shapes are read leniently (rrjobs.core.headers.headers_from_json)
+    # other producers' shapes are read by the one rule (rrjobs.core.fields.read_rr_headers)
     assert decode({"rr_headers": json.dumps({"a": "one", "n": 2})}, 1).headers == {
         "a": ["one"], "n": ["2"]}
 

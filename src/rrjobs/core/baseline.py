@@ -15,6 +15,8 @@ broker's own client (:mod:`rrjobs.bench` runs the runtime phase).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -81,6 +83,44 @@ class PhaseResult:
     @property
     def jobs_per_cpu_s(self) -> float:
         return self.processed / self.cpu_seconds if self.cpu_seconds > 0 else 0.0
+
+
+async def run_timed(spec: BenchSpec, send: Callable[[int], Awaitable[object]],
+                    consume: Awaitable[object], *, chunk: int = 0) -> tuple[float, float]:
+    """Time one baseline: ``consume`` against ``spec.producers`` producer tasks.
+
+    ``consume`` is the consumer's coroutine, or a future it completes, done once
+    every job is handled. Each producer sends its share of ``spec.jobs``
+    (:meth:`BenchSpec.shares`) by awaiting ``send(n)`` with ``n`` at most
+    ``spec.batch`` (and ``chunk``, when the broker caps a batch), yielding to the
+    event loop between calls. Returns the wall-clock and CPU seconds from the
+    first send to the end of ``consume``. The producers are then awaited, so
+    their errors propagate; whatever is still running on the way out (an error,
+    a cancellation) is cancelled and awaited.
+    """
+    size = min(spec.batch, chunk) if chunk else spec.batch
+
+    async def produce(share: int) -> None:
+        left = share
+        while left > 0:
+            n = min(size, left)
+            left -= n
+            await send(n)
+            await asyncio.sleep(0)
+
+    loop = asyncio.get_running_loop()
+    start, cpu = time.perf_counter(), time.process_time()
+    consumer = asyncio.ensure_future(consume)
+    producers = [loop.create_task(produce(share)) for share in spec.shares()]
+    try:
+        await consumer
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        await asyncio.gather(*producers)
+    finally:
+        for task in (*producers, consumer):
+            task.cancel()
+        await asyncio.gather(*producers, consumer, return_exceptions=True)
+    return elapsed, cpu
 
 
 BaselineFn = Callable[[BenchSpec], Awaitable[PhaseResult]]

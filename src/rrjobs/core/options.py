@@ -86,6 +86,12 @@ def parse_duration(value: Any) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 
+def or_default(default: Any) -> BeforeValidator:
+    """A field validator for ``Annotated[...]``: a ``null`` or empty value reads as
+    ``default`` (RoadRunner's Go zero values: ``addr: ""`` means the default)."""
+    return BeforeValidator(lambda value: default if value in (None, "") else value)
+
+
 # -- validation errors with key paths ---------------------------------------------------
 
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import aio_pika
 
-from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult
+from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult, run_timed
 from rrjobs.drivers.amqp.config import DEFAULT_ADDR
 
 BENCH_EXCHANGE = "rrjobs.bench"
@@ -79,31 +78,16 @@ async def amqp_baseline(spec: BenchSpec) -> PhaseResult:
             if handled == total and not done.done():
                 done.set_result(None)
 
-        async def produce(share: int) -> None:
-            left = share
-            while left > 0:
-                n = min(spec.batch, left)
-                left -= n
-                messages = [aio_pika.Message(payload, delivery_mode=PERSISTENT)
-                            for _ in range(n)]
-                if spec.push == "batch":
-                    await asyncio.gather(*(exchange.publish(m, routing_key=name)
-                                           for m in messages))
-                else:
-                    for m in messages:
-                        await exchange.publish(m, routing_key=name)
-                await asyncio.sleep(0)
+        async def send(n: int) -> None:
+            messages = [aio_pika.Message(payload, delivery_mode=PERSISTENT) for _ in range(n)]
+            if spec.push == "batch":
+                await asyncio.gather(*(exchange.publish(m, routing_key=name) for m in messages))
+            else:
+                for m in messages:
+                    await exchange.publish(m, routing_key=name)
 
         tag = await consume_queue.consume(on_message)
-        start, cpu = time.perf_counter(), time.process_time()
-        producers = [loop.create_task(produce(share)) for share in spec.shares()]
-        try:
-            await done
-            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-            await asyncio.gather(*producers)
-        finally:
-            for task in producers:
-                task.cancel()
+        elapsed, cpu = await run_timed(spec, send, done)
         await consume_queue.cancel(tag)
         await queue.delete(if_unused=False, if_empty=False)
     finally:

@@ -37,19 +37,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from rrjobs.core.headers import (
-    DEDUCED_BY_RR,
-    RR_AUTO_ACK,
-    RR_DELAY,
-    RR_HEADERS,
-    RR_ID,
-    RR_JOB,
-    RR_PIPELINE,
-    RR_PRIORITY,
-    Headers,
-    headers_from_json,
-)
-from rrjobs.core.message import new_id
+from rrjobs.core import headers as rr
+from rrjobs.core.fields import RR_FIELDS, JobFields, as_text, job_fields
+from rrjobs.core.headers import Headers
 
 log = logging.getLogger("rrjobs.drivers.amqp")
 
@@ -59,9 +49,6 @@ X_ROUTING_KEY = "x-routing-key"
 #: RabbitMQ's dead-letter history (an array of tables): not flattened into job headers.
 X_DEATH = "x-death"
 CONTENT_TYPE = "application/octet-stream"
-
-#: The header keys that carry the job itself, never shown as job headers.
-RR_KEYS = frozenset({RR_ID, RR_JOB, RR_PIPELINE, RR_HEADERS, RR_DELAY, RR_PRIORITY, RR_AUTO_ACK})
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -139,13 +126,13 @@ def pack(job_id: str, name: str, pipeline: str, headers: Headers, delay_s: int, 
     encoded = json.dumps(headers, separators=(",", ":"), ensure_ascii=False).encode() if (
         headers) else b"{}"
     return {
-        RR_ID: job_id,
-        RR_JOB: name,
-        RR_PIPELINE: pipeline,
-        RR_HEADERS: bytearray(encoded),
-        RR_DELAY: SignedInt(min(max(delay_s, 0), INT32_MAX)),
-        RR_PRIORITY: Long(priority),
-        RR_AUTO_ACK: bool(auto_ack),
+        rr.RR_ID: job_id,
+        rr.RR_JOB: name,
+        rr.RR_PIPELINE: pipeline,
+        rr.RR_HEADERS: bytearray(encoded),
+        rr.RR_DELAY: SignedInt(min(max(delay_s, 0), INT32_MAX)),
+        rr.RR_PRIORITY: Long(priority),
+        rr.RR_AUTO_ACK: bool(auto_ack),
     }
 
 
@@ -166,27 +153,6 @@ def split_routing_key(headers: Headers, default: str) -> tuple[Headers, str]:
 # -- reading --------------------------------------------------------------------------------
 
 
-class Decoded:
-    """A delivery's job fields."""
-
-    __slots__ = ("auto_ack", "delay", "headers", "id", "name", "priority")
-
-    def __init__(self, id: str, name: str, headers: Headers, priority: int, auto_ack: bool,
-                 delay: int) -> None:
-        self.id = id
-        self.name = name
-        self.headers = headers
-        self.priority = priority
-        self.auto_ack = auto_ack
-        self.delay = delay
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "replace")
-    return str(value)
-
-
 def _convert(out: Headers, key: str, value: Any) -> None:
     """One AMQP header value as job header strings (RoadRunner's ``convHeaders``)."""
     if isinstance(value, bool):
@@ -198,7 +164,7 @@ def _convert(out: Headers, key: str, value: Any) -> None:
     elif isinstance(value, decimal.Decimal):
         out.setdefault(key, []).append(str(value))
     elif isinstance(value, str | bytes | bytearray):
-        out.setdefault(key, []).append(_as_text(value))
+        out.setdefault(key, []).append(as_text(value))
     elif isinstance(value, datetime.datetime):
         stamp = value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
         out.setdefault(key, []).append(stamp.isoformat(timespec="seconds").replace("+00:00", "Z"))
@@ -213,19 +179,8 @@ def _convert(out: Headers, key: str, value: Any) -> None:
                     key, type(value).__name__)
 
 
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return int(value)
-
-
-def _job_headers(raw: Any) -> Headers | None:
-    """``rr_headers`` JSON → headers, or ``None`` (with a warning) if unreadable."""
-    return headers_from_json(bytes(raw) if isinstance(raw, bytes | bytearray) else str(raw))
-
-
-def unpack(table: Mapping[str, Any] | None, default_priority: int) -> Decoded:
-    """The job fields of a delivery's AMQP header table.
+def unpack(table: Mapping[str, Any] | None, default_priority: int) -> JobFields:
+    """The job fields of a delivery's AMQP header table (:mod:`rrjobs.core.fields`).
 
     Job headers are every AMQP header that is not an ``rr_*`` field (converted
     to strings as RoadRunner does, except RabbitMQ's ``x-death`` table), with
@@ -234,23 +189,10 @@ def unpack(table: Mapping[str, Any] | None, default_priority: int) -> Decoded:
     table = table or {}
     headers: Headers = {}
     for key, value in table.items():
-        if key in RR_KEYS or key == X_DEATH:
-            continue
-        _convert(headers, key, value)
-    raw_headers = table.get(RR_HEADERS)
-    if raw_headers is not None:
-        carried = _job_headers(raw_headers)
-        if carried:
-            headers.update(carried)
-
-    ident = table.get(RR_ID)
-    job_id = _as_text(ident) if isinstance(ident, str | bytes | bytearray) and ident else new_id()
-    name = table.get(RR_JOB)
-    job_name = _as_text(name) if isinstance(name, str | bytes | bytearray) and name else (
-        DEDUCED_BY_RR)
-    priority = _int(table.get(RR_PRIORITY))
-    if not priority:
-        priority = default_priority
-    auto_ack = table.get(RR_AUTO_ACK)
-    delay = _int(table.get(RR_DELAY)) or 0
-    return Decoded(job_id, job_name, headers, priority, auto_ack is True, delay)
+        if key not in RR_FIELDS and key != X_DEATH:
+            _convert(headers, key, value)
+    get = table.get
+    return job_fields(ident=get(rr.RR_ID), name=get(rr.RR_JOB), priority=get(rr.RR_PRIORITY),
+                      auto_ack=get(rr.RR_AUTO_ACK), delay=get(rr.RR_DELAY),
+                      carried=get(rr.RR_HEADERS), headers=headers,
+                      default_priority=default_priority)

@@ -22,7 +22,7 @@ from pydantic import Field, PlainValidator, field_validator, model_validator
 
 from rrjobs.core.delays import whole_millis
 from rrjobs.core.errors import ConfigError
-from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, json_map
+from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, json_map, or_default
 from rrjobs.core.tls import TLSConfig
 
 DEFAULT_ADDR = "amqp://guest:guest@127.0.0.1:5672/"
@@ -50,13 +50,8 @@ class AMQPSection(StrictModel):
         tls: TLS settings; requires an ``amqps://`` address.
     """
 
-    addr: str = DEFAULT_ADDR
+    addr: Annotated[str, or_default(DEFAULT_ADDR)] = DEFAULT_ADDR
     tls: TLSConfig | None = None
-
-    @field_validator("addr", mode="before")
-    @classmethod
-    def _default_addr(cls, value: Any) -> Any:
-        return DEFAULT_ADDR if value in (None, "") else value
 
     @model_validator(mode="after")
     def _check(self) -> AMQPSection:
@@ -83,16 +78,11 @@ def _check_arguments(value: dict[str, Any]) -> dict[str, Any]:
 class ExchangeOptions(StrictModel):
     """Version 2 ``exchange:`` options."""
 
-    name: str = DEFAULT_EXCHANGE
+    name: Annotated[str, or_default(DEFAULT_EXCHANGE)] = DEFAULT_EXCHANGE
     type: ExchangeType = "direct"
     durable: bool = False
     auto_delete: bool = False
     declare: bool = True
-
-    @field_validator("name", mode="before")
-    @classmethod
-    def _default_name(cls, value: Any) -> Any:
-        return DEFAULT_EXCHANGE if value in (None, "") else value
 
 
 class QueueOptions(StrictModel):

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
 
-from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult
+from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult, run_timed
 from rrjobs.core.message import new_id
 from rrjobs.drivers.kafka.client import connection_kwargs
 from rrjobs.drivers.kafka.config import DEFAULT_BROKERS, KafkaOptions, KafkaSection
@@ -69,8 +69,6 @@ async def kafka_baseline(spec: BenchSpec) -> PhaseResult:
     payload = os.urandom(spec.payload_size) if spec.payload_size else b""
     total = spec.jobs
     handled = 0
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
     p = options.producer_options
     producer = AIOKafkaProducer(acks="all", enable_idempotence=not p.disable_idempotent,
                                 max_request_size=p.max_message_bytes, linger_ms=0,
@@ -98,29 +96,13 @@ async def kafka_baseline(spec: BenchSpec) -> PhaseResult:
                     await consumer.commit()
                     dirty, last_commit = False, now
             await consumer.commit()
-            done.set_result(None)
 
-        async def produce(share: int) -> None:
-            left = share
-            while left > 0:
-                n = min(spec.batch, left)
-                left -= n
-                futures = [await producer.send(topic, payload, key=new_id().encode())
-                           for _ in range(n)]
-                await asyncio.gather(*futures)
-                await asyncio.sleep(0)
+        async def send(n: int) -> None:
+            futures = [await producer.send(topic, payload, key=new_id().encode())
+                       for _ in range(n)]
+            await asyncio.gather(*futures)
 
-        start, cpu = time.perf_counter(), time.process_time()
-        consumer_task = loop.create_task(consume())
-        producers = [loop.create_task(produce(share)) for share in spec.shares()]
-        try:
-            await done
-            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-            await asyncio.gather(*producers)
-        finally:
-            for task in (*producers, consumer_task):
-                task.cancel()
-            await asyncio.gather(*producers, consumer_task, return_exceptions=True)
+        elapsed, cpu = await run_timed(spec, send, consume())
     finally:
         await consumer.stop()
         await producer.stop()

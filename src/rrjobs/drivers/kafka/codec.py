@@ -40,19 +40,9 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from rrjobs.core.headers import (
-    DEDUCED_BY_RR,
-    RR_AUTO_ACK,
-    RR_DELAY,
-    RR_HEADERS,
-    RR_ID,
-    RR_JOB,
-    RR_PIPELINE,
-    RR_PRIORITY,
-    Headers,
-    normalize_headers,
-)
-from rrjobs.core.message import new_id
+from rrjobs.core import headers as rr
+from rrjobs.core.fields import RR_FIELDS, JobFields, job_fields
+from rrjobs.core.headers import Headers, normalize_headers
 
 #: Delay-topic headers (see :mod:`rrjobs.drivers.kafka.delays`).
 RR_DUE = "rr_due"
@@ -60,8 +50,7 @@ RR_TARGET_TOPIC = "rr_target_topic"
 RR_TARGET_PARTITION = "rr_target_partition"
 
 #: Record headers that are metadata, never job headers.
-META_HEADERS = frozenset({RR_ID, RR_JOB, RR_PIPELINE, RR_PRIORITY, RR_HEADERS, RR_AUTO_ACK,
-                          RR_DELAY, RR_DUE, RR_TARGET_TOPIC, RR_TARGET_PARTITION})
+META_HEADERS = RR_FIELDS | {RR_DUE, RR_TARGET_TOPIC, RR_TARGET_PARTITION}
 
 RecordHeaders = list[tuple[str, bytes]]
 
@@ -118,7 +107,7 @@ def _job_headers(headers: Headers) -> RecordHeaders:
         if values:
             out.append((key, values[0].encode()))
     if multi:
-        out.append((RR_HEADERS, json.dumps(headers, ensure_ascii=False,
+        out.append((rr.RR_HEADERS, json.dumps(headers, ensure_ascii=False,
                                            separators=(",", ":")).encode()))
     return out
 
@@ -148,7 +137,7 @@ class RecordEncoder:
     __slots__ = ("_names", "_pipeline", "_priorities")
 
     def __init__(self, pipeline: str) -> None:
-        self._pipeline: tuple[str, bytes] = (RR_PIPELINE, pipeline.encode())
+        self._pipeline: tuple[str, bytes] = (rr.RR_PIPELINE, pipeline.encode())
         self._names: dict[str, tuple[str, bytes]] = {}
         self._priorities: dict[int, tuple[str, bytes]] = {}
 
@@ -159,41 +148,30 @@ class RecordEncoder:
         key = id.encode()
         job = self._names.get(name)
         if job is None:
-            job = (RR_JOB, name.encode())
+            job = (rr.RR_JOB, name.encode())
             if len(self._names) < ENCODER_CACHE:
                 self._names[name] = job
         prio = self._priorities.get(priority)
         if prio is None:
-            prio = (RR_PRIORITY, encode_priority(priority))
+            prio = (rr.RR_PRIORITY, encode_priority(priority))
             if len(self._priorities) < ENCODER_CACHE:
                 self._priorities[priority] = prio
         value = payload if type(payload) is bytes else bytes(payload)
         if not (headers or auto_ack or extra):
-            return key, value, [(RR_ID, key), job, self._pipeline, prio]
+            return key, value, [(rr.RR_ID, key), job, self._pipeline, prio]
         out = _job_headers(headers) if headers else []
-        out += ((RR_ID, key), job, self._pipeline, prio)
+        out += ((rr.RR_ID, key), job, self._pipeline, prio)
         if auto_ack:
-            out.append((RR_AUTO_ACK, b"true"))
+            out.append((rr.RR_AUTO_ACK, b"true"))
         out.extend(extra)
         return key, value, out
 
 
-@dataclass(slots=True)
-class Decoded:
-    """A record as a job."""
-
-    id: str
-    name: str
-    payload: bytes
-    headers: Headers
-    priority: int
-    auto_ack: bool
-    meta: dict[str, bytes]
-
-
 def decode(key: bytes | None, value: bytes | None,
-           headers: Iterable[tuple[str, bytes | None]], default_priority: int) -> Decoded:
-    """The job in a record written by rrjobs, RoadRunner or anyone else."""
+           headers: Iterable[tuple[str, bytes | None]], default_priority: int) -> JobFields:
+    """The job fields of a record written by rrjobs, RoadRunner or anyone else
+    (:mod:`rrjobs.core.fields`; the record key is the id when there is no ``rr_id``).
+    The payload is the record value."""
     meta: dict[str, bytes] = {}
     plain: Headers = {}
     for hkey, hvalue in headers:
@@ -201,24 +179,16 @@ def decode(key: bytes | None, value: bytes | None,
             meta[hkey] = hvalue or b""
         else:
             plain.setdefault(hkey, []).append(_text(hvalue))
-    job_headers = normalize_headers(plain) if plain else plain
-    raw_json = meta.get(RR_HEADERS)
-    if raw_json:
-        # not JSON, not an object, nested or huge: BadHeadersError/ValueError, and
-        # the record becomes a failed job (BaseDriver.accept)
-        job_headers = normalize_headers(json.loads(raw_json.decode("utf-8", "replace")))
-        for hkey, vals in plain.items():
-            job_headers.setdefault(hkey, vals)
-    ident = _text(meta.get(RR_ID)) or _text(key) or new_id()
-    name = _text(meta.get(RR_JOB)) or DEDUCED_BY_RR
-    priority = decode_priority(meta.get(RR_PRIORITY), default_priority)
-    auto_ack = _text(meta.get(RR_AUTO_ACK)).lower() == "true"
-    return Decoded(ident, name, value or b"", job_headers, priority, auto_ack, meta)
+    return job_fields(ident=meta.get(rr.RR_ID), name=meta.get(rr.RR_JOB),
+                      priority=decode_priority(meta.get(rr.RR_PRIORITY), 0),
+                      auto_ack=meta.get(rr.RR_AUTO_ACK), carried=meta.get(rr.RR_HEADERS),
+                      headers=normalize_headers(plain) if plain else plain,
+                      fallback_id=_text(key), default_priority=default_priority)
 
 
 #: The record headers of a job without job headers: what :func:`decode_fields`
 #: reads without :func:`decode`'s general path.
-_PLAIN_META = frozenset({RR_ID, RR_JOB, RR_PIPELINE, RR_PRIORITY, RR_AUTO_ACK})
+_PLAIN_META = frozenset({rr.RR_ID, rr.RR_JOB, rr.RR_PIPELINE, rr.RR_PRIORITY, rr.RR_AUTO_ACK})
 #: ``rr_priority`` values (8 bytes) already read → the priority (0: the default).
 _priorities: dict[bytes, int] = {}
 
@@ -251,22 +221,19 @@ def decode_fields(key: bytes | None, value: bytes | None,
     """
     if len(headers) == 4:
         (k0, raw_id), (k1, raw_job), (k2, _), (k3, raw_prio) = headers
-        if (raw_id and raw_job and k0 == RR_ID and k1 == RR_JOB and k2 == RR_PIPELINE
-                and k3 == RR_PRIORITY):
+        if (raw_id and raw_job and k0 == rr.RR_ID and k1 == rr.RR_JOB and k2 == rr.RR_PIPELINE
+                and k3 == rr.RR_PRIORITY):
             return (raw_id.decode("utf-8", "replace"), raw_job.decode("utf-8", "replace"),
                     value or b"", {}, _priority(raw_prio, default_priority), False)
     meta = dict(headers)
     if len(meta) != len(headers) or not meta.keys() <= _PLAIN_META:
         d = decode(key, value, headers, default_priority)
-        return d.id, d.name, d.payload, d.headers, d.priority, d.auto_ack
-    raw = meta.get(RR_ID)
-    ident = raw.decode("utf-8", "replace") if raw else (_text(key) or new_id())
-    raw = meta.get(RR_JOB)
-    name = raw.decode("utf-8", "replace") if raw else DEDUCED_BY_RR
-    raw = meta.get(RR_AUTO_ACK)
-    auto_ack = raw is not None and _text(raw).lower() == "true"
-    return (ident, name, value or b"", {}, _priority(meta.get(RR_PRIORITY), default_priority),
-            auto_ack)
+    else:
+        d = job_fields(ident=meta.get(rr.RR_ID), name=meta.get(rr.RR_JOB),
+                       priority=_priority(meta.get(rr.RR_PRIORITY), 0),
+                       auto_ack=meta.get(rr.RR_AUTO_ACK), fallback_id=_text(key),
+                       default_priority=default_priority)
+    return d.id, d.name, value or b"", d.headers, d.priority, d.auto_ack
 
 
 # -- the key's partition -------------------------------------------------------------------------

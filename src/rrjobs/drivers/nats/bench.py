@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult
+from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult, run_timed
 from rrjobs.drivers.nats.config import DEFAULT_ADDR
 
 #: The prefetch of both phases unless ``--option prefetch=N`` says otherwise.
@@ -71,24 +70,14 @@ async def nats_baseline(spec: BenchSpec) -> PhaseResult:
                     await msg.ack()
                 handled += len(msgs)
 
-        async def produce(share: int) -> None:
-            left = share
-            while left > 0:
-                n = min(spec.batch, left)
-                left -= n
-                if spec.push == "batch":
-                    await asyncio.gather(*(js.publish(subject, payload) for _ in range(n)))
-                else:
-                    for _ in range(n):
-                        await js.publish(subject, payload)
-                await asyncio.sleep(0)
+        async def send(n: int) -> None:
+            if spec.push == "batch":
+                await asyncio.gather(*(js.publish(subject, payload) for _ in range(n)))
+            else:
+                for _ in range(n):
+                    await js.publish(subject, payload)
 
-        async with asyncio.TaskGroup() as producers:  # a failure cancels them all
-            start, cpu = time.perf_counter(), time.process_time()
-            for share in spec.shares():
-                producers.create_task(produce(share))
-            await consume()
-            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        elapsed, cpu = await run_timed(spec, send, consume())
         await nc.flush()
     finally:
         with contextlib.suppress(Exception):

@@ -17,15 +17,9 @@ import re
 from typing import Any
 
 from rrjobs.core.delays import whole_seconds
-from rrjobs.core.headers import (
-    DEDUCED_BY_RR,
-    RR_HEADERS,
-    Headers,
-    headers_from_json,
-    normalize_headers,
-)
+from rrjobs.core.fields import job_fields
+from rrjobs.core.headers import RR_HEADERS, Headers, normalize_headers
 from rrjobs.core.job import Job, Settler
-from rrjobs.core.message import new_id
 
 #: Delay stream header: epoch milliseconds at which the job is due.
 RR_DUE = "rr_due"
@@ -82,18 +76,6 @@ def encode_headers(headers: Headers) -> dict[str, str]:
     return out
 
 
-def _job_headers(nats_headers: dict[str, str] | None) -> Headers:
-    """``rr_headers`` when readable, else the NATS headers; through the core
-    normaliser (:class:`~rrjobs.core.headers.BadHeadersError` when too large)."""
-    if not nats_headers:
-        return {}
-    carried = nats_headers.get(RR_HEADERS)
-    value = headers_from_json(carried) if carried else None
-    if value is None:
-        value = {k: [v] for k, v in nats_headers.items() if k not in META_HEADERS}
-    return normalize_headers(value)
-
-
 def _payload(value: Any) -> bytes | None:
     if value is None:
         return b""
@@ -108,30 +90,32 @@ def _payload(value: Any) -> bytes | None:
 def decode(settler: Settler, msg: Any, pipeline: str, default_priority: int,
            lease: float) -> Job:
     """The job in a consumed message (rrjobs', RoadRunner's or foreign): ``msg`` has
-    nats-py's ``data``, ``headers`` and ``subject``, and is the job's ``handle``."""
+    nats-py's ``data``, ``headers`` and ``subject``, and is the job's ``handle``.
+    The fields are read by :mod:`rrjobs.core.fields`; ``rr_headers`` wins over the
+    NATS headers."""
     data: bytes = msg.data
-    headers = _job_headers(msg.headers)
-    headers[X_NATS_SUBJECT] = [msg.subject]
+    nats_headers: dict[str, str] = msg.headers or {}
+    headers = normalize_headers({k: v for k, v in nats_headers.items() if k not in META_HEADERS})
     body: Any = None
     if data[:1] == b"{":
         try:
             body = _loads(data)
         except ValueError:
             body = None
+    options: Any = None
+    payload: bytes | None = None
     if isinstance(body, dict) and isinstance(body.get("job"), str) and "payload" in body:
         payload = _payload(body["payload"])
-        options = body.get("options")
-        if payload is not None and (options is None or isinstance(options, dict)):
-            options = options or {}
-            priority = options.get("priority")
-            job_id = body.get("id")
-            if not isinstance(priority, int) or isinstance(priority, bool) or priority <= 0:
-                priority = default_priority
-            return Job.make(settler, msg, job_id if isinstance(job_id, str) and job_id
-                            else new_id(), body["job"], payload, headers, pipeline, priority,
-                            options.get("auto_ack") is True, lease)
-    return Job.make(settler, msg, new_id(), DEDUCED_BY_RR, bytes(data), headers, pipeline,
-                    default_priority, False, lease)
+        options = body.get("options") or {}
+    if payload is None or not isinstance(options, dict):
+        body, options, payload = {}, {}, bytes(data)
+    f = job_fields(ident=body.get("id") if isinstance(body.get("id"), str) else None,
+                   name=body.get("job"), priority=options.get("priority"),
+                   auto_ack=options.get("auto_ack") is True, carried=nats_headers.get(RR_HEADERS),
+                   headers=headers, default_priority=default_priority)
+    f.headers[X_NATS_SUBJECT] = [msg.subject]
+    return Job.make(settler, msg, f.id, f.name, payload, f.headers, pipeline, f.priority,
+                    f.auto_ack, lease)
 
 
 def due_ms(nats_headers: dict[str, str] | None) -> int | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import uuid
 import warnings
 from collections.abc import Mapping
@@ -26,7 +25,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.pubsub_v1 import PublishRequest, PubsubMessage, PullResponse
 
-from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult
+from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult, run_timed
 from rrjobs.core.message import new_id
 from rrjobs.drivers.pubsub.client import open_clients
 from rrjobs.drivers.pubsub.codec import attributes
@@ -90,19 +89,13 @@ async def pubsub_baseline(spec: BenchSpec) -> PhaseResult:
                     await asyncio.sleep(idle)
                     idle = min(idle * 2, IDLE_MAX)
 
-        async def produce(share: int) -> None:
-            left = share
-            while left > 0:
-                n = min(spec.batch, left, 1000)
-                left -= n
-                msgs = [RawMessage(data=payload, attributes=attributes(
-                    new_id(), "bench", {}, options.priority, 0, False)) for _ in range(n)]
-                await clients.publisher.publish(request=PublishRequest.wrap(
-                    RawPublishRequest(topic=topic, messages=msgs)))
+        async def send(n: int) -> None:
+            msgs = [RawMessage(data=payload, attributes=attributes(
+                new_id(), "bench", {}, options.priority, 0, False)) for _ in range(n)]
+            await clients.publisher.publish(request=PublishRequest.wrap(
+                RawPublishRequest(topic=topic, messages=msgs)))
 
-        start, cpu = time.perf_counter(), time.process_time()
-        await asyncio.gather(consume(), *[produce(s) for s in spec.shares()])
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        elapsed, cpu = await run_timed(spec, send, consume(), chunk=1000)
     finally:
         try:
             await clients.subscriber.delete_subscription(subscription=sub)

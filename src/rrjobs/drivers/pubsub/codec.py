@@ -31,26 +31,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 
+from rrjobs.core import headers as rr
 from rrjobs.core.errors import UnsupportedFeatureError
-from rrjobs.core.headers import (
-    DEDUCED_BY_RR,
-    RR_AUTO_ACK,
-    RR_DELAY,
-    RR_HEADERS,
-    RR_ID,
-    RR_JOB,
-    RR_PRIORITY,
-    BadHeadersError,
-    Headers,
-    headers_from_json,
-)
-from rrjobs.core.message import new_id
+from rrjobs.core.fields import RR_FIELDS, JobFields, job_fields
+from rrjobs.core.headers import Headers
 
 log = logging.getLogger("rrjobs.drivers.google_pub_sub")
 
-RR_KEYS = frozenset({RR_ID, RR_JOB, RR_DELAY, RR_HEADERS, RR_PRIORITY, RR_AUTO_ACK})
 #: Pub/Sub's largest attribute value, in bytes.
 MAX_ATTRIBUTE_VALUE = 1024
 #: The longest ``rr_delay`` honoured (100 years); longer values are clamped to it.
@@ -66,14 +54,14 @@ def attributes(job_id: str, name: str, headers: Headers, priority: int, delay_s:
     """
     encoded = json.dumps(headers, separators=(",", ":"), ensure_ascii=False) if headers else "{}"
     attrs = {
-        RR_ID: job_id,
-        RR_JOB: name,
-        RR_DELAY: str(delay_s),
-        RR_HEADERS: encoded,
-        RR_PRIORITY: str(priority),
-        RR_AUTO_ACK: "true" if auto_ack else "false",
+        rr.RR_ID: job_id,
+        rr.RR_JOB: name,
+        rr.RR_DELAY: str(delay_s),
+        rr.RR_HEADERS: encoded,
+        rr.RR_PRIORITY: str(priority),
+        rr.RR_AUTO_ACK: "true" if auto_ack else "false",
     }
-    for key in (RR_HEADERS, RR_JOB, RR_ID):
+    for key in (rr.RR_HEADERS, rr.RR_JOB, rr.RR_ID):
         if len(attrs[key].encode()) > MAX_ATTRIBUTE_VALUE:
             raise UnsupportedFeatureError(
                 f"google_pub_sub: the {key} attribute is {len(attrs[key].encode())} bytes; "
@@ -81,41 +69,17 @@ def attributes(job_id: str, name: str, headers: Headers, priority: int, delay_s:
     return attrs
 
 
-@dataclass(slots=True)
-class Decoded:
-    """A message's job fields."""
+def decode(attrs: Mapping[str, str], default_priority: int) -> JobFields:
+    """The job fields of a message's attributes (:mod:`rrjobs.core.fields`;
+    ``rr_delay`` clamped to MAX_DELAY).
 
-    id: str
-    name: str
-    headers: Headers
-    priority: int
-    auto_ack: bool
-    delay: int
-
-
-def _int(raw: str | None) -> int | None:
-    if raw is None:
-        return None
-    try:
-        return int(raw.strip())
-    except ValueError:
-        return None
-
-
-def decode(attrs: Mapping[str, str], default_priority: int) -> Decoded:
-    """The job fields of a message's attributes (``rr_delay`` clamped to 0..MAX_DELAY).
-
-    Raises :class:`~rrjobs.core.headers.BadHeadersError` when ``rr_headers``
-    cannot be read (the driver dead-letters such a message)."""
-    headers: Headers = {k: [v] for k, v in attrs.items() if k not in RR_KEYS}
-    raw = attrs.get(RR_HEADERS)
-    if raw and raw != "{}":
-        carried = headers_from_json(raw)
-        if carried is None:
-            raise BadHeadersError("rr_headers is not a JSON object of header values")
-        headers.update(carried)
-    job_id = attrs.get(RR_ID) or new_id()
-    name = attrs.get(RR_JOB) or DEDUCED_BY_RR
-    priority = _int(attrs.get(RR_PRIORITY)) or default_priority
-    delay = min(MAX_DELAY, max(0, _int(attrs.get(RR_DELAY)) or 0))
-    return Decoded(job_id, name, headers, priority, attrs.get(RR_AUTO_ACK) == "true", delay)
+    Raises ``ValueError`` when ``rr_headers`` cannot be read (the driver
+    dead-letters such a message)."""
+    get = attrs.get
+    fields = job_fields(ident=get(rr.RR_ID), name=get(rr.RR_JOB), priority=get(rr.RR_PRIORITY),
+                        auto_ack=get(rr.RR_AUTO_ACK), delay=get(rr.RR_DELAY),
+                        carried=get(rr.RR_HEADERS),
+                        headers={k: [v] for k, v in attrs.items() if k not in RR_FIELDS},
+                        default_priority=default_priority)
+    fields.delay = min(MAX_DELAY, fields.delay)
+    return fields

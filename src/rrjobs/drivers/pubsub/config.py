@@ -13,11 +13,11 @@ Nothing here touches the network or imports the Pub/Sub client.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from rrjobs.core.options import DeclaredOptions, StrictModel
+from rrjobs.core.options import DeclaredOptions, StrictModel, or_default
 
 DEFAULT_ENDPOINT = "127.0.0.1:8085"
 DEFAULT_PRIORITY = 10
@@ -54,13 +54,8 @@ class PubSubSection(StrictModel):
             the client uses TLS and Application Default Credentials.
     """
 
-    endpoint: str = DEFAULT_ENDPOINT
+    endpoint: Annotated[str, or_default(DEFAULT_ENDPOINT)] = DEFAULT_ENDPOINT
     insecure: bool = False
-
-    @field_validator("endpoint", mode="before")
-    @classmethod
-    def _default_endpoint(cls, value: Any) -> Any:
-        return DEFAULT_ENDPOINT if value in (None, "") else value
 
     @field_validator("endpoint")
     @classmethod

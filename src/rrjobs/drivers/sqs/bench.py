@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 from aiobotocore.config import AioConfig  # type: ignore[import-untyped,unused-ignore]
 from aiobotocore.session import get_session  # type: ignore[import-untyped,unused-ignore]
 
-from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult
+from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult, run_timed
 from rrjobs.core.message import new_id
 from rrjobs.drivers.sqs import codec
 from rrjobs.drivers.sqs.config import SQSOptions, SQSSection
@@ -97,26 +96,12 @@ async def sqs_baseline(spec: BenchSpec) -> PhaseResult:
                                 "MessageAttributes": enc.attributes})
             await client.send_message_batch(QueueUrl=url, Entries=entries)
 
-        async def produce(share: int) -> None:
-            left = share
-            while left > 0:
-                n = min(spec.batch, left)
-                left -= n
-                await asyncio.gather(*(send(min(10, n - s)) for s in range(0, n, 10)))
+        async def send_batch(n: int) -> None:
+            await asyncio.gather(*(send(min(10, n - s)) for s in range(0, n, 10)))
 
         try:
-            start, cpu = time.perf_counter(), time.process_time()
-            consumer = loop.create_task(consume())
-            producers = [loop.create_task(produce(share)) for share in spec.shares()]
-            try:
-                await consumer
-                elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-                await asyncio.gather(*producers)
-                await asyncio.gather(*pending, return_exceptions=True)
-            finally:
-                for task in (*producers, consumer):
-                    task.cancel()
-                await asyncio.gather(*producers, consumer, return_exceptions=True)
+            elapsed, cpu = await run_timed(spec, send_batch, consume())
+            await asyncio.gather(*pending, return_exceptions=True)
         finally:
             with contextlib.suppress(Exception):
                 await client.delete_queue(QueueUrl=url)

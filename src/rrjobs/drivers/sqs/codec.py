@@ -31,23 +31,14 @@ import base64
 import binascii
 import json
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rrjobs.core import headers as rr
 from rrjobs.core.errors import PayloadTooLargeError
-from rrjobs.core.headers import (
-    DEDUCED_BY_RR,
-    RR_AUTO_ACK,
-    RR_DELAY,
-    RR_HEADERS,
-    RR_ID,
-    RR_JOB,
-    RR_PRIORITY,
-    Headers,
-    normalize_headers,
-)
+from rrjobs.core.fields import RR_FIELDS, JobFields, as_int, job_fields
+from rrjobs.core.headers import DEDUCED_BY_RR, Headers, normalize_headers
 
 RR_ENCODING = "rr_encoding"
 RR_DELAY_REMAINING = "rr_delay_remaining"
@@ -121,12 +112,12 @@ def encode(*, id: str, name: str, payload: bytes, headers: Headers, priority: in
     body, encoding = body_of(payload)
     clean = {k: list(v) for k, v in headers.items() if k not in SYSTEM_ATTRIBUTES}
     attributes: dict[str, dict[str, Any]] = {
-        RR_ID: _string(id),
-        RR_JOB: _string(name or DEDUCED_BY_RR),
-        RR_DELAY: _string(str(delay)),
-        RR_AUTO_ACK: _string("true" if auto_ack else "false"),
-        RR_PRIORITY: {"DataType": "Number", "StringValue": str(priority)},
-        RR_HEADERS: {"DataType": "Binary",
+        rr.RR_ID: _string(id),
+        rr.RR_JOB: _string(name or DEDUCED_BY_RR),
+        rr.RR_DELAY: _string(str(delay)),
+        rr.RR_AUTO_ACK: _string("true" if auto_ack else "false"),
+        rr.RR_PRIORITY: {"DataType": "Number", "StringValue": str(priority)},
+        rr.RR_HEADERS: {"DataType": "Binary",
                      "BinaryValue": json.dumps(clean, separators=(",", ":"),
                                                ensure_ascii=False).encode()},
     }
@@ -146,18 +137,14 @@ def encode(*, id: str, name: str, payload: bytes, headers: Headers, priority: in
 
 
 @dataclass(slots=True)
-class Decoded:
-    """The job fields of one received message."""
+class Decoded(JobFields):
+    """The job fields of one received message, with what SQS adds."""
 
-    id: str
-    name: str
-    payload: bytes
-    headers: Headers
-    priority: int
-    auto_ack: bool
-    delay: int
-    remaining: int
-    foreign: bool
+    payload: bytes = b""
+    #: seconds of the delay still to wait (a delay longer than SQS's 15 minutes hops)
+    remaining: int = 0
+    #: the message has no ``rr_id``: a foreign producer's
+    foreign: bool = False
 
 
 def _attr_text(attr: Mapping[str, Any]) -> str:
@@ -170,21 +157,6 @@ def _attr_text(attr: Mapping[str, Any]) -> str:
         return bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
         return base64.b64encode(bytes(raw)).decode("ascii")
-
-
-#: Bound of the integer attributes read from a message (absurd values are clamped).
-_INT_LIMIT = 2**31 - 1
-
-
-def _int(attrs: Mapping[str, Mapping[str, Any]], name: str, default: int) -> int:
-    attr = attrs.get(name)
-    if attr is None:
-        return default
-    try:
-        value = int(float(_attr_text(attr)))
-    except (ValueError, OverflowError):  # "abc", "nan", "inf"
-        return default
-    return max(-_INT_LIMIT, min(_INT_LIMIT, value))
 
 
 def payload_of(body: str, encoding: str | None) -> bytes:
@@ -206,34 +178,23 @@ def decode(message: Mapping[str, Any], default_priority: int) -> Decoded:
     JSON value that is not headers) when ``rr_headers`` cannot be read: the
     driver dead-letters such a message."""
     attrs: Mapping[str, Mapping[str, Any]] = message.get("MessageAttributes") or {}
-    encoding_attr = attrs.get(RR_ENCODING)
-    encoding = _attr_text(encoding_attr) if encoding_attr is not None else None
-    payload = payload_of(str(message.get("Body", "")), encoding)
-    ident_attr = attrs.get(RR_ID)
-    ident = _attr_text(ident_attr) if ident_attr is not None else ""
-    foreign = not ident
-    headers: Headers | None = None
-    raw_headers = attrs.get(RR_HEADERS)
-    if raw_headers is not None:
-        raw = raw_headers.get("BinaryValue", raw_headers.get("StringValue"))
-        headers = normalize_headers(json.loads(raw) if raw else None)
-    if headers is None:
-        headers = {} if not foreign else normalize_headers(
-            {k: _attr_text(v) for k, v in attrs.items() if k != RR_ENCODING})
+
+    def text(name: str) -> str | None:
+        attr = attrs.get(name)
+        return None if attr is None else _attr_text(attr)
+
+    foreign = not text(rr.RR_ID)
+    raw_headers = attrs.get(rr.RR_HEADERS)
+    carried = None if raw_headers is None else raw_headers.get(
+        "BinaryValue", raw_headers.get("StringValue"))
+    headers = normalize_headers({k: _attr_text(v) for k, v in attrs.items()
+                                 if k not in RR_FIELDS and k != RR_ENCODING}) if (
+        foreign and raw_headers is None) else {}
     for key, value in (message.get("Attributes") or {}).items():
         headers[key] = [str(value)]
-    name_attr = attrs.get(RR_JOB)
-    name = _attr_text(name_attr) if name_attr is not None else ""
-    auto = attrs.get(RR_AUTO_ACK)
-    priority = _int(attrs, RR_PRIORITY, 0)
-    return Decoded(
-        id=ident or str(uuid.uuid4()),
-        name=name or DEDUCED_BY_RR,
-        payload=payload,
-        headers=headers,
-        priority=priority if priority > 0 else default_priority,
-        auto_ack=auto is not None and _attr_text(auto).lower() == "true",
-        delay=_int(attrs, RR_DELAY, 0),
-        remaining=max(0, _int(attrs, RR_DELAY_REMAINING, 0)),
-        foreign=foreign,
-    )
+    f = job_fields(ident=text(rr.RR_ID), name=text(rr.RR_JOB), priority=text(rr.RR_PRIORITY),
+                   auto_ack=text(rr.RR_AUTO_ACK), delay=text(rr.RR_DELAY), carried=carried,
+                   headers=headers, default_priority=default_priority)
+    return Decoded(f.id, f.name, f.headers, f.priority, f.auto_ack, f.delay,
+                   payload=payload_of(str(message.get("Body", "")), text(RR_ENCODING)),
+                   remaining=max(0, as_int(text(RR_DELAY_REMAINING)) or 0), foreign=foreign)

@@ -12,11 +12,11 @@ Nothing here touches the network or imports the AWS client.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
-from rrjobs.core.options import DeclaredOptions, StrictModel, json_map
+from rrjobs.core.options import DeclaredOptions, StrictModel, json_map, or_default
 
 DEFAULT_QUEUE = "default"
 DEFAULT_PREFETCH = 1
@@ -131,7 +131,7 @@ class SQSOptions(DeclaredOptions):
             the same way).
     """
 
-    queue: str = DEFAULT_QUEUE
+    queue: Annotated[str, or_default(DEFAULT_QUEUE)] = DEFAULT_QUEUE
     priority: int = DEFAULT_PRIORITY
     prefetch: int = Field(default=DEFAULT_PREFETCH, ge=1, le=MAX_RECEIVE)
     max_messages_in_flight: int = Field(default=0, ge=0)
@@ -164,11 +164,6 @@ class SQSOptions(DeclaredOptions):
         if isinstance(value, dict):
             return {str(k): attribute_value(v) for k, v in value.items()}
         return value
-
-    @field_validator("queue", mode="before")
-    @classmethod
-    def _default_queue(cls, value: Any) -> Any:
-        return DEFAULT_QUEUE if value in (None, "") else value
 
     @property
     def fifo(self) -> bool:
