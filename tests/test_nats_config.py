@@ -8,7 +8,7 @@ from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.options import validate
 from rrjobs.drivers.nats.config import NATSOptions, NATSSection, subject_matches
-from rrjobs.drivers.nats.driver import NATSConstructor, max_payload_for
+from rrjobs.drivers.nats.driver import NATSConstructor, capabilities_for
 
 KEY = "jobs.pipelines.p.config"
 
@@ -56,7 +56,9 @@ def test_section() -> None:
 
 
 def test_max_payload_leaves_room_for_base64() -> None:
-    assert max_payload_for(1024 * 1024) == (1024 * 1024 - 8192) * 3 // 4
+    max_payload = capabilities_for(NATSOptions(), 1024 * 1024).max_payload
+    assert max_payload == (1024 * 1024 - 8192) * 3 // 4
+    assert capabilities_for(NATSOptions()).max_payload is None
 
 
 @pytest.mark.parametrize(("pattern", "subject", "covered"), [

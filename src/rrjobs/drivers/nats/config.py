@@ -1,8 +1,6 @@
-"""Options of the ``nats`` driver, with RoadRunner's key names and defaults: the
-global ``nats:`` section (:class:`NATSSection`) and each pipeline's options
-(:class:`NATSOptions`, also as the strings ``Declare`` sends). Every key is
-described in ``docs/drivers/nats.md``; ``deliver_new`` and ``rate_limit``, which
-RoadRunner parses and ignores, are honoured. No network, no nats-py.
+"""Options of the ``nats`` driver, with RoadRunner's key names and defaults (every key:
+``docs/drivers/nats.md``): the global ``nats:`` section and each pipeline's options.
+No network, no nats-py.
 """
 
 from __future__ import annotations
@@ -19,16 +17,12 @@ DEFAULT_ADDR = "nats://127.0.0.1:4222"
 DEFAULT_PRIORITY = 10
 DEFAULT_SUBJECT = "default"
 DEFAULT_STREAM = "default-stream"
-#: ``prefetch`` of a pipeline from the config file (RoadRunner's default) ...
-DEFAULT_PREFETCH = 10
-#: ... and of a declared one (RoadRunner's ``Declare`` default).
-DEFAULT_DECLARE_PREFETCH = 100
+DEFAULT_PREFETCH = 10  #: ``prefetch`` of a pipeline from the config file (RoadRunner's)
+DEFAULT_DECLARE_PREFETCH = 100  #: ... and of a declared one (RoadRunner's ``Declare``)
 DEFAULT_ACK_WAIT = 30.0
 
-#: What JetStream accepts in a stream or consumer name.
-_NAME = re.compile(r"^[^.*>\s/\\]+$")
-#: A literal subject: tokens separated by dots, no wildcards, no spaces.
-_SUBJECT = re.compile(r"^[^.*>\s]+(\.[^.*>\s]+)*$")
+_NAME = re.compile(r"^[^.*>\s/\\]+$")  #: what JetStream accepts in a stream or consumer name
+_SUBJECT = re.compile(r"^[^.*>\s]+(\.[^.*>\s]+)*$")  #: a literal subject (no wildcards, spaces)
 
 
 class NATSSection(StrictModel):
@@ -65,8 +59,7 @@ def _shown(url: str) -> str:
 
 class NATSOptions(DeclaredOptions):
     """``jobs.pipelines.<name>.config`` for ``driver: nats`` (and ``Declare``'s keys):
-    RoadRunner's keys, then rrjobs' ``consumer``, ``delay_stream`` and
-    ``dead_letter_subject``."""
+    RoadRunner's keys, then rrjobs' own."""
 
     priority: int = DEFAULT_PRIORITY
     subject: str = DEFAULT_SUBJECT
@@ -105,8 +98,8 @@ class NATSOptions(DeclaredOptions):
         return self
 
     def consumer_name(self) -> str:
-        """The durable consumer's name."""
-        return self.consumer or _safe(f"rrjobs-{self.stream}-{self.subject}")
+        """The durable consumer's name (characters JetStream refuses replaced by ``_``)."""
+        return self.consumer or re.sub(r"[.*>\s/\\]", "_", f"rrjobs-{self.stream}-{self.subject}")
 
     def delay_stream_name(self) -> str:
         """The delay stream's name."""
@@ -117,14 +110,12 @@ class NATSOptions(DeclaredOptions):
         return f"rrjobs-delayed.{self.delay_stream_name()}.{self.subject}"
 
     def delay_subjects(self) -> str:
-        """The delay stream's subjects: those of every pipeline sharing it (each
-        forwarder consumer filters on its own ``delay_subject``)."""
+        """The delay stream's subjects: those of every pipeline sharing it."""
         return f"rrjobs-delayed.{self.delay_stream_name()}.>"
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
-    """Whether the stream subject ``pattern`` (``*`` one token, ``>`` the rest) covers
-    the literal ``subject``."""
+    """Whether stream subject ``pattern`` (``*``: a token, ``>``: the rest) covers ``subject``."""
     want = subject.split(".")
     for i, token in enumerate(pattern.split(".")):
         if token == ">":
@@ -132,8 +123,3 @@ def subject_matches(pattern: str, subject: str) -> bool:
         if i >= len(want) or (token != "*" and token != want[i]):
             return False
     return len(want) == len(pattern.split("."))
-
-
-def _safe(name: str) -> str:
-    """``name`` with the characters JetStream refuses in names replaced by ``_``."""
-    return re.sub(r"[.*>\s/\\]", "_", name)

@@ -1,12 +1,5 @@
-"""Durable delays on JetStream (nats-server before 2.12 cannot schedule messages).
-
-A delayed job is published to the pipeline's **delay stream** (work-queue
-retention) on its delay subject, with ``rr_due`` = epoch ms when due. The
-driver's supervised task ``delays`` pulls from its durable consumer there (no
-``max_ack_pending`` limit, so far-off jobs never block nearer ones): a message
-not yet due is ``-NAK``-ed with the time it still has to wait, so JetStream
-holds it; a due one is published to the subject and then acked (:func:`forward`).
-Nothing waits in process memory; a job is forwarded at least once.
+"""Durable delays on JetStream: a delay stream with ``rr_due`` and a forwarder that moves
+due jobs to the subject, at least once (``docs/drivers/nats.md``, *Delays*).
 """
 
 from __future__ import annotations
@@ -22,12 +15,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from rrjobs.core.delays import whole_millis
 from rrjobs.drivers.nats.codec import RR_DUE, due_ms
 
-#: Messages the forwarder asks for per fetch.
-FORWARD_BATCH = 256
-#: How long one fetch of the forwarder waits for a message.
-FETCH_TIMEOUT = 2.0
-#: The forwarder consumer's ack wait: a forwarder that died releases its messages after this.
-FORWARDER_ACK_WAIT = 30.0
+FORWARD_BATCH = 256  #: messages the forwarder asks for per fetch
+FETCH_TIMEOUT = 2.0  #: how long one fetch of the forwarder waits for a message
+FORWARDER_ACK_WAIT = 30.0  #: a forwarder that died releases its messages after this
 
 
 def due_header(delay: float) -> dict[str, str]:
@@ -39,9 +29,8 @@ def due_header(delay: float) -> dict[str, str]:
 def forwarder_config(name: str, subject: str) -> ConsumerConfig:
     """The durable consumer of the pipeline's ``subject`` in the delay stream."""
     return ConsumerConfig(durable_name=name, name=name, filter_subject=subject,
-                          ack_policy=AckPolicy.EXPLICIT,
-                          ack_wait=FORWARDER_ACK_WAIT, max_ack_pending=-1,
-                          deliver_policy=DeliverPolicy.ALL, max_deliver=-1)
+                          ack_policy=AckPolicy.EXPLICIT, ack_wait=FORWARDER_ACK_WAIT,
+                          max_ack_pending=-1, deliver_policy=DeliverPolicy.ALL, max_deliver=-1)
 
 
 async def forward(js: Any, target: str, msgs: list[Any], log: logging.Logger) -> None:

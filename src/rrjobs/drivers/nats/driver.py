@@ -1,15 +1,7 @@
-"""The ``nats`` driver: RoadRunner's NATS JetStream driver on nats-py, on the driver kit.
-
-One **durable pull consumer** per ``stream``/``subject`` (``AckExplicit``,
-``max_ack_pending`` = ``prefetch``), fetched by the kit's
-:class:`~rrjobs.core.pull.PullDriver` loop; delays of any length through a
-delay stream (:mod:`rrjobs.drivers.nats.delays`); ``+WPI`` leases; a
-dead-letter subject; consumers declared again when the server lost them;
-a restart asked for when the server stays away. A message that cannot be
-decoded becomes a failed job the runtime dead-letters. While the client is
-disconnected ``stat`` says not ready and settlements are not sent (JetStream
-redelivers after ``ack_wait``). Capabilities and behaviour in detail:
-``docs/drivers/nats.md``.
+"""The ``nats`` driver: RoadRunner's NATS JetStream driver on nats-py, on the driver kit:
+a durable pull consumer fetched by the kit's :class:`~rrjobs.core.pull.PullDriver` loop,
+delays through a delay stream (:mod:`rrjobs.drivers.nats.delays`). Capabilities and
+behaviour: ``docs/drivers/nats.md``.
 """
 
 from __future__ import annotations
@@ -33,6 +25,7 @@ from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
 from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError, RRJobsError
 from rrjobs.core.headers import RR_ORIGINAL_PIPELINE, Headers
+from rrjobs.core.inflight import InFlight
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
 from rrjobs.core.options import options_from_pipeline
@@ -42,15 +35,13 @@ from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.resilience import Backoff, FailureWindow
 from rrjobs.core.state import State
 from rrjobs.core.tls import client_ssl_context
-from rrjobs.drivers.nats import codec
+from rrjobs.drivers.nats import codec, delays
 from rrjobs.drivers.nats.config import (
     DEFAULT_DECLARE_PREFETCH,
     NATSOptions,
     NATSSection,
     subject_matches,
 )
-from rrjobs.drivers.nats.delays import FETCH_TIMEOUT as FORWARD_TIMEOUT
-from rrjobs.drivers.nats.delays import FORWARD_BATCH, due_header, forward, forwarder_config
 
 CONNECT_TIMEOUT = 10.0  #: how long building a driver waits for the server
 FETCH_TIMEOUT = 0.5  #: how long one fetch waits for the first message
@@ -71,27 +62,19 @@ class NATSUnavailableError(RRJobsError):
     """The NATS server could not be reached or has no JetStream."""
 
 
-def max_payload_for(server_max: int) -> int:
-    """The largest job payload a message of ``server_max`` bytes carries: the JSON
-    body holds it in base64 (4 bytes per 3), headers and the JSON around it take
-    at most ``HEADER_RESERVE``."""
-    return max(0, (server_max - HEADER_RESERVE) * 3 // 4)
-
-
-def capabilities_for(options: NATSOptions, max_payload: int | None = None) -> Capabilities:
-    """What a pipeline with ``options`` can do (``max_payload``: once connected)."""
+def capabilities_for(options: NATSOptions, server_max: int | None = None) -> Capabilities:
+    """What a pipeline with ``options`` can do; once connected, the largest payload a
+    message of ``server_max`` bytes carries (base64 in the JSON body, ``HEADER_RESERVE``
+    for the rest)."""
+    max_payload = None if server_max is None else max(0, (server_max - HEADER_RESERVE) * 3 // 4)
     return Capabilities(durable=True, max_payload=max_payload, lease_extension=True,
                         dead_letter=bool(options.dead_letter_subject),
                         redelivery_on_crash=True, delay_granularity=0.001)
 
 
 class NATSDriver(PullDriver):
-    """One pipeline on a JetStream stream; it settles its jobs (``handle`` = the
-    nats-py message): ``ack`` → ``+ACK`` (and ``DeleteMsg`` in the background with
-    ``delete_after_ack``); ``nack()`` → a copy to ``dead_letter_subject`` if set,
-    then ``+TERM``; ``nack(requeue=True)`` → ``-NAK``; a delayed nack and
-    ``requeue`` → a copy (to the delay stream when delayed), then ``+ACK`` (a copy
-    JetStream refuses ``-NAK``s the original and raises); ``extend`` → ``+WPI``.
+    """One pipeline on a JetStream stream; it settles its jobs (``handle`` = the nats-py
+    message) as the settlement table of ``docs/drivers/nats.md`` says.
 
     Event-loop only, never blocking. ``push`` returns once JetStream stored the
     message (its PubAck); pushes may run concurrently.
@@ -113,14 +96,12 @@ class NATSDriver(PullDriver):
         self.nc: Client | None = None
         self.js: Any = None
         self._sub: Any = None
-        #: held around each fetch; stopping takes it to let a fetch in flight finish
-        self._fetch_lock = asyncio.Lock()
+        self.in_flight = InFlight()  #: the fetch in flight, which pausing lets finish
         self._fetch_started = self._next_fetch = 0.0
         self._checked = time.monotonic()
         self._closing = self._settle_warned = False
         self._last_error: Exception | None = None
-        #: The options' key path (``jobs.pipelines.<name>.config``), for errors.
-        self._where = ""
+        self._where = ""  #: the options' key path (``jobs.pipelines.<name>.config``)
         self._deletes: Batcher[int, None] | None = (
             Batcher(self._delete_msgs, DELETE_BATCH, DELETES_IN_FLIGHT, self._delete_failed)
             if options.delete_after_ack else None)
@@ -143,8 +124,7 @@ class NATSDriver(PullDriver):
                     pending_size=RECONNECT_BUFFER, error_cb=self._on_error,
                     disconnected_cb=self._on_disconnect, reconnected_cb=self._on_reconnect)
                 self.js = self.nc.jetstream()
-                self.capabilities = capabilities_for(
-                    self.options, max_payload_for(self.nc.max_payload))
+                self.capabilities = capabilities_for(self.options, self.nc.max_payload)
                 await self._declare()
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             await self._close_connection()
@@ -154,8 +134,7 @@ class NATSDriver(PullDriver):
                 f"nats: {self.section.shown()}: {type(exc).__name__}: {exc}{cause}") from None
 
     async def _declare(self) -> None:
-        """The stream (created, or ``subject`` added unless one of its subjects covers
-        it), the delay stream, the dead-letter stream when needed, and the consumers."""
+        """The stream, the delay stream, the dead-letter stream when needed, the consumers."""
         js, o = self.js, self.options
         await self._ensure_stream(self.stream, self.subject, RetentionPolicy.LIMITS)
         await self._ensure_stream(self.delay_stream, o.delay_subjects(),
@@ -174,11 +153,10 @@ class NATSDriver(PullDriver):
         await self._ensure_consumer(self.stream, config,
                                     explicit="deliver_new" in o.model_fields_set)
         await self._ensure_consumer(self.delay_stream,
-                                    forwarder_config(self.consumer, self.delay_subject))
+                                    delays.forwarder_config(self.consumer, self.delay_subject))
 
     async def _ensure_stream(self, name: str, subject: str, retention: RetentionPolicy) -> None:
-        """Create stream ``name`` for ``subject``, or add ``subject`` to it when none of
-        its subjects covers it."""
+        """Create stream ``name``, or add ``subject`` when none of its subjects covers it."""
         try:
             info = await self.js.stream_info(name)
         except nats.js.errors.NotFoundError:
@@ -237,19 +215,20 @@ class NATSDriver(PullDriver):
     def _unavailable(self) -> NATSUnavailableError:
         return NATSUnavailableError(f"nats: {self.section.shown()}: not connected")
 
+    def _connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
     # -- pushing ----------------------------------------------------------------------------
 
-    def _encode(self, job_id: str, name: str, payload: bytes, priority: int, headers: Headers,
-                auto_ack: bool, delay: float) -> tuple[str, bytes, dict[str, str]]:
-        """Where and what to publish: the subject, or the delay stream with ``rr_due``
-        (the forwarded copy is due: its body says no delay)."""
-        nats_headers = codec.encode_headers(headers)
-        subject = self.subject
+    def _encode(self, m: Message | Job, headers: Headers,
+                delay: float) -> tuple[str, bytes, dict[str, str]]:
+        """The subject, or the delay stream with ``rr_due``, and what to publish there."""
+        body = codec.encode_body(m.id, m.name, m.payload, m.priority, self.pipeline_name,
+                                 m.auto_ack)
         if delay > 0:
-            nats_headers.update(due_header(delay))
-            subject = self.delay_subject
-        body = codec.encode_body(job_id, name, payload, priority, self.pipeline_name, auto_ack)
-        return subject, body, nats_headers
+            return self.delay_subject, body, {**codec.encode_headers(headers),
+                                              **delays.due_header(delay)}
+        return self.subject, body, codec.encode_headers(headers)
 
     async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
         if self.js is None:
@@ -257,19 +236,16 @@ class NATSDriver(PullDriver):
         await self.js.publish(subject, body, headers=headers or None)
 
     async def _send(self, msg: Message) -> None:
-        await self._publish(*self._encode(msg.id, msg.name, msg.payload, msg.priority,
-                                          msg.headers, msg.auto_ack, msg.delay))
+        await self._publish(*self._encode(msg, msg.headers, msg.delay))
 
     async def _send_batch(self, msgs: Sequence[Message]) -> None:
-        """Publish every message without waiting between them (up to ``PUBLISH_WINDOW``
-        in flight), then wait for all PubAcks; the first failure is raised."""
-        encoded = [self._encode(m.id, m.name, m.payload, m.priority, m.headers, m.auto_ack,
-                                m.delay) for m in msgs]
+        """Publish up to ``PUBLISH_WINDOW`` messages at once, then wait for their PubAcks;
+        the first failure is raised."""
+        encoded = [self._encode(m, m.headers, m.delay) for m in msgs]
         for start in range(0, len(encoded), PUBLISH_WINDOW):
-            results = await asyncio.gather(
-                *(self._publish(*e) for e in encoded[start:start + PUBLISH_WINDOW]),
-                return_exceptions=True)
-            for result in results:
+            window = encoded[start:start + PUBLISH_WINDOW]
+            for result in await asyncio.gather(*(self._publish(*e) for e in window),
+                                               return_exceptions=True):
                 if isinstance(result, BaseException):
                     raise result
 
@@ -284,42 +260,33 @@ class NATSDriver(PullDriver):
         await super()._start_consuming()
 
     async def fetch(self, max_messages: int) -> Sequence[Any]:
-        """Up to ``max_messages`` (at most ``rate_limit`` a second) from the durable
-        consumer; nothing after ``FETCH_TIMEOUT``. Raises while the client is
-        disconnected, and when an idle check finds a consumer gone."""
-        nc, sub, rate = self.nc, self._sub, self.options.rate_limit
-        if nc is None or sub is None or not nc.is_connected:
+        """Up to ``max_messages`` (at most ``rate_limit`` a second); nothing after
+        ``FETCH_TIMEOUT``. Raises while disconnected, and when an idle check finds a
+        consumer gone."""
+        sub, rate = self._sub, self.options.rate_limit
+        if sub is None or not self._connected():
             raise self._unavailable()
         if rate is not None:
-            wait = self._next_fetch - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            await asyncio.sleep(max(0.0, self._next_fetch - time.monotonic()))
             max_messages = min(max_messages, rate)
-        msgs: list[Any]
-        async with self._fetch_lock:
+        msgs: list[Any] = []
+        with self.in_flight, contextlib.suppress(TimeoutError):
             self._fetch_started = time.monotonic()
-            try:
-                msgs = await sub.fetch(max_messages, timeout=FETCH_TIMEOUT)
-            except TimeoutError:
-                msgs = []
+            msgs = await sub.fetch(max_messages, timeout=FETCH_TIMEOUT)
         if not msgs:
-            if not nc.is_connected:
+            if not self._connected():
                 raise self._unavailable()
             if time.monotonic() - self._checked > CHECK_INTERVAL:
-                await self._check_consumers()  # a deleted consumer answers nothing at all
+                # a deleted consumer answers nothing at all: its info raises NotFoundError
+                self._checked = time.monotonic()
+                for stream in (self.stream, self.delay_stream):
+                    await self.js.consumer_info(stream, self.consumer, timeout=CHECK_TIMEOUT)
         elif rate is not None:
             self._next_fetch = time.monotonic() + len(msgs) / rate
         return msgs
 
-    async def _check_consumers(self) -> None:
-        """Ask for both consumers' info; raises ``NotFoundError`` when one is gone."""
-        self._checked = time.monotonic()
-        for stream in (self.stream, self.delay_stream):
-            await self.js.consumer_info(stream, self.consumer, timeout=CHECK_TIMEOUT)
-
     async def fetch_failed(self, exc: Exception) -> bool:
-        """A stream or consumer is gone (a server that lost its storage): declare
-        them again."""
+        """A stream or consumer is gone (a server that lost its storage): declare them again."""
         if isinstance(exc, nats.js.errors.NotFoundError):
             self.log.warning("pipeline %r: %s; declaring the streams and consumers again",
                              self.pipeline_name, exc)
@@ -343,16 +310,15 @@ class NATSDriver(PullDriver):
         try:
             while True:
                 try:
-                    if sub is None:
-                        sub = await self.js.pull_subscribe_bind(durable=self.consumer,
-                                                                stream=self.delay_stream)
+                    sub = sub or await self.js.pull_subscribe_bind(durable=self.consumer,
+                                                                   stream=self.delay_stream)
                     try:
-                        msgs = await sub.fetch(FORWARD_BATCH, timeout=FORWARD_TIMEOUT)
+                        msgs = await sub.fetch(delays.FORWARD_BATCH, timeout=delays.FETCH_TIMEOUT)
                     except TimeoutError:
-                        if self.nc is None or not self.nc.is_connected:
+                        if not self._connected():
                             raise self._unavailable() from None
                         msgs = []
-                    await forward(self.js, self.subject, msgs, self.log)
+                    await delays.forward(self.js, self.subject, msgs, self.log)
                 except Exception as exc:
                     if not failures.failing and self.connected:  # else the fetch loop tells
                         self.log.warning("pipeline %r: forwarding delayed jobs failed (%s); "
@@ -376,25 +342,16 @@ class NATSDriver(PullDriver):
                     await sub.unsubscribe()
 
     async def _stop_consuming(self) -> None:
-        """Let a fetch in flight finish (cancelled, what it collected waits for
-        ``ack_wait``), ``-NAK`` the queued jobs in order, wait until the last pull
-        request expired, ``-NAK`` what it delivered, drop the subscription."""
-        acquired = False
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(FETCH_TIMEOUT + 1.0):
-                acquired = await self._fetch_lock.acquire()
-        try:
-            await super()._stop_consuming()
-        finally:
-            if acquired:
-                self._fetch_lock.release()
+        """Let a fetch in flight finish, ``-NAK`` the queued jobs in order, wait until the
+        last pull request expired (nats-py leaves it open at the server), ``-NAK`` what it
+        delivered meanwhile, drop the subscription."""
+        await self.in_flight.settle(self.lane, FETCH_TIMEOUT + 1.0)
+        await super()._stop_consuming()
         sub, self._sub = self._sub, None
         if sub is None:
             return
-        # nats-py leaves a fetch's pull request open at the server until it expires;
-        # what it delivers lands in the subscription: give that back too.
         left = self._fetch_started + FETCH_TIMEOUT + EXPIRY_MARGIN - time.monotonic()
-        if left > 0 and self.nc is not None and self.nc.is_connected:
+        if left > 0 and self._connected():
             await asyncio.sleep(left)
         inner = getattr(sub, "_sub", None)  # nats-py's Subscription behind the pull one
         while inner is not None:
@@ -425,16 +382,14 @@ class NATSDriver(PullDriver):
         return self.subject
 
     def _reachable(self, job: Job) -> bool:
-        """Whether a settlement of ``job`` can be sent now. ``False`` while the client
-        is disconnected (one WARNING per outage): nothing is sent, and JetStream
-        redelivers the job after ``ack_wait``."""
-        nc = self.nc
-        if nc is not None and nc.is_connected:
+        """Whether a settlement of ``job`` can be sent now: ``False`` while disconnected
+        (one WARNING per outage; JetStream redelivers the job after ``ack_wait``)."""
+        if self._connected():
             return True
         if self.stopped:
             raise PipelineStateError(f"pipeline {self.pipeline_name!r} is stopped: job "
                                      f"{job.id} was not settled and is delivered again")
-        if nc is None or nc.is_closed:
+        if self.nc is None or self.nc.is_closed:
             raise AckLostError(f"job {job.id}: the nats connection is closed; JetStream "
                                "redelivers it after ack_wait")
         if not self._settle_warned:
@@ -495,11 +450,9 @@ class NATSDriver(PullDriver):
                 return
             dead = self.options.dead_letter_subject
             if dead:
-                headers = {k: v for k, v in job.headers.items() if k != codec.X_NATS_SUBJECT}
-                headers[RR_ORIGINAL_PIPELINE] = [self.pipeline_name]
-                await self._copy(job, dead, codec.encode_body(
-                    job.id, job.name, job.payload, job.priority, self.pipeline_name,
-                    job.auto_ack), codec.encode_headers(headers))
+                headers = {**job.headers, RR_ORIGINAL_PIPELINE: [self.pipeline_name]}
+                _, body, nats_headers = self._encode(job, headers, 0)  # x-nats-subject left out
+                await self._copy(job, dead, body, nats_headers)
             else:
                 self.log.info("pipeline %r: job %s (%s) nacked without requeue: dropped (no "
                               "dead_letter_subject)", self.pipeline_name, job.id, job.name)
@@ -511,8 +464,7 @@ class NATSDriver(PullDriver):
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         try:
             if self._reachable(job):
-                await self._copy(job, *self._encode(job.id, job.name, job.payload,
-                                                    job.priority, headers, job.auto_ack, delay))
+                await self._copy(job, *self._encode(job, headers, delay))
                 await self._signal(job, job.handle.ack())
                 self._delete(job)
         finally:
@@ -527,7 +479,7 @@ class NATSDriver(PullDriver):
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def _close(self) -> None:
-        if self._deletes is not None and self.nc is not None and self.nc.is_connected:
+        if self._deletes is not None and self._connected():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CHECK_TIMEOUT):
                     await self._deletes.drain()
@@ -555,8 +507,7 @@ class NATSDriver(PullDriver):
         ``delayed``: in the delay stream (only local counts while disconnected)."""
         queued = self.lane.queued
         active, delayed, reserved = queued, 0, 0
-        nc = self.nc
-        if self.js is not None and not self.stopped and nc is not None and nc.is_connected:
+        if self.js is not None and not self.stopped and self._connected():
             try:
                 info = await self.js.consumer_info(self.stream, self.consumer,
                                                    timeout=CHECK_TIMEOUT)
@@ -572,8 +523,7 @@ class NATSDriver(PullDriver):
 
 
 class NATSConstructor(DriverConstructor):
-    """Builds ``nats`` drivers (the ``nats`` entry point) from the global ``nats:``
-    section and each pipeline's options."""
+    """Builds ``nats`` drivers (the ``nats`` entry point)."""
 
     name: ClassVar[str] = "nats"
     driver_class = NATSDriver
