@@ -46,9 +46,22 @@ def test_the_doc_covers_the_driver_contract() -> None:
     for term in ("Constructor", "Driver", "BaseDriver", "Job", "Message", "Pipeline", "State",
                  "Capabilities", "rrjobs.drivers", "driver_from_config", "driver_from_pipeline",
                  "UnsupportedFeatureError", "PayloadTooLargeError", "ConfigError",
-                 "driver_factory", "ConformanceSuite", "DriverFactory", "-m conformance"):
+                 "driver_factory", "ConformanceSuite", "DriverFactory", "-m conformance",
+                 # the kit
+                 "PullDriver", "Settler", "Lane", "accept", "DriverConstructor", "Supervisor",
+                 "Backoff", "FailureWindow", "request_restart", "Batcher", "rrjobs.core.delays",
+                 "normalize_headers", "give_back", "poison_job", "OPTIONAL_SECTIONS", "-rs",
+                 "lifecycle no-op rule"):
         assert term in text, f"the tutorial never mentions {term}"
     assert len(blocks("python")) >= 10
+
+
+def test_every_method_of_the_example_driver_is_shown() -> None:
+    """The tutorial walks through the whole driver: each of its methods is in an excerpt."""
+    source = (ROOT / "examples/my_awesome_driver/src/my_awesome_driver/driver.py").read_text()
+    shown = "".join(code for path, code in excerpts() if path.endswith("/driver.py"))
+    for name in re.findall(r"^    (?:async )?def (\w+)", source, flags=re.M):
+        assert f"def {name}(" in shown, f"the tutorial never shows Driver.{name}"
 
 
 @pytest.mark.parametrize("path,code", excerpts(), ids=lambda v: str(v)[:60])
@@ -91,6 +104,7 @@ def test_the_python_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         defined.update(namespace)
     printed = out.getvalue()
     assert "unknown driver 'no_such_driver'" in printed
+    assert "header 'nested' has a nested value (dict)" in printed
     assert "jobs.pipelines.test-1.config.prefetch: must be ≥ 1" in printed
     assert "declare.test-3.prefech: unknown key" in printed
     assert "supports delays up to 900s, got 901s" in printed
@@ -98,3 +112,6 @@ def test_the_python_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert (tmp_path / ".rrjobs" / "my_awesome_driver" / "test-1").is_dir()
     suite = defined["TestMyAwesomeDriverConformance"]
     assert getattr(suite, "marker", None) == "my_awesome_driver"
+    from rrjobs.testing.suite import OPTIONAL_SECTIONS, SECTIONS
+
+    assert set(SECTIONS) | set(OPTIONAL_SECTIONS) <= set(type.mro(suite))  # type: ignore[arg-type]

@@ -1,15 +1,4 @@
-"""The driver's baseline for ``rrjobs bench``: the spool alone, no rrjobs code.
-
-Registered in the ``rrjobs.bench`` entry-point group (see ``pyproject.toml``),
-so ``rrjobs bench --driver my_awesome_driver`` compares the runtime with it.
-In one thread it publishes each chunk of ``spec.batch`` messages with one
-directory sync, then reserves them ``prefetch`` at a time and acknowledges
-each: the least work a consumer of the same spool does for the same jobs, with
-the pipeline's own settings (``dir``, ``fsync``, ``prefetch``). It uses only
-``rrjobs.core`` and the spool, never the runtime.
-"""
-
-from __future__ import annotations
+"""The ``rrjobs.bench`` baseline: the same jobs through the bare spool, no runtime."""
 
 import asyncio
 import shutil
@@ -17,7 +6,7 @@ import time
 import uuid
 from pathlib import Path
 
-from my_awesome_driver.config import Options, Settings
+from my_awesome_driver.driver import Options, Settings
 from my_awesome_driver.spool import Spool
 from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult
 from rrjobs.core.options import validate
@@ -28,28 +17,24 @@ async def spool_baseline(spec: BenchSpec) -> PhaseResult:
     settings = validate(Settings, dict(spec.config.get("my_awesome_driver") or {}),
                         "my_awesome_driver")
     options = validate(Options, dict(spec.options), f"jobs.pipelines.{spec.pipeline}.config")
-    root = Path(settings.dir) / f".bench-{uuid.uuid4().hex}"
-    spool = Spool(root, fsync=settings.fsync)
+    spool = Spool(Path(settings.dir) / f".bench-{uuid.uuid4().hex}", fsync=settings.fsync)
+
+    def run() -> PhaseResult:
+        spool.create()
+        body, done = b"\0" * spec.payload_size, 0
+        start, cpu = time.perf_counter(), time.process_time()
+        while done < spec.jobs:
+            spool.publish([({}, body, 0, 0)] * min(spec.batch, spec.jobs - done))
+            while got := spool.reserve(options.prefetch, 30_000):
+                for handle, *_ in got:
+                    spool.ack(handle)
+                done += len(got)
+        return PhaseResult(time.perf_counter() - start, done, time.process_time() - cpu)
+
     try:
-        return await asyncio.to_thread(_run, spool, spec, options.prefetch)
+        return await asyncio.to_thread(run)
     finally:
-        await asyncio.to_thread(shutil.rmtree, root, True)
+        await asyncio.to_thread(shutil.rmtree, spool.root, True)
 
 
-def _run(spool: Spool, spec: BenchSpec, prefetch: int) -> PhaseResult:
-    spool.create()
-    body = b"\0" * spec.payload_size
-    done = 0
-    start, cpu = time.perf_counter(), time.process_time()
-    while done < spec.jobs:
-        n = min(spec.batch, spec.jobs - done)
-        spool.publish_many([({}, body, 0, 0.0)] * n)
-        while (got := spool.reserve(prefetch, 30.0)):
-            for delivery in got:
-                spool.ack(delivery)
-            done += len(got)
-    return PhaseResult(time.perf_counter() - start, done, time.process_time() - cpu)
-
-
-#: The driver's ``rrjobs.bench`` entry point.
 BENCH = DriverBench(spool_baseline)

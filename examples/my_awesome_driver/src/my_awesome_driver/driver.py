@@ -1,189 +1,140 @@
-"""The driver: one pipeline on one spool queue.
-
-Capabilities, honestly declared:
-
-* delays of any length, kept in the spool (durable), millisecond resolution;
-* priorities, FIFO within a priority (the file names order the queue);
-* durable: a pushed job is a file (``fsync``'d by default) before ``push`` returns;
-* leases: a delivered job is reserved for ``visibility_timeout`` seconds and
-  the lease can be extended; a consumer that dies without settling its jobs
-  loses nothing, they return when their reservation expires;
-* dead-letter: ``nack()`` moves the job to ``dead/``;
-* pause/resume; headers of any shape; no payload limit.
-
-Flow: ``push`` → file in ``new/`` → the consumer task reserves ready files
-(``new/`` → ``cur/``), at most ``prefetch`` at a time → priority queue →
-handler → ``ack``/``nack``/``requeue`` (see :mod:`my_awesome_driver.job`).
-Every file operation runs in a thread: nothing here blocks the event loop.
-"""
-
-from __future__ import annotations
+"""The driver: one pipeline on one spool queue, on the kit's :class:`~rrjobs.core.pull.PullDriver`
+(fetch loop, prefetch window, pause gate, backoff, supervision, guarded decoding). Every
+file operation runs in a thread: nothing here blocks the event loop."""
 
 import asyncio
-import contextlib
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Annotated, Any
 
-from my_awesome_driver.config import Options, Settings
-from my_awesome_driver.job import Item, to_attributes
-from my_awesome_driver.spool import Delivery, Spool
-from rrjobs.core.base import BaseDriver
-from rrjobs.core.capabilities import Capabilities
-from rrjobs.core.interfaces import Configurer
-from rrjobs.core.message import Message
-from rrjobs.core.options import options_from_config, options_from_pipeline
-from rrjobs.core.pipeline import Pipeline
-from rrjobs.core.queue import PriorityQueue
-from rrjobs.core.state import State
+from pydantic import Field
 
-CAPABILITIES = Capabilities(
-    delay=True,
-    max_delay=None,
-    delay_native=True,
-    priority=True,
-    durable=True,
-    max_payload=None,
-    lease_extension=True,
-    dead_letter=True,
-    redelivery_on_crash=True,
-    pause=True,
-    headers=True,
-)
+from my_awesome_driver.spool import Spool
+from rrjobs.core import AckLostError, Capabilities, Job, Message, Pipeline, PriorityQueue, State
+from rrjobs.core import headers as rr
+from rrjobs.core.delays import MILLISECOND, whole_millis, whole_seconds
+from rrjobs.core.message import new_id
+from rrjobs.core.options import Duration, StrictModel
+from rrjobs.core.pull import PullDriver
 
 
-async def from_config(config_key: str, configurer: Configurer, settings: Settings,
-                      pipeline: Pipeline, queue: PriorityQueue) -> Driver:
-    """A driver for a pipeline of the config file (RoadRunner's ``FromConfig``).
+class Settings(StrictModel):
+    """The optional global ``my_awesome_driver:`` section (options: see the README)."""
 
-    ``config_key`` is ``jobs.pipelines.<name>.config``: errors name that path.
-    """
-    options = options_from_config(configurer, config_key, Options)
-    return await Driver.open(pipeline, queue, options, settings)
+    dir: str = Field(default=".rrjobs/my_awesome_driver", min_length=1)
+    fsync: bool = True
 
 
-async def from_pipeline(pipeline: Pipeline, settings: Settings,
-                        queue: PriorityQueue) -> Driver:
-    """A driver for a pipeline declared at run time (RoadRunner's ``FromPipeline``)."""
-    options = options_from_pipeline(pipeline, Options)
-    return await Driver.open(pipeline, queue, options, settings)
+class Options(StrictModel):
+    """``jobs.pipelines.<name>.config`` of a ``my_awesome_driver`` pipeline."""
+
+    priority: int = 10
+    prefetch: int = Field(default=100, ge=1)
+    queue: str = Field(default="", pattern=r"^([A-Za-z0-9_-][A-Za-z0-9._-]*)?$")
+    visibility_timeout: Annotated[Duration, Field(gt=0)] = 30.0
+    poll_interval: Annotated[Duration, Field(gt=0)] = 0.1
+    dead_letter: bool = True
 
 
-class Driver(BaseDriver):
-    """One pipeline. All methods run on the event loop; none blocks it.
-
-    Concurrency: ``push`` may be called from many tasks at once; one consumer
-    task moves jobs into the priority queue while the pipeline is consuming.
-    """
+class Driver(PullDriver):
+    """One pipeline. Pushes and settlements may run concurrently from many tasks."""
 
     name = "my_awesome_driver"
-    capabilities = CAPABILITIES
+    capabilities = Capabilities(durable=True, lease_extension=True, dead_letter=True,
+                                redelivery_on_crash=True, delay_granularity=MILLISECOND,
+                                max_payload=4 << 20)  # a reservation reads whole files
 
     def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: Options,
                  settings: Settings) -> None:
-        pipeline["priority"] = options.priority  # validated: BaseDriver reads it
-        super().__init__(pipeline, queue)
+        super().__init__(pipeline, queue, options.prefetch)
         self.options = options
-        self.capabilities = replace(CAPABILITIES, dead_letter=options.dead_letter)
+        self.capabilities = replace(self.capabilities, dead_letter=options.dead_letter)
         self.spool = Spool(Path(settings.dir) / (options.queue or self.pipeline_name),
                            fsync=settings.fsync)
-        #: Jobs this consumer reserved and nobody settled yet, by token.
-        self._held: dict[str, Item] = {}
-        self._wake = asyncio.Event()
-        self._consumer: asyncio.Task[None] | None = None
 
-    @classmethod
-    async def open(cls, pipeline: Pipeline, queue: PriorityQueue, options: Options,
-                   settings: Settings) -> Driver:
-        driver = cls(pipeline, queue, options, settings)
-        await asyncio.to_thread(driver.spool.create)
-        return driver
-
-    # -- pushing ------------------------------------------------------------------------
+    async def open(self, where: str) -> None:
+        await asyncio.to_thread(self.spool.create)
 
     async def _send(self, msg: Message) -> None:
         await self._send_batch([msg])
 
     async def _send_batch(self, msgs: Sequence[Message]) -> None:
-        items = [(to_attributes(m), bytes(m.payload), m.priority, m.delay) for m in msgs]
-        await asyncio.to_thread(self.spool.publish_many, items)
-        self._wake.set()
+        await asyncio.to_thread(self.spool.publish, [self.item(m) for m in msgs])
 
-    # -- consuming ----------------------------------------------------------------------
+    def item(self, m: Message) -> tuple[dict[str, str], bytes, int, int]:
+        """What the spool stores: RoadRunner's ``rr_*`` attributes (the layout of its
+        Pub/Sub driver), the payload, the priority and the delay in milliseconds."""
+        attrs = {rr.RR_ID: m.id, rr.RR_JOB: m.name, rr.RR_PIPELINE: self.pipeline_name,
+                 rr.RR_HEADERS: json.dumps(m.headers), rr.RR_DELAY: str(whole_seconds(m.delay)),
+                 rr.RR_PRIORITY: str(m.priority), rr.RR_AUTO_ACK: str(m.auto_ack).lower()}
+        return attrs, bytes(m.payload), m.priority, whole_millis(m.delay)
 
-    async def _start_consuming(self) -> None:
-        self._consumer = asyncio.get_running_loop().create_task(
-            self._consume(), name=f"my_awesome_driver:{self.pipeline_name}")
-
-    async def _reserve(self, limit: int) -> list[Delivery]:
-        """Reserve in a thread; if cancelled meanwhile, hand the result back."""
-        task = asyncio.ensure_future(asyncio.to_thread(
-            self.spool.reserve, limit, self.options.visibility_timeout))
+    async def fetch(self, max_messages: int) -> Sequence[Any]:
+        """Reserve ready files; when there are none, wait ``poll_interval``."""
+        lease = whole_millis(self.options.visibility_timeout)
+        task = asyncio.ensure_future(asyncio.to_thread(self.spool.reserve, max_messages, lease))
         try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            got = await task
-            await asyncio.to_thread(self.spool.release_many, got)
+            got = await asyncio.shield(task)
+        except asyncio.CancelledError:  # paused or crashed meanwhile: hand them back
+            await asyncio.to_thread(self.spool.release, [r[0] for r in await task])
             raise
+        if not got:
+            await asyncio.sleep(self.options.poll_interval)
+        return got
 
-    async def _consume(self) -> None:
-        while True:
-            room = self.options.prefetch - len(self._held)
-            got = await self._reserve(room) if room > 0 else []
-            for i, delivery in enumerate(got):
-                job = Item(self, delivery)
-                self._held[delivery.token] = job
-                try:
-                    await self.queue.insert(job)  # waits only while the queue is full
-                except asyncio.CancelledError:
-                    for rest in got[i:]:
-                        self._held.pop(rest.token, None)
-                    await asyncio.to_thread(self.spool.release_many, got[i:])
-                    raise
-            if room <= 0 or len(got) < room:
-                await self._idle()
+    def decode(self, raw: tuple[str, bytes, bytes]) -> Job:
+        """A RoadRunner-layout message, or a foreign one (its attributes as headers)."""
+        attrs = json.loads(raw[1])
+        headers = attrs.get(rr.RR_HEADERS)
+        return Job.make(self, raw[0], attrs.get(rr.RR_ID) or new_id(),
+                        attrs.get(rr.RR_JOB) or rr.DEDUCED_BY_RR, raw[2],
+                        rr.normalize_headers(json.loads(headers) if headers else attrs),
+                        self.pipeline_name, int(attrs.get(rr.RR_PRIORITY) or self.priority),
+                        attrs.get(rr.RR_AUTO_ACK) == "true", self.options.visibility_timeout)
 
-    async def _idle(self) -> None:
-        """Wait for a push, a settlement, the next due job or the poll interval."""
-        wait = self.options.poll_interval
-        next_due = await asyncio.to_thread(self.spool.next_due_in)
-        if next_due is not None:
-            wait = min(wait, next_due)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait):
-                await self._wake.wait()
-        self._wake.clear()
+    def poison(self, raw: tuple[str, bytes, bytes], reason: str) -> Job:
+        return self.poison_job(raw[0], raw[2], reason, lease=self.options.visibility_timeout)
 
-    def forget(self, job: Item) -> None:
-        """``job`` was settled: it no longer counts against ``prefetch``."""
-        self._held.pop(job.delivery.token, None)
-        self._wake.set()
+    async def give_back(self, jobs: Sequence[Job]) -> None:
+        """Jobs taken back at pause or stop return to their places in the queue."""
+        await asyncio.to_thread(self.spool.release, [j.handle for j in jobs if j.settled is None])
 
-    async def _stop_consuming(self) -> None:
-        if self._consumer is not None:
-            self._consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._consumer
-            self._consumer = None
-        # Jobs still in the priority queue never reached a handler: hand them
-        # back, in their places. Jobs in handlers keep their reservations.
-        taken = [job for job in self.queue.remove(self.pipeline_name) if isinstance(job, Item)]
-        for job in taken:
-            self._held.pop(job.delivery.token, None)
-        await asyncio.to_thread(self.spool.release_many, [job.delivery for job in taken])
+    # -- the Settler protocol: one spool operation each --------------------------------
 
-    # -- state --------------------------------------------------------------------------
+    async def ack(self, job: Job) -> None:
+        await self._settle(job, self.spool.ack)
+
+    async def nack(self, job: Job, requeue: bool, delay: float) -> None:
+        if requeue:
+            await self._settle(job, self.spool.requeue, whole_millis(delay))
+        else:
+            dead = self.options.dead_letter
+            await self._settle(job, self.spool.dead_letter if dead else self.spool.ack)
+
+    async def requeue(self, job: Job, headers: rr.Headers, delay: float) -> None:
+        copy = Message(job.name, job.payload, job.pipeline, id=job.id, headers=headers,
+                       priority=job.priority, delay=delay, auto_ack=job.auto_ack)
+        await self._settle(job, self.spool.replace, self.item(copy))
+
+    async def extend(self, job: Job, seconds: float) -> None:
+        job.handle = await self._settle(job, self.spool.extend, whole_millis(seconds), done=False)
+
+    async def _settle(self, job: Job, operation: Callable[..., Any], *args: Any,
+                      done: bool = True) -> Any:
+        """``operation(job.handle, *args)`` in a thread; ``done``: the job is settled."""
+        try:
+            return await asyncio.to_thread(operation, job.handle, *args)
+        except FileNotFoundError:
+            raise AckLostError(f"job {job.id}: its reservation is gone (expired)") from None
+        finally:
+            if done:
+                self.settled(job)  # frees the job's slot in the prefetch window
 
     async def state(self) -> State:
-        counts = await asyncio.to_thread(self.spool.counts)
-        queued = self.queue.count(self.pipeline_name)
-        return State(
-            pipeline=self.pipeline_name,
-            driver=self.name,
-            queue=str(self.spool.root),
-            active=counts.ready + queued,
-            delayed=counts.delayed,
-            reserved=max(0, counts.reserved - queued),
-            ready=self.consuming,
-            priority=self.priority,
-        )
+        ready, delayed, reserved = await asyncio.to_thread(self.spool.counts)
+        queued = self.lane.queued
+        return State(pipeline=self.pipeline_name, driver=self.name, queue=str(self.spool.root),
+                     active=ready + queued, delayed=delayed, reserved=max(0, reserved - queued),
+                     ready=self.ready, priority=self.priority)
