@@ -32,6 +32,7 @@ from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.resilience import Backoff, FailureWindow
 from rrjobs.core.state import State
 from rrjobs.core.supervise import Supervisor
+from rrjobs.testing.suite.concurrent_lifecycle import end_state, start_state
 
 from .conftest import wait_for
 
@@ -132,6 +133,78 @@ async def test_inject_fault_goes_through_the_crash_path(
     assert sum("injected" in r.getMessage() for r in caplog.records) == 1
     with pytest.raises(KeyError):
         sup.inject_fault("nope", RuntimeError())
+    await sup.stop()
+    assert not sup.running("fetch")
+
+
+async def test_a_fault_injected_before_the_first_run_fails_that_run(
+        caplog: pytest.LogCaptureFixture) -> None:
+    health: list[bool] = []
+    sup = Supervisor("p", logging.getLogger("test.sup4"), first_backoff=0.2,
+                     on_change=health.append)
+    started = []
+
+    async def body() -> None:
+        started.append(1)
+        await asyncio.Event().wait()
+
+    with caplog.at_level(logging.ERROR, "test.sup4"):
+        sup.start("fetch", body)
+        sup.inject_fault("fetch", RuntimeError("early"))  # the task has not run yet
+        sup.inject_fault("fetch", RuntimeError("second"))  # one crash per run
+        await wait_for(lambda: not sup.healthy, within=1)
+        assert started == []  # the run failed as it began, not after
+        assert sup.down() == {"fetch": "RuntimeError: early"}
+        assert sup.names() == ["fetch"]  # waiting for its restart
+        await wait_for(lambda: len(started) == 1 and sup.healthy, within=2)
+    assert sup.restarts("fetch") == 1
+    assert health == [False, True]
+    errors = [r for r in caplog.records if r.name == "test.sup4" and r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    assert str(errors[0].exc_info[1]) == "early"
+    await sup.stop()
+    assert not sup.running("fetch")
+
+
+async def test_a_fault_injected_while_waiting_to_restart_fails_the_next_run() -> None:
+    sup = Supervisor("p", logging.getLogger("test.sup5"), first_backoff=0.1)
+    started = []
+
+    async def body() -> None:
+        started.append(1)
+        if len(started) == 1:
+            raise ValueError("first")
+        await asyncio.Event().wait()
+
+    sup.start("fetch", body)
+    await wait_for(lambda: not sup.healthy, within=1)
+    sup.inject_fault("fetch", RuntimeError("during the backoff"))
+    await wait_for(lambda: sup.restarts("fetch") == 1, within=2)
+    await wait_for(lambda: sup.down() == {"fetch": "RuntimeError: during the backoff"},
+                   within=1)
+    assert started == [1]
+    await wait_for(lambda: len(started) == 2 and sup.healthy, within=3)
+    assert sup.restarts("fetch") == 2
+    await sup.stop()
+
+
+async def test_a_body_that_swallows_the_cancellation_still_fails_with_the_fault() -> None:
+    sup = Supervisor("p", logging.getLogger("test.sup6"), first_backoff=0.1)
+    started = []
+
+    async def body() -> None:
+        started.append(1)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return  # a loop that treats cancellation as "done"
+
+    sup.start("fetch", body)
+    await wait_for(lambda: len(started) == 1)
+    sup.inject_fault("fetch", RuntimeError("injected"))
+    await wait_for(lambda: not sup.healthy, within=1)
+    await wait_for(lambda: len(started) == 2 and sup.healthy, within=2)
+    assert sup.restarts("fetch") == 1
     await sup.stop()
     assert not sup.running("fetch")
 
@@ -501,6 +574,79 @@ async def test_sequential_redundant_calls_still_raise_roadrunners_errors() -> No
     await d.stop()
     with pytest.raises(PipelineStateError):
         await d.resume("p")
+
+
+class _InstantDriver(_SlowDriver):
+    """Starting, stopping and closing never yield to the loop (as in memory)."""
+
+    name = "instant"
+
+    async def _enter(self, what: str) -> None:
+        self.inside += 1
+        self.overlap |= self.inside > 1
+        self.log_calls.append(what)
+        self.inside -= 1
+
+
+def _state_of(d: BaseDriver) -> str:
+    return "stopped" if d.stopped else "running" if d.consuming else "paused"
+
+
+_ORDERS = [("pause", "pause"), ("resume", "resume"), ("stop", "stop"),
+           *itertools.permutations(["pause", "resume", "stop"], 2),
+           *itertools.permutations(["pause", "resume", "stop"])]
+
+
+@pytest.mark.parametrize("driver", [_InstantDriver, _SlowDriver])
+@pytest.mark.parametrize("order", _ORDERS, ids="-".join)
+async def test_calls_issued_together_see_each_other_even_when_the_work_does_not_yield(
+        driver: type[_SlowDriver], order: tuple[str, ...]) -> None:
+    d = driver()
+    await d.run(d.pipeline)
+    start = start_state(order)
+    if start == "paused":
+        await d.pause("p")
+    calls = {"pause": lambda: d.pause("p"), "resume": lambda: d.resume("p"), "stop": d.stop}
+    results = await asyncio.gather(*(calls[c]() for c in order), return_exceptions=True)
+    assert results == [None] * len(order)
+    assert _state_of(d) == end_state(start, order)
+    assert not d.overlap
+    assert d._lifecycle_calls == 0 and not d._lifecycle.locked()
+
+
+async def test_a_stop_during_a_stop_returns_once_the_driver_is_closed() -> None:
+    closing, release = asyncio.Event(), asyncio.Event()
+
+    class Gated(_SlowDriver):
+        async def _close(self) -> None:
+            closing.set()
+            await release.wait()
+            self.log_calls.append("close")
+
+    d = Gated()
+    await d.run(d.pipeline)
+    first = asyncio.get_running_loop().create_task(d.stop())
+    await closing.wait()
+    assert d.stopped  # refuses pushes already, but is not closed yet
+    second = asyncio.get_running_loop().create_task(d.stop())
+    await asyncio.sleep(0.01)
+    assert not second.done()
+    release.set()
+    await second
+    assert d.log_calls[-1] == "close"
+    await first
+
+
+async def test_a_call_after_the_others_finished_follows_the_sequential_rule() -> None:
+    d = _InstantDriver()
+    await d.run(d.pipeline)
+    await asyncio.gather(d.pause("p"), d.pause("p"))
+    with pytest.raises(PipelineStateError):
+        await d.pause("p")
+    await asyncio.gather(d.resume("p"), d.resume("p"))
+    with pytest.raises(PipelineStateError):
+        await d.resume("p")
+    await d.stop()
 
 
 # -- the runtime dead-letters unreadable jobs -----------------------------------------------

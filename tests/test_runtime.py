@@ -72,12 +72,24 @@ async def test_push_to_unknown_pipeline() -> None:
 async def test_priorities_across_pipelines_and_fifo() -> None:
     app = App()
     seen = record(app)
-    extra = "    q:\n      driver: memory\n      config: {priority: 1}\n"
-    async with Jobs(config(extra, consume="[]", workers=1), app) as jobs:
+    gate, held = asyncio.Event(), asyncio.Event()
+
+    @app.handler("gate")
+    async def hold(job: Job) -> None:
+        held.set()
+        await gate.wait()
+
+    extra = ("    q:\n      driver: memory\n      config: {priority: 1}\n"
+             "    g:\n      driver: memory\n")
+    async with Jobs(config(extra, consume="[g]", workers=1), app) as jobs:
+        # The only worker is busy until both pipelines have queued their jobs.
+        await jobs.push(Message("gate", b"", "g"))
+        await held.wait()
         for i in range(5):
             await jobs.push(Message("a", f"p{i}".encode(), "p"))
             await jobs.push(Message("a", f"q{i}".encode(), "q"))
         await jobs.resume(["p", "q"])
+        gate.set()
         await wait_for(lambda: len(seen) == 10)
     assert [j.payload.decode() for j in seen] == [f"q{i}" for i in range(5)] + [
         f"p{i}" for i in range(5)

@@ -16,7 +16,9 @@ background work (a restart timer, a settle sent in the background) with
 
 :meth:`inject_fault` fails a task's current run with a given exception
 through the same crash path; the conformance suite uses it to prove the
-restart, and operators can use it to test alerting.
+restart, and operators can use it to test alerting. A fault injected while
+the task is not inside its body (not started yet, waiting for its restart) is
+kept and fails the next run as soon as it begins.
 
 Concurrency: event-loop only. ``start``, ``spawn`` and ``inject_fault`` return
 at once; ``stop``/``stop_task`` wait for the cancelled tasks.
@@ -41,7 +43,10 @@ class _Slot:
     task: asyncio.Task[None] | None = None
     restarts: int = 0
     down: str | None = None
+    #: an injected fault not yet delivered
     fault: BaseException | None = None
+    #: inside ``body()``: a fault is delivered by cancelling the task
+    in_body: bool = False
     backoff: float = 0.0
 
 
@@ -130,20 +135,27 @@ class Supervisor:
                            exc_info=exc)
 
     async def _run(self, name: str, slot: _Slot) -> None:
+        task = asyncio.current_task()
         while True:
             started = time.monotonic()
             error: BaseException | None = None
-            try:
-                await slot.body()
-            except asyncio.CancelledError:
-                if slot.fault is None:
-                    raise
-                error, slot.fault = slot.fault, None
-                task = asyncio.current_task()
-                if task is not None:
+            if slot.fault is None:
+                slot.in_body = True
+                try:
+                    await slot.body()
+                except asyncio.CancelledError:
+                    if slot.fault is None:
+                        raise
+                except Exception as exc:
+                    error = exc
+                finally:
+                    slot.in_body = False
+                if slot.fault is not None and task is not None:
+                    # cancelled for the fault (even if the body swallowed the
+                    # cancellation): the fault is this run's error
                     task.uncancel()
-            except Exception as exc:
-                error = exc
+            if slot.fault is not None:
+                error, slot.fault = slot.fault, None
             if error is None:
                 if slot.down is not None:
                     slot.down = None
@@ -170,12 +182,17 @@ class Supervisor:
 
     def inject_fault(self, name: str, exc: BaseException) -> None:
         """Fail the current run of task ``name`` with ``exc`` (the crash path:
-        logged, unhealthy, restarted after the backoff)."""
+        logged, unhealthy, restarted after the backoff), or its next run when
+        it is not inside its body now. Raises ``KeyError`` for a task that is
+        not running. A second fault before the first was delivered is ignored."""
         slot = self._slots.get(name)
         if slot is None or slot.task is None or slot.task.done():
             raise KeyError(f"{self.owner}: no running task {name!r}")
+        if slot.fault is not None:
+            return  # the pending fault fails the run; one crash per run
         slot.fault = exc
-        slot.task.cancel()
+        if slot.in_body:
+            slot.task.cancel()
 
     # -- stopping ----------------------------------------------------------------
 
