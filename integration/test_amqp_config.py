@@ -11,7 +11,7 @@ import pytest
 from pamqp import encode
 
 from rrjobs.core.errors import ConfigError
-from rrjobs.core.headers import DEDUCED_BY_RR
+from rrjobs.core.headers import DEDUCED_BY_RR, BadHeadersError
 from rrjobs.core.options import options_from_pipeline, validate
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.drivers.amqp import codec
@@ -423,8 +423,10 @@ def test_unpack_reads_any_integer_type_and_falls_back_for_foreign_messages() -> 
     assert foreign.name == DEDUCED_BY_RR and foreign.priority == 10 and foreign.id
     assert codec.unpack(None, 4).priority == 4
     assert codec.unpack({"rr_priority": 0}, 4).priority == 4
-    bad = codec.unpack({"rr_job": "j", "rr_headers": bytearray(b"{oops")}, 1)
-    assert (bad.name, bad.headers) == ("j", {})
+    # unreadable rr_headers: decoding fails, so the delivery becomes a failed job
+    # with rr_error (rrjobs.core.fields, the rule of every driver)
+    with pytest.raises(BadHeadersError, match="rr_headers is not JSON"):
+        codec.unpack({"rr_job": "j", "rr_headers": bytearray(b"{oops")}, 1)
 
 
 def test_x_routing_key_is_taken_out_of_the_headers() -> None:
