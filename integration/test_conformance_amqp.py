@@ -19,6 +19,7 @@ from rrjobs.testing.suite import (
     PoisonBodyTests,
     PoisonHeaderTests,
     SettleDuringLeaseExtensionTests,
+    SupervisedTaskTests,
 )
 
 #: The exchange every conformance pipeline publishes through.
@@ -161,5 +162,5 @@ def driver_factory(amqp_url: str) -> AMQPFactory:
 
 class TestAMQPConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
                           ConcurrentLifecycleTests, PoisonBodyTests, PoisonHeaderTests,
-                          DelayRoundingTests):
+                          DelayRoundingTests, SupervisedTaskTests):
     marker = "amqp"

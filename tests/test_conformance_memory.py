@@ -9,13 +9,19 @@ the rest, including the "refuses what it cannot do" tests, run.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
 from rrjobs import Message
 from rrjobs.drivers.memory import MemoryConstructor
 from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
-from rrjobs.testing.suite import DelayRoundingTests, SettleDuringLeaseExtensionTests
+from rrjobs.testing.suite import (
+    DelayRoundingTests,
+    PoisonBodyTests,
+    PoisonHeaderTests,
+    SettleDuringLeaseExtensionTests,
+)
 
 NO_WIRE = "memory has no broker and no wire format: only its driver can put jobs in"
 
@@ -31,6 +37,9 @@ class MemoryFactory(DriverFactory):
     delay_tolerance = 2.0
     test_timeout = 30.0
 
+    def prefetch_options(self, jobs: int) -> dict[str, Any]:
+        return {"prefetch": jobs}
+
     async def publish_raw(self, pipe: Pipe, body: bytes, headers: Mapping[str, str]) -> None:
         raise HookUnsupported(NO_WIRE)
 
@@ -43,5 +52,6 @@ def driver_factory() -> MemoryFactory:
     return MemoryFactory()
 
 
-class TestMemoryConformance(ConformanceSuite, SettleDuringLeaseExtensionTests, DelayRoundingTests):
+class TestMemoryConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
+                            PoisonBodyTests, PoisonHeaderTests, DelayRoundingTests):
     marker = "memory"

@@ -27,7 +27,6 @@ job that the runtime dead-letters). The driver settles its jobs. See
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import time
 from collections.abc import Sequence
@@ -140,7 +139,8 @@ class AMQPDriver(BaseDriver):
         self._active = False
         self._consumer: Consumer | None = None
         self._consume_lock = asyncio.Lock()
-        self._recovery: asyncio.Task[None] | None = None
+        #: set when the consume channel was lost while the connection lived
+        self._lost = asyncio.Event()
         #: delay queue name -> (session number, monotonic time of its last declare)
         self._delay_queues: dict[str, tuple[int, float]] = {}
         self._declaring: dict[str, asyncio.Future[None]] = {}
@@ -240,7 +240,7 @@ class AMQPDriver(BaseDriver):
         self.queue.remove(self.pipeline_name)
         if self._active and not self.stopped and consumer.session.healthy:
             self.log.warning("RabbitMQ closed the consume channel (%s); reopening it", exc)
-            self._recover()
+            self._lost.set()
 
     def _cancelled_by_broker(self, consumer: Consumer) -> None:
         if consumer is not self._consumer or not consumer.subscribed:
@@ -251,13 +251,16 @@ class AMQPDriver(BaseDriver):
         self.supervisor.spawn("close-channel", consumer.close())
         self._channel_closed(consumer, None)
 
-    def _recover(self) -> None:
-        """Consume again after the consume channel was lost (connection alive)."""
-        if self._recovery is not None and not self._recovery.done():
-            return
-        self._recovery = self.supervisor.spawn("recover", self._recover_loop())
+    async def _keep_consuming(self) -> None:
+        """The supervised ``consume`` task: consume again whenever the consume
+        channel was lost while the connection lived (a new connection
+        subscribes in :meth:`_on_session`)."""
+        while True:
+            await self._lost.wait()
+            self._lost.clear()
+            await self._recover()
 
-    async def _recover_loop(self) -> None:
+    async def _recover(self) -> None:
         deadline = time.monotonic() + self.topology.redial_timeout
         backoff = FIRST_BACKOFF
         while self._active and not self.stopped:
@@ -357,14 +360,12 @@ class AMQPDriver(BaseDriver):
         except BaseException:
             self._active = False
             raise
+        self._lost.clear()
+        self.supervisor.start("consume", self._keep_consuming)
 
     async def _stop_consuming(self) -> None:
         self._active = False
-        if self._recovery is not None:
-            self._recovery.cancel()
-            with contextlib.suppress(BaseException):
-                await self._recovery
-            self._recovery = None
+        await self.supervisor.stop_task("consume")
         consumer = self._consumer
         async with self._consume_lock:
             if consumer is not None:

@@ -1,17 +1,9 @@
-"""The ``memory`` driver: jobs in process memory, no broker.
-
-Capabilities (kombu-style):
-
-* Delays: yes, any length, on one timer heap (no task per job, no cap).
-* Priority: yes. FIFO within a priority.
-* Durable: **no** — jobs are lost when the process exits.
-* Dead-letter: no native store; use the pipeline's ``retry.dead_letter``.
-* Lease extension: not needed — an unsettled job is never redelivered.
-* Pause: yes; pausing takes the pipeline's jobs back out of the priority queue,
-  so nothing is consumed while paused.
+"""The ``memory`` driver: jobs in process memory, no broker (see ``docs/drivers/memory.md``).
 
 Flow: ``push`` → (delay heap) → the driver's ready deque → priority queue,
-while fewer than ``prefetch`` of its jobs are queued or in a handler.
+while fewer than ``prefetch`` of its jobs are queued or in a handler. While
+consuming, the supervised ``mover`` task moves ready jobs when the priority
+queue was full (backpressure; a push never waits on consumers).
 """
 
 from __future__ import annotations
@@ -35,19 +27,8 @@ from rrjobs.core.state import State
 from rrjobs.core.timers import DelayQueue
 from rrjobs.drivers.memory.config import MemoryOptions
 
-CAPABILITIES = Capabilities(
-    delay=True,
-    max_delay=None,
-    delay_native=True,
-    priority=True,
-    durable=False,
-    max_payload=None,
-    lease_extension=False,
-    dead_letter=False,
-    redelivery_on_crash=False,
-    pause=True,
-    headers=True,
-)
+#: Any delay, priority, headers and pause; nothing durable (every field a default).
+CAPABILITIES = Capabilities()
 
 _make = Job.make
 
@@ -77,7 +58,8 @@ class MemoryDriver(BaseDriver):
         self.lane = Lane(queue, self.pipeline_name, options.prefetch)
         self._ready: deque[Job] = deque()
         self._delayed: DelayQueue[Job] = DelayQueue(self._due)
-        self._mover: asyncio.Task[None] | None = None
+        #: set while ready jobs wait for room in a full priority queue (the mover's turn)
+        self._blocked = asyncio.Event()
 
     async def open(self, where: str) -> None:
         """Nothing to connect to."""
@@ -106,7 +88,7 @@ class MemoryDriver(BaseDriver):
             self._delayed.add(delay, job)
             return
         lane = self.lane
-        if lane.is_open and not self._ready and self._mover is None and lane.out < lane.prefetch:
+        if lane.is_open and not self._ready and lane.out < lane.prefetch:
             # Fast path: straight into the priority queue. When it is full the
             # job waits on the ready deque for the mover: a push never waits on
             # consumers (a handler pushing into a full queue would deadlock).
@@ -148,26 +130,26 @@ class MemoryDriver(BaseDriver):
     def _pump(self) -> None:
         """Move ready jobs into the priority queue while the lane has room."""
         lane = self.lane
-        if not lane.is_open or self._mover is not None:
+        if not lane.is_open or self._blocked.is_set():
             return
         ready = self._ready
         while ready and lane.out < lane.prefetch:
             if self.queue.full():
-                self._mover = self.supervisor.spawn("mover", self._move_when_room())
+                self._blocked.set()
                 return
             lane.deliver_nowait(ready.popleft())
 
-    async def _move_when_room(self) -> None:
-        """Backpressure: wait for room in the priority queue, then keep moving."""
-        lane = self.lane
-        try:
-            while lane.is_open and self._ready and lane.out < lane.prefetch:
-                job = self._ready[0]
-                await lane.deliver(job)
-                self._ready.popleft()
-        finally:
-            self._mover = None
-        self._pump()
+    async def _move(self) -> None:
+        """The ``mover`` task: while blocked, wait for room in the priority
+        queue and move ready jobs, then pump again."""
+        lane, ready = self.lane, self._ready
+        while True:
+            await self._blocked.wait()
+            while ready and lane.out < lane.prefetch:
+                await lane.deliver(ready[0])
+                ready.popleft()
+            self._blocked.clear()
+            self._pump()
 
     # -- settlement ------------------------------------------------------------------
 
@@ -211,15 +193,15 @@ class MemoryDriver(BaseDriver):
     async def _start_consuming(self) -> None:
         self.lane.open()
         self.consuming = True
+        if not self.supervisor.running("mover"):
+            self.supervisor.start("mover", self._move)
         self._pump()
 
     async def _stop_consuming(self) -> None:
-        mover, self._mover = self._mover, None
-        taken = self.lane.close()
-        if mover is not None:
-            mover.cancel()
-            await asyncio.gather(mover, return_exceptions=True)
-        self._ready.extendleft(reversed(taken))
+        if self._blocked.is_set():  # the mover may be waiting for room: stop it there
+            await self.supervisor.stop_task("mover")
+            self._blocked.clear()
+        self._ready.extendleft(reversed(self.lane.close()))
 
     async def _close(self) -> None:
         dropped = len(self._ready) + len(self._delayed)
