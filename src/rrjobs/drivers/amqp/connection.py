@@ -1,16 +1,10 @@
 """The broker connection of one AMQP driver, redialled when it is lost.
 
-A :class:`Link` owns one aio-pika connection at a time (a :class:`Session`)
-with its publish channel (publisher confirms on) and an admin channel for
-declarations and passive declares. When the connection drops, the link
-redials with exponential backoff (0.2 s doubling up to 2 s, with jitter) for
-at most ``redial_timeout`` seconds, then hands the fresh session to the
-driver (which re-declares its topology and resumes consuming). When the
-budget is spent it reports exhaustion; the driver then asks the runtime to
-restart the pipeline, or starts another round when no runtime is there.
-
-Everything runs on the event loop; nothing blocks it (the TLS context is
-built in a thread). Not thread-safe.
+A :class:`Link` owns one aio-pika connection at a time (a :class:`Session`).
+When it drops, the link redials with backoff for at most ``redial_timeout``
+seconds, then hands the fresh session to the driver; when that budget is spent
+it reports exhaustion. Event-loop only, never blocks (the TLS context is built
+in a thread); not thread-safe.
 """
 
 from __future__ import annotations
@@ -18,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import aio_pika
 import aiormq
@@ -30,7 +22,8 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import AbstractChannel as RawChannel
 
 from rrjobs.core.errors import RRJobsError
-from rrjobs.core.tls import TLSConfig, client_ssl_context
+from rrjobs.core.resilience import Backoff
+from rrjobs.core.tls import client_ssl_context
 from rrjobs.drivers.amqp.config import AMQPSection
 
 #: First pause between two dial attempts; doubled up to :data:`MAX_BACKOFF`.
@@ -55,13 +48,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def build_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
-    """The client TLS context for ``amqps://`` (reads files: call it in a thread)."""
-    return client_ssl_context(tls)
-
-
 class Session:
-    """One live connection with its publish and admin channels.
+    """One live connection and its channels (see :meth:`admin`).
 
     ``number`` grows by one with every (re)connection, so that a job can tell
     whether the channel it was delivered on belongs to the current connection.
@@ -77,12 +65,8 @@ class Session:
         #: the link was told (it redials once per lost session)
         self.reported = False
         self.closing = False
-        self.publisher: RawChannel | None = None
-        self._publisher_channel: AbstractChannel | None = None
-        self._publisher_ready = asyncio.Event()
-        self._reopening: asyncio.Task[None] | None = None
-        self._aux: dict[str, RawChannel] = {}
-        self._aux_lock = asyncio.Lock()
+        self._channels: dict[str, RawChannel] = {}
+        self._lock = asyncio.Lock()
 
     @property
     def healthy(self) -> bool:
@@ -97,68 +81,42 @@ class Session:
         await chan.initialize(timeout=CONNECT_TIMEOUT)
         return chan, await chan.get_underlay_channel()
 
-    async def open_publisher(self) -> None:
-        """Open the publish channel (publisher confirms, returns raise)."""
-        chan, raw = await self.channel(confirms=True)
-        self._publisher_channel, self.publisher = chan, raw
-        chan.close_callbacks.add(self._publisher_closed)
-        self._publisher_ready.set()
-
-    async def get_publisher(self) -> RawChannel:
-        """The publish channel, waiting while it is being reopened."""
-        while True:
-            raw = self.publisher
-            if raw is not None and not raw.is_closed:
-                return raw
+    async def admin(self, purpose: str = "declare") -> RawChannel:
+        """The channel for ``"publish"`` (publisher confirms, returns raise),
+        ``"declare"`` or passive declares (``"state"``), reopened after RabbitMQ
+        closed it (a refused publish or declaration closes its channel).
+        Concurrency-safe. Raises :class:`LinkDownError` when the connection is
+        gone, or when the publish channel cannot be reopened (the session is
+        then lost)."""
+        raw = self._channels.get(purpose)
+        if raw is not None and not raw.is_closed:
+            return raw
+        async with self._lock:
+            old = self._channels.get(purpose)
+            if old is not None and not old.is_closed:
+                return old
             if not self.healthy:
                 raise LinkDownError("the connection to RabbitMQ is closed")
-            self._publisher_ready.clear()
-            self._reopen_publisher()
-            await self._publisher_ready.wait()
-
-    def _publisher_closed(self, _chan: Any, exc: BaseException | None) -> None:
-        self.publisher = None
-        self._publisher_ready.clear()
-        if self.healthy:
-            self.log.warning("RabbitMQ closed the publish channel (%s); reopening it", exc)
-            self._reopen_publisher()
-
-    def _reopen_publisher(self) -> None:
-        if self._reopening is not None and not self._reopening.done():
-            return
-
-        async def reopen() -> None:
+            publish = purpose == "publish"
+            if old is not None and publish:
+                reason = old.closing.exception() if not old.closing.cancelled() else None
+                self.log.warning("RabbitMQ closed the publish channel (%s); reopening it",
+                                 reason)
             try:
-                await self.open_publisher()
+                _, raw = await self.channel(confirms=publish)
             except Exception as exc:
+                if old is None or not publish:
+                    raise
                 self.log.warning("reopening the publish channel failed: %r", exc)
                 self.lost = True
                 await self.close()
-            finally:
-                self._publisher_ready.set()
-
-        self._reopening = asyncio.get_running_loop().create_task(reopen())
-
-    async def admin(self, purpose: str = "declare") -> RawChannel:
-        """A channel for declarations (``"declare"``) or passive declares
-        (``"state"``), reopened after a broker-side error closed it (a failed
-        declaration closes its channel). Concurrency-safe."""
-        raw = self._aux.get(purpose)
-        if raw is not None and not raw.is_closed:
-            return raw
-        async with self._aux_lock:
-            raw = self._aux.get(purpose)
-            if raw is None or raw.is_closed:
-                if not self.healthy:
-                    raise LinkDownError("the connection to RabbitMQ is closed")
-                _, raw = await self.channel()
-                self._aux[purpose] = raw
+                raise LinkDownError("the publish channel cannot be reopened") from exc
+            self._channels[purpose] = raw
             return raw
 
     async def close(self) -> None:
         """Close the connection (idempotent); the broker requeues unacked deliveries."""
         self.closing = True
-        self._publisher_ready.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.connection.close(), CONNECT_TIMEOUT)
 
@@ -231,7 +189,7 @@ class Link:
     async def _dial(self, connect_timeout: float) -> Session:
         section = self.section
         if section.tls is not None and self._ssl is None:
-            self._ssl = await asyncio.to_thread(build_ssl_context, section.tls)
+            self._ssl = await asyncio.to_thread(client_ssl_context, section.tls)
         connection = await aio_pika.connect(
             section.addr,
             ssl_context=self._ssl,
@@ -243,7 +201,7 @@ class Link:
         try:
             connection.close_callbacks.add(
                 lambda _conn, exc, s=session: self._connection_closed(s, exc))
-            await session.open_publisher()
+            await session.admin("publish")
             await self._on_session(session)
         except BaseException:
             session.lost = True
@@ -281,7 +239,7 @@ class Link:
         while not self._closed:
             started = time.monotonic()
             deadline = started + self.redial_timeout
-            backoff = FIRST_BACKOFF
+            backoff = Backoff(FIRST_BACKOFF, MAX_BACKOFF)
             attempt = 0
             last: BaseException | None = None
             while not self._closed:
@@ -296,11 +254,10 @@ class Link:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
-                    pause = min(backoff, left) * random.uniform(0.8, 1.0)
+                    pause = min(backoff.next(), left)
                     self.log.info("redial %d to RabbitMQ failed (%r); next in %.2fs",
                                   attempt, exc, pause)
                     await asyncio.sleep(pause)
-                    backoff = min(backoff * 2, MAX_BACKOFF)
                     continue
                 if self._closed:
                     await session.close()

@@ -1,20 +1,10 @@
 """One consume channel of the AMQP driver: its subscription, deliveries and acks.
 
-A :class:`Consumer` lives as long as its channel. Deliveries are decoded by
-the driver (through the kit's guard: an unreadable delivery becomes a failed
-job) into :class:`~rrjobs.drivers.amqp.job.AMQPJob` objects in the priority
-queue; the jobs settle through it with ``basic.ack``/``basic.nack`` on the
-same channel (AMQP delivery tags belong to a channel).
-
-``multiple_ack``: acks are sent with ``multiple=true`` up to the highest tag
-below which every delivery is settled, so one frame acknowledges a run of
-jobs; an ack for a job delivered after one still in a handler is held back
-(RoadRunner acks every earlier delivery, finished or not). Held-back acks are
-sent one by one when they reach half the prefetch, when the consumer is
-paused or stopped, so that a long job does not starve the prefetch window.
-
-Settling on a closed channel is a lost settlement: it is logged and the
-broker redelivers the job (at least once); it never raises.
+A :class:`Consumer` lives as long as its channel. Its jobs settle through it
+(``basic.ack``/``basic.nack`` on the same channel: delivery tags belong to a
+channel); ``multiple_ack`` is described in ``docs/drivers/amqp.md``. Settling
+on a closed channel is a lost settlement: logged, never raised, and the broker
+redelivers the job (at least once).
 """
 
 from __future__ import annotations
@@ -22,28 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
 from aio_pika.abc import AbstractChannel
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
 
-from rrjobs.core.job import Job
-from rrjobs.core.queue import PriorityQueue
 from rrjobs.drivers.amqp.connection import CONNECTION_ERRORS, Session
 from rrjobs.drivers.amqp.job import AMQPJob
 
-
-class Owner(Protocol):
-    """What a consumer needs of its driver."""
-
-    queue: PriorityQueue
-    pipeline_name: str
-
-    def accept(self, raw: Any) -> Job | None: ...
-
-    async def give_back(self, jobs: Sequence[Job]) -> None: ...
+if TYPE_CHECKING:
+    from rrjobs.drivers.amqp.driver import AMQPDriver
 
 
 #: How long a ``basic.cancel`` may take before the channel is closed instead.
@@ -53,7 +32,7 @@ CANCEL_TIMEOUT = 5.0
 class Consumer:
     """The consumer on one consume channel. Use from the event loop only."""
 
-    def __init__(self, driver: Owner, session: Session, channel: AbstractChannel,
+    def __init__(self, driver: AMQPDriver, session: Session, channel: AbstractChannel,
                  raw: RawChannel, tag: str, *, multiple: bool, prefetch: int,
                  log: logging.Logger) -> None:
         self.driver = driver

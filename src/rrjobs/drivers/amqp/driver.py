@@ -1,26 +1,10 @@
 """The ``amqp`` driver: RoadRunner's AMQP driver on aio-pika, for RabbitMQ.
 
-Capabilities:
-
-* Delays: yes, RoadRunner's TTL + dead-letter queues
-  (``delayed-<ms>.<exchange>.<queue or routing_key>``), up to ~24.8 days
-  (``x-expires`` = twice the delay must fit RabbitMQ's 32-bit timer).
-* Priority: yes in the runtime's priority queue (within the prefetch window);
-  with ``x-max-priority`` in ``queue_headers`` the broker orders too.
-* Durable: with a durable (or quorum) queue; messages are always persistent.
-* Dead-letter: when the queue has an ``x-dead-letter-exchange``.
-* Lease extension: no. RabbitMQ has no per-message lease; its
-  ``consumer_timeout`` (30 min by default) closes the channel of a consumer
-  that holds a delivery longer, and the driver then reopens it (the job is
-  redelivered).
-* Redelivery after a crash: yes (unacked deliveries return to the queue).
-* Max payload: 128 MiB, RabbitMQ's default ``max_message_size``.
-
-Flow: ``push`` → publish (persistent, ``mandatory``) on a confirm channel →
-returns once RabbitMQ confirmed it. Consuming: ``basic.qos(prefetch)`` +
-``basic.consume`` → each delivery becomes an :class:`AMQPJob` in the priority
-queue (through the kit's decode guard: an unreadable delivery becomes a failed
-job that the runtime dead-letters). The driver settles its jobs. See
+Pushes are persistent, ``mandatory`` publishes on a confirm channel that
+return once RabbitMQ confirmed them; delays use RoadRunner's TTL +
+dead-letter queues. Consuming is ``basic.qos(prefetch)`` + ``basic.consume``;
+each delivery becomes an :class:`AMQPJob` through the kit's decode guard, and
+the driver settles its jobs. Capabilities, wire format and reconnection:
 ``docs/drivers/amqp.md``.
 """
 
@@ -84,20 +68,8 @@ MIN_DELAY_QUEUE_EXPIRES = 10_000
 #: How many delay queues ``state()`` counts (the most recently used).
 STATE_DELAY_QUEUES = 64
 
-BASE_CAPABILITIES = Capabilities(
-    delay=True,
-    max_delay=float(MAX_DELAY),
-    delay_native=True,
-    priority=True,
-    durable=False,
-    max_payload=MAX_PAYLOAD,
-    lease_extension=False,
-    dead_letter=False,
-    redelivery_on_crash=True,
-    pause=True,
-    headers=True,
-    delay_granularity=0.001,
-)
+BASE_CAPABILITIES = Capabilities(max_delay=float(MAX_DELAY), max_payload=MAX_PAYLOAD,
+                                 redelivery_on_crash=True, delay_granularity=0.001)
 
 
 class PublishFailedError(RRJobsError):
@@ -113,11 +85,8 @@ def capabilities_for(topology: Topology) -> Capabilities:
 
 
 class AMQPDriver(BaseDriver):
-    """One pipeline on RabbitMQ. All methods run on the event loop; none blocks.
-
-    :meth:`open` connects and declares the topology. ``push``/``push_batch``
-    are safe to call concurrently.
-    """
+    """One pipeline on RabbitMQ. Event-loop only, never blocks; ``push`` and
+    ``push_batch`` are safe to call concurrently."""
 
     name = "amqp"
 
@@ -125,7 +94,6 @@ class AMQPDriver(BaseDriver):
                  section: AMQPSection) -> None:
         super().__init__(pipeline, queue)
         self.options = options
-        self.section = section
         self.topology = options.topology()
         self.priority = options.priority
         self.capabilities = capabilities_for(self.topology)
@@ -217,21 +185,15 @@ class AMQPDriver(BaseDriver):
                 consumer = Consumer(self, session, channel, raw, topo.consumer_tag,
                                     multiple=topo.queue.multiple_ack, prefetch=topo.prefetch,
                                     log=self.log)
-                channel.close_callbacks.add(partial(self._channel_closed_cb, consumer))
-                raw.on_consumer_cancel_callbacks.add(partial(self._cancelled_cb, consumer))
+                channel.close_callbacks.add(partial(self._channel_closed, consumer))
+                raw.on_consumer_cancel_callbacks.add(partial(self._cancelled_by_broker, consumer))
                 self._consumer = consumer
             if topo.queue.declare:
                 await self._declare(session)
             await consumer.subscribe(topo.queue.name)
 
-    def _channel_closed_cb(self, consumer: Consumer, _channel: object,
-                           exc: BaseException | None) -> None:
-        self._channel_closed(consumer, exc)
-
-    def _cancelled_cb(self, consumer: Consumer, _frame: object) -> None:
-        self._cancelled_by_broker(consumer)
-
-    def _channel_closed(self, consumer: Consumer, exc: BaseException | None) -> None:
+    def _channel_closed(self, consumer: Consumer, _chan: object,
+                        exc: BaseException | None) -> None:
         if consumer.closed:
             return
         consumer.mark_closed()
@@ -242,14 +204,14 @@ class AMQPDriver(BaseDriver):
             self.log.warning("RabbitMQ closed the consume channel (%s); reopening it", exc)
             self._lost.set()
 
-    def _cancelled_by_broker(self, consumer: Consumer) -> None:
+    def _cancelled_by_broker(self, consumer: Consumer, _frame: object = None) -> None:
         if consumer is not self._consumer or not consumer.subscribed:
             return
         self.log.warning("RabbitMQ cancelled the consumer of queue %r (deleted?); "
                          "consuming again", self.topology.queue.name)
         consumer.subscribed = False
         self.supervisor.spawn("close-channel", consumer.close())
-        self._channel_closed(consumer, None)
+        self._channel_closed(consumer, None, None)
 
     async def _keep_consuming(self) -> None:
         """The supervised ``consume`` task: consume again whenever the consume
@@ -396,21 +358,22 @@ class AMQPDriver(BaseDriver):
         Raises :class:`PublishFailedError` when RabbitMQ refuses the job, and
         :class:`LinkDownError` when the connection is gone for good.
         """
+        ident = str((props.headers or {}).get("rr_id", "?"))
         failures = 0
         while True:
             session = await self.link.current()
             try:
-                channel = await session.get_publisher()
+                channel = await session.admin("publish")
                 await channel.basic_publish(body, exchange=exchange, routing_key=routing_key,
                                             properties=props, mandatory=True)
                 return
             except PublishError:
                 raise PublishFailedError(
-                    f"RabbitMQ returned the job {_ident(props)}: no queue is bound to exchange "
+                    f"RabbitMQ returned the job {ident}: no queue is bound to exchange "
                     f"{exchange or '(default)'!r} with routing key {routing_key!r}") from None
             except DeliveryError as exc:
                 raise PublishFailedError(
-                    f"RabbitMQ refused the job {_ident(props)} (basic.nack): {exc}") from None
+                    f"RabbitMQ refused the job {ident} (basic.nack): {exc}") from None
             except ChannelClosed as exc:
                 if session.healthy:
                     raise PublishFailedError(
@@ -608,16 +571,9 @@ class AMQPDriver(BaseDriver):
         raise AssertionError("unreachable")
 
 
-def _ident(props: spec.Basic.Properties) -> str:
-    headers = props.headers or {}
-    return str(headers.get("rr_id", "?"))
-
-
 class AMQPConstructor(DriverConstructor):
-    """Builds ``amqp`` drivers. Registered as the ``amqp`` entry point.
-
-    The global ``amqp:`` section is required, as in RoadRunner.
-    """
+    """Builds ``amqp`` drivers (the ``amqp`` entry point); the global ``amqp:``
+    section is required, as in RoadRunner."""
 
     name = "amqp"
     driver_class = AMQPDriver

@@ -8,22 +8,8 @@ from rrjobs.core.job import Job
 
 
 class AMQPJob(Job):
-    """A job delivered from a RabbitMQ queue; the driver settles it:
-
-    * ``ack()`` → ``basic.ack`` (with ``multiple_ack``, batched, but never
-      covering a job whose handler is still running).
-    * ``nack()`` → ``basic.nack(requeue=false)``: RabbitMQ dead-letters it
-      through the queue's ``x-dead-letter-exchange``, or drops it.
-    * ``nack(requeue=True)`` → ``basic.nack(requeue=true)``: redelivered at once,
-      unchanged.
-    * ``nack(requeue=True, delay)`` and ``requeue(headers, delay)`` → a copy
-      (merged headers) is published straight to the job's queue, through a
-      delay queue when ``delay > 0``; once RabbitMQ confirmed the copy the
-      original is acked. If the copy cannot be published the original is
-      nacked with requeue and the error is raised.
-
-    A settlement on a channel that died meanwhile is lost (logged): RabbitMQ
-    redelivers the job, so it runs at least once.
+    """A job delivered from a RabbitMQ queue, settled by the driver on the
+    channel it came on (see ``docs/drivers/amqp.md``, Job operations).
 
     Attributes:
         consumer: the consume channel's consumer the delivery came on.
