@@ -105,7 +105,9 @@ def test_every_flat_key_is_read() -> None:
         }
     ).topology()
     assert (topo.prefetch, topo.priority, topo.redial_timeout) == (25, 3, 90.0)
-    assert topo.exchange == type(topo.exchange)("ex", "topic", True, True, False)
+    ex = topo.exchange
+    assert (ex.name, ex.type, ex.durable, ex.auto_delete, ex.declare) == (
+        "ex", "topic", True, True, False)
     q = topo.queue
     assert (
         q.name,

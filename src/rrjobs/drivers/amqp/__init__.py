@@ -16,14 +16,6 @@ from rrjobs.drivers.amqp.driver import (
 from rrjobs.drivers.amqp.job import AMQPJob
 
 __all__ = [
-    "BASE_CAPABILITIES",
-    "AMQPConstructor",
-    "AMQPDriver",
-    "AMQPJob",
-    "AMQPOptions",
-    "AMQPSection",
-    "LinkDownError",
-    "PublishFailedError",
-    "Topology",
-    "capabilities_for",
+    "BASE_CAPABILITIES", "AMQPConstructor", "AMQPDriver", "AMQPJob", "AMQPOptions",
+    "AMQPSection", "LinkDownError", "PublishFailedError", "Topology", "capabilities_for",
 ]

@@ -37,15 +37,9 @@ def bench_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
     """The config sections and pipeline options of ``rrjobs bench --driver amqp``."""
     name = f"rrjobs-bench-{uuid.uuid4().hex[:8]}"
     sections = {"amqp": {"addr": broker_url()}}
-    options = {
-        "queue": name,
-        "routing_key": name,
-        "exchange": BENCH_EXCHANGE,
-        "exchange_durable": True,
-        "durable": True,
-        "prefetch": BENCH_PREFETCH,
-        "delete_queue_on_stop": True,
-    }
+    options = {"queue": name, "routing_key": name, "exchange": BENCH_EXCHANGE,
+               "exchange_durable": True, "durable": True, "prefetch": BENCH_PREFETCH,
+               "delete_queue_on_stop": True}
     return sections, options
 
 

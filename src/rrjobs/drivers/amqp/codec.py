@@ -1,31 +1,12 @@
 """RoadRunner's AMQP wire layout: the ``rr_*`` header table, with explicit field types.
 
-What RoadRunner publishes (reference §10), and what this module writes:
-
-=================  ========================  ==================================
-header             AMQP field type           value
-=================  ========================  ==================================
-``rr_id``          long string ``S``         the job id
-``rr_job``         long string ``S``         the job name
-``rr_pipeline``    long string ``S``         the pipeline name
-``rr_headers``     byte array ``x``          JSON of the job headers
-``rr_delay``       32-bit signed int ``I``   the delay, whole seconds
-``rr_priority``    64-bit signed int ``l``   the job priority
-``rr_auto_ack``    boolean ``t``             auto-acknowledge on receipt
-=================  ========================  ==================================
-
-The types matter: RoadRunner reads ``rr_priority`` only as a 64-bit ``l``
-(``s`` and ``I`` make v5 panic, and a ``b`` reads as priority 0), and
-unsigned ``u``/``i`` values anywhere in the table make v5 close the
-connection. pamqp, the encoder under aio-pika, picks the *smallest* integer
-type for a Python ``int`` (``b`` for 10, ``u`` for 40000). So integers that
-this driver writes are wrapped in :class:`Long`, :class:`SignedInt` or
-:class:`Double`, and :func:`install_typed_encoding` teaches pamqp to write
-those wrappers with exactly their type (plain values are encoded as before).
-
-Reading is lenient: any integer type is accepted for ``rr_priority`` and
-``rr_delay``; a message without ``rr_job`` (a foreign producer) becomes job
-``deduced_by_rr`` with a fresh id and the pipeline priority.
+The table and why its types matter are in ``docs/drivers/amqp.md`` (Wire
+format). pamqp, the encoder under aio-pika, picks the *smallest* integer type
+for a Python ``int`` (``b`` for 10, ``u`` for 40000), which RoadRunner misreads
+or refuses; so the integers this driver writes are wrapped in :class:`Long`,
+:class:`SignedInt` or :class:`Double`, which :func:`install_typed_encoding`
+teaches pamqp to write with exactly their type. Reading is lenient
+(:mod:`rrjobs.core.fields`).
 """
 
 from __future__ import annotations
@@ -74,11 +55,8 @@ class Double(float):
 
 def install_typed_encoding() -> None:
     """Make pamqp encode :class:`Long`, :class:`SignedInt` and :class:`Double`
-    with their own field type. Idempotent; other values are encoded unchanged.
-
-    pamqp dispatches every table value through the module-level
-    ``pamqp.encode.encode_table_value``; this wraps it once per process.
-    """
+    with their own field type, by wrapping ``pamqp.encode.encode_table_value``
+    once per process. Idempotent; other values are encoded unchanged."""
     from pamqp import encode
 
     current = encode.encode_table_value
@@ -117,9 +95,6 @@ def typed_arguments(args: Mapping[str, Any]) -> dict[str, Any]:
     return {k: typed_argument(v) for k, v in args.items()}
 
 
-# -- writing --------------------------------------------------------------------------------
-
-
 def pack(job_id: str, name: str, pipeline: str, headers: Headers, delay_s: int, priority: int,
          auto_ack: bool) -> dict[str, Any]:
     """The AMQP header table of a job, RoadRunner's layout with RoadRunner's types."""
@@ -150,19 +125,14 @@ def split_routing_key(headers: Headers, default: str) -> tuple[Headers, str]:
     return rest, default
 
 
-# -- reading --------------------------------------------------------------------------------
-
-
 def _convert(out: Headers, key: str, value: Any) -> None:
     """One AMQP header value as job header strings (RoadRunner's ``convHeaders``)."""
     if isinstance(value, bool):
         out[key] = ["true" if value else "false"]
-    elif isinstance(value, int):
+    elif isinstance(value, int | decimal.Decimal):
         out.setdefault(key, []).append(str(value))
     elif isinstance(value, float):
         out.setdefault(key, []).append(f"{value:.5f}")
-    elif isinstance(value, decimal.Decimal):
-        out.setdefault(key, []).append(str(value))
     elif isinstance(value, str | bytes | bytearray):
         out.setdefault(key, []).append(as_text(value))
     elif isinstance(value, datetime.datetime):

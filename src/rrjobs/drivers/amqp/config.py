@@ -1,15 +1,9 @@
 """Options of the ``amqp`` driver, with RoadRunner's key names and defaults.
 
-Two places configure it:
-
-* the global ``amqp:`` section (:class:`AMQPSection`): the broker address and
-  TLS, shared by every AMQP pipeline;
-* each pipeline's options (:class:`AMQPOptions`), in RoadRunner's flat
-  (version 1) form or its nested (version 2) ``exchange:``/``queue:`` form, or
-  as the string map ``Declare`` sends (``"true"``, ``"10"``, JSON for maps).
-
-Both forms resolve to one :class:`Topology`, which is what the driver uses.
-Nothing here touches the network or imports the AMQP client.
+The global ``amqp:`` section (:class:`AMQPSection`) and each pipeline's
+options (:class:`AMQPOptions`: RoadRunner's flat version 1 form, its nested
+version 2 form, or the string map ``Declare`` sends) resolve to one
+:class:`Topology`, which is what the driver uses. No network, no AMQP client.
 """
 
 from __future__ import annotations
@@ -18,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PlainValidator, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator, model_validator
 
 from rrjobs.core.delays import whole_millis
 from rrjobs.core.errors import ConfigError
@@ -37,18 +31,9 @@ ExchangeType = Literal["direct", "fanout", "topic", "headers"]
 KEYLESS_EXCHANGES = frozenset({"fanout", "headers"})
 
 
-# -- the global section --------------------------------------------------------------------
-
-
 class AMQPSection(StrictModel):
-    """The global ``amqp:`` section.
-
-    Attributes:
-        addr: the broker URI (``amqp://user:pass@host:5672/vhost`` or
-            ``amqps://...``); aiormq's query options (``heartbeat``, ``name``)
-            are passed through.
-        tls: TLS settings; requires an ``amqps://`` address.
-    """
+    """The global ``amqp:`` section: ``addr`` (an ``amqp://`` or ``amqps://``
+    URI; aiormq's query options pass through) and ``tls`` (needs ``amqps://``)."""
 
     addr: Annotated[str, or_default(DEFAULT_ADDR)] = DEFAULT_ADDR
     tls: TLSConfig | None = None
@@ -64,15 +49,17 @@ class AMQPSection(StrictModel):
         return self
 
 
-# -- pipeline options ------------------------------------------------------------------------
-
-
 def _check_arguments(value: dict[str, Any]) -> dict[str, Any]:
     for key, item in value.items():
         if not isinstance(item, str | int | float | bool):
             raise ValueError(f"{key}: queue arguments must be strings, numbers or booleans, "
                              f"got {type(item).__name__}")
     return value
+
+
+#: Queue arguments: a mapping (or its JSON, as ``Declare`` sends it) of scalars.
+QueueArguments = Annotated[dict[str, Any], BeforeValidator(json_map),
+                           AfterValidator(_check_arguments)]
 
 
 class ExchangeOptions(StrictModel):
@@ -97,18 +84,8 @@ class QueueOptions(StrictModel):
     multiple_ack: bool = False
     requeue_on_fail: bool = False
     consumer_id: str = ""
-    headers: dict[str, Any] = Field(default_factory=dict)
+    headers: QueueArguments = Field(default_factory=dict)
     declare: bool = True
-
-    @field_validator("headers", mode="before")
-    @classmethod
-    def _decode(cls, value: Any) -> Any:
-        return json_map(value)
-
-    @field_validator("headers")
-    @classmethod
-    def _args(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_arguments(value)
 
 
 def _name_or(model: type[ExchangeOptions] | type[QueueOptions]) -> Any:
@@ -128,35 +105,21 @@ QueueField = Annotated[str | QueueOptions, _name_or(QueueOptions)]
 ExchangeField = Annotated[str | ExchangeOptions, _name_or(ExchangeOptions)]
 
 #: Flat (version 1) keys that the version 2 form nests, with their new place.
-_V1_EXCHANGE_KEYS = {
-    "exchange_type": "exchange.type",
-    "exchange_durable": "exchange.durable",
-    "exchange_auto_delete": "exchange.auto_delete",
-    "exchange_declare": "exchange.declare",
-}
+_V1_EXCHANGE_KEYS = {f"exchange_{key}": f"exchange.{key}"
+                     for key in ("type", "durable", "auto_delete", "declare")}
 _V1_QUEUE_KEYS = {
-    "routing_key": "queue.routing_key",
-    "durable": "queue.durable",
-    "queue_auto_delete": "queue.auto_delete",
-    "exclusive": "queue.exclusive",
-    "delete_queue_on_stop": "queue.delete_on_stop",
-    "multiple_ack": "queue.multiple_ack",
-    "requeue_on_fail": "queue.requeue_on_fail",
-    "consumer_id": "queue.consumer_id",
-    "queue_headers": "queue.headers",
-    "queue_declare": "queue.declare",
+    "routing_key": "queue.routing_key", "durable": "queue.durable",
+    "queue_auto_delete": "queue.auto_delete", "exclusive": "queue.exclusive",
+    "delete_queue_on_stop": "queue.delete_on_stop", "multiple_ack": "queue.multiple_ack",
+    "requeue_on_fail": "queue.requeue_on_fail", "consumer_id": "queue.consumer_id",
+    "queue_headers": "queue.headers", "queue_declare": "queue.declare",
 }
 
 
 class AMQPOptions(DeclaredOptions):
-    """``jobs.pipelines.<name>.config`` for ``driver: amqp`` (and the ``Declare`` keys).
-
-    The flat keys are RoadRunner's version 1 form; ``exchange`` and ``queue``
-    given as mappings are its version 2 form (``version: 2``), where the
-    exchange and queue keys nest (see :class:`ExchangeOptions` and
-    :class:`QueueOptions`). A key that is an empty string means its default,
-    as in RoadRunner.
-    """
+    """``jobs.pipelines.<name>.config`` for ``driver: amqp`` (and the ``Declare``
+    keys): the flat version 1 keys, or ``exchange`` and ``queue`` as mappings
+    (version 2). An empty string means the default, as in RoadRunner."""
 
     version: Literal[0, 1, 2] = 0
     priority: int = DEFAULT_PRIORITY
@@ -177,20 +140,10 @@ class AMQPOptions(DeclaredOptions):
     delete_queue_on_stop: bool = False
     multiple_ack: bool = False
     requeue_on_fail: bool = False
-    queue_headers: dict[str, Any] = Field(default_factory=dict)
+    queue_headers: QueueArguments = Field(default_factory=dict)
     consumer_id: str = ""
     exchange_declare: bool = True
     queue_declare: bool = True
-
-    @field_validator("queue_headers", mode="before")
-    @classmethod
-    def _decode(cls, value: Any) -> Any:
-        return json_map(value)
-
-    @field_validator("queue_headers")
-    @classmethod
-    def _args(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_arguments(value)
 
     @model_validator(mode="after")
     def _check_form(self) -> AMQPOptions:
@@ -243,13 +196,11 @@ class AMQPOptions(DeclaredOptions):
 
     def topology(self) -> Topology:
         """The resolved settings the driver uses, whichever form was given."""
-        if isinstance(self.exchange, ExchangeOptions):
-            ex = self.exchange
-            exchange = ExchangeSpec(ex.name, ex.type, ex.durable, ex.auto_delete, ex.declare)
-        else:
-            exchange = ExchangeSpec(self.exchange or DEFAULT_EXCHANGE, self.exchange_type,
-                                    self.exchange_durable, self.exchange_auto_delete,
-                                    self.exchange_declare)
+        exchange = self.exchange if isinstance(self.exchange, ExchangeOptions) else (
+            ExchangeOptions(name=self.exchange, type=self.exchange_type,
+                            durable=self.exchange_durable,
+                            auto_delete=self.exchange_auto_delete,
+                            declare=self.exchange_declare))
         if isinstance(self.queue, QueueOptions):
             q = self.queue
             queue = QueueSpec(q.name, q.routing_key, q.durable, q.auto_delete, q.exclusive,
@@ -260,27 +211,9 @@ class AMQPOptions(DeclaredOptions):
                               self.queue_auto_delete, self.exclusive, self.delete_queue_on_stop,
                               self.multiple_ack, self.requeue_on_fail, self.consumer_id,
                               dict(self.queue_headers), self.queue_declare)
-        return Topology(
-            exchange=exchange,
-            queue=queue,
-            prefetch=self.prefetch,
-            priority=self.priority,
-            redial_timeout=self.redial_timeout or DEFAULT_REDIAL_TIMEOUT,
-        )
-
-
-# -- the resolved topology ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ExchangeSpec:
-    """The exchange a pipeline publishes to."""
-
-    name: str
-    type: str
-    durable: bool
-    auto_delete: bool
-    declare: bool
+        return Topology(exchange=exchange, queue=queue, prefetch=self.prefetch,
+                        priority=self.priority,
+                        redial_timeout=self.redial_timeout or DEFAULT_REDIAL_TIMEOUT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +237,7 @@ class QueueSpec:
 class Topology:
     """Everything a driver needs to know about its exchange, queue and consumer."""
 
-    exchange: ExchangeSpec
+    exchange: ExchangeOptions
     queue: QueueSpec
     prefetch: int
     priority: int

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import aio_pika
 import aiormq
@@ -25,6 +26,9 @@ from rrjobs.core.errors import RRJobsError
 from rrjobs.core.resilience import Backoff
 from rrjobs.core.tls import client_ssl_context
 from rrjobs.drivers.amqp.config import AMQPSection
+
+if TYPE_CHECKING:
+    from rrjobs.drivers.amqp.driver import AMQPDriver
 
 #: First pause between two dial attempts; doubled up to :data:`MAX_BACKOFF`.
 FIRST_BACKOFF = 0.2
@@ -124,28 +128,19 @@ class Session:
 class Link:
     """A driver's connection to RabbitMQ, redialled on loss.
 
-    Callbacks (all on the event loop):
-
-    * ``on_session(session)`` after every successful dial, before the session
-      is handed out: declare the topology, resume consuming. If it raises,
-      the dial counts as failed.
-    * ``on_down()`` as soon as the connection is known to be lost.
-    * ``on_exhausted(error)`` when ``redial_timeout`` passed without a
-      connection; return ``True`` to start another round of redialling.
+    It calls its driver (on the event loop): ``on_session(session)`` after every
+    successful dial, before the session is handed out (declare the topology,
+    resume consuming; if it raises, the dial counts as failed); ``on_down()`` as
+    soon as the connection is known to be lost; ``on_exhausted(error)`` when
+    ``redial_timeout`` passed without a connection (``True``: redial again).
     """
 
-    def __init__(self, section: AMQPSection, *, redial_timeout: float, name: str,
-                 log: logging.Logger,
-                 on_session: Callable[[Session], Awaitable[None]],
-                 on_down: Callable[[], None],
-                 on_exhausted: Callable[[BaseException], bool]) -> None:
+    def __init__(self, section: AMQPSection, driver: AMQPDriver) -> None:
         self.section = section
-        self.redial_timeout = redial_timeout
-        self.name = name
-        self.log = log
-        self._on_session = on_session
-        self._on_down = on_down
-        self._on_exhausted = on_exhausted
+        self.driver = driver
+        self.redial_timeout = driver.topology.redial_timeout
+        self.name = f"rrjobs:{driver.pipeline_name}"
+        self.log = driver.log
         self.session: Session | None = None
         self._numbers = 0
         self._ssl: ssl.SSLContext | None = None
@@ -155,8 +150,6 @@ class Link:
         self._redialer: asyncio.Task[None] | None = None
         #: how many times the link reconnected after a loss (for tests and logs)
         self.reconnects = 0
-
-    # -- state -----------------------------------------------------------------------------
 
     @property
     def up(self) -> bool:
@@ -184,8 +177,6 @@ class Link:
                 self.lost(session)
             await self._changed.wait()
 
-    # -- dialling ----------------------------------------------------------------------------
-
     async def _dial(self, connect_timeout: float) -> Session:
         section = self.section
         if section.tls is not None and self._ssl is None:
@@ -202,7 +193,7 @@ class Link:
             connection.close_callbacks.add(
                 lambda _conn, exc, s=session: self._connection_closed(s, exc))
             await session.admin("publish")
-            await self._on_session(session)
+            await self.driver.on_session(session)
         except BaseException:
             session.lost = True
             await session.close()
@@ -227,7 +218,7 @@ class Link:
         if session.reported or session is not self.session or self._closed:
             return
         session.reported = True
-        self._on_down()
+        self.driver.on_down()
         if self._redialer is None or self._redialer.done():
             self._redialer = asyncio.get_running_loop().create_task(
                 self._redial(session), name=f"rrjobs-amqp-redial-{self.name}")
@@ -240,15 +231,13 @@ class Link:
             started = time.monotonic()
             deadline = started + self.redial_timeout
             backoff = Backoff(FIRST_BACKOFF, MAX_BACKOFF)
-            attempt = 0
             last: BaseException | None = None
-            while not self._closed:
-                attempt += 1
+            for attempt in itertools.count(1):
+                if self._closed:
+                    break
                 left = deadline - time.monotonic()
                 try:
                     session = await self._dial(max(0.5, min(CONNECT_TIMEOUT, left)))
-                except asyncio.CancelledError:
-                    raise
                 except Exception as exc:
                     last = exc
                     left = deadline - time.monotonic()
@@ -276,7 +265,7 @@ class Link:
                            self.redial_timeout, failure)
             self._failure = failure
             self._notify()
-            if not self._on_exhausted(failure):
+            if not self.driver.on_exhausted(failure):
                 return
             self._failure = None
 

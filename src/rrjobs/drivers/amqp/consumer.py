@@ -33,15 +33,15 @@ class Consumer:
     """The consumer on one consume channel. Use from the event loop only."""
 
     def __init__(self, driver: AMQPDriver, session: Session, channel: AbstractChannel,
-                 raw: RawChannel, tag: str, *, multiple: bool, prefetch: int,
-                 log: logging.Logger) -> None:
+                 raw: RawChannel) -> None:
+        topo = driver.topology
         self.driver = driver
         self.session = session
         self.channel = channel
         self.raw = raw
-        self.tag = tag
-        self.multiple = multiple
-        self.log = log
+        self.tag = topo.consumer_tag
+        self.multiple = topo.queue.multiple_ack
+        self.log = driver.log
         #: deliveries are taken into the priority queue
         self.subscribed = False
         #: the channel is gone (closed by us, by the broker or with the connection)
@@ -55,14 +55,12 @@ class Consumer:
         self._order: deque[int] = deque()
         self._done: dict[int, bool] = {}
         self._held = 0
-        self._hold_limit = max(1, prefetch // 2)
+        self._hold_limit = max(1, topo.prefetch // 2)
         self._lock = asyncio.Lock()
 
     @property
     def usable(self) -> bool:
         return not self.closed and not self.raw.is_closed
-
-    # -- subscription --------------------------------------------------------------------------
 
     async def subscribe(self, queue: str) -> None:
         """``basic.consume`` on the channel (manual acks)."""
@@ -110,55 +108,41 @@ class Consumer:
             # Paused or lost while waiting for room: nothing of this pipeline may stay queued.
             await self.driver.give_back(queue.remove(self.driver.pipeline_name))
 
-    # -- settlement ------------------------------------------------------------------------------
-
     def _lost(self, job: AMQPJob, what: str) -> None:
         self.lost += 1
         level = logging.WARNING if self.lost == 1 else logging.DEBUG
         self.log.log(level, "%s of job %s lost: the channel it was delivered on is closed; "
                      "RabbitMQ redelivers the job", what, job.id)
 
-    async def ack(self, job: AMQPJob) -> None:
-        """``basic.ack`` (batched with ``multiple_ack``)."""
+    async def settle(self, job: AMQPJob, requeue: bool | None = None) -> None:
+        """``basic.ack`` when ``requeue`` is ``None`` (batched with ``multiple_ack``),
+        else ``basic.nack`` of this job alone."""
+        ack = requeue is None
         if not self.usable:
-            self._lost(job, "ack")
+            self._lost(job, "ack" if ack else "nack")
             return
         self.in_flight -= 1
-        tag = job.delivery_tag
+        tag, raw = job.delivery_tag, self.raw
         try:
             if not self.multiple:
-                await self.raw.basic_ack(tag, wait=False)
+                if ack:
+                    await raw.basic_ack(tag, wait=False)
+                else:
+                    await raw.basic_nack(tag, requeue=bool(requeue), wait=False)
                 return
             async with self._lock:
-                self._done[tag] = True
-                self._held += 1
+                self._done[tag] = ack
+                if ack:
+                    self._held += 1
+                else:
+                    await raw.basic_nack(tag, requeue=bool(requeue), wait=False)
                 upto = self._advance()
                 if upto is not None:
-                    await self.raw.basic_ack(upto, multiple=True, wait=False)
-                elif self._held >= self._hold_limit:
+                    await raw.basic_ack(upto, multiple=True, wait=False)
+                elif ack and self._held >= self._hold_limit:
                     await self._send_held()
         except CONNECTION_ERRORS:
-            self._lost(job, "ack")
-
-    async def nack(self, job: AMQPJob, requeue: bool) -> None:
-        """``basic.nack`` of this job alone."""
-        if not self.usable:
-            self._lost(job, "nack")
-            return
-        self.in_flight -= 1
-        tag = job.delivery_tag
-        try:
-            if not self.multiple:
-                await self.raw.basic_nack(tag, requeue=requeue, wait=False)
-                return
-            async with self._lock:
-                self._done[tag] = False
-                await self.raw.basic_nack(tag, requeue=requeue, wait=False)
-                upto = self._advance()
-                if upto is not None:
-                    await self.raw.basic_ack(upto, multiple=True, wait=False)
-        except CONNECTION_ERRORS:
-            self._lost(job, "nack")
+            self._lost(job, "ack" if ack else "nack")
 
     def _advance(self) -> int | None:
         """Drop the settled prefix of the delivery order; the highest tag in it

@@ -35,13 +35,7 @@ from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.state import State
 from rrjobs.drivers.amqp import codec
-from rrjobs.drivers.amqp.config import (
-    AMQPOptions,
-    AMQPSection,
-    Topology,
-    check_topology,
-    delay_ms,
-)
+from rrjobs.drivers.amqp.config import AMQPOptions, AMQPSection, Topology, check_topology, delay_ms
 from rrjobs.drivers.amqp.connection import (
     CONNECTION_ERRORS,
     FIRST_BACKOFF,
@@ -55,9 +49,10 @@ from rrjobs.drivers.amqp.job import AMQPJob
 
 codec.install_typed_encoding()
 
-#: Errors after which a publish or declaration is tried again (on a new channel
-#: or connection).
-RETRYABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, LinkDownError)
+#: Errors after which a publish or declaration is tried again (on a new channel or
+#: connection), and a channel closed by RabbitMQ (a refusal while the connection lives).
+RETRYABLE_OR_REFUSED: tuple[type[BaseException], ...] = (ChannelClosed, *CONNECTION_ERRORS,
+                                                         LinkDownError)
 #: RabbitMQ's default ``max_message_size``.
 MAX_PAYLOAD = 128 * 1024 * 1024
 #: ``x-expires`` (twice the delay, in ms) must fit RabbitMQ's timer (2^32 - 1 ms).
@@ -99,10 +94,7 @@ class AMQPDriver(BaseDriver):
         self.capabilities = capabilities_for(self.topology)
         self._max_priority = self.topology.max_priority
         self._queue_arguments = codec.typed_arguments(self.topology.queue.arguments)
-        self.link = Link(section, redial_timeout=self.topology.redial_timeout,
-                         name=f"rrjobs:{self.pipeline_name}", log=self.log,
-                         on_session=self._on_session, on_down=self._on_down,
-                         on_exhausted=self._on_exhausted)
+        self.link = Link(section, self)
         #: the consumer wanted (between run/resume and pause/stop)
         self._active = False
         self._consumer: Consumer | None = None
@@ -125,8 +117,6 @@ class AMQPDriver(BaseDriver):
             raise ConfigError(where, "RabbitMQ refused the exchange/queue declaration: "
                               f"{exc}") from exc
 
-    # -- topology ---------------------------------------------------------------------------
-
     async def _declare(self, session: Session) -> None:
         """Declare the exchange, and the queue with its binding (as configured)."""
         topo = self.topology
@@ -142,21 +132,20 @@ class AMQPDriver(BaseDriver):
                                         arguments=self._queue_arguments)
             await channel.queue_bind(q.name, ex.name, routing_key=q.routing_key)
 
-    async def _on_session(self, session: Session) -> None:
+    async def on_session(self, session: Session) -> None:
         await self._declare(session)
         self.connected = True
         if self._active:
             await self._subscribe(session)
 
-    def _on_down(self) -> None:
+    def on_down(self) -> None:
         self.connected = False
         consumer = self._consumer
         if consumer is not None:
             consumer.mark_closed()
-        # Their deliveries are requeued by RabbitMQ and come again.
-        self.queue.remove(self.pipeline_name)
+        self.queue.remove(self.pipeline_name)  # RabbitMQ requeues them: they come again
 
-    def _on_exhausted(self, error: BaseException) -> bool:
+    def on_exhausted(self, error: BaseException) -> bool:
         if self.stopped:
             return False
         if self.command_handler is None:
@@ -166,8 +155,6 @@ class AMQPDriver(BaseDriver):
         self.restart_requested = True
         self.request_restart(f"reconnecting failed for {self.topology.redial_timeout:g}s")
         return False
-
-    # -- consuming ----------------------------------------------------------------------------
 
     async def _subscribe(self, session: Session) -> None:
         """Open a consume channel on ``session`` and consume, unless that is done."""
@@ -182,9 +169,7 @@ class AMQPDriver(BaseDriver):
             else:
                 channel, raw = await session.channel()
                 await raw.basic_qos(prefetch_count=topo.prefetch)
-                consumer = Consumer(self, session, channel, raw, topo.consumer_tag,
-                                    multiple=topo.queue.multiple_ack, prefetch=topo.prefetch,
-                                    log=self.log)
+                consumer = Consumer(self, session, channel, raw)
                 channel.close_callbacks.add(partial(self._channel_closed, consumer))
                 raw.on_consumer_cancel_callbacks.add(partial(self._cancelled_by_broker, consumer))
                 self._consumer = consumer
@@ -216,8 +201,9 @@ class AMQPDriver(BaseDriver):
     async def _keep_consuming(self) -> None:
         """The supervised ``consume`` task: consume again whenever the consume
         channel was lost while the connection lived (a new connection
-        subscribes in :meth:`_on_session`)."""
-        while True:
+        subscribes in :meth:`on_session`). It ends once consuming stopped, also
+        when aiormq turned the cancellation into an error of the call it cut."""
+        while self._active and not self.stopped:
             await self._lost.wait()
             self._lost.clear()
             await self._recover()
@@ -227,8 +213,7 @@ class AMQPDriver(BaseDriver):
         backoff = FIRST_BACKOFF
         while self._active and not self.stopped:
             try:
-                session = await self.link.current()
-                await self._subscribe(session)
+                await self._subscribe(await self.link.current())
                 return
             except LinkDownError:
                 return  # the link gives up or restarts the pipeline itself
@@ -236,7 +221,7 @@ class AMQPDriver(BaseDriver):
                 if time.monotonic() >= deadline:
                     self.log.error("pipeline %r: could not consume again: %r",
                                    self.pipeline_name, exc)
-                    if self._on_exhausted(exc):
+                    if self.on_exhausted(exc):
                         deadline = time.monotonic() + self.topology.redial_timeout
                         continue
                     return
@@ -244,9 +229,9 @@ class AMQPDriver(BaseDriver):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
-    def _job(self, message: DeliveredMessage, consumer: Consumer, tag: int, id: str,
-             name: str, headers: Headers, priority: int, auto_ack: bool,
-             rr_delay: int) -> AMQPJob:
+    def _job(self, raw: tuple[DeliveredMessage, Consumer, int], id: str, name: str,
+             headers: Headers, priority: int, auto_ack: bool, rr_delay: int) -> AMQPJob:
+        message, consumer, tag = raw
         job = AMQPJob(self, id=id, name=name, payload=message.body, headers=headers,
                       pipeline=self.pipeline_name, priority=priority, auto_ack=auto_ack)
         delivery = message.delivery
@@ -258,30 +243,25 @@ class AMQPDriver(BaseDriver):
 
     def decode(self, raw: Any) -> AMQPJob:
         """The job of a delivery (``raw``: the message, its consumer and tag)."""
-        message, consumer, tag = raw
-        d = codec.unpack(message.header.properties.headers, self.priority)
-        return self._job(message, consumer, tag, d.id, d.name, d.headers, d.priority,
-                         d.auto_ack, d.delay)
+        d = codec.unpack(raw[0].header.properties.headers, self.priority)
+        return self._job(raw, d.id, d.name, d.headers, d.priority, d.auto_ack, d.delay)
 
     def poison(self, raw: Any, reason: str) -> AMQPJob:
-        message, consumer, tag = raw
-        job = self._job(message, consumer, tag, new_id(), UNREADABLE, {RR_ERROR: [reason]},
-                        self.priority, False, 0)
+        job = self._job(raw, new_id(), UNREADABLE, {RR_ERROR: [reason]}, self.priority,
+                        False, 0)
         job.failure = reason
         return job
 
-    # -- settlement (the Settler of AMQPJob) -----------------------------------------------
-
     async def ack(self, job: Job) -> None:
         assert isinstance(job, AMQPJob)
-        await job.consumer.ack(job)
+        await job.consumer.settle(job)
 
     async def nack(self, job: Job, requeue: bool, delay: float) -> None:
         assert isinstance(job, AMQPJob)
         if requeue and delay > 0:
             await self._republish_settle(job, job.headers, delay)
         else:
-            await job.consumer.nack(job, requeue)
+            await job.consumer.settle(job, requeue)
 
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         assert isinstance(job, AMQPJob)
@@ -294,16 +274,16 @@ class AMQPDriver(BaseDriver):
         try:
             await self.republish(job, headers, delay)
         except BaseException:
-            await job.consumer.nack(job, True)
+            await job.consumer.settle(job, True)
             raise
-        await job.consumer.ack(job)
+        await job.consumer.settle(job)
 
     async def give_back(self, jobs: Sequence[Job]) -> None:
         """Requeue jobs taken back out of the priority queue (pause), each on the
         channel it came from."""
         for job in jobs:
             if isinstance(job, AMQPJob):
-                await job.consumer.nack(job, True)
+                await job.consumer.settle(job, True)
 
     async def _start_consuming(self) -> None:
         if not self.topology.queue.name:
@@ -312,8 +292,7 @@ class AMQPDriver(BaseDriver):
                 "pipeline): set queue")
         self._active = True
         try:
-            session = await self.link.current()
-            await self._subscribe(session)
+            await self._subscribe(await self.link.current())
         except ChannelClosed as exc:
             self._active = False
             raise PipelineStateError(
@@ -336,15 +315,14 @@ class AMQPDriver(BaseDriver):
         if consumer is not None:
             await consumer.flush()
 
-    # -- publishing ----------------------------------------------------------------------------
-
-    def _properties(self, table: dict[str, Any], priority: int) -> spec.Basic.Properties:
-        props = spec.Basic.Properties(
-            content_type=codec.CONTENT_TYPE,
-            delivery_mode=2,
-            timestamp=datetime.datetime.now(datetime.UTC),
-            headers=table,
-        )
+    def _properties(self, job_id: str, name: str, headers: Headers, delay: float,
+                    priority: int, auto_ack: bool) -> spec.Basic.Properties:
+        """RoadRunner's properties and header table for a job (persistent)."""
+        table = codec.pack(job_id, name, self.pipeline_name, headers, whole_seconds(delay),
+                           priority, auto_ack)
+        props = spec.Basic.Properties(content_type=codec.CONTENT_TYPE, delivery_mode=2,
+                                      timestamp=datetime.datetime.now(datetime.UTC),
+                                      headers=table)
         if self._max_priority is not None:
             props.priority = min(max(self._max_priority - priority, 0), self._max_priority)
         return props
@@ -374,34 +352,30 @@ class AMQPDriver(BaseDriver):
             except DeliveryError as exc:
                 raise PublishFailedError(
                     f"RabbitMQ refused the job {ident} (basic.nack): {exc}") from None
-            except ChannelClosed as exc:
-                if session.healthy:
-                    raise PublishFailedError(
-                        f"RabbitMQ refused the publish to exchange {exchange!r}: {exc}") from exc
-                failures = self._transient(session, failures)
-            except RETRYABLE:
-                failures = self._transient(session, failures)
+            except RETRYABLE_OR_REFUSED as exc:
+                failures = self._transient(session, failures, exc,
+                                           f"the publish to exchange {exchange!r}")
 
-    def _transient(self, session: Session, failures: int) -> int:
-        """After a connection-level error: redial if the connection is gone (or a
-        channel keeps failing); the caller tries again. Returns the new count."""
+    def _transient(self, session: Session, failures: int, exc: BaseException,
+                   what: str) -> int:
+        """After a channel or connection error: raise :class:`PublishFailedError`
+        when RabbitMQ closed the channel of a live connection (it refused
+        ``what``); else redial if the connection is gone (or a channel keeps
+        failing), and the caller tries again. Returns the new count."""
+        if isinstance(exc, ChannelClosed) and session.healthy:
+            raise PublishFailedError(f"RabbitMQ refused {what}: {exc}") from exc
         failures += 1
         if not session.healthy or failures > 3:
             self.link.lost(session)
             return 0
         return failures
 
-    def _payload_table(self, msg: Message) -> tuple[Headers, str, dict[str, Any]]:
-        headers, routing_key = codec.split_routing_key(msg.headers, self.topology.queue.routing_key)
-        table = codec.pack(msg.id, msg.name, self.pipeline_name, headers,
-                           whole_seconds(msg.delay), msg.priority, msg.auto_ack)
-        return headers, routing_key, table
-
     async def _send(self, msg: Message) -> None:
-        _, routing_key, table = self._payload_table(msg)
-        props = self._properties(table, msg.priority)
-        body = bytes(msg.payload)
         topo = self.topology
+        headers, routing_key = codec.split_routing_key(msg.headers, topo.queue.routing_key)
+        props = self._properties(msg.id, msg.name, headers, msg.delay, msg.priority,
+                                 msg.auto_ack)
+        body = bytes(msg.payload)
         if msg.delay > 0:
             ms = delay_ms(msg.delay)
             name = topo.delay_queue(ms, routing_key)
@@ -431,9 +405,7 @@ class AMQPDriver(BaseDriver):
                 f"pipeline {self.pipeline_name!r} is stopped; job {job.id} cannot be requeued")
         queue_name = self.topology.queue.name
         ms = delay_ms(delay) if delay > 0 else 0
-        table = codec.pack(job.id, job.name, self.pipeline_name, headers,
-                           whole_seconds(delay), job.priority, job.auto_ack)
-        props = self._properties(table, job.priority)
+        props = self._properties(job.id, job.name, headers, delay, job.priority, job.auto_ack)
         if ms:
             name = f"delayed-{ms}..{queue_name}"
             await self._publish_delayed(job.payload, props, name, ms, "", queue_name)
@@ -464,9 +436,8 @@ class AMQPDriver(BaseDriver):
         while True:
             session = await self.link.current()
             known = self._delay_queues.get(name)
-            now = time.monotonic()
-            if known is not None and known[0] == session.number and now - known[1] < ms / 2000:
-                self._delay_queues[name] = known  # keep it among the recent ones
+            if known is not None and known[0] == session.number and (
+                    time.monotonic() - known[1] < ms / 2000):
                 return
             pending = self._declaring.get(name)
             if pending is not None:
@@ -488,18 +459,12 @@ class AMQPDriver(BaseDriver):
                 while len(self._delay_queues) > STATE_DELAY_QUEUES:
                     del self._delay_queues[next(iter(self._delay_queues))]
                 return
-            except ChannelClosed as exc:
-                if session.healthy:
-                    raise PublishFailedError(
-                        f"RabbitMQ refused to declare the delay queue {name!r}: {exc}") from exc
-                failures = self._transient(session, failures)
-            except RETRYABLE:
-                failures = self._transient(session, failures)
+            except RETRYABLE_OR_REFUSED as exc:
+                failures = self._transient(session, failures, exc,
+                                           f"to declare the delay queue {name!r}")
             finally:
                 del self._declaring[name]
                 fut.set_result(None)
-
-    # -- lifecycle --------------------------------------------------------------------------------
 
     async def _close(self) -> None:
         consumer = self._consumer
@@ -517,41 +482,29 @@ class AMQPDriver(BaseDriver):
         await self.link.close()
 
     async def state(self) -> State:
-        """Counts from RabbitMQ (passive declares): ``active`` = ready messages in
-        the queue + this pipeline's jobs in the priority queue; ``delayed`` =
-        messages in the delay queues this driver used; ``reserved`` = jobs in a
-        handler, unsettled; ``ready`` = consuming."""
+        """Counts from RabbitMQ's passive declares (see ``docs/drivers/amqp.md``,
+        State); raises :class:`LinkDownError` while reconnecting."""
         topo = self.topology
         queued = self.queue.count(self.pipeline_name)
         consumer = self._consumer
         in_flight = consumer.in_flight if consumer is not None and consumer.usable else 0
-        state = State(
-            pipeline=self.pipeline_name,
-            driver=self.name,
-            queue=topo.queue.name,
-            priority=self.priority,
-            reserved=max(0, in_flight - queued),
-            ready=bool(self.ready and self._active and consumer is not None
-                       and consumer.subscribed and consumer.usable),
-        )
+        state = State(pipeline=self.pipeline_name, driver=self.name, queue=topo.queue.name,
+                      priority=self.priority, reserved=max(0, in_flight - queued),
+                      ready=bool(self.ready and self._active and consumer is not None
+                                 and consumer.subscribed and consumer.usable))
         if self.stopped:
             return state
         if not self.link.up:
             raise LinkDownError(f"pipeline {self.pipeline_name!r}: not connected to RabbitMQ "
                                 "(reconnecting)")
         session = await self.link.current()
-        ready = 0
-        if topo.queue.name:
-            ready = await self._message_count(session, topo.queue.name)
-        delayed = 0
+        ready = await self._message_count(session, topo.queue.name) if topo.queue.name else 0
+        state.active = max(ready, 0) + queued
         for name in list(self._delay_queues):
             count = await self._message_count(session, name)
             if count < 0:
                 self._delay_queues.pop(name, None)
-            else:
-                delayed += count
-        state.active = max(ready, 0) + queued
-        state.delayed = delayed
+            state.delayed += max(count, 0)
         return state
 
     async def _message_count(self, session: Session, name: str) -> int:

@@ -4,9 +4,8 @@ producer/consumer loop with the same chunking and consumer count, no rrjobs code
 from __future__ import annotations
 
 import asyncio
-import time
 
-from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult
+from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult, run_timed
 
 
 async def memory_baseline(spec: BenchSpec) -> PhaseResult:
@@ -26,23 +25,14 @@ async def memory_baseline(spec: BenchSpec) -> PhaseResult:
             if handled == total and not done.done():
                 done.set_result(None)
 
-    async def produce(share: int) -> None:
-        put, batch, left = queue.put_nowait, spec.batch, share
-        while left > 0:
-            n = min(batch, left)
-            left -= n
-            for i in range(n):
-                put(i)
-            await asyncio.sleep(0)
+    async def send(n: int) -> None:
+        put = queue.put_nowait
+        for i in range(n):
+            put(i)
 
     consumers = [loop.create_task(consume()) for _ in range(spec.workers)]
     try:
-        start, cpu = time.perf_counter(), time.process_time()
-        async with asyncio.TaskGroup() as producers:
-            for share in spec.shares():
-                producers.create_task(produce(share))
-            await done
-            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        elapsed, cpu = await run_timed(spec, send, done)
     finally:
         for c in consumers:
             c.cancel()

@@ -34,16 +34,9 @@ _make = Job.make
 
 
 class MemoryDriver(BaseDriver):
-    """One in-memory pipeline. All methods run on the event loop; none blocks.
-
-    Its jobs settle here (the :class:`~rrjobs.core.job.Settler` role):
-
-    * ``ack``: done; frees a prefetch slot (synchronously, :meth:`ack_now`);
-    * ``nack(requeue=False)``: dropped (memory has no dead-letter store; the
-      runtime's retry policy dead-letters to a pipeline first when configured);
-    * ``nack(requeue=True, delay)`` and ``requeue(headers, delay)``: back to the
-      end of the pipeline, after the delay.
-    """
+    """One in-memory pipeline, and the settler of its jobs (``nack()`` drops a
+    job; a requeue goes to the end of the pipeline after its delay). Event-loop
+    only; nothing blocks."""
 
     name = "memory"
     capabilities = CAPABILITIES
@@ -68,17 +61,10 @@ class MemoryDriver(BaseDriver):
 
     def _job(self, msg: Message) -> Job:
         payload, headers = msg.payload, msg.headers
-        return _make(
-            self,
-            None,
-            msg.id,
-            msg.name,
-            payload if type(payload) is bytes else bytes(payload),
-            {k: list(v) for k, v in headers.items()} if headers else {},
-            self.pipeline_name,
-            msg.priority,
-            msg.auto_ack,
-        )
+        return _make(self, None, msg.id, msg.name,
+                     payload if type(payload) is bytes else bytes(payload),
+                     {k: list(v) for k, v in headers.items()} if headers else {},
+                     self.pipeline_name, msg.priority, msg.auto_ack)
 
     def _accept(self, job: Job, delay: float) -> None:
         """Take ``job`` without waiting: onto the delay heap, straight into the
