@@ -15,13 +15,7 @@ import pytest
 
 from rrjobs import Message
 from rrjobs.drivers.memory import MemoryConstructor
-from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
-from rrjobs.testing.suite import (
-    DelayRoundingTests,
-    PoisonBodyTests,
-    PoisonHeaderTests,
-    SettleDuringLeaseExtensionTests,
-)
+from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe, suite
 
 NO_WIRE = "memory has no broker and no wire format: only its driver can put jobs in"
 
@@ -52,6 +46,8 @@ def driver_factory() -> MemoryFactory:
     return MemoryFactory()
 
 
-class TestMemoryConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
-                            PoisonBodyTests, PoisonHeaderTests, DelayRoundingTests):
+class TestMemoryConformance(ConformanceSuite, suite.SettleDuringLeaseExtensionTests,
+                            suite.ConcurrentLifecycleTests, suite.PoisonBodyTests,
+                            suite.PoisonHeaderTests, suite.DelayRoundingTests,
+                            suite.SupervisedTaskTests):
     marker = "memory"
