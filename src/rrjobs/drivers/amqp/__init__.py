@@ -1,8 +1,5 @@
-"""The ``amqp`` driver (RabbitMQ, on aio-pika): see :mod:`rrjobs.drivers.amqp.driver`.
-
-Importing this package imports aio-pika; ``import rrjobs`` does not (the
-driver loads through its ``rrjobs.drivers`` entry point when a pipeline uses it).
-"""
+"""The ``amqp`` driver (RabbitMQ, on aio-pika). Importing it imports aio-pika;
+``import rrjobs`` does not (the driver loads through its entry point)."""
 
 from rrjobs.drivers.amqp.config import AMQPOptions, AMQPSection, Topology
 from rrjobs.drivers.amqp.connection import LinkDownError

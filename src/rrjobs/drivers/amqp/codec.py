@@ -98,8 +98,7 @@ def typed_arguments(args: Mapping[str, Any]) -> dict[str, Any]:
 def pack(job_id: str, name: str, pipeline: str, headers: Headers, delay_s: int, priority: int,
          auto_ack: bool) -> dict[str, Any]:
     """The AMQP header table of a job, RoadRunner's layout with RoadRunner's types."""
-    encoded = json.dumps(headers, separators=(",", ":"), ensure_ascii=False).encode() if (
-        headers) else b"{}"
+    encoded = json.dumps(headers, separators=(",", ":"), ensure_ascii=False).encode()
     return {
         rr.RR_ID: job_id,
         rr.RR_JOB: name,
@@ -112,17 +111,13 @@ def pack(job_id: str, name: str, pipeline: str, headers: Headers, delay_s: int, 
 
 
 def split_routing_key(headers: Headers, default: str) -> tuple[Headers, str]:
-    """Remove ``x-routing-key`` from ``headers``; the routing key to publish with.
-
-    As RoadRunner: the header wins when it holds exactly one non-empty value.
-    """
+    """Remove ``x-routing-key`` from ``headers``; the routing key to publish with
+    (as RoadRunner: the header's when it holds exactly one non-empty value)."""
     values = headers.get(X_ROUTING_KEY)
     if values is None:
         return headers, default
     rest = {k: v for k, v in headers.items() if k != X_ROUTING_KEY}
-    if len(values) == 1 and values[0]:
-        return rest, values[0]
-    return rest, default
+    return rest, values[0] if len(values) == 1 and values[0] else default
 
 
 def _convert(out: Headers, key: str, value: Any) -> None:

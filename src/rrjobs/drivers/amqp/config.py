@@ -149,14 +149,12 @@ class AMQPOptions(DeclaredOptions):
     def _check_form(self) -> AMQPOptions:
         nested_exchange = isinstance(self.exchange, ExchangeOptions)
         nested_queue = isinstance(self.queue, QueueOptions)
+        given = self.model_fields_set
         if self.version == 2 and not (nested_exchange or nested_queue) and (
-            "exchange" in self.model_fields_set or "queue" in self.model_fields_set
-        ):
+                "exchange" in given or "queue" in given):
             raise ValueError("version 2 nests the options: exchange: {name: ..., type: ...} "
                              "and queue: {name: ..., routing_key: ...}")
-        if self.version in (0, 1) and "version" in self.model_fields_set and (
-            nested_exchange or nested_queue
-        ):
+        if self.version in (0, 1) and "version" in given and (nested_exchange or nested_queue):
             raise ValueError(f"version {self.version} is the flat form; nested exchange:/queue: "
                              "mappings need version: 2")
         for flat, nested, keys in ((nested_exchange, "exchange", _V1_EXCHANGE_KEYS),
@@ -164,7 +162,7 @@ class AMQPOptions(DeclaredOptions):
             if not flat:
                 continue
             for key, where in keys.items():
-                if key in self.model_fields_set:
+                if key in given:
                     raise ValueError(f"{key} is a version 1 key; with the nested {nested}: "
                                      f"form write it as {where}")
         return self

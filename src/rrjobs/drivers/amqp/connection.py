@@ -44,12 +44,8 @@ class LinkDownError(RRJobsError):
 
 #: Errors that mean "the connection (or the socket under it) is gone".
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    aiormq.exceptions.AMQPConnectionError,
-    aiormq.exceptions.ChannelInvalidStateError,
-    ConnectionError,
-    OSError,
-    asyncio.IncompleteReadError,
-)
+    aiormq.exceptions.AMQPConnectionError, aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError, OSError, asyncio.IncompleteReadError)
 
 
 class Session:
@@ -161,10 +157,8 @@ class Link:
         self._changed = asyncio.Event()
 
     async def current(self) -> Session:
-        """The live session, waiting while the link redials.
-
-        Raises :class:`LinkDownError` when the link is closed or gave up.
-        """
+        """The live session, waiting while the link redials; raises
+        :class:`LinkDownError` when the link is closed or gave up."""
         while True:
             session = self.session
             if session is not None and session.healthy:
@@ -181,12 +175,9 @@ class Link:
         section = self.section
         if section.tls is not None and self._ssl is None:
             self._ssl = await asyncio.to_thread(client_ssl_context, section.tls)
-        connection = await aio_pika.connect(
-            section.addr,
-            ssl_context=self._ssl,
-            timeout=connect_timeout,
-            client_properties={"connection_name": self.name},
-        )
+        connection = await aio_pika.connect(section.addr, ssl_context=self._ssl,
+                                            timeout=connect_timeout,
+                                            client_properties={"connection_name": self.name})
         self._numbers += 1
         session = Session(connection, self._numbers, self.log)
         try:

@@ -10,6 +10,7 @@ redelivers the job (at least once).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from typing import TYPE_CHECKING
@@ -176,21 +177,15 @@ class Consumer:
                                  "those jobs", exc)
 
     async def _send_nack(self, tag: int, *, requeue: bool) -> None:
-        if not self.usable:
-            return
-        try:
-            await self.raw.basic_nack(tag, requeue=requeue, wait=False)
-        except CONNECTION_ERRORS:
-            pass
+        if self.usable:
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await self.raw.basic_nack(tag, requeue=requeue, wait=False)
 
     async def close(self) -> None:
         """Close the channel; RabbitMQ requeues what is still unacked on it."""
-        self.closed = True
-        self.subscribed = False
-        try:
+        self.mark_closed()
+        with contextlib.suppress(Exception):  # already closed, or the connection is gone
             await asyncio.wait_for(self.channel.close(), 5.0)
-        except Exception:  # already closed, or the connection is gone
-            pass
 
     def mark_closed(self) -> None:
         """The channel is gone (closed by the broker or with the connection)."""

@@ -112,8 +112,7 @@ class AMQPDriver(BaseDriver):
         check_topology(self.options, where)
         try:
             await self.link.open()
-        except ChannelClosed as exc:
-            # The broker refused the declared topology (inequivalent arguments, no access).
+        except ChannelClosed as exc:  # inequivalent arguments, no access
             raise ConfigError(where, "RabbitMQ refused the exchange/queue declaration: "
                               f"{exc}") from exc
 
@@ -159,14 +158,13 @@ class AMQPDriver(BaseDriver):
     async def _subscribe(self, session: Session) -> None:
         """Open a consume channel on ``session`` and consume, unless that is done."""
         async with self._consume_lock:
-            current = self._consumer
-            if not self._active or (current is not None and current.session is session
-                                    and current.usable and current.subscribed):
+            consumer = self._consumer  # paused before: consume again on the same channel
+            if consumer is not None and (consumer.session is not session or not consumer.usable):
+                consumer = None
+            if not self._active or (consumer is not None and consumer.subscribed):
                 return
             topo = self.topology
-            if current is not None and current.session is session and current.usable:
-                consumer = current  # paused before: same channel, consume again
-            else:
+            if consumer is None:
                 channel, raw = await session.channel()
                 await raw.basic_qos(prefetch_count=topo.prefetch)
                 consumer = Consumer(self, session, channel, raw)
@@ -279,8 +277,7 @@ class AMQPDriver(BaseDriver):
         await job.consumer.settle(job)
 
     async def give_back(self, jobs: Sequence[Job]) -> None:
-        """Requeue jobs taken back out of the priority queue (pause), each on the
-        channel it came from."""
+        """Requeue jobs taken back out of the priority queue, each on its channel."""
         for job in jobs:
             if isinstance(job, AMQPJob):
                 await job.consumer.settle(job, True)
@@ -509,18 +506,16 @@ class AMQPDriver(BaseDriver):
 
     async def _message_count(self, session: Session, name: str) -> int:
         """Ready messages in queue ``name`` (passive declare); -1 if it is gone."""
-        for attempt in (1, 2):
+        for retry in (True, False):
             channel = await session.admin("state")
             try:
-                ok = await channel.queue_declare(name, passive=True)
+                return int((await channel.queue_declare(name, passive=True)).message_count or 0)
             except ChannelClosed:
                 return -1
             except aiormq.exceptions.ChannelInvalidStateError:
                 # Another passive declare's 404 closed the shared channel: reopen it.
-                if attempt == 2 or not session.healthy:
+                if not retry or not session.healthy:
                     raise
-                continue
-            return int(ok.message_count or 0)
         raise AssertionError("unreachable")
 
 
