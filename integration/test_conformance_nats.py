@@ -18,6 +18,7 @@ from nats.js.api import StreamConfig
 from rrjobs.core.message import Message
 from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
 from rrjobs.testing.suite import (
+    ConcurrentLifecycleTests,
     DelayRoundingTests,
     NackTests,
     PoisonBodyTests,
@@ -133,8 +134,9 @@ def driver_factory(nats_url: str) -> NATSFactory:
     return NATSFactory(nats_url)
 
 
-class TestNATSConformance(ConformanceSuite, SettleDuringLeaseExtensionTests, PoisonBodyTests,
-                          PoisonHeaderTests, DelayRoundingTests, SupervisedTaskTests):
+class TestNATSConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
+                          ConcurrentLifecycleTests, PoisonBodyTests, PoisonHeaderTests,
+                          DelayRoundingTests, SupervisedTaskTests):
     marker = "nats"
 
 

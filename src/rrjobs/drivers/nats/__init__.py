@@ -1,7 +1,4 @@
-"""The ``nats`` driver: RoadRunner's NATS JetStream driver on nats-py.
-
-See :mod:`rrjobs.drivers.nats.driver` for its capabilities and design.
-"""
+"""The ``nats`` driver: RoadRunner's NATS JetStream driver on nats-py (``docs/drivers/nats.md``)."""
 
 from rrjobs.drivers.nats.driver import NATSConstructor, NATSDriver
 

@@ -1,13 +1,5 @@
-"""``rrjobs bench --driver nats``: the bench's settings and its raw nats-py baseline.
-
-The server is the one in ``RRJOBS_NATS_URL`` (the variable the integration
-tests use), else ``nats.addr`` of the config, else RoadRunner's default. Each
-run uses a fresh stream (file storage), deleted afterwards.
-
-The baseline is a bare nats-py JetStream loop with the driver's settings:
-publishes waiting for their PubAck (``spec.batch`` in flight per producer),
-a durable pull consumer (``AckExplicit``, ``max_ack_pending`` = prefetch)
-fetched in batches of up to ``prefetch``, and a plain ``+ACK`` per message.
+"""``rrjobs bench --driver nats``: the bench's settings and its raw nats-py baseline (what it
+does: ``docs/drivers/nats.md``, *Benchmark*). Each run uses a fresh stream, deleted afterwards.
 """
 
 from __future__ import annotations
@@ -25,8 +17,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult, run_timed
 from rrjobs.drivers.nats.config import DEFAULT_ADDR
 
-#: The prefetch of both phases unless ``--option prefetch=N`` says otherwise.
-BENCH_PREFETCH = 1000
+BENCH_PREFETCH = 1000  #: the prefetch of both phases unless ``--option prefetch=N`` says otherwise
 
 
 def server_url(config: Mapping[str, Any] | None = None) -> str:
@@ -50,7 +41,6 @@ async def nats_baseline(spec: BenchSpec) -> PhaseResult:
     name = f"rrjobs-bench-raw-{uuid.uuid4().hex[:8]}"
     subject = f"{name}.jobs"
     payload = os.urandom(spec.payload_size) if spec.payload_size else b""
-    total = spec.jobs
     handled = 0
     nc = await nats.connect(server_url(spec.config), no_echo=True)
     js = nc.jetstream()
@@ -61,7 +51,7 @@ async def nats_baseline(spec: BenchSpec) -> PhaseResult:
 
         async def consume() -> None:
             nonlocal handled
-            while handled < total:
+            while handled < spec.jobs:
                 try:
                     msgs = await sub.fetch(prefetch, timeout=1.0)
                 except TimeoutError:
@@ -86,5 +76,4 @@ async def nats_baseline(spec: BenchSpec) -> PhaseResult:
     return PhaseResult(elapsed, handled, cpu)
 
 
-#: The ``rrjobs.bench`` entry point of the nats driver.
-BENCH = DriverBench(nats_baseline, bench_defaults, raw_client=True)
+BENCH = DriverBench(nats_baseline, bench_defaults, raw_client=True)  #: the ``rrjobs.bench`` entry

@@ -1,11 +1,7 @@
-"""The NATS message layout: RoadRunner's JSON body (``{"job", "id", "payload":
-<base64 or null>, "options": {"priority", "pipeline", "delay", "auto_ack",
-"Queue"}}``) and the job headers as NATS headers, plus ``rr_headers`` (every
-header as JSON, when a NATS header would lose something) and, on the delay
-stream, ``rr_due`` (epoch ms when due). Reading also takes RoadRunner's and
-foreign messages (``deduced_by_rr``); the subject is added as ``x-nats-subject``.
-A body that cannot be parsed at all (``RecursionError``, ...) raises for the
-driver's decode guard. Details: ``docs/drivers/nats.md``. No nats-py import.
+"""The NATS message layout (``docs/drivers/nats.md``, *Message layout*): RoadRunner's JSON
+body, the job headers as NATS headers plus ``rr_headers`` when they would lose something, and
+``rr_due`` on the delay stream. A body that cannot be parsed at all (``RecursionError``, ...)
+raises for the driver's decode guard. No nats-py import.
 """
 
 from __future__ import annotations
@@ -13,27 +9,22 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
+import time
 from typing import Any
 
-from rrjobs.core.delays import whole_seconds
-from rrjobs.core.fields import job_fields
+from rrjobs.core.delays import whole_millis, whole_seconds
+from rrjobs.core.fields import as_int, job_fields
 from rrjobs.core.headers import RR_HEADERS, Headers, normalize_headers
 from rrjobs.core.job import Job, Settler
 
-#: Delay stream header: epoch milliseconds at which the job is due.
-RR_DUE = "rr_due"
-#: The header RoadRunner adds with the subject a job was consumed from.
-X_NATS_SUBJECT = "x-nats-subject"
-
-#: NATS headers that are metadata, never job headers.
-META_HEADERS = frozenset({RR_HEADERS, RR_DUE})
-
-#: What nats-py accepts as a header name.
-_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+RR_DUE = "rr_due"  #: delay stream header: epoch milliseconds at which the job is due
+X_NATS_SUBJECT = "x-nats-subject"  #: RoadRunner's header: the subject a job was consumed from
+META_HEADERS = frozenset({RR_HEADERS, RR_DUE})  #: NATS headers that are never job headers
+_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  #: a header name nats-py accepts
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_loads = json.loads
 
 
 def encode_body(job_id: str, name: str, payload: bytes, priority: int, pipeline: str,
@@ -51,10 +42,6 @@ def encode_body(job_id: str, name: str, payload: bytes, priority: int, pipeline:
     return _dumps(body).encode()
 
 
-def _plain(value: str) -> bool:
-    return "\r" not in value and "\n" not in value and value == value.strip()
-
-
 def encode_headers(headers: Headers) -> dict[str, str]:
     """Job headers as NATS headers: each key's first value, and ``rr_headers``
     (all values, JSON) when that loses anything."""
@@ -66,7 +53,8 @@ def encode_headers(headers: Headers) -> dict[str, str]:
         if not _HEADER_KEY.fullmatch(key):
             lossless = False
             continue
-        if len(values) != 1 or not _plain(values[0]):
+        first = values[0] if values else ""
+        if len(values) != 1 or "\r" in first or "\n" in first or first != first.strip():
             lossless = False
         if values:
             out[key] = values[0]
@@ -99,7 +87,7 @@ def decode(settler: Settler, msg: Any, pipeline: str, default_priority: int,
     body: Any = None
     if data[:1] == b"{":
         try:
-            body = _loads(data)
+            body = json.loads(data)
         except ValueError:
             body = None
     options: Any = None
@@ -118,12 +106,12 @@ def decode(settler: Settler, msg: Any, pipeline: str, default_priority: int,
                     f.auto_ack, lease)
 
 
+def due_header(delay: float) -> dict[str, str]:
+    """The ``rr_due`` header of a job delayed by ``delay`` seconds from now, in epoch
+    milliseconds rounded up (a job is never due early)."""
+    return {RR_DUE: str(math.ceil(time.time() * 1000) + whole_millis(delay))}
+
+
 def due_ms(nats_headers: dict[str, str] | None) -> int | None:
     """The ``rr_due`` of a delay stream message, or ``None`` when absent or bad."""
-    if not nats_headers:
-        return None
-    raw = nats_headers.get(RR_DUE)
-    try:
-        return int(raw) if raw is not None else None
-    except ValueError:
-        return None
+    return as_int((nats_headers or {}).get(RR_DUE))

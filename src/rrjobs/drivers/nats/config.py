@@ -6,11 +6,11 @@ No network, no nats-py.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
-from rrjobs.core.options import DeclaredOptions, Duration, StrictModel
+from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, or_default
 from rrjobs.core.tls import TLSConfig
 
 DEFAULT_ADDR = "nats://127.0.0.1:4222"
@@ -28,15 +28,13 @@ _SUBJECT = re.compile(r"^[^.*>\s]+(\.[^.*>\s]+)*$")  #: a literal subject (no wi
 class NATSSection(StrictModel):
     """The global ``nats:`` section: ``addr`` (server URLs, comma-separated) and ``tls``."""
 
-    addr: str = DEFAULT_ADDR
+    addr: Annotated[str, or_default(DEFAULT_ADDR)] = DEFAULT_ADDR
     tls: TLSConfig | None = None
 
-    @field_validator("addr", mode="before")
+    @field_validator("addr")
     @classmethod
-    def _check_addr(cls, value: Any) -> Any:
-        if value in (None, ""):
-            return DEFAULT_ADDR
-        for server in str(value).split(","):
+    def _check_addr(cls, value: str) -> str:
+        for server in value.split(","):
             scheme = server.strip().split("://", 1)[0].lower() if "://" in server else ""
             if scheme not in ("nats", "tls", "ws", "wss"):
                 raise ValueError(f"addr must be a nats:// or tls:// URL, got {_shown(server)!r}")

@@ -1,8 +1,6 @@
-"""The ``nats`` driver: RoadRunner's NATS JetStream driver on nats-py, on the driver kit:
-a durable pull consumer fetched by the kit's :class:`~rrjobs.core.pull.PullDriver` loop,
-delays through a delay stream (:mod:`rrjobs.drivers.nats.delays`). Capabilities and
-behaviour: ``docs/drivers/nats.md``.
-"""
+"""The ``nats`` driver on the driver kit: a durable JetStream pull consumer fetched by the
+:class:`~rrjobs.core.pull.PullDriver` loop, delays through a delay stream and its forwarder
+(capabilities and behaviour: ``docs/drivers/nats.md``)."""
 
 from __future__ import annotations
 
@@ -29,13 +27,13 @@ from rrjobs.core.inflight import InFlight
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
 from rrjobs.core.options import options_from_pipeline
+from rrjobs.core.outage import Outage
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.pull import PullDriver
 from rrjobs.core.queue import PriorityQueue
-from rrjobs.core.resilience import Backoff, FailureWindow
 from rrjobs.core.state import State
 from rrjobs.core.tls import client_ssl_context
-from rrjobs.drivers.nats import codec, delays
+from rrjobs.drivers.nats import codec
 from rrjobs.drivers.nats.config import (
     DEFAULT_DECLARE_PREFETCH,
     NATSOptions,
@@ -52,6 +50,8 @@ RECONNECT_BUFFER = 20 * 1024 * 1024  #: nats-py's reconnect buffer (RoadRunner's
 HEADER_RESERVE = 8192  #: message bytes kept for the headers and the JSON around the payload
 PUBLISH_WINDOW = 1024  #: publishes of one ``push_batch`` in flight at once
 DELETE_BATCH, DELETES_IN_FLIGHT = 256, 4  #: ``delete_after_ack``'s deletions per batch, batches
+FORWARD_BATCH, FORWARD_TIMEOUT = 256, 2.0  #: what one fetch of the forwarder asks, waits for
+FORWARDER_ACK_WAIT = 30.0  #: a forwarder that died releases its messages after this
 
 #: What a signal (``+ACK``, ``-NAK``, ``+TERM``, ``+WPI``) raises when it cannot be sent.
 _LOST = (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError,
@@ -63,9 +63,8 @@ class NATSUnavailableError(RRJobsError):
 
 
 def capabilities_for(options: NATSOptions, server_max: int | None = None) -> Capabilities:
-    """What a pipeline with ``options`` can do; once connected, the largest payload a
-    message of ``server_max`` bytes carries (base64 in the JSON body, ``HEADER_RESERVE``
-    for the rest)."""
+    """What a pipeline with ``options`` can do; once connected, ``max_payload`` fits a message
+    of ``server_max`` bytes (base64 in the JSON body, ``HEADER_RESERVE`` for the rest)."""
     max_payload = None if server_max is None else max(0, (server_max - HEADER_RESERVE) * 3 // 4)
     return Capabilities(durable=True, max_payload=max_payload, lease_extension=True,
                         dead_letter=bool(options.dead_letter_subject),
@@ -73,12 +72,9 @@ def capabilities_for(options: NATSOptions, server_max: int | None = None) -> Cap
 
 
 class NATSDriver(PullDriver):
-    """One pipeline on a JetStream stream; it settles its jobs (``handle`` = the nats-py
-    message) as the settlement table of ``docs/drivers/nats.md`` says.
-
-    Event-loop only, never blocking. ``push`` returns once JetStream stored the
-    message (its PubAck); pushes may run concurrently.
-    """
+    """One pipeline on a JetStream stream, settling its jobs (``handle``: the nats-py message)
+    as the table in ``docs/drivers/nats.md`` says. Event-loop only, never blocking; ``push``
+    returns once JetStream stored the message (its PubAck); pushes may run concurrently."""
 
     name: ClassVar[str] = "nats"
 
@@ -137,8 +133,7 @@ class NATSDriver(PullDriver):
         """The stream, the delay stream, the dead-letter stream when needed, the consumers."""
         js, o = self.js, self.options
         await self._ensure_stream(self.stream, self.subject, RetentionPolicy.LIMITS)
-        await self._ensure_stream(self.delay_stream, o.delay_subjects(),
-                                  RetentionPolicy.WORK_QUEUE)
+        await self._ensure_stream(self.delay_stream, o.delay_subjects(), RetentionPolicy.WORK_QUEUE)
         if o.dead_letter_subject:
             try:
                 await js.find_stream_name_by_subject(o.dead_letter_subject)
@@ -152,8 +147,10 @@ class NATSDriver(PullDriver):
             max_deliver=-1)
         await self._ensure_consumer(self.stream, config,
                                     explicit="deliver_new" in o.model_fields_set)
-        await self._ensure_consumer(self.delay_stream,
-                                    delays.forwarder_config(self.consumer, self.delay_subject))
+        await self._ensure_consumer(self.delay_stream, ConsumerConfig(  # no max_ack_pending
+            durable_name=self.consumer, name=self.consumer, ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=FORWARDER_ACK_WAIT, max_ack_pending=-1, filter_subject=self.delay_subject,
+            deliver_policy=DeliverPolicy.ALL, max_deliver=-1))
 
     async def _ensure_stream(self, name: str, subject: str, retention: RetentionPolicy) -> None:
         """Create stream ``name``, or add ``subject`` when none of its subjects covers it."""
@@ -170,9 +167,9 @@ class NATSDriver(PullDriver):
 
     async def _ensure_consumer(self, stream: str, config: ConsumerConfig,
                                explicit: bool = False) -> None:
-        """Create or update the durable consumer. JetStream cannot change its deliver
-        policy: an ``explicit`` ``deliver_new`` contradicting it is a ConfigError,
-        otherwise it keeps its own (logged). Any other refusal is raised."""
+        """Create or update the durable consumer. Its deliver policy cannot change: an
+        ``explicit`` ``deliver_new`` contradicting it is a ConfigError, else it stays (logged);
+        any other refusal is raised."""
         try:
             await self.js.add_consumer(stream, config=config)
         except nats.js.errors.APIError as exc:
@@ -227,13 +224,20 @@ class NATSDriver(PullDriver):
                                  m.auto_ack)
         if delay > 0:
             return self.delay_subject, body, {**codec.encode_headers(headers),
-                                              **delays.due_header(delay)}
+                                              **codec.due_header(delay)}
         return self.subject, body, codec.encode_headers(headers)
 
-    async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
+    async def _publish(self, subject: str, body: bytes, headers: dict[str, str],
+                       copy_of: Job | None = None) -> None:
+        """Publish; if JetStream refuses a copy of a job, ``-NAK`` the original and raise."""
         if self.js is None:
             raise PipelineStateError(f"pipeline {self.pipeline_name!r} is not connected")
-        await self.js.publish(subject, body, headers=headers or None)
+        try:
+            await self.js.publish(subject, body, headers=headers or None)
+        except BaseException:
+            if copy_of is not None:
+                await self._quietly(copy_of.handle.nak())
+            raise
 
     async def _send(self, msg: Message) -> None:
         await self._publish(*self._encode(msg, msg.headers, msg.delay))
@@ -260,9 +264,8 @@ class NATSDriver(PullDriver):
         await super()._start_consuming()
 
     async def fetch(self, max_messages: int) -> Sequence[Any]:
-        """Up to ``max_messages`` (at most ``rate_limit`` a second); nothing after
-        ``FETCH_TIMEOUT``. Raises while disconnected, and when an idle check finds a
-        consumer gone."""
+        """Up to ``max_messages`` (at most ``rate_limit`` a second; none after ``FETCH_TIMEOUT``);
+        raises while disconnected, and when an idle check finds a consumer gone."""
         sub, rate = self._sub, self.options.rate_limit
         if sub is None or not self._connected():
             raise self._unavailable()
@@ -306,40 +309,54 @@ class NATSDriver(PullDriver):
     async def _forward_loop(self) -> None:
         """The supervised task ``delays``: move due jobs from the delay stream to the
         subject, with backoff; ask for a restart when it keeps failing."""
-        failures, backoff, sub = FailureWindow(self.restart_after), Backoff(), None
+        outage = Outage("forwarding delayed jobs", self.supervisor.owner, self.log,
+                        self.restart_after)
+        sub = None
         try:
             while True:
                 try:
                     sub = sub or await self.js.pull_subscribe_bind(durable=self.consumer,
                                                                    stream=self.delay_stream)
                     try:
-                        msgs = await sub.fetch(delays.FORWARD_BATCH, timeout=delays.FETCH_TIMEOUT)
+                        msgs = await sub.fetch(FORWARD_BATCH, timeout=FORWARD_TIMEOUT)
                     except TimeoutError:
                         if not self._connected():
                             raise self._unavailable() from None
                         msgs = []
-                    await delays.forward(self.js, self.subject, msgs, self.log)
-                except Exception as exc:
-                    if not failures.failing and self.connected:  # else the fetch loop tells
-                        self.log.warning("pipeline %r: forwarding delayed jobs failed (%s); "
-                                         "retrying with backoff", self.pipeline_name,
-                                         describe_error(exc))
-                    failures.failed()
-                    if failures.expired:
-                        self.request_restart(f"forwarding delayed jobs has failed for "
-                                             f"{failures.elapsed():.0f}s ({describe_error(exc)})")
+                    await self._forward(msgs)
+                except Exception as exc:  # while disconnected the fetch loop tells
+                    reason = await outage.failed(exc, warn=self.connected)
+                    if reason is not None:
+                        self.request_restart(reason)
                         return
-                    await backoff.sleep()
-                    continue
-                if failures.failing:
-                    self.log.info("pipeline %r: forwarding delayed jobs again after %.1fs",
-                                  self.pipeline_name, failures.elapsed())
-                    failures.ok()
-                    backoff.reset()
+                else:
+                    outage.ok()
         finally:
             if sub is not None:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
+
+    async def _forward(self, msgs: list[Any]) -> None:
+        """Publish the due ``msgs`` to the subject, then ack them; ``-NAK`` the others with the
+        time they still have to wait. A refused copy stays unacked (``FORWARDER_ACK_WAIT``)."""
+        now = time.time() * 1000
+        due: list[Any] = []
+        for msg in msgs:
+            when = codec.due_ms(msg.headers)
+            if when is not None and when > now:
+                await msg.nak(delay=(when - now) / 1000)
+            else:
+                due.append(msg)
+
+        async def move(msg: Any) -> None:
+            headers = {k: v for k, v in (msg.headers or {}).items() if k != codec.RR_DUE}
+            await self.js.publish(self.subject, msg.data, headers=headers or None)
+            await msg.ack()
+
+        for result in await asyncio.gather(*map(move, due), return_exceptions=True):
+            if isinstance(result, Exception):
+                self.log.warning("delay stream: forwarding a due job to %r failed: %s",
+                                 self.subject, result)
 
     async def _stop_consuming(self) -> None:
         """Let a fetch in flight finish, ``-NAK`` the queued jobs in order, wait until the
@@ -399,24 +416,16 @@ class NATSDriver(PullDriver):
                              self.pipeline_name)
         return False
 
-    async def _signal(self, job: Job, signal: Coroutine[Any, Any, Any]) -> None:
-        """Send a ``+ACK``/``-NAK``/``+TERM``/``+WPI``; :class:`AckLostError` when it cannot."""
+    async def _signal(self, job: Job, signal: Coroutine[Any, Any, Any],
+                      final: bool = False) -> None:
+        """Send a ``+ACK``/``-NAK``/``+TERM``/``+WPI`` (after a ``final`` one, delete the message
+        in the background with ``delete_after_ack``); :class:`AckLostError` when it cannot."""
         try:
             await signal
         except _LOST as exc:
             raise AckLostError(f"job {job.id}: {exc}; JetStream redelivers it after "
                                "ack_wait") from None
-
-    async def _copy(self, job: Job, subject: str, body: bytes, headers: dict[str, str]) -> None:
-        """Publish a copy of ``job``; if JetStream refuses it, ``-NAK`` the original and raise."""
-        try:
-            await self._publish(subject, body, headers)
-        except BaseException:
-            await self._quietly(job.handle.nak())
-            raise
-
-    def _delete(self, job: Job) -> None:
-        if self._deletes is not None:
+        if final and self._deletes is not None:
             self._deletes.post(job.handle.metadata.sequence.stream)
 
     async def _delete_msgs(self, seqs: Sequence[int]) -> list[BaseException | None]:
@@ -433,8 +442,7 @@ class NATSDriver(PullDriver):
     async def ack(self, job: Job) -> None:
         try:
             if self._reachable(job):
-                await self._signal(job, job.handle.ack())
-                self._delete(job)
+                await self._signal(job, job.handle.ack(), final=True)
         finally:
             self.settled(job)
 
@@ -451,22 +459,20 @@ class NATSDriver(PullDriver):
             dead = self.options.dead_letter_subject
             if dead:
                 headers = {**job.headers, RR_ORIGINAL_PIPELINE: [self.pipeline_name]}
-                _, body, nats_headers = self._encode(job, headers, 0)  # x-nats-subject left out
-                await self._copy(job, dead, body, nats_headers)
+                _, body, nats_headers = self._encode(job, headers, 0)  # without x-nats-subject
+                await self._publish(dead, body, nats_headers, copy_of=job)
             else:
                 self.log.info("pipeline %r: job %s (%s) nacked without requeue: dropped (no "
                               "dead_letter_subject)", self.pipeline_name, job.id, job.name)
-            await self._signal(job, job.handle.term())
-            self._delete(job)
+            await self._signal(job, job.handle.term(), final=True)
         finally:
             self.settled(job)
 
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         try:
             if self._reachable(job):
-                await self._copy(job, *self._encode(job, headers, delay))
-                await self._signal(job, job.handle.ack())
-                self._delete(job)
+                await self._publish(*self._encode(job, headers, delay), copy_of=job)
+                await self._signal(job, job.handle.ack(), final=True)
         finally:
             self.settled(job)
 
