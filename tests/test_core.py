@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import pytest
 
@@ -91,36 +92,52 @@ def test_headers_helpers() -> None:
     assert attempts_of({RR_ATTEMPTS: ["junk"]}) == 0 and attempts_of({}) == 0
 
 
-class RecordingJob(Job):
-    __slots__ = ("calls", "caps")
-    driver_name = "rec"
+class RecordingSettler:
+    """A :class:`~rrjobs.core.job.Settler` that records what it is asked to do (the
+    driver of the jobs of the core tests)."""
 
-    def __init__(self, caps: Capabilities | None = None, **kw: object) -> None:
-        base = dict(id="1", name="n", payload=b"p", headers={"h": ["v"]}, pipeline="p",
-                    priority=1)
-        base.update(kw)
-        super().__init__(**base)  # type: ignore[arg-type]
+    name = "rec"
+    ack_now = None
+
+    def __init__(self, caps: Capabilities | None = None) -> None:
+        self.capabilities = caps or Capabilities()
         self.calls: list[tuple[object, ...]] = []
-        self.caps = caps or Capabilities()
 
-    @property
-    def capabilities(self) -> Capabilities:
-        return self.caps
-
-    async def _ack(self) -> None:
+    async def ack(self, job: Job) -> None:
         self.calls.append(("ack",))
 
-    async def _nack(self, requeue: bool, delay: float) -> None:
+    async def nack(self, job: Job, requeue: bool, delay: float) -> None:
         self.calls.append(("nack", requeue, delay))
 
-    async def _requeue(self, headers: Headers, delay: float) -> None:
+    async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         self.calls.append(("requeue", headers, delay))
+
+    async def extend(self, job: Job, seconds: float) -> None:
+        self.calls.append(("extend", seconds))
+
+    def queue_name(self, job: Job) -> str:
+        return ""
+
+
+def recording_job(caps: Capabilities | None = None, settler: RecordingSettler | None = None,
+                  **kw: Any) -> Job:
+    """A job of ``settler`` (a new :class:`RecordingSettler` with ``caps`` by default)."""
+    fields: dict[str, Any] = dict(id="1", name="n", payload=b"p", headers={"h": ["v"]},
+                                  pipeline="p", priority=1)
+    fields.update(kw)
+    return Job(settler or RecordingSettler(caps), **fields)
+
+
+def calls(job: Job) -> list[tuple[object, ...]]:
+    settler = job.settler
+    assert isinstance(settler, RecordingSettler)
+    return settler.calls
 
 
 async def test_job_is_settled_exactly_once() -> None:
-    job = RecordingJob()
+    job = recording_job()
     await job.nack(requeue=True, delay=2)
-    assert job.calls == [("nack", True, 2)] and job.settled == "nack"
+    assert calls(job) == [("nack", True, 2)] and job.settled == "nack"
     with pytest.raises(JobAlreadySettledError):
         await job.ack()
     with pytest.raises(JobAlreadySettledError):
@@ -128,34 +145,52 @@ async def test_job_is_settled_exactly_once() -> None:
 
 
 async def test_requeue_merges_headers_and_checks_the_delay() -> None:
-    job = RecordingJob(caps=Capabilities(max_delay=5))
+    job = recording_job(caps=Capabilities(max_delay=5))
     with pytest.raises(UnsupportedFeatureError):
         await job.requeue({"x": ["1"]}, delay=6)
     assert job.settled is None  # a refused operation does not settle the job
     await job.requeue({"x": ["1"]}, delay=5)
-    assert job.calls == [("requeue", {"h": ["v"], "x": ["1"]}, 5)]
+    assert calls(job) == [("requeue", {"h": ["v"], "x": ["1"]}, 5)]
 
 
 async def test_nack_rejects_a_delay_without_requeue_and_auto_ack_is_a_noop() -> None:
-    job = RecordingJob()
+    job = recording_job()
     with pytest.raises(ValueError):
         await job.nack(requeue=False, delay=1)
-    auto = RecordingJob(auto_ack=True)
+    auto = recording_job(auto_ack=True)
     await auto.ack()
     await auto.ack()
     await auto.nack(requeue=True)
-    assert auto.calls == [("ack",)]
+    assert calls(auto) == [("ack",)]
 
 
 def test_context_is_roadrunners_json() -> None:
-    ctx = json.loads(RecordingJob().context())
+    ctx = json.loads(recording_job().context())
     assert ctx == {"id": "1", "job": "n", "driver": "rec", "queue": "", "headers": {"h": ["v"]},
                    "pipeline": "p"}
 
 
 async def test_lease_extension_is_refused_unless_the_driver_supports_it() -> None:
     with pytest.raises(UnsupportedFeatureError, match="lease"):
-        await RecordingJob().extend_lease(10)
+        await recording_job().extend_lease(10)
+    job = recording_job(caps=Capabilities(lease_extension=True))
+    await job.extend_lease(10)
+    await job.ack()
+    await job.extend_lease(10)  # settled: a no-op
+    assert calls(job) == [("extend", 10), ("ack",)]
+
+
+def test_every_job_settles_through_its_settler() -> None:
+    """No job without a driver to settle it, and no per-job settlement overrides."""
+    with pytest.raises(TypeError):
+        Job(id="1", name="n", payload=b"", headers={}, pipeline="p",  # type: ignore[call-arg]
+            priority=1)
+    for shim in ("_ack", "_nack", "_requeue", "_set_fields"):
+        assert not hasattr(Job, shim)
+    settler = RecordingSettler()
+    job = Job.make(settler, "handle", "1", "n", b"", {}, "p", 1, False)
+    assert (job.settler, job.handle, job.driver_name, job.capabilities) == (
+        settler, "handle", "rec", settler.capabilities)
 
 
 async def test_delay_queue_fires_in_due_order_with_one_timer() -> None:

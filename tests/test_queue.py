@@ -9,30 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rrjobs.core.capabilities import Capabilities
-from rrjobs.core.headers import Headers
 from rrjobs.core.job import Job
 from rrjobs.core.queue import PriorityQueue, QueueFullError
+from tests.test_core import recording_job
 
 
-class _Job(Job):
-    __slots__ = ()
-    driver_name = "test"
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return Capabilities()
-
-    async def _ack(self) -> None: ...
-
-    async def _nack(self, requeue: bool, delay: float) -> None: ...
-
-    async def _requeue(self, headers: Headers, delay: float) -> None: ...
-
-
-def job(i: int, priority: int = 10, pipeline: str = "p") -> _Job:
-    return _Job(id=str(i), name="j", payload=b"", headers={}, pipeline=pipeline,
-                priority=priority)
+def job(i: int, priority: int = 10, pipeline: str = "p") -> Job:
+    return recording_job(id=str(i), name="j", payload=b"", headers={}, pipeline=pipeline,
+                         priority=priority)
 
 
 async def test_lower_priority_number_first_and_fifo_within_priority() -> None:
@@ -150,9 +134,9 @@ def test_matches_a_reference_model(ops: list[tuple], many_priorities: int) -> No
     same objects, as a paused pipeline's driver does): the queue behaves as a
     list sorted by (priority, insertion order), and count/len/iter agree."""
     q = PriorityQueue()
-    model: list[tuple[int, int, _Job]] = []  # (priority, seq, job)
+    model: list[tuple[int, int, Job]] = []  # (priority, seq, job)
     seq = 0
-    last_removed: list[_Job] = []
+    last_removed: list[Job] = []
     for o in ops:
         if o[0] == "insert":
             seq += 1

@@ -527,27 +527,10 @@ async def test_many_jobs_each_processed_once() -> None:
 
 async def test_worker_pool_extends_the_lease_of_a_long_running_job() -> None:
     from rrjobs.core.capabilities import Capabilities
-    from rrjobs.core.headers import Headers
     from rrjobs.core.queue import PriorityQueue
     from rrjobs.runtime.outcomes import Counters, Outcomes, RetryPolicy
     from rrjobs.runtime.pool import WorkerPool
-
-    class LeasedJob(Job):
-        __slots__ = ("extended",)
-        driver_name = "leased"
-
-        @property
-        def capabilities(self) -> Capabilities:
-            return Capabilities(lease_extension=True)
-
-        async def _ack(self) -> None: ...
-
-        async def _nack(self, requeue: bool, delay: float) -> None: ...
-
-        async def _requeue(self, headers: Headers, delay: float) -> None: ...
-
-        async def extend_lease(self, seconds: float) -> None:
-            self.extended.append(seconds)
+    from tests.test_core import calls, recording_job
 
     app = App()
 
@@ -563,16 +546,16 @@ async def test_worker_pool_extends_the_lease_of_a_long_running_job() -> None:
 
     pool = WorkerPool(queue, app, Outcomes(lambda _: RetryPolicy(), lambda _: counters, no_push),
                       num_workers=1)
-    job = LeasedJob(id="1", name="long", payload=b"", headers={}, pipeline="p", priority=1,
-                    lease=0.4)
-    job.extended = []
+    job = recording_job(caps=Capabilities(lease_extension=True), name="long", payload=b"",
+                        headers={}, lease=0.4)
     await pool.start()
     await queue.insert(job)
     await wait_for(lambda: counters.ok == 1, within=5)
     await pool.stop(1)
     # extended at each half-life of the lease while the 1 s handler ran
-    assert len(job.extended) >= 2 and set(job.extended) == {0.4}
-    assert job.settled == "ack"
+    extended = [c for c in calls(job) if c[0] == "extend"]
+    assert len(extended) >= 2 and set(extended) == {("extend", 0.4)}
+    assert job.settled == "ack" and calls(job)[-1] == ("ack",)
 
 
 async def test_a_driver_asking_to_restart_again_at_once_backs_off() -> None:

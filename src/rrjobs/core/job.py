@@ -115,7 +115,7 @@ class Job:
 
     def __init__(
         self,
-        settler: Settler | None = None,
+        settler: Settler,
         *,
         id: str,
         name: str,
@@ -128,8 +128,7 @@ class Job:
         lease: float | None = None,
         failure: str | None = None,
     ) -> None:
-        if settler is not None:  # older subclasses settle through their own overrides
-            self.settler = settler
+        self.settler = settler
         self.id = id
         self.name = name
         self.payload = payload
@@ -166,32 +165,6 @@ class Job:
         job._extending = None
         return job
 
-    def _set_fields(self, id: str, name: str, payload: bytes, headers: Headers, pipeline: str,
-                    priority: int, auto_ack: bool) -> None:
-        """Set the fields of a job of a subclass that settles itself through
-        ``_ack``/``_nack``/``_requeue`` overrides (the older job API)."""
-        self.id = id
-        self.name = name
-        self.payload = payload
-        self.headers = headers
-        self.pipeline = pipeline
-        self.priority = priority
-        self.auto_ack = auto_ack
-        self.handle = None
-        self.lease = None
-        self.failure = None
-        self.settled = None
-        self._extending = None
-
-    async def _ack(self) -> None:
-        await self.settler.ack(self)
-
-    async def _nack(self, requeue: bool, delay: float) -> None:
-        await self.settler.nack(self, requeue, delay)
-
-    async def _requeue(self, headers: Headers, delay: float) -> None:
-        await self.settler.requeue(self, headers, delay)
-
     # -- what the settler provides --------------------------------------------------
 
     @property
@@ -205,8 +178,7 @@ class Job:
 
     def queue_name(self) -> str:
         """The broker queue/topic the job came from (for ``context()``)."""
-        settler: Settler | None = getattr(self, "settler", None)
-        return settler.queue_name(self) if settler is not None else ""
+        return self.settler.queue_name(self)
 
     # -- the public API ---------------------------------------------------------------
 
@@ -256,14 +228,11 @@ class Job:
         self.settled = "ack"
         if self._extending is not None:
             await self._after_extension()
-        try:
-            now = self.settler.ack_now
-        except AttributeError:  # an older subclass without a settler
-            now = None
+        now = self.settler.ack_now
         if now is not None:
             now(self)
             return
-        await self._ack()
+        await self.settler.ack(self)
 
     async def nack(self, requeue: bool = False, delay: float = 0.0) -> None:
         """Negative acknowledgement; ``nack()`` alone never redelivers.
@@ -282,7 +251,7 @@ class Job:
         self._settle("nack")
         if self._extending is not None:
             await self._after_extension()
-        await self._nack(requeue, delay)
+        await self.settler.nack(self, requeue, delay)
 
     async def requeue(self, headers: Headers | None = None, delay: float = 0.0) -> None:
         """Put the job back, merging ``headers`` into its headers, after ``delay`` s."""
@@ -296,7 +265,7 @@ class Job:
         self._settle("requeue")
         if self._extending is not None:
             await self._after_extension()
-        await self._requeue(merged, delay)
+        await self.settler.requeue(self, merged, delay)
 
     async def extend_lease(self, seconds: float) -> None:
         """Keep the job reserved for ``seconds`` more (lease/visibility/ack deadline).

@@ -15,7 +15,7 @@ from my_awesome_driver.spool import Spool
 from rrjobs.core import AckLostError, Capabilities, Job, Message, Pipeline, PriorityQueue, State
 from rrjobs.core import headers as rr
 from rrjobs.core.delays import MILLISECOND, whole_millis, whole_seconds
-from rrjobs.core.message import new_id
+from rrjobs.core.fields import RR_FIELDS, job_fields
 from rrjobs.core.options import Duration, StrictModel
 from rrjobs.core.pull import PullDriver
 
@@ -87,12 +87,12 @@ class Driver(PullDriver):
     def decode(self, raw: tuple[str, bytes, bytes]) -> Job:
         """A RoadRunner-layout message, or a foreign one (its attributes as headers)."""
         attrs = json.loads(raw[1])
-        headers = attrs.get(rr.RR_HEADERS)
-        return Job.make(self, raw[0], attrs.get(rr.RR_ID) or new_id(),
-                        attrs.get(rr.RR_JOB) or rr.DEDUCED_BY_RR, raw[2],
-                        rr.normalize_headers(json.loads(headers) if headers else attrs),
-                        self.pipeline_name, int(attrs.get(rr.RR_PRIORITY) or self.priority),
-                        attrs.get(rr.RR_AUTO_ACK) == "true", self.options.visibility_timeout)
+        own = rr.normalize_headers({k: v for k, v in attrs.items() if k not in RR_FIELDS})
+        f = job_fields(ident=attrs.get(rr.RR_ID), name=attrs.get(rr.RR_JOB), headers=own,
+                       priority=attrs.get(rr.RR_PRIORITY), auto_ack=attrs.get(rr.RR_AUTO_ACK),
+                       carried=attrs.get(rr.RR_HEADERS), default_priority=self.priority)
+        return Job.make(self, raw[0], f.id, f.name, raw[2], f.headers, self.pipeline_name,
+                        f.priority, f.auto_ack, self.options.visibility_timeout)
 
     def poison(self, raw: tuple[str, bytes, bytes], reason: str) -> Job:
         return self.poison_job(raw[0], raw[2], reason, lease=self.options.visibility_timeout)
