@@ -1,34 +1,10 @@
 """The ``sqlite`` driver: durable jobs in one local SQLite file, no broker.
 
-Capabilities (kombu-style):
-
-* Delays: yes, any length, millisecond precision, kept in the file; the
-  consumer sleeps exactly until the next one falls due (no polling).
-* Priority: yes. FIFO within a priority (``ORDER BY priority, seq``).
-* Durable: **yes** — ``push`` returns once the job is committed (WAL,
-  ``synchronous=full`` by default: survives an OS crash or power loss).
-* Dead-letter: with ``dead_letter: true``, ``nack(requeue=False)`` moves the
-  job to the file's ``rrjobs_dead`` table; otherwise it is deleted.
-* Lease extension: yes. A reservation carries a lease: the driver renews it
-  while the job waits in the priority queue, the worker pool through
-  ``Job.extend_lease`` while a handler runs. A lease that runs out returns
-  the job to the queue.
-* Redelivery on crash: yes. Jobs reserved by a process that died return to the
-  queue when the pipeline next starts, or when their lease expires.
-* Pause: yes; pausing returns the pipeline's prefetched jobs to the file.
-* Headers: yes, several values per key (JSON).
-
-Flow: ``push`` → INSERT (group-committed with other writes) → the consumer
-reserves ready rows in batches while fewer than ``prefetch`` are held →
-priority queue → handler → ack = DELETE (queued; committed with the next
-group, so that an ack never waits for a disk flush). A push to a pipeline
-this process consumes, made while its consumer has caught up with the file,
-is inserted already reserved and queued once committed (*hand-off*, see
-:meth:`SQLiteDriver._insert`).
-
-Several pipelines (of one or several processes) may share a file: every row
-carries its pipeline. Jobs pushed by another process are seen within
-``poll_interval``.
+Flow: ``push`` → INSERT (group-committed) → the consumer reserves ready rows
+in batches while fewer than ``prefetch`` are held → priority queue → handler
+→ ack = DELETE (queued, committed with the next group). Users' guide
+(guarantees, durability, leases, hand-off, sharing a file):
+``docs/drivers/sqlite.md``.
 """
 
 from __future__ import annotations
@@ -43,7 +19,7 @@ import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
-from functools import partial
+from functools import cache, partial
 from typing import Any, ClassVar
 
 from rrjobs.core.base import BaseDriver
@@ -72,32 +48,18 @@ MAX_PAYLOAD = 64 * 1024 * 1024
 #: At most this many jobs are reserved by one query.
 FETCH_MAX = 512
 
-CAPABILITIES = Capabilities(
-    delay=True,
-    max_delay=None,
-    delay_native=True,
-    priority=True,
-    durable=True,
-    max_payload=MAX_PAYLOAD,
-    lease_extension=True,
-    dead_letter=False,
-    redelivery_on_crash=True,
-    pause=True,
-    headers=True,
-    delay_granularity=0.001,
-)
+CAPABILITIES = Capabilities(durable=True, max_payload=MAX_PAYLOAD, lease_extension=True,
+                            redelivery_on_crash=True, delay_granularity=0.001)
 
 log = logging.getLogger("rrjobs.drivers.sqlite")
 
 #: Owners (driver instances) alive in this process; see :func:`owner_is_dead`.
 _LIVE_OWNERS: set[str] = set()
-_HOST: list[str] = []
 
 
+@cache
 def _host() -> str:
-    if not _HOST:
-        _HOST.append(socket.gethostname().replace(":", "_"))
-    return _HOST[0]
+    return socket.gethostname().replace(":", "_")
 
 
 def now_ms() -> int:
@@ -147,7 +109,7 @@ def _open_pipeline(conn: sqlite3.Connection, pipeline: str, priority: int) -> in
     """Record the pipeline; return the reservations of dead owners to the queue."""
     queries.register_pipeline(conn, pipeline, priority, now_ms())
     dead = [o for o in queries.owners(conn, pipeline) if owner_is_dead(o)]
-    return queries.release_owners(conn, pipeline, dead) if dead else 0
+    return sum(queries.release(conn, pipeline, owner) for owner in dead)
 
 
 class SQLiteDriver(BaseDriver):
@@ -155,8 +117,7 @@ class SQLiteDriver(BaseDriver):
 
     All methods run on the event loop and never block it: SQLite runs on the
     store's threads. ``push``, ``nack`` and ``requeue`` return once committed;
-    ``ack`` once queued (see :meth:`ack_now`). It settles its jobs
-    (:class:`~rrjobs.drivers.sqlite.job.SQLiteJob`).
+    ``ack`` once queued (see :meth:`ack_now`).
     """
 
     name: ClassVar[str] = "sqlite"
@@ -167,9 +128,8 @@ class SQLiteDriver(BaseDriver):
         self.priority = options.priority
         self.options = options
         self.prefetch = options.prefetch
-        self.capabilities = (
-            replace(CAPABILITIES, dead_letter=True) if options.dead_letter else CAPABILITIES
-        )
+        if options.dead_letter:
+            self.capabilities = replace(CAPABILITIES, dead_letter=True)
         #: this instance's reservations carry this owner (``host:pid:token``)
         self.owner = f"{_host()}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
         self._lease_ms = round(options.lease * 1000)
@@ -186,8 +146,8 @@ class SQLiteDriver(BaseDriver):
         self._backoff = Backoff(0.1, 5.0)
         self.store: Store
         self._released = True
-        #: whether the file may hold ready jobs of this pipeline that nobody
-        #: reserved: while it does, pushes are not handed off (FIFO)
+        #: the file may hold ready jobs of this pipeline that nobody reserved:
+        #: while it does, pushes are not handed off (FIFO)
         self._backlog = True
         #: writes that left ready, unreserved jobs in the file (see ``_consume``)
         self._unreserved_writes = 0
@@ -195,12 +155,13 @@ class SQLiteDriver(BaseDriver):
         self._handoff_pending = 0
         #: bumped when the consumer stops: hand-offs begun before are void
         self._epoch = 0
+
+    capabilities = CAPABILITIES
+
     async def open(self, where: str) -> None:
         """Open (create, migrate) the file; jobs left reserved by dead processes
-        return to the queue.
-
-        Raises :class:`ConfigError` at ``where.file`` when the file cannot be used.
-        """
+        return to the queue. Raises :class:`ConfigError` at ``where.file``
+        when the file cannot be used."""
         options = self.options
         try:
             store = await Store.acquire(options.file, synchronous=options.synchronous,
@@ -227,23 +188,15 @@ class SQLiteDriver(BaseDriver):
         """The row of ``msg``; reserved for this consumer until ``until`` (unix ms) if given."""
         payload = msg.payload
         return (
-            self.pipeline_name,
-            msg.id,
-            msg.name,
+            self.pipeline_name, msg.id, msg.name,
             payload if type(payload) is bytes else bytes(payload),
             encode_headers(msg.headers) if msg.headers else "{}",
-            msg.priority,
-            1 if msg.auto_ack else 0,
-            available_at(msg.delay) if msg.delay > 0 else 0,
-            created,
-            0 if until is None else 1,
-            None if until is None else self.owner,
-            until,
+            msg.priority, 1 if msg.auto_ack else 0,
+            available_at(msg.delay) if msg.delay > 0 else 0, created,
+            0 if until is None else 1, None if until is None else self.owner, until,
         )
 
     async def _send(self, msg: Message) -> None:
-        """Insert the job; returns once committed. Concurrent pushes share one
-        statement and one commit."""
         await self._insert((msg,))
 
     async def _send_batch(self, msgs: Sequence[Message]) -> None:
@@ -256,32 +209,23 @@ class SQLiteDriver(BaseDriver):
         file holds no ready job of the pipeline it has not reserved."""
         if not self._consuming_task or self._backlog or self.stopped:
             return 0
-        room = self.prefetch - len(self._outstanding) - self._handoff_pending
+        room = min(len(msgs), self.prefetch - len(self._outstanding) - self._handoff_pending)
         n = 0
-        for msg in msgs:
-            if n >= room or msg.delay > 0:
-                break
+        while n < room and msgs[n].delay <= 0:
             n += 1
         return n
 
     async def _insert(self, msgs: Sequence[Message]) -> None:
         """Insert ``msgs`` (one transaction, shared with concurrent pushes);
-        return once committed.
-
-        *Hand-off*: when this process consumes the pipeline and has caught up
-        with the file, the first jobs (up to the prefetch room) are inserted
-        already reserved for this consumer and, once committed, go straight to
-        the priority queue without being read back. They are durable and
-        leased exactly like jobs reserved by a query."""
+        return once committed. *Hand-off*: the first :meth:`_handoff_room` jobs
+        are inserted already reserved for this consumer and, once committed,
+        queued without being read back (durable and leased like any other)."""
         created = now_ms()
         n = self._handoff_room(msgs)
         row = self._row
-        if n:
-            until = created + self._lease_ms
-            rows = [row(m, created, until) for m in msgs[:n]]
-            rows.extend([row(m, created) for m in msgs[n:]])
-        else:
-            rows = [row(m, created) for m in msgs]
+        until = created + self._lease_ms
+        rows = [row(m, created, until) for m in msgs[:n]] if n else []
+        rows.extend([row(m, created) for m in msgs[n:]])
         if any(m.delay <= 0 for m in msgs[n:]):
             self._backlog = True
             self._unreserved_writes += 1
@@ -301,27 +245,19 @@ class SQLiteDriver(BaseDriver):
         If the consumer stopped meanwhile, its release returned them to the file."""
         if epoch != self._epoch or self.stopped:
             return
-        make, outstanding = self._make, self._outstanding
-        lease, pipeline = self.options.lease, self.pipeline_name
+        make, outstanding, lease = self._make, self._outstanding, self.options.lease
         jobs = []
-        seq = first
-        for msg in msgs[:n]:
-            payload = msg.payload
-            headers = msg.headers
+        for seq, msg in enumerate(msgs[:n], first):
+            payload, headers = msg.payload, msg.headers
             job = make(seq, 1, lease, msg.id, msg.name,
                        payload if type(payload) is bytes else bytes(payload),
                        {k: list(v) for k, v in headers.items()} if headers else {},
-                       pipeline, msg.priority, msg.auto_ack)
+                       msg.priority, msg.auto_ack)
             outstanding[seq] = job
             jobs.append(job)
-            seq += 1
         queue, pending = self.queue, self._unqueued
-        if pending:
-            pending.extend(jobs)
-            self._wake.set()
-            return
         for i, job in enumerate(jobs):
-            if queue.full():
+            if pending or queue.full():
                 pending.extend(jobs[i:])
                 self._wake.set()  # the consumer moves them when there is room
                 return
@@ -330,12 +266,12 @@ class SQLiteDriver(BaseDriver):
     # -- consuming ------------------------------------------------------------------------
 
     def _make(self, seq: int, delivery: int, lease: float, id: str, name: str,
-              payload: bytes, headers: Headers, pipeline: str, priority: int,
-              auto_ack: bool, failure: str | None = None) -> SQLiteJob:
+              payload: bytes, headers: Headers, priority: int, auto_ack: bool,
+              failure: str | None = None) -> SQLiteJob:
         job = _new_job(SQLiteJob)
         job.settler, job.handle, job.lease, job.failure = self, None, lease, failure
         job.id, job.name, job.payload, job.headers = id, name, payload, headers
-        job.pipeline, job.priority, job.auto_ack = pipeline, priority, auto_ack
+        job.pipeline, job.priority, job.auto_ack = self.pipeline_name, priority, auto_ack
         job.settled, job._extending = None, None
         job.seq, job.delivery = seq, delivery
         return job
@@ -345,7 +281,7 @@ class SQLiteDriver(BaseDriver):
         return self._make(
             seq, deliveries, self.options.lease, id_, name or DEDUCED_BY_RR,
             payload if type(payload) is bytes else decode_payload(payload),
-            {} if headers == "{}" else decode_headers(headers), self.pipeline_name,
+            {} if headers == "{}" else decode_headers(headers),
             self.priority if priority is None else int(priority), bool(auto_ack),
         )
 
@@ -353,14 +289,17 @@ class SQLiteDriver(BaseDriver):
         seq, deliveries, payload = raw[0], raw[7], raw[3]
         return self._make(seq, deliveries, self.options.lease, new_id(), UNREADABLE,
                           payload if isinstance(payload, bytes) else str(payload).encode(),
-                          {RR_ERROR: [reason]}, self.pipeline_name, self.priority, False,
-                          failure=reason)
+                          {RR_ERROR: [reason]}, self.priority, False, failure=reason)
+
+    def _room(self) -> int:
+        return self.prefetch - len(self._outstanding) - self._handoff_pending
 
     async def _consume(self) -> None:
         """Reserve ready jobs into the priority queue while prefetch allows;
         sleep until a push, a settlement that frees room, the next due delay
         or lease expiry, or the poll interval. A poll reserves only if the
         file changed (``PRAGMA data_version``, read without the write lock)."""
+        store = self.store
         wake_at: int | None = None  # the next due delay or lease expiry (unix ms)
         version: int | None = None  # the file's data_version at the last poll
         polled = False  # woken by the poll interval alone
@@ -368,11 +307,11 @@ class SQLiteDriver(BaseDriver):
             self._wake.clear()
             if self._unqueued:
                 await self._enqueue([])
-            room = self.prefetch - len(self._outstanding) - self._handoff_pending
+            room = self._room()
             unchanged = False
             if room > 0 and polled and (wake_at is None or now_ms() < wake_at):
                 try:
-                    seen, version = version, await self.store.read(queries.data_version)
+                    seen, version = version, await store.read(queries.data_version)
                 except StoreError:
                     seen = None
                 unchanged = seen is not None and seen == version and not self._wake.is_set()
@@ -382,7 +321,7 @@ class SQLiteDriver(BaseDriver):
                 start = now_ms()
                 mark = self._unreserved_writes
                 try:
-                    res = await self.store.write(partial(
+                    res = await store.write(partial(
                         queries.reserve, pipeline=self.pipeline_name, owner=self.owner,
                         limit=limit, now_ms=start, until_ms=start + self._lease_ms),
                         durable=False)
@@ -411,8 +350,7 @@ class SQLiteDriver(BaseDriver):
                 if len(jobs) == limit:
                     continue
                 wake_at = res.next_wake_ms
-            self._need_room = (
-                self.prefetch - len(self._outstanding) - self._handoff_pending <= 0)
+            self._need_room = self._room() <= 0
             if self._wake.is_set():
                 continue
             timeout: float | None = None
@@ -435,34 +373,26 @@ class SQLiteDriver(BaseDriver):
         queue, pending = self.queue, self._unqueued
         pending.extend(jobs)
         while pending:
-            job = pending[0]
             if queue.full():
-                await queue.insert(job)
+                await queue.insert(pending[0])
             else:
-                queue.insert_nowait(job)
+                queue.insert_nowait(pending[0])
             pending.popleft()
-
-    def _waiting(self) -> list[int]:
-        """Seqs of this driver's reserved jobs that no handler holds yet."""
-        seqs = [j.seq for j in self.queue if isinstance(j, SQLiteJob) and j.settler is self]
-        seqs.extend(j.seq for j in self._unqueued)
-        return seqs
 
     async def _renew(self) -> None:
         """Every lease/3, renew the leases of the jobs waiting in the priority
         queue. A job taken by a handler keeps its lease only through
-        ``Job.extend_lease`` (the worker pool calls it every ``lease/2``), so a
-        stuck or vanished holder loses the job when the lease expires."""
-        interval = self.options.lease / 3
+        ``Job.extend_lease``, so a stuck or vanished holder loses it."""
         while True:
-            await asyncio.sleep(interval)
-            seqs = self._waiting()
+            await asyncio.sleep(self.options.lease / 3)
+            seqs = [j.seq for j in self.queue if isinstance(j, SQLiteJob) and j.settler is self]
+            seqs.extend(j.seq for j in self._unqueued)
             if not seqs:
                 continue
             try:
                 await self.store.write(partial(queries.renew, owner=self.owner, seqs=seqs,
-                                               until_ms=now_ms() + self._lease_ms),
-                                       durable=False)
+                                                until_ms=now_ms() + self._lease_ms),
+                                        durable=False)
             except StoreError as exc:
                 log.error("pipeline %r: renewing reservations failed: %s",
                           self.pipeline_name, exc)
@@ -478,15 +408,14 @@ class SQLiteDriver(BaseDriver):
         self._backlog = True
         self._consuming_task = False
         await self.supervisor.stop_task("consume")
-        taken = self.queue.remove(self.pipeline_name)
-        for job in [*taken, *self._unqueued]:
+        for job in [*self.queue.remove(self.pipeline_name), *self._unqueued]:
             if isinstance(job, SQLiteJob):
                 self._outstanding.pop(job.seq, None)
         self._unqueued.clear()
         # Everything this driver reserved goes back, except the jobs in handlers.
         await self.store.write(partial(queries.release, pipeline=self.pipeline_name,
-                                       owner=self.owner, keep=list(self._outstanding)),
-                               durable=False)
+                                        owner=self.owner, keep=list(self._outstanding)),
+                                durable=False)
 
     async def _close(self) -> None:
         self._epoch += 1
@@ -497,22 +426,23 @@ class SQLiteDriver(BaseDriver):
         if self._released:
             return
         self._released = True
-        self.store.unsubscribe(self.pipeline_name, self._wake.set)
+        store = self.store
+        store.unsubscribe(self.pipeline_name, self._wake.set)
         try:
-            if not self.store.closed:
-                n = await self.store.write(partial(queries.release,
-                                                   pipeline=self.pipeline_name, owner=self.owner),
-                                           durable=False)
+            if not store.closed:
+                n = await store.write(partial(queries.release, pipeline=self.pipeline_name,
+                                              owner=self.owner), durable=False)
                 if n:
                     log.info("pipeline %r stopped: %d unsettled jobs returned to the queue",
                              self.pipeline_name, n)
         finally:
             _LIVE_OWNERS.discard(self.owner)
-            await self.store.release()
+            await store.release()
 
     # -- settlement (the Settler of SQLiteJob) ---------------------------------------------
 
-    def _check(self, job: SQLiteJob) -> None:
+    def _check(self, job: Job) -> SQLiteJob:
+        assert isinstance(job, SQLiteJob)
         if self.stopped:
             raise PipelineStateError(
                 f"pipeline {self.pipeline_name!r} is stopped: job {job.id} was returned to "
@@ -523,6 +453,7 @@ class SQLiteDriver(BaseDriver):
                 f"job {job.id}: its reservation was lost (its lease expired and it was "
                 "delivered again, or it was returned to the queue by a pause)"
             )
+        return job
 
     def _done(self, job: SQLiteJob) -> None:
         if self._outstanding.get(job.seq) is job:
@@ -537,8 +468,7 @@ class SQLiteDriver(BaseDriver):
         it commits with the next group (milliseconds), ordered before any later
         operation of this process. Should the process die in between, the job
         is delivered again (at-least-once; nothing is lost). Never blocks."""
-        assert isinstance(job, SQLiteJob)
-        self._check(job)
+        job = self._check(job)
         self._acks.add_nowait(job.seq)
         self._done(job)
 
@@ -546,36 +476,21 @@ class SQLiteDriver(BaseDriver):
         self.ack_now(job)
 
     async def nack(self, job: Job, requeue: bool, delay: float) -> None:
-        assert isinstance(job, SQLiteJob)
         if requeue:
-            await self.settle_requeue(job, job.headers, delay)
-        else:
-            await self.settle_drop(job)
-
-    async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
-        assert isinstance(job, SQLiteJob)
-        await self.settle_requeue(job, headers, delay)
-
-    def queue_name(self, job: Job) -> str:
-        return self.pipeline_name
-
-    def _acks_failed(self, seqs: list[int], exc: BaseException) -> None:
-        log.error("pipeline %r: %d acknowledgements failed; those jobs will be delivered "
-                  "again: %s", self.pipeline_name, len(seqs), exc)
-
-    async def settle_drop(self, job: SQLiteJob) -> None:
-        self._check(job)
+            await self.requeue(job, job.headers, delay)
+            return
+        job = self._check(job)
         try:
             if self.options.dead_letter:
                 await self.store.write(partial(queries.dead_letter, seq=job.seq,
-                                               now_ms=now_ms()))
+                                                now_ms=now_ms()))
             else:
                 await self.store.write(partial(queries.delete, seq=job.seq), durable=False)
         finally:
             self._done(job)
 
-    async def settle_requeue(self, job: SQLiteJob, headers: Headers, delay: float) -> None:
-        self._check(job)
+    async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
+        job = self._check(job)
         if delay <= 0:
             self._backlog = True
             self._unreserved_writes += 1
@@ -591,36 +506,38 @@ class SQLiteDriver(BaseDriver):
         self.store.notify(self.pipeline_name)
 
     async def extend(self, job: Job, seconds: float) -> None:
-        assert isinstance(job, SQLiteJob)
-        self._check(job)
+        job = self._check(job)
         ok = await self.store.write(partial(
             queries.extend, seq=job.seq, owner=self.owner, deliveries=job.delivery,
             until_ms=now_ms() + round(seconds * 1000)), durable=False)
         if not ok:
             raise AckLostError(f"job {job.id}: its reservation was lost (lease expired)")
 
+    def queue_name(self, job: Job) -> str:
+        return self.pipeline_name
+
+    def _acks_failed(self, seqs: list[int], exc: BaseException) -> None:
+        log.error("pipeline %r: %d acknowledgements failed; those jobs will be delivered "
+                  "again: %s", self.pipeline_name, len(seqs), exc)
+
     # -- state ------------------------------------------------------------------------------
 
     async def state(self) -> State:
-        if not self.store.closed:
-            await self.store.flush()  # acks queued before this call are counted
+        store = self.store
+        if not store.closed:
+            await store.flush()  # acks queued before this call are counted
         now = now_ms()
-        if self.store.closed:
-            counts = await asyncio.to_thread(_counts_from_file, self.store.path,
+        if store.closed:
+            counts = await asyncio.to_thread(_counts_from_file, store.path,
                                              self.pipeline_name, now)
         else:
-            counts = await self.store.read(partial(queries.counts, pipeline=self.pipeline_name,
-                                                   now_ms=now))
+            counts = await store.read(partial(queries.counts, pipeline=self.pipeline_name,
+                                              now_ms=now))
         queued = self.queue.count(self.pipeline_name)
         return State(
-            pipeline=self.pipeline_name,
-            driver=self.name,
-            queue=self.store.path,
-            active=counts.ready + queued,
-            delayed=counts.delayed,
-            reserved=max(0, counts.reserved - queued),
-            ready=self.ready,
-            priority=self.priority,
+            pipeline=self.pipeline_name, driver=self.name, queue=store.path,
+            active=counts.ready + queued, delayed=counts.delayed,
+            reserved=max(0, counts.reserved - queued), ready=self.ready, priority=self.priority,
         )
 
 

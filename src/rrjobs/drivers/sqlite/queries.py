@@ -148,18 +148,12 @@ def insert_batches(conn: sqlite3.Connection,
 
 
 def delete_acks(conn: sqlite3.Connection, seqs: Sequence[int]) -> None:
-    """Delete acknowledged jobs (the acks' coalesced write)."""
-    delete_many(conn, seqs)
-
-
-def delete_many(conn: sqlite3.Connection, seqs: Sequence[int]) -> int:
-    """Delete several jobs (acks) with one statement."""
+    """Delete acknowledged jobs with one statement (the acks' coalesced write)."""
     if len(seqs) == 1:
-        return delete(conn, seqs[0])
-    return conn.execute(
-        "DELETE FROM rrjobs_jobs WHERE seq IN (SELECT value FROM json_each(?))",
-        (_json_ints(seqs),),
-    ).rowcount
+        delete(conn, seqs[0])
+    else:
+        conn.execute("DELETE FROM rrjobs_jobs WHERE seq IN (SELECT value FROM json_each(?))",
+                     (_json_ints(seqs),))
 
 
 def delete(conn: sqlite3.Connection, seq: int) -> int:
@@ -248,14 +242,6 @@ def owners(conn: sqlite3.Connection, pipeline: str) -> list[str]:
         "WHERE pipeline = ? AND reserved_by IS NOT NULL",
         (pipeline,),
     )]
-
-
-def release_owners(conn: sqlite3.Connection, pipeline: str, dead: Sequence[str]) -> int:
-    """Return the reservations of ``pipeline`` held by the ``dead`` owners."""
-    n = 0
-    for owner in dead:
-        n += release(conn, pipeline, owner)
-    return n
 
 
 def data_version(conn: sqlite3.Connection) -> int:

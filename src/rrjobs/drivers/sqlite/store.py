@@ -1,17 +1,11 @@
 """``Store``: one SQLite file, shared by every pipeline of this process that names it.
 
-No SQLite call runs on the event loop. A store has
-
-* **one writer thread** that owns the writing connection and executes
-  operations in order. Operations that arrive while a transaction is being
-  committed are collected and committed together in the next one (*group
-  commit*): under load one ``fsync`` covers hundreds of pushes, while a lone
-  operation is committed at once. A coroutine awaiting :meth:`Store.write`
-  resumes only after its transaction has committed, so a returned push is on
-  disk (per the ``synchronous`` setting). Only groups holding a *durable*
-  operation pay for an ``fsync`` (see :meth:`Store.submit`).
-* **one reader thread** with its own connection for counts and inspection;
-  WAL lets it read while the writer commits.
+No SQLite call runs on the event loop. A store has one **writer thread** that
+owns the writing connection and runs operations in submission order,
+committing those that queued up meanwhile in one transaction (*group
+commit*), and one **reader thread** with its own connection (WAL lets it read
+while the writer commits). A coroutine awaiting :meth:`Store.write` resumes
+only after its transaction has committed.
 
 If one operation of a group fails, the group is rolled back and its
 operations are retried one transaction each, so one bad operation fails only
@@ -35,6 +29,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 from rrjobs.drivers.sqlite.schema import StoreError, connect, connect_reader
@@ -46,6 +41,7 @@ Item = TypeVar("Item")
 R = TypeVar("R")
 
 Operation = Callable[[sqlite3.Connection], T]
+Outcome = tuple["_Pending", bool, Any]
 
 #: At most this many operations share one transaction.
 MAX_GROUP = 4096
@@ -62,15 +58,14 @@ class _Pending:
 _STOP = object()
 
 
-def _deliver(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+def _deliver(results: list[Outcome]) -> None:
     """On the caller's loop: resolve futures (skipping cancelled ones)."""
-    for fut, ok, value in results:
-        if fut.done():
-            continue
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
+    for p, ok, value in results:
+        if not p.fut.done():
+            if ok:
+                p.fut.set_result(value)
+            else:
+                p.fut.set_exception(value)
 
 
 class Store:
@@ -85,7 +80,7 @@ class Store:
         self.synchronous = synchronous
         self.permissions = permissions
         self._refs = 0
-        self._closed = False
+        self.closed = False
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._writer = threading.Thread(
             target=self._run, name=f"rrjobs-sqlite-writer:{os.path.basename(path)}", daemon=True
@@ -99,8 +94,6 @@ class Store:
         #: statistics: transactions committed and operations they carried
         self.commits = 0
         self.operations = 0
-
-    # -- sharing ----------------------------------------------------------------------------
 
     @classmethod
     async def acquire(cls, file: str, *, synchronous: str, permissions: int) -> Store:
@@ -123,7 +116,7 @@ class Store:
                 store._writer.start()
             store._refs += 1
         try:
-            await store.write(_ping)
+            await store.flush()
         except BaseException:
             await store.release()
             raise
@@ -137,7 +130,7 @@ class Store:
                 return
             if self._registry.get(self.path) is self:
                 del self._registry[self.path]
-            self._closed = True
+            self.closed = True
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Any] = loop.create_future()
         self._queue.put(_Pending(_ping, done, loop, False))
@@ -148,26 +141,17 @@ class Store:
         self._reader.shutdown(wait=False)
         await asyncio.to_thread(self._writer.join)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    # -- operations ---------------------------------------------------------------------------
-
     def submit(self, fn: Operation[T], *, durable: bool = True) -> asyncio.Future[T]:
         """Queue ``fn(conn)`` for the writer thread; the future resolves once its
         transaction has committed. Operations run in submission order, so a
         later operation (or :meth:`flush`) sees the effect of an earlier one.
 
         ``durable`` operations are committed with the store's ``synchronous``
-        setting (``full``: flushed to disk before the future resolves). The
-        others (reservations, acks) are committed with ``normal``: visible to
-        every connection at once, safe from a crash of the process, and
-        flushed by the next durable commit or checkpoint; in WAL mode commits
-        reach the disk in order, so a durable commit makes all earlier ones
-        durable too.
+        setting; the others (reservations, acks) with ``normal``, flushed by
+        the next durable commit or checkpoint (WAL commits reach the disk in
+        order). Raises :class:`StoreError` once the store is closed.
         """
-        if self._closed:
+        if self.closed:
             raise StoreError(f"{self.path} is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
@@ -175,8 +159,7 @@ class Store:
         return fut
 
     async def write(self, fn: Operation[T], *, durable: bool = True) -> T:
-        """Run ``fn(conn)`` on the writer thread inside a transaction; return its
-        result once the transaction has committed (see :meth:`submit`)."""
+        """``fn(conn)``'s result once its transaction has committed (see :meth:`submit`)."""
         return await self.submit(fn, durable=durable)
 
     async def flush(self) -> None:
@@ -185,7 +168,7 @@ class Store:
 
     async def read(self, fn: Operation[T]) -> T:
         """Run ``fn(conn)`` on the reader thread (a consistent WAL snapshot)."""
-        if self._closed:
+        if self.closed:
             raise StoreError(f"{self.path} is closed")
         return await asyncio.get_running_loop().run_in_executor(self._reader, self._read, fn)
 
@@ -202,18 +185,18 @@ class Store:
     # -- wake-ups between pipelines of this process ---------------------------------------------
 
     def subscribe(self, pipeline: str, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (on the current loop) when jobs of ``pipeline`` are
-        written through this store."""
+        """Call ``callback`` (on the current loop) on :meth:`notify` of ``pipeline``."""
         loop = asyncio.get_running_loop()
         with self._listeners_lock:
             self._listeners.setdefault(pipeline, []).append((loop, callback))
 
     def unsubscribe(self, pipeline: str, callback: Callable[[], None]) -> None:
         with self._listeners_lock:
-            entries = self._listeners.get(pipeline, [])
-            self._listeners[pipeline] = [e for e in entries if e[1] != callback]
-            if not self._listeners[pipeline]:
-                del self._listeners[pipeline]
+            entries = [e for e in self._listeners.get(pipeline, []) if e[1] != callback]
+            if entries:
+                self._listeners[pipeline] = entries
+            else:
+                self._listeners.pop(pipeline, None)
 
     def notify(self, pipeline: str) -> None:
         """Wake the consumers of ``pipeline`` in this process. Any thread or loop."""
@@ -243,9 +226,8 @@ class Store:
             error = exc
         stop = False
         while not stop:
-            first = self._queue.get()
             batch: list[_Pending] = []
-            item: object = first
+            item = self._queue.get()
             while True:
                 if item is _STOP:
                     stop = True
@@ -258,28 +240,23 @@ class Store:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            if not batch:
-                continue
-            if conn is None:
-                assert error is not None
-                self._send([(p, False, error) for p in batch])
-                continue
-            self._send(self._execute(conn, batch))
+            if batch:
+                self._send([(p, False, error) for p in batch] if conn is None
+                           else self._execute(conn, batch))
         if conn is not None:
             try:
                 conn.close()
             except sqlite3.Error:
                 log.exception("closing %s failed", self.path)
 
-    def _execute(self, conn: sqlite3.Connection,
-                 batch: list[_Pending]) -> list[tuple[_Pending, bool, Any]]:
+    def _execute(self, conn: sqlite3.Connection, batch: list[_Pending]) -> list[Outcome]:
         level = self.synchronous if any(p.durable for p in batch) else "normal"
         try:
             if level != self._level:
                 conn.execute(f"PRAGMA synchronous = {level.upper()}")
                 self._level = level
             conn.execute("BEGIN IMMEDIATE")
-            results = [fn(conn) for fn in (p.fn for p in batch)]
+            results = [p.fn(conn) for p in batch]
             conn.execute("COMMIT")
         except BaseException as exc:
             try:
@@ -291,19 +268,16 @@ class Store:
                 if isinstance(exc, sqlite3.Error):
                     exc = StoreError(f"{self.path}: {exc}")
                 return [(batch[0], False, exc)]
-            out: list[tuple[_Pending, bool, Any]] = []
-            for p in batch:
-                out.extend(self._execute(conn, [p]))
-            return out
+            return [out for p in batch for out in self._execute(conn, [p])]
         self.commits += 1
         self.operations += len(batch)
         return [(p, True, r) for p, r in zip(batch, results, strict=True)]
 
     @staticmethod
-    def _send(results: list[tuple[_Pending, bool, Any]]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for p, ok, value in results:
-            by_loop.setdefault(p.loop, []).append((p.fut, ok, value))
+    def _send(results: list[Outcome]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+        for outcome in results:
+            by_loop.setdefault(outcome[0].loop, []).append(outcome)
         for loop, items in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
                 loop.call_soon_threadsafe(_deliver, items)
@@ -314,11 +288,10 @@ class Coalescer(Generic[Item, R]):
 
     The first :meth:`add` after a flush submits one operation; every item added
     before that operation starts running joins it, and ``apply(conn, items)``
-    handles them all (e.g. one ``executemany`` or one ``DELETE … IN``). Under
-    load this turns hundreds of pushes or acks into one statement. ``apply``
+    handles them all (e.g. one ``executemany`` or one ``DELETE … IN``). ``apply``
     returns one result per item (or ``None``: every item's result is ``None``);
-    the future of each item resolves with its result once the transaction that
-    applied it has committed.
+    each item's future resolves once its transaction has committed. A failure
+    of items added with :meth:`add_nowait` goes to ``on_error`` (or the log).
 
     Use from one event loop (the writer thread takes the batch under a lock).
     """
@@ -332,8 +305,8 @@ class Coalescer(Generic[Item, R]):
         self._on_error = on_error
         self._durable = durable
         self._lock = threading.Lock()
-        self._pending: list[tuple[Item, asyncio.Future[R | None] | None]] = []
-        self._scheduled = False
+        #: the batch of the submitted operation that has not started running
+        self._open: list[tuple[Item, asyncio.Future[R | None] | None]] | None = None
 
     def add(self, item: Item) -> asyncio.Future[R | None]:
         """Queue ``item``; the future resolves with its result once it is committed."""
@@ -342,68 +315,46 @@ class Coalescer(Generic[Item, R]):
         return fut
 
     def add_nowait(self, item: Item) -> None:
-        """Queue ``item`` without waiting for it; a failure goes to ``on_error``."""
+        """Queue ``item`` without waiting for it."""
         self._add(item, None)
 
     def _add(self, item: Item, fut: asyncio.Future[R | None] | None) -> None:
         with self._lock:
-            self._pending.append((item, fut))
-            if self._scheduled:
+            if self._open is not None:
+                self._open.append((item, fut))
                 return
-            self._scheduled = True
-        flush: _Flush[Item, R] = _Flush(self)
+            self._open = batch = [(item, fut)]
         try:
-            self._store.submit(flush, durable=self._durable).add_done_callback(flush.done)
+            op = self._store.submit(partial(self._run, batch), durable=self._durable)
         except BaseException as exc:
-            flush.batch = self._take()
-            flush.fail(exc)
-
-    def _take(self) -> list[tuple[Item, asyncio.Future[R | None] | None]]:
-        with self._lock:
-            taken, self._pending = self._pending, []
-            self._scheduled = False
-        return taken
-
-
-class _Flush(Generic[Item, R]):
-    """The writer operation of a :class:`Coalescer`; keeps its batch if it must run again."""
-
-    def __init__(self, owner: Coalescer[Item, R]) -> None:
-        self.owner = owner
-        self.batch: list[tuple[Item, asyncio.Future[R | None] | None]] | None = None
-        self.results: Sequence[R] | None = None
-
-    def __call__(self, conn: sqlite3.Connection) -> None:
-        if self.batch is None:
-            self.batch = self.owner._take()
-        if self.batch:
-            self.results = self.owner._apply(conn, [item for item, _ in self.batch])
-
-    def done(self, fut: asyncio.Future[None]) -> None:
-        if fut.cancelled():
-            self.fail(asyncio.CancelledError())
+            self._open = None
+            self._done(batch, exc)
             return
-        exc = fut.exception()
-        if exc is not None:
-            self.fail(exc)
-            return
-        results = self.results
-        for i, (_, f) in enumerate(self.batch or ()):
+        op.add_done_callback(lambda op: self._done(
+            batch, asyncio.CancelledError() if op.cancelled() else op.exception(), op))
+
+    def _run(self, batch: list[tuple[Item, Any]], conn: sqlite3.Connection) -> Sequence[R] | None:
+        with self._lock:  # no item joins once the operation runs (it may run twice)
+            if self._open is batch:
+                self._open = None
+        return self._apply(conn, [item for item, _ in batch])
+
+    def _done(self, batch: list[tuple[Item, asyncio.Future[R | None] | None]],
+              exc: BaseException | None, op: asyncio.Future[Any] | None = None) -> None:
+        results = op.result() if exc is None and op is not None else None
+        for i, (_, f) in enumerate(batch):
             if f is not None and not f.done():
-                f.set_result(None if results is None else results[i])
-
-    def fail(self, exc: BaseException) -> None:
-        batch = self.batch or []
+                if exc is not None:
+                    f.set_exception(exc)
+                else:
+                    f.set_result(None if results is None else results[i])
         unwaited = [item for item, f in batch if f is None]
-        for _, f in batch:
-            if f is not None and not f.done():
-                f.set_exception(exc)
-        if unwaited:
-            if self.owner._on_error is not None:
-                self.owner._on_error(unwaited, exc)
-            else:
-                log.error("%d queued writes to %s failed: %s", len(unwaited),
-                          self.owner._store.path, exc)
+        if exc is None or not unwaited:
+            return
+        if self._on_error is not None:
+            self._on_error(unwaited, exc)
+        else:
+            log.error("%d queued writes to %s failed: %s", len(unwaited), self._store.path, exc)
 
 
 def _ping(conn: sqlite3.Connection) -> None:
