@@ -7,15 +7,8 @@ from rrjobs.drivers.sqlite.driver import (
     BoltDBDriver,
     SQLiteConstructor,
     SQLiteDriver,
+    SQLiteJob,
 )
-from rrjobs.drivers.sqlite.job import SQLiteJob
 
-__all__ = [
-    "CAPABILITIES",
-    "BoltDBConstructor",
-    "BoltDBDriver",
-    "SQLiteConstructor",
-    "SQLiteDriver",
-    "SQLiteJob",
-    "SQLiteOptions",
-]
+__all__ = ["CAPABILITIES", "BoltDBConstructor", "BoltDBDriver", "SQLiteConstructor",
+           "SQLiteDriver", "SQLiteJob", "SQLiteOptions"]

@@ -36,13 +36,10 @@ from rrjobs.core.state import State
 from rrjobs.drivers.sqlite import queries
 from rrjobs.drivers.sqlite.codec import decode_headers, decode_payload, encode_headers
 from rrjobs.drivers.sqlite.config import SQLiteOptions
-from rrjobs.drivers.sqlite.job import SQLiteJob
 from rrjobs.drivers.sqlite.schema import StoreError, connect_reader
 from rrjobs.drivers.sqlite.store import Coalescer, Store
 
-#: The largest payload accepted. SQLite allows up to 1 GB a row, but every
-#: payload is written twice (WAL, then the database) by the one writer thread,
-#: and a huge one stalls every other push and ack of the file meanwhile.
+#: The largest payload accepted (a huge one would stall the file's one writer thread).
 MAX_PAYLOAD = 64 * 1024 * 1024
 
 #: At most this many jobs are reserved by one query.
@@ -69,10 +66,7 @@ def now_ms() -> int:
 
 def available_at(delay: float) -> int:
     """When a job pushed now with ``delay`` seconds becomes ready, in unix ms
-    (``0``, "at once", without a delay).
-
-    A positive delay is rounded *up* to the millisecond, so a job is never
-    delivered before its delay has passed."""
+    rounded *up* (never early); ``0``, "at once", without a delay."""
     if delay <= 0:
         return 0
     return -(-(time.time_ns() + round(delay * 1e9)) // 1_000_000)
@@ -85,24 +79,36 @@ def owner_is_dead(owner: str) -> bool:
     longer runs, or an earlier process that had this process's pid are gone.
     For another host (or an unreadable owner) nothing can be told: the lease decides.
     """
-    if owner in _LIVE_OWNERS:
-        return False
     parts = owner.rsplit(":", 2)
-    if len(parts) != 3 or parts[0] != _host():
+    if owner in _LIVE_OWNERS or len(parts) != 3 or parts[0] != _host() or not parts[1].isdigit():
         return False
-    try:
-        pid = int(parts[1])
-    except ValueError:
-        return False
+    pid = int(parts[1])
     if pid == os.getpid():
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    except PermissionError:
-        return False
+    except PermissionError:  # alive, another user's
+        pass
     return False
+
+
+class SQLiteJob(Job):
+    """A reserved row of the file, settled by its driver (each settlement is one
+    write; see ``docs/drivers/sqlite.md``). Settling it after the pipeline
+    stopped raises :class:`~rrjobs.core.errors.PipelineStateError` (it was
+    returned to the queue); once its lease ran out and it was delivered again,
+    :class:`~rrjobs.core.errors.AckLostError`.
+
+    Attributes:
+        seq: the row's sequence number (FIFO order, unique in the file).
+        delivery: how many times the row has been reserved, this time included.
+    """
+
+    __slots__ = ("delivery", "seq")
+    seq: int
+    delivery: int
 
 
 def _open_pipeline(conn: sqlite3.Connection, pipeline: str, priority: int) -> int:
@@ -141,8 +147,6 @@ class SQLiteDriver(BaseDriver):
         self._refill = max(1, min(FETCH_MAX // 2, self.prefetch // 4))
         self._wake = asyncio.Event()
         self._need_room = False
-        #: the consume task runs (hand-off goes to it only then)
-        self._consuming_task = False
         self._backoff = Backoff(0.1, 5.0)
         self.store: Store
         self._released = True
@@ -207,9 +211,9 @@ class SQLiteDriver(BaseDriver):
         """How many of ``msgs`` (a prefix without delays) go straight to this
         process's consumer: only while it consumes, has prefetch room and the
         file holds no ready job of the pipeline it has not reserved."""
-        if not self._consuming_task or self._backlog or self.stopped:
+        if not self.consuming or self._backlog or self.stopped:
             return 0
-        room = min(len(msgs), self.prefetch - len(self._outstanding) - self._handoff_pending)
+        room = min(len(msgs), self._room())
         n = 0
         while n < room and msgs[n].delay <= 0:
             n += 1
@@ -222,9 +226,8 @@ class SQLiteDriver(BaseDriver):
         queued without being read back (durable and leased like any other)."""
         created = now_ms()
         n = self._handoff_room(msgs)
-        row = self._row
-        until = created + self._lease_ms
-        rows = [row(m, created, until) for m in msgs[:n]] if n else []
+        row, until = self._row, created + self._lease_ms
+        rows = [row(m, created, until) for m in msgs[:n]]
         rows.extend([row(m, created) for m in msgs[n:]])
         if any(m.delay <= 0 for m in msgs[n:]):
             self._backlog = True
@@ -245,11 +248,11 @@ class SQLiteDriver(BaseDriver):
         If the consumer stopped meanwhile, its release returned them to the file."""
         if epoch != self._epoch or self.stopped:
             return
-        make, outstanding, lease = self._make, self._outstanding, self.options.lease
+        make, outstanding = self._make, self._outstanding
         jobs = []
         for seq, msg in enumerate(msgs[:n], first):
             payload, headers = msg.payload, msg.headers
-            job = make(seq, 1, lease, msg.id, msg.name,
+            job = make(seq, 1, msg.id, msg.name,
                        payload if type(payload) is bytes else bytes(payload),
                        {k: list(v) for k, v in headers.items()} if headers else {},
                        msg.priority, msg.auto_ack)
@@ -265,11 +268,11 @@ class SQLiteDriver(BaseDriver):
 
     # -- consuming ------------------------------------------------------------------------
 
-    def _make(self, seq: int, delivery: int, lease: float, id: str, name: str,
-              payload: bytes, headers: Headers, priority: int, auto_ack: bool,
+    def _make(self, seq: int, delivery: int, id: str, name: str, payload: bytes,
+              headers: Headers, priority: int, auto_ack: bool,
               failure: str | None = None) -> SQLiteJob:
         job = _new_job(SQLiteJob)
-        job.settler, job.handle, job.lease, job.failure = self, None, lease, failure
+        job.settler, job.handle, job.lease, job.failure = self, None, self.options.lease, failure
         job.id, job.name, job.payload, job.headers = id, name, payload, headers
         job.pipeline, job.priority, job.auto_ack = self.pipeline_name, priority, auto_ack
         job.settled, job._extending = None, None
@@ -279,7 +282,7 @@ class SQLiteDriver(BaseDriver):
     def decode(self, raw: Any) -> SQLiteJob:
         seq, id_, name, payload, headers, priority, auto_ack, deliveries = raw
         return self._make(
-            seq, deliveries, self.options.lease, id_, name or DEDUCED_BY_RR,
+            seq, deliveries, id_, name or DEDUCED_BY_RR,
             payload if type(payload) is bytes else decode_payload(payload),
             {} if headers == "{}" else decode_headers(headers),
             self.priority if priority is None else int(priority), bool(auto_ack),
@@ -287,7 +290,7 @@ class SQLiteDriver(BaseDriver):
 
     def poison(self, raw: Any, reason: str) -> SQLiteJob:
         seq, deliveries, payload = raw[0], raw[7], raw[3]
-        return self._make(seq, deliveries, self.options.lease, new_id(), UNREADABLE,
+        return self._make(seq, deliveries, new_id(), UNREADABLE,
                           payload if isinstance(payload, bytes) else str(payload).encode(),
                           {RR_ERROR: [reason]}, self.priority, False, failure=reason)
 
@@ -391,8 +394,8 @@ class SQLiteDriver(BaseDriver):
                 continue
             try:
                 await self.store.write(partial(queries.renew, owner=self.owner, seqs=seqs,
-                                                until_ms=now_ms() + self._lease_ms),
-                                        durable=False)
+                                               until_ms=now_ms() + self._lease_ms),
+                                       durable=False)
             except StoreError as exc:
                 log.error("pipeline %r: renewing reservations failed: %s",
                           self.pipeline_name, exc)
@@ -401,12 +404,10 @@ class SQLiteDriver(BaseDriver):
         if not self.supervisor.running("renew"):
             self.supervisor.start("renew", self._renew)
         self.supervisor.start("consume", self._consume)
-        self._consuming_task = True
 
     async def _stop_consuming(self) -> None:
         self._epoch += 1
         self._backlog = True
-        self._consuming_task = False
         await self.supervisor.stop_task("consume")
         for job in [*self.queue.remove(self.pipeline_name), *self._unqueued]:
             if isinstance(job, SQLiteJob):
@@ -414,12 +415,11 @@ class SQLiteDriver(BaseDriver):
         self._unqueued.clear()
         # Everything this driver reserved goes back, except the jobs in handlers.
         await self.store.write(partial(queries.release, pipeline=self.pipeline_name,
-                                        owner=self.owner, keep=list(self._outstanding)),
-                                durable=False)
+                                       owner=self.owner, keep=list(self._outstanding)),
+                               durable=False)
 
     async def _close(self) -> None:
         self._epoch += 1
-        self._consuming_task = False
         await self.supervisor.stop()
         self._outstanding.clear()
         self._unqueued.clear()
@@ -482,8 +482,7 @@ class SQLiteDriver(BaseDriver):
         job = self._check(job)
         try:
             if self.options.dead_letter:
-                await self.store.write(partial(queries.dead_letter, seq=job.seq,
-                                                now_ms=now_ms()))
+                await self.store.write(partial(queries.dead_letter, seq=job.seq, now_ms=now_ms()))
             else:
                 await self.store.write(partial(queries.delete, seq=job.seq), durable=False)
         finally:

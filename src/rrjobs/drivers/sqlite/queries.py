@@ -10,11 +10,11 @@ holds a reservation (``host:pid:token``).
 from __future__ import annotations
 
 import functools
+import itertools
 import sqlite3
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 #: A job as stored: (pipeline, id, name, payload, headers JSON, priority,
 #: auto_ack, available_at, created_at, deliveries, reserved_by, reserved_until).
@@ -64,8 +64,7 @@ def insert(conn: sqlite3.Connection, rows: Sequence[InsertRow]) -> int:
     return first
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
+class Reservation(NamedTuple):
     """What :func:`reserve` returns."""
 
     rows: list[ReservedRow]
@@ -84,23 +83,19 @@ def reserve(conn: sqlite3.Connection, pipeline: str, owner: str, limit: int, now
     expired = conn.execute(
         "UPDATE rrjobs_jobs SET reserved_by = NULL, reserved_until = NULL "
         "WHERE pipeline = ? AND reserved_by IS NOT NULL AND reserved_until <= ?",
-        (pipeline, now_ms),
-    ).rowcount
+        (pipeline, now_ms)).rowcount
     # SELECT then UPDATE by seq is markedly cheaper than UPDATE … RETURNING (rows come
     # back in one pass, in order); the write lock is held since BEGIN IMMEDIATE.
     rows: list[ReservedRow] = conn.execute(
         "SELECT seq, id, name, payload, headers, priority, auto_ack, deliveries + 1 "
         "FROM rrjobs_jobs INDEXED BY rrjobs_jobs_ready "
         "WHERE pipeline = ? AND reserved_by IS NULL AND available_at <= ? "
-        "ORDER BY priority, seq LIMIT ?",
-        (pipeline, now_ms, limit),
-    ).fetchall()
+        "ORDER BY priority, seq LIMIT ?", (pipeline, now_ms, limit)).fetchall()
     if rows:
         conn.execute(
             "UPDATE rrjobs_jobs SET reserved_by = ?, reserved_until = ?, "
             "deliveries = deliveries + 1 WHERE seq IN (SELECT value FROM json_each(?))",
-            (owner, until_ms, _json_ints(r[0] for r in rows)),
-        )
+            (owner, until_ms, _json_ints(r[0] for r in rows)))
         if any(not r[1] for r in rows):
             rows = _assign_ids(conn, rows)
     next_wake: int | None = None
@@ -108,14 +103,11 @@ def reserve(conn: sqlite3.Connection, pipeline: str, owner: str, limit: int, now
         due = conn.execute(
             "SELECT available_at FROM rrjobs_jobs INDEXED BY rrjobs_jobs_due "
             "WHERE pipeline = ? AND reserved_by IS NULL AND available_at > 0 "
-            "AND available_at > ? ORDER BY available_at LIMIT 1",
-            (pipeline, now_ms),
-        ).fetchone()
+            "AND available_at > ? ORDER BY available_at LIMIT 1", (pipeline, now_ms)).fetchone()
         lease = conn.execute(
             "SELECT reserved_until FROM rrjobs_jobs INDEXED BY rrjobs_jobs_lease "
             "WHERE pipeline = ? AND reserved_by IS NOT NULL ORDER BY reserved_until LIMIT 1",
-            (pipeline,),
-        ).fetchone()
+            (pipeline,)).fetchone()
         times = [int(r[0]) for r in (due, lease) if r is not None and r[0] is not None]
         next_wake = min(times) if times else None
     return Reservation(rows, next_wake, expired)
@@ -123,28 +115,19 @@ def reserve(conn: sqlite3.Connection, pipeline: str, owner: str, limit: int, now
 
 def _assign_ids(conn: sqlite3.Connection, rows: list[ReservedRow]) -> list[ReservedRow]:
     """Give rows written without an id (a foreign producer) a stored uuid4."""
-    out: list[ReservedRow] = []
-    for row in rows:
-        if row[1]:
-            out.append(row)
-            continue
-        new_id = str(uuid.uuid4())
-        conn.execute("UPDATE rrjobs_jobs SET id = ? WHERE seq = ?", (new_id, row[0]))
-        out.append((row[0], new_id, *row[2:]))
-    return out
+    for i, row in enumerate(rows):
+        if not row[1]:
+            new_id = str(uuid.uuid4())
+            conn.execute("UPDATE rrjobs_jobs SET id = ? WHERE seq = ?", (new_id, row[0]))
+            rows[i] = (row[0], new_id, *row[2:])
+    return rows
 
 
 def insert_batches(conn: sqlite3.Connection,
                    batches: Sequence[Sequence[InsertRow]]) -> list[int]:
     """Insert several pushes' rows together, in order; return each push's first seq."""
-    if len(batches) == 1:
-        return [insert(conn, batches[0])]
-    seq = insert(conn, [r for rows in batches for r in rows])
-    firsts = []
-    for rows in batches:
-        firsts.append(seq)
-        seq += len(rows)
-    return firsts
+    rows = batches[0] if len(batches) == 1 else [r for rows in batches for r in rows]
+    return list(itertools.accumulate((len(b) for b in batches[:-1]), initial=insert(conn, rows)))
 
 
 def delete_acks(conn: sqlite3.Connection, seqs: Sequence[int]) -> None:
@@ -166,9 +149,7 @@ def dead_letter(conn: sqlite3.Connection, seq: int, now_ms: int) -> int:
     conn.execute(
         "INSERT INTO rrjobs_dead (pipeline, id, name, payload, headers, priority, deliveries, "
         "created_at, failed_at) SELECT pipeline, id, name, payload, headers, priority, "
-        "deliveries, created_at, ? FROM rrjobs_jobs WHERE seq = ?",
-        (now_ms, seq),
-    )
+        "deliveries, created_at, ? FROM rrjobs_jobs WHERE seq = ?", (now_ms, seq))
     return delete(conn, seq)
 
 
@@ -182,8 +163,7 @@ def requeue(conn: sqlite3.Connection, seq: int, owner: str, deliveries: int, hea
         "available_at, created_at, deliveries) SELECT pipeline, id, name, payload, ?, priority, "
         "auto_ack, ?, created_at, deliveries FROM rrjobs_jobs "
         "WHERE seq = ? AND reserved_by = ? AND deliveries = ?",
-        (headers, available_at, seq, owner, deliveries),
-    ).rowcount
+        (headers, available_at, seq, owner, deliveries)).rowcount
     if moved:
         delete(conn, seq)
     return bool(moved)
@@ -191,11 +171,9 @@ def requeue(conn: sqlite3.Connection, seq: int, owner: str, deliveries: int, hea
 
 def extend(conn: sqlite3.Connection, seq: int, owner: str, deliveries: int, until_ms: int) -> bool:
     """Extend one reservation to at least ``until_ms``; ``False`` if it was lost."""
-    return bool(conn.execute(
-        "UPDATE rrjobs_jobs SET reserved_until = max(reserved_until, ?) "
-        "WHERE seq = ? AND reserved_by = ? AND deliveries = ?",
-        (until_ms, seq, owner, deliveries),
-    ).rowcount)
+    return bool(conn.execute("UPDATE rrjobs_jobs SET reserved_until = max(reserved_until, ?) "
+                             "WHERE seq = ? AND reserved_by = ? AND deliveries = ?",
+                             (until_ms, seq, owner, deliveries)).rowcount)
 
 
 def _json_ints(values: Iterable[int]) -> str:
@@ -204,44 +182,35 @@ def _json_ints(values: Iterable[int]) -> str:
 
 def renew(conn: sqlite3.Connection, owner: str, seqs: Iterable[int], until_ms: int) -> int:
     """Extend the reservations ``seqs`` of ``owner`` to at least ``until_ms``."""
-    return conn.execute(
-        "UPDATE rrjobs_jobs SET reserved_until = max(reserved_until, ?) "
-        "WHERE reserved_by = ? AND seq IN (SELECT value FROM json_each(?))",
-        (until_ms, owner, _json_ints(seqs)),
-    ).rowcount
+    return conn.execute("UPDATE rrjobs_jobs SET reserved_until = max(reserved_until, ?) "
+                        "WHERE reserved_by = ? AND seq IN (SELECT value FROM json_each(?))",
+                        (until_ms, owner, _json_ints(seqs))).rowcount
 
 
 def release(conn: sqlite3.Connection, pipeline: str, owner: str,
             keep: Iterable[int] = ()) -> int:
     """Return the reservations of ``owner`` (on ``pipeline``) to the queue, in
     their old place, except the jobs in ``keep``. Returns how many were returned."""
-    return conn.execute(
-        "UPDATE rrjobs_jobs INDEXED BY rrjobs_jobs_lease "
-        "SET reserved_by = NULL, reserved_until = NULL "
-        "WHERE pipeline = ? AND reserved_by IS NOT NULL AND reserved_by = ? "
-        "AND seq NOT IN (SELECT value FROM json_each(?))",
-        (pipeline, owner, _json_ints(keep)),
-    ).rowcount
+    return conn.execute("UPDATE rrjobs_jobs INDEXED BY rrjobs_jobs_lease "
+                        "SET reserved_by = NULL, reserved_until = NULL "
+                        "WHERE pipeline = ? AND reserved_by IS NOT NULL AND reserved_by = ? "
+                        "AND seq NOT IN (SELECT value FROM json_each(?))",
+                        (pipeline, owner, _json_ints(keep))).rowcount
 
 
 def register_pipeline(conn: sqlite3.Connection, pipeline: str, priority: int,
                       now_ms: int) -> None:
     """Record ``pipeline`` and its priority (rows written without one get it)."""
-    conn.execute(
-        "INSERT INTO rrjobs_pipelines (name, priority, updated_at) VALUES (?, ?, ?) "
-        "ON CONFLICT (name) DO UPDATE SET priority = excluded.priority, "
-        "updated_at = excluded.updated_at",
-        (pipeline, priority, now_ms),
-    )
+    conn.execute("INSERT INTO rrjobs_pipelines (name, priority, updated_at) VALUES (?, ?, ?) "
+                 "ON CONFLICT (name) DO UPDATE SET priority = excluded.priority, "
+                 "updated_at = excluded.updated_at", (pipeline, priority, now_ms))
 
 
 def owners(conn: sqlite3.Connection, pipeline: str) -> list[str]:
     """The owners holding reservations of ``pipeline``."""
     return [str(r[0]) for r in conn.execute(
         "SELECT DISTINCT reserved_by FROM rrjobs_jobs INDEXED BY rrjobs_jobs_lease "
-        "WHERE pipeline = ? AND reserved_by IS NOT NULL",
-        (pipeline,),
-    )]
+        "WHERE pipeline = ? AND reserved_by IS NOT NULL", (pipeline,))]
 
 
 def data_version(conn: sqlite3.Connection) -> int:
@@ -249,8 +218,7 @@ def data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
-@dataclass(frozen=True, slots=True)
-class Counts:
+class Counts(NamedTuple):
     """A pipeline's jobs in the database."""
 
     ready: int
@@ -258,68 +226,16 @@ class Counts:
     reserved: int
 
 
+def _count(conn: sqlite3.Connection, where: str, *args: Any) -> int:
+    return int(conn.execute(f"SELECT count(*) FROM rrjobs_jobs {where}", args).fetchone()[0])
+
+
 def counts(conn: sqlite3.Connection, pipeline: str, now_ms: int) -> Counts:
     """Ready, delayed and reserved jobs of ``pipeline`` (index-only scans)."""
-    unreserved = conn.execute(
-        "SELECT count(*) FROM rrjobs_jobs INDEXED BY rrjobs_jobs_ready "
-        "WHERE pipeline = ? AND reserved_by IS NULL",
-        (pipeline,),
-    ).fetchone()[0]
-    delayed = conn.execute(
-        "SELECT count(*) FROM rrjobs_jobs INDEXED BY rrjobs_jobs_due "
-        "WHERE pipeline = ? AND reserved_by IS NULL AND available_at > 0 AND available_at > ?",
-        (pipeline, now_ms),
-    ).fetchone()[0]
-    ready = unreserved - delayed
-    reserved = conn.execute(
-        "SELECT count(*) FROM rrjobs_jobs INDEXED BY rrjobs_jobs_lease "
-        "WHERE pipeline = ? AND reserved_by IS NOT NULL",
-        (pipeline,),
-    ).fetchone()[0]
-    return Counts(int(ready), int(delayed), int(reserved))
-
-
-@dataclass(frozen=True, slots=True)
-class PipelineSummary:
-    """One pipeline of a file, as ``rrjobs sqlite inspect`` shows it."""
-
-    pipeline: str
-    ready: int
-    delayed: int
-    reserved: int
-    dead: int
-    #: the job that entered the queue first (id, name, created_at ms), if any
-    oldest_id: str | None
-    oldest_name: str | None
-    oldest_at: int | None
-    #: when the next delayed job falls due (unix ms), if any
-    next_due_at: int | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in self.__slots__}
-
-
-def summarize(conn: sqlite3.Connection, now_ms: int) -> list[PipelineSummary]:
-    """Every pipeline of the file with its counts and oldest job (one scan)."""
-    dead = dict(conn.execute("SELECT pipeline, count(*) FROM rrjobs_dead GROUP BY pipeline"))
-    rows = conn.execute(
-        "SELECT pipeline, "
-        "total(reserved_by IS NULL AND available_at <= :now), "
-        "total(reserved_by IS NULL AND available_at > :now), "
-        "total(reserved_by IS NOT NULL), "
-        "id, name, min(created_at) "
-        "FROM rrjobs_jobs GROUP BY pipeline",
-        {"now": now_ms},
-    ).fetchall()
-    due = dict(conn.execute(
-        "SELECT pipeline, min(available_at) FROM rrjobs_jobs "
-        "WHERE reserved_by IS NULL AND available_at > ? GROUP BY pipeline",
-        (now_ms,),
-    ))
-    out = [
-        PipelineSummary(p, int(r), int(d), int(s), int(dead.pop(p, 0)), i, n, c, due.get(p))
-        for p, r, d, s, i, n, c in rows
-    ]
-    out.extend(PipelineSummary(p, 0, 0, 0, int(c), None, None, None, None)
-               for p, c in dead.items())
-    return sorted(out, key=lambda s: s.pipeline)
+    unreserved = _count(conn, "INDEXED BY rrjobs_jobs_ready "
+                        "WHERE pipeline = ? AND reserved_by IS NULL", pipeline)
+    delayed = _count(conn, "INDEXED BY rrjobs_jobs_due WHERE pipeline = ? AND reserved_by IS "
+                     "NULL AND available_at > 0 AND available_at > ?", pipeline, now_ms)
+    reserved = _count(conn, "INDEXED BY rrjobs_jobs_lease "
+                      "WHERE pipeline = ? AND reserved_by IS NOT NULL", pipeline)
+    return Counts(unreserved - delayed, delayed, reserved)

@@ -1,13 +1,8 @@
-"""The database file: opening it, its PRAGMAs and its versioned schema.
+"""The database file: opening it, its PRAGMAs and its versioned schema
+(``PRAGMA user_version``; a newer version is refused rather than misread).
 
 Every function here blocks (file I/O) and must run on the store's own
 threads, never on the event loop.
-
-Schema versions are kept in ``PRAGMA user_version``; :data:`MIGRATIONS` lists,
-in order, the statements that bring a file from one version to the next, and
-:func:`migrate` applies the missing ones in one transaction. A file written by
-a newer rrjobs (a higher version) is refused rather than misread. The file is
-marked with ``PRAGMA application_id`` so that tools can recognise it.
 """
 
 from __future__ import annotations
@@ -110,29 +105,20 @@ class StoreError(RRJobsError):
     """The database file cannot be opened or used (wrong format, newer schema, I/O)."""
 
 
-def _create(path: str, permissions: int) -> None:
-    """Create an empty file with ``permissions`` (applied exactly, whatever the umask)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, permissions)
-    except FileExistsError:
-        return
-    os.close(fd)
-    os.chmod(path, permissions)
-
-
-def connect(
-    path: str, *, synchronous: str, permissions: int, create: bool = True
-) -> sqlite3.Connection:
+def connect(path: str, *, synchronous: str, permissions: int) -> sqlite3.Connection:
     """Open ``path`` for the writer: WAL, ``synchronous``, schema migrated.
 
-    Creates the file (with ``permissions``) when it does not exist and
-    ``create`` is true. Raises :class:`StoreError` with the path and the cause.
+    Creates the file when it does not exist, with ``permissions`` applied
+    exactly (whatever the umask). Raises :class:`StoreError` with the path
+    and the cause.
     """
-    if create and not os.path.exists(path):
-        try:
-            _create(path, permissions)
-        except OSError as exc:
-            raise StoreError(f"cannot create {path}: {exc.strerror or exc}") from None
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, permissions))
+        os.chmod(path, permissions)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreError(f"cannot create {path}: {exc.strerror or exc}") from None
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
