@@ -1,25 +1,17 @@
-"""The sqlite driver's baseline for ``rrjobs bench``.
+"""The sqlite driver's baseline for ``rrjobs bench`` (``docs/benchmarks.md#sqlite``).
 
-A bare ``sqlite3`` loop, no rrjobs code, on one thread: for each chunk of
-``spec.batch`` jobs it INSERTs the rows in one transaction (committed), then
-SELECTs them back in delivery order (``ORDER BY priority, seq``) and DELETEs
-them in one transaction (committed). It uses the pipeline's own settings and
-the driver's durability: a file in the same directory as ``file`` (so the same
-file system and fsync cost), WAL, the inserts committed with the pipeline's
-``synchronous`` (as pushes are) and the deletes with ``normal`` (as acks are).
-Row ids are fresh uuid4 strings made as the runtime's messages make them, and
-payloads ``spec.payload_size`` bytes.
-
-That is the least work a durable queue in SQLite does for the same jobs with
-the same commit granularity (one commit per pushed chunk, one per consumed
-chunk). The runtime phase adds everything rrjobs does around it, including a
-reservation (an UPDATE) per job, which a queue with at-least-once delivery to
-concurrent consumers needs and this loop does not.
+A bare ``sqlite3`` loop, no rrjobs code, on one thread, with the pipeline's
+settings: per chunk of ``spec.batch`` jobs, INSERT (one commit, the pipeline's
+``synchronous``, as pushes), SELECT in delivery order and DELETE (one commit,
+``normal``, as acks), on a fresh file next to ``file`` (same file system).
+That is the least a durable SQLite queue does for the same jobs; the runtime
+adds everything rrjobs does, including a reservation (an UPDATE) per job.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import tempfile
@@ -60,10 +52,7 @@ def _run(file: str, synchronous: str, jobs: int, batch: int,
             payload = os.urandom(payload_size)
             processed = 0
             start, cpu = time.perf_counter(), time.process_time()
-            left = jobs
-            while left > 0:
-                n = min(batch, left)
-                left -= n
+            for n in (min(batch, jobs - done) for done in range(0, jobs, batch)):
                 rows = [("bench", new_id(), "bench", payload, 10) for _ in range(n)]
                 conn.execute(durable)
                 conn.execute("BEGIN IMMEDIATE")
@@ -82,10 +71,8 @@ def _run(file: str, synchronous: str, jobs: int, batch: int,
             conn.close()
     finally:
         for suffix in ("", "-wal", "-shm"):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.remove(path + suffix)
-            except FileNotFoundError:
-                pass
 
 
 #: The ``rrjobs.bench`` entry point of the sqlite driver.

@@ -9,38 +9,27 @@ headers, and a ``TEXT`` payload is UTF-8 encoded. Pure functions; no I/O.
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from rrjobs.core.headers import Headers, headers_from_json
-
-log = logging.getLogger("rrjobs.drivers.sqlite")
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def encode_headers(headers: Headers) -> str:
     """The JSON text stored for ``headers`` (``"{}"`` when empty)."""
-    if not headers:
-        return "{}"
-    return _dumps(headers)
+    return _dumps(headers) if headers else "{}"
 
 
 def decode_headers(text: Any) -> Headers:
     """Headers from the stored column value; never raises (unreadable: none)."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    if not isinstance(text, str):
-        return {}
-    return headers_from_json(text) or {}
+    return (headers_from_json(text) or {}) if isinstance(text, str) else {}
 
 
 def decode_payload(value: Any) -> bytes:
     """The payload bytes from the stored column value (``BLOB``, ``TEXT`` or ``NULL``)."""
     if isinstance(value, bytes):
         return value
-    if value is None:
-        return b""
-    if isinstance(value, str):
-        return value.encode()
-    return str(value).encode()
+    return b"" if value is None else str(value).encode()

@@ -10,6 +10,7 @@ in batches while fewer than ``prefetch`` are held → priority queue → handler
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -25,6 +26,7 @@ from typing import Any, ClassVar
 from rrjobs.core.base import BaseDriver
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
+from rrjobs.core.delays import whole_millis
 from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError
 from rrjobs.core.headers import DEDUCED_BY_RR, RR_ERROR, UNREADABLE, Headers
 from rrjobs.core.job import Job
@@ -67,9 +69,7 @@ def now_ms() -> int:
 def available_at(delay: float) -> int:
     """When a job pushed now with ``delay`` seconds becomes ready, in unix ms
     rounded *up* (never early); ``0``, "at once", without a delay."""
-    if delay <= 0:
-        return 0
-    return -(-(time.time_ns() + round(delay * 1e9)) // 1_000_000)
+    return -(-time.time_ns() // 1_000_000) + whole_millis(delay) if delay > 0 else 0
 
 
 def owner_is_dead(owner: str) -> bool:
@@ -186,8 +186,6 @@ class SQLiteDriver(BaseDriver):
             log.warning("pipeline %r: %d jobs reserved by a process that is gone returned "
                         "to the queue", self.pipeline_name, recovered)
 
-    # -- jobs in ------------------------------------------------------------------------
-
     def _row(self, msg: Message, created: int, until: int | None = None) -> queries.InsertRow:
         """The row of ``msg``; reserved for this consumer until ``until`` (unix ms) if given."""
         payload = msg.payload
@@ -201,11 +199,7 @@ class SQLiteDriver(BaseDriver):
         )
 
     async def _send(self, msg: Message) -> None:
-        await self._insert((msg,))
-
-    async def _send_batch(self, msgs: Sequence[Message]) -> None:
-        if msgs:
-            await self._insert(msgs)
+        await self._send_batch((msg,))
 
     def _handoff_room(self, msgs: Sequence[Message]) -> int:
         """How many of ``msgs`` (a prefix without delays) go straight to this
@@ -219,11 +213,13 @@ class SQLiteDriver(BaseDriver):
             n += 1
         return n
 
-    async def _insert(self, msgs: Sequence[Message]) -> None:
+    async def _send_batch(self, msgs: Sequence[Message]) -> None:
         """Insert ``msgs`` (one transaction, shared with concurrent pushes);
         return once committed. *Hand-off*: the first :meth:`_handoff_room` jobs
         are inserted already reserved for this consumer and, once committed,
         queued without being read back (durable and leased like any other)."""
+        if not msgs:
+            return
         created = now_ms()
         n = self._handoff_room(msgs)
         row, until = self._row, created + self._lease_ms
@@ -265,8 +261,6 @@ class SQLiteDriver(BaseDriver):
                 self._wake.set()  # the consumer moves them when there is room
                 return
             queue.insert_nowait(job)
-
-    # -- consuming ------------------------------------------------------------------------
 
     def _make(self, seq: int, delivery: int, id: str, name: str, payload: bytes,
               headers: Headers, priority: int, auto_ack: bool,
@@ -343,8 +337,7 @@ class SQLiteDriver(BaseDriver):
                     log.warning("pipeline %r: %d reservations whose lease expired returned to "
                                 "the queue", self.pipeline_name, res.expired)
                 jobs = [j for j in map(self.accept, res.rows) if isinstance(j, SQLiteJob)]
-                for job in jobs:
-                    self._outstanding[job.seq] = job
+                self._outstanding.update((job.seq, job) for job in jobs)
                 if len(jobs) == limit:
                     self._backlog = True
                 elif mark == self._unreserved_writes:
@@ -363,12 +356,10 @@ class SQLiteDriver(BaseDriver):
                     timeout = max(0.0, (wake_at - now_ms()) / 1000)
                 if poll > 0 and (timeout is None or poll < timeout):
                     timeout, polled = poll, True
-            try:
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
                 polled = False
-            except TimeoutError:
-                pass
 
     async def _enqueue(self, jobs: list[SQLiteJob]) -> None:
         """Move reserved jobs into the priority queue, waiting while it is full.
@@ -439,28 +430,23 @@ class SQLiteDriver(BaseDriver):
             _LIVE_OWNERS.discard(self.owner)
             await store.release()
 
-    # -- settlement (the Settler of SQLiteJob) ---------------------------------------------
-
     def _check(self, job: Job) -> SQLiteJob:
         assert isinstance(job, SQLiteJob)
         if self.stopped:
-            raise PipelineStateError(
-                f"pipeline {self.pipeline_name!r} is stopped: job {job.id} was returned to "
-                "the queue and will be delivered again"
-            )
+            raise PipelineStateError(f"pipeline {self.pipeline_name!r} is stopped: job {job.id} "
+                                     "was returned to the queue and will be delivered again")
         if self._outstanding.get(job.seq) is not job:
-            raise AckLostError(
-                f"job {job.id}: its reservation was lost (its lease expired and it was "
-                "delivered again, or it was returned to the queue by a pause)"
-            )
+            raise AckLostError(f"job {job.id}: its reservation was lost (its lease expired and "
+                               "it was delivered again, or it was returned to the queue by a "
+                               "pause)")
         return job
 
     def _done(self, job: SQLiteJob) -> None:
-        if self._outstanding.get(job.seq) is job:
-            del self._outstanding[job.seq]
-            if self._need_room and (
-                self.prefetch - len(self._outstanding) >= self._refill or not self._outstanding
-            ):
+        outstanding = self._outstanding
+        if outstanding.get(job.seq) is job:
+            del outstanding[job.seq]
+            if self._need_room and (self.prefetch - len(outstanding) >= self._refill
+                                    or not outstanding):
                 self._wake.set()
 
     def ack_now(self, job: Job) -> None:
@@ -519,8 +505,6 @@ class SQLiteDriver(BaseDriver):
         log.error("pipeline %r: %d acknowledgements failed; those jobs will be delivered "
                   "again: %s", self.pipeline_name, len(seqs), exc)
 
-    # -- state ------------------------------------------------------------------------------
-
     async def state(self) -> State:
         store = self.store
         if not store.closed:
@@ -533,11 +517,10 @@ class SQLiteDriver(BaseDriver):
             counts = await store.read(partial(queries.counts, pipeline=self.pipeline_name,
                                               now_ms=now))
         queued = self.queue.count(self.pipeline_name)
-        return State(
-            pipeline=self.pipeline_name, driver=self.name, queue=store.path,
-            active=counts.ready + queued, delayed=counts.delayed,
-            reserved=max(0, counts.reserved - queued), ready=self.ready, priority=self.priority,
-        )
+        return State(pipeline=self.pipeline_name, driver=self.name, queue=store.path,
+                     active=counts.ready + queued, delayed=counts.delayed,
+                     reserved=max(0, counts.reserved - queued), ready=self.ready,
+                     priority=self.priority)
 
 
 class BoltDBDriver(SQLiteDriver):
@@ -547,11 +530,8 @@ class BoltDBDriver(SQLiteDriver):
 
 
 def _counts_from_file(path: str, pipeline: str, now: int) -> queries.Counts:
-    conn = connect_reader(path)
-    try:
+    with contextlib.closing(connect_reader(path)) as conn:
         return queries.counts(conn, pipeline, now)
-    finally:
-        conn.close()
 
 
 _new_job = object.__new__

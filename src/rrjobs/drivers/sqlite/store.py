@@ -141,10 +141,11 @@ class Store:
         self._reader.shutdown(wait=False)
         await asyncio.to_thread(self._writer.join)
 
-    def submit(self, fn: Operation[T], *, durable: bool = True) -> asyncio.Future[T]:
-        """Queue ``fn(conn)`` for the writer thread; the future resolves once its
-        transaction has committed. Operations run in submission order, so a
-        later operation (or :meth:`flush`) sees the effect of an earlier one.
+    def write(self, fn: Operation[T], *, durable: bool = True) -> asyncio.Future[T]:
+        """Queue ``fn(conn)`` for the writer thread, inside a transaction; the
+        future resolves with its result once that transaction has committed.
+        Operations run in submission order, so a later operation (or
+        :meth:`flush`) sees the effect of an earlier one.
 
         ``durable`` operations are committed with the store's ``synchronous``
         setting; the others (reservations, acks) with ``normal``, flushed by
@@ -158,13 +159,9 @@ class Store:
         self._queue.put(_Pending(fn, fut, loop, durable))
         return fut
 
-    async def write(self, fn: Operation[T], *, durable: bool = True) -> T:
-        """``fn(conn)``'s result once its transaction has committed (see :meth:`submit`)."""
-        return await self.submit(fn, durable=durable)
-
-    async def flush(self) -> None:
-        """Wait until every operation submitted before this call has committed."""
-        await self.submit(_ping, durable=False)
+    def flush(self) -> asyncio.Future[None]:
+        """Resolves once every operation submitted before this call has committed."""
+        return self.write(_ping, durable=False)
 
     async def read(self, fn: Operation[T]) -> T:
         """Run ``fn(conn)`` on the reader thread (a consistent WAL snapshot)."""
@@ -224,25 +221,17 @@ class Store:
                            permissions=self.permissions)
         except BaseException as exc:
             error = exc
-        stop = False
-        while not stop:
-            batch: list[_Pending] = []
-            item = self._queue.get()
-            while True:
-                if item is _STOP:
-                    stop = True
-                else:
-                    assert isinstance(item, _Pending)
-                    batch.append(item)
-                if len(batch) >= MAX_GROUP:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
+        while True:
+            items = [self._queue.get()]
+            with contextlib.suppress(queue.Empty):
+                while len(items) < MAX_GROUP:
+                    items.append(self._queue.get_nowait())
+            batch = [p for p in items if isinstance(p, _Pending)]
             if batch:
                 self._send([(p, False, error) for p in batch] if conn is None
                            else self._execute(conn, batch))
+            if len(batch) < len(items):  # _STOP
+                break
         if conn is not None:
             try:
                 conn.close()
@@ -325,7 +314,7 @@ class Coalescer(Generic[Item, R]):
                 return
             self._open = batch = [(item, fut)]
         try:
-            op = self._store.submit(partial(self._run, batch), durable=self._durable)
+            op = self._store.write(partial(self._run, batch), durable=self._durable)
         except BaseException as exc:
             self._open = None
             self._done(batch, exc)
