@@ -1,11 +1,7 @@
-"""The sqlite driver's baseline for ``rrjobs bench`` (``docs/benchmarks.md#sqlite``).
-
-A bare ``sqlite3`` loop, no rrjobs code, on one thread, with the pipeline's
-settings: per chunk of ``spec.batch`` jobs, INSERT (one commit, the pipeline's
-``synchronous``, as pushes), SELECT in delivery order and DELETE (one commit,
-``normal``, as acks), on a fresh file next to ``file`` (same file system).
-That is the least a durable SQLite queue does for the same jobs; the runtime
-adds everything rrjobs does, including a reservation (an UPDATE) per job.
+"""The sqlite driver's baseline for ``rrjobs bench`` (``docs/benchmarks.md#sqlite``):
+the least a durable SQLite queue does for the same jobs, with the pipeline's
+settings, on a fresh file next to ``file``. The runtime phase adds everything
+rrjobs does, including a reservation (an UPDATE) per job.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""``rrjobs sqlite …``: tooling for the sqlite driver's files.
-
-``rrjobs sqlite inspect FILE`` opens the file read-only (it never creates,
-migrates or locks it, so it is safe next to a running server) and shows, per
-pipeline, the ready, delayed, reserved and dead-lettered counts and the oldest
-job.
+"""``rrjobs sqlite …``: tooling for the sqlite driver's files. ``inspect`` opens a
+file read-only (never creating, migrating or locking it: safe next to a running
+server).
 """
 
 from __future__ import annotations
@@ -37,19 +34,13 @@ def summarize(conn: sqlite3.Connection, now_ms: int) -> list[dict[str, Any]]:
     """Every pipeline of the file (:data:`FIELDS`), in name order (one scan)."""
     dead = dict(conn.execute("SELECT pipeline, count(*) FROM rrjobs_dead GROUP BY pipeline"))
     rows = conn.execute(
-        "SELECT pipeline, "
-        "total(reserved_by IS NULL AND available_at <= :now), "
-        "total(reserved_by IS NULL AND available_at > :now), "
-        "total(reserved_by IS NOT NULL), "
-        "id, name, min(created_at) "
-        "FROM rrjobs_jobs GROUP BY pipeline",
-        {"now": now_ms},
-    ).fetchall()
-    due = dict(conn.execute(
-        "SELECT pipeline, min(available_at) FROM rrjobs_jobs "
-        "WHERE reserved_by IS NULL AND available_at > ? GROUP BY pipeline",
-        (now_ms,),
-    ))
+        "SELECT pipeline, total(reserved_by IS NULL AND available_at <= :now), "
+        "total(reserved_by IS NULL AND available_at > :now), total(reserved_by IS NOT NULL), "
+        "id, name, min(created_at) FROM rrjobs_jobs GROUP BY pipeline",
+        {"now": now_ms}).fetchall()
+    due = dict(conn.execute("SELECT pipeline, min(available_at) FROM rrjobs_jobs WHERE "
+                            "reserved_by IS NULL AND available_at > ? GROUP BY pipeline",
+                            (now_ms,)))
     out = [(p, int(r), int(d), int(s), int(dead.pop(p, 0)), i, n, c, due.get(p))
            for p, r, d, s, i, n, c in rows]
     out.extend((p, 0, 0, 0, int(c), None, None, None, None) for p, c in dead.items())
@@ -57,9 +48,8 @@ def summarize(conn: sqlite3.Connection, now_ms: int) -> list[dict[str, Any]]:
 
 
 def read_file(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """File facts and per-pipeline summaries of ``path``, read-only.
-
-    Raises :class:`click.ClickException` when it is not an rrjobs file."""
+    """File facts and per-pipeline summaries of ``path``, read-only. Raises
+    :class:`click.ClickException` when it is not an rrjobs file."""
     file = Path(path)
     if not file.is_file():
         raise click.ClickException(f"{path}: no such file")

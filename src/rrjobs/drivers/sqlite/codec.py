@@ -1,9 +1,8 @@
-"""Headers and payloads as the ``sqlite`` driver stores them.
+"""Headers and payloads as the ``sqlite`` driver stores them (pure functions).
 
-Headers are a JSON object of string lists (``{"k": ["v1", "v2"]}``) in a
-``TEXT`` column. Rows written by another program are read leniently: a bare
-string becomes a one-element list, a non-object (or invalid JSON) becomes no
-headers, and a ``TEXT`` payload is UTF-8 encoded. Pure functions; no I/O.
+Headers are a JSON object of string lists in a ``TEXT`` column. Other programs'
+rows are read leniently: a bare string is a one-value list, a non-object or
+invalid JSON no headers, a ``TEXT`` payload UTF-8 encoded.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """The ``sqlite`` driver: durable jobs in one local SQLite file, no broker.
 
-Flow: ``push`` → INSERT (group-committed) → the consumer reserves ready rows
-in batches while fewer than ``prefetch`` are held → priority queue → handler
-→ ack = DELETE (queued, committed with the next group). Users' guide
-(guarantees, durability, leases, hand-off, sharing a file):
-``docs/drivers/sqlite.md``.
+``push`` → INSERT → the consumer reserves ready rows while fewer than
+``prefetch`` are held → priority queue → handler → ack = DELETE. Guarantees,
+durability, leases, hand-off: ``docs/drivers/sqlite.md``.
 """
 
 from __future__ import annotations
@@ -73,12 +71,9 @@ def available_at(delay: float) -> int:
 
 
 def owner_is_dead(owner: str) -> bool:
-    """Whether the process that made reservation ``owner`` (``host:pid:token``) is gone.
-
-    A driver of this process that stopped, a process of this host that no
-    longer runs, or an earlier process that had this process's pid are gone.
-    For another host (or an unreadable owner) nothing can be told: the lease decides.
-    """
+    """Whether the process that made reservation ``owner`` (``host:pid:token``) is gone:
+    a stopped driver of this process, a process of this host that no longer runs,
+    or an earlier one with this pid. Another host's: unknown, the lease decides."""
     parts = owner.rsplit(":", 2)
     if owner in _LIVE_OWNERS or len(parts) != 3 or parts[0] != _host() or not parts[1].isdigit():
         return False
@@ -95,15 +90,12 @@ def owner_is_dead(owner: str) -> bool:
 
 
 class SQLiteJob(Job):
-    """A reserved row of the file, settled by its driver (each settlement is one
-    write; see ``docs/drivers/sqlite.md``). Settling it after the pipeline
-    stopped raises :class:`~rrjobs.core.errors.PipelineStateError` (it was
-    returned to the queue); once its lease ran out and it was delivered again,
-    :class:`~rrjobs.core.errors.AckLostError`.
+    """A reserved row, settled by its driver. Settling it after the pipeline
+    stopped raises :class:`PipelineStateError` (it was returned to the queue);
+    once its lease ran out and it was delivered again, :class:`AckLostError`.
 
-    Attributes:
-        seq: the row's sequence number (FIFO order, unique in the file).
-        delivery: how many times the row has been reserved, this time included.
+    ``seq``: the row's sequence number (FIFO order, unique in the file);
+    ``delivery``: how many times the row has been reserved, this one included.
     """
 
     __slots__ = ("delivery", "seq")
@@ -119,12 +111,9 @@ def _open_pipeline(conn: sqlite3.Connection, pipeline: str, priority: int) -> in
 
 
 class SQLiteDriver(BaseDriver):
-    """One pipeline stored in an SQLite file.
-
-    All methods run on the event loop and never block it: SQLite runs on the
-    store's threads. ``push``, ``nack`` and ``requeue`` return once committed;
-    ``ack`` once queued (see :meth:`ack_now`).
-    """
+    """One pipeline stored in an SQLite file. Never blocks the loop (SQLite runs on
+    the store's threads); ``push``, ``nack`` and ``requeue`` return once
+    committed, ``ack`` once queued (see :meth:`ack_now`)."""
 
     name: ClassVar[str] = "sqlite"
 

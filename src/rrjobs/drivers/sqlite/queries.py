@@ -1,10 +1,8 @@
-"""The driver's SQL, as plain blocking functions of a connection.
+"""The driver's SQL: blocking functions of a connection, run by the store's threads.
 
-Each function is one step of a transaction the :class:`~rrjobs.drivers.sqlite.store.Store`
-runs on its writer (or reader) thread; none commits, none touches anything
-but the database, so the store may group them or run them again. Times are
-unix milliseconds (integers); ``owner`` identifies the driver instance that
-holds a reservation (``host:pid:token``).
+None commits or touches anything but the database, so the store may group them
+or run them again. Times are unix milliseconds; ``owner`` is the driver
+instance holding a reservation (``host:pid:token``).
 """
 
 from __future__ import annotations
@@ -16,10 +14,9 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-#: A job as stored: (pipeline, id, name, payload, headers JSON, priority,
-#: auto_ack, available_at, created_at, deliveries, reserved_by, reserved_until).
-#: A job handed to this process's consumer at once is inserted already reserved
-#: (``deliveries`` 1, its owner and lease); any other with ``0, None, None``.
+#: A job as stored: (pipeline, id, name, payload, headers JSON, priority, auto_ack,
+#: available_at, created_at, deliveries, reserved_by, reserved_until); the last
+#: three are ``0, None, None`` unless the job is handed off already reserved.
 InsertRow = tuple[str, str, str, bytes, str, int, int, int, int, int, str | None, int | None]
 
 #: A reserved job as read back: (seq, id, name, payload, headers JSON,
@@ -42,13 +39,10 @@ def _insert_sql(rows: int) -> str:
 
 
 def insert(conn: sqlite3.Connection, rows: Sequence[InsertRow]) -> int:
-    """Insert jobs in order (FIFO follows ``rows``), up to 512 rows per statement.
+    """Insert jobs in order (FIFO follows ``rows``); return the first row's ``seq``.
 
-    Returns the ``seq`` of the first row: the rows get consecutive seqs (the
-    writer holds the write lock, and ``AUTOINCREMENT`` gives each new row the
-    largest seq ever used plus one). Raises :class:`sqlite3.DatabaseError` if
-    the file says otherwise (a trigger or another writer inserted in between).
-    """
+    The rows get consecutive seqs (the writer holds the write lock; ``AUTOINCREMENT``);
+    :class:`sqlite3.DatabaseError` if the file says otherwise."""
     i, n = 0, len(rows)
     execute = conn.execute
     last = 0

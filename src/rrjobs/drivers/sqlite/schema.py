@@ -1,8 +1,6 @@
 """The database file: opening it, its PRAGMAs and its versioned schema
 (``PRAGMA user_version``; a newer version is refused rather than misread).
-
-Every function here blocks (file I/O) and must run on the store's own
-threads, never on the event loop.
+Every function here blocks: run it on the store's threads, never on the loop.
 """
 
 from __future__ import annotations
@@ -106,12 +104,9 @@ class StoreError(RRJobsError):
 
 
 def connect(path: str, *, synchronous: str, permissions: int) -> sqlite3.Connection:
-    """Open ``path`` for the writer: WAL, ``synchronous``, schema migrated.
-
-    Creates the file when it does not exist, with ``permissions`` applied
-    exactly (whatever the umask). Raises :class:`StoreError` with the path
-    and the cause.
-    """
+    """Open ``path`` for the writer: WAL, ``synchronous``, schema migrated. A missing
+    file is created with exactly ``permissions`` (whatever the umask). Raises
+    :class:`StoreError` with the path and the cause."""
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, permissions))
         os.chmod(path, permissions)
@@ -129,19 +124,17 @@ def connect(path: str, *, synchronous: str, permissions: int) -> sqlite3.Connect
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError(f"{path}: cannot switch to WAL mode (journal_mode is {mode})")
-        conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         # A queue rewrites the same pages over and over: checkpointing every 16 MiB of
         # WAL (not 4) copies each page once for many commits. The WAL file is cut back
         # to 64 MiB after a checkpoint; 32 MiB of page cache holds the hot pages.
-        conn.execute("PRAGMA wal_autocheckpoint = 4000")
-        conn.execute("PRAGMA journal_size_limit = 67108864")
-        conn.execute("PRAGMA cache_size = -32000")
+        for pragma in (f"synchronous = {synchronous.upper()}", "wal_autocheckpoint = 4000",
+                       "journal_size_limit = 67108864", "cache_size = -32000"):
+            conn.execute(f"PRAGMA {pragma}")
         migrate(conn, path)
-    except sqlite3.Error as exc:
+    except BaseException as exc:
         conn.close()
-        raise StoreError(f"{path}: {exc}") from None
-    except BaseException:
-        conn.close()
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"{path}: {exc}") from None
         raise
     return conn
 
@@ -175,9 +168,7 @@ def schema_version(conn: sqlite3.Connection) -> int:
 
 def migrate(conn: sqlite3.Connection, path: str = "") -> int:
     """Bring the schema to :data:`LATEST_VERSION` in one transaction; return it.
-
-    Raises :class:`StoreError` when the file has a newer version than this code.
-    """
+    Raises :class:`StoreError` when the file has a newer version than this code."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = schema_version(conn)
@@ -187,11 +178,10 @@ def migrate(conn: sqlite3.Connection, path: str = "") -> int:
                 f"rrjobs understands ({LATEST_VERSION}); upgrade rrjobs"
             )
         for target, statements in MIGRATIONS:
-            if target <= version:
-                continue
-            for sql in statements:
-                conn.execute(sql)
-            version = target
+            if target > version:
+                for sql in statements:
+                    conn.execute(sql)
+        version = LATEST_VERSION
         conn.execute(f"PRAGMA user_version = {version}")
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute("COMMIT")

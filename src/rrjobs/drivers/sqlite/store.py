@@ -1,20 +1,16 @@
 """``Store``: one SQLite file, shared by every pipeline of this process that names it.
 
-No SQLite call runs on the event loop. A store has one **writer thread** that
-owns the writing connection and runs operations in submission order,
-committing those that queued up meanwhile in one transaction (*group
-commit*), and one **reader thread** with its own connection (WAL lets it read
-while the writer commits). A coroutine awaiting :meth:`Store.write` resumes
-only after its transaction has committed.
+No SQLite call runs on the event loop: a **writer thread** runs operations in
+submission order, committing those that queued up meanwhile in one
+transaction (*group commit*); a **reader thread** has its own connection (WAL
+lets it read while the writer commits). If one operation of a group fails, the
+group is rolled back and its operations retried one transaction each, so only
+its own caller fails: operations are plain functions of a connection with no
+side effects outside the database (they may run twice).
 
-If one operation of a group fails, the group is rolled back and its
-operations are retried one transaction each, so one bad operation fails only
-its own caller. Operations are plain functions of a connection and must not
-have side effects outside the database (they may run twice).
-
-Concurrency: :meth:`write` and :meth:`read` are safe to call from any number
-of tasks, on any event loop. A cancelled caller does not cancel its
-operation: it may still commit.
+Concurrency: :meth:`write` and :meth:`read` are safe from any number of tasks,
+on any event loop. A cancelled caller does not cancel its operation: it may
+still commit.
 """
 
 from __future__ import annotations
@@ -97,11 +93,9 @@ class Store:
 
     @classmethod
     async def acquire(cls, file: str, *, synchronous: str, permissions: int) -> Store:
-        """The store of ``file``, opened (and created, migrated) if needed.
-
-        Pipelines naming the same file share one store; they must agree on
-        ``synchronous``. Raises :class:`StoreError` if the file cannot be used.
-        """
+        """The store of ``file``, opened (created, migrated) if needed; pipelines naming
+        the same file share it and must agree on ``synchronous``. Raises
+        :class:`StoreError` if the file cannot be used."""
         path = await asyncio.to_thread(os.path.realpath, file)
         with cls._registry_lock:
             store = cls._registry.get(path)
@@ -142,16 +136,12 @@ class Store:
         await asyncio.to_thread(self._writer.join)
 
     def write(self, fn: Operation[T], *, durable: bool = True) -> asyncio.Future[T]:
-        """Queue ``fn(conn)`` for the writer thread, inside a transaction; the
-        future resolves with its result once that transaction has committed.
-        Operations run in submission order, so a later operation (or
-        :meth:`flush`) sees the effect of an earlier one.
-
-        ``durable`` operations are committed with the store's ``synchronous``
-        setting; the others (reservations, acks) with ``normal``, flushed by
-        the next durable commit or checkpoint (WAL commits reach the disk in
-        order). Raises :class:`StoreError` once the store is closed.
-        """
+        """Queue ``fn(conn)`` for the writer thread; the future has its result once
+        its transaction has committed. Operations run in submission order.
+        ``durable`` ones are committed with the store's ``synchronous``; the
+        others (reservations, acks) with ``normal``, made durable by the next
+        durable commit (WAL commits reach the disk in order). Raises
+        :class:`StoreError` once the store is closed."""
         if self.closed:
             raise StoreError(f"{self.path} is closed")
         loop = asyncio.get_running_loop()
@@ -273,17 +263,13 @@ class Store:
 
 
 class Coalescer(Generic[Item, R]):
-    """Items added on the event loop, applied together by one writer operation.
+    """Items added on one event loop, applied together by one writer operation.
 
-    The first :meth:`add` after a flush submits one operation; every item added
-    before that operation starts running joins it, and ``apply(conn, items)``
-    handles them all (e.g. one ``executemany`` or one ``DELETE … IN``). ``apply``
-    returns one result per item (or ``None``: every item's result is ``None``);
-    each item's future resolves once its transaction has committed. A failure
-    of items added with :meth:`add_nowait` goes to ``on_error`` (or the log).
-
-    Use from one event loop (the writer thread takes the batch under a lock).
-    """
+    Every item added before the operation starts running joins it, and
+    ``apply(conn, items)`` handles them all (one ``INSERT`` or ``DELETE … IN``),
+    returning one result per item (or ``None`` for all). Each item's future
+    resolves once committed; a failure of :meth:`add_nowait` items goes to
+    ``on_error`` (or the log)."""
 
     def __init__(self, store: Store,
                  apply: Callable[[sqlite3.Connection, list[Item]], Sequence[R] | None],
