@@ -7,9 +7,9 @@ pipeline section runs unchanged; the other keys are the SQLite driver's own.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from rrjobs.core.options import Duration, StrictModel
 
@@ -37,6 +37,21 @@ def parse_permissions(value: Any) -> int:
     return mode
 
 
+def _synchronous(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip().lower()
+        if value in ("off", "0"):
+            raise ValueError("synchronous=off is not accepted: a pushed job must survive a "
+                             "crash (use normal or full)")
+    return value
+
+
+def _at_least_one_second(value: float) -> float:
+    if value < 1.0:
+        raise ValueError("must be at least 1s")
+    return value
+
+
 class SQLiteOptions(StrictModel):
     """``jobs.pipelines.<name>.config`` for ``driver: sqlite`` (or ``boltdb``);
     each key is described in ``docs/drivers/sqlite.md``. ``synchronous`` is
@@ -44,34 +59,10 @@ class SQLiteOptions(StrictModel):
     ``lease`` is how long a reservation lasts without renewal."""
 
     file: str = Field(default="rr.db", min_length=1)
-    permissions: int = 0o600
+    permissions: Annotated[int, BeforeValidator(parse_permissions)] = 0o600
     priority: int = 10
     prefetch: int = Field(default=1000, ge=1)
-    synchronous: Synchronous = "full"
-    lease: Duration = 30.0
+    synchronous: Annotated[Synchronous, BeforeValidator(_synchronous)] = "full"
+    lease: Annotated[Duration, AfterValidator(_at_least_one_second)] = 30.0
     poll_interval: Duration = 1.0
     dead_letter: bool = False
-
-    @field_validator("permissions", mode="before")
-    @classmethod
-    def _permissions(cls, value: Any) -> int:
-        return parse_permissions(value)
-
-    @field_validator("synchronous", mode="before")
-    @classmethod
-    def _synchronous(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = value.strip().lower()
-            if value in ("off", "0"):
-                raise ValueError(
-                    "synchronous=off is not accepted: a pushed job must survive a crash "
-                    "(use normal or full)"
-                )
-        return value
-
-    @field_validator("lease")
-    @classmethod
-    def _lease(cls, value: float) -> float:
-        if value < 1.0:
-            raise ValueError("must be at least 1s")
-        return value

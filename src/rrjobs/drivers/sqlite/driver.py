@@ -106,8 +106,8 @@ class SQLiteJob(Job):
 def _open_pipeline(conn: sqlite3.Connection, pipeline: str, priority: int) -> int:
     """Record the pipeline; return the reservations of dead owners to the queue."""
     queries.register_pipeline(conn, pipeline, priority, now_ms())
-    dead = [o for o in queries.owners(conn, pipeline) if owner_is_dead(o)]
-    return sum(queries.release(conn, pipeline, owner) for owner in dead)
+    return sum(queries.release(conn, pipeline, owner)
+               for owner in queries.owners(conn, pipeline) if owner_is_dead(owner))
 
 
 class SQLiteDriver(BaseDriver):
@@ -125,29 +125,21 @@ class SQLiteDriver(BaseDriver):
         self.prefetch = options.prefetch
         if options.dead_letter:
             self.capabilities = replace(CAPABILITIES, dead_letter=True)
-        #: this instance's reservations carry this owner (``host:pid:token``)
-        self.owner = f"{_host()}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
+        self.owner = f"{_host()}:{os.getpid()}:{uuid.uuid4().hex[:16]}"  # of its reservations
         self._lease_ms = round(options.lease * 1000)
-        #: jobs this driver reserved and that are not settled, by seq
-        self._outstanding: dict[int, SQLiteJob] = {}
-        #: reserved jobs not yet in the priority queue (it was full, or the
-        #: consumer was cancelled while inserting them)
-        self._unqueued: deque[SQLiteJob] = deque()
+        self._outstanding: dict[int, SQLiteJob] = {}  # reserved and not settled, by seq
+        self._unqueued: deque[SQLiteJob] = deque()  # reserved, not yet in the priority queue
         self._refill = max(1, min(FETCH_MAX // 2, self.prefetch // 4))
         self._wake = asyncio.Event()
         self._need_room = False
         self._backoff = Backoff(0.1, 5.0)
         self.store: Store
         self._released = True
-        #: the file may hold ready jobs of this pipeline that nobody reserved:
-        #: while it does, pushes are not handed off (FIFO)
+        #: the file may hold ready jobs of this pipeline nobody reserved: no hand-off (FIFO)
         self._backlog = True
-        #: writes that left ready, unreserved jobs in the file (see ``_consume``)
-        self._unreserved_writes = 0
-        #: jobs being inserted already reserved for this consumer (hand-off)
-        self._handoff_pending = 0
-        #: bumped when the consumer stops: hand-offs begun before are void
-        self._epoch = 0
+        self._unreserved_writes = 0  # writes that left ready, unreserved jobs in the file
+        self._handoff_pending = 0  # jobs being inserted already reserved for this consumer
+        self._epoch = 0  # bumped when the consumer stops: hand-offs begun before are void
 
     capabilities = CAPABILITIES
 

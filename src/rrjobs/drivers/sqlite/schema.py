@@ -21,12 +21,10 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
         1,
         (
-            # One row per queued, delayed or reserved job. ``seq`` (AUTOINCREMENT: never
-            # reused) gives FIFO order within a priority (lower first). A row is *ready* when
-            # ``reserved_by IS NULL AND available_at <= now``, *delayed* when
-            # ``available_at > now``, *reserved* when ``reserved_by`` is set. A job pushed
-            # without a delay has ``available_at = 0``. Defaults let a foreign program
-            # insert just ``(pipeline, payload)``.
+            # One row per job: FIFO by ``seq`` (never reused) within a priority. *Ready*:
+            # not reserved and ``available_at <= now`` (0 without a delay); *delayed*:
+            # ``available_at > now``; *reserved*: ``reserved_by`` set. Defaults let a
+            # foreign program insert just ``(pipeline, payload)``.
             f"""
             CREATE TABLE rrjobs_jobs (
                 seq            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -47,8 +45,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             # ready jobs in delivery order
             "CREATE INDEX rrjobs_jobs_ready ON rrjobs_jobs (pipeline, priority, seq) "
             "WHERE reserved_by IS NULL",
-            # unreserved jobs pushed with a delay, by due time: the next delay to wake for,
-            # delayed counts (jobs without a delay stay out of it)
+            # unreserved jobs pushed with a delay, by due time (the next wake-up, counts)
             "CREATE INDEX rrjobs_jobs_due ON rrjobs_jobs (pipeline, available_at) "
             "WHERE reserved_by IS NULL AND available_at > 0",
             # reservations by lease expiry: expired leases, reserved counts, owners
@@ -62,8 +59,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 updated_at INTEGER NOT NULL
             )
             """,
-            # a row written without a priority (by another program) gets its pipeline's
-            # (10 for a pipeline that never opened the file)
+            # a row written without a priority gets its pipeline's (10 if never opened)
             """
             CREATE TRIGGER rrjobs_jobs_default_priority AFTER INSERT ON rrjobs_jobs
             FOR EACH ROW WHEN NEW.priority IS NULL BEGIN

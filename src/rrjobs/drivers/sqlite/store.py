@@ -301,12 +301,10 @@ class Coalescer(Generic[Item, R]):
             self._open = batch = [(item, fut)]
         try:
             op = self._store.write(partial(self._run, batch), durable=self._durable)
-        except BaseException as exc:
+        except BaseException:  # the store is closed: nothing was queued
             self._open = None
-            self._done(batch, exc)
-            return
-        op.add_done_callback(lambda op: self._done(
-            batch, asyncio.CancelledError() if op.cancelled() else op.exception(), op))
+            raise
+        op.add_done_callback(partial(self._done, batch))
 
     def _run(self, batch: list[tuple[Item, Any]], conn: sqlite3.Connection) -> Sequence[R] | None:
         with self._lock:  # no item joins once the operation runs (it may run twice)
@@ -315,8 +313,9 @@ class Coalescer(Generic[Item, R]):
         return self._apply(conn, [item for item, _ in batch])
 
     def _done(self, batch: list[tuple[Item, asyncio.Future[R | None] | None]],
-              exc: BaseException | None, op: asyncio.Future[Any] | None = None) -> None:
-        results = op.result() if exc is None and op is not None else None
+              op: asyncio.Future[Sequence[R] | None]) -> None:
+        exc = asyncio.CancelledError() if op.cancelled() else op.exception()
+        results = None if exc is not None else op.result()
         for i, (_, f) in enumerate(batch):
             if f is not None and not f.done():
                 if exc is not None:
