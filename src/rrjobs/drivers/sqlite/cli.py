@@ -18,9 +18,8 @@ from rich.table import Table
 
 from rrjobs.drivers.sqlite.schema import APPLICATION_ID, LATEST_VERSION, schema_version
 
-#: The fields of one pipeline's summary (``oldest_*``: the job that entered the
-#: queue first, ``created_at`` in ms; ``next_due_at``: when the next delayed job
-#: falls due, unix ms).
+#: One pipeline's summary (``oldest_*``: the job that entered the queue first,
+#: ``oldest_at`` its ``created_at``; ``next_due_at``: the next delay's due time; ms).
 FIELDS = ("pipeline", "ready", "delayed", "reserved", "dead", "oldest_id", "oldest_name",
           "oldest_at", "next_due_at")
 

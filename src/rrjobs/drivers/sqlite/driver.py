@@ -169,15 +169,10 @@ class SQLiteDriver(BaseDriver):
 
     def _row(self, msg: Message, created: int, until: int | None = None) -> queries.InsertRow:
         """The row of ``msg``; reserved for this consumer until ``until`` (unix ms) if given."""
-        payload = msg.payload
-        return (
-            self.pipeline_name, msg.id, msg.name,
-            payload if type(payload) is bytes else bytes(payload),
-            encode_headers(msg.headers) if msg.headers else "{}",
-            msg.priority, 1 if msg.auto_ack else 0,
-            available_at(msg.delay) if msg.delay > 0 else 0, created,
-            0 if until is None else 1, None if until is None else self.owner, until,
-        )
+        return (self.pipeline_name, msg.id, msg.name, bytes(msg.payload),
+                encode_headers(msg.headers), msg.priority, 1 if msg.auto_ack else 0,
+                available_at(msg.delay), created, 0 if until is None else 1,
+                None if until is None else self.owner, until)
 
     async def _send(self, msg: Message) -> None:
         await self._send_batch((msg,))
@@ -225,16 +220,10 @@ class SQLiteDriver(BaseDriver):
         If the consumer stopped meanwhile, its release returned them to the file."""
         if epoch != self._epoch or self.stopped:
             return
-        make, outstanding = self._make, self._outstanding
-        jobs = []
-        for seq, msg in enumerate(msgs[:n], first):
-            payload, headers = msg.payload, msg.headers
-            job = make(seq, 1, msg.id, msg.name,
-                       payload if type(payload) is bytes else bytes(payload),
-                       {k: list(v) for k, v in headers.items()} if headers else {},
-                       msg.priority, msg.auto_ack)
-            outstanding[seq] = job
-            jobs.append(job)
+        jobs = [self._make(seq, 1, m.id, m.name, bytes(m.payload),
+                           {k: list(v) for k, v in m.headers.items()}, m.priority, m.auto_ack)
+                for seq, m in enumerate(msgs[:n], first)]
+        self._outstanding.update((job.seq, job) for job in jobs)
         queue, pending = self.queue, self._unqueued
         for i, job in enumerate(jobs):
             if pending or queue.full():
@@ -256,12 +245,10 @@ class SQLiteDriver(BaseDriver):
 
     def decode(self, raw: Any) -> SQLiteJob:
         seq, id_, name, payload, headers, priority, auto_ack, deliveries = raw
-        return self._make(
-            seq, deliveries, id_, name or DEDUCED_BY_RR,
-            payload if type(payload) is bytes else decode_payload(payload),
-            {} if headers == "{}" else decode_headers(headers),
-            self.priority if priority is None else int(priority), bool(auto_ack),
-        )
+        return self._make(seq, deliveries, id_, name or DEDUCED_BY_RR,
+                          payload if type(payload) is bytes else decode_payload(payload),
+                          {} if headers == "{}" else decode_headers(headers),
+                          self.priority if priority is None else int(priority), bool(auto_ack))
 
     def poison(self, raw: Any, reason: str) -> SQLiteJob:
         seq, deliveries, payload = raw[0], raw[7], raw[3]

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import sqlite3
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 #: A job as stored: (pipeline, id, name, payload, headers JSON, priority, auto_ack,
@@ -23,10 +24,9 @@ InsertRow = tuple[str, str, str, bytes, str, int, int, int, int, int, str | None
 #: priority, auto_ack, deliveries).
 ReservedRow = tuple[int, str, Any, Any, Any, int | None, int, int]
 
-_INSERT_HEAD = (
-    "INSERT INTO rrjobs_jobs (pipeline, id, name, payload, headers, priority, auto_ack, "
-    "available_at, created_at, deliveries, reserved_by, reserved_until) VALUES "
-)
+_INSERT_HEAD = ("INSERT INTO rrjobs_jobs (pipeline, id, name, payload, headers, priority, "
+                "auto_ack, available_at, created_at, deliveries, reserved_by, reserved_until) "
+                "VALUES ")
 _ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 #: Rows per INSERT statement at most; smaller chunks are powers of two, so that
 #: few distinct statements exist (each is prepared once and cached).
@@ -43,13 +43,11 @@ def insert(conn: sqlite3.Connection, rows: Sequence[InsertRow]) -> int:
 
     The rows get consecutive seqs (the writer holds the write lock; ``AUTOINCREMENT``);
     :class:`sqlite3.DatabaseError` if the file says otherwise."""
-    i, n = 0, len(rows)
     execute = conn.execute
-    last = 0
+    i, n, last = 0, len(rows), 0
     while i < n:
         size = min(_CHUNK, 1 << ((n - i).bit_length() - 1))
-        chunk = rows[i:i + size]
-        last = execute(_insert_sql(size), [v for row in chunk for v in row]).lastrowid or 0
+        last = execute(_insert_sql(size), [v for r in rows[i:i + size] for v in r]).lastrowid or 0
         i += size
     first = last - n + 1
     if n and execute("SELECT id FROM rrjobs_jobs WHERE seq = ?", (first,)).fetchone() != (
@@ -89,9 +87,12 @@ def reserve(conn: sqlite3.Connection, pipeline: str, owner: str, limit: int, now
         conn.execute(
             "UPDATE rrjobs_jobs SET reserved_by = ?, reserved_until = ?, "
             "deliveries = deliveries + 1 WHERE seq IN (SELECT value FROM json_each(?))",
-            (owner, until_ms, _json_ints(r[0] for r in rows)))
-        if any(not r[1] for r in rows):
-            rows = _assign_ids(conn, rows)
+            (owner, until_ms, json.dumps([r[0] for r in rows])))
+        for i, row in enumerate(rows):
+            if not row[1]:  # written by a foreign producer: give it a stored uuid4
+                new_id = str(uuid.uuid4())
+                conn.execute("UPDATE rrjobs_jobs SET id = ? WHERE seq = ?", (new_id, row[0]))
+                rows[i] = (row[0], new_id, *row[2:])
     next_wake: int | None = None
     if len(rows) < limit:
         due = conn.execute(
@@ -102,19 +103,9 @@ def reserve(conn: sqlite3.Connection, pipeline: str, owner: str, limit: int, now
             "SELECT reserved_until FROM rrjobs_jobs INDEXED BY rrjobs_jobs_lease "
             "WHERE pipeline = ? AND reserved_by IS NOT NULL ORDER BY reserved_until LIMIT 1",
             (pipeline,)).fetchone()
-        times = [int(r[0]) for r in (due, lease) if r is not None and r[0] is not None]
-        next_wake = min(times) if times else None
+        next_wake = min((int(r[0]) for r in (due, lease) if r is not None and r[0] is not None),
+                        default=None)
     return Reservation(rows, next_wake, expired)
-
-
-def _assign_ids(conn: sqlite3.Connection, rows: list[ReservedRow]) -> list[ReservedRow]:
-    """Give rows written without an id (a foreign producer) a stored uuid4."""
-    for i, row in enumerate(rows):
-        if not row[1]:
-            new_id = str(uuid.uuid4())
-            conn.execute("UPDATE rrjobs_jobs SET id = ? WHERE seq = ?", (new_id, row[0]))
-            rows[i] = (row[0], new_id, *row[2:])
-    return rows
 
 
 def insert_batches(conn: sqlite3.Connection,
@@ -130,7 +121,7 @@ def delete_acks(conn: sqlite3.Connection, seqs: Sequence[int]) -> None:
         delete(conn, seqs[0])
     else:
         conn.execute("DELETE FROM rrjobs_jobs WHERE seq IN (SELECT value FROM json_each(?))",
-                     (_json_ints(seqs),))
+                     (json.dumps(seqs),))
 
 
 def delete(conn: sqlite3.Connection, seq: int) -> int:
@@ -170,26 +161,22 @@ def extend(conn: sqlite3.Connection, seq: int, owner: str, deliveries: int, unti
                              (until_ms, seq, owner, deliveries)).rowcount)
 
 
-def _json_ints(values: Iterable[int]) -> str:
-    return "[" + ",".join(map(str, map(int, values))) + "]"
-
-
-def renew(conn: sqlite3.Connection, owner: str, seqs: Iterable[int], until_ms: int) -> int:
+def renew(conn: sqlite3.Connection, owner: str, seqs: Sequence[int], until_ms: int) -> int:
     """Extend the reservations ``seqs`` of ``owner`` to at least ``until_ms``."""
     return conn.execute("UPDATE rrjobs_jobs SET reserved_until = max(reserved_until, ?) "
                         "WHERE reserved_by = ? AND seq IN (SELECT value FROM json_each(?))",
-                        (until_ms, owner, _json_ints(seqs))).rowcount
+                        (until_ms, owner, json.dumps(seqs))).rowcount
 
 
 def release(conn: sqlite3.Connection, pipeline: str, owner: str,
-            keep: Iterable[int] = ()) -> int:
+            keep: Sequence[int] = ()) -> int:
     """Return the reservations of ``owner`` (on ``pipeline``) to the queue, in
     their old place, except the jobs in ``keep``. Returns how many were returned."""
     return conn.execute("UPDATE rrjobs_jobs INDEXED BY rrjobs_jobs_lease "
                         "SET reserved_by = NULL, reserved_until = NULL "
                         "WHERE pipeline = ? AND reserved_by IS NOT NULL AND reserved_by = ? "
                         "AND seq NOT IN (SELECT value FROM json_each(?))",
-                        (pipeline, owner, _json_ints(keep))).rowcount
+                        (pipeline, owner, json.dumps(keep))).rowcount
 
 
 def register_pipeline(conn: sqlite3.Connection, pipeline: str, priority: int,

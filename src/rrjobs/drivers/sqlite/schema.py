@@ -148,11 +148,9 @@ def _check_format(conn: sqlite3.Connection, path: str) -> None:
     try:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     except sqlite3.DatabaseError as exc:
-        raise StoreError(
-            f"{path} is not an SQLite database ({exc}). The sqlite driver (and its boltdb "
-            "alias) uses its own SQLite format and cannot read a RoadRunner BoltDB file: "
-            "point `file` at a new path"
-        ) from None
+        raise StoreError(f"{path} is not an SQLite database ({exc}). The sqlite driver (and "
+                         "its boltdb alias) uses its own SQLite format and cannot read a "
+                         "RoadRunner BoltDB file: point `file` at a new path") from None
     if app_id not in (0, APPLICATION_ID):
         raise StoreError(f"{path} is an SQLite database of another application "
                          f"(application_id {app_id:#x})")
@@ -169,20 +167,17 @@ def migrate(conn: sqlite3.Connection, path: str = "") -> int:
     try:
         version = schema_version(conn)
         if version > LATEST_VERSION:
-            raise StoreError(
-                f"{path or 'the database'} has schema version {version}, newer than this "
-                f"rrjobs understands ({LATEST_VERSION}); upgrade rrjobs"
-            )
+            raise StoreError(f"{path or 'the database'} has schema version {version}, newer "
+                             f"than this rrjobs understands ({LATEST_VERSION}); upgrade rrjobs")
         for target, statements in MIGRATIONS:
             if target > version:
                 for sql in statements:
                     conn.execute(sql)
-        version = LATEST_VERSION
-        conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute(f"PRAGMA user_version = {LATEST_VERSION}")
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return version
+    return LATEST_VERSION

@@ -78,9 +78,8 @@ class Store:
         self._refs = 0
         self.closed = False
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._writer = threading.Thread(
-            target=self._run, name=f"rrjobs-sqlite-writer:{os.path.basename(path)}", daemon=True
-        )
+        self._writer = threading.Thread(target=self._run, daemon=True,
+                                        name=f"rrjobs-sqlite-writer:{os.path.basename(path)}")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="rrjobs-sqlite-reader")
         self._reader_conn: sqlite3.Connection | None = None
         self._listeners: dict[str, list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]]] = {}
@@ -100,10 +99,9 @@ class Store:
         with cls._registry_lock:
             store = cls._registry.get(path)
             if store is not None and store.synchronous != synchronous:
-                raise StoreError(
-                    f"{path} is open with synchronous={store.synchronous}; every pipeline "
-                    f"sharing a file must use the same setting (got {synchronous})"
-                )
+                raise StoreError(f"{path} is open with synchronous={store.synchronous}; every "
+                                 "pipeline sharing a file must use the same setting (got "
+                                 f"{synchronous})")
             if store is None:
                 store = cls(path, synchronous=synchronous, permissions=permissions)
                 cls._registry[path] = store
