@@ -36,8 +36,7 @@ def _run(file: str, synchronous: str, jobs: int, batch: int,
     fd, path = tempfile.mkstemp(prefix=".rrjobs-bench-baseline-", suffix=".db", dir=directory)
     os.close(fd)
     try:
-        conn = sqlite3.connect(path, isolation_level=None)
-        try:
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
             conn.execute("PRAGMA journal_mode = WAL")
             durable = f"PRAGMA synchronous = {synchronous.upper()}"
             relaxed = "PRAGMA synchronous = NORMAL"
@@ -63,8 +62,6 @@ def _run(file: str, synchronous: str, jobs: int, batch: int,
                 conn.execute("COMMIT")
                 processed += len(got)
             return time.perf_counter() - start, time.process_time() - cpu, processed
-        finally:
-            conn.close()
     finally:
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):

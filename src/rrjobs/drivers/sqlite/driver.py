@@ -60,7 +60,6 @@ def _host() -> str:
 
 
 def now_ms() -> int:
-    """The wall clock in unix milliseconds (rounded down)."""
     return time.time_ns() // 1_000_000
 
 
@@ -144,9 +143,8 @@ class SQLiteDriver(BaseDriver):
     capabilities = CAPABILITIES
 
     async def open(self, where: str) -> None:
-        """Open (create, migrate) the file; jobs left reserved by dead processes
-        return to the queue. Raises :class:`ConfigError` at ``where.file``
-        when the file cannot be used."""
+        """Open (create, migrate) the file; jobs reserved by dead processes return to
+        the queue. :class:`ConfigError` at ``where.file`` if the file is unusable."""
         options = self.options
         try:
             store = await Store.acquire(options.file, synchronous=options.synchronous,
@@ -183,11 +181,8 @@ class SQLiteDriver(BaseDriver):
         file holds no ready job of the pipeline it has not reserved."""
         if not self.consuming or self._backlog or self.stopped:
             return 0
-        room = min(len(msgs), self._room())
-        n = 0
-        while n < room and msgs[n].delay <= 0:
-            n += 1
-        return n
+        room = max(0, min(len(msgs), self._room()))
+        return next((i for i, m in enumerate(msgs[:room]) if m.delay > 0), room)
 
     async def _send_batch(self, msgs: Sequence[Message]) -> None:
         """Insert ``msgs`` (one transaction, shared with concurrent pushes);
@@ -199,8 +194,7 @@ class SQLiteDriver(BaseDriver):
         created = now_ms()
         n = self._handoff_room(msgs)
         row, until = self._row, created + self._lease_ms
-        rows = [row(m, created, until) for m in msgs[:n]]
-        rows.extend([row(m, created) for m in msgs[n:]])
+        rows = [row(m, created, until if i < n else None) for i, m in enumerate(msgs)]
         if any(m.delay <= 0 for m in msgs[n:]):
             self._backlog = True
             self._unreserved_writes += 1
@@ -235,7 +229,7 @@ class SQLiteDriver(BaseDriver):
     def _make(self, seq: int, delivery: int, id: str, name: str, payload: bytes,
               headers: Headers, priority: int, auto_ack: bool,
               failure: str | None = None) -> SQLiteJob:
-        job = _new_job(SQLiteJob)
+        job = object.__new__(SQLiteJob)  # every slot is set here: no __init__ on this hot path
         job.settler, job.handle, job.lease, job.failure = self, None, self.options.lease, failure
         job.id, job.name, job.payload, job.headers = id, name, payload, headers
         job.pipeline, job.priority, job.auto_ack = self.pipeline_name, priority, auto_ack
@@ -260,10 +254,9 @@ class SQLiteDriver(BaseDriver):
         return self.prefetch - len(self._outstanding) - self._handoff_pending
 
     async def _consume(self) -> None:
-        """Reserve ready jobs into the priority queue while prefetch allows;
-        sleep until a push, a settlement that frees room, the next due delay
-        or lease expiry, or the poll interval. A poll reserves only if the
-        file changed (``PRAGMA data_version``, read without the write lock)."""
+        """Reserve ready jobs into the priority queue while prefetch allows; sleep until
+        a push, a settlement that frees room, the next due delay or lease expiry, or
+        the poll interval (which reserves only if ``PRAGMA data_version`` changed)."""
         store = self.store
         wake_at: int | None = None  # the next due delay or lease expiry (unix ms)
         version: int | None = None  # the file's data_version at the last poll
@@ -342,9 +335,8 @@ class SQLiteDriver(BaseDriver):
             pending.popleft()
 
     async def _renew(self) -> None:
-        """Every lease/3, renew the leases of the jobs waiting in the priority
-        queue. A job taken by a handler keeps its lease only through
-        ``Job.extend_lease``, so a stuck or vanished holder loses it."""
+        """Every lease/3, renew the leases of the jobs waiting in the priority queue (a
+        handler's job only through ``Job.extend_lease``: a stuck holder loses it)."""
         while True:
             await asyncio.sleep(self.options.lease / 3)
             seqs = [j.seq for j in self.queue if isinstance(j, SQLiteJob) and j.settler is self]
@@ -500,9 +492,6 @@ class BoltDBDriver(SQLiteDriver):
 def _counts_from_file(path: str, pipeline: str, now: int) -> queries.Counts:
     with contextlib.closing(connect_reader(path)) as conn:
         return queries.counts(conn, pipeline, now)
-
-
-_new_job = object.__new__
 
 
 class SQLiteConstructor(DriverConstructor):

@@ -60,10 +60,9 @@ class Reservation(NamedTuple):
     """What :func:`reserve` returns."""
 
     rows: list[ReservedRow]
-    #: when the consumer should look again (a delay falls due or a lease
-    #: expires), or ``None`` when nothing is pending
+    #: when a delay falls due or a lease expires next (``None``: nothing pending)
     next_wake_ms: int | None
-    #: reservations of other owners whose lease had expired and were returned
+    #: reservations (of any owner) whose lease had expired, returned to the queue
     expired: int
 
 

@@ -177,11 +177,9 @@ class Store:
 
     def unsubscribe(self, pipeline: str, callback: Callable[[], None]) -> None:
         with self._listeners_lock:
-            entries = [e for e in self._listeners.get(pipeline, []) if e[1] != callback]
+            entries = [e for e in self._listeners.pop(pipeline, []) if e[1] != callback]
             if entries:
                 self._listeners[pipeline] = entries
-            else:
-                self._listeners.pop(pipeline, None)
 
     def notify(self, pipeline: str) -> None:
         """Wake the consumers of ``pipeline`` in this process. Any thread or loop."""
