@@ -90,6 +90,7 @@ def driver_factory(tmp_path: Path) -> SQLiteFactory:
 
 
 class TestSQLiteConformance(ConformanceSuite, suite.SettleDuringLeaseExtensionTests,
+                            suite.ConcurrentLifecycleTests,
                             suite.PoisonBodyTests, suite.PoisonHeaderTests,
                             suite.DelayRoundingTests, suite.SupervisedTaskTests):
     marker = "sqlite"
