@@ -16,8 +16,7 @@ from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncI
 from rrjobs.core.message import Message
 from rrjobs.drivers.pubsub import PubSubConstructor
 from rrjobs.drivers.pubsub.codec import MAX_ATTRIBUTE_VALUE, attributes
-from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
-from rrjobs.testing.suite import DelayRoundingTests, NackTests, PoisonBodyTests, PoisonHeaderTests
+from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe, suite
 
 
 class PubSubFactory(DriverFactory):
@@ -131,8 +130,9 @@ def driver_factory(pubsub_emulator_host: str, pubsub_project: str) -> PubSubFact
     return PubSubFactory(pubsub_emulator_host, pubsub_project)
 
 
-class TestPubSubConformance(ConformanceSuite, PoisonBodyTests, PoisonHeaderTests,
-                            DelayRoundingTests):
+class TestPubSubConformance(ConformanceSuite, suite.SettleDuringLeaseExtensionTests,
+                            suite.PoisonBodyTests, suite.PoisonHeaderTests,
+                            suite.DelayRoundingTests, suite.SupervisedTaskTests):
     marker = "pubsub"
 
 
@@ -141,7 +141,7 @@ class PubSubDeadLetterFactory(PubSubFactory):
         return {**super().pipeline_options(name), "dead_letter_topic": f"{name}-dlq"}
 
 
-class TestPubSubDeadLetterConformance(NackTests):
+class TestPubSubDeadLetterConformance(suite.NackTests):
     """The nack section again with a ``dead_letter_topic`` (and the native policy)."""
 
     marker = "pubsub"

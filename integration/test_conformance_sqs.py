@@ -13,8 +13,7 @@ from aiobotocore.session import get_session  # type: ignore[import-untyped,unuse
 from integration.pytest_plugin import SqsEndpoint
 from rrjobs.core.message import Message
 from rrjobs.drivers.sqs import codec
-from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
-from rrjobs.testing.suite import NackTests, PoisonBodyTests
+from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe, suite
 
 pytestmark = [pytest.mark.sqs]
 
@@ -115,7 +114,9 @@ def driver_factory(sqs_endpoint: SqsEndpoint) -> SQSFactory:
     return SQSFactory(sqs_endpoint)
 
 
-class TestSQSConformance(ConformanceSuite, PoisonBodyTests):
+class TestSQSConformance(ConformanceSuite, suite.SettleDuringLeaseExtensionTests,
+                         suite.PoisonBodyTests, suite.PoisonHeaderTests,
+                         suite.DelayRoundingTests, suite.SupervisedTaskTests):
     marker = "sqs"
 
 
@@ -153,7 +154,7 @@ class SQSDeadLetterFactory(SQSFactory):
         return out
 
 
-class TestSQSDeadLetterConformance(NackTests):
+class TestSQSDeadLetterConformance(suite.NackTests):
     """The nack section again with a redrive policy."""
 
     marker = "sqs"
