@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from rrjobs.core.base import BaseDriver
-from rrjobs.core.batcher import Batcher
+from rrjobs.core.batcher import Batcher, chunks
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.delays import delay_units, round_up, whole_millis, whole_seconds
 from rrjobs.core.errors import PipelineStateError, PoisonMessageError
@@ -269,6 +269,15 @@ async def test_batcher_post_reports_errors_and_drain_waits() -> None:
     await b.drain()
     assert len(errors) == 2 and all(isinstance(e, ConnectionError) for e in errors)
     assert len(b) == 0
+
+
+def test_chunks_cut_by_count_bytes_and_key() -> None:
+    sizes = [3, 3, 3, 9, 1, 1, 1, 1, 1]
+    assert chunks(sizes, 4, 6, size=int) == [[3, 3], [3], [9], [1, 1, 1, 1], [1]]
+    items = [("a", 1), ("a", 1), ("b", 1), ("a", 1)]
+    by_topic = chunks(items, 10, 100, size=lambda i: i[1], key=lambda i: i[0])
+    assert by_topic == [[("a", 1), ("a", 1)], [("b", 1)], [("a", 1)]]
+    assert chunks([], 10, 100, size=int) == []
 
 
 # -- headers -----------------------------------------------------------------------------

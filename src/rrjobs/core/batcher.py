@@ -12,6 +12,8 @@ timer (an idle batcher sends at the next loop turn).
 instance for that item alone. An exception raised by ``send`` itself is the
 outcome of every item of that batch.
 
+:func:`chunks` cuts a sequence into requests by count, bytes and key.
+
 Concurrency: event-loop only. ``submit`` and ``post`` return at once (``submit``
 gives a future); ``drain`` waits for everything queued.
 """
@@ -19,7 +21,7 @@ gives a future); ``drain`` waits for everything queued.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -111,3 +113,23 @@ class Batcher(Generic[T, R]):
             self._flush()
             if self._tasks:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def chunks(items: Iterable[T], max_items: int, max_bytes: int, size: Callable[[T], int],
+           key: Callable[[T], object] | None = None) -> list[list[T]]:
+    """``items`` in order, cut into requests of at most ``max_items`` items and
+    ``max_bytes`` bytes (by ``size``; a larger item goes alone) and, with
+    ``key``, of one key each (one topic per publish request)."""
+    out: list[list[T]] = []
+    total = 0
+    for item in items:
+        n = size(item)
+        last = out[-1] if out else None
+        if (last is None or len(last) >= max_items or total + n > max_bytes
+                or (key is not None and key(last[0]) != key(item))):
+            out.append([item])
+            total = n
+        else:
+            last.append(item)
+            total += n
+    return out

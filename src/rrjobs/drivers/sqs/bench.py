@@ -1,14 +1,10 @@
 """``rrjobs bench --driver sqs``: the bench's settings and its raw aiobotocore baseline.
 
-The endpoint is ``RRJOBS_SQS_ENDPOINT`` (the variable the integration tests
-use, e.g. ElasticMQ), else ``sqs.endpoint`` of the config, else AWS itself.
-Each run uses a fresh queue.
-
-The baseline is a bare aiobotocore loop with the driver's settings: producers
-send ``SendMessageBatch`` calls of 10 (the chunks of one ``spec.batch``
-concurrently, as ``push_batch`` does), and one consumer receives up to
-``prefetch`` messages per call with the same long polling and deletes each
-received batch with ``DeleteMessageBatch`` without waiting for it.
+The endpoint is ``RRJOBS_SQS_ENDPOINT``, else ``sqs.endpoint`` of the config,
+else AWS; each run uses a fresh queue. The baseline: ``SendMessageBatch`` calls
+of 10 (a ``spec.batch`` concurrently, as ``push_batch``), ``ReceiveMessage`` of
+up to ``prefetch`` with the same long polling, one ``DeleteMessageBatch`` per
+received batch, not awaited.
 """
 
 from __future__ import annotations

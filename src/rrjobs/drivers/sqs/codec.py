@@ -1,26 +1,8 @@
-"""RoadRunner's SQS wire format (reference §10), both ways.
-
-What RoadRunner writes and reads:
-
-* ``MessageBody`` = the payload as text;
-* message attributes ``rr_id``, ``rr_job``, ``rr_delay``, ``rr_auto_ack``
-  (String), ``rr_priority`` (Number) and ``rr_headers`` (Binary: the headers
-  as JSON, ``{"key": ["v1", "v2"]}``).
-
-rrjobs additions (RoadRunner ignores unknown attributes):
-
-* ``rr_encoding`` = ``base64``: the body is the payload in base64, because
-  the payload is not SQS text (SQS bodies are Unicode text without NUL and
-  most control characters, and at least one character). An empty payload is
-  sent as ``rr_encoding`` = ``empty`` and the body ``-``. A payload that is
-  valid SQS text is always sent as is, readable by RoadRunner.
-* ``rr_delay_remaining`` (Number): seconds of delay left after the native
-  ``DelaySeconds`` (≤ 900) of this hop; see :mod:`rrjobs.drivers.sqs.driver`.
-
-Reading: a message without ``rr_id`` is foreign (``deduced_by_rr``, a fresh
-id, its message attributes become headers). SQS system attributes
-(``ApproximateReceiveCount``, ``SentTimestamp``, ...) are copied into the
-headers, as RoadRunner does; they are left out again when a copy is sent.
+"""RoadRunner's SQS wire format (reference §10), both ways, plus rrjobs' own
+``rr_encoding`` (a payload that is not SQS text travels in base64; an empty
+one as ``empty``) and ``rr_delay_remaining`` (the delay left after this hop's
+``DelaySeconds``). The layout, and how foreign messages and SQS system
+attributes are read, is in ``docs/drivers/sqs.md`` ("Wire format").
 
 Pure functions: no I/O, safe from any task.
 """

@@ -1,10 +1,6 @@
-"""Options of the ``sqs`` driver, with RoadRunner's key names and defaults.
-
-* the global ``sqs:`` section (:class:`SQSSection`): credentials, region and
-  endpoint, shared by every SQS pipeline; optional (without it the AWS default
-  credential chain is used);
-* each pipeline's options (:class:`SQSOptions`), also in the string form
-  ``Declare`` sends (``"true"``, ``"10"``, JSON for ``attributes``/``tags``).
+"""Options of the ``sqs`` driver, with RoadRunner's key names and defaults: the
+optional global ``sqs:`` section and each pipeline's options, also in the string
+form ``Declare`` sends. Every key is described in ``docs/drivers/sqs.md``.
 
 Nothing here touches the network or imports the AWS client.
 """
@@ -64,14 +60,8 @@ def attribute_value(value: Any) -> str:
 
 
 class SQSSection(StrictModel):
-    """The global ``sqs:`` section.
-
-    Attributes:
-        key, secret, session_token: static credentials (all optional: without
-            ``key`` the AWS default chain — environment, profile, IAM role — is used).
-        region: the AWS region (default: the AWS chain's).
-        endpoint: an SQS endpoint URL (ElasticMQ, LocalStack, a VPC endpoint).
-    """
+    """The global ``sqs:`` section: without ``key`` the AWS default credential
+    chain (environment, profile, IAM role) is used."""
 
     key: str = ""
     secret: str = ""
@@ -107,28 +97,10 @@ class SQSSection(StrictModel):
 class SQSOptions(DeclaredOptions):
     """``jobs.pipelines.<name>.config`` for ``driver: sqs`` (and the ``Declare`` keys).
 
-    Attributes:
-        queue: the queue name; a ``.fifo`` suffix makes it a FIFO queue.
-        priority: the pipeline priority (lower first).
-        prefetch: ``MaxNumberOfMessages`` of each receive (SQS allows 1..10;
-            larger values are refused) and, unless ``max_messages_in_flight``
-            is set, the number of received, unsettled jobs at a time.
-        max_messages_in_flight: received, unsettled jobs at a time (0 = prefetch).
-        visibility_timeout: seconds a received job is reserved (0 = the
-            queue's ``VisibilityTimeout``); the worker pool extends it.
-        error_visibility_timeout: with ``retain_failed_jobs``, the visibility
-            given to a job nacked with requeue and no delay.
-        retain_failed_jobs: ``nack(requeue=True)`` without delay keeps the
-            message (``ChangeMessageVisibility``), so that ``ApproximateReceiveCount``
-            grows and a redrive policy's ``maxReceiveCount`` applies; otherwise
-            a copy is sent and the original deleted (RoadRunner's default).
-        wait_time_seconds: long polling (0..20 s); ``Declare`` calls it ``wait_time``.
-        message_group_id: the ``MessageGroupId`` of a FIFO queue (required there).
-        skip_queue_declaration: never create the queue, only look its URL up.
-        attributes: queue attributes applied when the driver creates the queue
-            (checked against an existing queue; refused with ``skip_queue_declaration``).
-        tags: queue tags applied when the driver creates the queue (checked
-            the same way).
+    ``prefetch`` is ``MaxNumberOfMessages`` (1..10, larger is refused, not
+    clamped) and the in-flight limit unless ``max_messages_in_flight`` is set;
+    ``attributes`` and ``tags`` apply only when the driver creates the queue
+    (checked against an existing one).
     """
 
     queue: Annotated[str, or_default(DEFAULT_QUEUE)] = DEFAULT_QUEUE

@@ -1,48 +1,10 @@
 """The ``sqs`` driver: RoadRunner's Amazon SQS driver on aiobotocore.
 
-Capabilities:
-
-* Delays: yes, any length, durable, on standard queues. Up to 900 s a delay is
-  SQS's native ``DelaySeconds``. A longer delay travels in hops: the message
-  is sent with ``DelaySeconds=900`` and the rest of the delay in the
-  ``rr_delay_remaining`` attribute; when a consumer receives it before it is
-  due, it sends the next hop (``DelaySeconds=min(rest, 900)``) and deletes
-  the received one, without delivering it. Every hop is a message in SQS, so
-  nothing is held in memory and a crash between the send and the delete only
-  duplicates a hop. Delays are whole seconds, rounded up (never early). FIFO
-  queues have no per-message delay: a FIFO pipeline refuses delays
-  (``UnsupportedFeatureError``) instead of forcing them to 0 as RoadRunner does.
-* Priority: in the runtime's priority queue, within the in-flight window.
-* Durable: yes (SQS).
-* Dead-letter: when the queue has a ``RedrivePolicy``, ``nack()`` sends the
-  job to its ``deadLetterTargetArn`` queue and deletes the original; without
-  one, ``nack()`` deletes the job (logged). RoadRunner retries such a nack; rrjobs
-  never does. A message that cannot be read becomes a failed job
-  (``rrjobs.unreadable``, ``rr_error``) that is dead-lettered the same way.
-* Lease extension: ``ChangeMessageVisibility`` (batched); ``job.lease`` is the
-  visibility timeout (``visibility_timeout`` or the queue's).
-* Redelivery after a crash: yes, after the visibility timeout.
-* Pause: yes. The receive loop stops (a long poll in flight is waited for,
-  and what it receives is made visible again); jobs already in the priority
-  queue are kept, in order, and go first on ``resume`` unless their visibility
-  ran out meanwhile (then SQS delivers them again). ``stop`` makes them
-  visible again at once (``ChangeMessageVisibilityBatch(0)``).
-* Max payload: 186 KiB (``codec.MAX_PAYLOAD``): binary payloads travel in
-  base64 and the 256 KiB SQS limit counts body and attributes.
-
-Batching: ``push_batch`` → ``SendMessageBatch`` (10 entries and 256 KiB per
-call); acks → ``DeleteMessageBatch`` (in the background: ``ack`` returns once the
-delete is queued; a failed delete means a redelivery, never a loss); extensions and releases →
-``ChangeMessageVisibilityBatch``; receives ask for up to ``prefetch`` (≤ 10)
-messages with long polling (``wait_time_seconds``).
-
-Failures: the AWS client retries each call (standard mode). The receive loop
-(the kit's :class:`~rrjobs.core.pull.PullDriver`) backs off on errors,
-re-creates a deleted queue (unless ``skip_queue_declaration``) and, after
-failing for ``restart_after`` seconds in a row, asks the runtime to restart
-the pipeline. A settlement whose receipt handle expired (or that SQS refuses
-as invalid) raises :class:`~rrjobs.core.errors.AckLostError`: SQS delivers
-the message again.
+Capabilities, delay hops past 900 s, settling, pause and failure handling are
+described for users in ``docs/drivers/sqs.md``. The receive loop is the kit's
+:class:`~rrjobs.core.pull.PullDriver`; deletes and visibility changes go out
+through :class:`~rrjobs.core.batcher.Batcher` (``ChangeMessageVisibilityBatch``,
+``DeleteMessageBatch``), pushes as ``SendMessageBatch`` calls.
 """
 
 from __future__ import annotations
@@ -56,14 +18,10 @@ from typing import Any, ClassVar
 
 from aiobotocore.config import AioConfig  # type: ignore[import-untyped,unused-ignore]
 from aiobotocore.session import get_session  # type: ignore[import-untyped,unused-ignore]
-from botocore.exceptions import (  # type: ignore[import-untyped,unused-ignore]
-    BotoCoreError,
-    ClientError,
-    NoRegionError,
-)
+from botocore.exceptions import BotoCoreError, ClientError, NoRegionError  # type: ignore[import-untyped,unused-ignore]
 
 from rrjobs.core.base import describe_error
-from rrjobs.core.batcher import Batcher
+from rrjobs.core.batcher import Batcher, chunks
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
 from rrjobs.core.delays import SECOND, whole_seconds
@@ -77,12 +35,7 @@ from rrjobs.core.pull import PullDriver
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.state import State
 from rrjobs.drivers.sqs import codec
-from rrjobs.drivers.sqs.config import (
-    MAX_NATIVE_DELAY,
-    MAX_VISIBILITY,
-    SQSOptions,
-    SQSSection,
-)
+from rrjobs.drivers.sqs.config import MAX_NATIVE_DELAY, MAX_VISIBILITY, SQSOptions, SQSSection
 
 #: Attempts of each AWS call (standard retry mode: exponential backoff).
 MAX_ATTEMPTS = 8
@@ -111,20 +64,9 @@ def error_code(exc: BaseException) -> str:
 
 def capabilities_for(options: SQSOptions, *, dead_letter: bool) -> Capabilities:
     """What a pipeline with ``options`` can do (``dead_letter``: its queue has a DLQ)."""
-    return Capabilities(
-        delay=not options.fifo,
-        max_delay=None,
-        delay_native=True,
-        priority=True,
-        durable=True,
-        max_payload=codec.MAX_PAYLOAD,
-        lease_extension=True,
-        dead_letter=dead_letter,
-        redelivery_on_crash=True,
-        pause=True,
-        headers=True,
-        delay_granularity=SECOND,
-    )
+    return Capabilities(delay=not options.fifo, durable=True, max_payload=codec.MAX_PAYLOAD,
+                        lease_extension=True, dead_letter=dead_letter,
+                        redelivery_on_crash=True, delay_granularity=SECOND)
 
 
 class SQSDriver(PullDriver):
@@ -165,12 +107,11 @@ class SQSDriver(PullDriver):
     # -- opening ------------------------------------------------------------------------------
 
     async def open(self, where: str) -> None:
-        """Create the client, then create (or look up) the queue and read its attributes.
+        """Create the client and the queue (or look it up), read its attributes.
 
-        Raises :class:`~rrjobs.core.errors.ConfigError` (at ``where``) for a
-        queue that does not exist with ``skip_queue_declaration``, for
-        attributes or tags that differ from an existing queue's, and without a region.
-        """
+        Raises :class:`~rrjobs.core.errors.ConfigError` (at ``where``) for a missing queue
+        with ``skip_queue_declaration``, attributes or tags an existing queue has
+        otherwise, and no region."""
         for key, message in self.options.problems():
             raise ConfigError(f"{where}.{key}", message)
         config = AioConfig(retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
@@ -215,20 +156,10 @@ class SQSDriver(PullDriver):
         if wanted:
             got = (await client.get_queue_attributes(
                 QueueUrl=self.queue_url, AttributeNames=list(wanted)))["Attributes"]
-            for key, value in wanted.items():
-                if not _same_attribute(got.get(key), value):
-                    raise ConfigError(
-                        f"{where}.attributes.{key}",
-                        f"queue {name!r} exists with {key}={got.get(key)!r}; attributes apply "
-                        "only when the queue is created (change the queue, or this value)")
+            _refuse_other(where, name, "attributes", wanted, got)
         if self.options.tags:
             tags = (await client.list_queue_tags(QueueUrl=self.queue_url)).get("Tags") or {}
-            for key, value in self.options.tags.items():
-                if tags.get(key) != value:
-                    raise ConfigError(
-                        f"{where}.tags.{key}",
-                        f"queue {name!r} exists with tag {key}={tags.get(key)!r}; tags apply "
-                        "only when the queue is created (change the queue, or this value)")
+            _refuse_other(where, name, "tags", self.options.tags, tags)
 
     async def _read_attributes(self, where: str) -> None:
         attrs = (await self._client.get_queue_attributes(
@@ -255,9 +186,7 @@ class SQSDriver(PullDriver):
         return min(self.options.prefetch, max(1, self.lane.prefetch // 2))
 
     async def fetch(self, max_messages: int) -> Sequence[Any]:
-        """``ReceiveMessage`` of up to ``min(prefetch, max_messages)``, long-polling.
-
-        What a poll still in flight at pause receives is made visible again."""
+        """``ReceiveMessage``; what a poll in flight at pause receives is made visible again."""
         kwargs: dict[str, Any] = {
             "QueueUrl": self.queue_url,
             "MaxNumberOfMessages": min(self.options.prefetch, max_messages),
@@ -305,14 +234,12 @@ class SQSDriver(PullDriver):
                                reason, lease=float(self.visibility))
 
     async def _stop_consuming(self) -> None:
-        """Close the gate, wait for a long poll in flight (bounded), then let the
-        template stop the loop and give the queued jobs back."""
+        """Wait (bounded) for a long poll in flight, then stop the loop."""
         await self.in_flight.settle(self.lane, self.options.wait_time_seconds + 5)
         await super()._stop_consuming()
 
     async def give_back(self, jobs: Sequence[Job]) -> None:
-        """Jobs taken back at pause: kept, in order, for ``resume`` (``stop``
-        makes them visible again)."""
+        """Kept, in order, for ``resume`` (``stop`` makes them visible again)."""
         self._held.extend(job for job in jobs if job.settled is None)
 
     async def _start_consuming(self) -> None:
@@ -348,32 +275,23 @@ class SQSDriver(PullDriver):
 
     # -- pushing ------------------------------------------------------------------------------
 
-    def _entry(self, msg: Message) -> dict[str, Any]:
-        delay = whole_seconds(msg.delay)
+    def _message(self, job: Message | Job, headers: Headers, delay: int, dedup: str
+                 ) -> tuple[dict[str, Any], int]:
+        """``SendMessage`` arguments for ``job`` (the first hop of ``delay``) and its size."""
         hop = min(delay, MAX_NATIVE_DELAY)
-        enc = codec.encode(id=msg.id, name=msg.name, payload=bytes(msg.payload),
-                           headers=msg.headers, priority=msg.priority, delay=delay,
-                           auto_ack=msg.auto_ack, remaining=delay - hop)
-        return self._message_kwargs(enc, hop, dedup=msg.id)
-
-    def _message_kwargs(self, enc: codec.Encoded, delay: int, dedup: str) -> dict[str, Any]:
+        enc = codec.encode(id=job.id, name=job.name, payload=bytes(job.payload),
+                           headers=headers, priority=job.priority, delay=delay,
+                           auto_ack=job.auto_ack, remaining=delay - hop)
         kwargs: dict[str, Any] = {"MessageBody": enc.body, "MessageAttributes": enc.attributes}
         if self.options.fifo:
             kwargs["MessageGroupId"] = self.options.message_group_id
             kwargs["MessageDeduplicationId"] = dedup
-        elif delay:
-            kwargs["DelaySeconds"] = delay
-        kwargs["_size"] = enc.size
-        return kwargs
-
-    def _check_open(self) -> None:
-        if self._client is None or self.stopped:
-            raise PipelineStateError(f"pipeline {self.pipeline_name!r} is stopped")
+        elif hop:
+            kwargs["DelaySeconds"] = hop
+        return kwargs, enc.size
 
     async def _send(self, msg: Message) -> None:
-        self._check_open()
-        kwargs = self._entry(msg)
-        kwargs.pop("_size")
+        kwargs, _ = self._message(msg, msg.headers, whole_seconds(msg.delay), msg.id)
         await self._send_one(self.queue_url, kwargs)
 
     async def _send_one(self, url: str, kwargs: dict[str, Any]) -> None:
@@ -383,35 +301,20 @@ class SQSDriver(PullDriver):
             raise SQSError(f"sqs: SendMessage to {url}: {exc}") from exc
 
     async def _send_batch(self, msgs: Sequence[Message]) -> None:
-        self._check_open()
-        chunks: list[list[dict[str, Any]]] = []
-        current: list[dict[str, Any]] = []
-        size = 0
-        for entry in map(self._entry, msgs):
-            n = entry["_size"]
-            if current and (len(current) == BATCH_SIZE or size + n > codec.MAX_MESSAGE_SIZE):
-                chunks.append(current)
-                current, size = [], 0
-            current.append(entry)
-            size += n
-        if current:
-            chunks.append(current)
-        results = await asyncio.gather(*(self._send_chunk(c) for c in chunks),
-                                        return_exceptions=True)
+        entries = [self._message(m, m.headers, whole_seconds(m.delay), m.id) for m in msgs]
+        batches = chunks(entries, BATCH_SIZE, codec.MAX_MESSAGE_SIZE, lambda e: e[1])
+        results = await asyncio.gather(*(self._send_chunk([k for k, _ in c]) for c in batches),
+                                       return_exceptions=True)
         failed = [str(r) for r in results if isinstance(r, BaseException)]
         if failed:
-            raise SQSError(f"sqs: push_batch: {len(failed)} of {len(chunks)} batches failed: "
+            raise SQSError(f"sqs: push_batch: {len(failed)} of {len(batches)} batches failed: "
                            + "; ".join(failed))
 
     async def _send_chunk(self, chunk: list[dict[str, Any]]) -> None:
-        batch = []
-        for i, entry in enumerate(chunk):
-            item = {k: v for k, v in entry.items() if k != "_size"}
-            item["Id"] = str(i)
-            batch.append(item)
+        entries = [{**kwargs, "Id": str(i)} for i, kwargs in enumerate(chunk)]
         try:
             reply = await self._client.send_message_batch(QueueUrl=self.queue_url,
-                                                          Entries=batch)
+                                                          Entries=entries)
         except (ClientError, BotoCoreError) as exc:
             raise SQSError(f"SendMessageBatch: {exc}") from exc
         failed = reply.get("Failed") or []
@@ -428,7 +331,7 @@ class SQSDriver(PullDriver):
 
     def _check_live(self, job: Job) -> None:
         """Raise unless the job's reservation is still ours (it is forgotten then)."""
-        if self.stopped or self._client is None:
+        if self.stopped:
             raise PipelineStateError(f"failed to settle job {job.id}: pipeline "
                                      f"{self.pipeline_name!r} is stopped")
         deadline = self._deadlines.get(job.handle)
@@ -460,13 +363,9 @@ class SQSDriver(PullDriver):
             raise self._refused(job, "DeleteMessage", exc) from None
 
     async def ack(self, job: Job) -> None:
-        """The delete is queued and sent in the background, batched.
-
-        Returns once the delete is queued: ``DeleteMessageBatch`` calls carry up
-        to 10 acks each, the more so the busier the pipeline. A delete SQS
-        refuses is logged and the job comes back after its visibility timeout
-        (at-least-once); ``stop`` waits for every queued delete.
-        """
+        """Returns once the delete is queued (sent batched, in the background); a
+        delete SQS refuses is logged and the job comes back after its visibility
+        timeout. ``stop`` waits for every queued delete."""
         try:
             self._check_live(job)
             self._deleter.post(job.handle)
@@ -504,12 +403,7 @@ class SQSDriver(PullDriver):
 
     async def _send_copy(self, job: Job, url: str, headers: Headers, delay: int) -> None:
         """Send a copy of ``job``; if it fails, the original is made visible again."""
-        hop = min(delay, MAX_NATIVE_DELAY)
-        enc = codec.encode(id=job.id, name=job.name, payload=job.payload, headers=headers,
-                           priority=job.priority, delay=delay, auto_ack=job.auto_ack,
-                           remaining=delay - hop)
-        kwargs = self._message_kwargs(enc, hop, dedup=str(uuid.uuid4()))
-        kwargs.pop("_size")
+        kwargs, _ = self._message(job, headers, delay, str(uuid.uuid4()))
         try:
             await self._send_one(url, kwargs)
         except BaseException:
@@ -532,31 +426,34 @@ class SQSDriver(PullDriver):
     # -- batch calls ---------------------------------------------------------------------------
 
     async def _delete_batch(self, receipts: Sequence[str]) -> list[BaseException | None]:
-        entries = [{"Id": str(i), "ReceiptHandle": r} for i, r in enumerate(receipts)]
-        reply = await self._client.delete_message_batch(QueueUrl=self.queue_url,
-                                                        Entries=entries)
-        return _outcomes(len(receipts), reply, "DeleteMessage")
+        return await self._batch(self._client.delete_message_batch, "DeleteMessage",
+                                 [{"ReceiptHandle": r} for r in receipts])
 
     async def _visibility_batch(self, items: Sequence[tuple[str, int]]
                                 ) -> list[BaseException | None]:
-        entries = [{"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": v}
-                   for i, (r, v) in enumerate(items)]
-        reply = await self._client.change_message_visibility_batch(QueueUrl=self.queue_url,
-                                                                   Entries=entries)
-        return _outcomes(len(items), reply, "ChangeMessageVisibility")
+        return await self._batch(self._client.change_message_visibility_batch,
+                                 "ChangeMessageVisibility",
+                                 [{"ReceiptHandle": r, "VisibilityTimeout": v} for r, v in items])
+
+    async def _batch(self, call: Any, what: str, entries: list[dict[str, Any]]
+                     ) -> list[BaseException | None]:
+        """One ``*Batch`` call; each entry SQS refused gets its :class:`ClientError`."""
+        reply = await call(QueueUrl=self.queue_url,
+                           Entries=[{**e, "Id": str(i)} for i, e in enumerate(entries)])
+        out: list[BaseException | None] = [None] * len(entries)
+        for failed in reply.get("Failed") or []:
+            error = {"Code": str(failed.get("Code", "")), "Message": str(failed.get("Message", ""))}
+            out[int(failed["Id"])] = ClientError({"Error": error}, what)
+        return out
 
     # -- state and closing ----------------------------------------------------------------------
 
     async def state(self) -> State:
-        """Counts from ``GetQueueAttributes``: ``active`` = visible messages + this
-        pipeline's jobs in the priority queue (or kept while paused);
-        ``delayed`` = delayed messages; ``reserved`` = invisible messages not in
-        the priority queue (held by handlers, here or elsewhere); ``ready`` =
-        consuming, connected and healthy."""
+        """Counts from ``GetQueueAttributes`` (see ``docs/drivers/sqs.md``)."""
         queued = self.queue.count(self.pipeline_name)
         state = State(pipeline=self.pipeline_name, driver=self.name, queue=self.queue_url,
                       priority=self.priority, ready=self.ready)
-        if self.stopped or self._client is None:
+        if self.stopped:
             return state
         try:
             attrs = (await self._client.get_queue_attributes(
@@ -574,8 +471,7 @@ class SQSDriver(PullDriver):
         return state
 
     async def _close(self) -> None:
-        """Make kept jobs visible again, send every queued delete and visibility
-        change, then close the client."""
+        """Make kept jobs visible, send every queued delete and change, close the client."""
         if self._client is not None:
             for job in self._held:
                 self._deadlines.pop(job.handle, None)
@@ -587,33 +483,30 @@ class SQSDriver(PullDriver):
         await self._stack.aclose()
 
 
-def _outcomes(n: int, reply: dict[str, Any], what: str) -> list[BaseException | None]:
-    out: list[BaseException | None] = [None] * n
-    for failed in reply.get("Failed") or []:
-        code = str(failed.get("Code", ""))
-        out[int(failed["Id"])] = ClientError(
-            {"Error": {"Code": code, "Message": str(failed.get("Message", ""))}}, what)
-    return out
-
-
 def _attributes_for_send(attrs: dict[str, Any]) -> dict[str, Any]:
     """Received message attributes in the shape ``SendMessage`` takes."""
     out: dict[str, Any] = {}
     for key, attr in attrs.items():
-        item = {"DataType": attr["DataType"]}
-        if "BinaryValue" in attr:
-            item["BinaryValue"] = attr["BinaryValue"]
-        else:
-            item["StringValue"] = attr.get("StringValue", "")
-        out[key] = item
+        value = "BinaryValue" if "BinaryValue" in attr else "StringValue"
+        out[key] = {"DataType": attr["DataType"], value: attr.get(value, "")}
     return out
+
+
+def _refuse_other(where: str, queue: str, kind: str, wanted: dict[str, str],
+                  got: dict[str, Any]) -> None:
+    """A ConfigError for the first of ``wanted`` an existing queue has otherwise."""
+    for key, value in wanted.items():
+        have = got.get(key)
+        if have != value and (kind == "tags" or not _same_attribute(have, value)):
+            label = "tag " if kind == "tags" else ""
+            raise ConfigError(f"{where}.{kind}.{key}",
+                              f"queue {queue!r} exists with {label}{key}={have!r}; {kind} apply "
+                              "only when the queue is created (change the queue, or this value)")
 
 
 def _same_attribute(got: Any, wanted: str) -> bool:
     if got is None:
         return False
-    if str(got) == wanted:
-        return True
     try:
         return bool(json.loads(str(got)) == json.loads(wanted))
     except ValueError:
@@ -621,10 +514,7 @@ def _same_attribute(got: Any, wanted: str) -> bool:
 
 
 class SQSConstructor(DriverConstructor):
-    """Builds ``sqs`` drivers. Registered as the ``sqs`` entry point.
-
-    Reads the global ``sqs:`` section once (optional); a bad value fails with its key path.
-    """
+    """Builds ``sqs`` drivers (the ``sqs`` entry point); the ``sqs:`` section is optional."""
 
     name = "sqs"
     driver_class = SQSDriver
