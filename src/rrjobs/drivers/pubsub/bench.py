@@ -1,21 +1,17 @@
 """``rrjobs bench --driver pubsub``: the bench's settings and its raw GAPIC baseline.
 
-The endpoint is ``RRJOBS_PUBSUB_EMULATOR_HOST`` (the variable the integration
-tests use; then ``insecure``), else ``google_pub_sub`` of the config, else
-RoadRunner's default. The project is ``RRJOBS_PUBSUB_PROJECT`` (default
-``rrjobs-test``). Each run uses a fresh topic and subscription.
-
-The baseline is a bare asyncio GAPIC loop with the driver's settings: batched
-``Publish`` (``spec.batch`` messages per request, the driver's ``rr_*``
-attributes, raw protobuf messages as the driver builds them), a ``Pull``
-loop asking for up to ``prefetch`` messages (returning at once, with the
-driver's idle pause after an empty pull), and one ``Acknowledge`` per pulled
-batch.
+The endpoint is ``RRJOBS_PUBSUB_EMULATOR_HOST`` (then ``insecure``), else
+``google_pub_sub`` of the config; the project ``RRJOBS_PUBSUB_PROJECT``
+(default ``rrjobs-test``); each run uses a fresh topic and subscription. The
+baseline: batched ``Publish`` of raw protobuf messages with the driver's
+attributes, ``Pull`` of up to ``prefetch`` with the driver's idle pause, one
+``Acknowledge`` per pulled batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 import warnings
@@ -23,19 +19,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from google.api_core import exceptions as gexc
-from google.pubsub_v1 import PublishRequest, PubsubMessage, PullResponse
+from google.pubsub_v1 import PublishRequest, PullResponse
 
 from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult, run_timed
 from rrjobs.core.message import new_id
 from rrjobs.drivers.pubsub.client import open_clients
 from rrjobs.drivers.pubsub.codec import attributes
 from rrjobs.drivers.pubsub.config import PubSubOptions, PubSubSection
-from rrjobs.drivers.pubsub.driver import IDLE_MAX, IDLE_MIN
+from rrjobs.drivers.pubsub.driver import IDLE_MAX, IDLE_MIN, RawMessage, RawPublishRequest
 
 BENCH_PREFETCH = 1000
-#: Raw protobuf messages, as the driver builds them (cheaper than proto-plus).
-RawMessage: Any = PubsubMessage.pb()
-RawPublishRequest: Any = PublishRequest.pb()
 DEFAULT_PROJECT = "rrjobs-test"
 
 
@@ -97,11 +90,9 @@ async def pubsub_baseline(spec: BenchSpec) -> PhaseResult:
 
         elapsed, cpu = await run_timed(spec, send, consume(), chunk=1000)
     finally:
-        try:
+        with contextlib.suppress(gexc.GoogleAPICallError):
             await clients.subscriber.delete_subscription(subscription=sub)
             await clients.publisher.delete_topic(topic=topic)
-        except gexc.GoogleAPICallError:
-            pass
         await clients.close()
     return PhaseResult(elapsed, handled, cpu)
 

@@ -1,9 +1,7 @@
-"""Opening the asyncio GAPIC clients (``PublisherAsyncClient``/``SubscriberAsyncClient``).
-
-The async clients ignore ``PUBSUB_EMULATOR_HOST``; with ``insecure`` they get a
-plain-text ``grpc.aio`` channel to ``endpoint`` and no credentials. Otherwise
-they use TLS to ``endpoint`` with Application Default Credentials, which are
-looked up in a thread (the lookup may call the metadata server).
+"""Opening the asyncio GAPIC clients (they ignore ``PUBSUB_EMULATOR_HOST``): with
+``insecure`` a plain-text ``grpc.aio`` channel to ``endpoint`` and no credentials,
+otherwise TLS and Application Default Credentials, looked up in a thread (the
+lookup may call the metadata server).
 """
 
 from __future__ import annotations
@@ -28,8 +26,7 @@ SCOPES = ("https://www.googleapis.com/auth/pubsub",)
 
 @dataclass(slots=True)
 class Clients:
-    """A publisher and a subscriber client sharing one channel (insecure) or
-    each with its own TLS channel."""
+    """A publisher and a subscriber client: one shared channel (insecure) or two TLS ones."""
 
     publisher: PublisherAsyncClient
     subscriber: SubscriberAsyncClient

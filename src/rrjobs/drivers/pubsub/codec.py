@@ -1,43 +1,21 @@
-"""RoadRunner's Pub/Sub wire layout: ``data`` = payload, ``rr_*`` string attributes.
+"""RoadRunner's Pub/Sub wire layout (reference §10): ``data`` = payload, string
+attributes ``rr_id``, ``rr_job``, ``rr_delay`` (whole seconds; due at
+``publish_time + rr_delay``), ``rr_headers`` (JSON), ``rr_priority``,
+``rr_auto_ack``. How foreign messages are read is in ``docs/drivers/pubsub.md``.
 
-What RoadRunner publishes (reference §10) and what this module writes:
-
-================  =========================================
-attribute         value (always a string)
-================  =========================================
-``rr_id``         the job id
-``rr_job``        the job name
-``rr_delay``      the delay in whole seconds (``"0"`` for none)
-``rr_headers``    JSON of the job headers (``{"k": ["v", ...]}``)
-``rr_priority``   the job priority, decimal
-``rr_auto_ack``   ``"true"`` or ``"false"``
-================  =========================================
-
-A delayed job is due at the message's ``publish_time`` (the broker's clock)
-plus ``rr_delay``: RoadRunner writes the attribute and ignores it; rrjobs
-honours it, so a delay pushed by RoadRunner is honoured too.
-
-Reading is lenient: a message without ``rr_job`` (a foreign producer) becomes
-job ``deduced_by_rr`` with a fresh id and the pipeline priority; attributes
-that are not ``rr_*`` become single-valued job headers (``rr_headers`` wins).
-
-Pub/Sub limits attributes to 100 per message, keys to 256 bytes and values to
-1024 bytes: job headers whose JSON is longer are refused on push
-(:class:`~rrjobs.core.errors.UnsupportedFeatureError`), never cut.
+Pub/Sub limits attribute values to 1024 bytes: job headers whose JSON is
+longer are refused on push (:class:`~rrjobs.core.errors.UnsupportedFeatureError`), never cut.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 
 from rrjobs.core import headers as rr
 from rrjobs.core.errors import UnsupportedFeatureError
 from rrjobs.core.fields import RR_FIELDS, JobFields, job_fields
 from rrjobs.core.headers import Headers
-
-log = logging.getLogger("rrjobs.drivers.google_pub_sub")
 
 #: Pub/Sub's largest attribute value, in bytes.
 MAX_ATTRIBUTE_VALUE = 1024
@@ -47,11 +25,8 @@ MAX_DELAY = 100 * 365 * 24 * 3600
 
 def attributes(job_id: str, name: str, headers: Headers, priority: int, delay_s: int,
                auto_ack: bool) -> dict[str, str]:
-    """The attributes of a job, RoadRunner's layout.
-
-    Raises :class:`UnsupportedFeatureError` when a value exceeds Pub/Sub's
-    1024-byte attribute limit.
-    """
+    """The attributes of a job, RoadRunner's layout. Raises :class:`UnsupportedFeatureError`
+    when a value exceeds Pub/Sub's 1024-byte attribute limit."""
     encoded = json.dumps(headers, separators=(",", ":"), ensure_ascii=False) if headers else "{}"
     attrs = {
         rr.RR_ID: job_id,
@@ -70,11 +45,8 @@ def attributes(job_id: str, name: str, headers: Headers, priority: int, delay_s:
 
 
 def decode(attrs: Mapping[str, str], default_priority: int) -> JobFields:
-    """The job fields of a message's attributes (:mod:`rrjobs.core.fields`;
-    ``rr_delay`` clamped to MAX_DELAY).
-
-    Raises ``ValueError`` when ``rr_headers`` cannot be read (the driver
-    dead-letters such a message)."""
+    """The job fields of a message's attributes (``rr_delay`` clamped to MAX_DELAY).
+    Raises ``ValueError`` when ``rr_headers`` cannot be read (the message is dead-lettered)."""
     get = attrs.get
     fields = job_fields(ident=get(rr.RR_ID), name=get(rr.RR_JOB), priority=get(rr.RR_PRIORITY),
                         auto_ack=get(rr.RR_AUTO_ACK), delay=get(rr.RR_DELAY),

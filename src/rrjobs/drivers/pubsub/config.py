@@ -1,11 +1,6 @@
-"""Options of the ``google_pub_sub`` driver, with RoadRunner's key names and defaults.
-
-Two places configure it:
-
-* the global ``google_pub_sub:`` section (:class:`PubSubSection`): ``endpoint``
-  and ``insecure`` (plain-text gRPC without credentials: the emulator);
-* each pipeline's options (:class:`PubSubOptions`), from the config file or as
-  the string map ``Declare`` sends.
+"""Options of the ``google_pub_sub`` driver, with RoadRunner's key names and defaults:
+the global ``google_pub_sub:`` section and each pipeline's options (from the config
+file or as the string map ``Declare`` sends), described in ``docs/drivers/pubsub.md``.
 
 Nothing here touches the network or imports the Pub/Sub client.
 """
@@ -45,14 +40,9 @@ def _check_id(value: str, what: str) -> str:
 
 
 class PubSubSection(StrictModel):
-    """The global ``google_pub_sub:`` section (required, as in RoadRunner).
-
-    Attributes:
-        endpoint: ``host:port`` of the Pub/Sub API (the emulator, or
-            ``pubsub.googleapis.com:443``).
-        insecure: plain-text gRPC and no credentials (the emulator). When false
-            the client uses TLS and Application Default Credentials.
-    """
+    """The global ``google_pub_sub:`` section (required, as in RoadRunner): ``endpoint``
+    (``host:port``) and ``insecure`` (plain-text gRPC without credentials: the emulator;
+    otherwise TLS and Application Default Credentials)."""
 
     endpoint: Annotated[str, or_default(DEFAULT_ENDPOINT)] = DEFAULT_ENDPOINT
     insecure: bool = False
@@ -66,14 +56,9 @@ class PubSubSection(StrictModel):
 
 
 class PubSubOptions(DeclaredOptions):
-    """A pipeline's options (``jobs.pipelines.<name>.config`` or ``Declare``).
-
-    RoadRunner's keys: ``project_id`` and ``topic`` (required),
-    ``skip_topic_declaration``, ``dead_letter_topic``, ``max_delivery_attempts``,
-    ``priority``. rrjobs adds ``prefetch`` (jobs held unsettled at most),
-    ``ack_deadline`` (the ack deadline of a subscription this driver creates)
-    and ``subscription`` (its id; default: the pipeline name, as RoadRunner).
-    """
+    """A pipeline's options (``jobs.pipelines.<name>.config`` or ``Declare``): RoadRunner's
+    keys, plus ``prefetch``, ``ack_deadline`` (of a subscription this driver creates) and
+    ``subscription`` (its id; default: the pipeline name, as RoadRunner)."""
 
     project_id: str
     topic: str
@@ -94,20 +79,12 @@ class PubSubOptions(DeclaredOptions):
             raise ValueError(f"{value!r} is not a valid project id")
         return value
 
-    @field_validator("topic")
+    @field_validator("topic", "dead_letter_topic", "subscription")
     @classmethod
-    def _topic(cls, value: str) -> str:
-        return _check_id(value, "topic")
-
-    @field_validator("dead_letter_topic")
-    @classmethod
-    def _dlt(cls, value: str) -> str:
-        return _check_id(value, "topic") if value else value
-
-    @field_validator("subscription")
-    @classmethod
-    def _subscription(cls, value: str) -> str:
-        return _check_id(value, "subscription") if value else value
+    def _ids(cls, value: str, info: ValidationInfo) -> str:
+        if not value and info.field_name != "topic":  # optional ones
+            return value
+        return _check_id(value, "subscription" if info.field_name == "subscription" else "topic")
 
     @field_validator("priority")
     @classmethod

@@ -1,33 +1,7 @@
 """The ``google_pub_sub`` driver: RoadRunner's Google Pub/Sub driver on the asyncio GAPIC clients.
 
-Capabilities:
-
-* Delays: yes, durable, any length, kept by the broker. A delayed job is
-  published at once with ``rr_delay`` (whole seconds, rounded up: never
-  early); it is due at ``publish_time + rr_delay``.
-  When the consumer pulls it early it sets the message's ack deadline to the
-  time left (``ModifyAckDeadline``, at most 600 s) and forgets it: the broker
-  redelivers it then (one pull per 600 s of delay at most). Only when a
-  native dead-letter policy would soon count it out (delivery attempt ≥
-  ``max_delivery_attempts`` - 1) is a copy with the remaining delay published
-  and the original acknowledged. Nothing is held in memory; parked messages
-  do not count against ``prefetch``.
-* Priority: in the runtime's priority queue, within the prefetch window.
-  Pub/Sub itself does not order messages (no ordering keys are used).
-* Durable: yes (the broker keeps unacknowledged messages).
-* Dead-letter: with ``dead_letter_topic``: ``nack()`` publishes the job there
-  and acknowledges it; the subscription's native dead-letter policy
-  (``max_delivery_attempts``) also catches jobs that are redelivered too often.
-  Without it, ``nack()`` acknowledges and drops the job (logged). A message
-  that cannot be read becomes a failed job (``rrjobs.unreadable``,
-  ``rr_error``) that is dead-lettered the same way.
-* Lease extension: yes, ``ModifyAckDeadline`` (batched; ≤ 600 s per call).
-* Redelivery after a crash: yes, when the ack deadline passes.
-* Pause: yes; a Pull in flight is let finish (what it returns goes back to
-  the broker at once); jobs taken back out of the priority queue stay leased
-  (their deadline is extended while paused) and go out first, in order, on
-  resume; ``stop`` gives them back to the broker at once (``ModifyAckDeadline(0)``).
-
+Capabilities, delays (parked with ``ModifyAckDeadline`` until due), settling,
+pause and failure handling are described for users in ``docs/drivers/pubsub.md``.
 Consumption uses unary ``Pull`` (never the threaded streaming-pull helper) in
 the kit's :class:`~rrjobs.core.pull.PullDriver` loop; acknowledgements,
 deadline changes and publishes of one loop tick go out as one request each
@@ -37,6 +11,7 @@ deadline changes and publishes of one loop tick go out as one request each
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 import warnings
@@ -53,7 +28,7 @@ from google.pubsub_v1 import (
 )
 
 from rrjobs.core.base import describe_error
-from rrjobs.core.batcher import Batcher
+from rrjobs.core.batcher import Batcher, chunks
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
 from rrjobs.core.delays import SECOND, whole_seconds
@@ -69,7 +44,6 @@ from rrjobs.core.state import State
 from rrjobs.drivers.pubsub import codec
 from rrjobs.drivers.pubsub.client import Clients, open_clients
 from rrjobs.drivers.pubsub.config import MAX_ACK_DEADLINE, PubSubOptions, PubSubSection
-from rrjobs.drivers.pubsub.job import PubSubJob
 
 DRIVER_NAME = "google_pub_sub"
 #: Pub/Sub's request size limit is 10 MB; keep room for attributes and framing.
@@ -80,10 +54,8 @@ BATCH_LIMIT = 1000
 BATCH_CONCURRENCY = 4
 #: Bytes of payload per Publish request at most (Pub/Sub's limit is 10 MB).
 PUBLISH_BYTES = 9_000_000
-#: An empty Pull is repeated after a pause growing from IDLE_MIN to IDLE_MAX.
-#: Pulls return at once (``return_immediately``): a long poll that the client
-#: times out can race with the server handing messages out, which then stay
-#: leased to nobody until their ack deadline passes.
+#: An empty Pull is repeated after a pause growing from IDLE_MIN to IDLE_MAX. Pulls return
+#: at once: a long poll the client times out can race with the server handing messages out.
 IDLE_MIN, IDLE_MAX = 0.01, 0.25
 #: The longest ``pause`` waits for a Pull in flight before cancelling the loop.
 PAUSE_WAIT = 5.0
@@ -91,13 +63,11 @@ PAUSE_WAIT = 5.0
 CALL_TIMEOUT = 30.0
 #: Local delayed-job entries are forgotten this long after they fell due.
 FORGET_AFTER = 3600.0
-#: Past this many local delayed-job entries, stale ones are pruned at once
-#: (otherwise by the keep-alive task and ``state()``).
+#: Past this many local delayed-job entries, stale ones are pruned at once.
 PRUNE_AT = 100_000
 
 
-#: The raw protobuf class under ``PubsubMessage``: built and read without the
-#: proto-plus wrappers, which cost more than the rest of a job's handling.
+#: Raw protobuf classes: the proto-plus wrappers cost more than the rest of a job's handling.
 RawMessage: Any = PubsubMessage.pb()
 RawPublishRequest: Any = PublishRequest.pb()
 
@@ -106,21 +76,18 @@ class PubSubError(RRJobsError):
     """A Pub/Sub call failed."""
 
 
+class PubSubJob(Job):
+    """A pulled message; ``handle`` is its ack id, ``delivery_attempt`` Pub/Sub's
+    delivery attempt (0 unless the subscription has a dead-letter policy)."""
+
+    __slots__ = ("delivery_attempt",)
+    delivery_attempt: int
+
+
 def capabilities_for(options: PubSubOptions) -> Capabilities:
-    return Capabilities(
-        delay=True,
-        max_delay=None,
-        delay_native=True,
-        priority=True,
-        durable=True,
-        max_payload=MAX_PAYLOAD,
-        lease_extension=True,
-        dead_letter=bool(options.dead_letter_topic),
-        redelivery_on_crash=True,
-        pause=True,
-        headers=True,
-        delay_granularity=SECOND,
-    )
+    return Capabilities(durable=True, max_payload=MAX_PAYLOAD, lease_extension=True,
+                        dead_letter=bool(options.dead_letter_topic),
+                        redelivery_on_crash=True, delay_granularity=SECOND)
 
 
 class PubSubDriver(PullDriver):
@@ -129,11 +96,6 @@ class PubSubDriver(PullDriver):
     Every method runs on the event loop and never blocks it. ``push`` returns
     once Pub/Sub returned the message id. Safe to push and settle concurrently.
     A job's ``handle`` is its ack id.
-
-    ``state()`` cannot ask Pub/Sub for counts (only Cloud Monitoring has them):
-    ``active`` and ``delayed`` are this process's own estimate (its pushes,
-    delays and retries minus what it consumed, plus the jobs in the priority
-    queue); ``reserved`` is exact (jobs held by handlers).
     """
 
     name: ClassVar[str] = DRIVER_NAME
@@ -193,8 +155,7 @@ class PubSubDriver(PullDriver):
         return RawMessage(data=bytes(msg.payload), attributes=attrs)
 
     async def _send(self, msg: Message) -> None:
-        # Counted before the round trip: the consumer may pull the job before
-        # the publish call returns.
+        # Counted first: the consumer may pull the job before the publish returns.
         self._count_pushed(msg.id, msg.delay)
         try:
             await self._publisher.submit((self.topic, self._encode(msg)))
@@ -208,14 +169,13 @@ class PubSubDriver(PullDriver):
             self._count_pushed(m.id, m.delay)
         # One batch already: straight to Publish requests (≤ 1000 messages each).
         results = await self._publish_many([(self.topic, e) for e in encoded])
-        failed = [(m.id, r) for m, r in zip(msgs, results, strict=True)
+        failed = [(m, r) for m, r in zip(msgs, results, strict=True)
                   if isinstance(r, BaseException)]
-        for m, r in zip(msgs, results, strict=True):
-            if isinstance(r, BaseException):
-                self._uncount_pushed(m.id, m.delay)
+        for m, _ in failed:
+            self._uncount_pushed(m.id, m.delay)
         if failed:
             raise PubSubError(f"{len(failed)} of {len(msgs)} jobs were not published; first "
-                              f"failure (job {failed[0][0]}): {failed[0][1]}") from failed[0][1]
+                              f"failure (job {failed[0][0].id}): {failed[0][1]}") from failed[0][1]
 
     def _count_pushed(self, job_id: str, delay: float) -> None:
         if delay > 0:
@@ -244,22 +204,16 @@ class PubSubDriver(PullDriver):
                             ) -> list[str | BaseException]:
         publisher = self._clients.publisher
         out: list[str | BaseException] = []
-        start = 0
-        while start < len(items):
-            topic = items[start][0]
-            end, size = start, 0
-            while (end < len(items) and items[end][0] == topic and end - start < BATCH_LIMIT
-                   and (size == 0 or size + len(items[end][1].data) <= PUBLISH_BYTES)):
-                size += len(items[end][1].data)
-                end += 1
-            chunk = [m for _, m in items[start:end]]
+        for chunk in chunks(items, BATCH_LIMIT, PUBLISH_BYTES, lambda item: len(item[1].data),
+                            key=lambda item: item[0]):
+            topic = chunk[0][0]
             try:
-                request = PublishRequest.wrap(RawPublishRequest(topic=topic, messages=chunk))
+                request = PublishRequest.wrap(RawPublishRequest(
+                    topic=topic, messages=[m for _, m in chunk]))
                 response = await publisher.publish(request=request, timeout=CALL_TIMEOUT)
                 out.extend(response.message_ids)
             except gexc.GoogleAPICallError as exc:
                 out.extend([PubSubError(f"publish to {topic} failed: {exc}")] * len(chunk))
-            start = end
         return out
 
     # -- acks ---------------------------------------------------------------------------------
@@ -272,12 +226,9 @@ class PubSubDriver(PullDriver):
     async def _modack_many(self, items: Sequence[tuple[str, int]]) -> list[BaseException | None]:
         subscriber = self._clients.subscriber
         out: list[BaseException | None] = [None] * len(items)
-        by_seconds: dict[int, list[int]] = {}
-        for i, (_, seconds) in enumerate(items):
-            by_seconds.setdefault(seconds, []).append(i)
-        for seconds, idx in by_seconds.items():
-            ids = [items[i][0] for i in idx]
-            results = await self._by_ids(ids, lambda ids, s=seconds: (
+        for seconds in {s for _, s in items}:  # one request per deadline
+            idx = [i for i, (_, s) in enumerate(items) if s == seconds]
+            results = await self._by_ids([items[i][0] for i in idx], lambda ids, s=seconds: (
                 subscriber.modify_ack_deadline(
                     subscription=self.subscription, ack_ids=ids, ack_deadline_seconds=s,
                     timeout=CALL_TIMEOUT)))
@@ -320,22 +271,18 @@ class PubSubDriver(PullDriver):
             self.supervisor.start("keepalive", self._keep_alive)
 
     async def _stop_consuming(self) -> None:
-        # A Pull in flight finishes (it returns at once): cancelling it could
-        # strand the messages the broker already handed out until their
-        # deadline passed. Only a loop stuck on a full priority queue is cancelled.
+        # A Pull in flight finishes (it returns at once): cancelling it could strand
+        # what the broker handed out until its deadline passed.
         await self.in_flight.settle(self.lane, PAUSE_WAIT)
         await super()._stop_consuming()
 
     async def give_back(self, jobs: Sequence[Job]) -> None:
-        """Jobs taken back out of the priority queue stay leased (kept alive while
-        paused) so that resume delivers them first, in order; stop releases them."""
+        """Kept leased while paused, for ``resume`` to deliver first; stop releases them."""
         self._held.extend(j for j in jobs if j.handle in self._outstanding)
 
     async def _keep_alive(self) -> None:
-        """Every half ack deadline, extend the leases of the jobs no handler holds
-        yet: those waiting in the priority queue and those held back by ``pause``
-        (the worker pool extends the jobs handlers hold). Also prunes stale
-        local delayed-job entries."""
+        """Every half ack deadline, extend the leases of the jobs no handler holds yet
+        (queued, or kept at pause); prune stale local delayed-job entries."""
         while True:
             await asyncio.sleep(max(0.5, self.ack_deadline / 2))
             waiting = [j for j in self.queue if j.pipeline == self.pipeline_name]
@@ -343,20 +290,6 @@ class PubSubDriver(PullDriver):
                 if job.handle in self._outstanding:
                     self._modacker.post((job.handle, self.ack_deadline))
             self._prune_delayed(time.time())
-
-    def _release(self, jobs: Sequence[Job]) -> None:
-        """Give jobs back to the broker at once (``ModifyAckDeadline(0)``)."""
-        for job in jobs:
-            if self._outstanding.pop(job.handle, None) is not None:
-                self._backlog += 1
-                self._modacker.post((job.handle, 0))
-
-    def _return_pulled(self, received: Sequence[Any]) -> None:
-        """Messages pulled while pausing (or not queued at all): back at once."""
-        for rm in received:
-            if rm.message.attributes.get(RR_ID, "") not in self._delayed:
-                self._backlog += 1
-            self._modacker.post((rm.ack_id, 0))
 
     async def _pull(self, max_messages: int) -> Any:
         """One ``Pull`` that returns at once (the raw ``PullResponse`` protobuf)."""
@@ -377,8 +310,11 @@ class PubSubDriver(PullDriver):
         with self.in_flight:
             response = await self._pull(min(max_messages, BATCH_LIMIT))
         received = response.received_messages
-        if not self.lane.is_open:
-            self._return_pulled(received)
+        if not self.lane.is_open:  # pulled while pausing: back at once
+            for rm in received:
+                if rm.message.attributes.get(RR_ID, "") not in self._delayed:
+                    self._backlog += 1
+                self._modacker.post((rm.ack_id, 0))
             return []
         if not received:
             await asyncio.sleep(self._idle)
@@ -406,8 +342,7 @@ class PubSubDriver(PullDriver):
                 return None
         if self._delayed.pop(d.id, None) is None:
             self._backlog = max(0, self._backlog - 1)
-        # auto_ack jobs too: the worker pool acknowledges them before the
-        # handler runs; until then pause/stop give them back like any other.
+        # auto_ack jobs too: until the worker pool acks them, pause/stop give them back.
         job = cast(PubSubJob, PubSubJob.make(
             self, raw.ack_id, d.id, d.name, m.data, d.headers, self.pipeline_name,
             d.priority, d.auto_ack, float(self.ack_deadline)))
@@ -424,13 +359,8 @@ class PubSubDriver(PullDriver):
 
     def _park(self, rm: Any, attrs: dict[str, str], job_id: str, due: float,
               left: float) -> None:
-        """A delayed message pulled early: the broker keeps it until it is due.
-
-        Its ack deadline is set to the time left (at most 600 s), so it comes
-        back at most once per 600 s. Only when a native dead-letter policy
-        would soon count it out is a copy with the time left published and
-        the original acknowledged (the copy starts again at attempt 1).
-        """
+        """A delayed message pulled early: its ack deadline is the time left (≤ 600 s);
+        near a native dead-letter policy's limit, a copy is published instead."""
         self._remember_delayed(job_id, due)
         near_limit = self.max_attempts > 0 and rm.delivery_attempt >= self.max_attempts - 1
         if left <= MAX_ACK_DEADLINE or not near_limit:
@@ -465,13 +395,9 @@ class PubSubDriver(PullDriver):
         self.settled(job)
 
     def _ack(self, job: Job) -> None:
-        """Queue the ack for this tick's ``Acknowledge`` request and return.
-
-        Pub/Sub's acks are best effort (without exactly-once delivery the
-        broker may redeliver even an acknowledged message), so the handler does
-        not wait for the round trip; a failed request is logged, and the broker
-        redelivers those jobs. ``stop`` waits for every queued ack.
-        """
+        """Queue the ack for this tick's ``Acknowledge`` request and return (Pub/Sub's
+        acks are best effort); a failed request is logged and the broker redelivers
+        those jobs. ``stop`` waits for every queued ack."""
         self._take(job)
         self._acker.post(job.handle)
 
@@ -500,14 +426,7 @@ class PubSubDriver(PullDriver):
     async def _drop(self, job: Job) -> None:
         self._take(job)
         if self.dead_letter_topic:
-            attrs = codec.attributes(job.id, job.name, job.headers, job.priority, 0,
-                                     job.auto_ack)
-            try:
-                await self._publisher.submit(
-                    (self.dead_letter_topic, RawMessage(data=job.payload, attributes=attrs)))
-            except BaseException:
-                self._modacker.post((job.handle, 0))
-                raise
+            await self._publish_copy(job, self.dead_letter_topic, job.headers, 0)
         else:
             self.log.warning("pipeline %r: job %s (%s) nacked without requeue and no "
                              "dead_letter_topic: dropped", self.pipeline_name, job.id, job.name)
@@ -519,16 +438,22 @@ class PubSubDriver(PullDriver):
         seconds = whole_seconds(delay)
         self._count_pushed(job.id, seconds)
         try:
-            attrs = codec.attributes(job.id, job.name, headers, job.priority, seconds,
-                                     job.auto_ack)
-            await self._publisher.submit((self.topic, RawMessage(data=job.payload,
-                                                                    attributes=attrs)))
+            await self._publish_copy(job, self.topic, headers, seconds)
         except BaseException:
             self._uncount_pushed(job.id, seconds)
-            self._modacker.post((job.handle, 0))
             self._backlog += 1
             raise
         await self._acker.submit(job.handle)
+
+    async def _publish_copy(self, job: Job, topic: str, headers: Headers, seconds: int) -> None:
+        """Publish a copy of ``job``; if that fails, the original goes back to the broker."""
+        try:
+            attrs = codec.attributes(job.id, job.name, headers, job.priority, seconds,
+                                     job.auto_ack)
+            await self._publisher.submit((topic, RawMessage(data=job.payload, attributes=attrs)))
+        except BaseException:
+            self._modacker.post((job.handle, 0))
+            raise
 
     async def extend(self, job: Job, seconds: float) -> None:
         if self.stopped:
@@ -541,25 +466,27 @@ class PubSubDriver(PullDriver):
     # -- state and closing ------------------------------------------------------------------
 
     async def state(self) -> State:
+        """Pub/Sub has no counts (only Cloud Monitoring has): ``active`` and
+        ``delayed`` are this process's estimate; ``reserved`` is exact."""
         queued = self.queue.count(self.pipeline_name)
         now = time.time()
         self._prune_delayed(now)
         delayed = sum(1 for due in self._delayed.values() if due > now)
         due_now = len(self._delayed) - delayed
-        return State(
-            pipeline=self.pipeline_name,
-            driver=self.name,
-            queue=self.topic,
-            active=self._backlog + due_now + queued + len(self._held),
-            delayed=delayed,
-            reserved=max(0, len(self._outstanding) - queued - len(self._held)),
-            ready=self.ready,
-            priority=self.priority,
-        )
+        return State(pipeline=self.pipeline_name, driver=self.name, queue=self.topic,
+                     active=self._backlog + due_now + queued + len(self._held),
+                     delayed=delayed,
+                     reserved=max(0, len(self._outstanding) - queued - len(self._held)),
+                     ready=self.ready, priority=self.priority)
 
     async def _close(self) -> None:
+        """Give every job still held back to the broker (``ModifyAckDeadline(0)``),
+        send what is queued, close the clients."""
         self._held = []
-        self._release(list(self._outstanding.values()))
+        for handle in self._outstanding:
+            self._backlog += 1
+            self._modacker.post((handle, 0))
+        self._outstanding.clear()
         if self.clients is None:
             return
         try:
@@ -573,29 +500,23 @@ class PubSubDriver(PullDriver):
 
 async def _declare(clients: Clients, options: PubSubOptions, pipeline: str, where: str
                    ) -> tuple[int, int]:
-    """Create the topic(s) and subscriptions that are missing; return the
-    subscription's ack deadline and its dead-letter policy's max delivery
-    attempts (0: none). An existing subscription is reused unchanged; an
-    explicitly set ``ack_deadline``, ``dead_letter_topic`` or
-    ``max_delivery_attempts`` it does not match is a ConfigError."""
+    """Create the missing topic(s) and subscriptions; return the subscription's ack
+    deadline and max delivery attempts (0: none). An existing subscription is reused
+    unchanged (options set explicitly that it does not match are a ConfigError)."""
     topics = [] if options.skip_topic_declaration else [options.topic_path()]
     if options.dead_letter_topic:
         topics.append(options.dead_letter_path())
     try:
         for topic in topics:
-            try:
+            with contextlib.suppress(gexc.AlreadyExists):
                 await clients.publisher.create_topic(name=topic, timeout=CALL_TIMEOUT)
-            except gexc.AlreadyExists:
-                pass
         if options.dead_letter_topic:
             # Messages published to a topic without a subscription are lost: keep
             # dead letters in a subscription named after the dead-letter topic.
-            try:
+            with contextlib.suppress(gexc.AlreadyExists):
                 await clients.subscriber.create_subscription(
                     name=options.dead_letter_subscription_path(),
                     topic=options.dead_letter_path(), timeout=CALL_TIMEOUT)
-            except gexc.AlreadyExists:
-                pass
         request = Subscription(name=options.subscription_path(pipeline),
                                topic=options.topic_path(),
                                ack_deadline_seconds=options.ack_deadline)
@@ -617,15 +538,19 @@ async def _declare(clients: Clients, options: PubSubOptions, pipeline: str, wher
         raise ConfigError(f"{where}.topic", f"Pub/Sub: {exc.message}") from exc
     except (gexc.InvalidArgument, gexc.PermissionDenied) as exc:
         raise ConfigError(where, f"Pub/Sub refused the topic/subscription: {exc}") from exc
-    policy = sub.dead_letter_policy
-    attempts = int(policy.max_delivery_attempts) if policy and policy.dead_letter_topic else 0
-    return int(sub.ack_deadline_seconds) or options.ack_deadline, attempts
+    return int(sub.ack_deadline_seconds) or options.ack_deadline, _policy(sub)[1]
+
+
+def _policy(sub: Subscription) -> tuple[str, int]:
+    """The dead-letter topic and max delivery attempts of ``sub`` (``("", 0)``: none)."""
+    policy = sub.dead_letter_policy if "dead_letter_policy" in sub else None
+    topic = policy.dead_letter_topic if policy else ""
+    return topic, int(policy.max_delivery_attempts) if policy and topic else 0
 
 
 def _check_existing(sub: Subscription, request: Subscription, options: PubSubOptions,
                     where: str) -> None:
-    """Refuse options the user set that an existing subscription does not have
-    (it is never modified)."""
+    """Refuse options set that an existing subscription does not have (never modified)."""
     given = options.model_fields_set
     if "ack_deadline" in given and sub.ack_deadline_seconds != options.ack_deadline:
         raise ConfigError(f"{where}.ack_deadline",
@@ -634,12 +559,8 @@ def _check_existing(sub: Subscription, request: Subscription, options: PubSubOpt
                           "(existing subscriptions are not modified)")
     if not given & {"dead_letter_topic", "max_delivery_attempts"}:
         return
-    have = sub.dead_letter_policy
-    have_topic = have.dead_letter_topic if have else ""
-    have_attempts = int(have.max_delivery_attempts) if have and have_topic else 0
-    want = request.dead_letter_policy if "dead_letter_policy" in request else None
-    want_topic = want.dead_letter_topic if want else ""
-    want_attempts = int(want.max_delivery_attempts) if want and want_topic else 0
+    have_topic, have_attempts = _policy(sub)
+    want_topic, want_attempts = _policy(request)
     if want_topic and have_topic and want_topic != have_topic:
         raise ConfigError(f"{where}.dead_letter_topic",
                           f"subscription {sub.name} exists with the dead-letter policy topic "
@@ -655,11 +576,8 @@ def _check_existing(sub: Subscription, request: Subscription, options: PubSubOpt
 
 
 class PubSubConstructor(DriverConstructor):
-    """Builds ``google_pub_sub`` drivers.
-
-    Reads the global ``google_pub_sub:`` section once; a pipeline needs it (as in
-    RoadRunner): without it, building one fails with a ConfigError.
-    """
+    """Builds ``google_pub_sub`` drivers; as in RoadRunner, a pipeline needs the global
+    ``google_pub_sub:`` section (without it, building one fails with a ConfigError)."""
 
     name = DRIVER_NAME
     driver_class = PubSubDriver
@@ -669,4 +587,4 @@ class PubSubConstructor(DriverConstructor):
     section_required = True
 
 
-__all__ = ["PubSubConstructor", "PubSubDriver", "PubSubError", "capabilities_for"]
+__all__ = ["PubSubConstructor", "PubSubDriver", "PubSubError", "PubSubJob", "capabilities_for"]
