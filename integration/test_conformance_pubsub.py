@@ -132,7 +132,8 @@ def driver_factory(pubsub_emulator_host: str, pubsub_project: str) -> PubSubFact
 
 class TestPubSubConformance(ConformanceSuite, suite.SettleDuringLeaseExtensionTests,
                             suite.PoisonBodyTests, suite.PoisonHeaderTests,
-                            suite.DelayRoundingTests, suite.SupervisedTaskTests):
+                            suite.DelayRoundingTests, suite.SupervisedTaskTests,
+                            suite.ConcurrentLifecycleTests):
     marker = "pubsub"
 
 

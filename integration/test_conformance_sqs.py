@@ -116,7 +116,8 @@ def driver_factory(sqs_endpoint: SqsEndpoint) -> SQSFactory:
 
 class TestSQSConformance(ConformanceSuite, suite.SettleDuringLeaseExtensionTests,
                          suite.PoisonBodyTests, suite.PoisonHeaderTests,
-                         suite.DelayRoundingTests, suite.SupervisedTaskTests):
+                         suite.DelayRoundingTests, suite.SupervisedTaskTests,
+                         suite.ConcurrentLifecycleTests):
     marker = "sqs"
 
 
