@@ -1,10 +1,5 @@
-"""The ``kafka`` driver (Apache Kafka, on aiokafka): see :mod:`rrjobs.drivers.kafka.driver`.
-
-``import rrjobs`` does not import aiokafka, and neither does importing this
-package or its pure modules (``config``, ``codec``, ``offsets``): the driver's
-names below load :mod:`rrjobs.drivers.kafka.driver` (and aiokafka) on first
-use, as the ``rrjobs.drivers`` entry point does when a pipeline uses the driver.
-"""
+"""The ``kafka`` driver (on aiokafka). Importing this package, ``config``, ``codec`` or
+``offsets`` does not import aiokafka: the driver's names load ``driver`` on first use."""
 
 from __future__ import annotations
 
@@ -18,34 +13,20 @@ if TYPE_CHECKING:
     from rrjobs.drivers.kafka.driver import (
         KafkaConstructor,
         KafkaDriver,
+        KafkaJob,
         KafkaUnavailableError,
         capabilities_for,
     )
-    from rrjobs.drivers.kafka.job import KafkaJob
 
-_LAZY = {
-    "KafkaConstructor": "rrjobs.drivers.kafka.driver",
-    "KafkaDriver": "rrjobs.drivers.kafka.driver",
-    "KafkaUnavailableError": "rrjobs.drivers.kafka.driver",
-    "capabilities_for": "rrjobs.drivers.kafka.driver",
-    "KafkaJob": "rrjobs.drivers.kafka.job",
-}
+_LAZY = frozenset({"KafkaConstructor", "KafkaDriver", "KafkaJob", "KafkaUnavailableError",
+                   "capabilities_for"})
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    return getattr(importlib.import_module("rrjobs.drivers.kafka.driver"), name)
 
 
-__all__ = [
-    "KafkaConstructor",
-    "KafkaDriver",
-    "KafkaJob",
-    "KafkaOptions",
-    "KafkaSection",
-    "KafkaUnavailableError",
-    "OffsetTracker",
-    "capabilities_for",
-]
+__all__ = ["KafkaConstructor", "KafkaDriver", "KafkaJob", "KafkaOptions", "KafkaSection",
+           "KafkaUnavailableError", "OffsetTracker", "capabilities_for"]

@@ -1,14 +1,5 @@
-"""``rrjobs bench --driver kafka``: the bench's settings and its raw aiokafka baseline.
-
-The broker is the one in ``RRJOBS_KAFKA_BROKERS`` (the variable the integration
-tests use), else ``kafka.brokers`` of the config, else RoadRunner's default.
-Each run uses fresh topics (one partition, the broker's default) and groups.
-
-The baseline is a bare aiokafka loop with the driver's settings: an idempotent
-producer with ``acks=all`` sending chunks of ``spec.batch`` records (key = a
-uuid, as the driver's job ids), and a group consumer with auto-commit off that
-commits what it consumed every ``commit_interval`` (the driver's commit
-cadence), counting records until all arrived.
+"""``rrjobs bench --driver kafka``: settings and a raw aiokafka baseline (the driver's acks
+and commit cadence) on ``RRJOBS_KAFKA_BROKERS``, else ``kafka.brokers``, else the default.
 """
 
 from __future__ import annotations
@@ -25,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-u
 from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult, run_timed
 from rrjobs.core.message import new_id
 from rrjobs.drivers.kafka.client import connection_kwargs
-from rrjobs.drivers.kafka.config import DEFAULT_BROKERS, KafkaOptions, KafkaSection
+from rrjobs.drivers.kafka.config import KafkaOptions, KafkaSection
 
 #: The driver options of ``rrjobs bench --driver kafka`` unless ``--option`` says otherwise.
 BENCH_PREFETCH = 1000
@@ -35,11 +26,8 @@ BENCH_COMMIT_INTERVAL = 0.2
 def brokers(config: Mapping[str, Any] | None = None) -> list[str]:
     """``RRJOBS_KAFKA_BROKERS``, else ``kafka.brokers`` of ``config``, else the default."""
     env = os.environ.get("RRJOBS_KAFKA_BROKERS", "").strip()
-    if env:
-        return [b.strip().split("://", 1)[-1] for b in env.split(",") if b.strip()]
     section = (config or {}).get("kafka") or {}
-    value = section.get("brokers") or DEFAULT_BROKERS
-    return [value] if isinstance(value, str) else list(value)
+    return KafkaSection.model_validate({"brokers": env or section.get("brokers")}).brokers
 
 
 def bench_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -60,9 +48,8 @@ async def kafka_baseline(spec: BenchSpec) -> PhaseResult:
     """A raw aiokafka loop: idempotent acks=all producer, group consumer committing
     every commit_interval (the driver's acks and commit cadence)."""
     options = KafkaOptions.model_validate(dict(spec.options))
-    section_data = dict((spec.config or {}).get("kafka") or {})
-    section_data["brokers"] = brokers(spec.config)
-    section = KafkaSection.model_validate(section_data)
+    section = KafkaSection.model_validate(
+        {**((spec.config or {}).get("kafka") or {}), "brokers": brokers(spec.config)})
     conn = connection_kwargs(section, options.sasl_options or section.sasl, None)
     interval = options.group_options.commit_interval if options.group_options else 0.2
     topic = f"rrjobs-bench-raw-{uuid.uuid4().hex[:8]}"

@@ -1,7 +1,4 @@
-"""aiokafka clients from the driver's options: connection settings, producer, partitioners.
-
-Imports aiokafka (the driver package is the only place that does).
-"""
+"""aiokafka clients from the driver's options: connection settings, producer, commits."""
 
 from __future__ import annotations
 
@@ -19,34 +16,22 @@ from aiokafka.record.default_records import (  # type: ignore[import-untyped]
 )
 
 from rrjobs.core.errors import PayloadTooLargeError
-from rrjobs.core.tls import client_ssl_context
 from rrjobs.drivers.kafka.codec import Encoded, RecordHeaders, key_partition
 from rrjobs.drivers.kafka.config import KafkaOptions, KafkaSection, SASLOptions
 from rrjobs.drivers.kafka.failures import describe, failed, window
 from rrjobs.drivers.kafka.offsets import OffsetTracker
 
 _ACKS: dict[str, int | str] = {"NoAck": 0, "LeaderAck": 1, "AllISRAck": "all"}
-_SASL: dict[str, str] = {"plain": "PLAIN", "SCRAM-SHA-256": "SCRAM-SHA-256",
-                         "SCRAM-SHA-512": "SCRAM-SHA-512"}
-
-
-def ssl_context(section: KafkaSection) -> ssl.SSLContext | None:
-    """The TLS context of ``kafka.tls`` (blocking file reads: call at construction)."""
-    tls = section.tls
-    if tls is None:
-        return None
-    return client_ssl_context(tls)
 
 
 def connection_kwargs(section: KafkaSection, sasl: SASLOptions | None,
                       context: ssl.SSLContext | None) -> dict[str, Any]:
     """``bootstrap_servers``, ``security_protocol``, TLS and SASL for any aiokafka client."""
     kwargs: dict[str, Any] = {"bootstrap_servers": list(section.brokers)}
-    if sasl is not None:
-        kwargs["security_protocol"] = "SASL_SSL" if context is not None else "SASL_PLAINTEXT"
-        kwargs["sasl_mechanism"] = _SASL[sasl.mechanism]
-        kwargs["sasl_plain_username"] = sasl.username
-        kwargs["sasl_plain_password"] = sasl.password
+    if sasl is not None:  # the mechanism is plain or SCRAM-SHA-*: aiokafka's names in capitals
+        kwargs.update(security_protocol="SASL_SSL" if context is not None else "SASL_PLAINTEXT",
+                      sasl_mechanism=sasl.mechanism.upper(), sasl_plain_username=sasl.username,
+                      sasl_plain_password=sasl.password)
     elif context is not None:
         kwargs["security_protocol"] = "SSL"
     if context is not None:
@@ -69,35 +54,17 @@ class RoundRobinPartitioner:
         return choices[next(self._counter) % len(choices)]
 
 
-#: A record to produce: topic, partition (``None``: the partitioning strategy
-#: picks it), key, value, headers.
+#: A record to produce: topic, partition (``None``: the strategy's), key, value, headers.
 Record = tuple[str, int | None, bytes, bytes, RecordHeaders]
 
-#: A record whose size in a batch is within this many bytes of
-#: ``max_message_bytes`` is measured exactly, as aiokafka's ``send`` measures
-#: every record (its estimate exceeds the real size by less than this).
+#: A batched record this close to ``max_message_bytes`` is measured as aiokafka's ``send``
+#: measures every record (its estimate exceeds the real size by less than this).
 _SIZE_SLACK = 256
 
 
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    """Mark a result nobody awaits as retrieved (no "never retrieved" warning)."""
-    if not fut.cancelled():
-        fut.exception()
-
-
 class Producer:
-    """The pipeline's producer: ``send`` and ``send_records`` wait for the broker's
-    acknowledgement.
-
-    Concurrency-safe (aiokafka batches concurrent sends). ``delivery_timeout``
-    bounds each wait when set.
-
-    Partitions are picked here, as the ``partitioning_strategy`` does
-    (``Uniform``: murmur2 of the key, as Kafka's default partitioner, whose hash
-    is skipped for a topic of one partition; ``RoundRobin``: in turn; ``Manual``:
-    the message's), when the topic's metadata is known; otherwise aiokafka's
-    partitioner (the same strategy) picks them once it is.
-    """
+    """The pipeline's producer (concurrency-safe): sends wait for the acknowledgement, and
+    partitions are picked as the ``partitioning_strategy`` does (docs/drivers/kafka.md)."""
 
     def __init__(self, options: KafkaOptions, conn: dict[str, Any]) -> None:
         p = options.producer_options
@@ -107,15 +74,11 @@ class Producer:
         self._round_robin = (RoundRobinPartitioner()
                              if p.partitioning_strategy == "RoundRobin" else None)
         kwargs: dict[str, Any] = dict(conn)
-        kwargs.update(
-            acks=_ACKS[p.required_acks],
-            enable_idempotence=not p.disable_idempotent,
-            max_request_size=p.max_message_bytes,
-            request_timeout_ms=int(p.request_timeout * 1000),
-            compression_type=p.compression_codec,
-            linger_ms=0,
-            max_batch_size=min(p.max_message_bytes, 1024 * 1024),
-        )
+        kwargs.update(acks=_ACKS[p.required_acks], enable_idempotence=not p.disable_idempotent,
+                      max_request_size=p.max_message_bytes,
+                      request_timeout_ms=int(p.request_timeout * 1000),
+                      compression_type=p.compression_codec, linger_ms=0,
+                      max_batch_size=min(p.max_message_bytes, 1024 * 1024))
         if self._round_robin is not None:
             kwargs["partitioner"] = self._round_robin
         self.client = AIOKafkaProducer(**kwargs)
@@ -126,20 +89,14 @@ class Producer:
     async def stop(self) -> None:
         await self.client.stop()
 
-    # -- partitions ------------------------------------------------------------------------
-
     def _chooser(self, topic: str, partitions: set[int]) -> Callable[[bytes], int]:
-        """``key → partition`` for ``topic`` by the partitioning strategy, from its
-        known ``partitions`` (listed as aiokafka lists them to its partitioner)."""
+        """``key → partition`` for ``topic`` by the strategy, from its known ``partitions``."""
         listed = list(partitions)
         if self._round_robin is not None:
             available = self.client.client.cluster.available_partitions_for_topic(topic)
             choices = sorted(available) if available else listed
             pick = self._round_robin.pick
             return lambda key: pick(choices)
-        if len(listed) == 1:  # the key's hash would not matter
-            only = listed[0]
-            return lambda key: only
         return lambda key: key_partition(key, listed)
 
     @staticmethod
@@ -157,14 +114,9 @@ class Producer:
                 f"kafka: record of {len(value)} bytes ({size} with its key and headers) is "
                 f"too large for max_message_bytes ({self.max_request_size})")
 
-    # -- producing -------------------------------------------------------------------------
-
-    async def enqueue(self, topic: str, rec: Encoded,
-                      partition: int | None = None) -> asyncio.Future[Any]:
-        """Hand a record to the producer; the returned future resolves once the
-        broker acknowledged it. Raises :class:`PayloadTooLargeError` at once for
-        a record over ``max_message_bytes``, :class:`ValueError` for a partition
-        the topic does not have."""
+    async def send(self, topic: str, rec: Encoded, partition: int | None = None) -> None:
+        """Produce one record and wait for its acknowledgement. Raises :class:`ValueError`
+        for a partition the topic lacks, :class:`PayloadTooLargeError` for a record too large."""
         partitions = self.client.client.cluster.partitions_for_topic(topic)
         if partitions:
             if partition is None:
@@ -177,7 +129,7 @@ class Producer:
         except MessageSizeTooLargeError as exc:
             raise PayloadTooLargeError(f"kafka: record of {len(rec.value)} bytes is too large "
                                        f"for max_message_bytes: {exc}") from None
-        return fut
+        await self.wait([fut])
 
     async def wait(self, futures: Sequence[asyncio.Future[Any]]) -> None:
         """Wait for the acknowledgements of ``futures`` (within ``delivery_timeout``)."""
@@ -190,27 +142,12 @@ class Producer:
             raise PayloadTooLargeError(f"kafka: the broker refused a record as too large: "
                                        f"{exc}") from None
 
-    async def send(self, topic: str, rec: Encoded, partition: int | None = None) -> None:
-        await self.wait([await self.enqueue(topic, rec, partition)])
-
     async def send_records(self, records: Iterable[Record]) -> None:
-        """Produce ``records`` and wait for the broker's acknowledgements (within
-        ``delivery_timeout``).
-
-        The records are written into aiokafka record batches (``create_batch``),
-        one per partition or more when one is full (``max_batch_size``), and each
-        batch is handed over with ``send_batch``: one future per batch, not per
-        record. The producer's acks and idempotence apply to these batches as to
-        any (sequence numbers are assigned per batch when it is sent). Records of
-        one partition keep their order. Partitions are picked as the strategy
-        does (see the class doc), waiting for a topic's metadata when unknown.
-
-        Nothing is sent if a record is over ``max_message_bytes``
-        (:class:`PayloadTooLargeError`) or names a partition its topic does not
-        have (:class:`ValueError`): every batch is built before the first is handed
-        over. If the broker refuses a batch, the first such error is raised; other
-        batches may have been stored.
-        """
+        """Produce ``records`` in aiokafka record batches (one future per batch, records
+        of a partition in order) and wait for the broker's acknowledgements. Every batch is
+        built before the first is sent: a record too large (:class:`PayloadTooLargeError`)
+        or for a partition its topic lacks (:class:`ValueError`) sends nothing. If the
+        broker refuses a batch, the first error is raised; other batches may be stored."""
         client = self.client
         cluster = client.client.cluster
         create = client.create_batch
@@ -255,24 +192,17 @@ class Producer:
                 for builder in chain:
                     futures.append(await client.send_batch(builder, topic, partition=partition))
         except BaseException:
-            for fut in futures:
-                fut.add_done_callback(_retrieve)
+            for fut in futures:  # nobody awaits them: retrieved, no "never retrieved" warning
+                fut.add_done_callback(lambda done: done.cancelled() or done.exception())
             raise
         await self.wait(futures)
 
 
 class Commits:
-    """Commits the settled prefix of ``tracker`` through ``consumer`` (set once it
-    exists): the commit loop of the driver and of its delay forwarder.
-
-    :meth:`loop` commits whenever the prefix moved (:attr:`event`), at most every
-    ``interval`` seconds; a failed commit is retried at that pace. Commits failing
-    for longer than ``error_timeout``, or with an error that is not Kafka's (see
-    :mod:`~rrjobs.drivers.kafka.failures`), call ``on_fatal(what, error)``; when it
-    returns true the loop ends (the pipeline is being restarted). ``on_outage(True)``
-    is called when commits start failing (logged once), ``on_outage(False)`` when one
-    succeeds again.
-    """
+    """Commits the settled prefix of ``tracker`` through ``consumer`` (set once it exists):
+    :meth:`loop` commits when it moved, at most (and retrying) every ``interval`` s. A fatal
+    failure calls ``on_fatal(what, error)``, which ends the loop when it returns true;
+    ``on_outage`` is told when commits start failing (logged once) and work again."""
 
     def __init__(self, tracker: OffsetTracker[Any], label: str, interval: float,
                  error_timeout: float, on_fatal: Callable[[str, BaseException], bool],
@@ -331,8 +261,7 @@ class Commits:
 
 
 class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Hands a consumer's rebalances to ``owner.revoked``/``owner.assigned`` (coroutines
-    taking the set of partitions): the driver's and its delay forwarder's."""
+    """Hands a consumer's rebalances to ``owner.revoked`` and ``owner.assigned``."""
 
     def __init__(self, owner: Any) -> None:
         self.owner = owner

@@ -1,37 +1,7 @@
-"""The Kafka record layout: RoadRunner's, plus what RoadRunner lacks.
-
-RoadRunner's Kafka driver (reference §5.3, §10) writes:
-
-* record key = the job id, value = the payload;
-* one header per job header with its **first** value only;
-* ``rr_job`` and ``rr_pipeline`` (UTF-8), and ``rr_priority`` as an **8-byte
-  little-endian** integer (a shorter value makes RoadRunner panic: always 8).
-
-rrjobs writes exactly that, so RoadRunner consumes rrjobs' records, and adds:
-
-* ``rr_id``: the job id (also the key; a key may be repartitioned or absent);
-* ``rr_headers``: every header with all its values, as JSON (only when a
-  header has other than one value, or its first value cannot be a header);
-* ``rr_auto_ack``: ``"true"`` for an ``auto_ack`` job;
-* the attempt count travels as the ``rr_attempts`` job header, so RoadRunner
-  sees it too.
-
-Reading accepts rrjobs' records, RoadRunner's, and foreign records: no
-``rr_job`` makes the job ``deduced_by_rr``; the id comes from ``rr_id``, else
-the key, else a fresh uuid; headers from ``rr_headers``, else from the record
-headers (a key repeated in the record collects every value in order), through
-:func:`~rrjobs.core.headers.normalize_headers`: an ``rr_headers`` that is not a
-JSON object of strings or string lists, or headers over its limits, raise (the
-driver turns the record into a failed job).
-
-:class:`RecordEncoder` writes a pipeline's records with the constant header
-values encoded once; :func:`decode_fields` reads the common records without
-:func:`decode`'s general path (same results). :func:`murmur2` and
-:func:`key_partition` place a key on a partition as Kafka's default
-partitioner does.
-
-Pure Python, no aiokafka import: headers are ``(key, bytes)`` pairs.
-"""
+"""The Kafka record layout ("Record layout" in docs/drivers/kafka.md): RoadRunner's (key =
+job id, each job header's first value, ``rr_job``, ``rr_pipeline``, ``rr_priority`` as
+**8 bytes little-endian**: shorter makes RoadRunner panic), plus ``rr_id``, ``rr_headers``
+and ``rr_auto_ack``. Pure Python, no aiokafka import: headers are ``(key, bytes)`` pairs."""
 
 from __future__ import annotations
 
@@ -41,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from rrjobs.core import headers as rr
-from rrjobs.core.fields import RR_FIELDS, JobFields, job_fields
+from rrjobs.core.fields import RR_FIELDS, JobFields, as_int, as_text, job_fields
 from rrjobs.core.headers import Headers, normalize_headers
 
 #: Delay-topic headers (see :mod:`rrjobs.drivers.kafka.delays`).
@@ -60,29 +30,15 @@ _I64 = struct.Struct("<q")
 
 def encode_priority(priority: int) -> bytes:
     """``rr_priority``: 8 bytes, little-endian (RoadRunner reads a uint64)."""
-    if priority < 0:
-        return _I64.pack(priority)
-    return _U64.pack(priority)
+    return (_I64 if priority < 0 else _U64).pack(priority)
 
 
 def decode_priority(raw: bytes | None, default: int) -> int:
-    """A priority from ``rr_priority``: 8 bytes LE; tolerates decimal text;
-    anything else (or 0) gives ``default``."""
+    """``rr_priority``: 8 bytes LE, or decimal text; anything else (or 0) gives ``default``."""
     if not raw:
         return default
-    value: int | None = None
-    if len(raw) == 8:
-        value = _I64.unpack(raw)[0]
-    else:
-        try:
-            value = int(raw.decode("ascii").strip())
-        except (UnicodeDecodeError, ValueError):
-            value = None
-    return value if value else default
-
-
-def _text(raw: bytes | None) -> str:
-    return "" if raw is None else raw.decode("utf-8", "replace")
+    value = _I64.unpack(raw)[0] if len(raw) == 8 else as_int(raw)
+    return value or default
 
 
 @dataclass(slots=True)
@@ -95,18 +51,10 @@ class Encoded:
 
 
 def _job_headers(headers: Headers) -> RecordHeaders:
-    """The record headers carrying the job headers: each header with its first value,
-    then ``rr_headers`` (JSON, every value) when a header has other than one value."""
-    out: RecordHeaders = []
-    multi = False
-    for key, values in headers.items():
-        if key in META_HEADERS:
-            continue
-        if len(values) != 1:
-            multi = True
-        if values:
-            out.append((key, values[0].encode()))
-    if multi:
+    """Each job header with its first value, then ``rr_headers`` (JSON) if one has not one."""
+    job = [(key, values) for key, values in headers.items() if key not in META_HEADERS]
+    out: RecordHeaders = [(key, values[0].encode()) for key, values in job if values]
+    if any(len(values) != 1 for _, values in job):
         out.append((rr.RR_HEADERS, json.dumps(headers, ensure_ascii=False,
                                            separators=(",", ":")).encode()))
     return out
@@ -126,13 +74,8 @@ ENCODER_CACHE = 256
 
 
 class RecordEncoder:
-    """Encodes the jobs of one pipeline, exactly as :func:`encode` does.
-
-    The header values that repeat from job to job are encoded once and shared
-    (immutable ``(key, bytes)`` pairs): ``rr_pipeline``, and ``rr_job`` and
-    ``rr_priority`` for up to :data:`ENCODER_CACHE` distinct names and priorities.
-    Not thread-safe (the driver uses it on the event loop only).
-    """
+    """Encodes a pipeline's jobs as :func:`encode` does, the repeated header values (up to
+    :data:`ENCODER_CACHE` distinct ones) encoded once. Event-loop only."""
 
     __slots__ = ("_names", "_pipeline", "_priorities")
 
@@ -169,25 +112,23 @@ class RecordEncoder:
 
 def decode(key: bytes | None, value: bytes | None,
            headers: Iterable[tuple[str, bytes | None]], default_priority: int) -> JobFields:
-    """The job fields of a record written by rrjobs, RoadRunner or anyone else
-    (:mod:`rrjobs.core.fields`; the record key is the id when there is no ``rr_id``).
-    The payload is the record value."""
+    """The job fields of any record (:mod:`rrjobs.core.fields`; the record key is the id
+    when there is no ``rr_id``; the payload is the record value)."""
     meta: dict[str, bytes] = {}
     plain: Headers = {}
     for hkey, hvalue in headers:
         if hkey in META_HEADERS:
             meta[hkey] = hvalue or b""
         else:
-            plain.setdefault(hkey, []).append(_text(hvalue))
+            plain.setdefault(hkey, []).append(as_text(hvalue))
     return job_fields(ident=meta.get(rr.RR_ID), name=meta.get(rr.RR_JOB),
                       priority=decode_priority(meta.get(rr.RR_PRIORITY), 0),
                       auto_ack=meta.get(rr.RR_AUTO_ACK), carried=meta.get(rr.RR_HEADERS),
                       headers=normalize_headers(plain) if plain else plain,
-                      fallback_id=_text(key), default_priority=default_priority)
+                      fallback_id=as_text(key), default_priority=default_priority)
 
 
-#: The record headers of a job without job headers: what :func:`decode_fields`
-#: reads without :func:`decode`'s general path.
+#: The record headers :func:`decode_fields` reads without :func:`decode`'s general path.
 _PLAIN_META = frozenset({rr.RR_ID, rr.RR_JOB, rr.RR_PIPELINE, rr.RR_PRIORITY, rr.RR_AUTO_ACK})
 #: ``rr_priority`` values (8 bytes) already read → the priority (0: the default).
 _priorities: dict[bytes, int] = {}
@@ -210,15 +151,8 @@ def _priority(raw: bytes | None, default: int) -> int:
 def decode_fields(key: bytes | None, value: bytes | None,
                   headers: Sequence[tuple[str, bytes | None]],
                   default_priority: int) -> DecodedFields:
-    """What :func:`decode` reads, as ``(id, name, payload, headers, priority,
-    auto_ack)``: the same result, cheaper for the common records.
-
-    Those are the records of jobs without job headers: rrjobs writes their
-    headers as ``rr_id``, ``rr_job``, ``rr_pipeline``, ``rr_priority`` (read by
-    position), and any record whose headers are each one of the metadata keys at
-    most once (e.g. RoadRunner's) is read from one ``dict``. Anything else goes
-    through :func:`decode`.
-    """
+    """What :func:`decode` reads, as ``(id, name, payload, headers, priority, auto_ack)``,
+    cheaper for records without job headers (read by position, or from one ``dict``)."""
     if len(headers) == 4:
         (k0, raw_id), (k1, raw_job), (k2, _), (k3, raw_prio) = headers
         if (raw_id and raw_job and k0 == rr.RR_ID and k1 == rr.RR_JOB and k2 == rr.RR_PIPELINE
@@ -231,12 +165,10 @@ def decode_fields(key: bytes | None, value: bytes | None,
     else:
         d = job_fields(ident=meta.get(rr.RR_ID), name=meta.get(rr.RR_JOB),
                        priority=_priority(meta.get(rr.RR_PRIORITY), 0),
-                       auto_ack=meta.get(rr.RR_AUTO_ACK), fallback_id=_text(key),
+                       auto_ack=meta.get(rr.RR_AUTO_ACK), fallback_id=as_text(key),
                        default_priority=default_priority)
     return d.id, d.name, value or b"", d.headers, d.priority, d.auto_ack
 
-
-# -- the key's partition -------------------------------------------------------------------------
 
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
@@ -244,11 +176,8 @@ _WORDS: dict[int, struct.Struct] = {}
 
 
 def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 hash of a record key (unsigned 32 bits), as Java's
-    ``Utils.murmur2`` and aiokafka's ``DefaultPartitioner`` compute it.
-
-    The key's 4-byte words are read by one ``struct`` call instead of byte by byte.
-    """
+    """Kafka's murmur2 hash of a record key (unsigned 32 bits), as Java's ``Utils.murmur2``
+    and aiokafka's ``DefaultPartitioner`` compute it (the words read by one ``struct`` call)."""
     length = len(data)
     h = 0x9747B28C ^ length
     words = length >> 2
@@ -275,8 +204,8 @@ def murmur2(data: bytes) -> int:
 
 
 def key_partition(key: bytes, partitions: Sequence[int]) -> int:
-    """The partition of ``partitions`` (as aiokafka lists a topic's partitions) that
-    Kafka's default partitioner picks for ``key``: murmur2, positive, modulo their count."""
+    """The partition of ``partitions`` (as aiokafka lists them) Kafka's default partitioner
+    picks for ``key`` (murmur2, positive, modulo their count; no hash for one partition)."""
     if len(partitions) == 1:
         return partitions[0]
     return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]

@@ -1,22 +1,9 @@
-"""Options of the ``kafka`` driver, with RoadRunner's key names and defaults.
-
-Two places configure it:
-
-* the global ``kafka:`` section (:class:`KafkaSection`): brokers, ping
-  timeout, TLS and SASL, shared by every Kafka pipeline;
-* each pipeline's options (:class:`KafkaOptions`): ``priority``,
-  ``auto_create_topics_enable``, ``producer_options``, ``consumer_options``,
-  ``group_options`` (and ``sasl_options``), as mappings in the config file or
-  as the JSON strings ``Declare`` sends.
-
-Every option is either honoured or refused with a message saying why: the
-options aiokafka has no equivalent for (``aws_msk_iam``, ``LeastBackup``,
-``WithEpoch`` offsets, ...) are validation errors, never ignored. Nothing here
-touches the network or imports aiokafka.
-"""
+"""Options of the ``kafka`` driver, RoadRunner's keys and defaults (docs/drivers/kafka.md): an
+option aiokafka has no equivalent for is refused, never ignored. No network, no aiokafka."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from typing import Any, Literal
 
@@ -27,25 +14,14 @@ from rrjobs.core.tls import TLSConfig
 
 DEFAULT_BROKERS = ["127.0.0.1:9092"]
 DEFAULT_PRIORITY = 10
-#: franz-go's default ``ProducerBatchMaxBytes`` (RoadRunner's ``max_message_bytes``).
-DEFAULT_MAX_MESSAGE_BYTES = 1_000_012
-#: Jobs a consumer holds unsettled (fetched, queued or in a handler) at once.
-DEFAULT_PREFETCH = 500
 #: Delayed records a forwarder reads ahead and keeps scheduled in memory at most.
 DEFAULT_DELAY_BUFFER = 10_000
-#: How long a consumer's fetches or commits may keep failing before the pipeline restarts.
-DEFAULT_ERROR_TIMEOUT = 60.0
-#: aiokafka's default metadata refresh period (``metadata_max_age_ms``), in seconds.
-DEFAULT_METADATA_MAX_AGE = 300.0
 
 RequiredAcks = Literal["NoAck", "LeaderAck", "AllISRAck"]
 Compression = Literal["gzip", "snappy", "lz4", "zstd"]
 Partitioning = Literal["Manual", "Uniform", "RoundRobin", "LeastBackup", "Sticky"]
 OffsetType = Literal["AtStart", "AtEnd", "At", "AfterMilli", "Relative", "WithEpoch"]
 Mechanism = Literal["plain", "SCRAM-SHA-256", "SCRAM-SHA-512", "aws_msk_iam"]
-
-
-# -- the global section ---------------------------------------------------------------------
 
 
 class PingOptions(StrictModel):
@@ -55,14 +31,7 @@ class PingOptions(StrictModel):
 
 
 class TLSOptions(TLSConfig):
-    """``kafka.tls``: TLS to the brokers (the ``SSL`` or ``SASL_SSL`` protocol);
-    the keys of :class:`~rrjobs.core.tls.TLSConfig`, plus:
-
-    Attributes:
-        timeout: RoadRunner's TLS dial timeout. aiokafka has no separate TLS
-            handshake timeout, so a value is refused (connections are bounded
-            by ``ping.timeout`` and ``producer_options.request_timeout``).
-    """
+    """``kafka.tls``: :class:`~rrjobs.core.tls.TLSConfig`; RoadRunner's ``timeout`` refused."""
 
     timeout: Duration | None = None
 
@@ -75,13 +44,7 @@ class TLSOptions(TLSConfig):
 
 
 class SASLOptions(StrictModel):
-    """``kafka.sasl`` (and a pipeline's ``sasl_options``): SASL authentication.
-
-    ``plain``, ``SCRAM-SHA-256`` and ``SCRAM-SHA-512`` with ``username`` and
-    ``password``. RoadRunner's ``aws_msk_iam`` mechanism and the franz-go
-    specific ``nonce``, ``is_token`` and ``zid`` have no aiokafka equivalent
-    and are refused.
-    """
+    """``kafka.sasl`` and ``sasl_options``: plain or SCRAM; franz-go's other keys refused."""
 
     mechanism: Mechanism = "plain"
     username: str = ""
@@ -120,15 +83,7 @@ class SASLOptions(StrictModel):
 
 
 class KafkaSection(StrictModel):
-    """The global ``kafka:`` section.
-
-    Attributes:
-        brokers: bootstrap brokers, ``host:port`` (a list, or one
-            comma-separated string).
-        ping: ``timeout`` for reaching the brokers when a driver is built.
-        tls: TLS settings (``SSL``, or ``SASL_SSL`` with ``sasl``).
-        sasl: SASL settings (``SASL_PLAINTEXT``, or ``SASL_SSL`` with ``tls``).
-    """
+    """The global ``kafka:`` section (``brokers``: a list or one comma-separated string)."""
 
     brokers: list[str] = Field(default_factory=lambda: list(DEFAULT_BROKERS))
     ping: PingOptions = Field(default_factory=PingOptions)
@@ -150,38 +105,12 @@ class KafkaSection(StrictModel):
         return [b.split("://", 1)[-1] for b in value]
 
 
-# -- pipeline options -------------------------------------------------------------------------
-
-
 class ProducerOptions(DeclaredOptions):
-    """``producer_options``.
-
-    Attributes:
-        disable_idempotent: turn off the idempotent producer (on by default,
-            as in franz-go); it must be off for ``required_acks`` other than
-            ``AllISRAck``.
-        required_acks: ``AllISRAck`` (default), ``LeaderAck`` or ``NoAck``.
-            With ``NoAck`` a push returns before the broker has the job: such
-            a pipeline does not declare the ``durable`` capability.
-        max_message_bytes: the largest record batch sent (aiokafka's
-            ``max_request_size``); payloads above it less a header reserve are
-            refused with ``PayloadTooLargeError``.
-        request_timeout: per request (aiokafka's ``request_timeout_ms``).
-        delivery_timeout: how long a push waits for the broker's
-            acknowledgement in total; ``0`` = no bound beyond the retries.
-        compression_codec: ``gzip``, ``snappy``, ``lz4`` or ``zstd``; the last
-            three need the ``cramjam`` package (aiokafka's codecs) and are
-            refused at this key without it.
-        partitioning_strategy: ``Uniform`` (default: murmur2 of the record
-            key, the job id, so jobs spread evenly), ``RoundRobin``, or
-            ``Manual`` (``Message.partition``). ``Sticky`` and
-            ``LeastBackup`` are franz-go internals aiokafka has not: refused.
-        transaction_timeout: refused: the driver does not use transactions.
-    """
+    """``producer_options``."""
 
     disable_idempotent: bool = False
     required_acks: RequiredAcks = "AllISRAck"
-    max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=16_384)
+    max_message_bytes: int = Field(default=1_000_012, ge=16_384)  # franz-go's batch maximum
     request_timeout: Duration = 10.0
     delivery_timeout: Duration = 0.0
     compression_codec: Compression | None = None
@@ -204,31 +133,15 @@ class ProducerOptions(DeclaredOptions):
     @field_validator("compression_codec")
     @classmethod
     def _codec(cls, value: Compression | None) -> Compression | None:
-        if value is not None:
-            _check_codec(value)
+        """aiokafka's snappy, lz4 and zstd need ``cramjam`` (gzip is the standard library's)."""
+        if value not in (None, "gzip") and importlib.util.find_spec("cramjam") is None:
+            raise ValueError(f"{value} needs the cramjam package, which is not installed "
+                             "(pip install 'cramjam>=2.8'); gzip needs nothing")
         return value
 
 
-def _check_codec(codec: str) -> None:
-    """Refuse a compression codec whose library is not installed (aiokafka compresses
-    gzip with the standard library, and snappy, lz4 and zstd with ``cramjam``)."""
-    import importlib.util
-
-    if codec == "gzip":
-        return
-    if importlib.util.find_spec("cramjam") is None:
-        raise ValueError(f"{codec} needs the cramjam package, which is not installed "
-                         "(pip install 'cramjam>=2.8'); gzip needs nothing")
-
-
 class OffsetSpec(StrictModel):
-    """``consumer_offset`` (and each partition of ``consume_partitions``).
-
-    ``AtStart`` and ``AtEnd``; ``At`` (``value`` = the offset) and
-    ``AfterMilli`` (``value`` = a unix time in ms: the first record at or
-    after it). franz-go's ``Relative`` and ``WithEpoch`` have no aiokafka
-    equivalent and are refused.
-    """
+    """``consumer_offset`` (or a partition's): ``value`` an offset (``At``) or unix ms."""
 
     type: OffsetType = "AtStart"
     value: int = 0
@@ -244,21 +157,7 @@ class OffsetSpec(StrictModel):
 
 
 class ConsumerOptions(DeclaredOptions):
-    """``consumer_options``.
-
-    Attributes:
-        topics: the topics consumed (with a group, or every partition without).
-        consume_regexp: ``topics`` are regular expressions (needs a group).
-        consume_partitions: ``{topic: {partition: {type, value}}}``: exactly
-            these partitions from these offsets, without a group.
-        max_fetch_message_size: aiokafka's ``fetch_max_bytes``.
-        min_fetch_message_size: aiokafka's ``fetch_min_bytes``.
-        consumer_offset: where to start when no offset is committed.
-        metadata_max_age: rrjobs: how often the consumer refreshes the cluster
-            metadata (aiokafka's ``metadata_max_age_ms``, default 5 minutes).
-            With ``consume_regexp`` it bounds how long a new matching topic
-            waits before it is consumed.
-    """
+    """``consumer_options``."""
 
     topics: list[str] = Field(default_factory=list)
     consume_regexp: bool = False
@@ -266,7 +165,7 @@ class ConsumerOptions(DeclaredOptions):
     max_fetch_message_size: int = Field(default=52_428_800, ge=1)
     min_fetch_message_size: int = Field(default=1, ge=1)
     consumer_offset: OffsetSpec = Field(default_factory=OffsetSpec)
-    metadata_max_age: Duration = DEFAULT_METADATA_MAX_AGE
+    metadata_max_age: Duration = 300.0  # aiokafka's default metadata_max_age_ms
 
     @field_validator("topics", mode="before")
     @classmethod
@@ -300,22 +199,7 @@ class ConsumerOptions(DeclaredOptions):
 
 
 class GroupOptions(StrictModel):
-    """``group_options``: consume as a member of a consumer group.
-
-    Attributes:
-        group_id: the group (required).
-        instance_id: static membership (``group.instance.id``).
-        block_rebalance_on_poll: refused when true: the driver always lets the
-            jobs of revoked partitions finish (or abandons them) before a
-            rebalance completes, see the driver's documentation.
-        commit_interval: rrjobs: how often acknowledged offsets are committed
-            (the contiguous acknowledged prefix of each partition).
-        session_timeout, heartbeat_interval: rrjobs: the group session
-            timeout and heartbeat interval (aiokafka's defaults, 10 s and 3 s).
-        revoke_timeout: rrjobs: how long a rebalance waits for the jobs of
-            revoked partitions that handlers hold; after it they are abandoned
-            (their settlement is refused, another member gets them again).
-    """
+    """``group_options``: consume as a member of a consumer group."""
 
     group_id: str = Field(min_length=1)
     instance_id: str = ""
@@ -337,26 +221,7 @@ class GroupOptions(StrictModel):
 
 
 class KafkaOptions(DeclaredOptions):
-    """``jobs.pipelines.<name>.config`` for ``driver: kafka`` (and ``Declare``'s keys).
-
-    RoadRunner's keys, plus these rrjobs keys:
-
-    Attributes:
-        prefetch: the most jobs this consumer holds unsettled at once; at the
-            limit, fetching pauses.
-        delay_buffer: the most delayed records the delay forwarder reads ahead
-            and keeps scheduled in memory; at the limit it pauses its
-            partitions until one is forwarded.
-        error_timeout: how long the consumer's fetches or commits (and the
-            delay forwarder's) may keep failing with retriable errors before
-            the driver asks the runtime to restart the pipeline; ``0``: never
-            for retriable errors. A non-retriable client error restarts it at
-            once.
-        delay_topic: the topic that keeps delayed jobs (default
-            ``<first topic>.rrjobs-delayed``).
-        dead_letter_topic: ``nack()`` without requeue produces the job here;
-            empty (default) drops it.
-    """
+    """``jobs.pipelines.<name>.config`` for ``driver: kafka`` (and ``Declare``'s keys)."""
 
     priority: int = DEFAULT_PRIORITY
     auto_create_topics_enable: bool = False
@@ -364,9 +229,9 @@ class KafkaOptions(DeclaredOptions):
     consumer_options: ConsumerOptions = Field(default_factory=ConsumerOptions)
     group_options: GroupOptions | None = None
     sasl_options: SASLOptions | None = None
-    prefetch: int = Field(default=DEFAULT_PREFETCH, ge=1)
+    prefetch: int = Field(default=500, ge=1)  # jobs fetched, queued or in a handler
     delay_buffer: int = Field(default=DEFAULT_DELAY_BUFFER, gt=0)
-    error_timeout: Duration = DEFAULT_ERROR_TIMEOUT
+    error_timeout: Duration = 60.0
     delay_topic: str = ""
     dead_letter_topic: str = ""
 
@@ -385,8 +250,6 @@ class KafkaOptions(DeclaredOptions):
         if consumer.consume_regexp and self.group_options is None:
             raise ValueError("consume_regexp needs group_options")
         return self
-
-    # -- derived ------------------------------------------------------------------------
 
     def main_topics(self) -> list[str]:
         """The topics consumed by name (not the regular expressions)."""

@@ -1,47 +1,7 @@
-"""Delayed jobs on Kafka: a delay topic and a forwarder.
-
-Kafka has no delayed delivery, and holding a record unacknowledged in memory
-until it is due would tie the delay to one consumer's life and hold back the
-commit of everything after it. The design:
-
-1. **A delayed job is a record in the pipeline's delay topic** (default
-   ``<topic>.rrjobs-delayed``), written with the job's usual layout plus
-   ``rr_due`` (unix ms, decimal) and ``rr_target_topic`` /
-   ``rr_target_partition`` (where it goes when due). A delayed push, and a
-   ``nack(requeue=True, delay)`` or ``requeue(headers, delay)``, produce it
-   and return once the broker has it: from then on the delay is durable,
-   whatever happens to the process.
-2. **Every consuming driver runs a forwarder**, a consumer of the delay topic in
-   the group ``<group_id>.rrjobs-delayed`` (``rrjobs-delayed.<delay topic>``
-   for a pipeline without a group): each delay-topic partition is forwarded by
-   exactly one live consumer, and its progress is committed to Kafka.
-3. The forwarder reads ahead up to ``buffer`` records (the pipeline's
-   ``delay_buffer``, 10,000 by default) and keeps their due times
-   on one timer heap (:class:`~rrjobs.core.timers.DelayQueue`). When a record
-   is due it is produced to its target topic (``rr_due`` and the target
-   headers removed) and, once the broker has the copy, marked done in the
-   delay topic's :class:`~rrjobs.drivers.kafka.offsets.OffsetTracker`; the
-   contiguous forwarded prefix is committed. With ``buffer`` records waiting,
-   the forwarder pauses its partitions until one is forwarded.
-4. **Restart**: a forwarder that stops or dies leaves its uncommitted records
-   in the delay topic; the next member of the group reads them again and
-   forwards each when due. Nothing is held unacknowledged past a consumer's
-   life; a record forwarded but not yet committed when the process died is
-   forwarded again (at-least-once: a duplicate, never a loss).
-
-Delays are exact to the timer (not before ``rr_due``; after it by the produce
-round trip), in any order of due times, up to ``buffer`` pending records per
-forwarder; beyond that, records wait in the topic, in order, and a long delay
-ahead of them can make shorter ones late (never early).
-
-Pausing a pipeline does not pause its forwarder: jobs falling due while paused
-move to the (paused) main topic and wait there.
-
-A fatal error of the forwarder's consumer (see
-:mod:`~rrjobs.drivers.kafka.failures`) is reported through ``on_fatal``, which
-asks the runtime to restart the pipeline; uncommitted records are forwarded
-again by the next forwarder.
-"""
+"""Delayed jobs on Kafka ("Delays" in docs/drivers/kafka.md): a record in the delay topic with
+``rr_due`` (unix ms) and its target, forwarded when due by the :class:`DelayForwarder` of a
+consumer in the group ``<group_id>.rrjobs-delayed``, which commits the contiguous forwarded
+prefix: what it had not committed is forwarded again (at-least-once, never early)."""
 
 from __future__ import annotations
 
@@ -62,20 +22,16 @@ from rrjobs.core.supervise import Supervisor
 from rrjobs.core.timers import DelayQueue
 from rrjobs.drivers.kafka import failures
 from rrjobs.drivers.kafka.client import Commits, Listener, Producer
-from rrjobs.drivers.kafka.codec import RR_DUE, RR_TARGET_PARTITION, RR_TARGET_TOPIC, Encoded
+from rrjobs.drivers.kafka.codec import RR_DUE, RR_TARGET_PARTITION, RR_TARGET_TOPIC
 from rrjobs.drivers.kafka.config import DEFAULT_DELAY_BUFFER
 from rrjobs.drivers.kafka.failures import RETRY_BACKOFF
 from rrjobs.drivers.kafka.offsets import OffsetTracker
 
 log = logging.getLogger("rrjobs.drivers.kafka")
 
-#: Records a forwarder keeps scheduled in memory at most (the ``delay_buffer`` option).
-DEFAULT_BUFFER = DEFAULT_DELAY_BUFFER
-
 
 def due_headers(delay: float, topic: str, partition: int | None) -> list[tuple[str, bytes]]:
-    """The headers that make a record a delayed one: due (unix ms, rounded up: never
-    early) and target."""
+    """A delayed record's headers: due (unix ms, rounded up: never early) and target."""
     due = -(-time.time_ns() // 1_000_000) + whole_millis(delay)
     return [(RR_DUE, str(due).encode()), (RR_TARGET_TOPIC, topic.encode()),
             (RR_TARGET_PARTITION, b"" if partition is None else str(partition).encode())]
@@ -109,30 +65,20 @@ def parse(record: Any, tp: Any, generation: int) -> tuple[float, _Entry | None]:
         partition = int(raw_partition) if raw_partition else None
     except (KeyError, ValueError, UnicodeDecodeError):
         return 0.0, None
-    wait = max(0.0, due_ms / 1000 - time.time())
-    entry = _Entry(tp, record.offset, generation, record.key, record.value or b"", rest,
-                   topic, partition)
-    return wait, entry
+    return max(0.0, due_ms / 1000 - time.time()), _Entry(
+        tp, record.offset, generation, record.key, record.value or b"", rest, topic, partition)
 
 
 class DelayForwarder:
-    """Forwards due records of a delay topic to their targets (see the module doc).
-
-    Runs on the event loop, its loops in the driver's ``supervisor``;
-    ``start``/``stop`` are not concurrency-safe with each other. ``tracker`` is
-    read by the driver's ``state()``.
-
-    ``buffer`` (> 0) bounds the records read ahead and scheduled. Fetches
-    failing fatally, or commits failing for longer than ``error_timeout``
-    (``0``: never), call ``on_fatal(what, error)``; when it returns true the
-    failing loop ends (the pipeline is being restarted), otherwise it retries.
-    """
+    """Forwards due records of a delay topic (loops in the driver's ``supervisor``;
+    ``start`` and ``stop`` not concurrently). A fatal failure calls ``on_fatal(what,
+    error)``; when it returns true the failing loop ends (the pipeline restarts)."""
 
     def __init__(self, *, topic: str, group_id: str, conn: dict[str, Any], producer: Producer,
                  group_timings: dict[str, int], commit_interval: float,
-                 supervisor: Supervisor, buffer: int = DEFAULT_BUFFER, error_timeout: float = 0.0,
-                 on_fatal: Callable[[str, BaseException], bool] | None = None,
-                 on_forwarded: Callable[[int], None] | None = None) -> None:
+                 supervisor: Supervisor, buffer: int = DEFAULT_DELAY_BUFFER,
+                 error_timeout: float = 0.0,
+                 on_fatal: Callable[[str, BaseException], bool] | None = None) -> None:
         if buffer <= 0:
             raise ValueError(f"buffer must be > 0, not {buffer}")
         self.topic = topic
@@ -147,7 +93,6 @@ class DelayForwarder:
         self._producer = producer
         self._timings = group_timings
         self._supervisor = supervisor
-        self._on_forwarded = on_forwarded
         self._consumer: Any = None
         self._timers: DelayQueue[_Entry] = DelayQueue(self._fire)
         self._due: deque[_Entry] = deque()
@@ -160,8 +105,6 @@ class DelayForwarder:
     def scheduled(self) -> int:
         """Records read and waiting for their due time (or being forwarded)."""
         return sum(self._pending.values())
-
-    # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -190,21 +133,13 @@ class DelayForwarder:
                 await self._consumer.stop()
             self._consumer = None
 
-    # -- reading ----------------------------------------------------------------------------
-
     async def _read(self) -> None:
         consumer = self._consumer
         outage = failures.window(self._error_timeout)
-        paused = False
         while True:
             room = self.buffer - self.scheduled
-            assignment = consumer.assignment()
-            if room <= 0 and not paused:
-                consumer.pause(*assignment)
-                paused = True
-            elif room > 0 and paused:
-                consumer.resume(*assignment)
-                paused = False
+            paused = room <= 0  # until a scheduled record is forwarded
+            (consumer.pause if paused else consumer.resume)(*consumer.assignment())
             try:
                 batch = await consumer.getmany(timeout_ms=200 if paused else 500,
                                                max_records=max(1, min(room, 1000)))
@@ -235,21 +170,18 @@ class DelayForwarder:
         self._due.append(entry)
         self._due_event.set()
 
-    # -- forwarding -----------------------------------------------------------------------------
-
     async def _forward(self) -> None:
         while True:
             await self._due_event.wait()
             self._due_event.clear()
             async with self._forward_lock:
-                batch = [e for e in self._drain_due() if self._current(e)]
+                batch = [e for e in self._due if self._current(e)]
+                self._due.clear()
                 if not batch:
                     continue
                 try:
-                    futures = [await self._producer.enqueue(
-                        e.topic, Encoded(e.key or b"", e.value, e.headers), e.partition)
-                        for e in batch]
-                    await self._producer.wait(futures)
+                    await self._producer.send_records(
+                        (e.topic, e.partition, e.key or b"", e.value, e.headers) for e in batch)
                 except Exception as exc:
                     log.warning("delay topic %r: forwarding %d records failed, will retry: %s",
                                 self.topic, len(batch), exc)
@@ -261,13 +193,6 @@ class DelayForwarder:
                     if self._current(e):
                         self._pending[e.tp] = max(0, self._pending.get(e.tp, 0) - 1)
                         self.commits.settle(e.tp, e.offset)
-                if self._on_forwarded is not None:
-                    self._on_forwarded(len(batch))
-
-    def _drain_due(self) -> list[_Entry]:
-        out = list(self._due)
-        self._due.clear()
-        return out
 
     def _current(self, entry: _Entry) -> bool:
         return self._generation.get(entry.tp, 0) == entry.generation and entry.tp in self.tracker
@@ -279,19 +204,15 @@ class DelayForwarder:
             return False
         return self._on_fatal(f"delay topic {self.topic!r}: {what}", exc)
 
-    # -- rebalance ---------------------------------------------------------------------------------
-
     async def revoked(self, revoked: set[Any]) -> None:
         async with self._forward_lock:  # a forward in progress finishes (and is committed)
             with contextlib.suppress(KafkaError):
                 await self.commits.commit(revoked)
-        for tp in revoked:
+        for tp in revoked:  # their timer entries are skipped when they fire
             self._generation[tp] = self._generation.get(tp, 0) + 1
+            self._pending.pop(tp, None)
         self._due = deque(e for e in self._due if e.tp not in revoked)
         self.tracker.revoke(revoked)
-        # Timer entries of revoked partitions are skipped when they fire.
-        for tp in revoked:
-            self._pending.pop(tp, None)
 
     async def assigned(self, assigned: set[Any]) -> None:
         for tp in assigned:

@@ -1,21 +1,7 @@
-"""The contiguous-acknowledged-prefix offset tracker.
-
-Kafka keeps one committed offset per partition and group: "every record
-before this one is done". Jobs are settled in any order (several workers,
-retries, slow handlers), so committing the offset of the last settled record
-(RoadRunner's per-partition high mark, issue #1325) skips unfinished records.
-:class:`OffsetTracker` commits only the **contiguous settled prefix**: a
-partition's commit point moves past a record only once it and every record
-delivered before it are settled. A slow or failed record holds the commit back
-and is delivered again after a restart or rebalance; it is never skipped.
-
-Offsets are not contiguous integers (compaction, transaction markers), so the
-tracker orders the offsets it was *delivered*, not ``offset + 1``.
-
-Pure Python, no broker and no aiokafka: partitions are any hashable key (the
-driver uses aiokafka's ``TopicPartition``). Not thread-safe; the driver uses it
-from the event loop only.
-"""
+"""The contiguous-settled-prefix offset tracker ("Offsets" in docs/drivers/kafka.md): a commit
+point passes a record only once it and every record delivered before it are settled
+(RoadRunner's high mark can skip one, issue #1325); offsets in delivery order, not
+``offset + 1``. Pure Python, any hashable partition key; event-loop only."""
 
 from __future__ import annotations
 
@@ -23,34 +9,23 @@ from bisect import bisect_left
 from collections.abc import Hashable, Iterable, Sequence
 from itertools import islice
 from operator import lt
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
-#: Settled offsets kept at the front of a partition's list before it is compacted
-#: (and only when they are at least half of it: each offset is moved once at most).
+#: Settled offsets at the front of a list before it is compacted (when half of it, at least).
 _COMPACT = 4096
 
 
 class PartitionOffsets:
-    """One partition: delivered offsets in order, and which are settled.
-
-    The delivered offsets are one increasing list; those before ``_head`` are
-    settled and behind the commit point, so settling the first unsettled record
-    (the usual case) moves an index, and any other is found by bisection.
-    Delivering a fetched batch appends its offsets at once (:meth:`track_many`).
-
-    Attributes:
-        commit_point: the next offset to commit (every delivered record below
-            it is settled), or ``None`` before anything was settled or known.
-        committed: the offset last committed to the broker (``None``: never).
-    """
+    """One partition's delivered offsets, one increasing list (settling the first unsettled
+    one moves an index). ``commit_point``: the next offset to commit (``None`` until known);
+    ``committed``: the one last committed (``None``: never)."""
 
     __slots__ = ("_done", "_head", "_pending", "commit_point", "committed")
 
     def __init__(self, start: int | None = None) -> None:
-        #: delivered offsets, increasing; ``[_head:]`` are the unsettled ones and
-        #: those settled behind them (in ``_done``)
+        #: ``[_head:]``: the unsettled offsets and those settled behind them (``_done``)
         self._pending: list[int] = []
         self._head = 0
         self._done: set[int] = set()
@@ -75,8 +50,7 @@ class PartitionOffsets:
         if len(offsets) > 1 and not all(map(lt, offsets, islice(offsets, 1, None))):
             raise ValueError(f"offsets delivered out of order: {list(offsets)}")
         if self.commit_point is None and self._head == len(pending):
-            # The first record shows where consumption started (the group's committed
-            # offset or the reset position): nothing to commit until it is settled.
+            # where consumption started: nothing to commit until this record is settled
             self.commit_point = self.committed = first
         pending.extend(offsets)
 
@@ -122,69 +96,53 @@ class PartitionOffsets:
         return self.commit_point is not None and self.commit_point != self.committed
 
 
-class OffsetTracker(Generic[K]):
-    """Every assigned partition's :class:`PartitionOffsets`.
-
-    ``assign`` a partition before tracking its records; ``revoke`` forgets it
-    (nothing is committed for a partition that is no longer owned).
-    """
-
-    def __init__(self) -> None:
-        self._parts: dict[K, PartitionOffsets] = {}
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._parts
+class OffsetTracker(dict[K, PartitionOffsets]):
+    """Every assigned partition's :class:`PartitionOffsets`, by key; ``revoke`` forgets one
+    (nothing is committed for a partition no longer owned)."""
 
     def partitions(self) -> list[K]:
-        return list(self._parts)
-
-    def get(self, key: K) -> PartitionOffsets | None:
-        return self._parts.get(key)
+        return list(self)
 
     def assign(self, key: K, start: int | None = None) -> PartitionOffsets:
         """Own ``key`` (idempotent: an owned partition keeps its state)."""
-        part = self._parts.get(key)
+        part = self.get(key)
         if part is None:
-            part = self._parts[key] = PartitionOffsets(start)
+            part = self[key] = PartitionOffsets(start)
         return part
 
     def revoke(self, keys: Iterable[K]) -> None:
         for key in keys:
-            self._parts.pop(key, None)
+            self.pop(key, None)
 
     def track(self, key: K, offset: int) -> None:
         self.track_many(key, (offset,))
 
     def track_many(self, key: K, offsets: Sequence[int]) -> PartitionOffsets:
-        """Records of ``key`` were delivered, in this order (see
-        :meth:`PartitionOffsets.track_many`); assigns ``key`` if needed and returns it."""
-        part = self._parts.get(key)
-        if part is None:
-            part = self.assign(key)
+        """:meth:`PartitionOffsets.track_many` of ``key`` (assigned if needed), returned."""
+        part = self.assign(key)
         part.track_many(offsets)
         return part
 
     def settle(self, key: K, offset: int) -> bool:
         """Settle a record; ``False`` (and nothing changes) for a partition not owned."""
-        part = self._parts.get(key)
+        part = self.get(key)
         return part.settle(offset) if part is not None else False
 
     def to_commit(self, keys: Iterable[K] | None = None) -> dict[K, int]:
         """Commit points that moved since the last commit (of ``keys``, or all)."""
-        parts = self._parts
-        chosen = parts if keys is None else {k: parts[k] for k in keys if k in parts}
+        chosen = self if keys is None else {k: self[k] for k in keys if k in self}
         return {k: p.commit_point for k, p in chosen.items()
                 if p.commit_point is not None and p.dirty()}
 
     def committed(self, offsets: dict[K, int]) -> None:
         """Record a successful commit of ``offsets``."""
         for key, offset in offsets.items():
-            part = self._parts.get(key)
+            part = self.get(key)
             if part is not None:
                 part.committed = offset
 
     def outstanding(self) -> int:
-        return sum(p.outstanding for p in self._parts.values())
+        return sum(p.outstanding for p in self.values())
 
     def settled_ahead(self) -> int:
-        return sum(p.settled_ahead for p in self._parts.values())
+        return sum(p.settled_ahead for p in self.values())
