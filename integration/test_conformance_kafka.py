@@ -14,6 +14,7 @@ from rrjobs.core.message import Message
 from rrjobs.drivers.kafka.codec import encode_priority
 from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
 from rrjobs.testing.suite import (
+    ConcurrentLifecycleTests,
     DelayRoundingTests,
     NackTests,
     PoisonBodyTests,
@@ -126,8 +127,9 @@ def driver_factory(kafka_bootstrap: str) -> KafkaFactory:
     return KafkaFactory(kafka_bootstrap)
 
 
-class TestKafkaConformance(ConformanceSuite, SettleDuringLeaseExtensionTests, PoisonBodyTests,
-                           PoisonHeaderTests, DelayRoundingTests, SupervisedTaskTests):
+class TestKafkaConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
+                           ConcurrentLifecycleTests, PoisonBodyTests, PoisonHeaderTests,
+                           DelayRoundingTests, SupervisedTaskTests):
     marker = "kafka"
 
 
