@@ -620,7 +620,7 @@ async def test_calls_issued_together_see_each_other_even_when_the_work_does_not_
     assert results == [None] * len(order)
     assert _state_of(d) == end_state(start, order)
     assert not d.overlap
-    assert d._lifecycle_calls == 0 and not d._lifecycle.locked()
+    assert not d._lifecycle.busy
 
 
 async def test_a_stop_during_a_stop_returns_once_the_driver_is_closed() -> None:

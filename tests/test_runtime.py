@@ -596,3 +596,21 @@ async def test_a_driver_asking_to_restart_again_at_once_backs_off() -> None:
     assert gaps[0] < 0.5
     assert 0.9 <= gaps[1] < 1.9
     assert 1.9 <= gaps[2] < 3.5
+
+
+async def test_concurrent_lifecycle_calls_on_one_pipeline_follow_the_drivers_rule() -> None:
+    async with Jobs(config(), App()) as jobs:
+        await asyncio.gather(jobs.pause(["p"]), jobs.pause(["p"]))
+        with pytest.raises(PipelineStateError):
+            await jobs.pause(["p"])  # on its own: RoadRunner's error
+        await asyncio.gather(jobs.resume(["p"]), jobs.resume(["p"]))
+        (st,) = await jobs.stat()
+        assert st.state.ready
+        results = await asyncio.gather(jobs.destroy(["p"]), jobs.destroy(["p"]),
+                                       jobs.pause(["p"]), jobs.resume(["p"]))
+        assert results == [["p"], [], None, None]  # only the first destroy removed it
+        assert jobs.list() == [] and jobs._gates == {}
+        with pytest.raises(PipelineNotFoundError):
+            await jobs.destroy(["p"])
+        with pytest.raises(PipelineNotFoundError):
+            await jobs.pause(["p"])

@@ -6,17 +6,16 @@ A driver implements only what touches its broker: ``_start_consuming``,
 and, where messages come off a wire, ``decode`` and ``poison``. This class
 gives each driver:
 
-* **Lifecycle.** ``run``/``resume``/``pause``/``stop`` are serialised: a call
-  made while another is in progress (inside or waiting) waits for it, and
-  every call stays in progress for at least one pass of the event loop, so
-  calls issued together (``asyncio.gather``, tasks created in one step) always
-  see each other, even when the driver's own work does not yield. A call
-  issued on its own in the wrong state raises RoadRunner's
-  :class:`~rrjobs.core.errors.PipelineStateError` (a double pause or resume);
-  a call that had to wait for another one and finds its work already done (a
-  pause queued behind a pause, anything behind ``stop``) is a no-op.
-  ``stop`` is final and idempotent, and returns only once the pipeline is
-  stopped (a ``stop`` during a ``stop`` waits for it).
+* **Lifecycle.** ``run``/``resume``/``pause``/``stop`` are serialised by a
+  :class:`~rrjobs.core.gate.CallGate`: a call made while another is in
+  progress (inside or waiting) waits for it, and calls issued together
+  (``asyncio.gather``) always see each other, even when the driver's own work
+  does not yield. A call issued on its own in the wrong state raises
+  RoadRunner's :class:`~rrjobs.core.errors.PipelineStateError` (a double
+  pause or resume); a call that had to wait for another one and finds its
+  work already done (a pause queued behind a pause, anything behind ``stop``)
+  is a no-op. ``stop`` is final and idempotent, and returns only once the
+  pipeline is stopped (a ``stop`` during a ``stop`` waits for it).
 * **Checks on push**: pipeline name, stopped state, capabilities (delay,
   payload size, headers), the inherited priority.
 * **Supervision**: :attr:`supervisor` runs the driver's background tasks;
@@ -33,15 +32,14 @@ and in any lifecycle state but *stopped*; ``state`` at any time.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import traceback
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rrjobs.core.errors import PipelineStateError, UnsupportedFeatureError
+from rrjobs.core.gate import CallGate
 from rrjobs.core.headers import RR_ERROR, UNREADABLE
 from rrjobs.core.interfaces import Driver
 from rrjobs.core.job import Job
@@ -79,9 +77,7 @@ class BaseDriver(Driver):
         self.supervisor = Supervisor(f"pipeline {self.pipeline_name!r}", self.log)
         #: false while the broker cannot be reached (drivers set it)
         self.connected = True
-        self._lifecycle = asyncio.Lock()
-        #: lifecycle calls in progress (inside the lock or waiting for it)
-        self._lifecycle_calls = 0
+        self._lifecycle = CallGate()
         self._restart_asked = False
 
     # -- for subclasses ------------------------------------------------------------
@@ -213,32 +209,13 @@ class BaseDriver(Driver):
     async def push_batch(self, msgs: Sequence[Message]) -> None:
         await self._send_batch([self.prepare(m) for m in msgs])
 
-    @asynccontextmanager
-    async def _lifecycle_call(self) -> AsyncIterator[bool]:
-        """Serialise one lifecycle call; yields whether another call was in
-        progress when this one was made (its redundant work is then a no-op).
-
-        The holder gives the loop one pass before it releases the lock, so a
-        call issued in the same step as this one is counted as concurrent
-        whether or not the driver's work yielded."""
-        waited = self._lifecycle_calls > 0
-        self._lifecycle_calls += 1
-        try:
-            async with self._lifecycle:
-                try:
-                    yield waited
-                finally:
-                    await asyncio.sleep(0)
-        finally:
-            self._lifecycle_calls -= 1
-
     async def run(self, pipeline: Pipeline) -> None:
         self._check_name(pipeline.name())
         await self.resume(pipeline.name())
 
     async def resume(self, pipeline: str) -> None:
         self._check_name(pipeline)
-        async with self._lifecycle_call() as waited:
+        async with self._lifecycle.call() as waited:
             if self.stopped:
                 if waited:
                     return
@@ -256,7 +233,7 @@ class BaseDriver(Driver):
         self._check_name(pipeline)
         if not self.capabilities.pause:
             raise UnsupportedFeatureError(f"driver {self.name!r} cannot pause a pipeline")
-        async with self._lifecycle_call() as waited:
+        async with self._lifecycle.call() as waited:
             if not self.consuming:
                 if waited:
                     return
@@ -267,9 +244,9 @@ class BaseDriver(Driver):
             await self._stop_consuming()
 
     async def stop(self) -> None:
-        if self.stopped and self._lifecycle_calls == 0:
+        if self.stopped and not self._lifecycle.busy:
             return
-        async with self._lifecycle_call():
+        async with self._lifecycle.call():
             if self.stopped:
                 return
             try:

@@ -26,7 +26,8 @@ import asyncio
 import builtins
 import logging
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from rrjobs.core.errors import (
     PipelineExistsError,
     PipelineNotFoundError,
 )
+from rrjobs.core.gate import CallGate
 from rrjobs.core.interfaces import Constructor, Driver
 from rrjobs.core.message import Message
 from rrjobs.core.options import parse_duration, validate
@@ -124,6 +126,16 @@ class Jobs:
     """The jobs runtime. Use from one event loop. Operations are
     concurrency-safe with respect to each other.
 
+    ``pause``, ``resume`` and ``destroy`` are serialised per pipeline with the
+    drivers' rule (:mod:`rrjobs.core.gate`): a call made while another one on
+    the same pipeline is in progress waits for it, and is a no-op when its
+    work is then already done: a pause behind a pause, a resume behind a
+    resume, and any call (a ``destroy`` too) behind the ``destroy`` of that
+    pipeline, which returns once it is gone instead of raising
+    :class:`~rrjobs.core.errors.PipelineNotFoundError`. Issued on its own, each
+    call keeps RoadRunner's errors (an unknown pipeline, a pause of a paused
+    one). ``destroy`` returns the names it removed.
+
     ``registry``: the drivers (default: the installed ``rrjobs.drivers`` entry
     points). ``tracer_provider``: the OpenTelemetry provider of the runtime's
     spans (default: the global one, if the application set one before
@@ -142,6 +154,8 @@ class Jobs:
         self._pipelines: dict[str, PipelineEntry] = {}
         self._constructors: dict[str, Constructor] = {}
         self._lock = asyncio.Lock()
+        #: per pipeline: its pause/resume/destroy calls in progress
+        self._gates: dict[str, CallGate] = {}
         self._default_counters = Counters()
         #: what destroyed pipelines counted, so that totals never decrease
         self._retired_counters = Counters()
@@ -427,16 +441,34 @@ class Jobs:
             entry.counters.pushed += j - i
             i = j
 
+    @asynccontextmanager
+    async def _lifecycle_call(self, name: str) -> AsyncIterator[bool]:
+        """One pause/resume/destroy of pipeline ``name``, after those made
+        before it; yields whether one was in progress (see the class)."""
+        gate = self._gates.setdefault(name, CallGate())
+        try:
+            async with gate.call() as waited:
+                yield waited
+        finally:
+            if not gate.busy and self._gates.get(name) is gate:
+                del self._gates[name]
+
     async def pause(self, names: Iterable[str]) -> None:
         for name in names:
-            entry = self._entry(name)
-            await self._op(entry.driver.pause(name))
+            async with self._lifecycle_call(name) as waited:
+                entry = self._pipelines.get(name)
+                if waited and (entry is None or not entry.driver.consuming):
+                    continue
+                await self._op(self._entry(name).driver.pause(name))
 
     async def resume(self, names: Iterable[str]) -> None:
         """Resume consuming; also starts a pipeline that never ran."""
         for name in names:
-            entry = self._entry(name)
-            await self._op(entry.driver.resume(name))
+            async with self._lifecycle_call(name) as waited:
+                entry = self._pipelines.get(name)
+                if waited and (entry is None or entry.driver.consuming):
+                    continue
+                await self._op(self._entry(name).driver.resume(name))
 
     def list(self) -> list[str]:
         return sorted(self._pipelines)
@@ -507,14 +539,17 @@ class Jobs:
         (a durable broker keeps and later redelivers them)."""
         destroyed: list[str] = []
         for name in names:
-            async with self._lock:
-                entry = self._entry(name)
-                del self._pipelines[name]
-                self._retired_counters.add(entry.counters)
-                self._retired_push_failed += (entry.single_pushes.failed
-                                              + entry.batch_pushes.failed)
-            await self._op(entry.driver.stop())
-            destroyed.append(name)
+            async with self._lifecycle_call(name) as waited:
+                async with self._lock:
+                    if waited and name not in self._pipelines:
+                        continue
+                    entry = self._entry(name)
+                    del self._pipelines[name]
+                    self._retired_counters.add(entry.counters)
+                    self._retired_push_failed += (entry.single_pushes.failed
+                                                  + entry.batch_pushes.failed)
+                await self._op(entry.driver.stop())
+                destroyed.append(name)
         return destroyed
 
     async def stat(self, state_timeout: float | None = None) -> builtins.list[PipelineStat]:
