@@ -171,6 +171,15 @@ class BaseDriver(Driver):
             self.log.error("pipeline %r: %s, and no runtime to restart it",
                            self.pipeline_name, reason)
 
+    def settlement_lost(self, what: str) -> Callable[[BaseException], None]:
+        """An ``on_error`` for a :class:`~rrjobs.core.batcher.Batcher` of settlements
+        (acks, deletes, lease changes): a failed batch is logged as one WARNING naming
+        the pipeline and ``what``; the broker delivers its jobs again. Event-loop only."""
+        def report(exc: BaseException) -> None:
+            self.log.warning("pipeline %r: %s failed (the broker delivers the job again): %s",
+                             self.pipeline_name, what, describe_error(exc))
+        return report
+
     # -- checks ---------------------------------------------------------------------------
 
     def _check_name(self, pipeline: str) -> None:

@@ -15,7 +15,7 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 from google.api_core import exceptions as gexc
@@ -128,10 +128,10 @@ class PubSubDriver(PullDriver):
         self._publisher: Batcher[tuple[str, Any], str] = Batcher(
             self._publish_many, BATCH_LIMIT, BATCH_CONCURRENCY)
         self._acker: Batcher[str, None] = Batcher(
-            self._ack_many, BATCH_LIMIT, BATCH_CONCURRENCY, self._lost("acknowledging"))
+            self._ack_many, BATCH_LIMIT, BATCH_CONCURRENCY, self.settlement_lost("acknowledging"))
         self._modacker: Batcher[tuple[str, int], None] = Batcher(
             self._modack_many, BATCH_LIMIT, BATCH_CONCURRENCY,
-            self._lost("changing an ack deadline"))
+            self.settlement_lost("changing an ack deadline"))
 
     # -- opening -------------------------------------------------------------------------
 
@@ -252,12 +252,6 @@ class PubSubDriver(PullDriver):
         for one in ack_ids:
             out.extend(await self._by_ids([one], call))
         return out
-
-    def _lost(self, what: str) -> Callable[[BaseException], None]:
-        def report(exc: BaseException) -> None:
-            self.log.warning("pipeline %r: %s failed (the broker redelivers): %s",
-                             self.pipeline_name, what, describe_error(exc))
-        return report
 
     # -- consuming (the PullDriver template) --------------------------------------------------
 

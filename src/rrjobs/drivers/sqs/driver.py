@@ -99,10 +99,10 @@ class SQSDriver(PullDriver):
         #: the receive in flight (pause waits for a long poll)
         self.in_flight = InFlight()
         self._deleter: Batcher[str, None] = Batcher(
-            self._delete_batch, BATCH_SIZE, BATCH_CONCURRENCY, self._lost("an ack"))
+            self._delete_batch, BATCH_SIZE, BATCH_CONCURRENCY, self.settlement_lost("an ack"))
         self._changer: Batcher[tuple[str, int], None] = Batcher(
             self._visibility_batch, BATCH_SIZE, BATCH_CONCURRENCY,
-            self._lost("a visibility change"))
+            self.settlement_lost("a visibility change"))
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -343,12 +343,6 @@ class SQSDriver(PullDriver):
     def _done(self, job: Job) -> None:
         self._deadlines.pop(job.handle, None)
         self.settled(job)
-
-    def _lost(self, what: str) -> Any:
-        def report(exc: BaseException) -> None:
-            self.log.warning("pipeline %r: %s failed (SQS delivers the job again): %s",
-                             self.pipeline_name, what, describe_error(exc))
-        return report
 
     def _refused(self, job: Job, what: str, exc: BaseException) -> Exception:
         if error_code(exc) in LOST_RECEIPT:
