@@ -7,17 +7,16 @@ A driver is a :class:`~rrjobs.core.base.BaseDriver` subclass built as
 constructor only names the pieces::
 
     class SQSConstructor(DriverConstructor):
-        name = "sqs"
-        driver_class = SQSDriver
+        driver_class = SQSDriver            # its ``name`` is the constructor's
         options_model = SQSOptions          # the pipeline's options
-        section_key = "sqs"                 # the global section, if any
-        section_model = SQSSection
+        section_model = SQSSection          # the global section (key: the name), if any
 
 This class validates the global section once, when it is created (a bad
 value fails with its key path; a required section that is absent fails when
 the first pipeline is built), validates each pipeline's options
 with exact key paths (from the config file or from ``Declare``), fills in
-the pipeline priority from the options, opens the driver, and closes it
+the pipeline priority from the options (and, for a declared pipeline, the
+``declare_defaults`` it leaves out), opens the driver, and closes it
 again when opening fails, so that a driver that could not start leaves no
 connection behind.
 """
@@ -26,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -45,29 +44,43 @@ class DriverConstructor(Constructor):
     """Builds drivers of one kind from their options model and global section."""
 
     #: The driver class: ``driver_class(pipeline, queue, options, section)``, a
-    #: :class:`BaseDriver` with ``async open(where)``.
+    #: :class:`BaseDriver` with ``async open(where)``. Its ``name`` is the
+    #: constructor's unless the constructor names itself.
     driver_class: ClassVar[Callable[..., Any]]
     #: The pydantic model of a pipeline's options.
     options_model: ClassVar[type[BaseModel]]
-    #: The key of the global section (``"amqp"``), or ``None`` when there is none.
-    section_key: ClassVar[str | None] = None
-    #: The global section's model; an absent section gives its defaults unless
-    #: ``section_required``.
+    #: The global section's model (``None``: no section); an absent section gives
+    #: its defaults unless ``section_required``.
     section_model: ClassVar[type[BaseModel] | None] = None
+    #: The key of the global section; ``None``: the driver's name.
+    section_key: ClassVar[str | None] = None
     section_required: ClassVar[bool] = False
+    #: Options a pipeline declared at run time (``Declare``) gets when it leaves
+    #: them out or sends them empty, where they differ from the config file's.
+    declare_defaults: ClassVar[Mapping[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        driver = cls.__dict__.get("driver_class")
+        if driver is not None and "name" not in cls.__dict__:
+            cls.name = getattr(driver, "name", "")
 
     def __init__(self, configurer: Configurer) -> None:
         super().__init__(configurer)
         self._section: Any = None
-        key, model = self.section_key, self.section_model
-        if key is not None and model is not None and configurer.has(key):
+        key, model = self._section_key, self.section_model
+        if model is not None and configurer.has(key):
             self._section = configurer.unmarshal_key(key, model)  # bad values fail now
+
+    @property
+    def _section_key(self) -> str:
+        return self.section_key or self.name
 
     @property
     def section(self) -> Any:
         """The global section, validated on first use (``None`` without a model)."""
-        key, model = self.section_key, self.section_model
-        if self._section is None and key is not None and model is not None:
+        key, model = self._section_key, self.section_model
+        if self._section is None and model is not None:
             if self.configurer.has(key):
                 self._section = self.configurer.unmarshal_key(key, model)
             elif self.section_required:
@@ -83,7 +96,7 @@ class DriverConstructor(Constructor):
         return await self._open(pipeline, queue, options, config_key)
 
     async def driver_from_pipeline(self, pipeline: Pipeline, queue: PriorityQueue) -> BaseDriver:
-        options = options_from_pipeline(pipeline, self.options_model)
+        options = options_from_pipeline(pipeline, self.options_model, self.declare_defaults)
         return await self._open(pipeline, queue, options, f"declare.{pipeline.name()}")
 
     async def _open(self, pipeline: Pipeline, queue: PriorityQueue, options: BaseModel,

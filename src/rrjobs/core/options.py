@@ -159,6 +159,12 @@ def options_from_config(configurer: Configurer, config_key: str, model: type[M])
     return configurer.unmarshal_key(config_key, model)
 
 
-def options_from_pipeline(pipeline: Pipeline, model: type[M]) -> M:
-    """A driver's options for a declared pipeline; errors name ``declare.<name>.<key>``."""
-    return validate(model, pipeline.driver_options(), f"declare.{pipeline.name()}")
+def options_from_pipeline(pipeline: Pipeline, model: type[M],
+                          defaults: Mapping[str, Any] | None = None) -> M:
+    """A driver's options for a declared pipeline; errors name ``declare.<name>.<key>``.
+    ``defaults`` fill in the options the pipeline leaves out or sends empty."""
+    values = pipeline.driver_options()
+    for key, value in (defaults or {}).items():
+        if values.get(key) in (None, ""):
+            values[key] = value
+    return validate(model, values, f"declare.{pipeline.name()}")

@@ -6,8 +6,6 @@ from rrjobs.core.constructor import DriverConstructor
 
 
 class Plugin(DriverConstructor):
-    name = "my_awesome_driver"
-    driver_class = Driver
+    driver_class = Driver  # its name, "my_awesome_driver", is the constructor's
     options_model = Options
-    section_key = "my_awesome_driver"
-    section_model = Settings
+    section_model = Settings  # the global section, under the driver's name

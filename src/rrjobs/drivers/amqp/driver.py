@@ -523,10 +523,8 @@ class AMQPConstructor(DriverConstructor):
     """Builds ``amqp`` drivers (the ``amqp`` entry point); the global ``amqp:``
     section is required, as in RoadRunner."""
 
-    name = "amqp"
     driver_class = AMQPDriver
     options_model = AMQPOptions
-    section_key = "amqp"
     section_model = AMQPSection
     section_required = True
 

@@ -698,8 +698,6 @@ class _Inspector:
 class KafkaConstructor(DriverConstructor):
     """Builds ``kafka`` drivers (the ``kafka`` entry point) from the ``kafka:`` section."""
 
-    name: ClassVar[str] = "kafka"
     driver_class = KafkaDriver
     options_model = KafkaOptions
-    section_key = "kafka"
     section_model = KafkaSection

@@ -217,6 +217,5 @@ class MemoryDriver(BaseDriver):
 class MemoryConstructor(DriverConstructor):
     """Builds ``memory`` drivers. Registered as the ``memory`` entry point."""
 
-    name = "memory"
     driver_class = MemoryDriver
     options_model = MemoryOptions

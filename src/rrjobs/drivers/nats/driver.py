@@ -17,7 +17,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
 
-from rrjobs.core.base import BaseDriver, describe_error
+from rrjobs.core.base import describe_error
 from rrjobs.core.batcher import Batcher
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
@@ -26,7 +26,6 @@ from rrjobs.core.headers import RR_ORIGINAL_PIPELINE, Headers
 from rrjobs.core.inflight import InFlight
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
-from rrjobs.core.options import options_from_pipeline
 from rrjobs.core.outage import Outage
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.pull import PullDriver
@@ -531,15 +530,7 @@ class NATSDriver(PullDriver):
 class NATSConstructor(DriverConstructor):
     """Builds ``nats`` drivers (the ``nats`` entry point)."""
 
-    name: ClassVar[str] = "nats"
     driver_class = NATSDriver
     options_model = NATSOptions
-    section_key = "nats"
     section_model = NATSSection
-
-    async def driver_from_pipeline(self, pipeline: Pipeline, queue: PriorityQueue) -> BaseDriver:
-        """A declared pipeline; its ``prefetch`` defaults to RoadRunner's ``Declare`` 100."""
-        options = options_from_pipeline(pipeline, NATSOptions)
-        if pipeline.driver_options().get("prefetch") in (None, ""):
-            options = options.model_copy(update={"prefetch": DEFAULT_DECLARE_PREFETCH})
-        return await self._open(pipeline, queue, options, f"declare.{pipeline.name()}")
+    declare_defaults = {"prefetch": DEFAULT_DECLARE_PREFETCH}  # RoadRunner's ``Declare``

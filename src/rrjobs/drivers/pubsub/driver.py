@@ -573,10 +573,8 @@ class PubSubConstructor(DriverConstructor):
     """Builds ``google_pub_sub`` drivers; as in RoadRunner, a pipeline needs the global
     ``google_pub_sub:`` section (without it, building one fails with a ConfigError)."""
 
-    name = DRIVER_NAME
     driver_class = PubSubDriver
     options_model = PubSubOptions
-    section_key = DRIVER_NAME
     section_model = PubSubSection
     section_required = True
 

@@ -497,7 +497,6 @@ def _counts_from_file(path: str, pipeline: str, now: int) -> queries.Counts:
 class SQLiteConstructor(DriverConstructor):
     """Builds ``sqlite`` drivers. Registered as the ``sqlite`` entry point."""
 
-    name: ClassVar[str] = "sqlite"
     file_options: ClassVar[tuple[str, ...]] = ("file",)
     driver_class = SQLiteDriver
     options_model = SQLiteOptions
@@ -506,5 +505,4 @@ class SQLiteConstructor(DriverConstructor):
 class BoltDBConstructor(SQLiteConstructor):
     """Builds ``boltdb`` pipelines (RoadRunner configs) on the SQLite driver."""
 
-    name: ClassVar[str] = "boltdb"
     driver_class = BoltDBDriver

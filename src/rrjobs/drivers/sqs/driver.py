@@ -510,8 +510,6 @@ def _same_attribute(got: Any, wanted: str) -> bool:
 class SQSConstructor(DriverConstructor):
     """Builds ``sqs`` drivers (the ``sqs`` entry point); the ``sqs:`` section is optional."""
 
-    name = "sqs"
     driver_class = SQSDriver
     options_model = SQSOptions
-    section_key = "sqs"
     section_model = SQSSection
