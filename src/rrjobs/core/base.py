@@ -6,6 +6,10 @@ A driver implements only what touches its broker: ``_start_consuming``,
 and, where messages come off a wire, ``decode`` and ``poison``. This class
 gives each driver:
 
+* **Settlement defaults**: ``ack`` is ``ack_now`` where the driver has one;
+  ``nack`` is ``requeue`` (with the job's headers) when asked to requeue,
+  otherwise the driver's ``dead_letter``.
+
 * **Lifecycle.** ``run``/``resume``/``pause``/``stop`` are serialised by a
   :class:`~rrjobs.core.gate.CallGate`: a call made while another is in
   progress (inside or waiting) waits for it, and calls issued together
@@ -40,7 +44,7 @@ from typing import Any
 
 from rrjobs.core.errors import PipelineStateError, UnsupportedFeatureError
 from rrjobs.core.gate import CallGate
-from rrjobs.core.headers import RR_ERROR, UNREADABLE
+from rrjobs.core.headers import RR_ERROR, UNREADABLE, Headers
 from rrjobs.core.interfaces import Driver
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message, new_id
@@ -119,6 +123,29 @@ class BaseDriver(Driver):
     #: A synchronous ack (see :class:`~rrjobs.core.job.Settler`), or ``None``.
     ack_now: Callable[[Job], None] | None = None
 
+    async def ack(self, job: Job) -> None:
+        """:attr:`ack_now` (a driver with a synchronous ack implements only that)."""
+        if self.ack_now is None:
+            raise NotImplementedError(f"driver {self.name!r} has neither ack nor ack_now")
+        self.ack_now(job)
+
+    async def nack(self, job: Job, requeue: bool, delay: float) -> None:
+        """``requeue``: :meth:`requeue` with the job's own headers; otherwise
+        :meth:`dead_letter`. A driver whose broker redelivers natively overrides it."""
+        if requeue:
+            await self.requeue(job, job.headers, delay)
+        else:
+            await self.dead_letter(job)
+
+    async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
+        """Put ``job`` back with ``headers`` after ``delay`` s (the Settler's ``requeue``)."""
+        raise NotImplementedError(f"driver {self.name!r} does not requeue jobs")
+
+    async def dead_letter(self, job: Job) -> None:
+        """``nack`` without requeue: the job is never redelivered; to the dead-letter
+        queue where the pipeline has one, otherwise dropped (logged)."""
+        raise NotImplementedError(f"driver {self.name!r} does not dead-letter jobs")
+
     def queue_name(self, job: Job) -> str:
         """The broker queue the job came from (``context()``)."""
         return ""
@@ -153,7 +180,7 @@ class BaseDriver(Driver):
                    lease: float | None = None) -> Job:
         """A failed job carrying ``payload`` (the raw body) and the ``reason``
         (also as its ``rr_error`` header)."""
-        return Job(self, id=new_id(), name=UNREADABLE, payload=bytes(payload),  # type: ignore[arg-type]
+        return Job(self, id=new_id(), name=UNREADABLE, payload=bytes(payload),
                    headers={RR_ERROR: [reason]}, pipeline=self.pipeline_name,
                    priority=self.priority, handle=handle, lease=lease, failure=reason)
 

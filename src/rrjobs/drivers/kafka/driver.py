@@ -532,14 +532,8 @@ class KafkaDriver(BaseDriver):
         self._check(job)
         self._done(job)
 
-    async def ack(self, job: Job) -> None:
-        self.ack_now(job)
-
-    async def nack(self, job: Job, requeue: bool, delay: float) -> None:
-        """To the dead-letter topic when configured, else dropped; ``requeue``: a copy."""
-        if requeue:
-            await self.requeue(job, job.headers, delay)
-            return
+    async def dead_letter(self, job: Job) -> None:
+        """To the dead-letter topic when configured, else dropped."""
         self._check(job)
         if self.dead_letter_topic:
             headers = {**job.headers, RR_ORIGINAL_PIPELINE: [self.pipeline_name]}

@@ -145,13 +145,8 @@ class MemoryDriver(BaseDriver):
         if self._ready:
             self._pump()
 
-    async def ack(self, job: Job) -> None:
-        self.ack_now(job)
-
-    async def nack(self, job: Job, requeue: bool, delay: float) -> None:
-        self.ack_now(job)
-        if requeue:
-            self._redeliver(job, job.headers, delay)
+    async def dead_letter(self, job: Job) -> None:
+        self.ack_now(job)  # dropped (no dead-letter queue)
 
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         self.ack_now(job)

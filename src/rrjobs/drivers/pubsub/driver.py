@@ -395,9 +395,6 @@ class PubSubDriver(PullDriver):
         self._take(job)
         self._acker.post(job.handle)
 
-    async def ack(self, job: Job) -> None:
-        self._ack(job)
-
     async def nack(self, job: Job, requeue: bool, delay: float) -> None:
         """Without requeue: to the ``dead_letter_topic`` (or dropped, logged), then
         acknowledged. With requeue: ``ModifyAckDeadline(delay)``, the broker

@@ -418,13 +418,7 @@ class SQLiteDriver(BaseDriver):
         self._acks.add_nowait(job.seq)
         self._done(job)
 
-    async def ack(self, job: Job) -> None:
-        self.ack_now(job)
-
-    async def nack(self, job: Job, requeue: bool, delay: float) -> None:
-        if requeue:
-            await self.requeue(job, job.headers, delay)
-            return
+    async def dead_letter(self, job: Job) -> None:
         job = self._check(job)
         try:
             if self.options.dead_letter:
