@@ -40,8 +40,9 @@ import logging
 import traceback
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+from rrjobs.core.batcher import Batcher, SendFn
 from rrjobs.core.errors import PipelineStateError, UnsupportedFeatureError
 from rrjobs.core.gate import CallGate
 from rrjobs.core.headers import RR_ERROR, UNREADABLE, Headers
@@ -51,6 +52,9 @@ from rrjobs.core.message import Message, new_id
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.supervise import Supervisor
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: The longest decode error kept in a failed job's ``rr_error``.
 MAX_REASON = 512
@@ -197,6 +201,12 @@ class BaseDriver(Driver):
         else:
             self.log.error("pipeline %r: %s, and no runtime to restart it",
                            self.pipeline_name, reason)
+
+    def settlement_batcher(self, send: SendFn[T, R], what: str, size: int,
+                           concurrency: int) -> Batcher[T, R]:
+        """A :class:`~rrjobs.core.batcher.Batcher` of settlements whose failed
+        posted batches :meth:`settlement_lost` reports as ``what``."""
+        return Batcher(send, size, concurrency, self.settlement_lost(what))
 
     def settlement_lost(self, what: str) -> Callable[[BaseException], None]:
         """An ``on_error`` for a :class:`~rrjobs.core.batcher.Batcher` of settlements

@@ -9,7 +9,13 @@ SQS ``ReceiveMessage``, Pub/Sub ``Pull``, a JetStream pull consumer's
   ``self.lane.release()`` (or calling :meth:`settled`);
 * optionally ``give_back(jobs)``: what pausing does with the jobs it took
   back out of the priority queue (default: nack them with requeue, so the
-  broker delivers them again);
+  broker delivers them again); or ``hold_at_pause = True``: they stay leased
+  to this consumer in :attr:`PullDriver.held` and resume delivers them first,
+  those for which ``still_held(job)`` is true (the driver's ``_close`` gives
+  back what is held at stop);
+* optionally ``pause_wait``: seconds pausing lets a fetch in flight (one run
+  inside ``with self.in_flight:``, see :mod:`rrjobs.core.inflight`) finish
+  instead of cancelling it; what it returns arrives with the gate closed;
 * optionally ``fetch_failed(exc)``: repair after a failed fetch (re-declare a
   deleted queue, reconnect); return ``False`` to ask for a restart at once.
 
@@ -33,6 +39,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from rrjobs.core.base import BaseDriver, describe_error
+from rrjobs.core.inflight import InFlight
 from rrjobs.core.job import Job
 from rrjobs.core.lane import Lane
 from rrjobs.core.pipeline import Pipeline
@@ -47,6 +54,10 @@ class PullDriver(BaseDriver):
     restart_after: ClassVar[float] = DEFAULT_RESTART_AFTER
     #: Seconds to wait after a fetch that returned nothing (0: fetch long-polls).
     idle_wait: ClassVar[float] = 0.0
+    #: Seconds pausing waits for the fetch in :attr:`in_flight` (0: it is cancelled).
+    pause_wait: float = 0.0
+    #: Keep the jobs taken back at pause in :attr:`held` instead of :meth:`give_back`.
+    hold_at_pause: ClassVar[bool] = False
 
     def __init__(self, pipeline: Pipeline, queue: PriorityQueue, prefetch: int) -> None:
         super().__init__(pipeline, queue)
@@ -55,6 +66,10 @@ class PullDriver(BaseDriver):
         self.fetch_failures = FailureWindow(self.restart_after)
         #: jobs decoded but not yet delivered when the fetch loop was cancelled
         self._undelivered: list[Job] = []
+        #: the fetch in flight, which pausing lets finish (``pause_wait``)
+        self.in_flight = InFlight()
+        #: jobs taken back at pause, in order, for resume (``hold_at_pause``)
+        self.held: list[Job] = []
 
     # -- what the driver provides ------------------------------------------------------
 
@@ -86,6 +101,11 @@ class PullDriver(BaseDriver):
                     self.log.warning("pipeline %r: giving job %s back failed: %s",
                                      self.pipeline_name, job.id, describe_error(exc))
 
+    def still_held(self, job: Job) -> bool:
+        """Whether a job held since pause is still leased to this consumer
+        (``hold_at_pause``): resume delivers those, and forgets the others."""
+        return job.settled is None
+
     def settled(self, job: Job) -> None:
         """A job of this pipeline was settled: free its slot."""
         self.lane.release()
@@ -93,16 +113,24 @@ class PullDriver(BaseDriver):
     # -- the template ------------------------------------------------------------------
 
     async def _start_consuming(self) -> None:
+        held, self.held = self.held, []
+        for job in held:  # taken back at pause: they go out first, in their order
+            if self.still_held(job):
+                await self.lane.deliver(job)
         self._restart_asked = False
         self.lane.open()
         self.supervisor.start("fetch", self._fetch_loop)
 
     async def _stop_consuming(self) -> None:
+        if self.pause_wait:
+            await self.in_flight.settle(self.lane, self.pause_wait)
         taken = self.lane.close()
         await self.supervisor.stop_task("fetch")
         taken.extend(self._undelivered)
         self._undelivered = []
-        if taken:
+        if self.hold_at_pause:
+            self.held.extend(job for job in taken if job.settled is None)
+        elif taken:
             await self.give_back(taken)
 
     async def _fetch_loop(self) -> None:

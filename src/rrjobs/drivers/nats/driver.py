@@ -23,7 +23,6 @@ from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
 from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError, RRJobsError
 from rrjobs.core.headers import RR_ORIGINAL_PIPELINE, Headers
-from rrjobs.core.inflight import InFlight
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
 from rrjobs.core.outage import Outage
@@ -76,6 +75,7 @@ class NATSDriver(PullDriver):
     returns once JetStream stored the message (its PubAck); pushes may run concurrently."""
 
     name: ClassVar[str] = "nats"
+    pause_wait = FETCH_TIMEOUT + 1.0  # the fetch in flight finishes
 
     def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: NATSOptions,
                  section: NATSSection | None = None) -> None:
@@ -91,7 +91,6 @@ class NATSDriver(PullDriver):
         self.nc: Client | None = None
         self.js: Any = None
         self._sub: Any = None
-        self.in_flight = InFlight()  #: the fetch in flight, which pausing lets finish
         self._fetch_started = self._next_fetch = 0.0
         self._checked = time.monotonic()
         self._closing = self._settle_warned = False
@@ -361,7 +360,6 @@ class NATSDriver(PullDriver):
         """Let a fetch in flight finish, ``-NAK`` the queued jobs in order, wait until the
         last pull request expired (nats-py leaves it open at the server), ``-NAK`` what it
         delivered meanwhile, drop the subscription."""
-        await self.in_flight.settle(self.lane, FETCH_TIMEOUT + 1.0)
         await super()._stop_consuming()
         sub, self._sub = self._sub, None
         if sub is None:

@@ -34,7 +34,6 @@ from rrjobs.core.constructor import DriverConstructor
 from rrjobs.core.delays import SECOND, whole_seconds
 from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError, RRJobsError
 from rrjobs.core.headers import RR_DELAY, RR_ID, Headers
-from rrjobs.core.inflight import InFlight
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
 from rrjobs.core.pipeline import Pipeline
@@ -57,8 +56,6 @@ PUBLISH_BYTES = 9_000_000
 #: An empty Pull is repeated after a pause growing from IDLE_MIN to IDLE_MAX. Pulls return
 #: at once: a long poll the client times out can race with the server handing messages out.
 IDLE_MIN, IDLE_MAX = 0.01, 0.25
-#: The longest ``pause`` waits for a Pull in flight before cancelling the loop.
-PAUSE_WAIT = 5.0
 #: Deadline of the other calls.
 CALL_TIMEOUT = 30.0
 #: Local delayed-job entries are forgotten this long after they fell due.
@@ -99,6 +96,8 @@ class PubSubDriver(PullDriver):
     """
 
     name: ClassVar[str] = DRIVER_NAME
+    hold_at_pause = True  # kept leased for resume; ``stop`` releases them
+    pause_wait = 5.0  # for a Pull in flight: cancelling it strands what the broker handed out
 
     def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: PubSubOptions,
                  section: PubSubSection) -> None:
@@ -114,24 +113,19 @@ class PubSubDriver(PullDriver):
         #: The subscription's native dead-letter policy's max_delivery_attempts (0: none).
         self.max_attempts = options.max_delivery_attempts or 0
         self.ack_now = self._ack
-        #: the Pull in flight (pause lets it finish)
-        self.in_flight = InFlight()
         self._idle = IDLE_MIN
         self._pulled_at = 0.0
         self._prune_at = PRUNE_AT
         #: ack id -> job, for the jobs this consumer holds (queued, handled or paused)
         self._outstanding: dict[str, Job] = {}
-        #: jobs taken back at pause, for ``resume``
-        self._held: list[Job] = []
         self._backlog = 0
         self._delayed: dict[str, float] = {}
         self._publisher: Batcher[tuple[str, Any], str] = Batcher(
             self._publish_many, BATCH_LIMIT, BATCH_CONCURRENCY)
-        self._acker: Batcher[str, None] = Batcher(
-            self._ack_many, BATCH_LIMIT, BATCH_CONCURRENCY, self.settlement_lost("acknowledging"))
-        self._modacker: Batcher[tuple[str, int], None] = Batcher(
-            self._modack_many, BATCH_LIMIT, BATCH_CONCURRENCY,
-            self.settlement_lost("changing an ack deadline"))
+        self._acker = self.settlement_batcher(self._ack_many, "acknowledging", BATCH_LIMIT,
+                                              BATCH_CONCURRENCY)
+        self._modacker = self.settlement_batcher(self._modack_many, "changing an ack deadline",
+                                                 BATCH_LIMIT, BATCH_CONCURRENCY)
 
     # -- opening -------------------------------------------------------------------------
 
@@ -256,23 +250,12 @@ class PubSubDriver(PullDriver):
     # -- consuming (the PullDriver template) --------------------------------------------------
 
     async def _start_consuming(self) -> None:
-        held, self._held = self._held, []
-        for job in held:  # taken back at pause: they go out first, in their order
-            if job.handle in self._outstanding:
-                await self.lane.deliver(job)
         await super()._start_consuming()
         if not self.supervisor.running("keepalive"):
             self.supervisor.start("keepalive", self._keep_alive)
 
-    async def _stop_consuming(self) -> None:
-        # A Pull in flight finishes (it returns at once): cancelling it could strand
-        # what the broker handed out until its deadline passed.
-        await self.in_flight.settle(self.lane, PAUSE_WAIT)
-        await super()._stop_consuming()
-
-    async def give_back(self, jobs: Sequence[Job]) -> None:
-        """Kept leased while paused, for ``resume`` to deliver first; stop releases them."""
-        self._held.extend(j for j in jobs if j.handle in self._outstanding)
+    def still_held(self, job: Job) -> bool:
+        return job.handle in self._outstanding
 
     async def _keep_alive(self) -> None:
         """Every half ack deadline, extend the leases of the jobs no handler holds yet
@@ -280,7 +263,7 @@ class PubSubDriver(PullDriver):
         while True:
             await asyncio.sleep(max(0.5, self.ack_deadline / 2))
             waiting = [j for j in self.queue if j.pipeline == self.pipeline_name]
-            for job in (*waiting, *self._held):
+            for job in (*waiting, *self.held):
                 if job.handle in self._outstanding:
                     self._modacker.post((job.handle, self.ack_deadline))
             self._prune_delayed(time.time())
@@ -465,15 +448,15 @@ class PubSubDriver(PullDriver):
         delayed = sum(1 for due in self._delayed.values() if due > now)
         due_now = len(self._delayed) - delayed
         return State(pipeline=self.pipeline_name, driver=self.name, queue=self.topic,
-                     active=self._backlog + due_now + queued + len(self._held),
+                     active=self._backlog + due_now + queued + len(self.held),
                      delayed=delayed,
-                     reserved=max(0, len(self._outstanding) - queued - len(self._held)),
+                     reserved=max(0, len(self._outstanding) - queued - len(self.held)),
                      ready=self.ready, priority=self.priority)
 
     async def _close(self) -> None:
         """Give every job still held back to the broker (``ModifyAckDeadline(0)``),
         send what is queued, close the clients."""
-        self._held = []
+        self.held = []
         for handle in self._outstanding:
             self._backlog += 1
             self._modacker.post((handle, 0))

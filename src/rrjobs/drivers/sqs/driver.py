@@ -21,13 +21,12 @@ from aiobotocore.session import get_session  # type: ignore[import-untyped,unuse
 from botocore.exceptions import BotoCoreError, ClientError, NoRegionError  # type: ignore[import-untyped,unused-ignore]
 
 from rrjobs.core.base import describe_error
-from rrjobs.core.batcher import Batcher, chunks
+from rrjobs.core.batcher import chunks
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
 from rrjobs.core.delays import SECOND, whole_seconds
 from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError, RRJobsError
 from rrjobs.core.headers import Headers
-from rrjobs.core.inflight import InFlight
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
 from rrjobs.core.pipeline import Pipeline
@@ -78,6 +77,7 @@ class SQSDriver(PullDriver):
     """
 
     name: ClassVar[str] = "sqs"
+    hold_at_pause = True  # kept for resume; ``stop`` makes them visible again
 
     def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: SQSOptions,
                  section: SQSSection) -> None:
@@ -94,15 +94,11 @@ class SQSDriver(PullDriver):
         #: receipt handle -> ``loop.time()`` at which its reservation ends
         self._deadlines: dict[str, float] = {}
         self._received_at = 0.0
-        #: jobs taken back at pause, for ``resume``
-        self._held: list[Job] = []
-        #: the receive in flight (pause waits for a long poll)
-        self.in_flight = InFlight()
-        self._deleter: Batcher[str, None] = Batcher(
-            self._delete_batch, BATCH_SIZE, BATCH_CONCURRENCY, self.settlement_lost("an ack"))
-        self._changer: Batcher[tuple[str, int], None] = Batcher(
-            self._visibility_batch, BATCH_SIZE, BATCH_CONCURRENCY,
-            self.settlement_lost("a visibility change"))
+        self.pause_wait = options.wait_time_seconds + 5  # a long poll in flight finishes
+        self._deleter = self.settlement_batcher(self._delete_batch, "an ack", BATCH_SIZE,
+                                                BATCH_CONCURRENCY)
+        self._changer = self.settlement_batcher(self._visibility_batch, "a visibility change",
+                                                BATCH_SIZE, BATCH_CONCURRENCY)
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -233,25 +229,12 @@ class SQSDriver(PullDriver):
         return self.poison_job(receipt, str(raw.get("Body", "")).encode("utf-8", "replace"),
                                reason, lease=float(self.visibility))
 
-    async def _stop_consuming(self) -> None:
-        """Wait (bounded) for a long poll in flight, then stop the loop."""
-        await self.in_flight.settle(self.lane, self.options.wait_time_seconds + 5)
-        await super()._stop_consuming()
-
-    async def give_back(self, jobs: Sequence[Job]) -> None:
-        """Kept, in order, for ``resume`` (``stop`` makes them visible again)."""
-        self._held.extend(job for job in jobs if job.settled is None)
-
-    async def _start_consuming(self) -> None:
-        """Jobs kept at pause go first, unless their reservation ended meanwhile."""
-        held, self._held = self._held, []
-        now = asyncio.get_running_loop().time()
-        for job in held:
-            if self._deadlines.get(job.handle, 0.0) > now:
-                await self.lane.deliver(job)
-            else:
-                self._deadlines.pop(job.handle, None)
-        await super()._start_consuming()
+    def still_held(self, job: Job) -> bool:
+        """Unless its reservation ended while paused."""
+        if self._deadlines.get(job.handle, 0.0) > asyncio.get_running_loop().time():
+            return True
+        self._deadlines.pop(job.handle, None)
+        return False
 
     async def _next_hop(self, message: dict[str, Any], decoded: codec.Decoded,
                         receipt: str) -> None:
@@ -457,7 +440,7 @@ class SQSDriver(PullDriver):
                                 "ApproximateNumberOfMessagesNotVisible"]))["Attributes"]
         except (ClientError, BotoCoreError) as exc:
             raise SQSError(f"sqs: GetQueueAttributes of {self.queue_url}: {exc}") from exc
-        waiting = queued + len(self._held)
+        waiting = queued + len(self.held)
         state.active = int(attrs.get("ApproximateNumberOfMessages", 0)) + waiting
         state.delayed = int(attrs.get("ApproximateNumberOfMessagesDelayed", 0))
         not_visible = int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0))
@@ -467,10 +450,10 @@ class SQSDriver(PullDriver):
     async def _close(self) -> None:
         """Make kept jobs visible, send every queued delete and change, close the client."""
         if self._client is not None:
-            for job in self._held:
+            for job in self.held:
                 self._deadlines.pop(job.handle, None)
                 self._changer.post((job.handle, 0))
-            self._held = []
+            self.held = []
             await self._deleter.drain()
             await self._changer.drain()
         self._client = None
