@@ -505,6 +505,52 @@ async def test_the_default_give_back_frees_each_slot_once() -> None:
     await d.stop()
 
 
+async def test_hold_at_pause_keeps_the_jobs_and_resume_delivers_those_still_held() -> None:
+    queue = PriorityQueue()
+    d = _PullDriver(queue, prefetch=4)
+    d.hold_at_pause = True  # type: ignore[misc]
+    lost: set[str] = set()
+    d.still_held = lambda job: job.id not in lost  # type: ignore[method-assign]
+    d.raw = [b'{"id": 1}', b'{"id": 2}', b'{"id": 3}']
+    await d.run(d.pipeline)
+    await wait_for(lambda: len(queue) == 3)
+    await d.pause("p")
+    assert [j.id for j in d.held] == ["1", "2", "3"] and d.given_back == []
+    assert len(queue) == 0 and d.lane.out == 0
+    lost.add("2")  # its lease ended while paused
+    await d.resume("p")
+    assert d.held == [] and [j.id for j in queue] == ["1", "3"] and d.lane.out == 2
+    await d.stop()
+    assert d.given_back == []  # the driver's _close gives back what is held
+
+
+async def test_pause_waits_for_the_fetch_in_flight_for_pause_wait() -> None:
+    queue = PriorityQueue()
+    d = _PullDriver(queue)
+    release = asyncio.Event()
+    fetched: list[str] = []
+
+    async def fetch(max_messages: int) -> Sequence[Any]:
+        if fetched:
+            await asyncio.sleep(3600)
+        with d.in_flight:
+            await release.wait()
+            fetched.append("done")
+        return [b'{"id": 1}']
+
+    d.fetch = fetch  # type: ignore[method-assign]
+    d.pause_wait = 5.0
+    await d.run(d.pipeline)
+    await wait_for(lambda: d.in_flight.busy)
+    pausing = asyncio.create_task(d.pause("p"))
+    await asyncio.sleep(0.01)
+    assert not pausing.done() and not d.lane.is_open
+    release.set()
+    await pausing
+    assert fetched == ["done"] and d.given_back == ["1"]  # received while paused: given back
+    await d.stop()
+
+
 async def test_pull_template_asks_for_a_restart_when_failing_too_long() -> None:
     d = _PullDriver(PriorityQueue())
     d.fetch_backoff = Backoff(0.01, 0.01, jitter=0)
@@ -717,3 +763,75 @@ async def test_in_flight_settle_closes_the_gate_and_waits_for_the_call() -> None
     release.set()
     assert await tracked.wait(1.0) and not tracked.busy
     await task
+
+
+# -- settlement defaults and the declarative constructor -----------------------------------
+
+
+class _Settling(_SlowDriver):
+    """Only ack_now, requeue and dead_letter: the defaults route ack and nack."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, str, Any]] = []
+
+    def ack_now(self, job: Job) -> None:  # type: ignore[override]
+        self.calls.append(("ack_now", job.id, None))
+
+    async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
+        self.calls.append(("requeue", job.id, (headers, delay)))
+
+    async def dead_letter(self, job: Job) -> None:
+        self.calls.append(("dead_letter", job.id, None))
+
+
+async def test_the_default_ack_and_nack_route_to_ack_now_requeue_and_dead_letter() -> None:
+    d = _Settling()
+
+    def job(n: int) -> Job:
+        return Job(d, id=str(n), name="n", payload=b"", headers={"h": ["v"]}, pipeline="p",
+                   priority=1)
+
+    await d.ack(job(1))
+    await job(2).nack()
+    await job(3).nack(requeue=True, delay=2.0)
+    assert d.calls == [("ack_now", "1", None), ("dead_letter", "2", None),
+                       ("requeue", "3", ({"h": ["v"]}, 2.0))]
+
+
+def test_a_constructor_takes_its_name_from_the_driver_and_its_section_key_from_the_name(
+) -> None:
+    from pydantic import BaseModel
+
+    from rrjobs.config import Config
+    from rrjobs.core.constructor import DriverConstructor
+
+    class Section(BaseModel):
+        size: int = 1
+
+    class Ctor(DriverConstructor):
+        driver_class = _SlowDriver
+        options_model = Section
+        section_model = Section
+
+    assert Ctor.name == "slow"
+    assert Ctor(Config.from_yaml("jobs: {}\nslow: {size: 7}")).section.size == 7
+    assert Ctor(Config.from_yaml("jobs: {}")).section.size == 1
+
+
+async def test_declare_defaults_fill_only_what_a_declared_pipeline_leaves_out() -> None:
+    from pydantic import BaseModel
+
+    from rrjobs.core.options import options_from_pipeline
+
+    class Options(BaseModel):
+        prefetch: int = 10
+
+    def declared(**options: Any) -> Pipeline:
+        return Pipeline(name="p", driver="slow", **options)
+
+    defaults = {"prefetch": 100}
+    assert options_from_pipeline(declared(), Options, defaults).prefetch == 100
+    assert options_from_pipeline(declared(prefetch=""), Options, defaults).prefetch == 100
+    assert options_from_pipeline(declared(prefetch="5"), Options, defaults).prefetch == 5
+    assert options_from_pipeline(declared(), Options).prefetch == 10
