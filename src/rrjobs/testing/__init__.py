@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rrjobs.testing.apps import AppHarness, JobOutcome, run_app
     from rrjobs.testing.factory import MIB, DriverFactory, HookUnsupported
-    from rrjobs.testing.harness import Harness, Pipe, Recorder, conformance_case
+    from rrjobs.testing.harness import Harness, Recorder, conformance_case
+    from rrjobs.testing.pipe import Pipe
     from rrjobs.testing.suite import SECTIONS, ConformanceSuite, SuiteBase
 
 _EXPORTS = {
@@ -45,7 +46,7 @@ _EXPORTS = {
     "DriverFactory": "rrjobs.testing.factory",
     "HookUnsupported": "rrjobs.testing.factory",
     "Harness": "rrjobs.testing.harness",
-    "Pipe": "rrjobs.testing.harness",
+    "Pipe": "rrjobs.testing.pipe",
     "Recorder": "rrjobs.testing.harness",
     "conformance_case": "rrjobs.testing.harness",
     "SECTIONS": "rrjobs.testing.suite",

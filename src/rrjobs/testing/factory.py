@@ -44,7 +44,7 @@ from rrjobs.registry import DriverRegistry
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from rrjobs.testing.harness import Pipe
+    from rrjobs.testing.pipe import Pipe
 
 #: 1 MiB: the size of the "large payload" test unless the driver declares less.
 MIB = 1024 * 1024

@@ -15,7 +15,8 @@ import itertools
 import logging
 import ssl
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import aio_pika
 import aiormq
@@ -23,12 +24,11 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import AbstractChannel as RawChannel
 
 from rrjobs.core.errors import RRJobsError
+from rrjobs.core.job import Job
+from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.resilience import Backoff
 from rrjobs.core.tls import client_ssl_context
-from rrjobs.drivers.amqp.config import AMQPSection
-
-if TYPE_CHECKING:
-    from rrjobs.drivers.amqp.driver import AMQPDriver
+from rrjobs.drivers.amqp.config import AMQPSection, Topology
 
 #: First pause between two dial attempts; doubled up to :data:`MAX_BACKOFF`.
 FIRST_BACKOFF = 0.2
@@ -121,6 +121,31 @@ class Session:
             await asyncio.wait_for(self.connection.close(), CONNECT_TIMEOUT)
 
 
+class Owner(Protocol):
+    """The AMQP driver, as its :class:`Link` and its consumers call it (typed here,
+    so that neither module imports the driver's)."""
+
+    topology: Topology
+    pipeline_name: str
+    log: logging.Logger
+    queue: PriorityQueue
+
+    async def on_session(self, session: Session) -> None:
+        """A fresh session, before it is handed out (see :class:`Link`)."""
+
+    def on_down(self) -> None:
+        """The connection is known to be lost."""
+
+    def on_exhausted(self, error: BaseException) -> bool:
+        """``redial_timeout`` passed without a connection; ``True``: redial again."""
+
+    def accept(self, raw: Any) -> Job | None:
+        """The job of a delivery (``BaseDriver.accept``)."""
+
+    async def give_back(self, jobs: Sequence[Job]) -> None:
+        """Requeue jobs taken back out of the priority queue."""
+
+
 class Link:
     """A driver's connection to RabbitMQ, redialled on loss.
 
@@ -131,7 +156,7 @@ class Link:
     ``redial_timeout`` passed without a connection (``True``: redial again).
     """
 
-    def __init__(self, section: AMQPSection, driver: AMQPDriver) -> None:
+    def __init__(self, section: AMQPSection, driver: Owner) -> None:
         self.section = section
         self.driver = driver
         self.redial_timeout = driver.topology.redial_timeout

@@ -13,18 +13,13 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
 
 from aio_pika.abc import AbstractChannel
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
 
-from rrjobs.drivers.amqp.connection import CONNECTION_ERRORS, Session
+from rrjobs.drivers.amqp.connection import CONNECTION_ERRORS, Owner, Session
 from rrjobs.drivers.amqp.job import AMQPJob
-
-if TYPE_CHECKING:
-    from rrjobs.drivers.amqp.driver import AMQPDriver
-
 
 #: How long a ``basic.cancel`` may take before the channel is closed instead.
 CANCEL_TIMEOUT = 5.0
@@ -33,7 +28,7 @@ CANCEL_TIMEOUT = 5.0
 class Consumer:
     """The consumer on one consume channel. Use from the event loop only."""
 
-    def __init__(self, driver: AMQPDriver, session: Session, channel: AbstractChannel,
+    def __init__(self, driver: Owner, session: Session, channel: AbstractChannel,
                  raw: RawChannel) -> None:
         topo = driver.topology
         self.driver = driver
