@@ -15,13 +15,11 @@ The brokers run from the same cached Maven artifacts as the harness's Kafka
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import shutil
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -86,9 +84,9 @@ class OwnKafka:
         self.java = which("java") or "java"
         self.classpath = f"{harness_kafka.kafka_lib_dir()}/*"
         self.popen: subprocess.Popen[bytes] | None = None
-        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = [self.java, *harness_kafka._JVM_OPTS, "-cp", self.classpath,
-               "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(self.config),
+               "kafka.tools.StorageTool", "format", "-t", harness_kafka._cluster_id(),
+               "-c", str(self.config),
                "--standalone"]
         if scram:
             for mechanism, (user, password) in USERS.items():

@@ -71,8 +71,13 @@ def kafka_lib_dir() -> Path:
 
 
 def _cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding, not
+    starting with ``-`` (kafka-storage would read it as an option; Kafka's own
+    ``Uuid.randomUuid`` draws again for the same reason)."""
+    while True:
+        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster.startswith("-"):
+            return cluster
 
 
 def describe_cluster(bootstrap: str, timeout: float = 5.0) -> None:
