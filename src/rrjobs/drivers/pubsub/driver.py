@@ -112,7 +112,6 @@ class PubSubDriver(PullDriver):
         self.ack_deadline = options.ack_deadline
         #: The subscription's native dead-letter policy's max_delivery_attempts (0: none).
         self.max_attempts = options.max_delivery_attempts or 0
-        self.ack_now = self._ack
         self._idle = IDLE_MIN
         self._pulled_at = 0.0
         self._prune_at = PRUNE_AT
@@ -371,7 +370,7 @@ class PubSubDriver(PullDriver):
                                "the broker redelivers it")
         self.settled(job)
 
-    def _ack(self, job: Job) -> None:
+    def ack_now(self, job: Job) -> None:
         """Queue the ack for this tick's ``Acknowledge`` request and return (Pub/Sub's
         acks are best effort); a failed request is logged and the broker redelivers
         those jobs. ``stop`` waits for every queued ack."""
