@@ -411,3 +411,20 @@ def test_help_imports_no_driver_module_in_a_fresh_process() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_stat_in_a_fresh_process_loads_neither_aiohttp_nor_the_runtime(
+        server: ThreadedServer) -> None:
+    """The client commands are fast because they import only what they use: the
+    standard library's HTTP client, not aiohttp, pydantic or the runtime."""
+    code = ("import sys; from rrjobs.cli import main\n"
+            f"sys.argv = ['rrjobs', 'stat', '--json', '--rpc', {server.address!r}]\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "heavy = ('aiohttp', 'pydantic', 'yaml', 'rrjobs.config', 'rrjobs.runtime.jobs',"
+            " 'rrjobs.rpc.server', 'importlib.metadata')\n"
+            "print(sorted(m for m in sys.modules if m in heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    lines = out.strip().splitlines()
+    assert [s["pipeline"] for s in json.loads("\n".join(lines[:-1]))["stats"]] == ["p1", "p2"]
+    assert lines[-1] == "[]"

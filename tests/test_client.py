@@ -21,6 +21,7 @@ import rrjobs
 from rrjobs.core.errors import PipelineNotFoundError
 from rrjobs.core.headers import RR_MAX_ATTEMPTS, RR_PUSHED_AT, RR_TIMEOUT
 from rrjobs.rpc import RPCConnectionError
+from rrjobs.rpc.transport import TransportName
 from rrjobs.server import Server
 from tests.conftest import wait_for
 
@@ -28,6 +29,9 @@ from tests.conftest import wait_for
 class Email(pydantic.BaseModel):
     to: str
 
+
+#: The retry rules hold on both transports (their errors say the same things).
+TRANSPORTS = pytest.mark.parametrize("transport", ["aiohttp", "stdlib"])
 
 CONFIG = {"jobs": {"consume": ["emails"], "pool": {"num_workers": 2}, "pipelines": {
     "emails": {"driver": "memory"}, "held": {"driver": "memory"}}}}
@@ -173,7 +177,9 @@ async def test_the_token_is_sent_as_a_bearer_header_and_kept_out_of_the_repr() -
     assert got == ["Bearer s3cret", None]
 
 
-async def test_a_push_is_retried_when_the_server_was_not_reachable_yet() -> None:
+@TRANSPORTS
+async def test_a_push_is_retried_when_the_server_was_not_reachable_yet(
+        transport: TransportName) -> None:
     port = free_port()
     calls = 0
 
@@ -191,23 +197,27 @@ async def test_a_push_is_retried_when_the_server_was_not_reachable_yet() -> None
 
     task = asyncio.create_task(start_late())
     async with rrjobs.Client(f"tcp://127.0.0.1:{port}", retries=8,
-                             retry_backoff=0.05) as client:
+                             retry_backoff=0.05, transport=transport) as client:
         await client.push("x", pipeline="p")
     done.set()
     await task
     assert calls == 1
 
 
-async def test_connection_refused_gives_up_after_the_retries() -> None:
+@TRANSPORTS
+async def test_connection_refused_gives_up_after_the_retries(
+        transport: TransportName) -> None:
     port = free_port()
     async with rrjobs.Client(f"tcp://127.0.0.1:{port}", retries=2,
-                             retry_backoff=0.01) as client:
+                             retry_backoff=0.01, transport=transport) as client:
         with pytest.raises(RPCConnectionError, match="cannot reach") as info:
             await client.push("x", pipeline="p")
     assert info.value.sent is False
 
 
-async def test_a_push_that_may_have_arrived_is_not_retried_but_stat_is() -> None:
+@TRANSPORTS
+async def test_a_push_that_may_have_arrived_is_not_retried_but_stat_is(
+        transport: TransportName) -> None:
     calls: dict[str, int] = {}
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -218,7 +228,8 @@ async def test_a_push_that_may_have_arrived_is_not_retried_but_stat_is() -> None
         return web.Response()
 
     async with fake_server(handler) as address, \
-            rrjobs.Client(address, retries=2, retry_backoff=0.01) as client:
+            rrjobs.Client(address, retries=2, retry_backoff=0.01,
+                          transport=transport) as client:
         with pytest.raises(RPCConnectionError) as info:
             await client.push("x", pipeline="p")
         assert info.value.sent is True
@@ -227,7 +238,9 @@ async def test_a_push_that_may_have_arrived_is_not_retried_but_stat_is() -> None
     assert calls == {"/jobs.Push": 1, "/jobs.Stat": 3}
 
 
-async def test_timeouts_retry_only_idempotent_calls_and_503_retries_stat() -> None:
+@TRANSPORTS
+async def test_timeouts_retry_only_idempotent_calls_and_503_retries_stat(
+        transport: TransportName) -> None:
     calls: dict[str, int] = {}
 
     async def handler(request: web.Request) -> web.Response:
@@ -240,7 +253,8 @@ async def test_timeouts_retry_only_idempotent_calls_and_503_retries_stat() -> No
         return web.json_response({"stats": []})
 
     async with fake_server(handler) as address, \
-            rrjobs.Client(address, timeout=0.2, retries=3, retry_backoff=0.01) as client:
+            rrjobs.Client(address, timeout=0.2, retries=3, retry_backoff=0.01,
+                          transport=transport) as client:
         with pytest.raises(TimeoutError, match="no answer"):
             await client.push("x", pipeline="p")
         assert await client.stat() == []
@@ -276,7 +290,9 @@ async def test_sync_client_after_fork_pushes_from_parent_and_child() -> None:
     assert sorted(p for _, p in seen) == [b"child", b"parent-after", b"parent-before"]
 
 
-async def test_a_push_refused_unread_as_overloaded_is_retried() -> None:
+@TRANSPORTS
+async def test_a_push_refused_unread_as_overloaded_is_retried(
+        transport: TransportName) -> None:
     calls = 0
 
     async def handler(request: web.Request) -> web.Response:
@@ -288,6 +304,7 @@ async def test_a_push_refused_unread_as_overloaded_is_retried() -> None:
         return web.json_response({})
 
     async with fake_server(handler) as address, \
-            rrjobs.Client(address, retries=3, retry_backoff=0.01) as client:
+            rrjobs.Client(address, retries=3, retry_backoff=0.01,
+                          transport=transport) as client:
         await client.push("x", pipeline="p")
     assert calls == 3

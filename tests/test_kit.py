@@ -709,8 +709,9 @@ async def test_a_call_after_the_others_finished_follows_the_sequential_rule() ->
 
 async def test_the_runtime_dead_letters_an_unreadable_job_without_a_handler() -> None:
     from rrjobs.runtime.app import App
-    from rrjobs.runtime.outcomes import Counters, Outcomes, RetryPolicy
+    from rrjobs.runtime.outcomes import Outcomes, RetryPolicy
     from rrjobs.runtime.pool import WorkerPool
+    from rrjobs.runtime.stats import Counters
 
     app = App()
     handled = []

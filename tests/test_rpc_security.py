@@ -21,8 +21,9 @@ import pytest
 from rrjobs import App, Config, Job, Message
 from rrjobs.rpc import Address, RPCClient
 from rrjobs.rpc.errors import ForbiddenError, OverloadedError, UnauthorizedError
-from rrjobs.rpc.guard import TOKEN_ENV, Guard
+from rrjobs.rpc.guard import Guard
 from rrjobs.rpc.server import MAX_PAYLOAD
+from rrjobs.rpc.token import TOKEN_ENV
 from rrjobs.server import Server
 from tests.conftest import wait_for
 

@@ -528,8 +528,9 @@ async def test_many_jobs_each_processed_once() -> None:
 async def test_worker_pool_extends_the_lease_of_a_long_running_job() -> None:
     from rrjobs.core.capabilities import Capabilities
     from rrjobs.core.queue import PriorityQueue
-    from rrjobs.runtime.outcomes import Counters, Outcomes, RetryPolicy
+    from rrjobs.runtime.outcomes import Outcomes, RetryPolicy
     from rrjobs.runtime.pool import WorkerPool
+    from rrjobs.runtime.stats import Counters
     from tests.test_core import calls, recording_job
 
     app = App()

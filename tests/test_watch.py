@@ -15,8 +15,7 @@ import pytest
 from rich.console import Console
 
 from rrjobs.core.state import State
-from rrjobs.runtime.jobs import PipelineStat
-from rrjobs.runtime.outcomes import Counters
+from rrjobs.runtime.stats import Counters, PipelineStat
 from rrjobs.watch import Rate, Rates, watch_record, watch_table
 from tests.test_cli import ThreadedServer, run
 

@@ -24,7 +24,6 @@ import importlib
 import json
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import click
@@ -32,12 +31,14 @@ import click
 # Everything else loads in the command that needs it: ``rrjobs --help`` and
 # the RPC commands start without pydantic models, aiohttp's server or rich.
 if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
     from rich.console import Console
     from rich.table import Table
 
     from rrjobs.config import Config
     from rrjobs.rpc.client import RPCClient
-    from rrjobs.runtime.jobs import PipelineStat
+    from rrjobs.runtime.stats import PipelineStat
 
 T = TypeVar("T")
 
@@ -67,6 +68,8 @@ COUNTER_HEADERS = {"dead_lettered": "dead-lettered"}
 
 def extra_entry_points() -> dict[str, EntryPoint]:
     """The installed distributions' ``rrjobs.cli`` entry points, by command name."""
+    from importlib.metadata import entry_points
+
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
@@ -171,7 +174,7 @@ def resolve_address(rpc: str | None, config: str | None) -> str:
 
 def resolve_client_token(config: str | None) -> str | None:
     """``RRJOBS_RPC_TOKEN``, else ``-c``'s ``rpc.token``, else none."""
-    from rrjobs.rpc.guard import resolve_token
+    from rrjobs.rpc.token import resolve_token
 
     secret = _load(config).rpc.token if config else None
     return resolve_token(None, secret.get_secret_value() if secret is not None else None)
@@ -189,7 +192,7 @@ def call(rpc: str | None, config: str | None,
     token = resolve_client_token(config)
 
     async def main() -> T:
-        async with RPCClient(address, token=token) as client:
+        async with RPCClient(address, token=token, transport="stdlib") as client:
             return await fn(client)
 
     try:

@@ -40,9 +40,10 @@ from typing import Any, TypeVar
 from rrjobs.core.message import Message
 from rrjobs.rpc.address import DEFAULT_LISTEN
 from rrjobs.rpc.client import RPCClient
+from rrjobs.rpc.transport import TransportName
 from rrjobs.runtime.app import Handler
-from rrjobs.runtime.jobs import PipelineStat
 from rrjobs.runtime.producer import HeadersIn, build_message
+from rrjobs.runtime.stats import PipelineStat
 
 T = TypeVar("T")
 
@@ -83,6 +84,10 @@ class Client:
         retries: further tries of a call that may be retried (see the module doc).
         retry_backoff: seconds before the first retry, doubled for each next one.
         pipeline: the pipeline of pushes that name none (and whose handler has none).
+        transport: ``"aiohttp"`` (default: a connection pool, for many calls) or
+            ``"stdlib"`` (``http.client`` in a thread, a connection per call: a
+            script that pushes a few jobs and exits starts faster, as aiohttp is
+            never imported).
 
     Use it from one event loop; calls may run concurrently. ``close()`` (or
     ``async with``) releases the connections.
@@ -90,9 +95,10 @@ class Client:
 
     def __init__(self, address: str = DEFAULT_LISTEN, *, token: str | None = None,
                  timeout: float | None = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
-                 retry_backoff: float = 0.1, pipeline: str | None = None) -> None:
+                 retry_backoff: float = 0.1, pipeline: str | None = None,
+                 transport: TransportName = "aiohttp") -> None:
         self.rpc = RPCClient(address, timeout=timeout, token=token, retries=retries,
-                             retry_backoff=retry_backoff)
+                             retry_backoff=retry_backoff, transport=transport)
         self.pipeline = pipeline
 
     def __repr__(self) -> str:
@@ -179,10 +185,11 @@ class SyncClient:
 
     def __init__(self, address: str = DEFAULT_LISTEN, *, token: str | None = None,
                  timeout: float | None = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
-                 retry_backoff: float = 0.1, pipeline: str | None = None) -> None:
+                 retry_backoff: float = 0.1, pipeline: str | None = None,
+                 transport: TransportName = "aiohttp") -> None:
         self._settings: dict[str, Any] = {"token": token, "timeout": timeout,
                                           "retries": retries, "retry_backoff": retry_backoff,
-                                          "pipeline": pipeline}
+                                          "pipeline": pipeline, "transport": transport}
         self.client = Client(address, **self._settings)
         self.address = address
         self._lock = threading.Lock()

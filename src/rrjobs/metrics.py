@@ -46,7 +46,8 @@ from prometheus_client.registry import Collector
 from rrjobs.config import DEFAULT_METRICS_ADDRESS, parse_host_port
 from rrjobs.core.errors import ConfigError
 from rrjobs.http import start_tcp
-from rrjobs.runtime.jobs import LATENCY_BUCKETS, Jobs, PipelineStat, PushStats
+from rrjobs.runtime.jobs import LATENCY_BUCKETS, Jobs, PushStats
+from rrjobs.runtime.stats import PipelineStat
 
 log = logging.getLogger("rrjobs.metrics")
 

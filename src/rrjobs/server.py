@@ -43,8 +43,8 @@ from rrjobs.core.errors import ConfigError, DriverNotFoundError, RRJobsError
 from rrjobs.dashboard import DashboardServer
 from rrjobs.metrics import MetricsServer
 from rrjobs.rpc.address import Address
-from rrjobs.rpc.guard import resolve_token
 from rrjobs.rpc.server import RPCServer
+from rrjobs.rpc.token import resolve_token
 from rrjobs.runtime.app import App, load_app
 from rrjobs.runtime.jobs import Jobs
 from rrjobs.runtime.preflight import check_pipelines_sync

@@ -23,7 +23,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from rrjobs.runtime.jobs import PipelineStat
+from rrjobs.runtime.stats import PipelineStat
 
 
 @dataclass(frozen=True, slots=True)

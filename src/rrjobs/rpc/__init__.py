@@ -5,19 +5,26 @@
 routes and statuses in :mod:`.server`.
 """
 
-from rrjobs.rpc.address import DEFAULT_LISTEN, Address
-from rrjobs.rpc.client import RPCClient
-from rrjobs.rpc.errors import BadRequestError, RPCConnectionError, RPCError, UnknownMethodError
-from rrjobs.rpc.server import METHODS, RPCServer
+from typing import TYPE_CHECKING
+
+from rrjobs.core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from rrjobs.rpc.address import DEFAULT_LISTEN, Address
+    from rrjobs.rpc.client import RPCClient
+    from rrjobs.rpc.errors import BadRequestError, RPCConnectionError, RPCError, UnknownMethodError
+    from rrjobs.rpc.server import METHODS, RPCServer
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "rrjobs.rpc.address": ["DEFAULT_LISTEN", "Address"],
+    "rrjobs.rpc.client": ["RPCClient"],
+    "rrjobs.rpc.errors": [
+        "BadRequestError", "RPCConnectionError", "RPCError", "UnknownMethodError",
+    ],
+    "rrjobs.rpc.server": ["METHODS", "RPCServer"],
+})
 
 __all__ = [
-    "DEFAULT_LISTEN",
-    "METHODS",
-    "Address",
-    "BadRequestError",
-    "RPCClient",
-    "RPCConnectionError",
-    "RPCError",
-    "RPCServer",
-    "UnknownMethodError",
+    "DEFAULT_LISTEN", "METHODS", "Address", "BadRequestError", "RPCClient", "RPCConnectionError",
+    "RPCError", "RPCServer", "UnknownMethodError",
 ]

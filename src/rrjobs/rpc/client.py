@@ -1,4 +1,4 @@
-"""The RPC client (async, aiohttp).
+"""The RPC client (async; over aiohttp, or the standard library: see :mod:`.transport`).
 
 ::
 
@@ -28,8 +28,10 @@ A failed call raises the exception the server raised, rebuilt by type name
 :class:`~rrjobs.rpc.errors.RPCConnectionError`; a call slower than ``timeout``
 ``TimeoutError``.
 
-One client holds one connection pool; use it from one event loop. Calls may
-run concurrently.
+One client holds one connection pool (``transport="aiohttp"``, the default)
+or opens a connection per call (``transport="stdlib"``: starts faster, for
+short-lived processes); use it from one event loop. Calls may run
+concurrently.
 """
 
 from __future__ import annotations
@@ -41,14 +43,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-import aiohttp
-
 from rrjobs.core.message import Message
 from rrjobs.rpc import codec
 from rrjobs.rpc.address import DEFAULT_LISTEN, Address
 from rrjobs.rpc.errors import OverloadedError, RPCConnectionError, RPCError, error_from_body
-from rrjobs.rpc.guard import bearer_header, resolve_token
-from rrjobs.runtime.jobs import PipelineStat
+from rrjobs.rpc.token import bearer_header, resolve_token
+from rrjobs.rpc.transport import TransportName, make_transport
+from rrjobs.runtime.stats import PipelineStat
 
 #: Default per-call timeout: above the server's default ``jobs.timeout`` (60 s),
 #: so that the server's own timeout answer arrives first.
@@ -69,11 +70,14 @@ class RPCClient:
             when unset or empty).
         retries: further tries of a failed call (see the module doc for which).
         retry_backoff: seconds before the first retry; doubled for each next one.
+        transport: ``"aiohttp"`` (a connection pool) or ``"stdlib"`` (``http.client``
+            in a thread, a connection per call; see :mod:`rrjobs.rpc.transport`).
     """
 
     def __init__(self, address: str = DEFAULT_LISTEN, *,
                  timeout: float | None = DEFAULT_TIMEOUT, token: str | None = None,
-                 retries: int = 0, retry_backoff: float = 0.1) -> None:
+                 retries: int = 0, retry_backoff: float = 0.1,
+                 transport: TransportName = "aiohttp") -> None:
         if retries < 0:
             raise ValueError("retries must be >= 0")
         if retry_backoff < 0:
@@ -82,8 +86,7 @@ class RPCClient:
         self.timeout = timeout
         self.retries = retries
         self.retry_backoff = retry_backoff
-        self._base = self.address.base_url()
-        self._session: aiohttp.ClientSession | None = None
+        self._transport = make_transport(transport, self.address, timeout)
         token = resolve_token(token)
         self._headers = {"Content-Type": "application/json",
                          **(bearer_header(token) if token else {})}
@@ -101,20 +104,7 @@ class RPCClient:
 
     async def close(self) -> None:
         """Close the connection pool. The client may be used again afterwards."""
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector: aiohttp.BaseConnector | None = None
-            if self.address.scheme == "unix":
-                connector = aiohttp.UnixConnector(path=self.address.path)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-            )
-        return self._session
+        await self._transport.close()
 
     async def _request(self, verb: str, path: str, body: Any = None, *,
                        idempotent: bool = False) -> tuple[int, Any]:
@@ -137,26 +127,8 @@ class RPCClient:
             tries += 1
 
     async def _try(self, verb: str, path: str, body: Any = None) -> tuple[int, Any]:
-        session = self._get_session()
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
-        try:
-            async with session.request(verb, self._base + path, data=data,
-                                       headers=self._headers) as resp:
-                text = await resp.text()
-                status = resp.status
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise RPCConnectionError(
-                f"cannot reach the rrjobs server at {self.address}: {_reason(exc)}", sent=False
-            ) from None
-        except TimeoutError:
-            raise TimeoutError(f"{path}: no answer from {self.address} within "
-                               f"{self.timeout}s") from None
-        except aiohttp.ClientConnectionError as exc:
-            raise RPCConnectionError(
-                f"cannot reach the rrjobs server at {self.address}: {_reason(exc)}"
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise RPCError(f"RPC to {self.address} failed: {exc}") from None
+        status, text = await self._transport.request(verb, path, data, self._headers)
         try:
             decoded = json.loads(text) if text else {}
         except ValueError:
@@ -221,9 +193,3 @@ def _refused_unread(body: Any) -> bool:
     err = body.get("error") if isinstance(body, dict) else None
     return isinstance(err, dict) and err.get("type") == OverloadedError.__name__
 
-
-def _reason(exc: aiohttp.ClientConnectionError) -> str:
-    os_error = getattr(exc, "os_error", None)
-    if isinstance(os_error, OSError) and os_error.strerror:
-        return os_error.strerror
-    return str(exc) or type(exc).__name__

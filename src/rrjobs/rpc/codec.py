@@ -35,8 +35,7 @@ from rrjobs.core.headers import Headers
 from rrjobs.core.message import Message
 from rrjobs.core.state import State
 from rrjobs.rpc.errors import BadRequestError
-from rrjobs.runtime.jobs import PipelineStat
-from rrjobs.runtime.outcomes import Counters
+from rrjobs.runtime.stats import Counters, PipelineStat
 
 INT64 = (-(2**63), 2**63 - 1)
 INT32 = (-(2**31), 2**31 - 1)

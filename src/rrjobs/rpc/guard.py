@@ -23,8 +23,7 @@ in a ``repr``.
 from __future__ import annotations
 
 import hmac
-import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -40,9 +39,6 @@ from rrjobs.rpc.errors import (
     UnsupportedMediaTypeError,
 )
 
-#: The environment variable holding the RPC token (read when a server or client starts).
-TOKEN_ENV = "RRJOBS_RPC_TOKEN"
-
 #: Paths served without the checks: liveness and readiness probes.
 OPEN_PATHS = frozenset({"/health", "/ready"})
 
@@ -50,22 +46,6 @@ _LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 _WILDCARD = ("0.0.0.0", "[::]")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def resolve_token(given: str | None = None, configured: str | None = None,
-                  env: Mapping[str, str] | None = None) -> str | None:
-    """The token to use: ``given`` (an explicit argument), else the
-    :data:`TOKEN_ENV` variable, else ``configured`` (``rpc.token``). An empty
-    value means none."""
-    for value in (given, (os.environ if env is None else env).get(TOKEN_ENV), configured):
-        if value:
-            return value
-    return None
-
-
-def bearer_header(token: str) -> dict[str, str]:
-    """The request header carrying ``token``."""
-    return {hdrs.AUTHORIZATION: f"Bearer {token}"}
 
 
 def _host_names(address: Address) -> set[str]:

@@ -53,7 +53,8 @@ from rrjobs.rpc import codec
 from rrjobs.rpc.address import DEFAULT_LISTEN, Address
 from rrjobs.rpc.declare import confine_files
 from rrjobs.rpc.errors import BadRequestError, RPCError, UnknownMethodError, error_body
-from rrjobs.rpc.guard import Guard, resolve_token
+from rrjobs.rpc.guard import Guard
+from rrjobs.rpc.token import resolve_token
 from rrjobs.runtime.jobs import Jobs
 
 log = logging.getLogger("rrjobs.rpc")

@@ -47,8 +47,9 @@ from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.state import State
 from rrjobs.registry import DriverRegistry
 from rrjobs.runtime.app import App
-from rrjobs.runtime.outcomes import Counters, Failure, Outcomes, RetryPolicy
+from rrjobs.runtime.outcomes import Failure, Outcomes, RetryPolicy
 from rrjobs.runtime.pool import WorkerInfo, WorkerPool
+from rrjobs.runtime.stats import Counters, PipelineStat
 from rrjobs.tracing import Tracing
 
 if TYPE_CHECKING:
@@ -107,19 +108,6 @@ class PipelineEntry:
     counters: Counters = field(default_factory=Counters)
     single_pushes: PushStats = field(default_factory=PushStats)
     batch_pushes: PushStats = field(default_factory=PushStats)
-
-
-@dataclass(frozen=True)
-class PipelineStat:
-    """``stat`` for one pipeline: the driver's :class:`State` and the runtime's counters."""
-
-    state: State
-    counters: Counters
-
-    def as_dict(self) -> dict[str, Any]:
-        d = self.state.as_dict()
-        d["counters"] = self.counters.as_dict()
-        return d
 
 
 class Jobs:

@@ -33,7 +33,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from rrjobs.config import RetryConfig
@@ -43,6 +43,7 @@ from rrjobs.core.job import Job
 from rrjobs.core.message import Message
 from rrjobs.runtime.context import JobContext, max_attempts_of
 from rrjobs.runtime.control import Reject, Retry
+from rrjobs.runtime.stats import Counters
 
 log = logging.getLogger("rrjobs.runtime")
 
@@ -124,26 +125,6 @@ class RetryPolicy:
     def delay_for(self, failures: int) -> float:
         """The backoff before retry number ``failures`` (1-based)."""
         return min(self.max_backoff, self.backoff * self.multiplier ** max(0, failures - 1))
-
-
-@dataclass(slots=True)
-class Counters:
-    """Per-pipeline outcome counters, shown by ``stat``."""
-
-    pushed: int = 0
-    ok: int = 0
-    failed: int = 0
-    retried: int = 0
-    dead_lettered: int = 0
-    dropped: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-    def add(self, other: Counters) -> None:
-        """Add ``other``'s counts to these."""
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 class Outcomes:
