@@ -44,7 +44,7 @@ class AMQPFactory(DriverFactory):
     def __init__(self, url: str) -> None:
         self.url = url
         self.connection: aio_pika.abc.AbstractConnection | None = None
-        self._dead: dict[str, list[bytes]] = {}
+        self._dead: dict[str, list[aio_pika.abc.AbstractIncomingMessage]] = {}
 
     async def open(self) -> None:
         self.connection = await aio_pika.connect(self.url)
@@ -140,19 +140,38 @@ class AMQPFactory(DriverFactory):
         finally:
             await channel.close()
 
-    async def dead_letters(self, pipe: Pipe) -> list[bytes]:
-        got = self._dead.setdefault(pipe.name, [])
+    async def _drain_dead(self, name: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+        """Every message dead-lettered to ``<name>.dlq`` so far (the queue is
+        declared on first use and drained into a list)."""
+        got = self._dead.setdefault(name, [])
         channel = await self._channel()
         try:
-            queue = await channel.declare_queue(f"{pipe.name}.dlq", durable=True)
+            queue = await channel.declare_queue(f"{name}.dlq", durable=True)
             while True:
                 message = await queue.get(fail=False, no_ack=True)
                 if message is None:
                     break
-                got.append(message.body)
+                got.append(message)
         finally:
             await channel.close()
         return list(got)
+
+    async def dead_letters(self, pipe: Pipe) -> list[bytes]:
+        return [m.body for m in await self._drain_dead(pipe.name)]
+
+    async def dead_letter_options(self, name: str) -> dict[str, Any]:
+        return {}  # every pipeline's queue dead-letters to <name>.dlq
+
+    async def dead_letter_messages(self, name: str) -> list[Message]:
+        """The job headers of each message: ``rr_headers`` (JSON) of its header table."""
+        out = []
+        for m in await self._drain_dead(name):
+            table = m.headers
+            carried = table["rr_headers"]
+            assert isinstance(carried, bytes | bytearray)
+            out.append(Message(str(table["rr_job"]), m.body, name, id=str(table["rr_id"]),
+                               headers=json.loads(carried)))
+        return out
 
 
 @pytest.fixture

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from rrjobs.core.fields import RR_FIELDS
 from rrjobs.core.message import Message
 from rrjobs.drivers.kafka.codec import encode_priority
 from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
@@ -28,6 +30,11 @@ GROUP = {"session_timeout": "3s", "heartbeat_interval": "300ms", "commit_interva
          "revoke_timeout": "5s"}
 #: The producer's (and the broker's default) largest request: about 1 MiB.
 MAX_RECORD = 1_000_000
+
+
+def dead_letter_options(name: str) -> dict[str, Any]:
+    """A pipeline's dead letters to ``<name>.dlq``."""
+    return {"dead_letter_topic": f"{name}.dlq"}
 
 
 class KafkaFactory(DriverFactory):
@@ -104,22 +111,41 @@ class KafkaFactory(DriverFactory):
         await self.producer.send_and_wait(pipe.name, msg.payload, key=msg.id.encode(),
                                           headers=headers)
 
-    async def dead_letters(self, pipe: Pipe) -> list[bytes]:
-        topic = f"{pipe.name}.dlq"
+    async def _dead_records(self, name: str) -> list[ConsumerRecord[bytes, bytes]]:
+        """Every record of the topic ``<name>.dlq`` so far."""
+        tp = TopicPartition(f"{name}.dlq", 0)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
-            tp = TopicPartition(topic, 0)
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
             end = (await consumer.end_offsets([tp]))[tp]
-            got: list[bytes] = []
+            got: list[ConsumerRecord[bytes, bytes]] = []
             while await consumer.position(tp) < end:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
-                got += [r.value or b"" for r in batch.get(tp, [])]
+                got += batch.get(tp, [])
             return got
         finally:
             await consumer.stop()
+
+    async def dead_letters(self, pipe: Pipe) -> list[bytes]:
+        return [r.value or b"" for r in await self._dead_records(pipe.name)]
+
+    async def dead_letter_options(self, name: str) -> dict[str, Any]:
+        return dead_letter_options(name)
+
+    async def dead_letter_messages(self, name: str) -> list[Message]:
+        """Each record's job headers: its plain record headers, ``rr_headers`` on top."""
+        out = []
+        for record in await self._dead_records(name):
+            raw: dict[str, list[str]] = {}
+            for key, value in record.headers:
+                raw.setdefault(key, []).append(value.decode())
+            headers = {k: v for k, v in raw.items() if k not in RR_FIELDS}
+            headers.update(json.loads(raw.get("rr_headers", ["{}"])[0]))
+            out.append(Message(raw["rr_job"][0], record.value or b"", name,
+                               id=(record.key or b"").decode(), headers=headers))
+        return out
 
 
 @pytest.fixture
@@ -135,7 +161,7 @@ class TestKafkaConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
 
 class KafkaDeadLetterFactory(KafkaFactory):
     def pipeline_options(self, name: str) -> dict[str, Any]:
-        return {**super().pipeline_options(name), "dead_letter_topic": f"{name}.dlq"}
+        return {**super().pipeline_options(name), **dead_letter_options(name)}
 
 
 class TestKafkaDeadLetterConformance(NackTests):

@@ -13,7 +13,7 @@ import nats.errors
 import nats.js.errors
 import pytest
 from nats.aio.client import Client
-from nats.js.api import StreamConfig
+from nats.js.api import RawStreamMsg, StreamConfig
 
 from rrjobs.core.message import Message
 from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
@@ -38,6 +38,11 @@ def roadrunner_body(msg: Message, pipeline: str) -> bytes:
     return json.dumps({"job": msg.name, "id": msg.id,
                        "payload": base64.b64encode(msg.payload).decode() or None,
                        "options": options}).encode()
+
+
+def dead_letter_options(name: str) -> dict[str, Any]:
+    """A pipeline's dead letters to ``<name>.dlq``."""
+    return {"dead_letter_subject": f"{name}.dlq"}
 
 
 class NATSFactory(DriverFactory):
@@ -108,25 +113,45 @@ class NATSFactory(DriverFactory):
         await self.nc.jetstream().publish(f"{pipe.name}.jobs", roadrunner_body(msg, pipe.name),
                                           headers=headers)
 
-    async def dead_letters(self, pipe: Pipe) -> list[bytes]:
-        """The payloads in the stream ``<name>-dlq`` (created on first use)."""
+    async def _dead_messages(self, name: str) -> list[RawStreamMsg]:
+        """The messages in the stream ``<name>-dlq`` (created on first use)."""
         assert self.nc is not None
         js = self.nc.jetstream()
-        stream = f"{pipe.name}-dlq"
+        stream = f"{name}-dlq"
         try:
             info = await js.stream_info(stream)
         except nats.js.errors.NotFoundError:
-            await js.add_stream(StreamConfig(name=stream, subjects=[f"{pipe.name}.dlq"]))
+            await js.add_stream(StreamConfig(name=stream, subjects=[f"{name}.dlq"]))
             return []
-        got: list[bytes] = []
+        got: list[RawStreamMsg] = []
         if not info.state.messages:
             return got
         for seq in range(max(1, info.state.first_seq), info.state.last_seq + 1):
             with contextlib.suppress(nats.js.errors.NotFoundError):
-                raw = await js.get_msg(stream, seq)
-                body = json.loads(raw.data or b"{}")
-                got.append(base64.b64decode(body.get("payload") or ""))
+                got.append(await js.get_msg(stream, seq))
         return got
+
+    async def dead_letters(self, pipe: Pipe) -> list[bytes]:
+        return [_body_payload(raw) for raw in await self._dead_messages(pipe.name)]
+
+    async def dead_letter_options(self, name: str) -> dict[str, Any]:
+        return dead_letter_options(name)
+
+    async def dead_letter_messages(self, name: str) -> list[Message]:
+        """Each message's JSON body and NATS headers (``rr_headers`` on top)."""
+        out = []
+        for raw in await self._dead_messages(name):
+            body = json.loads(raw.data or b"{}")
+            nats_headers = dict(raw.headers or {})
+            carried = json.loads(nats_headers.pop("rr_headers", "{}"))
+            headers = {k: [v] for k, v in nats_headers.items()} | carried
+            out.append(Message(body["job"], _body_payload(raw), name, id=body["id"],
+                               headers=headers))
+        return out
+
+
+def _body_payload(raw: RawStreamMsg) -> bytes:
+    return base64.b64decode(json.loads(raw.data or b"{}").get("payload") or "")
 
 
 @pytest.fixture
@@ -142,7 +167,7 @@ class TestNATSConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
 
 class NATSDeadLetterFactory(NATSFactory):
     def pipeline_options(self, name: str) -> dict[str, Any]:
-        return {**super().pipeline_options(name), "dead_letter_subject": f"{name}.dlq"}
+        return {**super().pipeline_options(name), **dead_letter_options(name)}
 
 
 class TestNATSDeadLetterConformance(NackTests):

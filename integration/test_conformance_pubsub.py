@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from google.pubsub_v1 import PublisherAsyncClient, PubsubMessage, SubscriberAsyn
 from google.pubsub_v1.services.publisher.transports import PublisherGrpcAsyncIOTransport
 from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncIOTransport
 
+from rrjobs.core.fields import RR_FIELDS
 from rrjobs.core.message import Message
 from rrjobs.drivers.pubsub import PubSubConstructor
 from rrjobs.drivers.pubsub.codec import MAX_ATTRIBUTE_VALUE, attributes
@@ -37,6 +39,7 @@ class PubSubFactory(DriverFactory):
         self.channel: Any = None
         self.publisher: PublisherAsyncClient | None = None
         self.subscriber: SubscriberAsyncClient | None = None
+        self._letters: dict[str, list[PubsubMessage]] = {}
 
     async def open(self) -> None:
         self.channel = grpc.aio.insecure_channel(self.host)
@@ -108,21 +111,46 @@ class PubSubFactory(DriverFactory):
         await self._publish(pipe, msg.payload, attributes(
             msg.id, msg.name, msg.headers, msg.priority, int(msg.delay), msg.auto_ack))
 
-    async def dead_letters(self, pipe: Pipe) -> list[bytes]:
+    async def _dead(self, name: str) -> list[PubsubMessage]:
+        """Every message pulled so far from the subscription ``<name>-dlq`` (the
+        driver creates it; none before that)."""
         assert self.subscriber is not None
-        got: list[bytes] = []
-        sub = self.subscription(f"{pipe.name}-dlq")
+        got = self._letters.setdefault(name, [])
+        sub = self.subscription(f"{name}-dlq")
         while True:
             try:  # the emulator holds an empty pull until its deadline
                 response = await self.subscriber.pull(subscription=sub, max_messages=100,
                                                       timeout=1)
-            except gexc.DeadlineExceeded:
-                return got
+            except (gexc.DeadlineExceeded, gexc.NotFound):
+                return list(got)
             if not response.received_messages:
-                return got
-            got += [r.message.data for r in response.received_messages]
+                return list(got)
+            got += [r.message for r in response.received_messages]
             await self.subscriber.acknowledge(
                 subscription=sub, ack_ids=[r.ack_id for r in response.received_messages])
+
+    async def dead_letters(self, pipe: Pipe) -> list[bytes]:
+        return [m.data for m in await self._dead(pipe.name)]
+
+    async def dead_letter_options(self, name: str) -> dict[str, Any]:
+        return dead_letter_options(name)
+
+    async def dead_letter_messages(self, name: str) -> list[Message]:
+        """The job headers of each message: ``rr_headers`` (JSON) and every
+        attribute that is not an ``rr_*`` field."""
+        out = []
+        for m in await self._dead(name):
+            attrs = dict(m.attributes)
+            headers = {k: [v] for k, v in attrs.items() if k not in RR_FIELDS}
+            headers.update(json.loads(attrs.get("rr_headers", "{}")))
+            out.append(Message(attrs["rr_job"], m.data, name, id=attrs["rr_id"],
+                               headers=headers))
+        return out
+
+
+def dead_letter_options(name: str) -> dict[str, Any]:
+    """A pipeline's dead letters to the topic ``<name>-dlq``."""
+    return {"dead_letter_topic": f"{name}-dlq"}
 
 
 @pytest.fixture
@@ -139,7 +167,7 @@ class TestPubSubConformance(ConformanceSuite, suite.SettleDuringLeaseExtensionTe
 
 class PubSubDeadLetterFactory(PubSubFactory):
     def pipeline_options(self, name: str) -> dict[str, Any]:
-        return {**super().pipeline_options(name), "dead_letter_topic": f"{name}-dlq"}
+        return {**super().pipeline_options(name), **dead_letter_options(name)}
 
 
 class TestPubSubDeadLetterConformance(suite.NackTests):

@@ -34,6 +34,7 @@ class SQSFactory(DriverFactory):
         self.endpoint = endpoint
         self._stack = contextlib.AsyncExitStack()
         self.client: Any = None
+        self._letters: dict[str, list[Message]] = {}
 
     async def open(self) -> None:
         self.client = await self._stack.enter_async_context(
@@ -47,8 +48,9 @@ class SQSFactory(DriverFactory):
 
     async def cleanup(self, names: Sequence[str]) -> None:
         for name in names:
-            with contextlib.suppress(Exception):
-                await self.client.delete_queue(QueueUrl=await self._url(name))
+            for queue in (name, f"{name}-dlq"):
+                with contextlib.suppress(Exception):
+                    await self.client.delete_queue(QueueUrl=await self._url(queue))
 
     def global_config(self) -> dict[str, Any]:
         e = self.endpoint
@@ -58,6 +60,33 @@ class SQSFactory(DriverFactory):
     def pipeline_options(self, name: str) -> dict[str, Any]:
         return {"queue": name, "prefetch": 10, "max_messages_in_flight": 100,
                 "wait_time_seconds": 0}
+
+    async def dead_letter_options(self, name: str) -> dict[str, Any]:
+        """A redrive policy to the queue ``<name>-dlq``, created here."""
+        url = (await self.client.create_queue(QueueName=f"{name}-dlq"))["QueueUrl"]
+        attrs = await self.client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        policy = {"deadLetterTargetArn": attrs["Attributes"]["QueueArn"], "maxReceiveCount": 10}
+        return {"attributes": {"RedrivePolicy": policy}}
+
+    async def dead_letter_messages(self, name: str) -> list[Message]:
+        """The messages of ``<name>-dlq``, received and deleted (kept here): the
+        job headers are the ``rr_headers`` attribute (JSON)."""
+        got = self._letters.setdefault(name, [])
+        url = await self._url(f"{name}-dlq")
+        while True:
+            reply = await self.client.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
+            messages = reply.get("Messages") or []
+            if not messages:
+                return list(got)
+            for m in messages:
+                attrs = m["MessageAttributes"]
+                encoding = attrs.get(codec.RR_ENCODING, {}).get("StringValue")
+                got.append(Message(attrs["rr_job"]["StringValue"],
+                                   codec.payload_of(m["Body"], encoding), name,
+                                   id=attrs["rr_id"]["StringValue"],
+                                   headers=json.loads(attrs["rr_headers"]["BinaryValue"])))
+                await self.client.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
 
     def lease_options(self, seconds: float) -> dict[str, Any]:
         return {"visibility_timeout": int(seconds)}

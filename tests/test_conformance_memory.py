@@ -40,6 +40,10 @@ class MemoryFactory(DriverFactory):
     async def publish_roadrunner(self, pipe: Pipe, msg: Message) -> None:
         raise HookUnsupported(NO_WIRE)
 
+    async def dead_letter_options(self, name: str) -> dict[str, Any]:
+        raise HookUnsupported("memory keeps no dead letters: a pipeline's retry.dead_letter "
+                              "(another pipeline) is where its failed jobs go")
+
 
 @pytest.fixture
 def driver_factory() -> MemoryFactory:

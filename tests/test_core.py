@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,9 +17,13 @@ from rrjobs.core.errors import (
     UnsupportedFeatureError,
 )
 from rrjobs.core.headers import (
+    DEAD_LETTER_KEYS,
     RR_ATTEMPTS,
+    RR_ERROR_LIMIT,
     Headers,
     attempts_of,
+    dead_letter_headers,
+    error_text,
     headers_from_json,
     merge_headers,
 )
@@ -164,6 +169,19 @@ async def test_nack_rejects_a_delay_without_requeue_and_auto_ack_is_a_noop() -> 
     assert calls(auto) == [("ack",)]
 
 
+async def test_a_nack_without_requeue_gives_the_dead_letter_its_headers() -> None:
+    job = recording_job(headers={"h": ["v"], RR_ATTEMPTS: ["2"]})
+    with pytest.raises(ValueError):
+        await job.nack(requeue=True, headers={"x": ["1"]})
+    assert job.settled is None and job.headers == {"h": ["v"], RR_ATTEMPTS: ["2"]}
+    await job.nack(headers={"rr_error": ["ValueError: no"]})
+    assert calls(job) == [("nack", False, 0.0)]
+    stamp = job.headers.pop("rr_failed_at")[0]
+    assert stamp.endswith("Z") and datetime.fromisoformat(stamp).utcoffset() == timedelta(0)
+    assert job.headers == {"h": ["v"], RR_ATTEMPTS: ["3"], "rr_error": ["ValueError: no"],
+                           "rr_original_pipeline": ["p"]}
+
+
 def test_context_is_roadrunners_json() -> None:
     ctx = json.loads(recording_job().context())
     assert ctx == {"id": "1", "job": "n", "driver": "rec", "queue": "", "headers": {"h": ["v"]},
@@ -232,3 +250,17 @@ def test_headers_from_json_reads_every_driver_s_rr_headers_leniently() -> None:
     # unreadable: the caller decides
     assert headers_from_json("{bad") is None
     assert headers_from_json("[1, 2]") is None
+
+
+def test_dead_letter_headers_hold_the_attempts_error_time_and_pipeline() -> None:
+    when = datetime(2026, 12, 3, 7, 54, 41, 123456, tzinfo=UTC)
+    letter = dead_letter_headers("orders", 3, KeyError("no such order"), when)
+    assert tuple(letter) == DEAD_LETTER_KEYS
+    assert letter == {"rr_attempts": ["3"], "rr_error": ["KeyError: 'no such order'"],
+                      "rr_failed_at": ["2026-12-03T07:54:41.123Z"],
+                      "rr_original_pipeline": ["orders"]}
+    assert "rr_error" not in dead_letter_headers("orders", 1)
+    long = error_text(ValueError("ü" * RR_ERROR_LIMIT + "\n  tail"))
+    assert long.startswith("ValueError: üü") and long.endswith("…") and "\n" not in long
+    assert RR_ERROR_LIMIT - 1 <= len(long.encode()) <= RR_ERROR_LIMIT
+    assert error_text("a\nb") == "a b"

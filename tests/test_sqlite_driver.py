@@ -14,7 +14,13 @@ from rrjobs.core.errors import (
     JobAlreadySettledError,
     PipelineStateError,
 )
-from rrjobs.core.headers import DEDUCED_BY_RR, RR_ATTEMPTS
+from rrjobs.core.headers import (
+    DEDUCED_BY_RR,
+    RR_ATTEMPTS,
+    RR_ERROR,
+    RR_FAILED_AT,
+    RR_ORIGINAL_PIPELINE,
+)
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
 from rrjobs.core.queue import PriorityQueue
@@ -132,10 +138,15 @@ async def test_nack_with_dead_letter_option_moves_the_job(tmp_path: Path) -> Non
         assert drv.capabilities.dead_letter
         await drv.push(Message("a", b"x", "p", id="dl", headers={"k": ["v"]}))
         job = await receive(drv)
-        await job.nack(requeue=False)
+        await job.nack(requeue=False, headers={RR_ERROR: ["ValueError: no"]})
         await nothing(drv)
         rows = d.rows("SELECT pipeline, id, name, payload, headers, deliveries FROM rrjobs_dead")
-        assert rows == [("p", "dl", "a", b"x", '{"k":["v"]}', 1)]
+        ((pipeline, ident, name, payload, headers, deliveries),) = rows
+        assert (pipeline, ident, name, payload, deliveries) == ("p", "dl", "a", b"x", 1)
+        letter = json.loads(headers)
+        assert letter.pop(RR_FAILED_AT)[0].endswith("Z")
+        assert letter == {"k": ["v"], RR_ATTEMPTS: ["1"], RR_ERROR: ["ValueError: no"],
+                          RR_ORIGINAL_PIPELINE: ["p"]}
         assert d.rows("SELECT count(*) FROM rrjobs_jobs") == [(0,)]
 
 

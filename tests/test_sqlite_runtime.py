@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from rrjobs import App, Jobs, Message
 from rrjobs.cli import cli
-from rrjobs.core.headers import RR_ATTEMPTS
+from rrjobs.core.headers import RR_ATTEMPTS, RR_ERROR, RR_ORIGINAL_PIPELINE
 from rrjobs.core.job import Job
 from tests.conftest import wait_for
 from tests.sqlite_helpers import Drivers, sqlite_config
@@ -59,7 +59,9 @@ async def test_failures_count_attempts_in_the_file_then_dead_letter(tmp_path: Pa
     assert attempts == [0, 1, 2]
     d = Drivers(tmp_path)
     (headers, deliveries), = d.rows("SELECT headers, deliveries FROM rrjobs_dead WHERE id='b1'")
-    assert json.loads(headers)[RR_ATTEMPTS] == ["2"] and deliveries == 3
+    letter = json.loads(headers)
+    assert letter[RR_ATTEMPTS] == ["3"] and deliveries == 3
+    assert letter[RR_ERROR] == ["RuntimeError: boom"] and letter[RR_ORIGINAL_PIPELINE] == ["p"]
     assert d.rows("SELECT count(*) FROM rrjobs_jobs") == [(0,)]
 
 

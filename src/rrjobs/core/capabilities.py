@@ -30,7 +30,8 @@ class Capabilities:
         max_payload: the largest payload in bytes, or ``None`` for no limit.
         lease_extension: ``Job.extend_lease`` works (a long handler keeps its
             job without redelivery).
-        dead_letter: ``nack(requeue=False)`` can dead-letter natively.
+        dead_letter: ``nack(requeue=False)`` can dead-letter natively, with the
+            job's headers (the dead-letter headers included).
         redelivery_on_crash: a job received but never settled is redelivered
             when the consumer dies (at-least-once across process crashes).
         pause: ``pause``/``resume`` are supported.

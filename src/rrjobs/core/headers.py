@@ -4,12 +4,19 @@ These are RoadRunner's names (``api-plugins/jobs/job.go``) so that a RoadRunner
 producer and an rrjobs consumer can share a queue. ``rr_attempts`` is an rrjobs
 addition: the number of times the job has been delivered to a handler and
 failed, carried as an ordinary job header so that it survives every broker.
+
+RoadRunner itself has no retry count or dead letter: the dead-letter keys
+(``rr_attempts``, ``rr_error``, ``rr_failed_at``, ``rr_original_pipeline``)
+are rrjobs' own, named in RoadRunner's ``rr_*`` style, and built in one place,
+:func:`dead_letter_headers`, for every driver and for dead-letter pipelines.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import traceback
+from datetime import UTC, datetime
 
 log = logging.getLogger("rrjobs.headers")
 
@@ -23,9 +30,21 @@ RR_AUTO_ACK = "rr_auto_ack"
 
 #: rrjobs: failed attempts so far (job header, decimal string).
 RR_ATTEMPTS = "rr_attempts"
-#: rrjobs: on a dead-lettered copy, the last error and the source pipeline.
+#: rrjobs: on a dead letter, the last error: the exception's type and message on
+#: one line (``ValueError: bad address``), at most :data:`RR_ERROR_LIMIT`
+#: bytes. On a job that could not be read: why.
 RR_ERROR = "rr_error"
+#: rrjobs: on a dead letter, the pipeline the job was given up on.
 RR_ORIGINAL_PIPELINE = "rr_original_pipeline"
+#: rrjobs: on a dead letter, when it was given up: RFC 3339 in UTC with
+#: milliseconds (``2026-12-03T07:54:41.123Z``).
+RR_FAILED_AT = "rr_failed_at"
+#: The most bytes (UTF-8) ``rr_error`` holds: a longer error is cut and ends in
+#: ``…``. 1024 is the largest attribute value Pub/Sub takes.
+RR_ERROR_LIMIT = 1024
+_CUT = "…".encode()
+#: The keys :func:`dead_letter_headers` writes, in that order.
+DEAD_LETTER_KEYS = (RR_ATTEMPTS, RR_ERROR, RR_FAILED_AT, RR_ORIGINAL_PIPELINE)
 #: rrjobs, set by a producer per job: overrides the pipeline's
 #: ``retry.max_attempts`` (decimal string, >= 1).
 RR_MAX_ATTEMPTS = "rr_max_attempts"
@@ -63,6 +82,43 @@ def attempts_of(headers: Headers) -> int:
         return max(0, int(vals[0]))
     except ValueError:
         return 0
+
+
+def error_text(exc: BaseException | str) -> str:
+    """``exc`` as ``rr_error`` holds it: its type and message
+    (``mymodule.BadInput: no such order``) on one line, whitespace runs
+    collapsed (a header value carries no line breaks on any broker), cut to
+    :data:`RR_ERROR_LIMIT` bytes."""
+    if isinstance(exc, BaseException):
+        text = "".join(traceback.format_exception_only(type(exc), exc))
+    else:
+        text = exc
+    text = " ".join(text.split())
+    raw = text.encode()
+    if len(raw) > RR_ERROR_LIMIT:
+        text = raw[:RR_ERROR_LIMIT - len(_CUT)].decode("utf-8", "ignore") + "…"
+    return text
+
+
+def rfc3339(when: datetime | None = None) -> str:
+    """``when`` (now if ``None``) in UTC as RFC 3339 with milliseconds and ``Z``."""
+    when = datetime.now(UTC) if when is None else when.astimezone(UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def dead_letter_headers(pipeline: str, attempts: int,
+                        error: BaseException | str | None = None,
+                        failed_at: datetime | None = None) -> Headers:
+    """The headers a dead letter carries on top of the job's own: ``rr_attempts``
+    (the attempts made, this last one included), ``rr_error`` (when the error is
+    known, see :func:`error_text`), ``rr_failed_at`` (:func:`rfc3339`, now by
+    default) and ``rr_original_pipeline``. Pure but for the clock."""
+    out: Headers = {RR_ATTEMPTS: [str(attempts)]}
+    if error is not None:
+        out[RR_ERROR] = [error_text(error)]
+    out[RR_FAILED_AT] = [rfc3339(failed_at)]
+    out[RR_ORIGINAL_PIPELINE] = [pipeline]
+    return out
 
 
 def headers_from_json(raw: str | bytes | bytearray | None) -> Headers | None:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rrjobs.core.errors import JobAlreadySettledError, UnsupportedFeatureError
-from rrjobs.core.headers import Headers, attempts_of
+from rrjobs.core.headers import Headers, attempts_of, dead_letter_headers, merge_headers
 
 if TYPE_CHECKING:
     from rrjobs.core.capabilities import Capabilities
@@ -68,8 +68,12 @@ class Settler(Protocol):
 
     async def nack(self, job: Job, requeue: bool, delay: float) -> None:
         """``requeue=False``: never redelivered; dead-lettered natively where the
-        broker can, otherwise dropped (logged). ``requeue=True``: redelivered
-        after ``delay`` seconds."""
+        broker can, otherwise dropped (logged). The dead letter carries
+        ``job.headers``, which :meth:`Job.nack` has just extended with the
+        dead-letter headers (:func:`~rrjobs.core.headers.dead_letter_headers`):
+        where the broker would move the message itself without them (a DLX, a
+        redrive policy), the driver publishes the copy itself and then settles
+        the original. ``requeue=True``: redelivered after ``delay`` seconds."""
 
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         """Put the job back with ``headers`` (already merged) after ``delay`` s."""
@@ -234,21 +238,36 @@ class Job:
             return
         await self.settler.ack(self)
 
-    async def nack(self, requeue: bool = False, delay: float = 0.0) -> None:
+    async def nack(self, requeue: bool = False, delay: float = 0.0,
+                   headers: Headers | None = None) -> None:
         """Negative acknowledgement; ``nack()`` alone never redelivers.
 
         ``nack(requeue=True, delay=5)`` redelivers after 5 seconds. A no-op for
         an ``auto_ack`` job.
+
+        Without requeue the job is given up: before the driver dead-letters it,
+        its headers get ``rr_attempts`` (its failed attempts so far plus this
+        one), ``rr_failed_at`` and ``rr_original_pipeline``, then ``headers``
+        on top (the runtime adds ``rr_error`` and its own count there), so the
+        dead letter says what happened on every driver.
         """
         if self.auto_ack and self.settled == "ack":
             return
         if delay < 0:
             raise ValueError("delay must be >= 0")
         if requeue:
+            if headers:
+                raise ValueError("headers go with nack(requeue=False) only; "
+                                 "requeue(headers) puts a job back with headers")
             self.capabilities.check_delay(delay, self.driver_name)
         elif delay > 0:
             raise ValueError("a delay only makes sense with requeue=True")
         self._settle("nack")
+        if not requeue:
+            extra = dead_letter_headers(self.pipeline, self.attempts + 1)
+            if headers:
+                extra.update(headers)
+            self.headers = merge_headers(self.headers, extra)
         if self._extending is not None:
             await self._after_extension()
         await self.settler.nack(self, requeue, delay)

@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 from rrjobs.config import RetryConfig
 from rrjobs.core.errors import NoHandlerError, PoisonMessageError
-from rrjobs.core.headers import RR_ATTEMPTS, RR_ERROR, RR_ORIGINAL_PIPELINE
+from rrjobs.core.headers import RR_ATTEMPTS, dead_letter_headers, merge_headers
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
 from rrjobs.runtime.context import JobContext, max_attempts_of
@@ -185,14 +185,14 @@ class Outcomes:
         if job.settled is not None:
             # The handler settled the job and then raised: its decision stands.
             self._remember(job, exc, failures, f"kept the handler's {job.settled}")
-            log.warning("job %s (%s) raised after settling (%s): %r",
-                        job.id, job.name, job.settled, exc, exc_info=_trace(exc))
+            log.warning("job %s (%s) on pipeline %r raised after settling (%s): %r",
+                        job.id, job.name, job.pipeline, job.settled, exc, exc_info=_trace(exc))
             self._observe(job, "failed", exc)
             return
         if job.auto_ack:
             self._remember(job, exc, failures, "not retried (auto_ack)")
-            log.error("auto_ack job %s (%s) failed and is not retried: %r", job.id, job.name, exc,
-                      exc_info=_trace(exc))
+            log.error("auto_ack job %s (%s) on pipeline %r failed and is not retried: %r",
+                      job.id, job.name, job.pipeline, exc, exc_info=_trace(exc))
             self._observe(job, "failed", exc)
             return
         policy = self._policy_of(job.pipeline)
@@ -210,8 +210,9 @@ class Outcomes:
             elif caps.max_delay is not None:
                 delay = min(delay, caps.max_delay)
             self._remember(job, exc, failures, f"retried in {delay:.3g}s")
-            log.info("job %s (%s) failed (attempt %d of %d), retrying in %.3gs: %r",
-                     job.id, job.name, failures, max_attempts, delay, exc, exc_info=_trace(exc))
+            log.info("job %s (%s) on pipeline %r failed (attempt %d of %d), retrying in "
+                     "%.3gs: %r", job.id, job.name, job.pipeline, failures, max_attempts, delay,
+                     exc, exc_info=_trace(exc))
             await job.requeue({RR_ATTEMPTS: [str(failures)]}, delay)
             counters.retried += 1
             self._observe(job, "retried", exc)
@@ -220,6 +221,11 @@ class Outcomes:
 
     async def dead_letter(self, job: Job, exc: BaseException, failures: int,
                           policy: RetryPolicy) -> None:
+        """Give ``job`` up after ``failures`` attempts: a copy to the policy's
+        dead-letter pipeline, else ``nack(requeue=False)`` (the driver's
+        dead letter, or a drop). Either way the dead letter carries
+        :func:`~rrjobs.core.headers.dead_letter_headers`, and one ERROR line
+        names the job, its pipeline and the error, with the handler's traceback."""
         counters = self._counters_of(job.pipeline)
         error = _error_line(exc)
         caps = job.capabilities
@@ -230,31 +236,31 @@ class Outcomes:
         else:
             outcome = "dropped (no dead-letter)"
         self._remember(job, exc, failures, outcome)
+        letter = dead_letter_headers(job.pipeline, failures, exc)
         if policy.dead_letter:
-            headers = {k: list(v) for k, v in job.headers.items()}
-            headers[RR_ATTEMPTS] = [str(failures)]
-            headers[RR_ERROR] = [error]
-            headers[RR_ORIGINAL_PIPELINE] = [job.pipeline]
             await self._push(Message(name=job.name, payload=job.payload, id=job.id,
-                                     headers=headers, pipeline=policy.dead_letter))
+                                     headers=merge_headers(job.headers, letter),
+                                     pipeline=policy.dead_letter))
             await job.ack()
             counters.dead_lettered += 1
-            log.error("job %s (%s) failed %d times, moved to pipeline %r: %s",
-                      job.id, job.name, failures, policy.dead_letter, error, exc_info=_trace(exc))
+            log.error("job %s (%s) on pipeline %r failed %d times, moved to pipeline %r: %s",
+                      job.id, job.name, job.pipeline, failures, policy.dead_letter, error,
+                      exc_info=_trace(exc))
             self._observe(job, "dead_lettered", exc)
             return
-        await job.nack(requeue=False)
+        await job.nack(requeue=False, headers=letter)
         if caps.dead_letter:
             counters.dead_lettered += 1
-            log.error("job %s (%s) failed %d times, dead-lettered by the %s driver: %s",
-                      job.id, job.name, failures, job.driver_name, error, exc_info=_trace(exc))
+            log.error("job %s (%s) on pipeline %r failed %d times, dead-lettered by the %s "
+                      "driver: %s", job.id, job.name, job.pipeline, failures, job.driver_name,
+                      error, exc_info=_trace(exc))
             self._observe(job, "dead_lettered", exc)
         else:
             counters.dropped += 1
-            log.error("job %s (%s) failed %d times and was DROPPED (pipeline %r has no "
-                      "retry.dead_letter and the %s driver no dead-letter store): %s",
-                      job.id, job.name, failures, job.pipeline, job.driver_name, error,
-                      exc_info=_trace(exc))
+            log.error("job %s (%s) on pipeline %r failed %d times and was DROPPED (the "
+                      "pipeline has no retry.dead_letter and the %s driver no dead-letter "
+                      "store): %s", job.id, job.name, job.pipeline, failures, job.driver_name,
+                      error, exc_info=_trace(exc))
             self._observe(job, "dropped", exc)
 
     async def abandoned(self, job: Job) -> None:

@@ -175,6 +175,23 @@ class DriverFactory:
         """The payloads the broker dead-lettered for ``pipe`` so far."""
         raise HookUnsupported(f"the {self.driver} factory cannot read dead letters")
 
+    async def dead_letter_options(self, name: str) -> dict[str, Any]:
+        """Extra options that give the pipeline ``name`` the driver's own dead-letter
+        store (a table, a topic, a subject, a queue), the one
+        :meth:`dead_letter_messages` reads; create on the broker what the store
+        needs first (an SQS dead-letter queue for a redrive policy). ``{}`` when
+        :meth:`pipeline_options` already configures one."""
+        raise HookUnsupported(f"the {self.driver} factory cannot configure a dead-letter store")
+
+    async def dead_letter_messages(self, name: str) -> list[Message]:
+        """The dead letters of the pipeline ``name`` so far, read with the broker's
+        own client (or the store's): each one's id, job name, payload and headers
+        as they are on the wire (``rr_attempts``, ``rr_error``, ``rr_failed_at``,
+        ``rr_original_pipeline`` included). The first call may create what the
+        broker needs to keep dead letters (a queue, a subscription): the suite
+        makes it before the first job fails."""
+        raise HookUnsupported(f"the {self.driver} factory cannot read dead letters back")
+
     async def kill_consumer(self, pipe: Pipe) -> None:
         """Make ``pipe``'s consumer die without settling what it received.
 

@@ -265,6 +265,12 @@ class Topology:
         return None if value is None else str(value)
 
     @property
+    def dead_letter_routing_key(self) -> str | None:
+        """The queue's ``x-dead-letter-routing-key`` argument, when it has one."""
+        value = self.queue.arguments.get("x-dead-letter-routing-key")
+        return None if value is None else str(value)
+
+    @property
     def quorum(self) -> bool:
         return str(self.queue.arguments.get("x-queue-type", "")) == "quorum"
 

@@ -28,7 +28,7 @@ from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
 from rrjobs.core.delays import whole_seconds
 from rrjobs.core.errors import ConfigError, PipelineStateError, RRJobsError
-from rrjobs.core.headers import RR_ERROR, UNREADABLE, Headers
+from rrjobs.core.headers import DEAD_LETTER_KEYS, RR_ERROR, UNREADABLE, Headers
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message, new_id
 from rrjobs.core.pipeline import Pipeline
@@ -236,6 +236,7 @@ class AMQPDriver(BaseDriver):
         job.consumer, job.delivery_tag = consumer, tag
         job.redelivered = bool(getattr(delivery, "redelivered", False))
         job.consumer_tag = str(getattr(delivery, "consumer_tag", "") or "")
+        job.routing_key = str(getattr(delivery, "routing_key", "") or "")
         job.rr_delay = rr_delay
         return job
 
@@ -258,8 +259,37 @@ class AMQPDriver(BaseDriver):
         assert isinstance(job, AMQPJob)
         if requeue and delay > 0:
             await self._republish_settle(job, job.headers, delay)
+        elif not requeue and self.capabilities.dead_letter:
+            await self._dead_letter(job)
         else:
             await job.consumer.settle(job, requeue)
+
+    async def _dead_letter(self, job: AMQPJob) -> None:
+        """Publish the dead letter, with its headers, where RabbitMQ's own
+        dead-lettering would route it (the queue's ``x-dead-letter-exchange``
+        and ``-routing-key``, else the job's routing key), then ack: a reject
+        would dead-letter it without them. The dead-letter headers are also
+        plain string headers of the table. Where that publish is returned or
+        refused, the job is rejected to the exchange as it is (logged)."""
+        exchange = self.topology.dead_letter_exchange or ""
+        routing_key = self.topology.dead_letter_routing_key or job.routing_key
+        props = self._properties(job.id, job.name, job.headers, 0, job.priority, job.auto_ack)
+        # also plain string headers, for whoever looks at the queue (rr_headers has them too)
+        table = props.headers
+        assert table is not None
+        table.update({k: v[0] for k in DEAD_LETTER_KEYS if (v := job.headers.get(k))})
+        try:
+            await self._publish(job.payload, exchange, routing_key, props)
+        except PublishFailedError as exc:
+            self.log.warning("pipeline %r: the dead letter of job %s was refused (%s); "
+                             "rejected to the dead-letter exchange without its rr_* "
+                             "dead-letter headers", self.pipeline_name, job.id, exc)
+            await job.consumer.settle(job, False)
+            return
+        except BaseException:
+            await job.consumer.settle(job, True)
+            raise
+        await job.consumer.settle(job)
 
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         assert isinstance(job, AMQPJob)

@@ -17,11 +17,15 @@ class AMQPJob(Job):
         redelivered: RabbitMQ's redelivered flag (delivered before and not acked).
         consumer_tag: the consumer the delivery was for (the ``consumer_id``).
         rr_delay: the ``rr_delay`` header (seconds) the job was published with.
+        routing_key: the routing key the job was published with (a dead letter
+            keeps it unless the queue names an ``x-dead-letter-routing-key``).
     """
 
-    __slots__ = ("consumer", "consumer_tag", "delivery_tag", "redelivered", "rr_delay")
+    __slots__ = ("consumer", "consumer_tag", "delivery_tag", "redelivered", "routing_key",
+                 "rr_delay")
     consumer: Any
     delivery_tag: int
     redelivered: bool
     consumer_tag: str
+    routing_key: str
     rr_delay: int

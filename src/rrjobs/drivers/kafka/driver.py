@@ -26,7 +26,7 @@ from rrjobs.core.errors import (
     RRJobsError,
     UnsupportedFeatureError,
 )
-from rrjobs.core.headers import RR_ORIGINAL_PIPELINE, Headers
+from rrjobs.core.headers import Headers
 from rrjobs.core.job import Job
 from rrjobs.core.lane import Lane
 from rrjobs.core.message import Message
@@ -536,8 +536,7 @@ class KafkaDriver(BaseDriver):
         """To the dead-letter topic when configured, else dropped."""
         self._check(job)
         if self.dead_letter_topic:
-            headers = {**job.headers, RR_ORIGINAL_PIPELINE: [self.pipeline_name]}
-            await self.producer.send(self.dead_letter_topic, self._job_record(job, headers))
+            await self.producer.send(self.dead_letter_topic, self._job_record(job, job.headers))
         else:
             self.log.info("pipeline %r: job %s (%s) nacked without requeue: dropped (no "
                           "dead_letter_topic)", self.pipeline_name, job.id, job.name)

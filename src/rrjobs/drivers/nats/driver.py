@@ -22,7 +22,7 @@ from rrjobs.core.batcher import Batcher
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
 from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError, RRJobsError
-from rrjobs.core.headers import RR_ORIGINAL_PIPELINE, Headers
+from rrjobs.core.headers import Headers
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
 from rrjobs.core.outage import Outage
@@ -455,8 +455,7 @@ class NATSDriver(PullDriver):
                 return
             dead = self.options.dead_letter_subject
             if dead:
-                headers = {**job.headers, RR_ORIGINAL_PIPELINE: [self.pipeline_name]}
-                _, body, nats_headers = self._encode(job, headers, 0)  # without x-nats-subject
+                _, body, nats_headers = self._encode(job, job.headers, 0)  # no x-nats-subject
                 await self._publish(dead, body, nats_headers, copy_of=job)
             else:
                 self.log.info("pipeline %r: job %s (%s) nacked without requeue: dropped (no "

@@ -25,10 +25,18 @@ MAX_DELAY = 100 * 365 * 24 * 3600
 
 def attributes(job_id: str, name: str, headers: Headers, priority: int, delay_s: int,
                auto_ack: bool) -> dict[str, str]:
-    """The attributes of a job, RoadRunner's layout. Raises :class:`UnsupportedFeatureError`
-    when a value exceeds Pub/Sub's 1024-byte attribute limit."""
+    """The attributes of a job, RoadRunner's layout. The dead-letter headers
+    (:data:`~rrjobs.core.headers.DEAD_LETTER_KEYS`: an ``rr_error`` alone may
+    take 1024 bytes) are attributes of their own, read back as headers like
+    any attribute; the other headers go in ``rr_headers``. Raises
+    :class:`UnsupportedFeatureError` when a value exceeds Pub/Sub's 1024-byte
+    attribute limit."""
+    own = {k: v[0] for k in rr.DEAD_LETTER_KEYS if (v := headers.get(k))}
+    if own:
+        headers = {k: v for k, v in headers.items() if k not in own}
     encoded = json.dumps(headers, separators=(",", ":"), ensure_ascii=False) if headers else "{}"
     attrs = {
+        **own,
         rr.RR_ID: job_id,
         rr.RR_JOB: name,
         rr.RR_DELAY: str(delay_s),

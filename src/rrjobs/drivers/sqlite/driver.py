@@ -422,7 +422,9 @@ class SQLiteDriver(BaseDriver):
         job = self._check(job)
         try:
             if self.options.dead_letter:
-                await self.store.write(partial(queries.dead_letter, seq=job.seq, now_ms=now_ms()))
+                await self.store.write(partial(queries.dead_letter, seq=job.seq,
+                                               headers=encode_headers(job.headers),
+                                               now_ms=now_ms()))
             else:
                 await self.store.write(partial(queries.delete, seq=job.seq), durable=False)
         finally:

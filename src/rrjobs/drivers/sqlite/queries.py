@@ -128,12 +128,13 @@ def delete(conn: sqlite3.Connection, seq: int) -> int:
     return conn.execute("DELETE FROM rrjobs_jobs WHERE seq = ?", (seq,)).rowcount
 
 
-def dead_letter(conn: sqlite3.Connection, seq: int, now_ms: int) -> int:
-    """Move one job into the dead-letter table. Returns 1, or 0 if it was gone."""
+def dead_letter(conn: sqlite3.Connection, seq: int, headers: str, now_ms: int) -> int:
+    """Move one job into the dead-letter table with ``headers`` (its headers with
+    the dead-letter ones). Returns 1, or 0 if it was gone."""
     conn.execute(
         "INSERT INTO rrjobs_dead (pipeline, id, name, payload, headers, priority, deliveries, "
-        "created_at, failed_at) SELECT pipeline, id, name, payload, headers, priority, "
-        "deliveries, created_at, ? FROM rrjobs_jobs WHERE seq = ?", (now_ms, seq))
+        "created_at, failed_at) SELECT pipeline, id, name, payload, ?, priority, "
+        "deliveries, created_at, ? FROM rrjobs_jobs WHERE seq = ?", (headers, now_ms, seq))
     return delete(conn, seq)
 
 

@@ -15,6 +15,7 @@ from rrjobs.testing.suite.concurrent_lifecycle import (
     ConcurrentRuntimeLifecycleTests,
 )
 from rrjobs.testing.suite.construction import ConstructionTests
+from rrjobs.testing.suite.dead_letter_metadata import DeadLetterMetadataTests
 from rrjobs.testing.suite.delay_rounding import DelayRoundingTests
 from rrjobs.testing.suite.delays import DelayTests
 from rrjobs.testing.suite.delivery import DeliveryTests
@@ -47,6 +48,7 @@ class ConformanceSuite(
     AtLeastOnceTests,
     ForeignMessageTests,
     RuntimeTests,
+    DeadLetterMetadataTests,
 ):
     """Every conformance test. Subclass it as ``Test<Driver>Conformance`` and set
     ``marker``; the module must define the ``driver_factory`` fixture."""
@@ -79,6 +81,7 @@ __all__ = [
     "ConcurrentRuntimeLifecycleTests",
     "ConformanceSuite",
     "ConstructionTests",
+    "DeadLetterMetadataTests",
     "DelayRoundingTests",
     "DelayTests",
     "DeliveryTests",
