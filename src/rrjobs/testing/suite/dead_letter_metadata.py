@@ -5,6 +5,7 @@ the factory's ``dead_letter_options`` and ``dead_letter_messages`` hooks)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from rrjobs.core.headers import (
@@ -54,28 +55,16 @@ class DeadLetterMetadataTests(SuiteBase):
 
     @conformance_case
     async def test_a_dead_letter_pipeline_gets_the_metadata(self, h: Harness) -> None:
-        main, dead = h.new_name("main"), h.new_name("dead")
         last: list[DoomedError] = []
 
-        async def fail_on_main(job: Job, number: int) -> None:
-            if job.pipeline == main:
-                last.append(_doomed(job, number))
-                raise last[-1]
+        def fail(job: Job, number: int) -> DoomedError:
+            last.append(_doomed(job, number))
+            return last[-1]
 
-        rec = Recorder(fail_on_main)
-        entry = h.pipeline_entry(main, retry={"max_attempts": ATTEMPTS, "backoff": 0,
-                                              "dead_letter": dead})
-        jobs = h.runtime(rec.app, {main: entry, dead: h.pipeline_entry(dead)},
-                         consume=[main, dead])
         since = datetime.now(UTC)
-        async with jobs:
-            sent = Message("conformance.doomed", b"doomed", main, headers={"k": ["v"]})
-            await jobs.push(sent)
-            handled = await rec.wait_for(ATTEMPTS + 1, h.factory.delivery_timeout)
-            until = datetime.now(UTC)
-            await rec.expect_count(ATTEMPTS + 1, h.factory.quiet_period)
-        letter = handled[-1]
-        assert (letter.pipeline, letter.id, letter.payload) == (dead, sent.id, b"doomed")
+        main, sent, letter = await _through_a_dead_letter_pipeline(h, fail, ATTEMPTS)
+        until = datetime.now(UTC)
+        assert (letter.id, letter.payload) == (sent.id, sent.payload)
         assert letter.headers.get("k") == ["v"]
         assert_dead_letter(letter.headers, attempts=ATTEMPTS,
                            error=f"{__name__}.DoomedError: {last[-1]}", pipeline=main,
@@ -123,22 +112,37 @@ class DeadLetterMetadataTests(SuiteBase):
 
     @conformance_case
     async def test_a_long_error_is_cut_to_the_documented_length(self, h: Harness) -> None:
-        main, dead = h.new_name("main"), h.new_name("dead")
+        def fail(job: Job, number: int) -> DoomedError:
+            return DoomedError("é" * RR_ERROR_LIMIT + "\nsecond line")
 
-        async def fail_long(job: Job, number: int) -> None:
-            if job.pipeline == main:
-                raise DoomedError("é" * RR_ERROR_LIMIT + "\nsecond line")
-
-        rec = Recorder(fail_long)
-        entry = h.pipeline_entry(main, retry={"max_attempts": 1, "backoff": 0,
-                                              "dead_letter": dead})
-        jobs = h.runtime(rec.app, {main: entry, dead: h.pipeline_entry(dead)},
-                         consume=[main, dead])
-        async with jobs:
-            await jobs.push(Message("conformance.doomed", b"long", main))
-            letter = (await rec.wait_for(2, h.factory.delivery_timeout))[-1]
+        _, _, letter = await _through_a_dead_letter_pipeline(h, fail, 1)
         (error,) = letter.headers[RR_ERROR]
         assert error.startswith(f"{__name__}.DoomedError: éé") and error.endswith("é…"), error
         assert RR_ERROR_LIMIT - 2 <= len(error.encode()) <= RR_ERROR_LIMIT
         assert "\n" not in error and letter.headers[RR_ATTEMPTS] == ["1"]
 
+
+async def _through_a_dead_letter_pipeline(
+        h: Harness, fail: Callable[[Job, int], BaseException],
+        attempts: int) -> tuple[str, Message, Job]:
+    """Push a job that raises ``fail(job, number)`` on its pipeline ``attempts`` times,
+    then arrives on the ``retry.dead_letter`` pipeline. Returns that pipeline's
+    name, the job pushed and its dead letter as the dead-letter pipeline got it."""
+    main, dead = h.new_name("main"), h.new_name("dead")
+
+    async def fail_on_main(job: Job, number: int) -> None:
+        if job.pipeline == main:
+            raise fail(job, number)
+
+    rec = Recorder(fail_on_main)
+    entry = h.pipeline_entry(main, retry={"max_attempts": attempts, "backoff": 0,
+                                          "dead_letter": dead})
+    jobs = h.runtime(rec.app, {main: entry, dead: h.pipeline_entry(dead)},
+                     consume=[main, dead])
+    async with jobs:
+        sent = Message("conformance.doomed", b"doomed", main, headers={"k": ["v"]})
+        await jobs.push(sent)
+        handled = await rec.wait_for(attempts + 1, h.factory.delivery_timeout)
+        await rec.expect_count(attempts + 1, h.factory.quiet_period)
+    assert [j.pipeline for j in handled] == [main] * attempts + [dead]
+    return main, sent, handled[-1]
