@@ -18,6 +18,7 @@ from rrjobs.core.headers import (
 )
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
+from rrjobs.runtime.outcomes import Counters
 from rrjobs.testing.harness import Harness, Recorder, conformance_case, hook, poll
 from rrjobs.testing.suite.base import SuiteBase
 
@@ -62,13 +63,14 @@ class DeadLetterMetadataTests(SuiteBase):
             return last[-1]
 
         since = datetime.now(UTC)
-        main, sent, letter = await _through_a_dead_letter_pipeline(h, fail, ATTEMPTS)
+        main, sent, letter, counters = await through_a_dead_letter_pipeline(h, fail, ATTEMPTS)
         until = datetime.now(UTC)
         assert (letter.id, letter.payload) == (sent.id, sent.payload)
         assert letter.headers.get("k") == ["v"]
         assert_dead_letter(letter.headers, attempts=ATTEMPTS,
                            error=f"{__name__}.DoomedError: {last[-1]}", pipeline=main,
                            since=since, until=until)
+        assert (counters.failed, counters.dead_lettered) == (ATTEMPTS, 1)
 
     @conformance_case
     async def test_the_drivers_dead_letter_gets_the_metadata(self, h: Harness) -> None:
@@ -115,19 +117,20 @@ class DeadLetterMetadataTests(SuiteBase):
         def fail(job: Job, number: int) -> DoomedError:
             return DoomedError("é" * RR_ERROR_LIMIT + "\nsecond line")
 
-        _, _, letter = await _through_a_dead_letter_pipeline(h, fail, 1)
+        _, _, letter, _ = await through_a_dead_letter_pipeline(h, fail, 1)
         (error,) = letter.headers[RR_ERROR]
         assert error.startswith(f"{__name__}.DoomedError: éé") and error.endswith("é…"), error
         assert RR_ERROR_LIMIT - 2 <= len(error.encode()) <= RR_ERROR_LIMIT
         assert "\n" not in error and letter.headers[RR_ATTEMPTS] == ["1"]
 
 
-async def _through_a_dead_letter_pipeline(
+async def through_a_dead_letter_pipeline(
         h: Harness, fail: Callable[[Job, int], BaseException],
-        attempts: int) -> tuple[str, Message, Job]:
+        attempts: int) -> tuple[str, Message, Job, Counters]:
     """Push a job that raises ``fail(job, number)`` on its pipeline ``attempts`` times,
     then arrives on the ``retry.dead_letter`` pipeline. Returns that pipeline's
-    name, the job pushed and its dead letter as the dead-letter pipeline got it."""
+    name, the job pushed, its dead letter as the dead-letter pipeline got it and
+    the pipeline's counters."""
     main, dead = h.new_name("main"), h.new_name("dead")
 
     async def fail_on_main(job: Job, number: int) -> None:
@@ -144,5 +147,6 @@ async def _through_a_dead_letter_pipeline(
         await jobs.push(sent)
         handled = await rec.wait_for(attempts + 1, h.factory.delivery_timeout)
         await rec.expect_count(attempts + 1, h.factory.quiet_period)
+        stats = {s.state.pipeline: s.counters for s in await jobs.stat()}
     assert [j.pipeline for j in handled] == [main] * attempts + [dead]
-    return main, sent, handled[-1]
+    return main, sent, handled[-1], stats[main]

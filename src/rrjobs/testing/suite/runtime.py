@@ -7,6 +7,7 @@ from rrjobs.core.job import Job
 from rrjobs.core.message import Message
 from rrjobs.testing.harness import Harness, Recorder, conformance_case
 from rrjobs.testing.suite.base import SuiteBase
+from rrjobs.testing.suite.dead_letter_metadata import through_a_dead_letter_pipeline
 
 
 class RuntimeTests(SuiteBase):
@@ -37,30 +38,15 @@ class RuntimeTests(SuiteBase):
 
     @conformance_case
     async def test_exhausted_retries_go_to_the_dead_letter_pipeline(self, h: Harness) -> None:
-        main, dead = h.new_name("main"), h.new_name("dead")
+        def fail(job: Job, number: int) -> BaseException:
+            return ValueError("always fails")
 
-        async def fail_on_main(job: Job, number: int) -> None:
-            if job.pipeline == main:
-                raise ValueError("always fails")
-
-        rec = Recorder(fail_on_main)
-        entry = h.pipeline_entry(main, retry={"max_attempts": 2, "backoff": 0,
-                                              "dead_letter": dead})
-        jobs = h.runtime(rec.app, {main: entry, dead: h.pipeline_entry(dead)},
-                         consume=[main, dead])
-        async with jobs:
-            sent = Message("conformance.doomed", b"doomed", main, headers={"k": ["v"]})
-            await jobs.push(sent)
-            handled = await rec.wait_for(3, h.factory.delivery_timeout)
-            await rec.expect_count(3, h.factory.quiet_period)
-            assert [j.pipeline for j in handled] == [main, main, dead]
-            letter = handled[2]
-            assert (letter.id, letter.name, letter.payload) == (sent.id, sent.name, b"doomed")
-            assert letter.headers.get("k") == ["v"]
-            assert letter.headers.get(RR_ORIGINAL_PIPELINE) == [main]
-            assert "always fails" in letter.headers.get(RR_ERROR, [""])[0]
-            stats = {s.state.pipeline: s.counters for s in await jobs.stat()}
-            assert stats[main].dead_lettered == 1
+        main, sent, letter, counters = await through_a_dead_letter_pipeline(h, fail, 2)
+        assert (letter.id, letter.name, letter.payload) == (sent.id, sent.name, b"doomed")
+        assert letter.headers.get("k") == ["v"]
+        assert letter.headers.get(RR_ORIGINAL_PIPELINE) == [main]
+        assert letter.headers.get(RR_ERROR) == ["ValueError: always fails"]
+        assert counters.dead_lettered == 1
 
     @conformance_case
     async def test_stat_reports_every_pipeline(self, h: Harness) -> None:
