@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import logging
 import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -613,6 +614,59 @@ async def test_delays_use_roadrunner_delay_queues(built: Built, raw: Raw,
     (again,) = await take(q, within=10)
     assert (again.id, again.headers.get("n")) == (job.id, ["1"])
     await again.ack()
+
+
+async def test_nack_publishes_the_dead_letter_with_its_headers_then_acks(
+        built: Built, raw: Raw, unique_name: str) -> None:
+    """The driver publishes the dead letter to the x-dead-letter-exchange itself
+    (RabbitMQ's reject would drop the headers); the original is acked."""
+    track(raw, unique_name)
+    dlq = f"{unique_name}.dlq"
+    raw.queues.append(dlq)
+    chan = await raw.channel()
+    await chan.queue_declare(dlq, durable=True)
+    dead_letter = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq}
+    q = PriorityQueue()
+    d = await built.config_driver(unique_name, opts(unique_name, queue_headers=dead_letter),
+                                  queue=q)
+    await d.push(Message("j", b"doomed", unique_name, id="d-1", headers={"h": ["1", "2"]}))
+    await d.run(d.pipeline)
+    (job,) = await take(q)
+    await job.nack(headers={"rr_error": ["ValueError: no"]})
+    await eventually(lambda: raw.count(dlq), what="the dead letter in its queue")
+    msg = await raw.get(dlq)
+    assert msg is not None and msg.body == b"doomed"
+    table = msg.header.properties.headers
+    assert table is not None and "x-death" not in table
+    carried = json.loads(bytes(table["rr_headers"]))
+    assert carried.pop("rr_failed_at")[0] == table["rr_failed_at"]
+    assert carried == {"h": ["1", "2"], "rr_attempts": ["1"], "rr_error": ["ValueError: no"],
+                       "rr_original_pipeline": [unique_name]}
+    assert (table["rr_id"], table["rr_attempts"], table["rr_error"]) == ("d-1", "1",
+                                                                        "ValueError: no")
+    await nothing(q, 1.0)
+    assert await raw.count(unique_name) == 0
+
+
+async def test_a_refused_dead_letter_falls_back_to_rabbitmqs_reject(
+        built: Built, raw: Raw, unique_name: str, caplog: pytest.LogCaptureFixture) -> None:
+    """No queue is bound for the dead letter: RabbitMQ returns the publish, and the
+    job is rejected (dropped by RabbitMQ, as its own dead-lettering would), logged."""
+    track(raw, unique_name)
+    dead_letter = {"x-dead-letter-exchange": "",
+                   "x-dead-letter-routing-key": f"{unique_name}.none"}
+    q = PriorityQueue()
+    d = await built.config_driver(unique_name, opts(unique_name, queue_headers=dead_letter),
+                                  queue=q)
+    await d.push(Message("j", b"doomed", unique_name))
+    await d.run(d.pipeline)
+    (job,) = await take(q)
+    with caplog.at_level(logging.WARNING):
+        await job.nack()
+    assert any("was refused" in r.getMessage() and job.id in r.getMessage()
+               for r in caplog.records)
+    await nothing(q, 1.0)
+    assert await raw.count(unique_name) == 0
 
 
 async def test_declare_false_uses_existing_topology(built: Built, raw: Raw,

@@ -368,6 +368,9 @@ async def test_nack_publishes_to_the_dead_letter_topic_with_the_job_attributes(
     attrs = dict(dead.message.attributes)
     assert (attrs["rr_id"], attrs["rr_job"], json.loads(attrs["rr_headers"])) == (
         "p-1", "bad", {"h": ["v"]})
+    # the dead-letter headers are attributes of their own (1024 bytes each)
+    assert (attrs["rr_attempts"], attrs["rr_original_pipeline"]) == ("1", unique_name)
+    assert attrs["rr_failed_at"].endswith("Z")
     await node.nothing(1.0)
 
 

@@ -93,6 +93,7 @@ jobs:
     errors = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     (final,) = [r for r in errors if r.get("job_id") == "order-1"]
     assert "failed 2 times" in final["msg"] and final["error"].count("ZeroDivisionError") == 1
+    assert "order-1" in final["msg"] and "on pipeline 'orders'" in final["msg"]
     assert all(r["level"] != "error" for r in records)  # not duplicated in output
     assert sum("ZeroDivisionError" in r.get("error", "") for r in records + errors) == 2
 
