@@ -18,7 +18,7 @@ from rrjobs.core.headers import (
 )
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
-from rrjobs.runtime.outcomes import Counters
+from rrjobs.runtime.stats import Counters
 from rrjobs.testing.harness import Harness, Recorder, conformance_case, hook, poll
 from rrjobs.testing.suite.base import SuiteBase
 
