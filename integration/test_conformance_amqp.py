@@ -13,14 +13,6 @@ from pamqp.common import FieldTable
 
 from rrjobs.core.message import Message
 from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
-from rrjobs.testing.suite import (
-    ConcurrentLifecycleTests,
-    DelayRoundingTests,
-    PoisonBodyTests,
-    PoisonHeaderTests,
-    SettleDuringLeaseExtensionTests,
-    SupervisedTaskTests,
-)
 
 #: The exchange every conformance pipeline publishes through.
 EXCHANGE = "rrjobs.conformance"
@@ -179,7 +171,5 @@ def driver_factory(amqp_url: str) -> AMQPFactory:
     return AMQPFactory(amqp_url)
 
 
-class TestAMQPConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
-                          ConcurrentLifecycleTests, PoisonBodyTests, PoisonHeaderTests,
-                          DelayRoundingTests, SupervisedTaskTests):
+class TestAMQPConformance(ConformanceSuite):
     marker = "amqp"

@@ -15,15 +15,7 @@ from rrjobs.core.fields import RR_FIELDS
 from rrjobs.core.message import Message
 from rrjobs.drivers.kafka.codec import encode_priority
 from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
-from rrjobs.testing.suite import (
-    ConcurrentLifecycleTests,
-    DelayRoundingTests,
-    NackTests,
-    PoisonBodyTests,
-    PoisonHeaderTests,
-    SettleDuringLeaseExtensionTests,
-    SupervisedTaskTests,
-)
+from rrjobs.testing.suite import NackTests
 
 #: Short group timings: joins and rebalances take about a second.
 GROUP = {"session_timeout": "3s", "heartbeat_interval": "300ms", "commit_interval": "50ms",
@@ -153,9 +145,7 @@ def driver_factory(kafka_bootstrap: str) -> KafkaFactory:
     return KafkaFactory(kafka_bootstrap)
 
 
-class TestKafkaConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
-                           ConcurrentLifecycleTests, PoisonBodyTests, PoisonHeaderTests,
-                           DelayRoundingTests, SupervisedTaskTests):
+class TestKafkaConformance(ConformanceSuite):
     marker = "kafka"
 
 

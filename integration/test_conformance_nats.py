@@ -17,15 +17,7 @@ from nats.js.api import RawStreamMsg, StreamConfig
 
 from rrjobs.core.message import Message
 from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
-from rrjobs.testing.suite import (
-    ConcurrentLifecycleTests,
-    DelayRoundingTests,
-    NackTests,
-    PoisonBodyTests,
-    PoisonHeaderTests,
-    SettleDuringLeaseExtensionTests,
-    SupervisedTaskTests,
-)
+from rrjobs.testing.suite import NackTests
 
 #: The server's limit on a message's headers (nats-server: 64 KiB), less a margin.
 MAX_HEADERS = 64 * 1024 - 1024
@@ -159,9 +151,7 @@ def driver_factory(nats_url: str) -> NATSFactory:
     return NATSFactory(nats_url)
 
 
-class TestNATSConformance(ConformanceSuite, SettleDuringLeaseExtensionTests,
-                          ConcurrentLifecycleTests, PoisonBodyTests, PoisonHeaderTests,
-                          DelayRoundingTests, SupervisedTaskTests):
+class TestNATSConformance(ConformanceSuite):
     marker = "nats"
 
 

@@ -158,10 +158,7 @@ def driver_factory(pubsub_emulator_host: str, pubsub_project: str) -> PubSubFact
     return PubSubFactory(pubsub_emulator_host, pubsub_project)
 
 
-class TestPubSubConformance(ConformanceSuite, suite.SettleDuringLeaseExtensionTests,
-                            suite.PoisonBodyTests, suite.PoisonHeaderTests,
-                            suite.DelayRoundingTests, suite.SupervisedTaskTests,
-                            suite.ConcurrentLifecycleTests):
+class TestPubSubConformance(ConformanceSuite):
     marker = "pubsub"
 
 

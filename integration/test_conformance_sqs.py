@@ -143,10 +143,7 @@ def driver_factory(sqs_endpoint: SqsEndpoint) -> SQSFactory:
     return SQSFactory(sqs_endpoint)
 
 
-class TestSQSConformance(ConformanceSuite, suite.SettleDuringLeaseExtensionTests,
-                         suite.PoisonBodyTests, suite.PoisonHeaderTests,
-                         suite.DelayRoundingTests, suite.SupervisedTaskTests,
-                         suite.ConcurrentLifecycleTests):
+class TestSQSConformance(ConformanceSuite):
     marker = "sqs"
 
 

@@ -2,8 +2,7 @@
 
 This module is what a driver author writes: a :class:`DriverFactory` that says how to
 configure pipelines and how to reach the broker (here, a spool directory) from outside
-the driver, one ``driver_factory`` fixture, and one class inheriting the suite, with
-every optional section.
+the driver, one ``driver_factory`` fixture, and one class inheriting the suite.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 from rrjobs import Message
-from rrjobs.testing import ConformanceSuite, DriverFactory, Pipe, suite
+from rrjobs.testing import ConformanceSuite, DriverFactory, Pipe
 
 try:
     import my_awesome_driver  # noqa: F401
@@ -105,12 +104,7 @@ def driver_factory(tmp_path: Path) -> AwesomeFactory:
     return AwesomeFactory(tmp_path)
 
 
-#: Every optional section but ConcurrentRuntimeLifecycleTests: a destroy gathered with
-#: another call through the runtime (runtime/jobs.py) still raises PipelineNotFoundError.
-SECTIONS = [s for s in suite.OPTIONAL_SECTIONS if s is not suite.ConcurrentRuntimeLifecycleTests]
-
-
-class TestMyAwesomeDriverConformance(ConformanceSuite, *SECTIONS):
+class TestMyAwesomeDriverConformance(ConformanceSuite):
     marker = "my_awesome_driver"
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from rrjobs import Message
 from rrjobs.drivers.memory import MemoryConstructor
-from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe, suite
+from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
 
 NO_WIRE = "memory has no broker and no wire format: only its driver can put jobs in"
 
@@ -50,8 +50,5 @@ def driver_factory() -> MemoryFactory:
     return MemoryFactory()
 
 
-class TestMemoryConformance(ConformanceSuite, suite.SettleDuringLeaseExtensionTests,
-                            suite.ConcurrentLifecycleTests, suite.PoisonBodyTests,
-                            suite.PoisonHeaderTests, suite.DelayRoundingTests,
-                            suite.SupervisedTaskTests):
+class TestMemoryConformance(ConformanceSuite):
     marker = "memory"

@@ -105,10 +105,7 @@ def driver_factory(tmp_path: Path) -> SQLiteFactory:
     return SQLiteFactory(tmp_path / "conformance.db")
 
 
-class TestSQLiteConformance(ConformanceSuite, suite.SettleDuringLeaseExtensionTests,
-                            suite.ConcurrentLifecycleTests,
-                            suite.PoisonBodyTests, suite.PoisonHeaderTests,
-                            suite.DelayRoundingTests, suite.SupervisedTaskTests):
+class TestSQLiteConformance(ConformanceSuite):
     marker = "sqlite"
 
 

@@ -50,7 +50,7 @@ def test_the_doc_covers_the_driver_contract() -> None:
                  # the kit
                  "PullDriver", "Settler", "Lane", "accept", "DriverConstructor", "Supervisor",
                  "Backoff", "FailureWindow", "request_restart", "Batcher", "rrjobs.core.delays",
-                 "normalize_headers", "give_back", "poison_job", "OPTIONAL_SECTIONS", "-rs",
+                 "normalize_headers", "give_back", "poison_job", "SupervisedTaskTests", "-rs",
                  "lifecycle no-op rule"):
         assert term in text, f"the tutorial never mentions {term}"
     assert len(blocks("python")) >= 10
@@ -112,6 +112,6 @@ def test_the_python_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert (tmp_path / ".rrjobs" / "my_awesome_driver" / "test-1").is_dir()
     suite = defined["TestMyAwesomeDriverConformance"]
     assert getattr(suite, "marker", None) == "my_awesome_driver"
-    from rrjobs.testing.suite import OPTIONAL_SECTIONS, SECTIONS
+    from rrjobs.testing.suite import SECTIONS
 
-    assert set(SECTIONS) | set(OPTIONAL_SECTIONS) <= set(type.mro(suite))  # type: ignore[arg-type]
+    assert set(SECTIONS) <= set(type.mro(suite))  # type: ignore[arg-type]

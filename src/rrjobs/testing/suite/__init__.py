@@ -1,9 +1,13 @@
 """The conformance suite: one base class per area, and :class:`ConformanceSuite`
 that inherits them all.
 
-A driver's test module subclasses :class:`ConformanceSuite` (or only the
-sections it wants, for a partial run) and provides the ``driver_factory``
-fixture; see :mod:`rrjobs.testing.factory`.
+A driver's test module subclasses :class:`ConformanceSuite` and provides the
+``driver_factory`` fixture; see :mod:`rrjobs.testing.factory`. Every driver
+runs every section: a test whose behaviour depends on a capability checks the
+behaviour where the driver declares it and the driver's refusal where it does
+not, so nothing is skipped. A single section (or a few) can still be
+subclassed on its own, e.g. to run the nack section again with a dead-letter
+configuration.
 """
 
 from __future__ import annotations
@@ -49,6 +53,13 @@ class ConformanceSuite(
     ForeignMessageTests,
     RuntimeTests,
     DeadLetterMetadataTests,
+    SettleDuringLeaseExtensionTests,
+    ConcurrentLifecycleTests,
+    ConcurrentRuntimeLifecycleTests,
+    PoisonBodyTests,
+    PoisonHeaderTests,
+    DelayRoundingTests,
+    SupervisedTaskTests,
 ):
     """Every conformance test. Subclass it as ``Test<Driver>Conformance`` and set
     ``marker``; the module must define the ``driver_factory`` fixture."""
@@ -57,22 +68,7 @@ class ConformanceSuite(
 #: The suite's sections, in order (one mixin class per area).
 SECTIONS: tuple[type[SuiteBase], ...] = ConformanceSuite.__bases__
 
-#: Sections not (yet) in :class:`ConformanceSuite` because not every in-tree
-#: driver passes them: a driver's test class that passes one lists it next to
-#: ``ConformanceSuite``, and a section joins ``ConformanceSuite`` once all do.
-OPTIONAL_SECTIONS: tuple[type[SuiteBase], ...] = (
-    SettleDuringLeaseExtensionTests,
-    ConcurrentLifecycleTests,
-    ConcurrentRuntimeLifecycleTests,
-    PoisonBodyTests,
-    PoisonHeaderTests,
-    DelayRoundingTests,
-    SupervisedTaskTests,
-)
-
-
 __all__ = [
-    "OPTIONAL_SECTIONS",
     "SECTIONS",
     "AtLeastOnceTests",
     "AutoAckTests",
