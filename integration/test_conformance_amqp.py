@@ -11,6 +11,7 @@ import aio_pika
 import pytest
 from pamqp.common import FieldTable
 
+from integration.brokers.amqp import MAX_MESSAGE_SIZE
 from rrjobs.core.message import Message
 from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe
 
@@ -31,7 +32,7 @@ class AMQPFactory(DriverFactory):
     redelivery_timeout = 15.0
     delay_tolerance = 3.0
     delay_granularity = 0.001  # per-message TTLs in whole milliseconds
-    broker_max_body = 128 * 1024 * 1024  # RabbitMQ's default max_message_size
+    broker_max_body = MAX_MESSAGE_SIZE  # the test broker's, over the driver's max_payload
 
     def __init__(self, url: str) -> None:
         self.url = url

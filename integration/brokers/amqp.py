@@ -22,6 +22,10 @@ from .containers import ContainerPlan, start_container
 
 RABBITMQ_HOME = Path("/usr/lib/rabbitmq")
 RABBITMQ_SERVER = RABBITMQ_HOME / "bin" / "rabbitmq-server"
+#: RabbitMQ's max_message_size (its default, 128 MiB, is the amqp driver's
+#: max_payload): twice it, so that the poison test can publish a body one byte
+#: over the driver's limit and see the consumer cope.
+MAX_MESSAGE_SIZE = 256 * 1024 * 1024
 
 # epmd is started by us, in the broker's process group and on a private port, so that
 # stopping the group stops it too (`erl` would otherwise start a daemonised epmd that
@@ -82,6 +86,7 @@ class AmqpSpec(BrokerSpec):
             "log.console.level = info\n"
             "log.console.use_colors = off\n"
             "log.file = false\n"
+            f"max_message_size = {MAX_MESSAGE_SIZE}\n"
         )
         env = {
             "HOME": str(data_dir / "home"),
@@ -111,7 +116,9 @@ class AmqpSpec(BrokerSpec):
         def endpoint(host: str, ports: Mapping[int, int]) -> str:
             return f"amqp://guest:guest@{host}:{ports[5672]}/"
 
-        plan = ContainerPlan(image=versions.RABBITMQ_IMAGE, ports=[5672], endpoint=endpoint)
+        plan = ContainerPlan(image=versions.RABBITMQ_IMAGE, ports=[5672], endpoint=endpoint,
+                             files={"/etc/rabbitmq/conf.d/90-rrjobs.conf":
+                                    f"max_message_size = {MAX_MESSAGE_SIZE}\n".encode()})
         return start_container(
             self.name, self.title, plan, self.probe, self.env_for, detached=detached
         )

@@ -22,9 +22,13 @@ The suite builds every pipeline itself (from a :class:`~rrjobs.config.Config`
 with ``driver_from_config``, or from a declared pipeline with
 ``driver_from_pipeline``) out of the options the factory returns, with a fresh
 pipeline name per pipeline so that broker queues never collide between tests.
-The hooks below say how to reach the broker from outside the driver; a hook
-that the broker cannot provide raises :class:`HookUnsupported` and the tests
-that need it are skipped with that reason.
+The hooks below say how to reach the broker from outside the driver. The
+suite skips nothing: a test that needs a hook the factory does not provide
+fails with the hook's :class:`HookUnsupported` reason. A driver with no wire
+format at all (``wire = False``: its jobs live in the driver, as memory's do)
+or with no RoadRunner counterpart on the same store (``roadrunner_layout =
+False``) has the tests that publish from outside check the guarantee that
+applies instead (see :attr:`DriverFactory.wire`).
 
 The fixture should be synchronous: the suite runs each test in its own event
 loop and calls :meth:`DriverFactory.open` and :meth:`DriverFactory.close`
@@ -53,8 +57,10 @@ MIB = 1024 * 1024
 class HookUnsupported(Exception):
     """A factory hook the broker cannot provide.
 
-    The test that needs the hook is skipped with this exception's message as
-    the reason, so say *why*: ``HookUnsupported("memory has no wire format")``.
+    A test that needs the hook fails with this exception's message, so say
+    *why*: ``HookUnsupported("NATS headers are text")``. From
+    :meth:`DriverFactory.publish_raw_headers` it means "the broker cannot carry
+    this value": the poison tests go on with the values it can carry.
     """
 
 
@@ -94,6 +100,19 @@ class DriverFactory:
     #: A delay must be rounded *up* to it; a driver's own
     #: ``capabilities.delay_granularity``, when declared, takes precedence.
     delay_granularity: float = 0.0
+    #: The broker has a wire format other clients write (a network protocol, a
+    #: shared file): :meth:`publish_raw` and :meth:`publish_raw_headers` put
+    #: messages on it. ``False`` only for a driver whose jobs live in the driver
+    #: itself (``memory``): nothing but the driver can publish, so the foreign
+    #: and poison tests push the same bodies and header values through the
+    #: driver and check that they arrive as pushed (opaque, untouched, no stall).
+    wire: bool = True
+    #: RoadRunner writes this broker's messages with a layout the driver reads
+    #: (:meth:`publish_roadrunner`). ``False`` when RoadRunner's driver of the
+    #: same name keeps another format (boltdb's bbolt file) or there is no wire:
+    #: RoadRunner's jobs then reach the driver only through a push (its RPC), so
+    #: the RoadRunner-layout test pushes the same job and checks it is unchanged.
+    roadrunner_layout: bool = True
     #: The largest message body the broker itself accepts, when it is known to be
     #: close to the driver's ``max_payload`` (the over-the-limit poison test needs
     #: a broker that takes one byte more than the driver sends).

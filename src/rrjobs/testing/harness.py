@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 import pytest
 
 from rrjobs.config import Config
+from rrjobs.core.errors import UnsupportedFeatureError
+from rrjobs.core.headers import DEDUCED_BY_RR
 from rrjobs.core.job import Job
 from rrjobs.core.pipeline import DEFAULT_PRIORITY, Pipeline
 from rrjobs.core.queue import PriorityQueue
@@ -37,6 +39,10 @@ from rrjobs.testing.pipe import Via
 from rrjobs.testing.pipe import poll as poll
 
 S = TypeVar("S")
+
+#: The job name of what :meth:`Harness.publish_foreign` pushes on a driver
+#: without a wire format.
+PUSHED = "conformance.pushed"
 
 #: Slack for "not before" checks: event-loop timers may fire a hair early.
 CLOCK_SLACK = 0.01
@@ -223,10 +229,16 @@ class Harness:
 
     async def second_consumer(self, pipe: Pipe, *, run: bool = True) -> Pipe:
         """Another driver on ``pipe``'s broker queue (same name and options),
-        on its own priority queue. Skips the test when the broker is not shared."""
+        on its own priority queue. Only for a factory whose ``shared_broker``
+        is true: a test checks :meth:`assert_not_shared` otherwise."""
         if not self.factory.shared_broker:
-            pytest.skip(f"driver {self.factory.driver!r}: a second driver does not share "
-                        "the broker queue (factory.shared_broker is false)")
+            raise AssertionError(
+                f"driver {self.factory.driver!r}: a second driver does not share the broker "
+                "queue (factory.shared_broker is false); the test must check "
+                "Harness.assert_not_shared instead")
+        return await self._same_options(pipe, run=run)
+
+    async def _same_options(self, pipe: Pipe, *, run: bool) -> Pipe:
         queue = PriorityQueue(pipe.queue.maxsize)
         if pipe.via == "config":
             other = await self._from_config(pipe.name, dict(pipe.options), queue)
@@ -238,6 +250,34 @@ class Harness:
             else:
                 await other.resume()
         return other
+
+    async def assert_not_shared(self, pipe: Pipe, what: str) -> None:
+        """What ``shared_broker = False`` declares: another driver built with
+        ``pipe``'s name and options consumes none of ``pipe``'s jobs (``what``
+        says which)."""
+        assert not self.factory.shared_broker
+        other = await self._same_options(pipe, run=True)
+        try:
+            await other.expect_nothing()
+        except AssertionError as exc:
+            raise AssertionError(f"{what}: a second driver with the same options got one of "
+                                 f"them, though factory.shared_broker is false: {exc}") from None
+        await other.stop()
+
+    # -- from outside the driver ---------------------------------------------------------------
+
+    async def publish_foreign(self, pipe: Pipe, body: bytes,
+                              headers: Mapping[str, str] | None = None) -> str:
+        """Put ``body`` with native ``headers`` on ``pipe``'s queue as no rrjobs
+        producer would (``factory.publish_raw``); returns the job name it must
+        arrive with, ``deduced_by_rr``. A driver with no wire format
+        (``factory.wire`` false) can be given jobs only by a push: the body and
+        headers are pushed as a job of :data:`PUSHED` and arrive as such."""
+        if self.factory.wire:
+            await hook(self.factory.publish_raw(pipe, body, headers or {}))
+            return DEDUCED_BY_RR
+        await pipe.push(PUSHED, body, headers={k: [v] for k, v in (headers or {}).items()})
+        return PUSHED
 
     # -- runtimes ----------------------------------------------------------------------------
 
@@ -286,25 +326,72 @@ class Harness:
 
     # -- capabilities -------------------------------------------------------------------------
 
-    def require(self, pipe: Pipe, capability: str) -> None:
-        """Skip the test unless the driver declares ``capability``."""
-        if not getattr(pipe.capabilities, capability):
-            pytest.skip(f"driver {self.factory.driver!r} does not declare the "
-                        f"{capability!r} capability")
-
-    def refuse(self, pipe: Pipe, capability: str) -> None:
-        """Skip a "refuses what it cannot do" test when ``capability`` is declared."""
+    async def declares(self, pipe: Pipe, capability: str) -> bool:
+        """Whether the driver declares ``capability``. When it does not, first
+        assert that the driver refuses what the capability would allow (see
+        :data:`REFUSALS`), so the test's other branch checks the refusal. A
+        lease extension is refused per job (:func:`refuses_extension`)."""
         if getattr(pipe.capabilities, capability):
-            pytest.skip(f"driver {self.factory.driver!r} declares the {capability!r} "
-                        "capability: there is nothing to refuse")
+            return True
+        refusal = REFUSALS.get(capability)
+        if refusal is None:
+            raise TypeError(f"{capability!r} has no refusal to check: the test must check "
+                            "what the driver does without it")
+        await refusal(pipe)
+        return False
+
+
+async def refuses_delays(pipe: Pipe) -> None:
+    """Without ``delay``: a delayed push, ``nack`` and ``requeue`` each raise
+    :class:`UnsupportedFeatureError`; nothing is ignored, the job stays unsettled."""
+    with pytest.raises(UnsupportedFeatureError):
+        await pipe.push(payload=b"delayed", delay=1)
+    sent = await pipe.push(payload=b"refused-delay")
+    job = await pipe.receive()
+    assert job.id == sent.id
+    with pytest.raises(UnsupportedFeatureError):
+        await job.nack(requeue=True, delay=1)
+    with pytest.raises(UnsupportedFeatureError):
+        await job.requeue(delay=1)
+    assert job.settled is None, "a refused delay must leave the job unsettled"
+    await job.ack()
+
+
+async def refuses_pause(pipe: Pipe) -> None:
+    """Without ``pause``: ``pause`` raises :class:`UnsupportedFeatureError`."""
+    with pytest.raises(UnsupportedFeatureError):
+        await pipe.pause()
+
+
+async def refuses_headers(pipe: Pipe) -> None:
+    """Without ``headers``: a job with headers is refused, never sent without them."""
+    with pytest.raises(UnsupportedFeatureError):
+        await pipe.push(payload=b"headers", headers={"x-refused": ["1", "2"]})
+
+
+async def refuses_extension(job: Job) -> None:
+    """``job``'s driver declares no ``lease_extension``: extending is refused."""
+    with pytest.raises(UnsupportedFeatureError):
+        await job.extend_lease(30)
+    assert job.settled is None, "a refused extension must leave the job unsettled"
+
+
+#: The refusal each capability stands for, checked by :meth:`Harness.declares`
+#: on a driver that does not declare it.
+REFUSALS: dict[str, Callable[[Pipe], Awaitable[None]]] = {
+    "delay": refuses_delays,
+    "pause": refuses_pause,
+    "headers": refuses_headers,
+}
 
 
 async def hook(call: Awaitable[S]) -> S:
-    """Await a factory hook; skip the test with its reason if it is unsupported."""
+    """Await a factory hook the test needs; a :class:`HookUnsupported` fails
+    the test with its reason (the suite skips nothing)."""
     try:
         return await call
     except HookUnsupported as exc:
-        pytest.skip(str(exc))
+        raise AssertionError(f"the factory cannot provide a hook this test needs: {exc}") from None
 
 
 async def _quietly(aw: Awaitable[Any], within: float) -> None:

