@@ -67,8 +67,9 @@ def test_roadrunner_defaults() -> None:
     ) == ("q", "rk", False, False, False, False, False, False, {}, True)
     assert topo.consumer_tag.startswith("roadrunner-")
     assert len(topo.consumer_tag) == len("roadrunner-") + 36
-    assert AMQPSection().addr == "amqp://guest:guest@127.0.0.1:5672/"
-    assert validate(AMQPSection, {"addr": ""}, "amqp").addr == "amqp://guest:guest@127.0.0.1:5672/"
+    assert AMQPSection().addr.get_secret_value() == "amqp://guest:guest@127.0.0.1:5672/"
+    assert (validate(AMQPSection, {"addr": ""}, "amqp").addr.get_secret_value()
+            == "amqp://guest:guest@127.0.0.1:5672/")
 
 
 def test_empty_values_mean_defaults_and_zero_redial_means_sixty() -> None:

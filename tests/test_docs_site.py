@@ -59,7 +59,7 @@ def test_every_driver_with_options_has_its_section_and_descriptions() -> None:
     # descriptions come from the models' Attributes: docstrings
     assert ("| `jobs.pipelines.<name>.config.prefetch` | int | `100000` | how many of the "
             "pipeline's jobs may be in the priority queue or in a handler at once.") in text
-    assert "| `amqp.addr` | str |" in text
+    assert "| `amqp.addr` | str (secret) | `\"amqp://guest:guest@127.0.0.1:5672/\"` |" in text
 
 
 def test_the_marker_is_replaced_and_other_pages_are_untouched() -> None:

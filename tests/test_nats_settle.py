@@ -18,6 +18,7 @@ from rrjobs.core.headers import RR_ERROR, UNREADABLE
 from rrjobs.core.job import Job
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.secrets import URLSecret
 from rrjobs.drivers.nats import driver as nats_driver
 from rrjobs.drivers.nats.config import NATSOptions, NATSSection
 from rrjobs.drivers.nats.driver import NATSDriver, NATSUnavailableError
@@ -202,7 +203,7 @@ async def test_open_reads_the_tls_files_off_the_event_loop(
 
     monkeypatch.setattr(nats_driver, "client_ssl_context", fake_ssl_context)
     monkeypatch.setattr(nats_driver.nats, "connect", refuse)
-    section = NATSSection.model_construct(addr="tls://127.0.0.1:1", tls=object())
+    section = NATSSection.model_construct(addr=URLSecret("tls://127.0.0.1:1"), tls=object())
     driver = NATSDriver(Pipeline(name="p", driver="nats"), PriorityQueue(), NATSOptions(),
                         section)
     with pytest.raises(NATSUnavailableError):

@@ -18,7 +18,7 @@ import typing
 from typing import Any
 
 import annotated_types
-from pydantic import BaseModel, BeforeValidator
+from pydantic import BaseModel, BeforeValidator, SecretStr
 from pydantic.fields import FieldInfo
 
 MARKER = "<!-- rrjobs:config-reference -->"
@@ -82,6 +82,8 @@ def type_name(tp: Any, metadata: list[Any] | None = None) -> str:
         return "any"
     if inspect.isclass(tp) and issubclass(tp, BaseModel):
         return "section"
+    if inspect.isclass(tp) and issubclass(tp, SecretStr):
+        return "str (secret)"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -111,6 +113,8 @@ def default_text(field: FieldInfo) -> str:
             return f"`{value!r}`"
         return "computed at load"
     value = field.default
+    if isinstance(value, SecretStr):  # a default is public: the documented value
+        value = value.get_secret_value()
     if value is None:
         return "not set"
     if isinstance(value, bool):

@@ -186,6 +186,7 @@ def call(rpc: str | None, config: str | None,
     import asyncio
 
     from rrjobs.core.errors import ConfigError, RRJobsError
+    from rrjobs.core.secrets import scrub
     from rrjobs.rpc.client import RPCClient
 
     address = resolve_address(rpc, config)
@@ -198,9 +199,9 @@ def call(rpc: str | None, config: str | None,
     try:
         return asyncio.run(main())
     except ConfigError as exc:
-        raise click.ClickException(f"ConfigError: {exc}") from None
+        raise click.ClickException(scrub(f"ConfigError: {exc}")) from None
     except RRJobsError as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        raise click.ClickException(scrub(f"{type(exc).__name__}: {exc}")) from None
     except TimeoutError:
         raise click.ClickException(f"TimeoutError: no answer from {address} in time") from None
 

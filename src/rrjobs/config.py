@@ -34,7 +34,6 @@ import yaml
 from pydantic import (
     BaseModel,
     Field,
-    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -42,6 +41,7 @@ from pydantic import (
 
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.options import Duration, StrictModel, config_error
+from rrjobs.core.secrets import Secret, remember_tree
 
 log = logging.getLogger("rrjobs.config")
 
@@ -300,7 +300,7 @@ class RPCConfig(StrictModel):
 
     listen: str = "tcp://127.0.0.1:6001"
     #: the bearer token every call must carry (``RRJOBS_RPC_TOKEN`` overrides it)
-    token: SecretStr | None = None
+    token: Secret | None = None
     #: ``Host`` values accepted besides the listen address (``host`` or ``host:port``)
     allowed_hosts: list[str] = Field(default_factory=list)
     #: request-body bytes held by calls in progress at once; above it, 503
@@ -410,7 +410,7 @@ class DashboardConfig(StrictModel):
     listen: str = DEFAULT_DASHBOARD_LISTEN
     #: the bearer token every API call and the event stream need; unset: the
     #: RPC token (``RRJOBS_RPC_TOKEN``, else ``rpc.token``) if there is one
-    token: SecretStr | None = None
+    token: Secret | None = None
     #: seconds between two updates pushed to the page
     interval: Duration = Field(default=1.0, gt=0)
 
@@ -472,6 +472,7 @@ class Config:
                  problems: Sequence[tuple[str, str]] = ()) -> None:
         self.source = source
         self.data: dict[str, Any] = dict(data or {})
+        remember_tree(self.data)  # masked in every log record from now on
         found: list[tuple[str, str]] = list(problems)
         if "jobs" not in self.data:
             found.append(("jobs", "the jobs section is required"))

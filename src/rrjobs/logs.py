@@ -12,6 +12,9 @@
 Every record logged while a job is handled carries ``job_id``, ``pipeline``
 and ``attempt`` (:mod:`rrjobs.runtime.logcontext`): JSON lines have them as
 fields, console lines append ``[job=... pipeline=... attempt=...]``.
+
+Every handler installed here masks credentials in its records (URL passwords
+and the secrets of the loaded config: :class:`~rrjobs.core.secrets.SecretsFilter`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import time
 from typing import Any
 
 from rrjobs.config import LogChannel, LogsConfig
+from rrjobs.core.secrets import SecretsFilter
 from rrjobs.runtime.logcontext import JOB_FIELDS, JobLogFilter
 
 CONSOLE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -67,8 +71,10 @@ class JSONFormatter(logging.Formatter):
             if key not in self._STANDARD and not key.startswith("_"):
                 out[key] = value if isinstance(value, str | int | float | bool) or value is None \
                     else repr(value)
-        if record.exc_info:
-            out["error"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:  # as logging.Formatter caches it
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            out["error"] = record.exc_text
         return json.dumps(out, ensure_ascii=False)
 
 
@@ -142,6 +148,7 @@ def configure(logs: LogsConfig | None, level: str | None = None) -> None:
     for handler in handlers:
         handler.setFormatter(formatter)
         handler.addFilter(JobLogFilter())
+        handler.addFilter(SecretsFilter())
         if channel.line_ending is not None and isinstance(handler, logging.StreamHandler):
             handler.terminator = channel.line_ending
         root.addHandler(_marked(handler))

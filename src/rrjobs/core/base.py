@@ -51,6 +51,7 @@ from rrjobs.core.job import Job
 from rrjobs.core.message import Message, new_id
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.secrets import scrub
 from rrjobs.core.supervise import Supervisor
 
 T = TypeVar("T")
@@ -61,8 +62,9 @@ MAX_REASON = 512
 
 
 def describe_error(exc: BaseException) -> str:
-    """``Type: message`` of ``exc``, on one line, at most :data:`MAX_REASON` characters."""
-    text = "".join(traceback.format_exception_only(exc)).strip().replace("\n", " ")
+    """``Type: message`` of ``exc``, on one line, at most :data:`MAX_REASON` characters,
+    credentials masked (:func:`~rrjobs.core.secrets.scrub`)."""
+    text = scrub("".join(traceback.format_exception_only(exc)).strip().replace("\n", " "))
     return text if len(text) <= MAX_REASON else text[:MAX_REASON - 1] + "…"
 
 

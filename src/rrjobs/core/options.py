@@ -32,9 +32,10 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are errors."""
+    """Base of every config model: unknown keys are errors; a validation error never
+    repeats the input (it may hold a credential)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, hide_input_in_errors=True)
 
 
 class DeclaredOptions(StrictModel):
@@ -90,6 +91,15 @@ def or_default(default: Any) -> BeforeValidator:
     """A field validator for ``Annotated[...]``: a ``null`` or empty value reads as
     ``default`` (RoadRunner's Go zero values: ``addr: ""`` means the default)."""
     return BeforeValidator(lambda value: default if value in (None, "") else value)
+
+
+def check_together(first: tuple[str, object], second: tuple[str, object], why: str) -> None:
+    """Raise ``ValueError`` when only one of two settings that go together is set
+    (each ``(key, value)``; a value is set when truthy), naming the missing one."""
+    (first_key, first_value), (second_key, second_value) = first, second
+    if bool(first_value) != bool(second_value):
+        missing, given = (second_key, first_key) if first_value else (first_key, second_key)
+        raise ValueError(f"{missing} is required when {given} is set ({why})")
 
 
 # -- validation errors with key paths ---------------------------------------------------

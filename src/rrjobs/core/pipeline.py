@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rrjobs.core.secrets import redact_options
+
 DEFAULT_PRIORITY = 10
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -20,7 +22,13 @@ _FALSE = frozenset({"false", "0", "no", "off", ""})
 
 
 class Pipeline(dict[str, Any]):
-    """A pipeline's options. Not concurrency-sensitive: drivers read it."""
+    """A pipeline's options. Not concurrency-sensitive: drivers read it. Its
+    ``repr``/``str`` mask credentials (:func:`~rrjobs.core.secrets.redact_options`)."""
+
+    def __repr__(self) -> str:
+        return f"Pipeline({redact_options(self)!r})"
+
+    __str__ = __repr__
 
     def with_value(self, name: str, value: Any) -> Pipeline:
         """Set ``name`` to ``value`` and return ``self`` (RoadRunner's ``With``)."""

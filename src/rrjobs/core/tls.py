@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import model_validator
 
-from rrjobs.core.options import StrictModel
+from rrjobs.core.options import StrictModel, check_together
 
 ClientAuthType = Literal[
     "no_client_cert",
@@ -43,10 +43,8 @@ class TLSConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_files(self) -> TLSConfig:
-        if bool(self.key) != bool(self.cert):
-            missing, given = ("cert", "key") if self.key else ("key", "cert")
-            raise ValueError(f"tls.{missing} is required when tls.{given} is set (the client "
-                             "certificate and its key go together)")
+        check_together(("tls.key", self.key), ("tls.cert", self.cert),
+                       "the client certificate and its key go together")
         if self.client_auth_type != "no_client_cert" and not self.cert:
             raise ValueError(f"client_auth_type {self.client_auth_type!r} needs a client "
                              "certificate: set tls.cert and tls.key")

@@ -13,6 +13,7 @@ from typing import Any
 from rrjobs.core import errors as core_errors
 from rrjobs.core.errors import ConfigError, RRJobsError
 from rrjobs.core.queue import QueueFullError
+from rrjobs.core.secrets import scrub
 
 
 class RPCError(RRJobsError):
@@ -118,13 +119,14 @@ def _status_of(exc: BaseException) -> int:
 
 
 def error_body(exc: BaseException, message: str | None = None) -> tuple[int, dict[str, Any]]:
-    """The HTTP status and JSON body that report ``exc``."""
+    """The HTTP status and JSON body that report ``exc`` (credentials masked: the
+    text may come from a broker client)."""
     err: dict[str, Any] = {
         "type": type(exc).__name__,
-        "message": message if message is not None else (str(exc) or type(exc).__name__),
+        "message": scrub(message if message is not None else (str(exc) or type(exc).__name__)),
     }
     if isinstance(exc, ConfigError):
-        err["problems"] = [{"path": p, "message": m} for p, m in exc.problems]
+        err["problems"] = [{"path": p, "message": scrub(m)} for p, m in exc.problems]
     return _status_of(exc), {"error": err}
 
 

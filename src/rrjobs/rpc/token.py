@@ -14,9 +14,12 @@ def resolve_token(given: str | None = None, configured: str | None = None,
                   env: Mapping[str, str] | None = None) -> str | None:
     """The token to use: ``given`` (an explicit argument), else the
     :data:`TOKEN_ENV` variable, else ``configured`` (``rpc.token``). An empty
-    value means none."""
+    value means none. The token is remembered for masking (:mod:`rrjobs.core.secrets`)."""
     for value in (given, (os.environ if env is None else env).get(TOKEN_ENV), configured):
         if value:
+            from rrjobs.core.secrets import remember  # pydantic: only when there is a token
+
+            remember(value)
             return value
     return None
 

@@ -44,6 +44,7 @@ from rrjobs.core.message import Message
 from rrjobs.core.options import parse_duration, validate
 from rrjobs.core.pipeline import DEFAULT_PRIORITY, Pipeline
 from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.secrets import remember_tree, scrub
 from rrjobs.core.state import State
 from rrjobs.registry import DriverRegistry
 from rrjobs.runtime.app import App
@@ -477,6 +478,7 @@ class Jobs:
         pipeline's handler time limit (as ``jobs.pipelines.<name>.timeout``).
         """
         pipe = Pipeline({k: v for k, v in options.items() if k != "timeout"})
+        remember_tree(pipe)  # masked in every log record from now on
         name = pipe.name()
         if not name:
             raise ConfigError("declare.name", "required key is missing")
@@ -553,6 +555,8 @@ class Jobs:
                 state = State(pipeline=entry.name, driver=entry.driver.name,
                               priority=entry.pipeline.priority(),
                               error_message=str(exc) or type(exc).__name__)
+            # a broker client's text, or a URL, may carry credentials
+            state.queue, state.error_message = scrub(state.queue), scrub(state.error_message)
             return PipelineStat(state, entry.counters)
 
         return list(await asyncio.gather(*(one(e) for e in self.entries())))

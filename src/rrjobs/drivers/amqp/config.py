@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator, mod
 from rrjobs.core.delays import whole_millis
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, json_map, or_default
+from rrjobs.core.secrets import SecretURL, URLSecret, redact_url
 from rrjobs.core.tls import TLSConfig
 
 DEFAULT_ADDR = "amqp://guest:guest@127.0.0.1:5672/"
@@ -33,16 +34,18 @@ KEYLESS_EXCHANGES = frozenset({"fanout", "headers"})
 
 class AMQPSection(StrictModel):
     """The global ``amqp:`` section: ``addr`` (an ``amqp://`` or ``amqps://``
-    URI; aiormq's query options pass through) and ``tls`` (needs ``amqps://``)."""
+    URI; aiormq's query options pass through; shown with its password masked) and
+    ``tls`` (needs ``amqps://``)."""
 
-    addr: Annotated[str, or_default(DEFAULT_ADDR)] = DEFAULT_ADDR
+    addr: Annotated[SecretURL, or_default(DEFAULT_ADDR)] = URLSecret(DEFAULT_ADDR)
     tls: TLSConfig | None = None
 
     @model_validator(mode="after")
     def _check(self) -> AMQPSection:
-        scheme = self.addr.split("://", 1)[0].lower() if "://" in self.addr else ""
+        addr = self.addr.get_secret_value()
+        scheme = addr.split("://", 1)[0].lower() if "://" in addr else ""
         if scheme not in ("amqp", "amqps"):
-            raise ValueError(f"addr must be an amqp:// or amqps:// URI, got {self.addr!r}")
+            raise ValueError(f"addr must be an amqp:// or amqps:// URI, got {redact_url(addr)!r}")
         if self.tls is not None and scheme != "amqps":
             raise ValueError("tls is configured but addr uses amqp://; use amqps:// so that "
                              "the connection is encrypted")

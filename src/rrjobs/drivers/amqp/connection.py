@@ -27,6 +27,7 @@ from rrjobs.core.errors import RRJobsError
 from rrjobs.core.job import Job
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.resilience import Backoff
+from rrjobs.core.secrets import scrub
 from rrjobs.core.tls import client_ssl_context
 from rrjobs.drivers.amqp.config import AMQPSection, Topology
 
@@ -191,7 +192,7 @@ class Link:
             if self._closed:
                 raise LinkDownError("the AMQP driver is stopped")
             if self._failure is not None:
-                raise LinkDownError(f"RabbitMQ is unreachable: {self._failure}")
+                raise LinkDownError(scrub(f"RabbitMQ is unreachable: {self._failure}"))
             if session is not None and not session.reported:
                 self.lost(session)
             await self._changed.wait()
@@ -200,7 +201,7 @@ class Link:
         section = self.section
         if section.tls is not None and self._ssl is None:
             self._ssl = await asyncio.to_thread(client_ssl_context, section.tls)
-        connection = await aio_pika.connect(section.addr, ssl_context=self._ssl,
+        connection = await aio_pika.connect(section.addr.get_secret_value(), ssl_context=self._ssl,
                                             timeout=connect_timeout,
                                             client_properties={"connection_name": self.name})
         self._numbers += 1

@@ -33,6 +33,7 @@ from rrjobs.core.job import Job
 from rrjobs.core.message import Message, new_id
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.secrets import redact_error
 from rrjobs.core.state import State
 from rrjobs.drivers.amqp import codec
 from rrjobs.drivers.amqp.config import AMQPOptions, AMQPSection, Topology, check_topology, delay_ms
@@ -115,6 +116,9 @@ class AMQPDriver(BaseDriver):
         except ChannelClosed as exc:  # inequivalent arguments, no access
             raise ConfigError(where, "RabbitMQ refused the exchange/queue declaration: "
                               f"{exc}") from exc
+        except Exception as exc:  # the client's text may name addr, password included
+            redact_error(exc)
+            raise
 
     async def _declare(self, session: Session) -> None:
         """Declare the exchange, and the queue with its binding (as configured)."""

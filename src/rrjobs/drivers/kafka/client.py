@@ -31,7 +31,7 @@ def connection_kwargs(section: KafkaSection, sasl: SASLOptions | None,
     if sasl is not None:  # the mechanism is plain or SCRAM-SHA-*: aiokafka's names in capitals
         kwargs.update(security_protocol="SASL_SSL" if context is not None else "SASL_PLAINTEXT",
                       sasl_mechanism=sasl.mechanism.upper(), sasl_plain_username=sasl.username,
-                      sasl_plain_password=sasl.password)
+                      sasl_plain_password=sasl.password.get_secret_value())
     elif context is not None:
         kwargs["security_protocol"] = "SSL"
     if context is not None:

@@ -7,9 +7,10 @@ import importlib.util
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, json_map
+from rrjobs.core.secrets import Secret
 from rrjobs.core.tls import TLSConfig
 
 DEFAULT_BROKERS = ["127.0.0.1:9092"]
@@ -44,17 +45,18 @@ class TLSOptions(TLSConfig):
 
 
 class SASLOptions(StrictModel):
-    """``kafka.sasl`` and ``sasl_options``: plain or SCRAM; franz-go's other keys refused."""
+    """``kafka.sasl`` and ``sasl_options``: plain or SCRAM; franz-go's other keys refused.
+    ``password`` (and the refused AWS keys) are secrets: shown masked, never echoed."""
 
     mechanism: Mechanism = "plain"
     username: str = ""
-    password: str = ""
+    password: Secret = SecretStr("")
     nonce: str = ""
     is_token: bool = False
     zid: str = ""
-    access_key: str = ""
-    secret_key: str = ""
-    session_token: str = ""
+    access_key: Secret = SecretStr("")
+    secret_key: Secret = SecretStr("")
+    session_token: Secret = SecretStr("")
     user_agent: str = ""
 
     @field_validator("mechanism", mode="before")

@@ -33,6 +33,7 @@ from rrjobs.core.message import Message
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.resilience import FailureWindow
+from rrjobs.core.secrets import scrub
 from rrjobs.core.state import State
 from rrjobs.core.tls import client_ssl_context
 from rrjobs.drivers.kafka import codec, failures
@@ -144,8 +145,8 @@ class KafkaDriver(BaseDriver):
                 f"kafka: brokers {self.section.brokers} did not answer within ping.timeout "
                 f"({timeout}s) for pipeline {self.pipeline_name!r}") from None
         except KafkaError as exc:
-            raise KafkaUnavailableError(
-                f"kafka: brokers {self.section.brokers}: {type(exc).__name__}: {exc}") from None
+            raise KafkaUnavailableError(scrub(
+                f"kafka: brokers {self.section.brokers}: {type(exc).__name__}: {exc}")) from None
 
     async def _ensure_topics(self, where: str) -> None:
         client = self.producer.client
@@ -399,7 +400,7 @@ class KafkaDriver(BaseDriver):
         """Ask the runtime for a restart; ``False``: there is none (the caller carries on)."""
         if self.stopped:
             return True
-        self.request_restart(f"{what}: {type(exc).__name__}: {exc}")
+        self.request_restart(scrub(f"{what}: {type(exc).__name__}: {exc}"))
         return self.command_handler is not None
 
     def _pump(self) -> None:

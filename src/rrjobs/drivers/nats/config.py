@@ -11,6 +11,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 
 from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, or_default
+from rrjobs.core.secrets import SecretURL, URLSecret, redact_url
 from rrjobs.core.tls import TLSConfig
 
 DEFAULT_ADDR = "nats://127.0.0.1:4222"
@@ -26,33 +27,29 @@ _SUBJECT = re.compile(r"^[^.*>\s]+(\.[^.*>\s]+)*$")  #: a literal subject (no wi
 
 
 class NATSSection(StrictModel):
-    """The global ``nats:`` section: ``addr`` (server URLs, comma-separated) and ``tls``."""
+    """The global ``nats:`` section: ``addr`` (server URLs, comma-separated; a
+    ``user:password@`` or ``token@`` in them is shown masked) and ``tls``."""
 
-    addr: Annotated[str, or_default(DEFAULT_ADDR)] = DEFAULT_ADDR
+    addr: Annotated[SecretURL, or_default(DEFAULT_ADDR)] = URLSecret(DEFAULT_ADDR)
     tls: TLSConfig | None = None
 
     @field_validator("addr")
     @classmethod
-    def _check_addr(cls, value: str) -> str:
-        for server in value.split(","):
+    def _check_addr(cls, value: URLSecret) -> URLSecret:
+        for server in value.get_secret_value().split(","):
             scheme = server.strip().split("://", 1)[0].lower() if "://" in server else ""
             if scheme not in ("nats", "tls", "ws", "wss"):
-                raise ValueError(f"addr must be a nats:// or tls:// URL, got {_shown(server)!r}")
+                raise ValueError("addr must be a nats:// or tls:// URL, got "
+                                 f"{redact_url(server.strip())!r}")
         return value
 
     def servers(self) -> list[str]:
-        """The server URLs of ``addr``."""
-        return [s.strip() for s in self.addr.split(",") if s.strip()]
+        """The server URLs of ``addr``, credentials included (for connecting only)."""
+        return [s.strip() for s in self.addr.get_secret_value().split(",") if s.strip()]
 
     def shown(self) -> str:
-        """``addr`` without credentials, for logs and errors."""
-        return ",".join(map(_shown, self.servers()))
-
-
-def _shown(url: str) -> str:
-    """``url`` with any ``user:password@`` (or token) left out."""
-    scheme, sep, rest = url.strip().partition("://")
-    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url.strip()
+        """``addr`` with its credentials masked, for logs and errors."""
+        return ",".join(map(redact_url, self.servers()))
 
 
 class NATSOptions(DeclaredOptions):

@@ -29,6 +29,7 @@ from rrjobs.core.outage import Outage
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.pull import PullDriver
 from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.secrets import scrub
 from rrjobs.core.state import State
 from rrjobs.core.tls import client_ssl_context
 from rrjobs.drivers.nats import codec
@@ -124,8 +125,8 @@ class NATSDriver(PullDriver):
             await self._close_connection()
             last = self._last_error
             cause = f" (last error: {type(last).__name__}: {last})" if last else ""
-            raise NATSUnavailableError(
-                f"nats: {self.section.shown()}: {type(exc).__name__}: {exc}{cause}") from None
+            raise NATSUnavailableError(scrub(  # nats-py may name the server with its userinfo
+                f"nats: {self.section.shown()}: {type(exc).__name__}: {exc}{cause}")) from None
 
     async def _declare(self) -> None:
         """The stream, the delay stream, the dead-letter stream when needed, the consumers."""
@@ -194,7 +195,8 @@ class NATSDriver(PullDriver):
 
     async def _on_error(self, exc: Exception) -> None:
         self._last_error = exc
-        self.log.debug("pipeline %r: nats: %s: %s", self.pipeline_name, type(exc).__name__, exc)
+        self.log.debug("pipeline %r: nats: %s: %s", self.pipeline_name, type(exc).__name__,
+                       scrub(str(exc)))
 
     async def _on_disconnect(self) -> None:
         if not self._closing:

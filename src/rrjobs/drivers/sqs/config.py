@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
-from rrjobs.core.options import DeclaredOptions, StrictModel, json_map, or_default
+from rrjobs.core.options import DeclaredOptions, StrictModel, check_together, json_map, or_default
+from rrjobs.core.secrets import Secret
 
 DEFAULT_QUEUE = "default"
 DEFAULT_PREFETCH = 1
@@ -61,18 +62,19 @@ def attribute_value(value: Any) -> str:
 
 class SQSSection(StrictModel):
     """The global ``sqs:`` section: without ``key`` the AWS default credential
-    chain (environment, profile, IAM role) is used."""
+    chain (environment, profile, IAM role) is used. ``key``, ``secret`` and
+    ``session_token`` are secrets: shown masked, passed to the client only."""
 
-    key: str = ""
-    secret: str = ""
+    key: Secret = SecretStr("")
+    secret: Secret = SecretStr("")
     region: str = ""
-    session_token: str = ""
+    session_token: Secret = SecretStr("")
     endpoint: str = ""
 
     @model_validator(mode="after")
     def _check(self) -> SQSSection:
-        if bool(self.key) != bool(self.secret):
-            raise ValueError("key and secret must be given together")
+        check_together(("key", self.key), ("secret", self.secret),
+                       "an access key and its secret go together")
         if self.session_token and not self.key:
             raise ValueError("session_token needs key and secret")
         if self.endpoint and "://" not in self.endpoint:
@@ -87,10 +89,10 @@ class SQSSection(StrictModel):
         if self.endpoint:
             out["endpoint_url"] = self.endpoint
         if self.key:
-            out["aws_access_key_id"] = self.key
-            out["aws_secret_access_key"] = self.secret
+            out["aws_access_key_id"] = self.key.get_secret_value()
+            out["aws_secret_access_key"] = self.secret.get_secret_value()
             if self.session_token:
-                out["aws_session_token"] = self.session_token
+                out["aws_session_token"] = self.session_token.get_secret_value()
         return out
 
 

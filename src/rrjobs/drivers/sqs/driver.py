@@ -32,6 +32,7 @@ from rrjobs.core.message import Message
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.pull import PullDriver
 from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.secrets import redact_error
 from rrjobs.core.state import State
 from rrjobs.drivers.sqs import codec
 from rrjobs.drivers.sqs.config import MAX_NATIVE_DELAY, MAX_VISIBILITY, SQSOptions, SQSSection
@@ -119,8 +120,12 @@ class SQSDriver(PullDriver):
         except NoRegionError:
             raise ConfigError("sqs.region",
                               "no AWS region: set sqs.region (or AWS_REGION)") from None
-        await self._declare(where)
-        await self._read_attributes(where)
+        try:
+            await self._declare(where)
+            await self._read_attributes(where)
+        except Exception as exc:  # botocore's text names the endpoint, which may hold userinfo
+            redact_error(exc)
+            raise
 
     async def _declare(self, where: str) -> None:
         name = self.options.queue
