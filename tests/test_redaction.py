@@ -107,6 +107,7 @@ def test_redact_url_masks_the_password_or_a_lone_token() -> None:
     assert redact_url("amqp://u:pw@host:5672/vh?x=1") == f"amqp://u:{MASK}@host:5672/vh?x=1"
     assert redact_url("nats://tok@h:4222") == f"nats://{MASK}@h:4222"
     assert redact_url("nats://a:b@h1,nats://c@h2") == f"nats://a:{MASK}@h1,nats://{MASK}@h2"
+    assert redact_url("amqp://u:p@ss@h/") == f"amqp://u:{MASK}@h/"  # an unencoded @
     assert redact_url("amqp://host/") == "amqp://host/"
     assert redact_url("not a url") == "not a url"
 

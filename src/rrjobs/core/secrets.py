@@ -60,9 +60,10 @@ SECRET_KEYS = frozenset({
     "access_key", "credentials", "creds", "nkey", "api_key", "sasl_password",
 })
 
-#: ``scheme://userinfo@`` in free text (userinfo stops at the first ``/?#@``,
-#: whitespace or quote).
-_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#@\s'\"<>]*)@")
+#: ``scheme://userinfo@`` in free text: the userinfo runs to the authority's last
+#: ``@`` (a password may hold an unencoded one), never past ``/?#``, whitespace or
+#: a quote.
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#\s'\"<>]*)@")
 
 _lock = threading.Lock()
 _known: set[str] = set()
