@@ -16,7 +16,9 @@ import pytest
 
 from rrjobs import App, Config, Job, Message
 from rrjobs.core.errors import (
+    CapabilityError,
     ConfigError,
+    DeadLetterNotFoundError,
     DriverNotFoundError,
     PipelineExistsError,
     PipelineNotFoundError,
@@ -24,6 +26,7 @@ from rrjobs.core.errors import (
 )
 from rrjobs.rpc import (
     METHODS,
+    RR_METHODS,
     Address,
     BadRequestError,
     RPCClient,
@@ -434,7 +437,76 @@ async def test_unknown_method_and_wrong_verb(env: Env) -> None:
     status, body = await env.raw("jobs.Push", None, verb="GET")
     assert status == 405 and body["error"]["type"] == "UnknownMethodError"
     assert set(METHODS) == {"Push", "PushBatch", "Pause", "Resume", "List", "Declare",
-                            "Destroy", "Stat"}
+                            "Destroy", "Stat", "DeadLetterList", "DeadLetterPeek",
+                            "DeadLetterReplay", "DeadLetterPurge"}
+    assert RR_METHODS == ("Push", "PushBatch", "Pause", "Resume", "List", "Declare",
+                          "Destroy", "Stat")  # RoadRunner's names, unchanged
+
+
+async def test_dead_letter_calls_refuse_a_driver_without_a_store(env: Env) -> None:
+    for method, body in (("DeadLetterList", {"pipeline": "p1"}),
+                         ("DeadLetterPeek", {"pipeline": "p1", "id": "x"}),
+                         ("DeadLetterReplay", {"pipeline": "p1", "all": True}),
+                         ("DeadLetterPurge", {"pipeline": "p1"})):
+        status, answer = await env.raw(f"jobs.{method}", body)
+        assert status == 400, method
+        assert answer["error"]["type"] == "CapabilityError"
+        assert "'p1'" in answer["error"]["message"] and "'memory'" in answer["error"]["message"]
+    with pytest.raises(CapabilityError, match="dead_letter_read"):
+        await env.client.dead_letters("p1")
+    status, answer = await env.raw("jobs.DeadLetterList", {"pipeline": "nope"})
+    assert status == 404 and answer["error"]["type"] == "PipelineNotFoundError"
+
+
+async def test_dead_letter_requests_are_checked(env: Env) -> None:
+    for body, message in (({}, "pipeline: required"),
+                          ({"pipeline": "p1", "limit": -1}, "limit: must be 1 to 10000"),
+                          ({"pipeline": "p1", "extra": 1}, "extra: unknown field")):
+        status, answer = await env.raw("jobs.DeadLetterList", body)
+        assert status == 400 and message in answer["error"]["message"], body
+    for body, message in (({"pipeline": "p1"}, "ids: required"),
+                          ({"pipeline": "p1", "ids": ["a"], "all": True}, "not both")):
+        status, answer = await env.raw("jobs.DeadLetterReplay", body)
+        assert status == 400 and message in answer["error"]["message"], body
+    status, answer = await env.raw("jobs.DeadLetterPeek", {"pipeline": "p1"})
+    assert status == 400 and "id: required" in answer["error"]["message"]
+
+
+async def test_dead_letters_over_the_rpc(env: Env) -> None:
+    """List, peek, replay and purge round trips (a job without a handler fails)."""
+    await env.client.declare({"name": "kept", "driver": "memory", "dead_letter_size": 10,
+                              "retry": {"max_attempts": 1}})
+    await env.client.resume(["kept"])
+    await env.client.push(Message("nobody", b'{"a": 1}', "kept", id="j1", priority=3,
+                                  headers={"x": ["1", "2"]}))
+
+    async def ids() -> list[str]:
+        return [d["id"] for d in await env.client.dead_letters("kept")]
+
+    for _ in range(500):
+        if await ids():
+            break
+        await asyncio.sleep(0.01)
+    [summary] = await env.client.dead_letters("kept")
+    assert summary["name"] == "nobody" and summary["size"] == 8
+    assert summary["pipeline"] == "kept" and summary["priority"] == 3
+    assert summary["headers"]["x"] == {"value": ["1", "2"]}
+    assert "payload" not in summary
+    letter = await env.client.peek_dead_letter("kept", "j1")
+    assert (letter.id, letter.name, letter.payload) == ("j1", "nobody", b'{"a": 1}')
+    assert letter.headers["x"] == ["1", "2"] and letter.failed_at
+    with pytest.raises(DeadLetterNotFoundError, match="'j2'"):
+        await env.client.peek_dead_letter("kept", "j2")
+    replayed, missing = await env.client.replay_dead_letters("kept", ["j1", "j2"])
+    assert (replayed, missing) == (["j1"], ["j2"])
+    for _ in range(500):  # pushed again, failed again: a new dead letter of j1
+        if await ids() == ["j1"]:
+            break
+        await asyncio.sleep(0.01)
+    assert await ids() == ["j1"]
+    assert await env.client.purge_dead_letters("kept") == 1
+    assert await ids() == []
+    assert await env.client.replay_dead_letters("kept") == ([], [])
 
 
 async def test_health_and_ready(env: Env) -> None:

@@ -7,6 +7,7 @@ The other commands are RPC clients of a running server::
     rrjobs pause emails         rrjobs resume emails        rrjobs destroy emails
     rrjobs declare reports --driver memory --option prefetch=10
     rrjobs list                 rrjobs stat                 rrjobs stat --json
+    rrjobs dlq list emails      rrjobs dlq peek emails ID   rrjobs dlq replay emails --all
 
 Drivers add their own commands (e.g. ``rrjobs <driver> ...``) through the
 ``rrjobs.cli`` entry-point group, as a third-party driver does; they are
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from rrjobs.config import Config
+    from rrjobs.core.deadletters import DeadLetter
     from rrjobs.rpc.client import RPCClient
     from rrjobs.runtime.stats import PipelineStat
 
@@ -512,6 +514,159 @@ def watch_stats(rpc: str | None, config: str | None, interval: float, as_json: b
         pass
     except RRJobsError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+
+
+# -- dead letters ---------------------------------------------------------------------------
+
+
+@cli.group()
+def dlq() -> None:
+    """List, peek at, replay and purge a pipeline's dead letters.
+
+    They are read back from the pipeline's driver (its dead-letter store); a
+    driver that cannot is refused with an error naming it.
+    """
+
+
+def dlq_options(json_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--json`` (with ``json_help``) and the client options of a ``dlq`` command."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        return client_options(click.option("--json", "as_json", is_flag=True,
+                                           help=json_help)(f))
+
+    return decorate
+
+
+@dlq.command(name="list")
+@click.argument("pipeline")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True,
+              help="Show at most this many, oldest first.")
+@dlq_options("Print a JSON array.")
+def dlq_list(pipeline: str, limit: int, as_json: bool, rpc: str | None,
+             config: str | None) -> None:
+    """Show PIPELINE's dead letters: id, name, attempts, error, failure time."""
+    letters = call(rpc, config, lambda c: c.dead_letters(pipeline, limit))
+    if as_json:
+        click.echo(json.dumps(letters, indent=2))
+        return
+    if not letters:
+        click.echo(f"no dead letters in pipeline {pipeline}")
+        return
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"dead letters of {pipeline}", header_style="bold", title_style="bold",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("id", "name", "attempts", "failed at"):
+        table.add_column(col, justify="right" if col == "attempts" else "left", no_wrap=True)
+    table.add_column("error", style="red")
+    for d in letters:
+        table.add_row(*(escape(str(d.get(k, ""))) for k in ("id", "name", "attempts",
+                                                            "failed_at", "error")))
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 200)
+    console.print(table)
+
+
+def payload_text(payload: bytes) -> str:
+    """A payload for the terminal: indented JSON when it is JSON, else its text,
+    else a note of its size."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"<{len(payload)} bytes, not UTF-8: use --json for its base64>"
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except ValueError:
+        return text
+
+
+def letter_json(letter: DeadLetter) -> dict[str, Any]:
+    """``dlq peek --json``: the letter's fields, its headers, ``payload_base64``,
+    and ``payload`` as JSON (when it is JSON) or text (when it is UTF-8)."""
+    import base64
+
+    out: dict[str, Any] = {"id": letter.id, "name": letter.name, "pipeline": letter.pipeline,
+                           "attempts": letter.attempts, "error": letter.error,
+                           "failed_at": letter.failed_at, "priority": letter.priority,
+                           "headers": letter.headers}
+    payload: Any = None
+    try:
+        payload = letter.payload.decode("utf-8")
+        payload = json.loads(payload)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError alike
+        pass
+    out["payload"] = payload
+    out["payload_base64"] = base64.b64encode(letter.payload).decode("ascii")
+    return out
+
+
+@dlq.command()
+@click.argument("pipeline")
+@click.argument("job_id", metavar="ID")
+@dlq_options("Print the dead letter as JSON.")
+def peek(pipeline: str, job_id: str, as_json: bool, rpc: str | None,
+         config: str | None) -> None:
+    """Show the dead letter of job ID in PIPELINE: its fields, headers and payload."""
+    letter = call(rpc, config, lambda c: c.peek_dead_letter(pipeline, job_id))
+    if as_json:
+        click.echo(json.dumps(letter_json(letter), indent=2, ensure_ascii=False))
+        return
+    for label, value in (("id", letter.id), ("name", letter.name),
+                         ("pipeline", letter.pipeline), ("attempts", letter.attempts),
+                         ("failed at", letter.failed_at), ("error", letter.error)):
+        click.echo(f"{label + ':':<10} {value}")
+    others = {k: v for k, v in letter.headers.items() if not k.startswith("rr_")}
+    for key, values in sorted(others.items()):
+        click.echo(f"header:    {key}={', '.join(values)}")
+    click.echo("payload:")
+    click.echo(payload_text(letter.payload))
+
+
+@dlq.command()
+@click.argument("pipeline")
+@click.argument("ids", nargs=-1, metavar="[ID]...")
+@click.option("--all", "every", is_flag=True, help="Replay every dead letter of PIPELINE.")
+@dlq_options('Print {"replayed": [...], "missing": [...]}.')
+def replay(pipeline: str, ids: tuple[str, ...], every: bool, as_json: bool, rpc: str | None,
+           config: str | None) -> None:
+    """Push dead letters back into their original pipeline, attempts reset.
+
+    Name the job IDs, or give --all. A letter is removed once its push was
+    accepted. An ID without a dead letter is reported and exits 1.
+    """
+    if every == bool(ids):
+        raise click.UsageError("give the job IDs to replay, or --all (not both)")
+    replayed, missing = call(rpc, config,
+                             lambda c: c.replay_dead_letters(pipeline, None if every else ids))
+    if as_json:
+        click.echo(json.dumps({"replayed": replayed, "missing": missing}))
+    else:
+        click.echo(f"replayed {len(replayed)} dead letter{'' if len(replayed) == 1 else 's'} "
+                   f"of {pipeline}" + (f": {', '.join(replayed)}" if replayed and ids else ""))
+    if missing:
+        raise click.ClickException(f"no dead letter in {pipeline} for: {', '.join(missing)}")
+
+
+@dlq.command()
+@click.argument("pipeline")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@dlq_options('Print {"purged": N}.')
+def purge(pipeline: str, yes: bool, as_json: bool, rpc: str | None,
+          config: str | None) -> None:
+    """Delete every dead letter of PIPELINE, for good (asks first unless --yes)."""
+    if not yes:
+        click.confirm(f"Delete every dead letter of pipeline {pipeline!r}? This cannot be "
+                      "undone", abort=True, err=True)
+    purged = call(rpc, config, lambda c: c.purge_dead_letters(pipeline))
+    if as_json:
+        click.echo(json.dumps({"purged": purged}))
+    else:
+        click.echo(f"purged {purged} dead letter{'' if purged == 1 else 's'} of {pipeline}")
 
 
 def main() -> None:

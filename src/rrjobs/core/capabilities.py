@@ -32,6 +32,9 @@ class Capabilities:
             job without redelivery).
         dead_letter: ``nack(requeue=False)`` can dead-letter natively, with the
             job's headers (the dead-letter headers included).
+        dead_letter_read: the driver's dead letters can be read back, replayed
+            and purged: ``Driver.dead_letter_store()`` returns its
+            :class:`~rrjobs.core.deadletters.DeadLetterStore` (``rrjobs dlq``).
         redelivery_on_crash: a job received but never settled is redelivered
             when the consumer dies (at-least-once across process crashes).
         pause: ``pause``/``resume`` are supported.
@@ -49,6 +52,7 @@ class Capabilities:
     max_payload: int | None = None
     lease_extension: bool = False
     dead_letter: bool = False
+    dead_letter_read: bool = False
     redelivery_on_crash: bool = False
     pause: bool = True
     headers: bool = True

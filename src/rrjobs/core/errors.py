@@ -58,6 +58,24 @@ class UnsupportedFeatureError(RRJobsError):
     driver raises this instead of silently ignoring the option."""
 
 
+class CapabilityError(UnsupportedFeatureError):
+    """An operation needs a capability the pipeline's driver does not declare
+    (reading dead letters back from a driver that cannot). The message names
+    the driver, the pipeline and the capability; so do the attributes, when
+    the error was raised here rather than rebuilt from an RPC answer."""
+
+    def __init__(self, message: str, *, driver: str = "", pipeline: str = "",
+                 capability: str = "") -> None:
+        super().__init__(message)
+        self.driver = driver
+        self.pipeline = pipeline
+        self.capability = capability
+
+
+class DeadLetterNotFoundError(RRJobsError):
+    """The pipeline's dead-letter store holds no dead letter with that job id."""
+
+
 class PayloadTooLargeError(RRJobsError):
     """The payload is larger than the driver's declared ``max_payload``."""
 

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 from pydantic import BaseModel
 
 from rrjobs.core.capabilities import Capabilities
+from rrjobs.core.deadletters import DeadLetterStore
 from rrjobs.core.message import Message
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
@@ -116,6 +117,13 @@ class Driver(ABC):
     @abstractmethod
     async def state(self) -> State:
         """The pipeline's counts and readiness. Safe to call at any time."""
+
+    def dead_letter_store(self) -> DeadLetterStore | None:
+        """The pipeline's dead letters, read back (``rrjobs dlq``): a driver that
+        declares ``capabilities.dead_letter_read`` returns its
+        :class:`~rrjobs.core.deadletters.DeadLetterStore` (itself, or a reader
+        object); ``None`` (the default) when it cannot."""
+        return None
 
 
 class Constructor(ABC):

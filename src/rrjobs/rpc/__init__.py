@@ -1,4 +1,5 @@
-"""rrjobs' RPC: RoadRunner's ``jobs`` methods over local HTTP/JSON.
+"""rrjobs' RPC: RoadRunner's ``jobs`` methods over local HTTP/JSON (and
+rrjobs' own dead-letter calls).
 
 :class:`RPCServer` serves a running :class:`~rrjobs.runtime.jobs.Jobs`;
 :class:`RPCClient` calls it. The wire form is described in :mod:`.codec`, the
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     from rrjobs.rpc.address import DEFAULT_LISTEN, Address
     from rrjobs.rpc.client import RPCClient
     from rrjobs.rpc.errors import BadRequestError, RPCConnectionError, RPCError, UnknownMethodError
-    from rrjobs.rpc.server import METHODS, RPCServer
+    from rrjobs.rpc.server import METHODS, RR_METHODS, RPCServer
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "rrjobs.rpc.address": ["DEFAULT_LISTEN", "Address"],
@@ -21,10 +22,10 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "rrjobs.rpc.errors": [
         "BadRequestError", "RPCConnectionError", "RPCError", "UnknownMethodError",
     ],
-    "rrjobs.rpc.server": ["METHODS", "RPCServer"],
+    "rrjobs.rpc.server": ["METHODS", "RR_METHODS", "RPCServer"],
 })
 
 __all__ = [
-    "DEFAULT_LISTEN", "METHODS", "Address", "BadRequestError", "RPCClient", "RPCConnectionError",
-    "RPCError", "RPCServer", "UnknownMethodError",
+    "DEFAULT_LISTEN", "METHODS", "RR_METHODS", "Address", "BadRequestError", "RPCClient",
+    "RPCConnectionError", "RPCError", "RPCServer", "UnknownMethodError",
 ]

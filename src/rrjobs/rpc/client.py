@@ -43,6 +43,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+from rrjobs.core.deadletters import DEFAULT_LIMIT, DeadLetter
 from rrjobs.core.message import Message
 from rrjobs.rpc import codec
 from rrjobs.rpc.address import DEFAULT_LISTEN, Address
@@ -55,7 +56,7 @@ from rrjobs.runtime.stats import PipelineStat
 #: so that the server's own timeout answer arrives first.
 DEFAULT_TIMEOUT = 75.0
 #: RPC methods that change nothing: retried after any connection failure.
-IDEMPOTENT = frozenset({"Stat", "List"})
+IDEMPOTENT = frozenset({"Stat", "List", "DeadLetterList", "DeadLetterPeek"})
 #: The longest wait between two tries, seconds.
 MAX_RETRY_WAIT = 5.0
 
@@ -182,10 +183,50 @@ class RPCClient:
         """Every pipeline's state and counters."""
         return codec.stats_from_json(await self.call("Stat"))
 
+    async def dead_letters(self, pipeline: str,
+                           limit: int = DEFAULT_LIMIT) -> builtins.list[dict[str, Any]]:
+        """At most ``limit`` dead letters of ``pipeline``, oldest first: each
+        one's id, name, attempts, error, failed_at, pipeline (its original),
+        priority, headers and payload size."""
+        body = await self.call("DeadLetterList", {"pipeline": pipeline, "limit": limit})
+        letters = body.get("dead_letters") or []
+        if not isinstance(letters, builtins.list):
+            raise RPCError(f"jobs.DeadLetterList: expected an array, got {letters!r}")
+        return [dict(d) for d in letters if isinstance(d, dict)]
+
+    async def peek_dead_letter(self, pipeline: str, job_id: str) -> DeadLetter:
+        """The dead letter of job ``job_id`` (``DeadLetterNotFoundError`` if none)."""
+        body = await self.call("DeadLetterPeek", {"pipeline": pipeline, "id": job_id})
+        return codec.letter_from_json(body.get("dead_letter"))
+
+    async def replay_dead_letters(self, pipeline: str, ids: Iterable[str] | None = None
+                                  ) -> tuple[builtins.list[str], builtins.list[str]]:
+        """Push dead letters back into their original pipelines, attempts reset:
+        those of ``ids``, or every one when ``ids`` is ``None``. Returns the ids
+        replayed and the ids that had no dead letter."""
+        req: dict[str, Any] = {"pipeline": pipeline}
+        if ids is None:
+            req["all"] = True
+        else:
+            req["ids"] = builtins.list(ids)
+        body = await self.call("DeadLetterReplay", req)
+        return _strings(body, "replayed"), _strings(body, "missing")
+
+    async def purge_dead_letters(self, pipeline: str) -> int:
+        """Remove every dead letter of ``pipeline``; returns how many went."""
+        body = await self.call("DeadLetterPurge", {"pipeline": pipeline})
+        purged = body.get("purged", 0)
+        return purged if isinstance(purged, int) else 0
+
     async def health(self) -> bool:
         """True when the server answers ``/health`` with 200 (running)."""
         status, _ = await self._request("GET", "/health", idempotent=True)
         return status == 200
+
+
+def _strings(body: Mapping[str, Any], key: str) -> builtins.list[str]:
+    values = body.get(key) or []
+    return [str(v) for v in values] if isinstance(values, builtins.list) else []
 
 
 def _refused_unread(body: Any) -> bool:

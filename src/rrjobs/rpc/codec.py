@@ -17,6 +17,13 @@ fraction of a second (rrjobs delays are float seconds). Encoding uses the proto
 field names and plain JSON numbers. Each ``Stat`` carries two rrjobs additions:
 ``error_message`` and ``counters``.
 
+The dead-letter calls are rrjobs additions (see :func:`letter_to_json`)::
+
+    DeadLetterList   {pipeline, limit}     → {dead_letters: [summary]}
+    DeadLetterPeek   {pipeline, id}        → {dead_letter: letter}
+    DeadLetterReplay {pipeline, ids, all}  → {replayed: [..], missing: [..]}
+    DeadLetterPurge  {pipeline}            → {purged: n}
+
 Every decoding problem raises :class:`BadRequestError` whose message starts
 with the key path (``jobs[2].options.priority: expected an integer``).
 """
@@ -31,6 +38,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
+from rrjobs.core.deadletters import DEFAULT_LIMIT, DeadLetter
 from rrjobs.core.headers import Headers
 from rrjobs.core.message import Message
 from rrjobs.core.state import State
@@ -352,3 +360,79 @@ def stats_from_json(body: Any) -> list[PipelineStat]:
                                for k, v in counters_raw.items() if k in _COUNTER_FIELDS})
         out.append(PipelineStat(State(**state_kw), counters))
     return out
+
+
+# -- dead letters (rrjobs additions) ---------------------------------------------------------
+
+
+def _pipeline(f: Mapping[str, Any]) -> str:
+    pipeline = _str(f.get("pipeline"), "pipeline")
+    if not pipeline:
+        raise BadRequestError("pipeline: required")
+    return pipeline
+
+
+def dead_letter_list_request(body: Any) -> tuple[str, int]:
+    """``{pipeline, limit}`` (limit: 1 to 10,000; 0 or absent, as proto3 sends an
+    unset field: 100)."""
+    f = _fields(body, "", {"pipeline": "pipeline", "limit": "limit"})
+    limit = _int(f.get("limit"), "limit") or DEFAULT_LIMIT
+    if not 1 <= limit <= 10_000:
+        raise BadRequestError(f"limit: must be 1 to 10000, got {limit}")
+    return _pipeline(f), limit
+
+
+def dead_letter_peek_request(body: Any) -> tuple[str, str]:
+    """``{pipeline, id}``."""
+    f = _fields(body, "", {"pipeline": "pipeline", "id": "id"})
+    job_id = _str(f.get("id"), "id")
+    if not job_id:
+        raise BadRequestError("id: required (the job id of the dead letter)")
+    return _pipeline(f), job_id
+
+
+def dead_letter_replay_request(body: Any) -> tuple[str, list[str] | None]:
+    """``{pipeline, ids, all}``: job ids, or ``all: true`` (``None``), not both."""
+    f = _fields(body, "", {"pipeline": "pipeline", "ids": "ids", "all": "all"})
+    ids = _string_list(f.get("ids"), "ids")
+    every = _bool(f.get("all"), "all")
+    if every and ids:
+        raise BadRequestError("ids: give job ids or all, not both")
+    if not every and not ids:
+        raise BadRequestError("ids: required (job ids to replay), or all: true")
+    return _pipeline(f), None if every else ids
+
+
+def dead_letter_purge_request(body: Any) -> str:
+    """``{pipeline}``."""
+    return _pipeline(_fields(body, "", {"pipeline": "pipeline"}))
+
+
+def letter_summary(letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter as ``DeadLetterList`` shows it: its fields and headers
+    (proto form, as a ``Job``'s), its payload's ``size`` instead of the payload."""
+    out = letter.summary()
+    out["priority"] = letter.priority
+    out["headers"] = {k: {"value": list(v)} for k, v in letter.headers.items()}
+    return out
+
+
+def letter_to_json(letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter as ``DeadLetterPeek`` answers: the summary with its
+    ``payload`` (base64)."""
+    out = letter_summary(letter)
+    out["payload"] = base64.b64encode(letter.payload).decode("ascii")
+    return out
+
+
+def letter_from_json(value: Any, where: str = "dead_letter") -> DeadLetter:
+    """Decode :func:`letter_to_json`'s form (the derived fields are read from
+    the headers again; unknown keys, from a newer server, are ignored)."""
+    obj = _object(value, where)
+    return DeadLetter(id=_str(obj.get("id"), f"{where}.id"),
+                      name=_str(obj.get("name"), f"{where}.name"),
+                      payload=_bytes(obj.get("payload"), f"{where}.payload"),
+                      headers=_headers(obj.get("headers"), f"{where}.headers"),
+                      pipeline=_str(obj.get("pipeline"), f"{where}.pipeline"),
+                      priority=_int(obj.get("priority"), f"{where}.priority"),
+                      failed_at=_str(obj.get("failed_at"), f"{where}.failed_at"))

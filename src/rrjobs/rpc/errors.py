@@ -97,7 +97,7 @@ def _status_of(exc: BaseException) -> int:
         return 400
     if isinstance(exc, UnknownMethodError):
         return exc.status or 404
-    if isinstance(exc, core_errors.PipelineNotFoundError):
+    if isinstance(exc, core_errors.PipelineNotFoundError | core_errors.DeadLetterNotFoundError):
         return 404
     if isinstance(exc, core_errors.PipelineStateError | core_errors.PipelineExistsError):
         return 409
@@ -135,6 +135,8 @@ KNOWN_ERRORS: dict[str, type[Exception]] = {
     cls.__name__: cls
     for cls in (
         core_errors.AckLostError,
+        core_errors.CapabilityError,
+        core_errors.DeadLetterNotFoundError,
         core_errors.DriverNotFoundError,
         core_errors.DuplicateDriverError,
         core_errors.HandlerTimeoutError,

@@ -11,6 +11,13 @@ Routes (``POST``, JSON body in the proto3 JSON form of :mod:`rrjobs.rpc.codec`):
     /jobs.Destroy    Pipelines         → Pipelines (the destroyed ones)
     /jobs.Stat       {}                → Stats
 
+and rrjobs' own dead-letter calls (:mod:`rrjobs.rpc.codec`)::
+
+    /jobs.DeadLetterList    {pipeline, limit}    → {dead_letters: [..]}
+    /jobs.DeadLetterPeek    {pipeline, id}       → {dead_letter}
+    /jobs.DeadLetterReplay  {pipeline, ids, all} → {replayed, missing}
+    /jobs.DeadLetterPurge   {pipeline}           → {purged}
+
 plus ``GET /health`` and ``GET /ready``: 200 ``{"status": "ok"}`` while the
 runtime runs, 503 otherwise (RoadRunner's status plugin).
 
@@ -59,8 +66,12 @@ from rrjobs.runtime.jobs import Jobs
 
 log = logging.getLogger("rrjobs.rpc")
 
-#: The RPC methods, RoadRunner's names.
-METHODS = ("Push", "PushBatch", "Pause", "Resume", "List", "Declare", "Destroy", "Stat")
+#: The RPC methods of RoadRunner, its names.
+RR_METHODS = ("Push", "PushBatch", "Pause", "Resume", "List", "Declare", "Destroy", "Stat")
+#: rrjobs' additions: ``rrjobs dlq``.
+DEAD_LETTER_METHODS = ("DeadLetterList", "DeadLetterPeek", "DeadLetterReplay", "DeadLetterPurge")
+#: Every RPC method served.
+METHODS = RR_METHODS + DEAD_LETTER_METHODS
 
 #: The largest payload one job can carry through the RPC.
 MAX_PAYLOAD = 64 * 1024 * 1024
@@ -117,6 +128,10 @@ class RPCServer:
             "Declare": (codec.declare_request, self._declare),
             "Destroy": (codec.pipelines_request, self._destroy),
             "Stat": (codec.empty_request, self._stat),
+            "DeadLetterList": (codec.dead_letter_list_request, self._dead_letter_list),
+            "DeadLetterPeek": (codec.dead_letter_peek_request, self._dead_letter_peek),
+            "DeadLetterReplay": (codec.dead_letter_replay_request, self._dead_letter_replay),
+            "DeadLetterPurge": (codec.dead_letter_purge_request, self._dead_letter_purge),
         }
 
     @classmethod
@@ -299,6 +314,21 @@ class RPCServer:
 
     async def _stat(self, _: None) -> Body:
         return {"stats": [codec.stat_to_json(s) for s in await self.jobs.stat()]}
+
+
+    async def _dead_letter_list(self, arg: tuple[str, int]) -> Body:
+        letters = await self.jobs.dead_letters.list(*arg)
+        return {"dead_letters": [codec.letter_summary(d) for d in letters]}
+
+    async def _dead_letter_peek(self, arg: tuple[str, str]) -> Body:
+        return {"dead_letter": codec.letter_to_json(await self.jobs.dead_letters.peek(*arg))}
+
+    async def _dead_letter_replay(self, arg: tuple[str, list[str] | None]) -> Body:
+        result = await self.jobs.dead_letters.replay(*arg)
+        return {"replayed": result.replayed, "missing": result.missing}
+
+    async def _dead_letter_purge(self, pipeline: str) -> Body:
+        return {"purged": await self.jobs.dead_letters.purge(pipeline)}
 
 
 class _Expired(Exception):

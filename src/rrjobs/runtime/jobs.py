@@ -2,7 +2,8 @@
 
 It owns the priority queue, the pipelines and their drivers, and the worker
 pool, and offers the operations of RoadRunner's RPC: push, push_batch, pause,
-resume, list, declare, destroy and stat.
+resume, list, declare, destroy and stat, and the dead-letter operations of
+``rrjobs dlq`` (:attr:`Jobs.dead_letters`, :mod:`.deadletters`).
 
 Life of a job::
 
@@ -33,7 +34,9 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from rrjobs.config import Config, RetryConfig
+from rrjobs.core.deadletters import DeadLetterStore
 from rrjobs.core.errors import (
+    CapabilityError,
     ConfigError,
     PipelineExistsError,
     PipelineNotFoundError,
@@ -49,6 +52,7 @@ from rrjobs.core.state import State
 from rrjobs.registry import DriverRegistry
 from rrjobs.runtime.app import App
 from rrjobs.runtime.outcomes import Failure, Outcomes, RetryPolicy
+from rrjobs.runtime.deadletters import DeadLetters, require_store
 from rrjobs.runtime.pool import WorkerInfo, WorkerPool
 from rrjobs.runtime.stats import Counters, PipelineStat
 from rrjobs.tracing import Tracing
@@ -150,6 +154,8 @@ class Jobs:
         self._retired_counters = Counters()
         self._retired_push_failed = 0
         self.outcomes = Outcomes(self._policy_of, self._counters_of, self.push)
+        #: list, peek, replay and purge a pipeline's dead letters
+        self.dead_letters = DeadLetters(self._dead_letter_store, self.push)
         pool = self.jobs_config.pool
         self.pool = WorkerPool(self.queue, self.app, self.outcomes,
                                num_workers=pool.num_workers,
@@ -194,6 +200,19 @@ class Jobs:
         if entry is None:
             raise PipelineNotFoundError(f"pipeline {name!r} is not registered")
         return entry
+
+    def _dead_letter_store(self, name: str) -> DeadLetterStore:
+        entry = self._entry(name)
+        try:
+            return require_store(entry.driver, name)
+        except CapabilityError as exc:
+            moved_to = entry.policy.dead_letter
+            if not moved_to:
+                raise
+            raise CapabilityError(
+                f"{exc}; its failed jobs go to pipeline {moved_to!r} (retry.dead_letter) as "
+                "ordinary jobs", driver=exc.driver, pipeline=exc.pipeline,
+                capability=exc.capability) from None
 
     async def _op(self, coro: Any) -> Any:
         async with asyncio.timeout(self.timeout):

@@ -3,19 +3,24 @@
 Flow: ``push`` → (delay heap) → the driver's ready deque → priority queue,
 while fewer than ``prefetch`` of its jobs are queued or in a handler. While
 consuming, the supervised ``mover`` task moves ready jobs when the priority
-queue was full (backpressure; a push never waits on consumers).
+queue was full (backpressure; a push never waits on consumers). With
+``dead_letter_size``, jobs given up with ``nack()`` are kept, newest last, in a
+bounded deque that ``rrjobs dlq`` reads (:class:`~rrjobs.core.deadletters.DeadLetterStore`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from rrjobs.core.base import BaseDriver
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
+from rrjobs.core.deadletters import DeadLetter, DeadLetterStore, Replay, failed_at_text
 from rrjobs.core.errors import PipelineStateError
 from rrjobs.core.headers import Headers
 from rrjobs.core.job import Job
@@ -53,6 +58,12 @@ class MemoryDriver(BaseDriver):
         self._delayed: DelayQueue[Job] = DelayQueue(self._due)
         #: set while ready jobs wait for room in a full priority queue (the mover's turn)
         self._blocked = asyncio.Event()
+        #: the dead letters kept (oldest first), or None without ``dead_letter_size``
+        self._dead: deque[DeadLetter] | None = None
+        self._dead_full_logged = False
+        if options.dead_letter_size:
+            self._dead = deque(maxlen=options.dead_letter_size)
+            self.capabilities = replace(CAPABILITIES, dead_letter=True, dead_letter_read=True)
 
     async def open(self, where: str) -> None:
         """Nothing to connect to."""
@@ -146,7 +157,10 @@ class MemoryDriver(BaseDriver):
             self._pump()
 
     async def dead_letter(self, job: Job) -> None:
-        self.ack_now(job)  # dropped (no dead-letter queue)
+        """Kept in the dead-letter store with ``dead_letter_size``; otherwise dropped."""
+        self.ack_now(job)
+        if self._dead is not None:
+            self._keep_dead(job)
 
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         self.ack_now(job)
@@ -168,6 +182,57 @@ class MemoryDriver(BaseDriver):
         else:
             self._ready.append(copy)
             self._pump()
+
+    # -- dead letters (DeadLetterStore) -------------------------------------------------
+
+    def _keep_dead(self, job: Job) -> None:
+        dead = self._dead
+        assert dead is not None
+        if len(dead) == dead.maxlen and not self._dead_full_logged:
+            self._dead_full_logged = True
+            self.log.warning("pipeline %r keeps %d dead letters (dead_letter_size): the oldest "
+                             "are dropped from now on", self.pipeline_name, dead.maxlen)
+        dead.append(DeadLetter.of(job.id, job.name, job.payload,
+                                  {k: list(v) for k, v in job.headers.items()},
+                                  self.pipeline_name, job.priority, failed_at_text(time.time())))
+
+    def dead_letter_store(self) -> DeadLetterStore | None:
+        return self if self._dead is not None else None
+
+    def _letters(self) -> deque[DeadLetter]:
+        if self._dead is None:  # the runtime checks the capability first
+            raise RuntimeError(f"pipeline {self.pipeline_name!r} keeps no dead letters")
+        return self._dead
+
+    async def list_dead_letters(self, limit: int) -> list[DeadLetter]:
+        return list(self._letters())[:limit]
+
+    async def peek_dead_letter(self, id: str) -> DeadLetter | None:
+        return next((d for d in self._letters() if d.id == id), None)
+
+    async def take_dead_letters(self, ids: Sequence[str] | None,
+                                replay: Replay) -> list[str]:
+        dead = self._letters()
+        if ids is None:
+            chosen = list(dead)
+        else:
+            found = (next((d for d in dead if d.id == i), None) for i in dict.fromkeys(ids))
+            chosen = [d for d in found if d is not None]
+        taken: list[str] = []
+        for letter in chosen:
+            await replay(letter)
+            for i, d in enumerate(dead):  # by identity: a new letter may be equal
+                if d is letter:
+                    del dead[i]
+                    break
+            taken.append(letter.id)
+        return taken
+
+    async def purge_dead_letters(self) -> int:
+        dead = self._letters()
+        count = len(dead)
+        dead.clear()
+        return count
 
     # -- lifecycle ------------------------------------------------------------------------
 

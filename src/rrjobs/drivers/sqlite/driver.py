@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 from rrjobs.core.base import BaseDriver
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
+from rrjobs.core.deadletters import DeadLetter, DeadLetterStore, Replay, failed_at_text
 from rrjobs.core.delays import whole_millis
 from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError
 from rrjobs.core.headers import DEDUCED_BY_RR, RR_ERROR, UNREADABLE, Headers
@@ -44,6 +45,8 @@ MAX_PAYLOAD = 64 * 1024 * 1024
 
 #: At most this many jobs are reserved by one query.
 FETCH_MAX = 512
+#: Dead letters read per query while a replay takes them all.
+DEAD_PAGE = 100
 
 CAPABILITIES = Capabilities(durable=True, max_payload=MAX_PAYLOAD, lease_extension=True,
                             redelivery_on_crash=True, delay_granularity=0.001)
@@ -123,7 +126,7 @@ class SQLiteDriver(BaseDriver):
         self.options = options
         self.prefetch = options.prefetch
         if options.dead_letter:
-            self.capabilities = replace(CAPABILITIES, dead_letter=True)
+            self.capabilities = replace(CAPABILITIES, dead_letter=True, dead_letter_read=True)
         self.owner = f"{_host()}:{os.getpid()}:{uuid.uuid4().hex[:16]}"  # of its reservations
         self._lease_ms = round(options.lease * 1000)
         self._outstanding: dict[int, SQLiteJob] = {}  # reserved and not settled, by seq
@@ -456,6 +459,62 @@ class SQLiteDriver(BaseDriver):
 
     def queue_name(self, job: Job) -> str:
         return self.pipeline_name
+
+    # -- dead letters (DeadLetterStore: the rrjobs_dead table) --------------------------
+
+    def dead_letter_store(self) -> DeadLetterStore | None:
+        return self if self.options.dead_letter else None
+
+    def _letter(self, row: queries.DeadRow) -> DeadLetter:
+        _, job_id, name, payload, headers, priority, failed_ms = row
+        return DeadLetter.of(str(job_id or ""), str(name or DEDUCED_BY_RR),
+                             decode_payload(payload), decode_headers(headers),
+                             self.pipeline_name, int(priority or 0),
+                             failed_at_text(failed_ms / 1000))
+
+    async def list_dead_letters(self, limit: int) -> list[DeadLetter]:
+        rows = await self.store.read(partial(queries.dead_letters, pipeline=self.pipeline_name,
+                                             limit=limit))
+        return [self._letter(r) for r in rows]
+
+    async def peek_dead_letter(self, id: str) -> DeadLetter | None:
+        rows = await self.store.read(partial(queries.dead_letters_of,
+                                             pipeline=self.pipeline_name, ids=[id]))
+        return self._letter(rows[0]) if rows else None
+
+    async def take_dead_letters(self, ids: Sequence[str] | None,
+                                replay: Replay) -> list[str]:
+        taken: list[str] = []
+        if ids is not None:
+            rows = await self.store.read(partial(queries.dead_letters_of,
+                                                 pipeline=self.pipeline_name,
+                                                 ids=list(dict.fromkeys(ids))))
+            await self._take(rows, replay, taken)
+            return taken
+        # every letter there was when the take began, a page at a time
+        end = await self.store.read(partial(queries.last_dead_seq, pipeline=self.pipeline_name))
+        after = 0
+        while after < end:
+            rows = await self.store.read(partial(queries.dead_letters,
+                                                 pipeline=self.pipeline_name,
+                                                 limit=DEAD_PAGE, after_seq=after))
+            rows = [r for r in rows if r[0] <= end]
+            if not rows:
+                break
+            await self._take(rows, replay, taken)
+            after = rows[-1][0]
+        return taken
+
+    async def _take(self, rows: Sequence[queries.DeadRow], replay: Replay,
+                    taken: list[str]) -> None:
+        for row in rows:
+            letter = self._letter(row)
+            await replay(letter)
+            await self.store.write(partial(queries.delete_dead, seq=row[0]))
+            taken.append(letter.id)
+
+    async def purge_dead_letters(self) -> int:
+        return await self.store.write(partial(queries.purge_dead, pipeline=self.pipeline_name))
 
     def _acks_failed(self, seqs: list[int], exc: BaseException) -> None:
         log.error("pipeline %r: %d acknowledgements failed; those jobs will be delivered "

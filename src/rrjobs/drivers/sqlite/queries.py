@@ -138,6 +138,49 @@ def dead_letter(conn: sqlite3.Connection, seq: int, headers: str, now_ms: int) -
     return delete(conn, seq)
 
 
+#: A dead letter as read back: (seq, id, name, payload, headers JSON, priority,
+#: failed_at in unix milliseconds).
+DeadRow = tuple[int, Any, Any, Any, Any, int, int]
+
+_DEAD_COLUMNS = "SELECT seq, id, name, payload, headers, priority, failed_at FROM rrjobs_dead "
+
+
+def dead_letters(conn: sqlite3.Connection, pipeline: str, limit: int,
+                 after_seq: int = 0) -> list[DeadRow]:
+    """At most ``limit`` dead letters of ``pipeline`` after ``after_seq``, oldest first."""
+    return conn.execute(_DEAD_COLUMNS + "WHERE pipeline = ? AND seq > ? ORDER BY seq LIMIT ?",
+                        (pipeline, after_seq, limit)).fetchall()
+
+
+def dead_letters_of(conn: sqlite3.Connection, pipeline: str, ids: Sequence[str]) -> list[DeadRow]:
+    """The oldest dead letter of ``pipeline`` for each of ``ids`` that has one, in
+    the order of ``ids``."""
+    rows = []
+    for job_id in ids:
+        row = conn.execute(_DEAD_COLUMNS + "WHERE pipeline = ? AND id = ? ORDER BY seq LIMIT 1",
+                           (pipeline, job_id)).fetchone()
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def last_dead_seq(conn: sqlite3.Connection, pipeline: str) -> int:
+    """The seq of ``pipeline``'s newest dead letter (0 when there is none)."""
+    row = conn.execute("SELECT max(seq) FROM rrjobs_dead WHERE pipeline = ?",
+                       (pipeline,)).fetchone()
+    return int(row[0] or 0)
+
+
+def delete_dead(conn: sqlite3.Connection, seq: int) -> int:
+    """Remove one dead letter. Returns how many rows went (0 if already gone)."""
+    return conn.execute("DELETE FROM rrjobs_dead WHERE seq = ?", (seq,)).rowcount
+
+
+def purge_dead(conn: sqlite3.Connection, pipeline: str) -> int:
+    """Remove every dead letter of ``pipeline``; returns how many."""
+    return conn.execute("DELETE FROM rrjobs_dead WHERE pipeline = ?", (pipeline,)).rowcount
+
+
 def requeue(conn: sqlite3.Connection, seq: int, owner: str, deliveries: int, headers: str,
             available_at: int) -> bool:
     """Put a reserved job back at the end of its pipeline with ``headers``,
