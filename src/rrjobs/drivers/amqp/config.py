@@ -147,6 +147,9 @@ class AMQPOptions(DeclaredOptions):
     consumer_id: str = ""
     exchange_declare: bool = True
     queue_declare: bool = True
+    #: rrjobs: the queue the dead-letter exchange routes this pipeline's dead
+    #: letters to, which ``rrjobs dlq`` reads (empty: they cannot be read back)
+    dead_letter_queue: str = ""
 
     @model_validator(mode="after")
     def _check_form(self) -> AMQPOptions:

@@ -26,6 +26,7 @@ from aiormq.exceptions import ChannelClosed, DeliveryError, PublishError
 from rrjobs.core.base import BaseDriver
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
+from rrjobs.core.deadletters import DeadLetterStore
 from rrjobs.core.delays import whole_seconds
 from rrjobs.core.errors import ConfigError, PipelineStateError, RRJobsError
 from rrjobs.core.headers import DEAD_LETTER_KEYS, RR_ERROR, UNREADABLE, Headers
@@ -46,6 +47,7 @@ from rrjobs.drivers.amqp.connection import (
     Session,
 )
 from rrjobs.drivers.amqp.consumer import Consumer
+from rrjobs.drivers.amqp.deadletters import DeadLetterQueue
 from rrjobs.drivers.amqp.job import AMQPJob
 
 codec.install_typed_encoding()
@@ -74,10 +76,11 @@ class PublishFailedError(RRJobsError):
     refused the exchange (closed the channel)."""
 
 
-def capabilities_for(topology: Topology) -> Capabilities:
-    """The capabilities of a pipeline with this topology."""
-    return replace(BASE_CAPABILITIES, durable=topology.durable,
-                   dead_letter=topology.dead_letter_exchange is not None)
+def capabilities_for(topology: Topology, dead_letter_queue: str = "") -> Capabilities:
+    """The capabilities of a pipeline with this topology (and ``dead_letter_queue``)."""
+    dead_letter = topology.dead_letter_exchange is not None
+    return replace(BASE_CAPABILITIES, durable=topology.durable, dead_letter=dead_letter,
+                   dead_letter_read=dead_letter and bool(dead_letter_queue))
 
 
 class AMQPDriver(BaseDriver):
@@ -92,10 +95,12 @@ class AMQPDriver(BaseDriver):
         self.options = options
         self.topology = options.topology()
         self.priority = options.priority
-        self.capabilities = capabilities_for(self.topology)
+        self.capabilities = capabilities_for(self.topology, options.dead_letter_queue)
         self._max_priority = self.topology.max_priority
         self._queue_arguments = codec.typed_arguments(self.topology.queue.arguments)
         self.link = Link(section, self)
+        self._dead_letters = DeadLetterQueue(self.link, options.dead_letter_queue,
+                                             self.pipeline_name, self.priority)
         #: the consumer wanted (between run/resume and pause/stop)
         self._active = False
         self._consumer: Consumer | None = None
@@ -294,6 +299,10 @@ class AMQPDriver(BaseDriver):
             await job.consumer.settle(job, True)
             raise
         await job.consumer.settle(job)
+
+    def dead_letter_store(self) -> DeadLetterStore | None:
+        """The reader of ``dead_letter_queue`` (``rrjobs dlq``)."""
+        return self._dead_letters if self.capabilities.dead_letter_read else None
 
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         assert isinstance(job, AMQPJob)

@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 from rrjobs.core.base import BaseDriver
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
+from rrjobs.core.deadletters import DeadLetterStore
 from rrjobs.core.errors import (
     AckLostError,
     ConfigError,
@@ -39,6 +40,7 @@ from rrjobs.core.tls import client_ssl_context
 from rrjobs.drivers.kafka import codec, failures
 from rrjobs.drivers.kafka.client import Commits, Listener, Producer, Record, connection_kwargs
 from rrjobs.drivers.kafka.config import KafkaOptions, KafkaSection, OffsetSpec
+from rrjobs.drivers.kafka.deadletters import DeadLetterTopic
 from rrjobs.drivers.kafka.delays import DelayForwarder, due_headers
 from rrjobs.drivers.kafka.failures import RETRY_BACKOFF
 from rrjobs.drivers.kafka.offsets import OffsetTracker
@@ -61,6 +63,7 @@ def capabilities_for(options: KafkaOptions, *, delay: bool) -> Capabilities:
         durable=options.producer_options.required_acks != "NoAck",
         max_payload=options.producer_options.max_message_bytes - HEADER_RESERVE,
         dead_letter=bool(options.dead_letter_topic),
+        dead_letter_read=bool(options.dead_letter_topic),
         redelivery_on_crash=options.group_options is not None,
     )
 
@@ -130,6 +133,9 @@ class KafkaDriver(BaseDriver):
         self._settled = asyncio.Event()
         self._inspector: _Inspector | None = None
         self._producer_started = False
+        self._dead_letters = (DeadLetterTopic(self._conn, self.dead_letter_topic,
+                                              self.pipeline_name, self.priority, self.log)
+                              if self.dead_letter_topic else None)
 
     async def open(self, where: str) -> None:
         """Reach the brokers within ``ping.timeout`` (else :class:`KafkaUnavailableError`)
@@ -542,6 +548,10 @@ class KafkaDriver(BaseDriver):
             self.log.info("pipeline %r: job %s (%s) nacked without requeue: dropped (no "
                           "dead_letter_topic)", self.pipeline_name, job.id, job.name)
         self._finish(job)
+
+    def dead_letter_store(self) -> DeadLetterStore | None:
+        """The reader of ``dead_letter_topic`` (``rrjobs dlq``)."""
+        return self._dead_letters
 
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         """Produce a copy, then settle the original; a refused copy redelivers it and raises."""

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from rrjobs.core.delays import whole_millis, whole_seconds
-from rrjobs.core.fields import as_int, job_fields
+from rrjobs.core.fields import JobFields, as_int, job_fields
 from rrjobs.core.headers import RR_HEADERS, Headers, normalize_headers
 from rrjobs.core.job import Job, Settler
 
@@ -81,7 +81,16 @@ def decode(settler: Settler, msg: Any, pipeline: str, default_priority: int,
     nats-py's ``data``, ``headers`` and ``subject``, and is the job's ``handle``.
     The fields are read by :mod:`rrjobs.core.fields`; ``rr_headers`` wins over the
     NATS headers."""
-    data: bytes = msg.data
+    f, payload = job_parts(msg, default_priority)
+    f.headers[X_NATS_SUBJECT] = [msg.subject]
+    return Job.make(settler, msg, f.id, f.name, payload, f.headers, pipeline, f.priority,
+                    f.auto_ack, lease)
+
+
+def job_parts(msg: Any, default_priority: int) -> tuple[JobFields, bytes]:
+    """The job fields and the payload of a message with nats-py's ``data`` and
+    ``headers`` (a consumed message or one read from a stream)."""
+    data: bytes = msg.data or b""
     nats_headers: dict[str, str] = msg.headers or {}
     headers = normalize_headers({k: v for k, v in nats_headers.items() if k not in META_HEADERS})
     body: Any = None
@@ -101,9 +110,7 @@ def decode(settler: Settler, msg: Any, pipeline: str, default_priority: int,
                    name=body.get("job"), priority=options.get("priority"),
                    auto_ack=options.get("auto_ack") is True, carried=nats_headers.get(RR_HEADERS),
                    headers=headers, default_priority=default_priority)
-    f.headers[X_NATS_SUBJECT] = [msg.subject]
-    return Job.make(settler, msg, f.id, f.name, payload, f.headers, pipeline, f.priority,
-                    f.auto_ack, lease)
+    return f, payload
 
 
 def due_header(delay: float) -> dict[str, str]:

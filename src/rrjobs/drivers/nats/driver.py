@@ -21,6 +21,7 @@ from rrjobs.core.base import describe_error
 from rrjobs.core.batcher import Batcher
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
+from rrjobs.core.deadletters import DeadLetterStore
 from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError, RRJobsError
 from rrjobs.core.headers import Headers
 from rrjobs.core.job import Job
@@ -39,6 +40,7 @@ from rrjobs.drivers.nats.config import (
     NATSSection,
     subject_matches,
 )
+from rrjobs.drivers.nats.deadletters import DeadLetterSubject
 
 CONNECT_TIMEOUT = 10.0  #: how long building a driver waits for the server
 FETCH_TIMEOUT = 0.5  #: how long one fetch waits for the first message
@@ -67,6 +69,7 @@ def capabilities_for(options: NATSOptions, server_max: int | None = None) -> Cap
     max_payload = None if server_max is None else max(0, (server_max - HEADER_RESERVE) * 3 // 4)
     return Capabilities(durable=True, max_payload=max_payload, lease_extension=True,
                         dead_letter=bool(options.dead_letter_subject),
+                        dead_letter_read=bool(options.dead_letter_subject),
                         redelivery_on_crash=True, delay_granularity=0.001)
 
 
@@ -97,6 +100,7 @@ class NATSDriver(PullDriver):
         self._closing = self._settle_warned = False
         self._last_error: Exception | None = None
         self._where = ""  #: the options' key path (``jobs.pipelines.<name>.config``)
+        self._dead_letters: DeadLetterSubject | None = None  #: ``rrjobs dlq``'s reader
         self._deletes: Batcher[int, None] | None = (
             Batcher(self._delete_msgs, DELETE_BATCH, DELETES_IN_FLIGHT, self._delete_failed)
             if options.delete_after_ack else None)
@@ -465,6 +469,17 @@ class NATSDriver(PullDriver):
             await self._signal(job, job.handle.term(), final=True)
         finally:
             self.settled(job)
+
+    # -- dead letters (rrjobs dlq) -------------------------------------------------------------
+
+    def dead_letter_store(self) -> DeadLetterStore | None:
+        """The reader of ``dead_letter_subject`` (once connected)."""
+        if self.js is None or not self.options.dead_letter_subject:
+            return None
+        if self._dead_letters is None:
+            self._dead_letters = DeadLetterSubject(self.js, self.options.dead_letter_subject,
+                                                   self.pipeline_name, self.priority)
+        return self._dead_letters
 
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         try:

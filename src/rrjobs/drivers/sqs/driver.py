@@ -24,6 +24,7 @@ from rrjobs.core.base import describe_error
 from rrjobs.core.batcher import chunks
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
+from rrjobs.core.deadletters import DeadLetterStore
 from rrjobs.core.delays import SECOND, whole_seconds
 from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError, RRJobsError
 from rrjobs.core.headers import Headers
@@ -36,6 +37,7 @@ from rrjobs.core.secrets import redact_error
 from rrjobs.core.state import State
 from rrjobs.drivers.sqs import codec
 from rrjobs.drivers.sqs.config import MAX_NATIVE_DELAY, MAX_VISIBILITY, SQSOptions, SQSSection
+from rrjobs.drivers.sqs.deadletters import RedriveQueue
 
 #: Attempts of each AWS call (standard retry mode: exponential backoff).
 MAX_ATTEMPTS = 8
@@ -66,7 +68,8 @@ def capabilities_for(options: SQSOptions, *, dead_letter: bool) -> Capabilities:
     """What a pipeline with ``options`` can do (``dead_letter``: its queue has a DLQ)."""
     return Capabilities(delay=not options.fifo, durable=True, max_payload=codec.MAX_PAYLOAD,
                         lease_extension=True, dead_letter=dead_letter,
-                        redelivery_on_crash=True, delay_granularity=SECOND)
+                        dead_letter_read=dead_letter, redelivery_on_crash=True,
+                        delay_granularity=SECOND)
 
 
 class SQSDriver(PullDriver):
@@ -373,6 +376,12 @@ class SQSDriver(PullDriver):
             await self._delete(job)
         finally:
             self._done(job)
+
+    def dead_letter_store(self) -> DeadLetterStore | None:
+        """The reader of the redrive policy's dead-letter queue (``rrjobs dlq``)."""
+        if self.dlq_url is None or self._client is None:
+            return None
+        return RedriveQueue(self._client, self.dlq_url, self.pipeline_name, self.priority)
 
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         """Send a copy (``headers``, ``delay``), then delete the original."""
