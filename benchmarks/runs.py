@@ -22,8 +22,12 @@ from pathlib import Path
 from typing import Any
 
 
-def run_once(bench_args: list[str]) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "rrjobs.bench", *bench_args, "--json"]
+def run_once(bench_args: list[str], python: str = sys.executable,
+             nice: int = 0) -> dict[str, Any]:
+    """One ``rrjobs bench --json`` in a fresh ``python`` process (``nice``: its niceness)."""
+    cmd = [python, "-m", "rrjobs.bench", *bench_args, "--json"]
+    if nice:
+        cmd = ["nice", "-n", str(nice), *cmd]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     result: dict[str, Any] = json.loads(out)
     return result
