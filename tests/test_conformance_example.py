@@ -94,6 +94,22 @@ class AwesomeFactory(DriverFactory):
 
         return await asyncio.to_thread(read)
 
+    async def dead_letter_options(self, name: str) -> dict[str, Any]:
+        return {}  # dead_letter defaults to true: failed jobs go to the spool's dead/
+
+    async def dead_letter_messages(self, name: str) -> list[Message]:
+        def read() -> list[Message]:
+            dead = self.root / name / "dead"
+            out = []
+            for path in sorted(dead.iterdir()) if dead.is_dir() else []:
+                head, _, body = path.read_bytes().partition(b"\n")
+                attrs = json.loads(head)
+                out.append(Message(attrs["rr_job"], body, name, id=attrs["rr_id"],
+                                   headers=json.loads(attrs["rr_headers"])))
+            return out
+
+        return await asyncio.to_thread(read)
+
     async def cleanup(self, names: Sequence[str]) -> None:
         for name in names:
             await asyncio.to_thread(shutil.rmtree, self.root / name, True)

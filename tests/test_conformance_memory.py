@@ -34,6 +34,10 @@ class MemoryFactory(DriverFactory):
     def prefetch_options(self, jobs: int) -> dict[str, Any]:
         return {"prefetch": jobs}
 
+    async def dead_letter_options(self, name: str) -> dict[str, Any]:
+        # Kept by the driver itself; the suite reads them back as `rrjobs dlq list` does.
+        return {"dead_letter_size": 100}
+
 
 @pytest.fixture
 def driver_factory() -> MemoryFactory:

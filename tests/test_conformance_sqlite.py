@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from rrjobs.core.headers import RR_HEADERS
+from rrjobs.core.message import Message
 from rrjobs.drivers.sqlite import SQLiteConstructor
 from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe, suite
 

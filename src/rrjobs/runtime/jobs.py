@@ -51,8 +51,8 @@ from rrjobs.core.secrets import remember_tree, scrub
 from rrjobs.core.state import State
 from rrjobs.registry import DriverRegistry
 from rrjobs.runtime.app import App
-from rrjobs.runtime.outcomes import Failure, Outcomes, RetryPolicy
 from rrjobs.runtime.deadletters import DeadLetters, require_store
+from rrjobs.runtime.outcomes import Failure, Outcomes, RetryPolicy
 from rrjobs.runtime.pool import WorkerInfo, WorkerPool
 from rrjobs.runtime.stats import Counters, PipelineStat
 from rrjobs.tracing import Tracing

@@ -109,14 +109,19 @@ class Driver(PullDriver):
     async def nack(self, job: Job, requeue: bool, delay: float) -> None:
         if requeue:
             await self._settle(job, self.spool.requeue, whole_millis(delay))
+        elif self.options.dead_letter:  # job.headers hold the runtime's rr_error & co.
+            await self._settle(job, self.spool.dead_letter, self.item(self._copy(job))[0])
         else:
-            dead = self.options.dead_letter
-            await self._settle(job, self.spool.dead_letter if dead else self.spool.ack)
+            await self._settle(job, self.spool.ack)
 
     async def requeue(self, job: Job, headers: rr.Headers, delay: float) -> None:
-        copy = Message(job.name, job.payload, job.pipeline, id=job.id, headers=headers,
-                       priority=job.priority, delay=delay, auto_ack=job.auto_ack)
-        await self._settle(job, self.spool.replace, self.item(copy))
+        await self._settle(job, self.spool.replace, self.item(self._copy(job, headers, delay)))
+
+    @staticmethod
+    def _copy(job: Job, headers: rr.Headers | None = None, delay: float = 0) -> Message:
+        return Message(job.name, job.payload, job.pipeline, id=job.id, priority=job.priority,
+                       headers=job.headers if headers is None else headers, delay=delay,
+                       auto_ack=job.auto_ack)
 
     async def extend(self, job: Job, seconds: float) -> None:
         job.handle = await self._settle(job, self.spool.extend, whole_millis(seconds), done=False)

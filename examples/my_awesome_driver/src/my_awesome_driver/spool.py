@@ -73,8 +73,13 @@ class Spool:
         os.unlink(self.root / "cur" / handle)
         self._sync("cur")
 
-    def dead_letter(self, handle: str) -> None:
-        self._move(handle, "dead", handle[17:])
+    def dead_letter(self, handle: str, attributes: Mapping[str, str]) -> None:
+        """Into ``dead/`` with ``attributes`` (their headers say why it failed)."""
+        body = (self.root / "cur" / handle).read_bytes().partition(b"\n")[2]
+        (tmp := self.root / "tmp" / handle).write_bytes(json.dumps(dict(attributes)).encode()
+                                                       + b"\n" + body)
+        os.rename(tmp, self.root / "dead" / handle[17:])
+        self.ack(handle)
 
     def requeue(self, handle: str, delay_ms: int) -> None:
         """Back to the end of its priority, due in ``delay_ms``, under the same token."""
