@@ -147,7 +147,10 @@ def remember(*values: str) -> None:
     with _lock:
         _known.update(fresh)
         ordered = sorted(_known, key=len, reverse=True)  # the longest match first
-        _pattern = re.compile("|".join(map(re.escape, ordered)))
+        # Whole values only: a secret inside a longer name (password "rrjobs", queue
+        # "rrjobs-emails") is not that secret, and masking it hides the name.
+        _pattern = re.compile(r"(?<![\w-])(?:" + "|".join(map(re.escape, ordered))
+                              + r")(?![\w-])")
 
 
 def _url_secrets(text: str) -> Iterator[str]:
