@@ -18,7 +18,7 @@ from rrjobs.core.headers import RR_ERROR, UNREADABLE
 from rrjobs.core.job import Job
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
-from rrjobs.core.secrets import URLSecret
+from rrjobs.core.secret_types import URLSecret
 from rrjobs.drivers.nats import driver as nats_driver
 from rrjobs.drivers.nats.config import NATSOptions, NATSSection
 from rrjobs.drivers.nats.driver import NATSDriver, NATSUnavailableError

@@ -22,12 +22,11 @@ from rrjobs.core.base import describe_error
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.options import StrictModel, validate
 from rrjobs.core.pipeline import Pipeline
+from rrjobs.core.secret_types import Secret, SecretURL
 from rrjobs.core.secrets import (
     MASK,
     RedactedError,
-    Secret,
     SecretsFilter,
-    SecretURL,
     redact_error,
     redact_options,
     redact_url,

@@ -41,7 +41,8 @@ from pydantic import (
 
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.options import Duration, StrictModel, config_error
-from rrjobs.core.secrets import Secret, remember_tree
+from rrjobs.core.secret_types import Secret
+from rrjobs.core.secrets import remember_tree
 
 log = logging.getLogger("rrjobs.config")
 

@@ -24,9 +24,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Any
-
-from pydantic import AfterValidator, BeforeValidator, SecretStr
+from typing import Any
 
 from rrjobs.core.errors import RRJobsError
 
@@ -35,10 +33,7 @@ __all__ = [
     "MIN_REMEMBERED",
     "SECRET_KEYS",
     "RedactedError",
-    "Secret",
-    "SecretURL",
     "SecretsFilter",
-    "URLSecret",
     "redact_error",
     "redact_options",
     "redact_url",
@@ -103,6 +98,12 @@ def _json_object(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _is_secret_str(value: Any) -> bool:
+    """A pydantic ``SecretStr`` (duck-typed: this module imports no pydantic, so
+    that the CLI's client commands load without it)."""
+    return callable(getattr(value, "get_secret_value", None))
+
+
 def redact_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of a raw option set fit to show: values of :data:`SECRET_KEYS` masked,
     URLs redacted, ``SecretStr`` values shown masked, nested mappings and JSON
@@ -111,7 +112,7 @@ def redact_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _redact_value(key: Any, value: Any) -> Any:
-    if isinstance(value, SecretStr):
+    if _is_secret_str(value):
         return str(value)
     if _is_secret_key(key) and value not in (None, ""):
         return MASK
@@ -168,9 +169,10 @@ def secret_values(tree: Any) -> list[str]:
     found: list[str] = []
 
     def walk(key: Any, value: Any) -> None:
-        if isinstance(value, SecretStr):
+        if _is_secret_str(value):
             secret = value.get_secret_value()
-            found.extend(_url_secrets(secret) if isinstance(value, URLSecret) else [secret])
+            found.extend(_url_secrets(secret) if getattr(value, "holds_url", False)
+                         else [secret])
         elif isinstance(value, Mapping):
             for k, v in value.items():
                 walk(k, v)
@@ -217,32 +219,6 @@ def redact_error(exc: BaseException) -> None:
         seen = seen.__cause__ or seen.__context__
     if any(scrub(text) != text for e in chain for text in (str(e), repr(e))):
         raise RedactedError(scrub(f"{type(exc).__name__}: {exc}")) from None
-
-
-# -- field types ----------------------------------------------------------------------------
-
-
-class URLSecret(SecretStr):
-    """A URL that may carry credentials in its userinfo; shown redacted (:func:`redact_url`)."""
-
-    def _display(self) -> str:
-        return redact_url(self.get_secret_value())
-
-
-def _as_text(value: Any) -> Any:
-    """A number (``password: 123456`` in YAML) reads as its text, as RoadRunner does."""
-    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-
-
-def _remembered(value: SecretStr) -> SecretStr:
-    remember(*secret_values(value))
-    return value
-
-
-#: A credential field: validated from a string (or number), shown as ``**********``.
-Secret = Annotated[SecretStr, BeforeValidator(_as_text), AfterValidator(_remembered)]
-#: A URL field that may carry credentials: shown as ``scheme://user:***@host``.
-SecretURL = Annotated[URLSecret, AfterValidator(_remembered)]
 
 
 # -- logging --------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator, mod
 from rrjobs.core.delays import whole_millis
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, json_map, or_default
-from rrjobs.core.secrets import SecretURL, URLSecret, redact_url
+from rrjobs.core.secret_types import SecretURL, URLSecret
+from rrjobs.core.secrets import redact_url
 from rrjobs.core.tls import TLSConfig
 
 DEFAULT_ADDR = "amqp://guest:guest@127.0.0.1:5672/"

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, json_map
-from rrjobs.core.secrets import Secret
+from rrjobs.core.secret_types import Secret
 from rrjobs.core.tls import TLSConfig
 
 DEFAULT_BROKERS = ["127.0.0.1:9092"]

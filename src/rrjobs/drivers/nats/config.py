@@ -11,7 +11,8 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 
 from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, or_default
-from rrjobs.core.secrets import SecretURL, URLSecret, redact_url
+from rrjobs.core.secret_types import SecretURL, URLSecret
+from rrjobs.core.secrets import redact_url
 from rrjobs.core.tls import TLSConfig
 
 DEFAULT_ADDR = "nats://127.0.0.1:4222"

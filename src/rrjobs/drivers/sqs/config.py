@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
 from rrjobs.core.options import DeclaredOptions, StrictModel, check_together, json_map, or_default
-from rrjobs.core.secrets import Secret
+from rrjobs.core.secret_types import Secret
 
 DEFAULT_QUEUE = "default"
 DEFAULT_PREFETCH = 1
