@@ -28,8 +28,9 @@ driver. Names are imported lazily, so loading the plugin stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from rrjobs.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from rrjobs.testing.apps import AppHarness, JobOutcome, run_app
@@ -38,21 +39,13 @@ if TYPE_CHECKING:
     from rrjobs.testing.pipe import Pipe
     from rrjobs.testing.suite import SECTIONS, ConformanceSuite, SuiteBase
 
-_EXPORTS = {
-    "AppHarness": "rrjobs.testing.apps",
-    "JobOutcome": "rrjobs.testing.apps",
-    "run_app": "rrjobs.testing.apps",
-    "MIB": "rrjobs.testing.factory",
-    "DriverFactory": "rrjobs.testing.factory",
-    "HookUnsupported": "rrjobs.testing.factory",
-    "Harness": "rrjobs.testing.harness",
-    "Pipe": "rrjobs.testing.pipe",
-    "Recorder": "rrjobs.testing.harness",
-    "conformance_case": "rrjobs.testing.harness",
-    "SECTIONS": "rrjobs.testing.suite",
-    "ConformanceSuite": "rrjobs.testing.suite",
-    "SuiteBase": "rrjobs.testing.suite",
-}
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "rrjobs.testing.apps": ["AppHarness", "JobOutcome", "run_app"],
+    "rrjobs.testing.factory": ["MIB", "DriverFactory", "HookUnsupported"],
+    "rrjobs.testing.harness": ["Harness", "Recorder", "conformance_case"],
+    "rrjobs.testing.pipe": ["Pipe"],
+    "rrjobs.testing.suite": ["SECTIONS", "ConformanceSuite", "SuiteBase"],
+})
 
 __all__ = [
     "MIB",
@@ -70,9 +63,3 @@ __all__ = [
     "run_app",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rrjobs.testing' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from rrjobs.core.lazy import lazy_exports
 from rrjobs.drivers.kafka.config import KafkaOptions, KafkaSection
 from rrjobs.drivers.kafka.offsets import OffsetTracker
 
@@ -18,15 +18,8 @@ if TYPE_CHECKING:
         capabilities_for,
     )
 
-_LAZY = frozenset({"KafkaConstructor", "KafkaDriver", "KafkaJob", "KafkaUnavailableError",
-                   "capabilities_for"})
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module("rrjobs.drivers.kafka.driver"), name)
-
+__getattr__, __dir__ = lazy_exports(__name__, {"rrjobs.drivers.kafka.driver": [
+    "KafkaConstructor", "KafkaDriver", "KafkaJob", "KafkaUnavailableError", "capabilities_for"]})
 
 __all__ = ["KafkaConstructor", "KafkaDriver", "KafkaJob", "KafkaOptions", "KafkaSection",
            "KafkaUnavailableError", "OffsetTracker", "capabilities_for"]
