@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from rrjobs.core.secrets import remember
+
 #: The environment variable holding the token (``rpc.token`` in the config).
 TOKEN_ENV = "RRJOBS_RPC_TOKEN"
 
@@ -17,8 +19,6 @@ def resolve_token(given: str | None = None, configured: str | None = None,
     value means none. The token is remembered for masking (:mod:`rrjobs.core.secrets`)."""
     for value in (given, (os.environ if env is None else env).get(TOKEN_ENV), configured):
         if value:
-            from rrjobs.core.secrets import remember  # pydantic: only when there is a token
-
             remember(value)
             return value
     return None

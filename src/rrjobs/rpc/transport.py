@@ -153,7 +153,7 @@ class StdlibTransport:
         try:
             try:
                 conn.connect()
-            except (TimeoutError, OSError) as exc:
+            except OSError as exc:  # refused, missing socket, DNS, connect timeout
                 raise _unreachable(self.address, _reason(exc), sent=False) from None
             try:
                 conn.request(verb, path, body=data, headers={**headers, "Connection": "close"})
@@ -161,7 +161,7 @@ class StdlibTransport:
                 return resp.status, resp.read().decode("utf-8", "replace")
             except TimeoutError:
                 raise _timed_out(self.address, path, self.timeout) from None
-            except (OSError, http.client.RemoteDisconnected) as exc:
+            except OSError as exc:  # reset or closed mid-exchange (RemoteDisconnected too)
                 raise _unreachable(self.address, _reason(exc), sent=True) from None
             except http.client.HTTPException as exc:
                 raise RPCError(f"RPC to {self.address} failed: {exc!r}") from None
