@@ -11,14 +11,21 @@ A dead letter is named by its job id. Its attempts, error, failure time and
 original pipeline are read from the dead-letter headers every driver writes
 (:mod:`rrjobs.core.headers`); a driver that records a failure time of its own
 (the sqlite table's ``failed_at``) gives it for letters written without one.
+
+A store that walks its broker is a :class:`ScannedStore`: it opens a session
+giving the letters and a remover, and the four operations are the kit's. A
+broker without browse (SQS, Pub/Sub) is a :class:`HeldStore`: it receives
+everything, holding it, and gives back what it did not remove.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from rrjobs.core.headers import (
     DEAD_LETTER_KEYS,
@@ -33,6 +40,8 @@ from rrjobs.core.message import Message
 
 #: What ``list`` returns at most when the caller gives no limit.
 DEFAULT_LIMIT = 100
+#: Seconds a :class:`HeldStore` holds what it received while an operation runs.
+HOLD = 60
 
 
 def _first(headers: Headers, key: str) -> str:
@@ -142,6 +151,10 @@ class DeadLetterStore(Protocol):
 
 #: Where a broker keeps one stored letter (a sequence, a delivery tag, ...).
 Position = TypeVar("Position")
+#: What a :meth:`ScannedStore.session` gives: ``(position, letter)`` pairs, oldest
+#: first, and the coroutine that removes the letter at a position.
+Session = tuple[AsyncIterator[tuple[Position, DeadLetter]],
+                Callable[[Position], Awaitable[object]]]
 
 
 async def first_scanned(scan: AsyncIterator[tuple[Any, DeadLetter]],
@@ -187,3 +200,96 @@ async def take_scanned(scan: AsyncIterator[tuple[Position, DeadLetter]],
         order = {i: n for n, i in enumerate(dict.fromkeys(ids))}
         taken.sort(key=order.__getitem__)
     return taken
+
+
+async def scanned(items: Iterable[tuple[Position, DeadLetter]]
+                  ) -> AsyncIterator[tuple[Position, DeadLetter]]:
+    """``items`` as the scan of a store that read them all first."""
+    for item in items:
+        yield item
+
+
+async def _nothing(letter: DeadLetter) -> None:
+    """What a purge does with a letter before removing it."""
+
+
+class ScannedStore(ABC, Generic[Position]):
+    """The :class:`DeadLetterStore` of ``pipeline`` on a broker it walks: a
+    subclass opens a :meth:`session`; listing, peeking, taking and purging are
+    the same for every such store. Letters whose ``rr_original_pipeline`` names
+    another pipeline sharing the broker's store are never shown, replayed or
+    removed. ``priority``: the pipeline's, for letters that carry none."""
+
+    def __init__(self, pipeline: str, priority: int) -> None:
+        self.pipeline = pipeline
+        self.priority = priority
+
+    @abstractmethod
+    def session(self, removing: bool) -> AbstractAsyncContextManager[Session[Position]]:
+        """One operation on the broker: the letters, oldest first, as ``(position,
+        letter)``, and how to remove one; ``removing``: a take or a purge (of the
+        letters stored when it began)."""
+
+    async def _mine(self, scan: AsyncIterator[tuple[Position, DeadLetter]]
+                    ) -> AsyncIterator[tuple[Position, DeadLetter]]:
+        async for position, letter in scan:
+            if letter.pipeline == self.pipeline:
+                yield position, letter
+
+    async def list_dead_letters(self, limit: int) -> list[DeadLetter]:
+        async with self.session(False) as (scan, _):
+            return await first_scanned(self._mine(scan), limit)
+
+    async def peek_dead_letter(self, id: str) -> DeadLetter | None:
+        async with self.session(False) as (scan, _):
+            return await find_scanned(self._mine(scan), id)
+
+    async def take_dead_letters(self, ids: Sequence[str] | None,
+                                replay: Replay) -> list[str]:
+        async with self.session(True) as (scan, remove):
+            return await take_scanned(self._mine(scan), ids, replay, remove)
+
+    async def purge_dead_letters(self) -> int:
+        async with self.session(True) as (scan, remove):
+            return len(await take_scanned(self._mine(scan), None, _nothing, remove))
+
+
+class HeldStore(ScannedStore[Position]):
+    """A store on a broker without browse (SQS, Pub/Sub): each operation
+    receives every message (held from other consumers for :data:`HOLD`
+    seconds) until a receive comes back empty, orders them by when they were
+    sent, removes what it replays or purges, and releases the rest at once.
+    A call longer than :data:`HOLD` may see a message twice."""
+
+    @abstractmethod
+    async def receive(self) -> list[tuple[Position, float, DeadLetter]]:
+        """One receive, held: each message's handle, when it was sent (Unix
+        seconds) and its letter; empty when none is left."""
+
+    @abstractmethod
+    async def delete(self, handle: Position) -> None:
+        """Remove a received message for good."""
+
+    @abstractmethod
+    async def release(self, handles: list[Position]) -> None:
+        """Make received messages available again at once (a failure is
+        ignored: they come back after :data:`HOLD` anyway)."""
+
+    @asynccontextmanager
+    async def session(self, removing: bool) -> AsyncIterator[Session[Position]]:
+        held: dict[Position, None] = {}
+        received: list[tuple[float, Position, DeadLetter]] = []
+        try:
+            while batch := await self.receive():
+                for handle, sent, letter in batch:
+                    held[handle] = None
+                    received.append((sent, handle, letter))
+            received.sort(key=lambda item: item[0])
+
+            async def remove(handle: Position) -> None:
+                await self.delete(handle)
+                del held[handle]
+
+            yield scanned((handle, letter) for _, handle, letter in received), remove
+        finally:
+            await self.release(list(held))

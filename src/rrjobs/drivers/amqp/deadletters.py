@@ -11,50 +11,38 @@ pipelines sharing the queue (``rr_original_pipeline``) are left alone.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pamqp import commands as spec
 
-from rrjobs.core.deadletters import (
-    DeadLetter,
-    Replay,
-    find_scanned,
-    first_scanned,
-    take_scanned,
-)
+from rrjobs.core.deadletters import DeadLetter, ScannedStore, Session
 from rrjobs.drivers.amqp import codec
 from rrjobs.drivers.amqp.connection import Link
 
 
-class DeadLetterQueue:
+class DeadLetterQueue(ScannedStore[int]):
     """The :class:`~rrjobs.core.deadletters.DeadLetterStore` of ``pipeline``: its
     letters in ``queue``, through the driver's ``link``."""
 
     def __init__(self, link: Link, queue: str, pipeline: str, priority: int) -> None:
+        super().__init__(pipeline, priority)
         self.link = link
         self.queue = queue
-        self.pipeline = pipeline
-        self.priority = priority
 
     @contextlib.asynccontextmanager
-    async def _channel(self) -> AsyncIterator[Any]:
+    async def session(self, removing: bool) -> AsyncIterator[Session[int]]:
+        """A channel of its own; a letter is removed by acking its delivery tag."""
         chan, raw = await (await self.link.current()).channel()
         try:
-            yield raw
+            yield self._scan(raw), raw.basic_ack
         finally:
             with contextlib.suppress(Exception):  # what was not acked goes back
                 await chan.close()
 
-    def _letter(self, message: Any) -> DeadLetter | None:
-        f = codec.unpack(message.header.properties.headers, self.priority)
-        letter = DeadLetter.of(f.id, f.name, bytes(message.body or b""), f.headers,
-                               self.pipeline, f.priority)
-        return letter if letter.pipeline == self.pipeline else None
-
     async def _scan(self, raw: Any) -> AsyncIterator[tuple[int, DeadLetter]]:
-        """``(delivery tag, letter)`` of this pipeline's letters, oldest first, up
-        to the count the queue held at the first get; the caller settles them."""
+        """``(delivery tag, letter)`` of the queue's messages, oldest first, up to
+        the count the queue held at the first get."""
         left: int | None = None
         while left is None or left > 0:
             message = await raw.basic_get(self.queue, no_ack=False)
@@ -64,27 +52,6 @@ class DeadLetterQueue:
             if left is None:
                 left = int(got.message_count or 0) + 1
             left -= 1
-            letter = self._letter(message)
-            if letter is not None:
-                yield int(got.delivery_tag or 0), letter
-
-    async def list_dead_letters(self, limit: int) -> list[DeadLetter]:
-        async with self._channel() as raw:
-            return await first_scanned(self._scan(raw), limit)
-
-    async def peek_dead_letter(self, id: str) -> DeadLetter | None:
-        async with self._channel() as raw:
-            return await find_scanned(self._scan(raw), id)
-
-    async def take_dead_letters(self, ids: Sequence[str] | None,
-                                replay: Replay) -> list[str]:
-        async with self._channel() as raw:
-            return await take_scanned(self._scan(raw), ids, replay, raw.basic_ack)
-
-    async def purge_dead_letters(self) -> int:
-        count = 0
-        async with self._channel() as raw:
-            async for tag, _ in self._scan(raw):
-                await raw.basic_ack(tag)
-                count += 1
-        return count
+            f = codec.unpack(message.header.properties.headers, self.priority)
+            yield int(got.delivery_tag or 0), DeadLetter.of(
+                f.id, f.name, bytes(message.body or b""), f.headers, self.pipeline, f.priority)

@@ -11,33 +11,27 @@ its replay comes later in the stream).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
 import nats.js.errors
 
 from rrjobs.core.base import describe_error
-from rrjobs.core.deadletters import (
-    DeadLetter,
-    Replay,
-    find_scanned,
-    first_scanned,
-    take_scanned,
-)
+from rrjobs.core.deadletters import DeadLetter, ScannedStore, Session
 from rrjobs.core.headers import RR_ERROR, UNREADABLE
 from rrjobs.drivers.nats import codec
 
 
-class DeadLetterSubject:
+class DeadLetterSubject(ScannedStore[int]):
     """The :class:`~rrjobs.core.deadletters.DeadLetterStore` of ``pipeline``: its
     letters on ``subject``, through the JetStream context ``js``."""
 
     def __init__(self, js: Any, subject: str, pipeline: str, priority: int) -> None:
+        super().__init__(pipeline, priority)
         self.js = js
         self.subject = subject
-        self.pipeline = pipeline
-        self.priority = priority
         self._stream = ""
 
     async def stream(self) -> str:
@@ -56,8 +50,16 @@ class DeadLetterSubject:
                                  {RR_ERROR: [describe_error(exc)]}, self.pipeline)
         return DeadLetter.of(f.id, f.name, payload, f.headers, self.pipeline, f.priority)
 
+    @asynccontextmanager
+    async def session(self, removing: bool) -> AsyncIterator[Session[int]]:
+        """The subject's messages by sequence (a take or purge: up to the stream's
+        last sequence when it began); a letter is removed with a message delete."""
+        stream = await self.stream()
+        end = int((await self.js.stream_info(stream)).state.last_seq or 0) if removing else None
+        yield self.scan(end), partial(self.js.delete_msg, stream)
+
     async def scan(self, end: int | None = None) -> AsyncIterator[tuple[int, DeadLetter]]:
-        """``(sequence, letter)`` of this pipeline's letters, oldest first, up to
+        """``(sequence, letter)`` of the subject's messages, oldest first, up to
         sequence ``end`` (every one when ``None``)."""
         stream, seq = await self.stream(), 1
         while end is None or seq <= end:
@@ -68,29 +70,4 @@ class DeadLetterSubject:
             if end is not None and raw.seq > end:
                 return
             seq = raw.seq + 1
-            letter = self.letter(raw)
-            if letter.pipeline == self.pipeline:
-                yield raw.seq, letter
-
-    async def last_seq(self) -> int:
-        info = await self.js.stream_info(await self.stream())
-        return int(info.state.last_seq or 0)
-
-    async def list_dead_letters(self, limit: int) -> list[DeadLetter]:
-        return await first_scanned(self.scan(), limit)
-
-    async def peek_dead_letter(self, id: str) -> DeadLetter | None:
-        return await find_scanned(self.scan(), id)
-
-    async def take_dead_letters(self, ids: Sequence[str] | None,
-                                replay: Replay) -> list[str]:
-        stream = await self.stream()
-        return await take_scanned(self.scan(await self.last_seq()), ids, replay,
-                                  partial(self.js.delete_msg, stream))
-
-    async def purge_dead_letters(self) -> int:
-        stream, count = await self.stream(), 0
-        async for seq, _ in self.scan(await self.last_seq()):
-            await self.js.delete_msg(stream, seq)
-            count += 1
-        return count
+            yield raw.seq, self.letter(raw)

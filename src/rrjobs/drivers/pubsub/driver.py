@@ -31,6 +31,7 @@ from rrjobs.core.base import describe_error
 from rrjobs.core.batcher import Batcher, chunks
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
+from rrjobs.core.deadletters import DeadLetterStore
 from rrjobs.core.delays import SECOND, whole_seconds
 from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError, RRJobsError
 from rrjobs.core.headers import RR_DELAY, RR_ID, Headers
@@ -43,6 +44,7 @@ from rrjobs.core.state import State
 from rrjobs.drivers.pubsub import codec
 from rrjobs.drivers.pubsub.client import Clients, open_clients
 from rrjobs.drivers.pubsub.config import MAX_ACK_DEADLINE, PubSubOptions, PubSubSection
+from rrjobs.drivers.pubsub.deadletters import DeadLetterSubscription
 
 DRIVER_NAME = "google_pub_sub"
 #: Pub/Sub's request size limit is 10 MB; keep room for attributes and framing.
@@ -84,6 +86,7 @@ class PubSubJob(Job):
 def capabilities_for(options: PubSubOptions) -> Capabilities:
     return Capabilities(durable=True, max_payload=MAX_PAYLOAD, lease_extension=True,
                         dead_letter=bool(options.dead_letter_topic),
+                        dead_letter_read=bool(options.dead_letter_topic),
                         redelivery_on_crash=True, delay_granularity=SECOND)
 
 
@@ -404,6 +407,14 @@ class PubSubDriver(PullDriver):
             self.log.warning("pipeline %r: job %s (%s) nacked without requeue and no "
                              "dead_letter_topic: dropped", self.pipeline_name, job.id, job.name)
         await self._acker.submit(job.handle)
+
+    def dead_letter_store(self) -> DeadLetterStore | None:
+        """The reader of the dead-letter topic's subscription (``rrjobs dlq``)."""
+        if not self.dead_letter_topic or self.clients is None:
+            return None
+        return DeadLetterSubscription(self.clients.subscriber,
+                                      self.options.dead_letter_subscription_path(),
+                                      self.pipeline_name, self.priority)
 
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         """Publish a copy (``headers``, ``delay``), then acknowledge the original."""

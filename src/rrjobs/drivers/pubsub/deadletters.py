@@ -1,0 +1,78 @@
+"""``rrjobs dlq`` on a Pub/Sub pipeline: its dead letters are the messages of the
+subscription the driver keeps on ``dead_letter_topic`` (same id as the topic).
+
+Pub/Sub has no browse: each operation pulls the subscription's messages, holding
+each for :data:`~rrjobs.core.deadletters.HOLD` seconds (``ModifyAckDeadline``),
+until a pull comes back empty, orders them by publish time, acknowledges what it
+replays or purges and gives every other message back at once (deadline 0)
+(:class:`~rrjobs.core.deadletters.HeldStore`). Messages of other pipelines
+sharing the topic (their ``rr_original_pipeline``) are left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any
+
+from google.pubsub_v1 import PullResponse
+
+from rrjobs.core.base import describe_error
+from rrjobs.core.deadletters import HOLD, DeadLetter, HeldStore, failed_at_text
+from rrjobs.core.headers import RR_ERROR, UNREADABLE
+from rrjobs.drivers.pubsub import codec
+
+#: Messages per Pull and ack ids per request (Pub/Sub's limit).
+PULL_MAX = 1000
+
+
+async def pull_now(subscriber: Any, subscription: str, max_messages: int) -> Any:
+    """One ``Pull`` that returns at once (the raw ``PullResponse`` protobuf)."""
+    with warnings.catch_warnings():
+        # return_immediately is deprecated in favour of streaming pull, which
+        # the asyncio GAPIC client does not offer; Pub/Sub still honours it.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        response = await subscriber.pull(subscription=subscription, max_messages=max_messages,
+                                         return_immediately=True, retry=None)
+    return PullResponse.pb(response)
+
+
+class DeadLetterSubscription(HeldStore[str]):
+    """The :class:`~rrjobs.core.deadletters.DeadLetterStore` of ``pipeline``: its
+    letters in ``subscription``, through the driver's GAPIC ``subscriber``; a
+    message's handle is its ack id."""
+
+    def __init__(self, subscriber: Any, subscription: str, pipeline: str,
+                 priority: int) -> None:
+        super().__init__(pipeline, priority)
+        self.subscriber = subscriber
+        self.subscription = subscription
+
+    async def receive(self) -> list[tuple[str, float, DeadLetter]]:
+        received = (await pull_now(self.subscriber, self.subscription, PULL_MAX)
+                    ).received_messages
+        if received:
+            await self._deadline([rm.ack_id for rm in received], HOLD)
+        return [(rm.ack_id, *self._letter(rm.message)) for rm in received]
+
+    def _letter(self, m: Any) -> tuple[float, DeadLetter]:
+        sent = m.publish_time.seconds + m.publish_time.nanos / 1e9
+        try:
+            d = codec.decode(dict(m.attributes), self.priority)
+        except ValueError as exc:  # attributes no job can carry: its raw bytes
+            return sent, DeadLetter.of(m.message_id, UNREADABLE, m.data,
+                                       {RR_ERROR: [describe_error(exc)]}, self.pipeline)
+        return sent, DeadLetter.of(d.id, d.name, m.data, d.headers, self.pipeline, d.priority,
+                                   failed_at_text(sent))
+
+    async def _deadline(self, ack_ids: list[str], seconds: int) -> None:
+        await self.subscriber.modify_ack_deadline(
+            subscription=self.subscription, ack_ids=ack_ids, ack_deadline_seconds=seconds)
+
+    async def delete(self, handle: str) -> None:
+        await self.subscriber.acknowledge(subscription=self.subscription, ack_ids=[handle])
+
+    async def release(self, handles: list[str]) -> None:
+        for start in range(0, len(handles), PULL_MAX):
+            with contextlib.suppress(Exception):  # they come back after HOLD anyway
+                await self._deadline(handles[start:start + PULL_MAX], 0)
