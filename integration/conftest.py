@@ -5,6 +5,7 @@ from integration.kafka_helpers import nodes  # noqa: F401  (a fixture, by name)
 from integration.pytest_plugin import (  # noqa: F401  (fixtures and hooks, by name)
     SqsEndpoint,
     amqp_broker,
+    amqp_tls_broker,
     amqp_url,
     kafka_bootstrap,
     kafka_broker,

@@ -19,6 +19,8 @@ Fixtures (session scope unless said otherwise):
 ``pubsub_broker``          Broker for the Pub/Sub emulator
 ``pubsub_emulator_host``   ``127.0.0.1:<port>`` (what ``PUBSUB_EMULATOR_HOST`` takes)
 ``pubsub_project``         the project id to use with the emulator
+``amqp_tls_broker``        Broker for RabbitMQ with TLS only (``broker.tls``: certificates,
+                           user and password); started only by the tests that ask for it
 ``unique_name``            (function scope) a fresh name valid for every broker's queues,
                            topics, streams and subscriptions
 ``unique_names``           (function scope) a factory: ``unique_names("dlq")`` -> new name
@@ -39,8 +41,15 @@ from typing import Any
 
 import pytest
 
-from integration.brokers import Broker, BrokerUnavailable, acquire, require_brokers
-from integration.brokers.base import log_tail
+from integration.brokers import (
+    Broker,
+    BrokerHandle,
+    BrokerUnavailable,
+    acquire,
+    acquire_tls,
+    require_brokers,
+)
+from integration.brokers.base import log_tail, shown
 from integration.brokers.pubsub import project_id
 from integration.brokers.sqs import ACCESS_KEY, REGION, SECRET_KEY
 
@@ -58,6 +67,7 @@ BROKER_FIXTURES: dict[str, tuple[str | None, str]] = {
     "pubsub_broker": ("pubsub", "pubsub"),
     "pubsub_emulator_host": ("pubsub", "pubsub"),
     "pubsub_project": ("pubsub", "pubsub"),
+    "amqp_tls_broker": ("amqp-tls", "amqp"),
 }
 
 # Brokers this session started or found, by name (for the summary and failure logs).
@@ -85,11 +95,12 @@ class SqsEndpoint:
         }
 
 
-def _provide(name: str) -> Iterator[Broker]:
+def _provide(name: str, *, tls: bool = False) -> Iterator[Broker]:
     """Acquire a broker for the session; skip (or fail when required) if it can't be had."""
     reason: str | None = None
+    handle: BrokerHandle
     try:
-        handle = acquire(name)
+        handle = acquire_tls(name) if tls else acquire(name)
     except BrokerUnavailable as exc:
         reason = str(exc)
     if reason is not None:  # outside the except block: no chained traceback in the report
@@ -155,6 +166,11 @@ def sqs_endpoint(request: pytest.FixtureRequest) -> SqsEndpoint:
 @pytest.fixture(scope="session")
 def pubsub_broker() -> Iterator[Broker]:
     yield from _provide("pubsub")
+
+
+@pytest.fixture(scope="session")
+def amqp_tls_broker() -> Iterator[Broker]:
+    yield from _provide("amqp-tls", tls=True)
 
 
 @pytest.fixture(scope="session")
@@ -240,5 +256,5 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for broker in _SESSION_BROKERS.values():
         version = f" {broker.version}" if broker.version else ""
         terminalreporter.write_line(
-            f"{broker.name:<14} {broker.provider:<14} {broker.endpoint}{version}"
+            f"{broker.name:<14} {broker.provider:<14} {shown(broker.endpoint)}{version}"
         )

@@ -1,7 +1,5 @@
 """The ``amqp`` driver against a RabbitMQ this module starts and kills itself.
 
-* TLS: a CA, a server and a client certificate generated here (openssl), and a
-  TLS listener that requires a client certificate.
 * A user without the configure permission, for ``declare: false``.
 * The outage test: 5,000 jobs pushed while consuming, RabbitMQ SIGKILLed
   halfway and restarted on the same port and data directory; the driver
@@ -33,7 +31,6 @@ from integration.brokers.amqp import RABBITMQ_HOME, AmqpSpec
 from integration.brokers.base import (
     LocalPlan,
     descendants,
-    free_ports,
     group_members,
     log_tail,
     stop_process_group,
@@ -55,32 +52,6 @@ pytestmark = [pytest.mark.amqp, pytest.mark.timeout(300)]
 RO_USER, RO_PASSWORD = "rrjobs-ro", "rrjobs-ro-password"
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_certificates(directory: Path) -> dict[str, Path]:
-    """A self-signed CA, a server certificate for 127.0.0.1/localhost and a client
-    certificate, all signed by the CA (PEM files in ``directory``)."""
-    d = directory
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-             "-out", "ca.pem", "-days", "2", "-subj", "/CN=rrjobs test CA",
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-    for who, usage, san in (("server", "serverAuth", "DNS:localhost,IP:127.0.0.1"),
-                            ("client", "clientAuth", "DNS:rrjobs-client")):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{who}.key",
-                 "-out", f"{who}.csr", "-subj", f"/CN=rrjobs-{who}", cwd=d)
-        (d / f"{who}.ext").write_text(
-            f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n"
-            f"keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage={usage}\n")
-        _openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-out", f"{who}.pem", "-days", "2",
-                 "-extfile", f"{who}.ext", cwd=d)
-    return {name: d / name for name in ("ca.pem", "server.pem", "server.key", "client.pem",
-                                        "client.key")}
-
-
 class OwnRabbit:
     """A RabbitMQ process group on fixed ports and a fixed data dir, so that a
     restart keeps its durable queues and persistent messages."""
@@ -90,18 +61,6 @@ class OwnRabbit:
         self.data_dir = data_dir
         self.plan: LocalPlan = self.spec.plan_local(data_dir)
         self.url = self.plan.endpoint
-        self.certs = make_certificates(data_dir)
-        (self.tls_port,) = free_ports(1)
-        self.tls_url = f"amqps://guest:guest@127.0.0.1:{self.tls_port}/"
-        with open(data_dir / "rabbitmq.conf", "a") as conf:
-            conf.write(
-                f"listeners.ssl.default = 127.0.0.1:{self.tls_port}\n"
-                f"ssl_options.cacertfile = {self.certs['ca.pem']}\n"
-                f"ssl_options.certfile = {self.certs['server.pem']}\n"
-                f"ssl_options.keyfile = {self.certs['server.key']}\n"
-                "ssl_options.verify = verify_peer\n"
-                "ssl_options.fail_if_no_peer_cert = true\n"
-            )
         self.log_path = data_dir / "rabbitmq.log"
         self.popen: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -186,48 +145,6 @@ async def make_driver(section: dict[str, Any], name: str, options: dict[str, Any
 
 def options(name: str, **extra: Any) -> dict[str, Any]:
     return {"queue": name, "routing_key": name, "exchange": "rrjobs.own", **extra}
-
-
-# -- TLS -------------------------------------------------------------------------------------------
-
-
-async def test_tls_with_a_self_signed_ca_and_a_client_certificate(rabbit: OwnRabbit,
-                                                                  unique_name: str) -> None:
-    c = rabbit.certs
-    tls = {"root_ca": str(c["ca.pem"]), "cert": str(c["client.pem"]),
-           "key": str(c["client.key"]), "client_auth_type": "require_and_verify_client_cert"}
-    q = PriorityQueue()
-    d = await make_driver({"addr": rabbit.tls_url, "tls": tls}, unique_name,
-                          options(unique_name, delete_queue_on_stop=True), q)
-    try:
-        await d.run(d.pipeline)
-        await d.push(Message("tls.job", b"encrypted", unique_name, headers={"k": ["v"]}))
-        (job,) = await take(q)
-        assert (job.payload, job.headers) == (b"encrypted", {"k": ["v"]})
-        await job.ack()
-        listing = await asyncio.to_thread(
-            rabbit.ctl, "list_connections", "client_properties", "ssl", "ssl_protocol",
-            "peer_cert_subject", "--no-table-headers")
-        ours = [line for line in listing.splitlines() if f"rrjobs:{unique_name}" in line]
-        assert len(ours) == 1, listing
-        assert "\ttrue\t" in ours[0] and ("tlsv1.3" in ours[0] or "tlsv1.2" in ours[0])
-        assert "CN=rrjobs-client" in ours[0]
-    finally:
-        await d.stop()
-
-
-async def test_tls_refuses_an_unknown_ca_and_a_missing_client_certificate(
-        rabbit: OwnRabbit, unique_name: str) -> None:
-    c = rabbit.certs
-    # No root_ca: the system store does not know the self-signed CA.
-    with pytest.raises(Exception, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
-        await make_driver({"addr": rabbit.tls_url, "tls": {"cert": str(c["client.pem"]),
-                                                           "key": str(c["client.key"])}},
-                          unique_name, options(unique_name), PriorityQueue())
-    # No client certificate: the broker (fail_if_no_peer_cert) hangs up.
-    with pytest.raises(Exception):  # noqa: B017 - the TLS alert surfaces as a connection error
-        await make_driver({"addr": rabbit.tls_url, "tls": {"root_ca": str(c["ca.pem"])}},
-                          unique_name, options(unique_name), PriorityQueue())
 
 
 # -- a user without the configure permission ----------------------------------------------

@@ -25,6 +25,7 @@ from nats.aio.client import Client
 
 from integration.brokers import require_brokers
 from integration.brokers.base import LOOPBACK, free_ports, port_open, wait_ready
+from integration.brokers.certs import Certificates, make_certificates
 from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.headers import DEDUCED_BY_RR, RR_ERROR, UNREADABLE
@@ -630,19 +631,17 @@ async def test_rate_limit_spreads_the_deliveries(drivers: Drivers, unique_name: 
 
 
 @pytest.fixture
-async def tls_nats() -> AsyncIterator[tuple[OwnNats, dict[str, Path]]]:
+async def tls_nats() -> AsyncIterator[tuple[OwnNats, Certificates]]:
     """A nats-server requiring TLS with a client certificate (``--tlsverify``)."""
-    if shutil.which("nats-server") is None or shutil.which("openssl") is None:
+    if shutil.which("nats-server") is None:
         if require_brokers():
-            pytest.fail("RRJOBS_REQUIRE_BROKERS=1 and nats-server or openssl is not installed")
-        pytest.skip("nats-server or openssl is not installed")
-    from integration.test_amqp_own_broker import make_certificates
-
+            pytest.fail("RRJOBS_REQUIRE_BROKERS=1 and nats-server is not installed")
+        pytest.skip("nats-server is not installed")
     root = Path(tempfile.mkdtemp(prefix="rrjobs-nats-tls-"))
-    certs = await asyncio.to_thread(make_certificates, root)
-    server = OwnNats(root, ["--tlsverify", "--tlscert", str(certs["server.pem"]),
-                            "--tlskey", str(certs["server.key"]),
-                            "--tlscacert", str(certs["ca.pem"])])
+    certs = await asyncio.to_thread(make_certificates, root / "tls")
+    server = OwnNats(root, ["--tlsverify", "--tlscert", str(certs.server_cert),
+                            "--tlskey", str(certs.server_key),
+                            "--tlscacert", str(certs.ca)])
     try:
         await asyncio.to_thread(server.start)
         yield server, certs
@@ -656,14 +655,12 @@ def _tls_config(url: str, name: str, tls: dict[str, str]) -> Config:
                    "jobs": {"pipelines": {name: {"driver": "nats", "config": opts(name)}}}})
 
 
-async def test_tls_with_a_client_certificate(tls_nats: tuple[OwnNats, dict[str, Path]],
+async def test_tls_with_a_client_certificate(tls_nats: tuple[OwnNats, Certificates],
                                              unique_name: str) -> None:
     server, certs = tls_nats
     name = unique_name
     url = f"tls://{LOOPBACK}:{server.port}"
-    cfg = _tls_config(url, name, {"root_ca": str(certs["ca.pem"]), "cert": str(certs["client.pem"]),
-                                  "key": str(certs["client.key"]),
-                                  "client_auth_type": "require_and_verify_client_cert"})
+    cfg = _tls_config(url, name, certs.client_tls())
     pipe = Pipeline(name=name, driver="nats", config=opts(name))
     driver = await NATSConstructor(cfg).driver_from_config(f"jobs.pipelines.{name}.config",
                                                            PriorityQueue(), pipe)
@@ -678,7 +675,7 @@ async def test_tls_with_a_client_certificate(tls_nats: tuple[OwnNats, dict[str, 
 
 
 async def test_tls_without_the_client_certificate_is_refused(
-        tls_nats: tuple[OwnNats, dict[str, Path]], unique_name: str,
+        tls_nats: tuple[OwnNats, Certificates], unique_name: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from rrjobs.drivers.nats import driver as driver_module
 
@@ -686,7 +683,7 @@ async def test_tls_without_the_client_certificate_is_refused(
     server, certs = tls_nats
     name = unique_name
     cfg = _tls_config(f"tls://{LOOPBACK}:{server.port}", name,
-                      {"root_ca": str(certs["ca.pem"])})
+                      {"root_ca": str(certs.ca)})
     pipe = Pipeline(name=name, driver="nats", config=opts(name))
     with pytest.raises(NATSUnavailableError, match="last error"):
         await NATSConstructor(cfg).driver_from_config(f"jobs.pipelines.{name}.config",

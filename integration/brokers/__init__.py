@@ -11,16 +11,27 @@ image via testcontainers when a Docker engine answers.
 >>> handle.stop()                      # doctest: +SKIP
 """
 
-from .base import Broker, BrokerHandle, BrokerStartError, BrokerUnavailable
-from .provider import SPECS, acquire, expand_names, require_brokers, spec
+from .base import Broker, BrokerHandle, BrokerStartError, BrokerUnavailable, TLSAccess
+from .provider import (
+    SPECS,
+    TLS_SPECS,
+    acquire,
+    acquire_tls,
+    expand_names,
+    require_brokers,
+    spec,
+)
 
 __all__ = [
     "SPECS",
+    "TLS_SPECS",
     "Broker",
     "BrokerHandle",
     "BrokerStartError",
     "BrokerUnavailable",
+    "TLSAccess",
     "acquire",
+    "acquire_tls",
     "expand_names",
     "require_brokers",
     "spec",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -10,7 +12,9 @@ from .base import (
     LOOPBACK,
     BrokerHandle,
     BrokerSpec,
+    BrokerStartError,
     LocalPlan,
+    TLSAccess,
     free_ports,
     port_open,
     quiet_loggers,
@@ -122,3 +126,66 @@ class AmqpSpec(BrokerSpec):
         return start_container(
             self.name, self.title, plan, self.probe, self.env_for, detached=detached
         )
+
+
+class AmqpTlsSpec(AmqpSpec):
+    """RabbitMQ with an ``amqps`` listener only: TLS with a client certificate required
+    (``verify_peer``, ``fail_if_no_peer_cert``) from the harness's CA of this start, and
+    a user of its own (``rrjobs-tls``, a fresh password) that logs in with PLAIN over it,
+    as RoadRunner's driver does. No plain listener, no ``guest``. Local processes only."""
+
+    name = "amqp-tls"
+    env_var = "RRJOBS_AMQP_TLS_URL"
+    title = "RabbitMQ (TLS)"
+    USER = "rrjobs-tls"
+
+    def probe(self, endpoint: str, timeout: float = 5.0,
+              context: ssl.SSLContext | None = None) -> None:
+        """An AMQP connection over TLS (with ``context``: the client certificate)."""
+        host, port = split_host_port(endpoint, 5671)
+        if not port_open(host, port, timeout=1.0):
+            raise ConnectionError(f"nothing listens on {host}:{port}")
+        import aio_pika
+
+        async def connect() -> None:
+            connection = await aio_pika.connect(endpoint, timeout=timeout, ssl_context=context)
+            await connection.close()
+
+        with quiet_loggers("aiormq", "aio_pika"):
+            run_async(connect, timeout)
+
+    def plan_local(self, data_dir: Path) -> LocalPlan:
+        from .certs import make_certificates
+
+        plan = super().plan_local(data_dir)
+        certs = make_certificates(data_dir / "tls")
+        (port,) = free_ports(1)
+        password = secrets.token_urlsafe(18)
+        conf = data_dir / "rabbitmq.conf"
+        lines = [line for line in conf.read_text().splitlines()
+                 if not line.startswith("listeners.tcp.")]
+        lines += [
+            "listeners.tcp = none",
+            f"listeners.ssl.default = {LOOPBACK}:{port}",
+            f"ssl_options.cacertfile = {certs.ca}",
+            f"ssl_options.certfile = {certs.server_cert}",
+            f"ssl_options.keyfile = {certs.server_key}",
+            "ssl_options.verify = verify_peer",
+            "ssl_options.fail_if_no_peer_cert = true",
+            f"default_user = {self.USER}",
+            f"default_pass = {password}",
+        ]
+        conf.write_text("\n".join(lines) + "\n")
+        context = ssl.create_default_context(cafile=str(certs.ca))
+        context.load_cert_chain(str(certs.client_cert), str(certs.client_key))
+        endpoint = f"amqps://{self.USER}:{password}@{LOOPBACK}:{port}/"
+        plan.endpoint = endpoint
+        # RABBITMQ_NODE_IP_ADDRESS/PORT would add a plain listener whatever the file says.
+        del plan.env["RABBITMQ_NODE_IP_ADDRESS"], plan.env["RABBITMQ_NODE_PORT"]
+        plan.probe = lambda: self.probe(endpoint, context=context)
+        plan.tls = TLSAccess(certificates=certs, username=self.USER, password=password,
+                             endpoints={"amqps": f"{LOOPBACK}:{port}"})
+        return plan
+
+    def start_container(self, *, detached: bool = False) -> BrokerHandle:
+        raise BrokerStartError(f"{self.title} runs as a local process only")

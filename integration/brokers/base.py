@@ -22,7 +22,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+if TYPE_CHECKING:
+    from .certs import Certificates
 
 T = TypeVar("T")
 
@@ -65,6 +68,23 @@ def env_flag(name: str) -> bool:
 
 # --------------------------------------------------------------------------- broker record
 @dataclass(frozen=True)
+class TLSAccess:
+    """What a client needs for a broker the harness started with TLS (``amqp-tls`` & co.).
+
+    ``certificates`` are this start's CA, server and client certificates and the wrong CA
+    (:mod:`integration.brokers.certs`); ``username``/``password`` the broker's user (made
+    fresh per start); ``endpoints`` the broker's listeners by name (Kafka: ``SSL``,
+    ``SASL_SSL``, ...); ``files`` further credential files (NATS: ``creds``).
+    """
+
+    certificates: Certificates
+    username: str = ""
+    password: str = ""
+    endpoints: Mapping[str, str] = field(default_factory=dict)
+    files: Mapping[str, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Broker:
     """A running broker as the harness hands it out.
 
@@ -83,6 +103,8 @@ class Broker:
     data_dir: str | None = None
     log_path: str | None = None
     container_id: str | None = None
+    #: set for the TLS brokers (``amqp-tls``, ``kafka-tls``, ``nats-tls``)
+    tls: TLSAccess | None = None
 
     def describe(self) -> str:
         where = f"pid {self.pid}" if self.pid else (self.container_id or "external")
@@ -182,6 +204,13 @@ def log_tail(path: str | Path | None, lines: int = 40) -> str:
         return f"(log {path} unreadable: {exc})"
     tail = data.splitlines()[-lines:]
     return "\n".join(f"    {line}" for line in tail) or "    (empty log)"
+
+
+def shown(endpoint: str) -> str:
+    """``endpoint`` with a URL's password masked (the TLS brokers' users have one)."""
+    from rrjobs.core.secrets import redact_url
+
+    return redact_url(endpoint)
 
 
 def note(message: str) -> None:
@@ -334,6 +363,8 @@ class LocalPlan:
     # A readiness probe specific to this launch (defaults to the spec's endpoint probe).
     probe: Callable[[], None] | None = None
     version: str | None = None
+    #: the certificates and credentials of a TLS broker (made by ``plan_local``)
+    tls: TLSAccess | None = None
 
 
 class LocalHandle(BrokerHandle):
@@ -478,6 +509,7 @@ class BrokerSpec(ABC):
                 pgid=popen.pid,
                 data_dir=str(data_dir),
                 log_path=str(log_path),
+                tls=plan.tls,
             )
             handle = LocalHandle(broker, popen, remove_data=True)
             if not detached:
@@ -504,7 +536,7 @@ class BrokerSpec(ABC):
                     f"  log {log_path}:\n{log_tail(log_path)}\n  data dir kept: {data_dir}"
                 ) from exc
             raise
-        note(f"{self.title} ready in {time.monotonic() - started:.1f} s at {plan.endpoint}")
+        note(f"{self.title} ready in {time.monotonic() - started:.1f} s at {shown(plan.endpoint)}")
         return handle
 
     # -- container -----------------------------------------------------------------

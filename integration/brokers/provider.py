@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .amqp import AmqpSpec
+from .amqp import AmqpSpec, AmqpTlsSpec
 from .base import (
     Broker,
     BrokerHandle,
@@ -31,6 +31,11 @@ SPECS: dict[str, BrokerSpec] = {
         PubSubSpec(),
     )
 }
+
+#: Brokers with TLS (and credentials) made for integration/test_tls.py: started as local
+#: processes only, with a fresh CA per start (:mod:`integration.brokers.certs`), never
+#: taken from an ``RRJOBS_*`` variable (the certificates come with the start).
+TLS_SPECS: dict[str, BrokerSpec] = {spec.name: spec for spec in (AmqpTlsSpec(),)}
 
 # CLI aliases for several brokers at once.
 ALIASES: dict[str, tuple[str, ...]] = {"sqs": ("sqs-elasticmq", "sqs-moto")}
@@ -136,3 +141,14 @@ def acquire(name: str, *, detached: bool = False, use_env: bool = True) -> Broke
     raise BrokerUnavailable(
         f"{broker_spec.title} unavailable ({broker_spec.env_var} unset); " + "; ".join(reasons)
     )
+
+
+def acquire_tls(name: str) -> BrokerHandle:
+    """A ready TLS broker (``amqp-tls`` & co.) as a local process; its ``broker.tls``
+    holds the certificates and credentials. Raises BrokerUnavailable when the broker
+    is not installed here, BrokerStartError when it does not start."""
+    broker_spec = TLS_SPECS[name]
+    why = broker_spec.local_unavailable()
+    if why is not None:
+        raise BrokerUnavailable(f"{broker_spec.title} unavailable (local processes only): {why}")
+    return broker_spec.start_local()
