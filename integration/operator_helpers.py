@@ -2,6 +2,13 @@
 Chromium): ``rrjobs serve`` as a subprocess with a small application, and the
 programs those tests drive.
 
+The application: ``work`` sleeps for its payload's seconds, ``boom`` always
+fails, ``charge`` fails until the file ``gateway-up`` exists in the server's
+directory and then appends ``<job id> <payload>`` to ``charged.txt``. The
+pipelines: ``emails`` (retried, then moved to ``failed``), ``reports``,
+``failed``, and ``invoices``, whose given-up jobs stay in the memory driver's
+dead-letter store (``rrjobs dlq``, the dashboard's dead letters).
+
 A missing program (tmux, chromium) or Python package (playwright) skips its
 tests with the reason, or fails them with ``RRJOBS_REQUIRE_BROKERS=1`` (CI):
 ``integration/install.sh`` installs them.
@@ -16,7 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +38,7 @@ from rrjobs.rpc import RPCClient
 
 APP = '''
 import asyncio
+from pathlib import Path
 
 import rrjobs
 
@@ -45,6 +53,19 @@ async def work(job: rrjobs.Job) -> None:
 @app.handler("boom")
 async def boom(job: rrjobs.Job) -> None:
     raise ValueError(f"cannot reach {job.payload.decode()}")
+
+
+def _charge(job_id: str, payload: bytes) -> None:
+    if not Path("gateway-up").exists():
+        raise ConnectionError("payment gateway unreachable")
+    with open("charged.txt", "a", encoding="utf-8") as out:
+        out.write(f"{job_id} {payload.decode()}\\n")
+
+
+@app.handler("charge")
+async def charge(job: rrjobs.Job) -> None:
+    """Fails until the file gateway-up exists, then appends the job to charged.txt."""
+    await asyncio.to_thread(_charge, job.id, job.payload)
 '''
 
 CONFIG = """
@@ -52,13 +73,17 @@ rpc: {{listen: "tcp://127.0.0.1:0"}}
 jobs:
   app: operator_app:app
   pool: {{num_workers: 4}}
-  consume: [emails, reports, failed]
+  consume: [emails, reports, failed, invoices]
   pipelines:
     emails:
       driver: memory
       retry: {{max_attempts: 2, backoff: 0.1, dead_letter: failed}}
     reports: {{driver: memory}}
     failed: {{driver: memory, retry: {{max_attempts: 1}}}}
+    invoices:
+      driver: memory
+      config: {{dead_letter_size: 100}}
+      retry: {{max_attempts: 1}}
 dashboard:
   listen: 127.0.0.1:0
   interval: {interval}
@@ -101,15 +126,19 @@ class Served:
         return subprocess.run([sys.executable, "-m", "rrjobs.cli", *args, "--rpc", self.rpc],
                               capture_output=True, text=True, timeout=30, check=False)
 
-    def push(self, pipeline: str, name: str, payload: str = "", count: int = 1) -> None:
-        """Push ``count`` jobs through one RPC call each (``rrjobs push`` runs
-        the same client, once per process: slower for many jobs). The client
-        runs on a thread of its own: Playwright's sync API holds this one's loop."""
+    def push(self, pipeline: str, name: str, payload: str = "", count: int = 1, *,
+             ids: Sequence[str] = ()) -> None:
+        """Push ``count`` jobs (or one per id of ``ids``) through one RPC call each
+        (``rrjobs push`` runs the same client, once per process: slower for many
+        jobs). The client runs on a thread of its own: Playwright's sync API holds
+        this one's loop."""
+        messages = ([Message(name, payload.encode(), pipeline, id=i) for i in ids] if ids
+                    else [Message(name, payload.encode(), pipeline) for _ in range(count)])
 
         async def main() -> None:
             async with RPCClient(self.rpc, timeout=10) as client:
-                for _ in range(count):
-                    await client.push(Message(name, payload.encode(), pipeline))
+                for message in messages:
+                    await client.push(message)
 
         with ThreadPoolExecutor(1) as pool:
             pool.submit(asyncio.run, main()).result(timeout=60)

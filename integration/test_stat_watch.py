@@ -91,7 +91,11 @@ def test_stat_watch_redraws_counts_and_rates(tmp_path: Path) -> None:
 
         # A narrower terminal: rich lays the table out again for the new width.
         term.cmd("resize-window", "-t", "watch", "-x", "90")
-        wait_until(lambda: "dead-lettered" not in term.screen(), what="a narrower layout")
+        # (tmux rewraps the old frame at once, which already hides "dead-lettered":
+        # wait for rich's next frame, in which every pipeline's row starts a line again)
+        wait_until(lambda: "dead-lettered" not in term.screen()
+                   and all(term.row(p) for p in ("emails", "failed", "invoices", "reports")),
+                   what="a narrower layout")
         narrow = term.screen()
         assert all(len(line) <= 90 for line in narrow.splitlines())
         assert "emails" in narrow and "reports" in narrow

@@ -339,3 +339,153 @@ async def test_success_records_nothing() -> None:
         assert jobs.recent_failures() == []
         assert jobs.outcomes.failures_seen == 0
         assert all(not w.busy for w in jobs.workers())
+
+
+# -- dead letters ------------------------------------------------------------------------------
+
+DLQ_CONFIG = """
+jobs:
+  consume: [kept, p, dead]
+  pool: {num_workers: 2}
+  pipelines:
+    kept: {driver: memory, config: {dead_letter_size: 10}, retry: {max_attempts: 1}}
+    p: {driver: memory, retry: {max_attempts: 1, dead_letter: dead}}
+    dead: {driver: memory, retry: {max_attempts: 1}}
+"""
+
+BIG = 12345678901234567890  # more digits than a JavaScript number keeps
+
+
+def flaky_app(fixed: list[str]) -> App:
+    """``charge`` fails until ``fixed`` holds something, then records the job id there."""
+    app = App()
+
+    @app.handler("charge")
+    async def charge(job: Job) -> None:
+        if not fixed:
+            raise ConnectionError("payment gateway unreachable")
+        fixed.append(job.id)
+
+    return app
+
+
+async def test_dead_letters_are_listed_peeked_replayed_and_purged() -> None:
+    fixed: list[str] = []
+    async with running(DLQ_CONFIG, flaky_app(fixed)) as jobs, client(jobs) as c:
+        await jobs.push(Message("charge", json.dumps({"invoice": 7, "n": BIG}).encode(), "kept",
+                                id="job-1", headers={"tenant": ["acme"]}))
+        await jobs.push(Message("charge", b"plain words", "kept", id="batch/2"))
+        await jobs.push(Message("charge", b"\xff\x00\xfe", "kept", id="job-3"))
+        kept = jobs.entries()[1].counters
+        await wait_for(lambda: kept.dead_lettered == 3, what="three dead letters")
+        base = "/api/pipelines/kept/dead-letters"
+
+        listed = await c.get(base, headers=AUTH)
+        assert listed.status == 200, await listed.text()
+        body = await listed.json()
+        assert (body["pipeline"], body["limit"]) == ("kept", 100)
+        letters = body["dead_letters"]
+        assert [d["id"] for d in letters] == ["job-1", "batch/2", "job-3"]
+        first = letters[0]
+        assert (first["name"], first["attempts"], first["pipeline"]) == ("charge", 1, "kept")
+        assert first["error"] == "ConnectionError: payment gateway unreachable"
+        assert first["failed_at"].endswith("Z")
+        assert "payload" not in first and "headers" not in first  # a list sends no payloads
+        two = await (await c.get(base + "?limit=2", headers=AUTH)).json()
+        assert [d["id"] for d in two["dead_letters"]] == ["job-1", "batch/2"]
+        assert two["limit"] == 2
+        bad_limit = await c.get(base + "?limit=lots", headers=AUTH)
+        assert bad_limit.status == 400
+        assert (await bad_limit.json())["error"]["message"].startswith("limit:")
+
+        peeked = await (await c.get(base + "/job-1", headers=AUTH)).json()
+        letter = peeked["dead_letter"]
+        assert letter["payload_format"] == "json"
+        assert letter["payload_text"] == json.dumps({"invoice": 7, "n": BIG}, indent=2)
+        assert str(BIG) in letter["payload_text"]  # indented on the server: no digit lost
+        assert letter["payload_truncated"] is False
+        assert letter["headers"]["tenant"] == ["acme"]
+        assert letter["headers"]["rr_attempts"] == ["1"]
+        text = await (await c.get(base + "/batch%2F2", headers=AUTH)).json()
+        assert (text["dead_letter"]["id"], text["dead_letter"]["payload_format"],
+                text["dead_letter"]["payload_text"]) == ("batch/2", "text", "plain words")
+        binary = (await (await c.get(base + "/job-3", headers=AUTH)).json())["dead_letter"]
+        assert (binary["payload_format"], binary["payload_text"],
+                binary["payload_size"]) == ("binary", None, 3)
+        missing = await c.get(base + "/job-9", headers=AUTH)
+        assert missing.status == 404
+        assert (await missing.json())["error"]["type"] == "DeadLetterNotFoundError"
+
+        fixed.append("the gateway is back")
+        replayed = await c.post(base + "/replay", headers={**AUTH, **JSON},
+                                data=json.dumps({"ids": ["job-1", "job-9"]}))
+        assert replayed.status == 200, await replayed.text()
+        assert await replayed.json() == {"pipeline": "kept", "replayed": ["job-1"],
+                                         "missing": ["job-9"]}
+        await wait_for(lambda: "job-1" in fixed, what="the replayed job handled")
+        left = await (await c.get(base, headers=AUTH)).json()
+        assert [d["id"] for d in left["dead_letters"]] == ["batch/2", "job-3"]
+
+        for wrong in ("{}", '{"ids": []}', '{"ids": "job-3"}', '{"ids": ["job-3"], "all": true}',
+                      "[1]", "{not json"):
+            refused = await c.post(base + "/replay", headers={**AUTH, **JSON}, data=wrong)
+            assert refused.status == 400, wrong
+            assert (await refused.json())["error"]["type"] == "BadRequestError"
+
+        everything = await (await c.post(base + "/replay", headers={**AUTH, **JSON},
+                                         data='{"all": true}')).json()
+        assert everything["replayed"] == ["batch/2", "job-3"]
+        await wait_for(lambda: len(fixed) == 4, what="every replayed job handled")
+        assert fixed[1:] == ["job-1", "batch/2", "job-3"]
+
+        fixed.clear()  # the gateway is down again: two more dead letters
+        await jobs.push_batch([Message("charge", b"{}", "kept") for _ in range(2)])
+        await wait_for(lambda: kept.dead_lettered == 5, what="two more dead letters")
+        purged = await c.post(base + "/purge", headers={**AUTH, **JSON}, data="{}")
+        assert await purged.json() == {"pipeline": "kept", "purged": 2}
+        assert (await (await c.get(base, headers=AUTH)).json())["dead_letters"] == []
+
+
+async def test_a_driver_without_readable_dead_letters_says_so() -> None:
+    async with running(DLQ_CONFIG, flaky_app([])) as jobs, client(jobs) as c:
+        snap = await (await c.get("/api/snapshot", headers=AUTH)).json()
+        assert {p["pipeline"]: p["dead_letter_read"] for p in snap["pipelines"]} == {
+            "dead": False, "kept": True, "p": False}
+        for path in ("/api/pipelines/dead/dead-letters", "/api/pipelines/dead/dead-letters/x"):
+            r = await c.get(path, headers=AUTH)
+            assert r.status == 400
+            err = (await r.json())["error"]
+            assert err["type"] == "CapabilityError"
+            assert "pipeline 'dead': the 'memory' driver cannot read its dead letters back" in \
+                err["message"]
+            assert "dead_letter_read" in err["message"]
+        for action in ("replay", "purge"):
+            r = await c.post(f"/api/pipelines/dead/dead-letters/{action}",
+                             headers={**AUTH, **JSON}, data='{"all": true}'
+                             if action == "replay" else "{}")
+            assert r.status == 400
+            assert (await r.json())["error"]["type"] == "CapabilityError"
+        moved = await (await c.get("/api/pipelines/p/dead-letters", headers=AUTH)).json()
+        assert "its failed jobs go to pipeline 'dead'" in moved["error"]["message"]
+        unknown = await c.get("/api/pipelines/nope/dead-letters", headers=AUTH)
+        assert unknown.status == 404
+        assert (await unknown.json())["error"]["type"] == "PipelineNotFoundError"
+
+
+async def test_dead_letters_need_the_token_and_the_dashboards_origin() -> None:
+    async with running(DLQ_CONFIG, flaky_app([])) as jobs, client(jobs) as c:
+        await jobs.push(Message("charge", b"{}", "kept", id="job-1"))
+        await wait_for(lambda: jobs.entries()[1].counters.dead_lettered == 1)
+        base = "/api/pipelines/kept/dead-letters"
+        assert (await c.get(base)).status == 401
+        assert (await c.get(base + "/job-1")).status == 401
+        assert (await c.post(base + "/replay", headers=JSON, data='{"all": true}')).status == 401
+        assert (await c.post(base + "/purge", headers=JSON, data="{}")).status == 401
+        cross = await c.post(base + "/purge", data="{}",
+                             headers={**AUTH, **JSON, "Origin": "http://evil.example"})
+        assert cross.status == 403
+        form = await c.post(base + "/purge", data="a=b", headers={
+            **AUTH, "Content-Type": "application/x-www-form-urlencoded"})
+        assert form.status == 415
+        letters = (await (await c.get(base, headers=AUTH)).json())["dead_letters"]
+        assert [d["id"] for d in letters] == ["job-1"]  # nothing was purged

@@ -9,13 +9,26 @@ Routes::
     POST /api/pipelines/{name}/pause    pause, resume or destroy a pipeline
     POST /api/pipelines/{name}/resume
     POST /api/pipelines/{name}/destroy
+    GET  /api/pipelines/{name}/dead-letters?limit=N     its dead letters, oldest first
+    GET  /api/pipelines/{name}/dead-letters/{id}        one, with its payload
+    POST /api/pipelines/{name}/dead-letters/replay      {"ids": [...]} or {"all": true}
+    POST /api/pipelines/{name}/dead-letters/purge
 
 A snapshot is ``{"time", "running", "interval", "pipelines": [...],
 "workers": {...}, "failures": [...]}``: each pipeline's ``stat`` form plus
-its ``state`` word and ``rates`` (jobs per second pushed and handled since
-the previous snapshot of the same stream); the workers, busy or idle, with the
+its ``state`` word, ``rates`` (jobs per second pushed and handled since
+the previous snapshot of the same stream) and ``dead_letter_read`` (whether
+its driver reads its dead letters back); the workers, busy or idle, with the
 longest-running job; the recent failures, newest first. On the event stream
 ``failures`` is sent only when a failure happened since the last event.
+
+The dead-letter routes are the runtime's :attr:`Jobs.dead_letters` (what
+``rrjobs dlq`` calls over the RPC), with the RPC's validation and error
+bodies: a driver that cannot read its dead letters back answers 400
+``CapabilityError`` with the message that names pipeline, driver and
+capability. A peek carries the payload as text (``payload_format`` ``json``:
+indented; ``text``; ``binary``: no text), cut at :data:`PEEK_TEXT_LIMIT`
+characters.
 
 Protection:
 
@@ -47,8 +60,10 @@ from typing import Any
 from aiohttp import web
 
 from rrjobs.auth import token_ok
+from rrjobs.core.deadletters import DeadLetter
 from rrjobs.http import start_tcp
-from rrjobs.rpc.errors import error_body
+from rrjobs.rpc import codec
+from rrjobs.rpc.errors import BadRequestError, error_body
 from rrjobs.runtime.jobs import Jobs
 from rrjobs.watch import Rates, state_word
 
@@ -58,6 +73,8 @@ log = logging.getLogger("rrjobs.dashboard")
 STATE_TIMEOUT = 5.0
 #: Failures a snapshot carries at most (the runtime keeps more).
 SNAPSHOT_FAILURES = 50
+#: Characters of a dead letter's payload a peek shows at most.
+PEEK_TEXT_LIMIT = 256 * 1024
 
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css",
                 "favicon.svg": "image/svg+xml"}
@@ -87,6 +104,45 @@ def _refuse(status: int, kind: str, message: str) -> web.Response:
 
 def _static(name: str) -> bytes:
     return resources.files("rrjobs.dashboard").joinpath("static", name).read_bytes()
+
+
+def payload_view(payload: bytes) -> dict[str, Any]:
+    """A payload as the page shows it: ``payload_format`` (``json``, ``text`` or
+    ``binary``), ``payload_text`` (indented JSON, the text, or ``None``) cut at
+    :data:`PEEK_TEXT_LIMIT` characters (``payload_truncated``), ``payload_size``."""
+    fmt, text = "binary", None
+    try:
+        text = payload.decode("utf-8")
+        fmt = "text"
+        text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+        fmt = "json"
+    except ValueError:  # not UTF-8 (binary), or not JSON (text)
+        pass
+    truncated = text is not None and len(text) > PEEK_TEXT_LIMIT
+    return {"payload_format": fmt, "payload_size": len(payload),
+            "payload_text": text[:PEEK_TEXT_LIMIT] if truncated and text else text,
+            "payload_truncated": truncated}
+
+
+def letter_view(letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter for a peek: its summary, priority, headers and payload view."""
+    return {**letter.summary(), "priority": letter.priority,
+            "headers": {k: list(v) for k, v in letter.headers.items()},
+            **payload_view(letter.payload)}
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object (``{}`` when empty); :class:`BadRequestError` otherwise."""
+    raw = await request.text()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequestError(f"malformed JSON body: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequestError(f"body: expected an object, got {type(body).__name__}")
+    return body
 
 
 def _is_loopback(host: str) -> bool:
@@ -137,6 +193,10 @@ class Dashboard:
         app.router.add_get("/static/{file}", self._asset)
         app.router.add_get("/api/snapshot", self._snapshot)
         app.router.add_get("/api/events", self._events)
+        app.router.add_get("/api/pipelines/{name}/dead-letters", self._dead_letters)
+        app.router.add_get("/api/pipelines/{name}/dead-letters/{id:.+}", self._peek)
+        app.router.add_post("/api/pipelines/{name}/dead-letters/replay", self._replay)
+        app.router.add_post("/api/pipelines/{name}/dead-letters/purge", self._purge)
         app.router.add_post("/api/pipelines/{name}/{action}", self._action)
         return app
 
@@ -208,6 +268,9 @@ class Dashboard:
             d["state"] = state_word(s)
             d["rates"] = {"push": rate.push, "handle": rate.handle}
             pipelines.append(d)
+        readable = {e.name: e.driver.capabilities.dead_letter_read for e in self.jobs.entries()}
+        for d in pipelines:
+            d["dead_letter_read"] = readable.get(d["pipeline"], False)
         workers = self.jobs.workers()
         busy = sorted((w for w in workers if w.busy), key=lambda w: -w.seconds)
         body: dict[str, Any] = {
@@ -254,21 +317,70 @@ class Dashboard:
         name, action = request.match_info["name"], request.match_info["action"]
         if action not in ACTIONS:
             raise web.HTTPNotFound(reason=f"unknown action {action!r}")
+        op = {"pause": self.jobs.pause, "resume": self.jobs.resume,
+              "destroy": self.jobs.destroy}[action]
+        response = await self._call(action, name, lambda: op([name]),
+                                    lambda _: {"pipeline": name, "action": action})
+        if response.status == 200:
+            log.info("dashboard: pipeline %r: %s", name, action)
+        return response
+
+    # -- dead letters ------------------------------------------------------------------------
+
+    async def _call(self, what: str, name: str, op: Callable[[], Awaitable[Any]],
+                    answer: Callable[[Any], dict[str, Any]]) -> web.Response:
+        """Run one dead-letter operation within ``jobs.timeout``; its answer, or
+        the RPC's error body (a capability refusal is a 400, not logged)."""
         try:
             async with asyncio.timeout(self.jobs.timeout):
-                if action == "pause":
-                    await self.jobs.pause([name])
-                elif action == "resume":
-                    await self.jobs.resume([name])
-                else:
-                    await self.jobs.destroy([name])
+                result = await op()
         except Exception as exc:
             status, err = error_body(exc)
             if status >= 500:
-                log.error("dashboard: %s of pipeline %r failed", action, name, exc_info=exc)
+                log.error("dashboard: %s of pipeline %r failed", what, name, exc_info=exc)
             return _json(status, err)
-        log.info("dashboard: pipeline %r: %s", name, action)
-        return _json(200, {"pipeline": name, "action": action})
+        return _json(200, answer(result))
+
+    async def _dead_letters(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        try:
+            _, limit = codec.dead_letter_list_request(
+                {"pipeline": name, "limit": request.query.get("limit")})
+        except BadRequestError as exc:
+            return _json(*error_body(exc))
+        return await self._call(
+            "the dead-letter list", name, lambda: self.jobs.dead_letters.list(name, limit),
+            lambda letters: {"pipeline": name, "limit": limit,
+                             "dead_letters": [{**d.summary(), "priority": d.priority}
+                                              for d in letters]})
+
+    async def _peek(self, request: web.Request) -> web.Response:
+        name, job_id = request.match_info["name"], request.match_info["id"]
+        return await self._call("a dead-letter peek", name,
+                                lambda: self.jobs.dead_letters.peek(name, job_id),
+                                lambda letter: {"dead_letter": letter_view(letter)})
+
+    async def _replay(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        try:
+            _, ids = codec.dead_letter_replay_request({**await _body(request), "pipeline": name})
+        except BadRequestError as exc:
+            return _json(*error_body(exc))
+        response = await self._call(
+            "a dead-letter replay", name, lambda: self.jobs.dead_letters.replay(name, ids),
+            lambda r: {"pipeline": name, "replayed": r.replayed, "missing": r.missing})
+        if response.status == 200:
+            log.info("dashboard: pipeline %r: dead letters replayed", name)
+        return response
+
+    async def _purge(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        response = await self._call("a dead-letter purge", name,
+                                    lambda: self.jobs.dead_letters.purge(name),
+                                    lambda n: {"pipeline": name, "purged": n})
+        if response.status == 200:
+            log.info("dashboard: pipeline %r: dead letters purged", name)
+        return response
 
 
 class DashboardServer:

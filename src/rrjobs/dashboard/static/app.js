@@ -8,7 +8,8 @@ const points = 60; // chart points per pipeline: the last 60 updates (a minute b
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 const $ = (id) => document.getElementById(id);
-const history = new Map(); // pipeline -> {push: [], handle: []}
+const rateHistory = new Map(); // pipeline -> {push: [], handle: []}
+const deadSeen = new Map(); // pipeline -> its dead_lettered count in the last snapshot
 let stream = null; // the AbortController of the running event stream
 let retryDelay = 1000;
 
@@ -49,6 +50,17 @@ function rate(v) {
   return v < 100 ? v.toFixed(1) : v.toFixed(0);
 }
 
+function bytes(n) {
+  if (n < 1024) return n + " B";
+  return n < 1048576 ? (n / 1024).toFixed(1) + " KiB" : (n / 1048576).toFixed(1) + " MiB";
+}
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+const enc = encodeURIComponent;
+
 function seconds(s) {
   if (s < 60) return s.toFixed(1) + " s";
   const m = Math.floor(s / 60);
@@ -80,6 +92,37 @@ $("token-form").addEventListener("submit", (ev) => {
   $("forget-token").hidden = false;
   connect();
 });
+
+// A request was refused: the token is wrong (or gone); ask again.
+function refused() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  $("forget-token").hidden = true;
+  if (stream) stream.abort();
+  askForToken("refused");
+}
+
+// One API call: {ok, status, body}, or null once a 401 asked for the token again.
+async function api(method, path, body) {
+  const init = {method, cache: "no-store",
+                headers: headers(body === undefined ? {} : {"Content-Type": "application/json"})};
+  if (body !== undefined) init.body = JSON.stringify(body);
+  const r = await fetch(path, init);
+  if (r.status === 401) {
+    refused();
+    return null;
+  }
+  let data = {};
+  try {
+    data = await r.json();
+  } catch (err) {
+    data = {error: {type: "HTTP", message: "HTTP " + r.status}};
+  }
+  return {ok: r.ok, status: r.status, body: data};
+}
+
+function failure(r) {
+  return r.body.error ? r.body.error.message : "HTTP " + r.status;
+}
 
 $("forget-token").addEventListener("click", () => {
   sessionStorage.removeItem(TOKEN_KEY);
@@ -156,6 +199,7 @@ function handleEvent(block) {
 
 function render(snap) {
   renderPipelines(snap.pipelines);
+  renderChoices(snap.pipelines);
   renderWorkers(snap.workers);
   if (snap.failures) renderFailures(snap.failures);
 }
@@ -166,8 +210,8 @@ function renderPipelines(pipelines) {
   for (const row of Array.from(body.rows)) {
     if (!names.has(row.dataset.pipeline)) row.remove();
   }
-  for (const name of Array.from(history.keys())) {
-    if (!names.has(name)) history.delete(name);
+  for (const name of Array.from(rateHistory.keys())) {
+    if (!names.has(name)) rateHistory.delete(name);
   }
   let queued = 0, flight = 0, failed = 0;
   pipelines.forEach((p, i) => {
@@ -177,8 +221,8 @@ function renderPipelines(pipelines) {
     let row = body.querySelector(`tr[data-pipeline="${CSS.escape(p.pipeline)}"]`);
     if (!row) row = newPipelineRow(p.pipeline);
     if (body.rows[i] !== row) body.insertBefore(row, body.rows[i] || null);
-    const h = history.get(p.pipeline) || {push: [], handle: []};
-    history.set(p.pipeline, h);
+    const h = rateHistory.get(p.pipeline) || {push: [], handle: []};
+    rateHistory.set(p.pipeline, h);
     if (p.rates.push !== null) {
       h.push.push(p.rates.push);
       h.handle.push(p.rates.handle);
@@ -308,20 +352,18 @@ function renderFailures(failures) {
 // -- actions ----------------------------------------------------------------------------
 
 async function act(name, action, button) {
-  if (action === "destroy" && !(await confirmDestroy(name))) {
+  if (action === "destroy" && !(await confirmAction(
+    `Destroy pipeline ${name}?`,
+    `Pipeline ${name} stops and is removed; its queued jobs leave this server ` +
+    "(a durable broker keeps them). This cannot be undone here.", "Destroy"))) {
     button.focus();
     return;
   }
   problem("");
   try {
-    const r = await fetch(`/api/pipelines/${encodeURIComponent(name)}/${action}`, {
-      method: "POST", headers: headers({"Content-Type": "application/json"}), body: "{}"});
-    if (r.status === 401) return askForToken("refused");
-    const body = await r.json();
-    if (!r.ok) {
-      problem(`${action} ${name} failed: ${body.error.message}`);
-      return;
-    }
+    const r = await api("POST", `/api/pipelines/${enc(name)}/${action}`, {});
+    if (!r) return;
+    if (!r.ok) return problem(`${action} ${name} failed: ${failure(r)}`);
     const done = {pause: "paused", resume: "resumed", destroy: "destroyed"}[action];
     say(`Pipeline ${name} ${done}.`);
   } catch (err) {
@@ -329,20 +371,254 @@ async function act(name, action, button) {
   }
 }
 
-function confirmDestroy(name) {
+// Ask in the modal dialog (Cancel has the focus; Escape cancels): resolves to true or false.
+function confirmAction(title, text, button) {
   const dialog = $("confirm");
-  $("confirm-title").textContent = `Destroy pipeline ${name}?`;
-  $("confirm-text").textContent = `Pipeline ${name} stops and is removed; its queued jobs ` +
-    "leave this server (a durable broker keeps them). This cannot be undone here.";
+  $("confirm-title").textContent = title;
+  $("confirm-text").textContent = text;
+  $("confirm-yes").textContent = button;
   dialog.returnValue = "";
   return new Promise((resolve) => {
-    dialog.addEventListener("close", () => resolve(dialog.returnValue === "destroy"),
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "confirm"),
                             {once: true});
     dialog.showModal();
   });
 }
 
+// -- tabs -------------------------------------------------------------------------------
+
+const tabs = [$("tab-overview"), $("tab-dead-letters")];
+
+function showTab(tab, focus) {
+  for (const t of tabs) {
+    const on = t === tab;
+    t.setAttribute("aria-selected", String(on));
+    t.tabIndex = on ? 0 : -1;
+    $(t.getAttribute("aria-controls")).hidden = !on;
+  }
+  if (focus) tab.focus();
+  const hash = tab === tabs[1] ? "#dead-letters" : "";
+  if (location.hash !== hash) history.replaceState(null, "", hash || location.pathname);
+  if (tab === tabs[1]) loadDeadLetters();
+}
+
+tabs.forEach((tab, i) => {
+  tab.addEventListener("click", () => showTab(tab, false));
+  tab.addEventListener("keydown", (ev) => { // the arrow keys move between tabs
+    const to = {ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: tabs.length - 1}[ev.key];
+    if (to === undefined) return;
+    ev.preventDefault();
+    showTab(tabs[(to + tabs.length) % tabs.length], true);
+  });
+});
+
+function deadLettersShown() {
+  return !$("view-dead-letters").hidden;
+}
+
+// -- dead letters -----------------------------------------------------------------------
+
+let listing = 0; // the number of the latest list request: an older answer is ignored
+let peeked = null; // {name, id, button} of the letter shown in the peek panel
+
+// The pipeline choice follows the snapshots; the list is read again when the chosen
+// pipeline dead-letters a job (never on every snapshot: a store may be a broker's queue).
+function renderChoices(pipelines) {
+  const select = $("dl-pipeline");
+  const key = pipelines.map((p) => p.pipeline + (p.dead_letter_read ? "" : "!")).join(" ");
+  if (select.dataset.key !== key) {
+    const current = select.value;
+    select.dataset.key = key;
+    select.replaceChildren(...pipelines.map((p) => el("option", {value: p.pipeline},
+      p.dead_letter_read ? p.pipeline : `${p.pipeline} (not readable)`)));
+    const first = pipelines.find((p) => p.dead_letter_read) || pipelines[0];
+    const keep = pipelines.some((p) => p.pipeline === current);
+    select.value = keep ? current : (first ? first.pipeline : "");
+    if (!keep && deadLettersShown()) loadDeadLetters();
+  }
+  for (const p of pipelines) {
+    const before = deadSeen.get(p.pipeline);
+    deadSeen.set(p.pipeline, p.counters.dead_lettered);
+    if (p.pipeline === select.value && before !== undefined &&
+        before !== p.counters.dead_lettered && deadLettersShown()) loadDeadLetters();
+  }
+}
+
+async function loadDeadLetters() {
+  const name = $("dl-pipeline").value;
+  if (!name) return;
+  const mine = ++listing;
+  const summary = $("dl-summary");
+  let r;
+  try {
+    r = await api("GET", `/api/pipelines/${enc(name)}/dead-letters`);
+  } catch (err) {
+    if (mine === listing) problem(`Listing the dead letters of ${name} failed: ${err}`);
+    return;
+  }
+  if (!r || mine !== listing) return;
+  const table = $("dead-letters");
+  const unreadable = $("dl-unreadable");
+  const letters = r.ok ? r.body.dead_letters : [];
+  unreadable.hidden = r.ok || r.body.error.type !== "CapabilityError";
+  if (r.ok) {
+    const more = letters.length === r.body.limit ? ` (the oldest ${r.body.limit})` : "";
+    summary.textContent = letters.length === 0 ? `No dead letters in ${name}.` :
+      `${plural(letters.length, "dead letter")} in ${name}${more}, oldest first.`;
+  } else if (!unreadable.hidden) {
+    unreadable.textContent = r.body.error.message;
+    summary.textContent = `The dead letters of ${name} cannot be browsed here.`;
+  } else {
+    summary.textContent = "";
+    problem(`Listing the dead letters of ${name} failed: ${failure(r)}`);
+  }
+  table.tBodies[0].replaceChildren(...letters.map((d) => letterRow(name, d)));
+  table.hidden = letters.length === 0;
+  $("dl-replay-all").disabled = letters.length === 0;
+  $("dl-purge").disabled = letters.length === 0;
+  if (peeked && (peeked.name !== name || !letters.some((d) => d.id === peeked.id))) closePeek();
+}
+
+function letterRow(name, d) {
+  const row = el("tr", {"data-id": d.id});
+  const cells = [["Job", d.id], ["Name", d.name], ["Attempts", String(d.attempts)],
+                 ["Failed at", d.failed_at || "–"], ["Error", d.error || "–"],
+                 ["Size", bytes(d.size)]];
+  cells.forEach(([label, text], i) => {
+    const cell = el(i === 0 ? "th" : "td", {"data-label": label});
+    if (i === 0) {
+      cell.setAttribute("scope", "row");
+      cell.appendChild(el("code", {}, text));
+    } else {
+      cell.textContent = text;
+    }
+    if (label === "Attempts" || label === "Size") cell.className = "num";
+    if (label === "Error") cell.className = "error";
+    row.appendChild(cell);
+  });
+  const actions = el("div", {class: "actions"});
+  const peekButton = el("button", {type: "button", "aria-label": `Peek at ${d.id}`}, "Peek");
+  peekButton.addEventListener("click", () => peek(name, d.id, peekButton));
+  const replayButton = el("button", {type: "button", "aria-label": `Replay ${d.id}`}, "Replay");
+  replayButton.addEventListener("click", () => replay(name, [d.id]));
+  actions.append(peekButton, replayButton);
+  row.appendChild(el("td", {"data-label": "Actions"})).appendChild(actions);
+  return row;
+}
+
+function field(list, term, value) {
+  list.appendChild(el("dt", {}, term));
+  list.appendChild(el("dd", {}, value));
+}
+
+async function peek(name, id, button) {
+  problem("");
+  let r;
+  try {
+    r = await api("GET", `/api/pipelines/${enc(name)}/dead-letters/${enc(id)}`);
+  } catch (err) {
+    return problem(`Peeking at ${id} failed: ${err}`);
+  }
+  if (!r) return;
+  if (!r.ok) return problem(`Peeking at ${id} failed: ${failure(r)}`);
+  const d = r.body.dead_letter;
+  $("peek-title").textContent = `Dead letter ${d.id}`;
+  const list = $("peek-fields");
+  list.replaceChildren();
+  field(list, "Name", d.name);
+  field(list, "Replays into", d.pipeline);
+  field(list, "Attempts", String(d.attempts));
+  field(list, "Failed at", d.failed_at || "–");
+  field(list, "Error", d.error || "–");
+  field(list, "Priority", String(d.priority));
+  for (const [key, values] of Object.entries(d.headers)) {
+    if (!key.startsWith("rr_")) field(list, `Header ${key}`, values.join(", "));
+  }
+  const kind = {json: "JSON", text: "text", binary: "binary"}[d.payload_format];
+  $("peek-payload-title").textContent = `Payload (${kind}, ${bytes(d.payload_size)})`;
+  const pre = $("peek-payload");
+  pre.textContent = d.payload_text === null
+    ? `${d.payload_size} bytes that are not UTF-8 text: rrjobs dlq peek --json gives their base64.`
+    : d.payload_text + (d.payload_truncated ? "\n… (cut here: rrjobs dlq peek shows it all)" : "");
+  pre.classList.toggle("binary", d.payload_text === null);
+  peeked = {name, id, button};
+  const panel = $("peek");
+  panel.hidden = false;
+  panel.focus();
+}
+
+function closePeek() {
+  const was = peeked;
+  peeked = null;
+  const panel = $("peek");
+  const focused = panel.contains(document.activeElement);
+  panel.hidden = true;
+  if (focused && was && was.button.isConnected) was.button.focus();
+  else if (focused) $("dl-summary").focus();
+}
+
+// ids: the job ids to replay, or null for every dead letter of the pipeline.
+async function replay(name, ids) {
+  problem("");
+  let r;
+  try {
+    r = await api("POST", `/api/pipelines/${enc(name)}/dead-letters/replay`,
+                  ids ? {ids} : {all: true});
+  } catch (err) {
+    return problem(`Replaying in ${name} failed: ${err}`);
+  }
+  if (!r) return;
+  if (!r.ok) return problem(`Replaying in ${name} failed: ${failure(r)}`);
+  const done = r.body.replayed;
+  say(`Replayed ${plural(done.length, "dead letter")} of ${name}` +
+      (ids && done.length ? `: ${done.join(", ")}.` : "."));
+  if (r.body.missing.length) problem(`No dead letter in ${name} for: ${r.body.missing.join(", ")}.`);
+  if (peeked && done.includes(peeked.id)) closePeek();
+  await loadDeadLetters();
+  const active = document.activeElement; // a row's button went with its row
+  if (!active || active === document.body || active.disabled) $("dl-summary").focus();
+}
+
+async function purge(name) {
+  const listed = $("dead-letters").tBodies[0].rows.length;
+  const yes = await confirmAction(
+    `Purge the dead letters of ${name}?`,
+    `Every dead letter of pipeline ${name} (${listed} listed) is deleted for good, none ` +
+    "is replayed. This cannot be undone.", "Purge");
+  if (!yes) {
+    $("dl-purge").focus();
+    return;
+  }
+  problem("");
+  let r;
+  try {
+    r = await api("POST", `/api/pipelines/${enc(name)}/dead-letters/purge`, {});
+  } catch (err) {
+    return problem(`Purging ${name} failed: ${err}`);
+  }
+  if (!r) return;
+  if (!r.ok) return problem(`Purging ${name} failed: ${failure(r)}`);
+  say(`Purged ${plural(r.body.purged, "dead letter")} of ${name}.`);
+  closePeek();
+  await loadDeadLetters();
+  $("dl-summary").focus();
+}
+
+$("dl-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  loadDeadLetters();
+});
+$("dl-pipeline").addEventListener("change", () => {
+  closePeek();
+  loadDeadLetters();
+});
+$("dl-replay-all").addEventListener("click", () => replay($("dl-pipeline").value, null));
+$("dl-purge").addEventListener("click", () => purge($("dl-pipeline").value));
+$("peek-close").addEventListener("click", closePeek);
+$("peek-replay").addEventListener("click", () => { if (peeked) replay(peeked.name, [peeked.id]); });
+
 // -- start ------------------------------------------------------------------------------
 
 $("forget-token").hidden = !token();
+if (location.hash === "#dead-letters") showTab(tabs[1], false);
 connect();
