@@ -10,6 +10,8 @@ from integration.pytest_plugin import (  # noqa: F401  (fixtures and hooks, by n
     kafka_bootstrap,
     kafka_broker,
     nats_broker,
+    nats_creds_broker,
+    nats_tls_broker,
     nats_url,
     pubsub_broker,
     pubsub_emulator_host,

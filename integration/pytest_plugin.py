@@ -21,6 +21,8 @@ Fixtures (session scope unless said otherwise):
 ``pubsub_project``         the project id to use with the emulator
 ``amqp_tls_broker``        Broker for RabbitMQ with TLS only (``broker.tls``: certificates,
                            user and password); started only by the tests that ask for it
+``nats_tls_broker``        Broker for NATS with TLS (client certificate) and user/password
+``nats_creds_broker``      Broker for NATS with TLS in operator mode (``tls.files["creds"]``)
 ``unique_name``            (function scope) a fresh name valid for every broker's queues,
                            topics, streams and subscriptions
 ``unique_names``           (function scope) a factory: ``unique_names("dlq")`` -> new name
@@ -68,6 +70,8 @@ BROKER_FIXTURES: dict[str, tuple[str | None, str]] = {
     "pubsub_emulator_host": ("pubsub", "pubsub"),
     "pubsub_project": ("pubsub", "pubsub"),
     "amqp_tls_broker": ("amqp-tls", "amqp"),
+    "nats_tls_broker": ("nats-tls", "nats"),
+    "nats_creds_broker": ("nats-creds", "nats"),
 }
 
 # Brokers this session started or found, by name (for the summary and failure logs).
@@ -171,6 +175,16 @@ def pubsub_broker() -> Iterator[Broker]:
 @pytest.fixture(scope="session")
 def amqp_tls_broker() -> Iterator[Broker]:
     yield from _provide("amqp-tls", tls=True)
+
+
+@pytest.fixture(scope="session")
+def nats_tls_broker() -> Iterator[Broker]:
+    yield from _provide("nats-tls", tls=True)
+
+
+@pytest.fixture(scope="session")
+def nats_creds_broker() -> Iterator[Broker]:
+    yield from _provide("nats-creds", tls=True)
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,6 @@ from nats.aio.client import Client
 
 from integration.brokers import require_brokers
 from integration.brokers.base import LOOPBACK, free_ports, port_open, wait_ready
-from integration.brokers.certs import Certificates, make_certificates
 from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.headers import DEDUCED_BY_RR, RR_ERROR, UNREADABLE
@@ -34,7 +33,6 @@ from rrjobs.core.message import Message
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.drivers.nats import NATSConstructor, NATSDriver
-from rrjobs.drivers.nats.driver import NATSUnavailableError
 from rrjobs.runtime.app import App
 from rrjobs.runtime.jobs import Jobs
 
@@ -625,66 +623,3 @@ async def test_rate_limit_spreads_the_deliveries(drivers: Drivers, unique_name: 
     assert time.monotonic() - start >= 2.0 - 0.1
     for job in [first, *rest]:
         await job.ack()
-
-
-# -- TLS -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def tls_nats() -> AsyncIterator[tuple[OwnNats, Certificates]]:
-    """A nats-server requiring TLS with a client certificate (``--tlsverify``)."""
-    if shutil.which("nats-server") is None:
-        if require_brokers():
-            pytest.fail("RRJOBS_REQUIRE_BROKERS=1 and nats-server is not installed")
-        pytest.skip("nats-server is not installed")
-    root = Path(tempfile.mkdtemp(prefix="rrjobs-nats-tls-"))
-    certs = await asyncio.to_thread(make_certificates, root / "tls")
-    server = OwnNats(root, ["--tlsverify", "--tlscert", str(certs.server_cert),
-                            "--tlskey", str(certs.server_key),
-                            "--tlscacert", str(certs.ca)])
-    try:
-        await asyncio.to_thread(server.start)
-        yield server, certs
-    finally:
-        await asyncio.to_thread(server.kill)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _tls_config(url: str, name: str, tls: dict[str, str]) -> Config:
-    return Config({"nats": {"addr": url, "tls": tls},
-                   "jobs": {"pipelines": {name: {"driver": "nats", "config": opts(name)}}}})
-
-
-async def test_tls_with_a_client_certificate(tls_nats: tuple[OwnNats, Certificates],
-                                             unique_name: str) -> None:
-    server, certs = tls_nats
-    name = unique_name
-    url = f"tls://{LOOPBACK}:{server.port}"
-    cfg = _tls_config(url, name, certs.client_tls())
-    pipe = Pipeline(name=name, driver="nats", config=opts(name))
-    driver = await NATSConstructor(cfg).driver_from_config(f"jobs.pipelines.{name}.config",
-                                                           PriorityQueue(), pipe)
-    try:
-        await driver.push(Message("j", b"over tls", name))
-        await driver.run(driver.pipeline)
-        (job,) = await take(driver.queue)
-        assert job.payload == b"over tls"
-        await job.ack()
-    finally:
-        await driver.stop()
-
-
-async def test_tls_without_the_client_certificate_is_refused(
-        tls_nats: tuple[OwnNats, Certificates], unique_name: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from rrjobs.drivers.nats import driver as driver_module
-
-    monkeypatch.setattr(driver_module, "CONNECT_TIMEOUT", 2.0)
-    server, certs = tls_nats
-    name = unique_name
-    cfg = _tls_config(f"tls://{LOOPBACK}:{server.port}", name,
-                      {"root_ca": str(certs.ca)})
-    pipe = Pipeline(name=name, driver="nats", config=opts(name))
-    with pytest.raises(NATSUnavailableError, match="last error"):
-        await NATSConstructor(cfg).driver_from_config(f"jobs.pipelines.{name}.config",
-                                                      PriorityQueue(), pipe)

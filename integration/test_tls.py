@@ -1,9 +1,10 @@
 """TLS on the brokers: each driver pushes and consumes through TLS, and a client that
 trusts the wrong CA is refused with an error that names certificate verification.
 
-The brokers are the harness's TLS variants (``integration/brokers``: ``amqp-tls``),
-started only by these tests, each with a fresh CA, server and client certificates and an
-unrelated second CA (``integration/brokers/certs.py``), and users with fresh passwords.
+The brokers are the harness's TLS variants (``integration/brokers``: ``amqp-tls``,
+``nats-tls``, ``nats-creds``), started only by these tests, each with a fresh CA, server
+and client certificates and an unrelated second CA (``integration/brokers/certs.py``),
+and users with fresh passwords.
 What each test proves is listed in ``docs/security.md``.
 """
 
@@ -125,13 +126,116 @@ async def test_amqp_has_no_plain_listener(amqp_tls_broker: Broker, unique_name: 
     assert tls.endpoints["amqps"].startswith(f"{LOOPBACK}:")
 
 
-@pytest.mark.amqp
-async def test_amqp_wrong_password_over_tls_is_refused_and_not_shown(
-        amqp_tls_broker: Broker, unique_name: str, all_logs: pytest.LogCaptureFixture) -> None:
-    tls = access(amqp_tls_broker)
+# -- NATS -------------------------------------------------------------------------------------
+
+
+async def nats_driver(section: dict[str, Any], name: str) -> Any:
+    from rrjobs.drivers.nats import NATSConstructor
+
+    options = {"subject": name, "stream": name, "delete_stream_on_stop": True}
+    cfg = Config({"nats": section,
+                  "jobs": {"pipelines": {name: {"driver": "nats", "config": options}}}})
+    return await NATSConstructor(cfg).driver_from_config(
+        f"jobs.pipelines.{name}.config", PriorityQueue(),
+        Pipeline(name=name, driver="nats", config=dict(options)))
+
+
+async def nats_round_trip(section: dict[str, Any], name: str) -> None:
+    driver = await nats_driver(section, name)
+    try:
+        await driver.push(Message("tls.job", b"over tls://", name, headers={"k": ["v"]}))
+        await driver.run(driver.pipeline)
+        job = await take(driver.queue)
+        assert (job.payload, job.headers.get("k")) == (b"over tls://", ["v"])
+        await job.ack()
+    finally:
+        await driver.stop()
+
+
+@pytest.mark.nats
+async def test_nats_pushes_and_consumes_over_tls_with_user_and_password(
+        nats_tls_broker: Broker, unique_name: str, all_logs: pytest.LogCaptureFixture) -> None:
+    tls = access(nats_tls_broker)
+    assert nats_tls_broker.endpoint.startswith("tls://")
+    await nats_round_trip({"addr": nats_tls_broker.endpoint,
+                           "tls": tls.certificates.client_tls()}, unique_name)
+    assert_not_shown(tls.password, all_logs.text)
+
+
+@pytest.mark.nats
+async def test_nats_pushes_and_consumes_over_tls_with_a_creds_file(
+        nats_creds_broker: Broker, unique_name: str) -> None:
+    tls = access(nats_creds_broker)
+    await nats_round_trip({"addr": nats_creds_broker.endpoint,
+                           "tls": tls.certificates.client_tls(),
+                           "credentials": str(tls.files["creds"])}, unique_name)
+
+
+@pytest.mark.nats
+@pytest.mark.parametrize("server", ["nats-tls", "nats-creds"])
+async def test_nats_refuses_a_server_certificate_from_the_wrong_ca(
+        request: pytest.FixtureRequest, server: str, unique_name: str,
+        all_logs: pytest.LogCaptureFixture) -> None:
+    from rrjobs.drivers.nats.driver import NATSUnavailableError
+
+    broker: Broker = request.getfixturevalue(server.replace("-", "_") + "_broker")
+    tls = access(broker)
+    section: dict[str, Any] = {"addr": broker.endpoint, "tls": tls.certificates.wrong_ca_tls()}
+    if "creds" in tls.files:
+        section["credentials"] = str(tls.files["creds"])
+    with pytest.raises(NATSUnavailableError, match=VERIFY_FAILED) as caught:
+        await nats_driver(section, unique_name)
+    if tls.password:
+        assert_not_shown(tls.password, str(caught.value), all_logs.text)
+
+
+@pytest.mark.nats
+async def test_nats_creds_server_refuses_a_client_without_its_creds(
+        nats_creds_broker: Broker, unique_name: str) -> None:
+    from rrjobs.drivers.nats.driver import NATSUnavailableError
+
+    tls = access(nats_creds_broker)
+    with pytest.raises(NATSUnavailableError, match=r"(?i)authorization"):
+        await nats_driver({"addr": nats_creds_broker.endpoint,
+                           "tls": tls.certificates.client_tls()}, unique_name)
+
+
+@pytest.mark.nats
+async def test_nats_server_refuses_a_client_without_a_certificate(
+        nats_tls_broker: Broker, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``verify: true``: no client certificate, no connection (nats-py retries a failed
+    handshake until the driver's connect timeout, shortened here)."""
+    from rrjobs.drivers.nats import driver as driver_module
+    from rrjobs.drivers.nats.driver import NATSUnavailableError
+
+    monkeypatch.setattr(driver_module, "CONNECT_TIMEOUT", 2.0)
+    certs = access(nats_tls_broker).certificates
+    with pytest.raises(NATSUnavailableError, match=r"(?i)last error: \w*(ssl|tls|reset|pipe)"):
+        await nats_driver({"addr": nats_tls_broker.endpoint,
+                           "tls": {"root_ca": str(certs.ca)}}, unique_name)
+
+
+# -- a wrong password, on every broker with one -----------------------------------------------
+
+#: broker -> (its fixture, the driver's refusal)
+WRONG_PASSWORD = {
+    "amqp": ("amqp_tls_broker", r"(?i)access_refused"),
+    "nats": ("nats_tls_broker", r"(?i)authorization violation"),
+}
+
+
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=getattr(pytest.mark, k))
+                                  for k in WRONG_PASSWORD])
+async def test_a_wrong_password_over_tls_is_refused_and_not_shown(
+        request: pytest.FixtureRequest, kind: str, unique_name: str,
+        all_logs: pytest.LogCaptureFixture) -> None:
+    fixture, refusal = WRONG_PASSWORD[kind]
+    broker: Broker = request.getfixturevalue(fixture)
+    tls = access(broker)
     wrong = "not-" + tls.password
-    addr = amqp_tls_broker.endpoint.replace(f":{tls.password}@", f":{wrong}@", 1)
-    with pytest.raises(Exception, match=r"(?i)access_refused|refused|authentication") as caught:
-        await amqp_driver({"addr": addr, "tls": tls.certificates.client_tls()}, unique_name)
+    addr = broker.endpoint.replace(f":{tls.password}@", f":{wrong}@", 1)
+    build = amqp_driver if kind == "amqp" else nats_driver
+    with pytest.raises(Exception, match=refusal) as caught:
+        await build({"addr": addr, "tls": tls.certificates.client_tls()}, unique_name)
     assert_not_shown(wrong, str(caught.value), all_logs.text)
     assert_not_shown(tls.password, str(caught.value), all_logs.text)

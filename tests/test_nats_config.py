@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rrjobs.config import Config
@@ -53,6 +55,18 @@ def test_section() -> None:
     with pytest.raises(ConfigError) as caught:
         NATSConstructor(Config({"nats": {"addr": "http://x"}, "jobs": {}}))
     assert caught.value.path == "nats.addr"
+
+
+def test_credentials_is_a_file_checked_at_load_time(tmp_path: Path) -> None:
+    creds = tmp_path / "rrjobs.creds"
+    creds.write_text("-----BEGIN NATS USER JWT-----\n")
+    assert NATSSection(credentials=str(creds)).credentials == str(creds)
+    assert NATSSection().credentials == ""
+    with pytest.raises(ConfigError) as caught:
+        NATSConstructor(Config({"nats": {"credentials": str(tmp_path / "missing.creds")},
+                                "jobs": {}}))
+    assert caught.value.path == "nats.credentials"
+    assert "does not exist" in str(caught.value)
 
 
 def test_max_payload_leaves_room_for_base64() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,7 +13,9 @@ from .base import (
     LOOPBACK,
     BrokerHandle,
     BrokerSpec,
+    BrokerStartError,
     LocalPlan,
+    TLSAccess,
     free_ports,
     http_get,
     port_open,
@@ -116,3 +119,86 @@ class NatsSpec(BrokerSpec):
         return start_container(
             self.name, self.title, plan, self.probe, self.env_for, detached=detached
         )
+
+
+def _quoted(path: object) -> str:
+    return json.dumps(str(path))
+
+
+class NatsTlsSpec(NatsSpec):
+    """nats-server with JetStream whose client port speaks TLS only, requires a client
+    certificate of this start's CA (``verify: true``) and a user and password (``rrjobs``,
+    fresh per start). Local processes only."""
+
+    name = "nats-tls"
+    env_var = "RRJOBS_NATS_TLS_URL"
+    title = "NATS JetStream (TLS, user/password)"
+    USER = "rrjobs"
+
+    def auth(self, data_dir: Path) -> tuple[str, TLSAccess]:
+        """The config's auth part and what a client needs (user, password)."""
+        from .certs import make_certificates
+
+        certs = make_certificates(data_dir / "tls")
+        password = secrets.token_urlsafe(18)
+        config = f"authorization {{\n  user: {self.USER}\n  password: {json.dumps(password)}\n}}\n"
+        return config, TLSAccess(certificates=certs, username=self.USER, password=password)
+
+    def url(self, port: int, access: TLSAccess) -> str:
+        return f"tls://{access.username}:{access.password}@{LOOPBACK}:{port}"
+
+    def plan_local(self, data_dir: Path) -> LocalPlan:
+        binary = self.binary()
+        assert binary is not None
+        port, monitor_port = free_ports(2)
+        auth, access = self.auth(data_dir)
+        certs = access.certificates
+        config = data_dir / "nats.conf"
+        config.write_text(
+            f"listen: {LOOPBACK}:{port}\n"
+            f"http: {LOOPBACK}:{monitor_port}\n"
+            f"server_name: rrjobs-tls-{port}\n"
+            f"jetstream {{\n  store_dir: {_quoted(data_dir / 'jetstream')}\n}}\n"
+            "tls {\n"
+            f"  cert_file: {_quoted(certs.server_cert)}\n"
+            f"  key_file: {_quoted(certs.server_key)}\n"
+            f"  ca_file: {_quoted(certs.ca)}\n"
+            "  verify: true\n"
+            "  timeout: 2\n"
+            "}\n" + auth)
+        monitor = f"http://{LOOPBACK}:{monitor_port}"
+        access = TLSAccess(certificates=certs, username=access.username,
+                           password=access.password, files=access.files,
+                           endpoints={"client": f"{LOOPBACK}:{port}", "monitor": monitor})
+        return LocalPlan(
+            argv=[binary, "-c", str(config)],
+            endpoint=self.url(port, access),
+            probe=lambda: healthz(monitor),
+            version=_server_version(binary),
+            tls=access,
+        )
+
+    def start_container(self, *, detached: bool = False) -> BrokerHandle:
+        raise BrokerStartError(f"{self.title} runs as a local process only")
+
+
+class NatsCredsSpec(NatsTlsSpec):
+    """The same TLS setup in operator mode: accounts and users are JWTs
+    (:mod:`integration.brokers.natsauth`) and a client logs in with a ``.creds`` file
+    (``TLSAccess.files["creds"]``), no password."""
+
+    name = "nats-creds"
+    env_var = "RRJOBS_NATS_CREDS_URL"
+    title = "NATS JetStream (TLS, operator JWT creds)"
+
+    def auth(self, data_dir: Path) -> tuple[str, TLSAccess]:
+        from .certs import make_certificates
+        from .natsauth import operator_setup
+
+        certs = make_certificates(data_dir / "tls")
+        setup = operator_setup(certs.directory)
+        return setup.config, TLSAccess(certificates=certs, username=setup.user,
+                                       files={"creds": setup.creds})
+
+    def url(self, port: int, access: TLSAccess) -> str:
+        return f"tls://{LOOPBACK}:{port}"

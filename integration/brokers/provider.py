@@ -16,7 +16,7 @@ from .base import (
 )
 from .containers import docker_unavailable
 from .kafka import KafkaSpec
-from .nats import NatsSpec
+from .nats import NatsCredsSpec, NatsSpec, NatsTlsSpec
 from .pubsub import PubSubSpec
 from .sqs import SqsElasticMqSpec, SqsMotoSpec
 
@@ -35,7 +35,9 @@ SPECS: dict[str, BrokerSpec] = {
 #: Brokers with TLS (and credentials) made for integration/test_tls.py: started as local
 #: processes only, with a fresh CA per start (:mod:`integration.brokers.certs`), never
 #: taken from an ``RRJOBS_*`` variable (the certificates come with the start).
-TLS_SPECS: dict[str, BrokerSpec] = {spec.name: spec for spec in (AmqpTlsSpec(),)}
+TLS_SPECS: dict[str, BrokerSpec] = {
+    spec.name: spec for spec in (AmqpTlsSpec(), NatsTlsSpec(), NatsCredsSpec())
+}
 
 # CLI aliases for several brokers at once.
 ALIASES: dict[str, tuple[str, ...]] = {"sqs": ("sqs-elasticmq", "sqs-moto")}

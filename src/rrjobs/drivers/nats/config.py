@@ -5,6 +5,7 @@ No network, no nats-py.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Annotated
 
@@ -29,10 +30,20 @@ _SUBJECT = re.compile(r"^[^.*>\s]+(\.[^.*>\s]+)*$")  #: a literal subject (no wi
 
 class NATSSection(StrictModel):
     """The global ``nats:`` section: ``addr`` (server URLs, comma-separated; a
-    ``user:password@`` or ``token@`` in them is shown masked) and ``tls``."""
+    ``user:password@`` or ``token@`` in them is shown masked), ``tls``, and
+    ``credentials`` (rrjobs' own: a ``.creds`` file, a user JWT and its nkey seed,
+    for servers in operator mode)."""
 
     addr: Annotated[SecretURL, or_default(DEFAULT_ADDR)] = URLSecret(DEFAULT_ADDR)
     tls: TLSConfig | None = None
+    credentials: str = ""
+
+    @field_validator("credentials")
+    @classmethod
+    def _check_credentials(cls, value: str) -> str:
+        if value and not os.path.isfile(value):
+            raise ValueError(f"file {value!r} does not exist")
+        return value
 
     @field_validator("addr")
     @classmethod

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, ClassVar
@@ -59,6 +60,13 @@ _LOST = (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError
          nats.errors.ConnectionDrainingError)
 
 
+def _cannot_heal(exc: Exception) -> bool:
+    """A refusal that retrying cannot change: the server's certificate does not verify,
+    or the server refuses the login (nats-py reports it as a plain ``Error``)."""
+    return isinstance(exc, ssl.SSLCertVerificationError | nats.errors.AuthorizationError) or (
+        isinstance(exc, nats.errors.Error) and "authorization violation" in str(exc).lower())
+
+
 class NATSUnavailableError(RRJobsError):
     """The NATS server could not be reached or has no JetStream."""
 
@@ -99,6 +107,8 @@ class NATSDriver(PullDriver):
         self._checked = time.monotonic()
         self._closing = self._settle_warned = False
         self._last_error: Exception | None = None
+        #: while ``open`` connects: set by the first refusal that cannot heal
+        self._refused: asyncio.Future[Exception] | None = None
         self._where = ""  #: the options' key path (``jobs.pipelines.<name>.config``)
         self._dead_letters: DeadLetterSubject | None = None  #: ``rrjobs dlq``'s reader
         self._deletes: Batcher[int, None] | None = (
@@ -116,21 +126,40 @@ class NATSDriver(PullDriver):
         tls = await asyncio.to_thread(client_ssl_context, tls_config) if tls_config else None
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                self.nc = await nats.connect(
-                    servers=self.section.servers(), name=f"rrjobs-{self.pipeline_name}",
-                    no_echo=True, tls=tls, connect_timeout=CONNECT_TIMEOUT,
-                    max_reconnect_attempts=-1, reconnect_time_wait=1, ping_interval=10,
-                    pending_size=RECONNECT_BUFFER, error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnect, reconnected_cb=self._on_reconnect)
+                self.nc = await self._connect(tls)
                 self.js = self.nc.jetstream()
                 self.capabilities = capabilities_for(self.options, self.nc.max_payload)
                 await self._declare()
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             await self._close_connection()
             last = self._last_error
-            cause = f" (last error: {type(last).__name__}: {last})" if last else ""
+            shown = last is not None and last is not exc
+            cause = f" (last error: {type(last).__name__}: {last})" if shown else ""
             raise NATSUnavailableError(scrub(  # nats-py may name the server with its userinfo
                 f"nats: {self.section.shown()}: {type(exc).__name__}: {exc}{cause}")) from None
+
+    async def _connect(self, tls: ssl.SSLContext | None) -> Client:
+        """nats-py's connect, which retries every failure until the timeout; a server
+        certificate that does not verify or a refused login ends it at once."""
+        self._refused = refused = asyncio.get_running_loop().create_future()
+        connecting = asyncio.ensure_future(nats.connect(
+            servers=self.section.servers(), name=f"rrjobs-{self.pipeline_name}",
+            no_echo=True, tls=tls, connect_timeout=CONNECT_TIMEOUT,
+            user_credentials=self.section.credentials or None,
+            max_reconnect_attempts=-1, reconnect_time_wait=1, ping_interval=10,
+            pending_size=RECONNECT_BUFFER, error_cb=self._on_error,
+            disconnected_cb=self._on_disconnect, reconnected_cb=self._on_reconnect))
+        try:
+            await asyncio.wait((connecting, refused), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._refused = None
+            if not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(BaseException):
+                    await connecting
+        if connecting.done() and not connecting.cancelled():
+            return connecting.result()
+        raise refused.result()
 
     async def _declare(self) -> None:
         """The stream, the delay stream, the dead-letter stream when needed, the consumers."""
@@ -199,6 +228,9 @@ class NATSDriver(PullDriver):
 
     async def _on_error(self, exc: Exception) -> None:
         self._last_error = exc
+        refused = self._refused
+        if refused is not None and not refused.done() and _cannot_heal(exc):
+            refused.set_result(exc)
         self.log.debug("pipeline %r: nats: %s: %s", self.pipeline_name, type(exc).__name__,
                        scrub(str(exc)))
 
