@@ -5,6 +5,7 @@ Nothing here asserts on speed: the figures depend on the machine and its load.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -324,3 +325,48 @@ def test_the_example_driver_registers_its_baseline_by_entry_point(
     assert "raw_client_jobs_per_s" not in data
     spool = tmp_path / ".rrjobs" / "my_awesome_driver"
     assert [p.name for p in spool.iterdir()] == ["bench"]  # the baseline's spool is gone
+
+
+async def test_the_kit_loop_counts_receives_and_finishes_within_the_clock() -> None:
+    from rrjobs.core.baseline import run_loop
+
+    spec = BenchSpec(driver="x", pipeline="p", jobs=25, workers=1, batch=10, producers=2,
+                     push="single", payload_size=3)
+    sent: list[int] = []
+    queued: list[bytes] = []
+    events: list[str] = []
+
+    async def one() -> None:
+        queued.append(spec.payload())
+
+    async def send(n: int) -> None:
+        sent.append(n)
+        await spec.publish(n, one)
+
+    async def receive() -> int:
+        await asyncio.sleep(0)  # as a broker's fetch waits
+        got = len(queued)
+        queued.clear()
+        return got
+
+    async def finish() -> None:
+        events.append(f"finish after {sum(sent)} sent")
+
+    result = await run_loop(spec, send, receive, chunk=4, finish=finish)
+    assert result.processed == 25 and result.seconds > 0
+    assert sorted(sent) == [1, 4, 4, 4, 4, 4, 4]  # shares 13 and 12, chunks of at most 4
+    assert events == ["finish after 25 sent"]
+
+
+def test_bench_names_are_fresh_and_settings_come_from_the_variable_first(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from rrjobs.core.baseline import bench_name, from_env
+
+    assert bench_name() != bench_name()
+    assert bench_name().startswith("rrjobs-bench-")
+    assert bench_name("raw").startswith("rrjobs-bench-raw-")
+    monkeypatch.delenv("RRJOBS_X", raising=False)
+    assert from_env("RRJOBS_X", None, "x", "addr") is None
+    assert from_env("RRJOBS_X", {"x": {"addr": "h:1"}}, "x", "addr") == "h:1"
+    monkeypatch.setenv("RRJOBS_X", " e:2 ")
+    assert from_env("RRJOBS_X", {"x": {"addr": "h:1"}}, "x", "addr") == "e:2"

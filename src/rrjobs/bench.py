@@ -286,7 +286,7 @@ async def run_runtime(spec: BenchSpec, *, max_seconds: float,
         if handled == total and not all_handled.done():
             all_handled.set_result(None)
 
-    payload = os.urandom(spec.payload_size) if spec.payload_size else b""
+    payload = spec.payload()
     jobs = Jobs(runtime_config(spec), app)
     await jobs.start()
     try:

@@ -10,13 +10,17 @@ distribution's metadata::
 The entry point names a :class:`DriverBench` (or a bare baseline function).
 It is loaded only when ``rrjobs bench`` runs that driver. This module imports
 nothing outside ``rrjobs.core``, so a baseline needs only the core and the
-broker's own client (:mod:`rrjobs.bench` runs the runtime phase).
+broker's own client (:mod:`rrjobs.bench` runs the runtime phase). A baseline
+times its items with :func:`run_timed`, or with :func:`run_loop` when its
+consumer is one loop of receives.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -65,6 +69,31 @@ class BenchSpec:
         """How many jobs each producer pushes (they add up to ``jobs``)."""
         base, extra = divmod(self.jobs, self.producers)
         return [base + (1 if i < extra else 0) for i in range(self.producers)]
+
+    def payload(self) -> bytes:
+        """A job's payload: ``payload_size`` random bytes."""
+        return os.urandom(self.payload_size) if self.payload_size else b""
+
+    async def publish(self, n: int, one: Callable[[], Awaitable[object]]) -> None:
+        """``n`` awaited calls of ``one``: all at once with ``push="batch"`` (as
+        ``push_batch``), one after the other with ``push="single"``."""
+        if self.push == "batch":
+            await asyncio.gather(*(one() for _ in range(n)))
+        else:
+            for _ in range(n):
+                await one()
+
+
+def bench_name(kind: str = "") -> str:
+    """A fresh name for a run's queue, topic or stream: ``rrjobs-bench-<8 hex>``, or
+    ``rrjobs-bench-<kind>-<8 hex>`` (a baseline's own: ``kind="raw"``)."""
+    return "-".join(filter(None, ("rrjobs-bench", kind, uuid.uuid4().hex[:8])))
+
+
+def from_env(var: str, config: Mapping[str, Any] | None, section: str, key: str) -> Any:
+    """The variable ``var`` when set (the one the integration tests use for the
+    broker), else ``config[section][key]``; ``None`` when neither is."""
+    return os.environ.get(var, "").strip() or ((config or {}).get(section) or {}).get(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +150,25 @@ async def run_timed(spec: BenchSpec, send: Callable[[int], Awaitable[object]],
             task.cancel()
         await asyncio.gather(*producers, consumer, return_exceptions=True)
     return elapsed, cpu
+
+
+async def run_loop(spec: BenchSpec, send: Callable[[int], Awaitable[object]],
+                   receive: Callable[[], Awaitable[int]], *, chunk: int = 0,
+                   finish: Callable[[], Awaitable[object]] | None = None) -> PhaseResult:
+    """:func:`run_timed` with one consumer that awaits ``receive()`` (it takes what
+    the broker hands out and settles it, returning how many) until ``spec.jobs``
+    items are, then ``finish()`` when given (a last commit), within the clock."""
+    handled = 0
+
+    async def consume() -> None:
+        nonlocal handled
+        while handled < spec.jobs:
+            handled += await receive()
+        if finish is not None:
+            await finish()
+
+    elapsed, cpu = await run_timed(spec, send, consume(), chunk=chunk)
+    return PhaseResult(elapsed, handled, cpu)
 
 
 BaselineFn = Callable[[BenchSpec], Awaitable[PhaseResult]]

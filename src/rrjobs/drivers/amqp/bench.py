@@ -8,14 +8,19 @@ queue on the durable direct exchange ``rrjobs.bench``, deleted afterwards.
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import aio_pika
 
-from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult, run_timed
+from rrjobs.core.baseline import (
+    BenchSpec,
+    DriverBench,
+    PhaseResult,
+    bench_name,
+    from_env,
+    run_timed,
+)
 from rrjobs.drivers.amqp.config import DEFAULT_ADDR
 
 BENCH_EXCHANGE = "rrjobs.bench"
@@ -26,39 +31,28 @@ BENCH_PREFETCH = 100
 
 def broker_url(config: Mapping[str, Any] | None = None) -> str:
     """``RRJOBS_AMQP_URL``, else ``amqp.addr`` of ``config``, else the default address."""
-    url = os.environ.get("RRJOBS_AMQP_URL", "").strip()
-    if url:
-        return url
-    section = (config or {}).get("amqp") or {}
-    return str(section.get("addr") or DEFAULT_ADDR)
+    return str(from_env("RRJOBS_AMQP_URL", config, "amqp", "addr") or DEFAULT_ADDR)
 
 
 def bench_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
     """The config sections and pipeline options of ``rrjobs bench --driver amqp``."""
-    name = f"rrjobs-bench-{uuid.uuid4().hex[:8]}"
-    sections = {"amqp": {"addr": broker_url()}}
-    options = {"queue": name, "routing_key": name, "exchange": BENCH_EXCHANGE,
-               "exchange_durable": True, "durable": True, "prefetch": BENCH_PREFETCH,
-               "delete_queue_on_stop": True}
-    return sections, options
+    name = bench_name()
+    return {"amqp": {"addr": broker_url()}}, {
+        "queue": name, "routing_key": name, "exchange": BENCH_EXCHANGE,
+        "exchange_durable": True, "durable": True, "prefetch": BENCH_PREFETCH,
+        "delete_queue_on_stop": True}
 
 
 async def amqp_baseline(spec: BenchSpec) -> PhaseResult:
     """A raw aio-pika loop: persistent publishes with confirms, the same prefetch, manual acks."""
-    url = broker_url(spec.config)
-    prefetch = int(spec.options.get("prefetch", BENCH_PREFETCH))
-    name = f"rrjobs-bench-raw-{uuid.uuid4().hex[:8]}"
-    payload = os.urandom(spec.payload_size) if spec.payload_size else b""
-    total = spec.jobs
-    handled = 0
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    connection = await aio_pika.connect(url)
+    name, payload, handled = bench_name("raw"), spec.payload(), 0
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    connection = await aio_pika.connect(broker_url(spec.config))
     try:
         publish_channel = await connection.channel(publisher_confirms=True)
         consume_channel = await connection.channel()
-        await consume_channel.set_qos(prefetch_count=prefetch)
+        await consume_channel.set_qos(
+            prefetch_count=int(spec.options.get("prefetch", BENCH_PREFETCH)))
         exchange = await publish_channel.declare_exchange(
             BENCH_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
         queue = await publish_channel.declare_queue(name, durable=True)
@@ -69,16 +63,12 @@ async def amqp_baseline(spec: BenchSpec) -> PhaseResult:
             nonlocal handled
             await message.ack()
             handled += 1
-            if handled == total and not done.done():
+            if handled == spec.jobs and not done.done():
                 done.set_result(None)
 
         async def send(n: int) -> None:
-            messages = [aio_pika.Message(payload, delivery_mode=PERSISTENT) for _ in range(n)]
-            if spec.push == "batch":
-                await asyncio.gather(*(exchange.publish(m, routing_key=name) for m in messages))
-            else:
-                for m in messages:
-                    await exchange.publish(m, routing_key=name)
+            await spec.publish(n, lambda: exchange.publish(
+                aio_pika.Message(payload, delivery_mode=PERSISTENT), routing_key=name))
 
         tag = await consume_queue.consume(on_message)
         elapsed, cpu = await run_timed(spec, send, done)

@@ -5,15 +5,13 @@ and commit cadence) on ``RRJOBS_KAFKA_BROKERS``, else ``kafka.brokers``, else th
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
 
-from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult, run_timed
+from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult, bench_name, from_env, run_loop
 from rrjobs.core.message import new_id
 from rrjobs.drivers.kafka.client import connection_kwargs
 from rrjobs.drivers.kafka.config import KafkaOptions, KafkaSection
@@ -25,23 +23,20 @@ BENCH_COMMIT_INTERVAL = 0.2
 
 def brokers(config: Mapping[str, Any] | None = None) -> list[str]:
     """``RRJOBS_KAFKA_BROKERS``, else ``kafka.brokers`` of ``config``, else the default."""
-    env = os.environ.get("RRJOBS_KAFKA_BROKERS", "").strip()
-    section = (config or {}).get("kafka") or {}
-    return KafkaSection.model_validate({"brokers": env or section.get("brokers")}).brokers
+    given = from_env("RRJOBS_KAFKA_BROKERS", config, "kafka", "brokers")
+    return KafkaSection.model_validate({"brokers": given}).brokers
 
 
 def bench_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
     """The config sections and pipeline options of ``rrjobs bench --driver kafka``."""
-    name = f"rrjobs-bench-{uuid.uuid4().hex[:8]}"
-    sections = {"kafka": {"brokers": brokers()}}
-    options = {
+    name = bench_name()
+    return {"kafka": {"brokers": brokers()}}, {
         "auto_create_topics_enable": True,
         "consumer_options": {"topics": [name]},
         "group_options": {"group_id": name, "commit_interval": BENCH_COMMIT_INTERVAL,
                           "session_timeout": "6s", "heartbeat_interval": "500ms"},
         "prefetch": BENCH_PREFETCH,
     }
-    return sections, options
 
 
 async def kafka_baseline(spec: BenchSpec) -> PhaseResult:
@@ -52,10 +47,7 @@ async def kafka_baseline(spec: BenchSpec) -> PhaseResult:
         {**((spec.config or {}).get("kafka") or {}), "brokers": brokers(spec.config)})
     conn = connection_kwargs(section, options.sasl_options or section.sasl, None)
     interval = options.group_options.commit_interval if options.group_options else 0.2
-    topic = f"rrjobs-bench-raw-{uuid.uuid4().hex[:8]}"
-    payload = os.urandom(spec.payload_size) if spec.payload_size else b""
-    total = spec.jobs
-    handled = 0
+    topic, payload = bench_name("raw"), spec.payload()
     p = options.producer_options
     producer = AIOKafkaProducer(acks="all", enable_idempotence=not p.disable_idempotent,
                                 max_request_size=p.max_message_bytes, linger_ms=0,
@@ -68,32 +60,29 @@ async def kafka_baseline(spec: BenchSpec) -> PhaseResult:
         await producer.partitions_for(topic)  # creates the topic, as the driver does
         await consumer.start()
         consumer.subscribe([topic])
+        dirty, last_commit = False, time.monotonic()
 
-        async def consume() -> None:
-            nonlocal handled
-            dirty = False
-            last_commit = time.monotonic()
-            while handled < total:
-                batch = await consumer.getmany(timeout_ms=500, max_records=options.prefetch)
-                for records in batch.values():
-                    handled += len(records)
-                    dirty = dirty or bool(records)
-                now = time.monotonic()
-                if dirty and now - last_commit >= interval:
-                    await consumer.commit()
-                    dirty, last_commit = False, now
-            await consumer.commit()
+        async def receive() -> int:
+            nonlocal dirty, last_commit
+            batch = await consumer.getmany(timeout_ms=500, max_records=options.prefetch)
+            got = sum(len(records) for records in batch.values())
+            dirty = dirty or bool(got)
+            now = time.monotonic()
+            if dirty and now - last_commit >= interval:
+                await consumer.commit()
+                dirty, last_commit = False, now
+            return got
 
         async def send(n: int) -> None:
             futures = [await producer.send(topic, payload, key=new_id().encode())
                        for _ in range(n)]
             await asyncio.gather(*futures)
 
-        elapsed, cpu = await run_timed(spec, send, consume())
+        result = await run_loop(spec, send, receive, finish=consumer.commit)
     finally:
         await consumer.stop()
         await producer.stop()
-    return PhaseResult(elapsed, handled, cpu)
+    return result
 
 
 #: The ``rrjobs.bench`` entry point of the kafka driver.

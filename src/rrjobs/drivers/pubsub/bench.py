@@ -13,19 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import uuid
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from google.api_core import exceptions as gexc
-from google.pubsub_v1 import PublishRequest, PullResponse
+from google.pubsub_v1 import PublishRequest
 
-from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult, run_timed
+from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult, bench_name, run_loop
 from rrjobs.core.message import new_id
 from rrjobs.drivers.pubsub.client import open_clients
 from rrjobs.drivers.pubsub.codec import attributes
 from rrjobs.drivers.pubsub.config import PubSubOptions, PubSubSection
+from rrjobs.drivers.pubsub.deadletters import PULL_MAX, pull_now
 from rrjobs.drivers.pubsub.driver import IDLE_MAX, IDLE_MIN, RawMessage, RawPublishRequest
 
 BENCH_PREFETCH = 1000
@@ -42,7 +41,7 @@ def section_data(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
 
 def bench_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
     """The config sections and pipeline options of ``rrjobs bench --driver pubsub``."""
-    name = f"rrjobs-bench-{uuid.uuid4().hex[:8]}"
+    name = bench_name()
     project = os.environ.get("RRJOBS_PUBSUB_PROJECT", DEFAULT_PROJECT)
     return ({"google_pub_sub": section_data()},
             {"project_id": project, "topic": name, "subscription": name,
@@ -52,35 +51,27 @@ def bench_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
 async def pubsub_baseline(spec: BenchSpec) -> PhaseResult:
     """A raw GAPIC loop: batched publish, pull up to prefetch, one ack per pulled batch."""
     options = PubSubOptions.model_validate(dict(spec.options))
-    section = PubSubSection.model_validate(section_data(spec.config))
-    clients = await open_clients(section)
-    name = f"rrjobs-bench-raw-{uuid.uuid4().hex[:8]}"
+    clients = await open_clients(PubSubSection.model_validate(section_data(spec.config)))
+    name, payload = bench_name("raw"), spec.payload()
     topic = f"projects/{options.project_id}/topics/{name}"
     sub = f"projects/{options.project_id}/subscriptions/{name}"
-    payload = os.urandom(spec.payload_size) if spec.payload_size else b""
-    total, handled = spec.jobs, 0
+    idle = IDLE_MIN
     try:
         await clients.publisher.create_topic(name=topic)
         await clients.subscriber.create_subscription(name=sub, topic=topic,
                                                      ack_deadline_seconds=options.ack_deadline)
 
-        async def consume() -> None:
-            nonlocal handled
-            idle = IDLE_MIN
-            while handled < total:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    response = await clients.subscriber.pull(
-                        subscription=sub, max_messages=min(options.prefetch, 1000),
-                        return_immediately=True, retry=None)
-                ids = [r.ack_id for r in PullResponse.pb(response).received_messages]
-                if ids:
-                    await clients.subscriber.acknowledge(subscription=sub, ack_ids=ids)
-                    handled += len(ids)
-                    idle = IDLE_MIN
-                else:  # the driver's idle pause
-                    await asyncio.sleep(idle)
-                    idle = min(idle * 2, IDLE_MAX)
+        async def receive() -> int:
+            nonlocal idle
+            response = await pull_now(clients.subscriber, sub, min(options.prefetch, PULL_MAX))
+            ids = [r.ack_id for r in response.received_messages]
+            if ids:
+                await clients.subscriber.acknowledge(subscription=sub, ack_ids=ids)
+                idle = IDLE_MIN
+            else:  # the driver's idle pause
+                await asyncio.sleep(idle)
+                idle = min(idle * 2, IDLE_MAX)
+            return len(ids)
 
         async def send(n: int) -> None:
             msgs = [RawMessage(data=payload, attributes=attributes(
@@ -88,13 +79,13 @@ async def pubsub_baseline(spec: BenchSpec) -> PhaseResult:
             await clients.publisher.publish(request=PublishRequest.wrap(
                 RawPublishRequest(topic=topic, messages=msgs)))
 
-        elapsed, cpu = await run_timed(spec, send, consume(), chunk=1000)
+        result = await run_loop(spec, send, receive, chunk=PULL_MAX)
     finally:
         with contextlib.suppress(gexc.GoogleAPICallError):
             await clients.subscriber.delete_subscription(subscription=sub)
             await clients.publisher.delete_topic(topic=topic)
         await clients.close()
-    return PhaseResult(elapsed, handled, cpu)
+    return result
 
 
 #: The ``rrjobs.bench`` entry point of the pubsub driver.

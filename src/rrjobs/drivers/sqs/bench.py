@@ -12,17 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from aiobotocore.config import AioConfig  # type: ignore[import-untyped,unused-ignore]
 from aiobotocore.session import get_session  # type: ignore[import-untyped,unused-ignore]
 
-from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult, run_timed
+from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult, bench_name, run_loop
 from rrjobs.core.message import new_id
 from rrjobs.drivers.sqs import codec
 from rrjobs.drivers.sqs.config import SQSOptions, SQSSection
+from rrjobs.drivers.sqs.deadletters import RECEIVE_MAX
 
 BENCH_PREFETCH = 10
 BENCH_IN_FLIGHT = 1000
@@ -44,8 +44,7 @@ def section(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
 
 def bench_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
     """The config sections and pipeline options of ``rrjobs bench --driver sqs``."""
-    name = f"rrjobs-bench-{uuid.uuid4().hex[:8]}"
-    options = {"queue": name, "prefetch": BENCH_PREFETCH,
+    options = {"queue": bench_name(), "prefetch": BENCH_PREFETCH,
                "max_messages_in_flight": BENCH_IN_FLIGHT, "wait_time_seconds": BENCH_WAIT}
     return {"sqs": section()}, options
 
@@ -55,33 +54,28 @@ async def sqs_baseline(spec: BenchSpec) -> PhaseResult:
     with long polling, DeleteMessageBatch per received batch."""
     options = SQSOptions.model_validate(dict(spec.options))
     sect = SQSSection.model_validate(section(spec.config))
-    payload = os.urandom(spec.payload_size) if spec.payload_size else b""
-    total = spec.jobs
-    handled = 0
+    payload = spec.payload()
     loop = asyncio.get_running_loop()
     config = AioConfig(warm_up_loader_caches=True)  # botocore's data files read off the loop
     async with get_session().create_client("sqs", config=config,
                                            **sect.client_kwargs()) as client:
-        url = (await client.create_queue(
-            QueueName=f"rrjobs-bench-raw-{uuid.uuid4().hex[:8]}"))["QueueUrl"]
+        url = (await client.create_queue(QueueName=bench_name("raw")))["QueueUrl"]
         pending: set[asyncio.Task[Any]] = set()
 
-        async def consume() -> None:
-            nonlocal handled
-            while handled < total:
-                reply = await client.receive_message(
-                    QueueUrl=url, MaxNumberOfMessages=options.prefetch,
-                    WaitTimeSeconds=options.wait_time_seconds,
-                    MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"])
-                messages = reply.get("Messages") or []
-                handled += len(messages)
-                if messages:
-                    entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                               for i, m in enumerate(messages)]
-                    task = loop.create_task(client.delete_message_batch(QueueUrl=url,
-                                                                        Entries=entries))
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
+        async def receive() -> int:
+            reply = await client.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=options.prefetch,
+                WaitTimeSeconds=options.wait_time_seconds,
+                MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"])
+            messages = reply.get("Messages") or []
+            if messages:
+                entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                           for i, m in enumerate(messages)]
+                task = loop.create_task(client.delete_message_batch(QueueUrl=url,
+                                                                    Entries=entries))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            return len(messages)
 
         async def send(n: int) -> None:
             entries = []
@@ -93,15 +87,16 @@ async def sqs_baseline(spec: BenchSpec) -> PhaseResult:
             await client.send_message_batch(QueueUrl=url, Entries=entries)
 
         async def send_batch(n: int) -> None:
-            await asyncio.gather(*(send(min(10, n - s)) for s in range(0, n, 10)))
+            step = RECEIVE_MAX
+            await asyncio.gather(*(send(min(step, n - s)) for s in range(0, n, step)))
 
         try:
-            elapsed, cpu = await run_timed(spec, send_batch, consume())
+            result = await run_loop(spec, send_batch, receive)
             await asyncio.gather(*pending, return_exceptions=True)
         finally:
             with contextlib.suppress(Exception):
                 await client.delete_queue(QueueUrl=url)
-    return PhaseResult(elapsed, handled, cpu)
+    return result
 
 
 #: The ``rrjobs.bench`` entry point of the sqs driver.
