@@ -254,6 +254,12 @@ def test_dead_letters_browse_peek_replay_and_purge(page: Page, server: Served,
     fields = page.locator("#peek-fields").inner_text()
     assert "Replays into\ninvoices" in fields and "Attempts\n1" in fields
     shoot(page, tmp_path, "dashboard-dead-letters.png", full_page=True)
+    page.keyboard.press("Escape")  # closes it; the focus goes back to its Peek button
+    expect(panel).to_be_hidden()
+    peek = page.get_by_role("button", name="Peek at invoice-1001")
+    assert peek.evaluate("b => b === document.activeElement")
+    page.keyboard.press("Enter")
+    expect(panel).to_be_visible()
 
     phone = page.context.browser.new_page(viewport=PHONE)  # type: ignore[union-attr,arg-type]
     try:

@@ -18,6 +18,7 @@ from rrjobs import App, Config, Job, Jobs, Message
 from rrjobs.auth import bearer_token, token_ok
 from rrjobs.core.errors import ConfigError
 from rrjobs.dashboard import Dashboard, DashboardServer
+from rrjobs.dashboard.server import PEEK_TEXT_LIMIT, payload_view
 from rrjobs.runtime.outcomes import RECENT_FAILURES, TRACEBACK_LIMIT
 from rrjobs.server import Server, dashboard_server
 from tests.conftest import wait_for
@@ -489,3 +490,18 @@ async def test_dead_letters_need_the_token_and_the_dashboards_origin() -> None:
         assert form.status == 415
         letters = (await (await c.get(base, headers=AUTH)).json())["dead_letters"]
         assert [d["id"] for d in letters] == ["job-1"]  # nothing was purged
+
+
+def test_a_peeked_payload_is_indented_kept_as_text_or_cut() -> None:
+    assert payload_view(b'{"a":[1,2]}') == {
+        "payload_format": "json", "payload_size": 11, "payload_truncated": False,
+        "payload_text": '{\n  "a": [\n    1,\n    2\n  ]\n}'}
+    assert payload_view("héllo".encode())["payload_text"] == "héllo"
+    assert payload_view(b'"quoted"')["payload_format"] == "json"  # a JSON string is JSON
+    assert payload_view(b"")["payload_format"] == "text"
+    huge = payload_view(b"x" * (PEEK_TEXT_LIMIT + 10))
+    assert (huge["payload_format"], huge["payload_truncated"], huge["payload_size"]) == (
+        "text", True, PEEK_TEXT_LIMIT + 10)
+    assert huge["payload_text"] == "x" * PEEK_TEXT_LIMIT
+    exact = payload_view(b"y" * PEEK_TEXT_LIMIT)
+    assert exact["payload_truncated"] is False

@@ -615,6 +615,7 @@ $("dl-pipeline").addEventListener("change", () => {
 $("dl-replay-all").addEventListener("click", () => replay($("dl-pipeline").value, null));
 $("dl-purge").addEventListener("click", () => purge($("dl-pipeline").value));
 $("peek-close").addEventListener("click", closePeek);
+$("peek").addEventListener("keydown", (ev) => { if (ev.key === "Escape") closePeek(); });
 $("peek-replay").addEventListener("click", () => { if (peeked) replay(peeked.name, [peeked.id]); });
 
 // -- start ------------------------------------------------------------------------------
