@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test unit docs dist integration-install lint lint-imports type check bench clean
+.PHONY: demo test unit docs dist integration-install lint lint-imports type check bench clean proto
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,3 +64,7 @@ bench: $(VENV)/.base
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site dist
+
+# The goridge RPC's protobuf classes, checked in (tests/test_goridge_proto.py fails when stale).
+proto: $(VENV)/.dev
+	$(BIN)/python -m grpc_tools.protoc -Isrc --python_out=src --pyi_out=src src/rrjobs/rpc/pb/jobs.proto

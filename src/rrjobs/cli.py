@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from rrjobs.config import Config
     from rrjobs.core.deadletters import DeadLetter
     from rrjobs.rpc.client import RPCClient
+    from rrjobs.rpc.goridge_client import GoridgeClient
     from rrjobs.runtime.stats import PipelineStat
 
 T = TypeVar("T")
@@ -185,10 +186,6 @@ def resolve_client_token(config: str | None) -> str | None:
 def call(rpc: str | None, config: str | None,
          fn: Callable[[RPCClient], Coroutine[Any, Any, T]]) -> T:
     """Run ``fn(client)`` against the server; any rrjobs error becomes one clean line."""
-    import asyncio
-
-    from rrjobs.core.errors import ConfigError, RRJobsError
-    from rrjobs.core.secrets import scrub
     from rrjobs.rpc.client import RPCClient
 
     address = resolve_address(rpc, config)
@@ -197,6 +194,29 @@ def call(rpc: str | None, config: str | None,
     async def main() -> T:
         async with RPCClient(address, token=token, transport="stdlib") as client:
             return await fn(client)
+
+    return _run(address, main)
+
+
+def call_goridge(rpc: str | None, config: str | None,
+                 fn: Callable[[GoridgeClient], Coroutine[Any, Any, T]]) -> T:
+    """:func:`call` over RoadRunner's goridge RPC (``rpc.goridge``; no token)."""
+    from rrjobs.rpc.goridge_client import GoridgeClient
+
+    address = resolve_address(rpc, config)
+
+    async def main() -> T:
+        async with GoridgeClient(address) as client:
+            return await fn(client)
+
+    return _run(address, main)
+
+
+def _run(address: str, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    import asyncio
+
+    from rrjobs.core.errors import ConfigError, RRJobsError
+    from rrjobs.core.secrets import scrub
 
     try:
         return asyncio.run(main())
@@ -352,10 +372,13 @@ def serve(config: str, app: str | None, rpc: str | None, log_level: str | None,
 @click.option("--auto-ack", is_flag=True, help="Acknowledge on receipt (never redelivered).")
 @click.option("--header", "headers", multiple=True, metavar="KEY=VALUE",
               help="A header; repeat a key for several values.")
+@click.option("--goridge", is_flag=True,
+              help="Call over RoadRunner's goridge RPC (a real rr, or rrjobs with "
+                   "rpc.goridge) instead of HTTP/JSON; sends no token.")
 @client_options
 def push(pipeline: str, job_name: str, payload: str | None, payload_file: BinaryIO | None,
          job_id: str, priority: int, delay: float, auto_ack: bool, headers: tuple[str, ...],
-         rpc: str | None, config: str | None) -> None:
+         goridge: bool, rpc: str | None, config: str | None) -> None:
     """Push one job named JOB_NAME to PIPELINE."""
     from rrjobs.core.message import Message
 
@@ -367,7 +390,10 @@ def push(pipeline: str, job_name: str, payload: str | None, payload_file: Binary
         hdrs.setdefault(key, []).append(value)
     msg = Message(name=job_name, payload=body, pipeline=pipeline, id=job_id, headers=hdrs,
                   priority=priority, delay=delay, auto_ack=auto_ack)
-    call(rpc, config, lambda c: c.push(msg))
+    if goridge:
+        call_goridge(rpc, config, lambda c: c.push(msg))
+    else:
+        call(rpc, config, lambda c: c.push(msg))
     click.echo(f"pushed job {msg.id} ({job_name}) to pipeline {pipeline}")
 
 

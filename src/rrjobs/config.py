@@ -308,6 +308,15 @@ class RPCConfig(StrictModel):
     max_inflight_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     #: the directory under which a Declare through the RPC may name files
     declare_dir: str | None = None
+    #: also serve RoadRunner's goridge RPC on ``listen`` (it has no token):
+    #: ``unix`` (a unix:// listen, socket 0600) or ``loopback`` (a loopback host too)
+    goridge: Literal["off", "unix", "loopback"] = "off"
+
+    @field_validator("goridge", mode="before")
+    @classmethod
+    def _goridge_off(cls, value: Any) -> Any:
+        """YAML reads a bare ``off`` as false."""
+        return "off" if value is False else value
 
 
 class FileLoggerOptions(StrictModel):

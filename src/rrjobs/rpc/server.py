@@ -50,7 +50,7 @@ import os
 import socket
 import stat
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -63,6 +63,9 @@ from rrjobs.rpc.errors import BadRequestError, RPCError, UnknownMethodError, err
 from rrjobs.rpc.guard import Guard
 from rrjobs.rpc.token import resolve_token
 from rrjobs.runtime.jobs import Jobs
+
+if TYPE_CHECKING:
+    from rrjobs.rpc.goridge import GoridgeService
 
 log = logging.getLogger("rrjobs.rpc")
 
@@ -104,10 +107,12 @@ class RPCServer:
                  shutdown_timeout: float = 10.0, max_body: int = MAX_BODY,
                  token: str | None = None, allowed_hosts: Sequence[str] = (),
                  max_inflight_bytes: int = MAX_INFLIGHT_BYTES,
-                 declare_dir: str | None = None) -> None:
+                 declare_dir: str | None = None, goridge: str = "off") -> None:
         """``token``: required of every call (default: ``RRJOBS_RPC_TOKEN``, read
         now; none when unset). ``declare_dir``: where a Declare may name files
-        (none: a Declare naming a file is refused)."""
+        (none: a Declare naming a file is refused). ``goridge``: ``unix`` or
+        ``loopback`` also serve RoadRunner's goridge RPC on the same address
+        (:mod:`rrjobs.rpc.goridge`; ``ConfigError`` where the address does not allow it)."""
         self.jobs = jobs
         self.max_body = max_body
         self.listen = Address.parse(listen)
@@ -115,6 +120,13 @@ class RPCServer:
         self.guard = Guard(token=resolve_token(token), allowed_hosts=allowed_hosts,
                            max_inflight_bytes=max_inflight_bytes, max_body=max_body)
         self.declare_dir = declare_dir
+        goridge_mode = goridge
+        self.goridge: GoridgeService | None = None
+        if goridge_mode != "off":
+            from rrjobs.rpc.goridge import GoridgeService, check_mode
+
+            check_mode(goridge_mode, self.listen)
+            self.goridge = GoridgeService(jobs, declare_dir=declare_dir)
         self._runner: web.AppRunner | None = None
         self._bound: Address | None = None
         self._stopping = False
@@ -143,7 +155,7 @@ class RPCServer:
         return cls(jobs, listen or config.listen, token=resolve_token(None, token),
                    allowed_hosts=config.allowed_hosts,
                    max_inflight_bytes=config.max_inflight_bytes,
-                   declare_dir=config.declare_dir, **kwargs)
+                   declare_dir=config.declare_dir, goridge=config.goridge, **kwargs)
 
     def __repr__(self) -> str:
         return f"RPCServer({self.address!r}, {self.guard!r})"
@@ -171,9 +183,13 @@ class RPCServer:
         try:
             if self.listen.scheme == "unix":
                 await _remove_stale_socket(self.listen.path)
-                site = web.SockSite(runner, _bind_unix(self.listen.path))
-            else:
+                sock = _bind_unix(self.listen.path)
+                site = (web.SockSite(runner, sock) if self.goridge is None
+                        else _sniffing_site(runner, self.goridge, self.listen, sock=sock))
+            elif self.goridge is None:
                 site = web.TCPSite(runner, self.listen.host, self.listen.port)
+            else:
+                site = _sniffing_site(runner, self.goridge, self.listen)
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -181,7 +197,8 @@ class RPCServer:
         self._runner = runner
         self._bound = self._actual_address(runner)
         self.guard.bind(self._bound)
-        log.info("RPC listening on %s", self._bound)
+        log.info("RPC listening on %s%s", self._bound,
+                 " (HTTP/JSON and goridge)" if self.goridge is not None else "")
 
     def _actual_address(self, runner: web.AppRunner) -> Address:
         if self.listen.scheme == "unix":
@@ -202,6 +219,8 @@ class RPCServer:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+            if self.goridge is not None:
+                await self.goridge.close(self.shutdown_timeout)
             if self.listen.scheme == "unix":
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.listen.path)
@@ -354,6 +373,14 @@ def _decode_body(raw: bytearray, decode: DecodeFn) -> Any:
     if not isinstance(body, dict):
         raise BadRequestError(f"body: expected an object, got {type(body).__name__}")
     return decode(body)
+
+
+def _sniffing_site(runner: web.AppRunner, goridge: GoridgeService, listen: Address, *,
+                   sock: socket.socket | None = None) -> web.BaseSite:
+    from rrjobs.rpc.goridge import SniffingSite
+
+    return SniffingSite(runner, goridge, name=str(listen), host=listen.host, port=listen.port,
+                        sock=sock)
 
 
 def _bind_unix(path: str) -> socket.socket:
