@@ -359,6 +359,48 @@ def serve(config: str, app: str | None, rpc: str | None, log_level: str | None,
 
 
 @cli.command()
+@click.option("--app", "app", required=True, metavar="MODULE:ATTR",
+              help="The rrjobs.App with the handlers.")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Attempts of a failing job: REQUEUE with rr_attempts until then, then NACK.")
+@click.option("--backoff", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds before the first retry (doubling, at most 60).")
+@click.option("--job-timeout", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds a handler may run before it fails (0: no limit; rr's "
+                   "supervisor.exec_ttl kills the whole worker instead).")
+@click.option("--relay", metavar="RELAY", default=None,
+              help="pipes, tcp://HOST:PORT or unix:///PATH [default: RR_RELAY, else pipes].")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
+                                                case_sensitive=False), default="info",
+              show_default=True)
+def worker(app: str, max_attempts: int, backoff: float, job_timeout: float,
+           relay: str | None, log_level: str) -> None:
+    """Run APP as a RoadRunner jobs worker (server.command of an .rr.yaml).
+
+    Goridge frames over stdin/stdout (or RR_RELAY); logs and anything the
+    handlers print go to stderr. See docs/roadrunner.md.
+    """
+    import asyncio
+    import logging
+    import os
+
+    from rrjobs.rpc.rrworker import serve as serve_worker
+    from rrjobs.runtime.app import load_app
+    from rrjobs.runtime.outcomes import RetryPolicy
+
+    logging.basicConfig(stream=sys.stderr, level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.path.insert(0, os.getcwd())
+    try:
+        application = load_app(app)
+    except Exception as exc:
+        raise click.ClickException(f"cannot load --app {app}: {exc}") from None
+    policy = RetryPolicy(max_attempts=max_attempts, backoff=backoff)
+    sys.exit(asyncio.run(serve_worker(application, relay_spec=relay, policy=policy,
+                                      job_timeout=job_timeout)))
+
+
+@cli.command()
 @click.argument("pipeline")
 @click.argument("job_name")
 @click.option("--payload", help="The payload, as text (UTF-8).")
