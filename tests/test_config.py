@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -71,7 +73,7 @@ def test_durations_accept_numbers_and_go_strings() -> None:
     ("yaml_text", "path", "fragment"),
     [
         ("jobs: {pipeline_size: 0}", "jobs.pipeline_size", "must be ≥ 1"),
-        ("jobs: {pool: {num_workers: 0}}", "jobs.pool.num_workers", "must be ≥ 1"),
+        ("jobs: {pool: {num_workers: -1}}", "jobs.pool.num_workers", "must be ≥ 0"),
         ("jobs: {bogus: 1}", "jobs.bogus", "unknown key"),
         ("jobs: {pipelines: {test-1: {config: {}}}}", "jobs.pipelines.test-1.driver",
          "required"),
@@ -109,16 +111,40 @@ def test_jobs_section_is_required_and_other_sections_are_kept() -> None:
     assert cfg.get("server.command") == "php w.php"
 
 
-def test_roadrunner_php_pool_keys_load_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_roadrunner_php_pool_keys_load_with_one_info_line(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "rrjobs.config")
     cfg = Config.from_yaml(
         "jobs: {num_pollers: 10, pool: {num_workers: 4, command: php w.php, "
-        "supervisor: {exec_ttl: 30s, max_worker_memory: 100}}}"
+        "supervisor: {exec_ttl: 30s, max_worker_memory: 100}}}\n"
+        "metrics: {collect: {app_metric: {type: counter, help: x}}}"
     )
     assert cfg.jobs.pool.supervisor.exec_ttl == 30.0
-    text = caplog.text
-    assert "jobs.pool.command" in text
-    assert "jobs.pool.supervisor.max_worker_memory" in text
-    assert "jobs.num_pollers" in text
+    lines = [r for r in caplog.records if "without meaning" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.INFO
+    text = lines[0].getMessage()
+    for key in ("jobs.pool.command", "jobs.pool.supervisor.max_worker_memory",
+                "jobs.num_pollers", "metrics.collect"):
+        assert key in text
+
+
+def test_num_workers_zero_is_the_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RoadRunner's default and its .rr.yaml's value: as many workers as CPUs."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)
+    assert Config.from_yaml("jobs: {pool: {num_workers: 0}}").jobs.pool.num_workers == 7
+    assert Config.from_yaml("jobs: {}").jobs.pool.num_workers == 7
+    assert Config.from_yaml("jobs: {pool: {num_workers: 3}}").jobs.pool.num_workers == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert Config.from_yaml("jobs: {pool: {num_workers: 0}}").jobs.pool.num_workers == 1
+
+
+def test_log_outputs_as_roadrunner_lists_them() -> None:
+    cfg = Config.from_yaml("jobs: {}\nlogs: {output: [stdout], err_output: [stderr]}")
+    assert cfg.logs is not None
+    assert (cfg.logs.output, cfg.logs.err_output) == ("stdout", "stderr")
+    with pytest.raises(ConfigError) as caught:
+        Config.from_yaml("jobs: {}\nlogs: {output: [stdout, /tmp/x.log]}")
+    assert caught.value.path == "logs.output"
 
 
 def test_load_from_file_and_bad_yaml(tmp_path: Path) -> None:

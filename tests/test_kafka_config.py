@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
 
 from rrjobs.core.errors import ConfigError
@@ -42,13 +45,9 @@ def test_what_aiokafka_cannot_honour_is_refused() -> None:
             f"{base}.producer_options", "not supported by aiokafka")
     refused({"producer_options": {"required_acks": "LeaderAck"}},
             f"{base}.producer_options", "disable_idempotent")
-    refused({"producer_options": {"transaction_timeout": "1m"}},
-            f"{base}.producer_options", "transactions")
     refused({"consumer_options": {"topics": ["t"],
                                   "consumer_offset": {"type": "WithEpoch", "value": 1}}},
             f"{base}.consumer_options.consumer_offset", "WithEpoch")
-    refused({"group_options": {"group_id": "g", "block_rebalance_on_poll": True}},
-            f"{base}.group_options", "block_rebalance_on_poll")
     refused({"consumer_options": {"consume_partitions": {"t": {"0": {}}}},
              "group_options": {"group_id": "g"}}, base, "consume_partitions")
     refused({"sasl_options": {"mechanism": "aws_msk_iam", "username": "u"}},
@@ -64,11 +63,44 @@ def test_global_section() -> None:
     assert section.ping.timeout == 2.0
     assert section.sasl is not None and section.sasl.mechanism == "SCRAM-SHA-512"
     with pytest.raises(ConfigError) as caught:
-        validate(KafkaSection, {"tls": {"timeout": "10s"}}, "kafka")
-    assert "tls.timeout" in str(caught.value)
-    with pytest.raises(ConfigError):
         validate(KafkaSection, {"sasl": {"mechanism": "plain", "username": "u", "zid": "z"}},
                  "kafka")
+    assert "zid" in str(caught.value)
+
+
+def test_roadrunner_keys_without_meaning_load_with_an_info_line(
+        caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    """RoadRunner's kafka sample: no_client_certs, a TLS block naming no file (TLS off,
+    as in RoadRunner), SASL's nonce and the AWS keys under plain, transaction_timeout,
+    consume_partitions beside topics (topics win in RoadRunner) and block_rebalance_on_poll."""
+    caplog.set_level(logging.INFO, "rrjobs.config")
+    section = validate(KafkaSection, {
+        "tls": {"timeout": "10s", "key": "", "cert": "", "root_ca": "",
+                "client_auth_type": "no_client_certs"},
+        "sasl": {"mechanism": "plain", "username": "foo", "password": "bar", "nonce": "foo",
+                 "is_token": False, "zid": "foo", "access_key": "foo", "secret_key": "bar",
+                 "session_token": "bar", "user_agent": "baz"}}, "kafka")
+    assert section.tls is None
+    assert section.sasl is not None and section.sasl.username == "foo"
+    for key in ("kafka.tls", "sasl.nonce", "sasl.access_key"):
+        assert key in caplog.text
+    assert "bar" not in caplog.text  # the AWS secrets are named, never shown
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read at validation")
+    kept = validate(KafkaSection, {"tls": {"root_ca": str(ca), "timeout": "5s",
+                                           "client_auth_type": "no_client_certs"}}, "kafka")
+    assert kept.tls is not None and kept.tls.client_auth_type == "no_client_cert"
+    assert "kafka.tls.timeout" in caplog.text
+    got = options({"producer_options": {"transaction_timeout": "100s"},
+                   "consumer_options": {"topics": ["foo", "^b.*$"], "consume_regexp": True,
+                                        "consume_partitions": {"foo": {"0": {"type": "AtStart",
+                                                                             "value": 1}}}},
+                   "group_options": {"group_id": "foo", "block_rebalance_on_poll": True}})
+    assert got.consumer_options.consume_partitions == {}
+    assert got.consumer_options.topics == ["foo", "^b.*$"]
+    assert got.group_options is not None and got.group_options.block_rebalance_on_poll
+    for key in ("transaction_timeout", "consume_partitions", "block_rebalance_on_poll"):
+        assert key in caplog.text
 
 
 def test_compression_codecs_need_their_library_or_are_refused_at_the_key(

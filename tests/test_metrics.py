@@ -344,8 +344,6 @@ def test_metrics_section_defaults_like_roadrunner() -> None:
         ("metrics: {address: '::1:2112'}", "metrics.address", "brackets"),
         ("metrics: {address: 2112}", "metrics.address", "string"),
         ("metrics: {adress: '127.0.0.1:2112'}", "metrics.adress", "unknown key"),
-        ("metrics: {collect: {app_metric: {type: counter, help: x}}}", "metrics.collect",
-         "not supported by rrjobs"),
         ("metrics: [127.0.0.1:2112]", "metrics", "dictionary"),
     ],
 )

@@ -183,7 +183,7 @@ def test_every_secret_field_is_masked_and_the_driver_gets_the_real_value() -> No
     (AMQPSection, {"addr": AMQP_ADDR, "tls": {"root_ca": "/nonexistent/ca.pem"}}, "amqp"),
     (NATSSection, {"addr": f"http://rr:{NATS_PW}@h, {NATS_TOKEN}"}, "nats"),
     (KafkaSection, {"sasl": {"password": KAFKA_PW}}, "kafka"),
-    (KafkaSection, {"sasl": {"username": "u", "password": KAFKA_PW,
+    (KafkaSection, {"sasl": {"mechanism": "aws_msk_iam", "username": "u", "password": KAFKA_PW,
                              "secret_key": KAFKA_AWS}}, "kafka"),
     (KafkaOptions, {"sasl_options": json.dumps({"mechanism": "nope", "password": KAFKA_PW})},
      "declare.k"),

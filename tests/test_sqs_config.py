@@ -56,8 +56,9 @@ def test_fifo_rules() -> None:
     ok = validate(SQSOptions, {"queue": "q.fifo", "message_group_id": "g"}, KEY)
     assert ok.problems() == [] and ok.create_attributes() == {"FifoQueue": "true"}
     assert capabilities_for(ok, dead_letter=False).delay is False
-    assert [k for k, _ in validate(SQSOptions, {"message_group_id": "g"}, KEY).problems()] == [
-        "message_group_id"]
+    # SQS takes a group on a standard queue too (fair queues): RoadRunner's sample sets one
+    standard = validate(SQSOptions, {"message_group_id": "g"}, KEY)
+    assert standard.problems() == [] and not standard.fifo
 
 
 def test_error_visibility_needs_retain() -> None:
@@ -84,3 +85,12 @@ def test_section() -> None:
     with pytest.raises(ConfigError) as caught:
         validate(SQSSection, {"key": "k"}, "sqs")
     assert caught.value.problems[0][0] == "sqs"
+
+
+def test_the_region_falls_back_to_aws_region() -> None:
+    """RoadRunner's AWS SDK reads AWS_REGION; botocore reads only AWS_DEFAULT_REGION."""
+    section = validate(SQSSection, {}, "sqs")
+    assert section.client_kwargs({"AWS_REGION": "eu-north-1"})["region_name"] == "eu-north-1"
+    assert "region_name" not in section.client_kwargs({"AWS_DEFAULT_REGION": "eu-west-3"})
+    named = validate(SQSSection, {"region": "us-west-1"}, "sqs")
+    assert named.client_kwargs({"AWS_REGION": "eu-north-1"})["region_name"] == "us-west-1"

@@ -417,10 +417,12 @@ def worker(app: str, max_attempts: int, backoff: float, job_timeout: float,
 @click.option("--goridge", is_flag=True,
               help="Call over RoadRunner's goridge RPC (a real rr, or rrjobs with "
                    "rpc.goridge) instead of HTTP/JSON; sends no token.")
+@click.option("--topic", default="", help="Kafka: the topic to publish to [default: the "
+              "pipeline's first topic; a pipeline consuming a topic regex has none].")
 @client_options
 def push(pipeline: str, job_name: str, payload: str | None, payload_file: BinaryIO | None,
          job_id: str, priority: int, delay: float, auto_ack: bool, headers: tuple[str, ...],
-         goridge: bool, rpc: str | None, config: str | None) -> None:
+         goridge: bool, topic: str, rpc: str | None, config: str | None) -> None:
     """Push one job named JOB_NAME to PIPELINE."""
     from rrjobs.core.message import Message
 
@@ -431,7 +433,7 @@ def push(pipeline: str, job_name: str, payload: str | None, payload_file: Binary
     for key, value in parse_pairs(headers, "--header"):
         hdrs.setdefault(key, []).append(value)
     msg = Message(name=job_name, payload=body, pipeline=pipeline, id=job_id, headers=hdrs,
-                  priority=priority, delay=delay, auto_ack=auto_ack)
+                  priority=priority, delay=delay, auto_ack=auto_ack, topic=topic)
     if goridge:
         call_goridge(rpc, config, lambda c: c.push(msg))
     else:

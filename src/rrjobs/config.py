@@ -150,8 +150,8 @@ def validate_model(model: type[M], data: Any, key: str) -> M:
 
 
 #: Keys of RoadRunner's worker pool that configure PHP processes. They are
-#: accepted so that a RoadRunner file loads, and each one set is reported with a
-#: warning at load time: rrjobs has no PHP workers to apply them to.
+#: accepted so that a RoadRunner file loads, and those set are named in one INFO
+#: line at load time: rrjobs has no PHP workers to apply them to.
 PHP_POOL_KEYS = (
     "command",
     "debug",
@@ -160,6 +160,10 @@ PHP_POOL_KEYS = (
     "max_queue_size",
     "dynamic_allocator",
 )
+
+
+#: ``jobs.pool.supervisor`` keys that configure PHP processes (reported the same way).
+SUPERVISOR_PHP_KEYS = ("watch_tick", "ttl", "idle_ttl", "max_worker_memory")
 
 
 class SupervisorConfig(StrictModel):
@@ -175,7 +179,8 @@ class SupervisorConfig(StrictModel):
 class PoolConfig(StrictModel):
     """``jobs.pool``: the handler worker pool."""
 
-    num_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    #: handlers running at once; ``0`` (RoadRunner's default) is the number of CPUs
+    num_workers: int = Field(default=0, ge=0, validate_default=True)
     max_jobs: int = Field(default=0, ge=0)
     allocate_timeout: Duration = 60.0
     destroy_timeout: Duration = 60.0
@@ -186,6 +191,12 @@ class PoolConfig(StrictModel):
     stream_timeout: Duration | None = None
     max_queue_size: int | None = None
     dynamic_allocator: dict[str, Any] | None = None
+
+    @field_validator("num_workers")
+    @classmethod
+    def _cpus(cls, value: int) -> int:
+        """``0`` means as many workers as CPUs, as in RoadRunner."""
+        return value or os.cpu_count() or 1
 
 
 class RetryConfig(StrictModel):
@@ -212,6 +223,9 @@ class PipelineConfig(StrictModel):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     #: seconds a handler of this pipeline may run (``0``: ``pool.supervisor.exec_ttl``)
     timeout: Duration = 0.0
+
+    _empty_config = field_validator("config", mode="before")(
+        classmethod(lambda cls, v: {} if v is None else v))  # ``config:`` alone: the defaults
 
 
 class OptionsConfig(StrictModel):
@@ -344,6 +358,17 @@ class LogChannel(StrictModel):
     line_ending: str | None = None
     file_logger_options: FileLoggerOptions | None = None
 
+    @field_validator("output", "err_output", mode="before")
+    @classmethod
+    def _one_output(cls, value: Any) -> Any:
+        """RoadRunner's outputs are lists (zap's output paths); rrjobs writes to one."""
+        if isinstance(value, list):
+            if len(value) != 1:
+                raise ValueError("give one output (rrjobs writes each stream to one place), "
+                                 f"got {len(value)}")
+            return value[0]
+        return value
+
 
 class LogsConfig(LogChannel):
     """``logs:`` (RoadRunner's logger). ``channels`` name RoadRunner plugins'
@@ -383,23 +408,15 @@ class MetricsConfig(StrictModel):
     ``rrjobs serve`` serves Prometheus metrics on ``http://<address>/metrics``."""
 
     address: str = DEFAULT_METRICS_ADDRESS
-    collect: None = None
+    #: application metrics RoadRunner's PHP workers feed over its RPC: nothing feeds
+    #: them here (a Python application uses prometheus_client); accepted and ignored
+    collect: dict[str, Any] | None = None
 
     @field_validator("address")
     @classmethod
     def _check_address(cls, value: str) -> str:
         parse_host_port(value)
         return value.strip()
-
-    @field_validator("collect", mode="before")
-    @classmethod
-    def _refuse_collect(cls, value: Any) -> None:
-        if value:
-            raise ValueError(
-                "application metrics declared in the config are not supported by rrjobs "
-                "(RoadRunner's PHP workers feed them over RPC); remove this key"
-            )
-        return None
 
     def host_port(self) -> tuple[str, int]:
         """The address as ``(host, port)``; an empty host means every interface."""
@@ -501,7 +518,7 @@ class Config:
         self._check_schedules(found)
         if found:
             raise ConfigError(found[0][0], found[0][1], found)
-        self._warn_php_keys()
+        self._report_meaningless()
 
     def _section(self, model: type[M], key: str, found: list[tuple[str, str]]) -> M:
         try:
@@ -560,22 +577,20 @@ class Config:
                             "when a pipeline of that name is declared", where, name,
                             ", ".join(pipelines) or "none")
 
-    def _warn_php_keys(self) -> None:
+    def _report_meaningless(self) -> None:
+        """One INFO line naming the RoadRunner settings that mean nothing in Python."""
         pool = self.jobs.pool
-        for key in PHP_POOL_KEYS:
-            if getattr(pool, key) is not None:
-                log.warning("jobs.pool.%s: configures PHP workers; rrjobs does not use it", key)
+        keys = [f"jobs.pool.{key}" for key in PHP_POOL_KEYS if getattr(pool, key) is not None]
         sup = pool.supervisor
-        for key in ("watch_tick", "ttl", "idle_ttl", "max_worker_memory"):
-            if getattr(sup, key) is not None:
-                log.warning(
-                    "jobs.pool.supervisor.%s: configures PHP workers; rrjobs does not use it", key
-                )
+        keys += [f"jobs.pool.supervisor.{key}" for key in SUPERVISOR_PHP_KEYS
+                 if getattr(sup, key) is not None]
         if self.jobs.num_pollers is not None:
-            log.warning(
-                "jobs.num_pollers: deprecated (as in RoadRunner); concurrency is "
-                "jobs.pool.num_workers"
-            )
+            keys.append("jobs.num_pollers")
+        if self.metrics is not None and self.metrics.collect:
+            keys.append("metrics.collect")
+        if keys:
+            log.info("RoadRunner settings without meaning in rrjobs (PHP workers, RoadRunner's "
+                     "pollers and application metrics), ignored: %s", ", ".join(keys))
 
     # Configurer ---------------------------------------------------------------
 

@@ -13,6 +13,7 @@ client.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,6 +23,14 @@ from rrjobs.core.errors import DriverNotFoundError, DuplicateDriverError
 from rrjobs.core.interfaces import Configurer, Constructor
 
 GROUP = "rrjobs.drivers"
+
+#: RoadRunner's jobs drivers that rrjobs has no driver for, and what that means: a
+#: pipeline naming one is refused as "not installed" (a distribution registering
+#: the name in :data:`GROUP` installs it).
+NOT_INSTALLED = {
+    "beanstalk": "rrjobs has no beanstalk driver (RoadRunner's beanstalk pipelines need "
+                 "a distribution registering 'beanstalk' in the rrjobs.drivers entry points)",
+}
 
 ConstructorFactory = Callable[[Configurer], Constructor]
 
@@ -126,6 +135,18 @@ class DriverRegistry:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def unknown(self, name: str) -> str:
+        """Why no driver ``name`` is found: a RoadRunner driver rrjobs has none for
+        (:data:`NOT_INSTALLED`) is not installed; any other name is unknown, with the
+        closest installed one."""
+        available = ", ".join(self.names()) or "none"
+        if name in NOT_INSTALLED:
+            return (f"driver {name!r} is not installed: {NOT_INSTALLED[name]}; "
+                    f"available drivers: {available}")
+        close = difflib.get_close_matches(name, self.names(), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown driver {name!r}{hint}; available drivers: {available}"
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
@@ -143,10 +164,7 @@ class DriverRegistry:
         entry = self._entries.get(name)
         if entry is None:
             prefix = f"{where}: " if where else ""
-            available = ", ".join(self.names()) or "none"
-            raise DriverNotFoundError(
-                f"{prefix}unknown driver {name!r}; available drivers: {available}"
-            )
+            raise DriverNotFoundError(f"{prefix}{self.unknown(name)}")
         try:
             factory = load_factory(entry)
         except DriverNotInstalledError as exc:

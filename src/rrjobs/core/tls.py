@@ -1,17 +1,23 @@
 """Client TLS settings shared by the broker drivers (RoadRunner's ``tls:`` keys).
 
 ``key``/``cert``/``root_ca`` are PEM file paths; ``client_auth_type`` takes
-RoadRunner's mTLS policy names, where any value but ``no_client_cert`` means
-the broker requires a client certificate.
+RoadRunner's mTLS policy names, where any value but ``no_client_cert`` (or
+``no_client_certs``, the spelling of RoadRunner's own ``.rr.yaml``) means the
+broker requires a client certificate.
+
+A ``tls:`` block that names no file (RoadRunner's samples carry one with empty
+paths) enables nothing in RoadRunner; :func:`drop_empty_tls` reads it as no
+block at all, with one INFO line.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
 from rrjobs.core.options import StrictModel, check_together
 
@@ -41,6 +47,11 @@ class TLSConfig(StrictModel):
     root_ca: str = ""
     client_auth_type: ClientAuthType = "no_client_cert"
 
+    @field_validator("client_auth_type", mode="before")
+    @classmethod
+    def _spelling(cls, value: Any) -> Any:
+        return "no_client_cert" if value == "no_client_certs" else value
+
     @model_validator(mode="after")
     def _check_files(self) -> TLSConfig:
         check_together(("tls.key", self.key), ("tls.cert", self.cert),
@@ -66,3 +77,19 @@ def client_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
     if tls.cert:
         context.load_cert_chain(tls.cert, tls.key)
     return context
+
+
+#: the keys of a ``tls:`` block that turn TLS on (in RoadRunner as here)
+TLS_FILES = ("key", "cert", "root_ca")
+
+
+def drop_empty_tls(value: Any, where: str) -> Any:
+    """``None`` for a ``tls:`` mapping naming no file (``key``, ``cert`` and
+    ``root_ca`` empty), which RoadRunner ignores too, with one INFO line naming
+    ``where``; any other value unchanged. A ``mode="before"`` validator's body."""
+    if isinstance(value, dict) and not any(value.get(name) for name in TLS_FILES):
+        logging.getLogger("rrjobs.config").info(
+            "%s: names no key, cert or root_ca, so it enables nothing (as in RoadRunner); "
+            "ignored", where)
+        return None
+    return value

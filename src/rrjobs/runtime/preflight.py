@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from rrjobs.config import Config, suggest
+from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError, DriverNotFoundError
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
@@ -110,9 +110,7 @@ def _constructor(registry: DriverRegistry, driver: str, config: Config, where: s
                  problems: list[Problem]) -> tuple[Any, _Probe] | None:
     entry = registry.entry(driver)
     if entry is None:
-        available = ", ".join(registry.names()) or "none"
-        problems.append((where, f"unknown driver {driver!r}{suggest(driver, registry.names())}; "
-                                f"available drivers: {available}"))
+        problems.append((where, registry.unknown(driver)))
         return None
     probe = _Probe(config)
     try:

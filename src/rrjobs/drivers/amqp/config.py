@@ -12,14 +12,21 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PlainValidator,
+    field_validator,
+    model_validator,
+)
 
 from rrjobs.core.delays import whole_millis
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, json_map, or_default
 from rrjobs.core.secret_types import SecretURL, URLSecret
 from rrjobs.core.secrets import redact_url
-from rrjobs.core.tls import TLSConfig
+from rrjobs.core.tls import TLSConfig, drop_empty_tls
 
 DEFAULT_ADDR = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_EXCHANGE = "amqp.default"
@@ -40,6 +47,9 @@ class AMQPSection(StrictModel):
 
     addr: Annotated[SecretURL, or_default(DEFAULT_ADDR)] = URLSecret(DEFAULT_ADDR)
     tls: TLSConfig | None = None
+
+    _empty_tls = field_validator("tls", mode="before")(
+        classmethod(lambda cls, v: drop_empty_tls(v, "amqp.tls")))
 
     @model_validator(mode="after")
     def _check(self) -> AMQPSection:

@@ -4,6 +4,7 @@ option aiokafka has no equivalent for is refused, never ignored. No network, no 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import re
 from typing import Any, Literal
 
@@ -11,7 +12,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, json_map
 from rrjobs.core.secret_types import Secret
-from rrjobs.core.tls import TLSConfig
+from rrjobs.core.tls import TLSConfig, drop_empty_tls
 
 DEFAULT_BROKERS = ["127.0.0.1:9092"]
 DEFAULT_PRIORITY = 10
@@ -24,6 +25,13 @@ Partitioning = Literal["Manual", "Uniform", "RoundRobin", "LeastBackup", "Sticky
 OffsetType = Literal["AtStart", "AtEnd", "At", "AfterMilli", "Relative", "WithEpoch"]
 Mechanism = Literal["plain", "SCRAM-SHA-256", "SCRAM-SHA-512", "aws_msk_iam"]
 
+log = logging.getLogger("rrjobs.config")
+
+
+def _ignored(where: str, why: str) -> None:
+    """One INFO line for a RoadRunner key that means nothing here."""
+    log.info("%s: %s; ignored", where, why)
+
 
 class PingOptions(StrictModel):
     """``kafka.ping``: how long building a driver may wait for the brokers."""
@@ -32,21 +40,28 @@ class PingOptions(StrictModel):
 
 
 class TLSOptions(TLSConfig):
-    """``kafka.tls``: :class:`~rrjobs.core.tls.TLSConfig`; RoadRunner's ``timeout`` refused."""
+    """``kafka.tls``: :class:`~rrjobs.core.tls.TLSConfig`, and RoadRunner's ``timeout``
+    (its dialer's), which aiokafka has no setting for: a connection attempt, TLS
+    handshake included, is bounded by ``producer_options.request_timeout``, and one
+    that fails is retried. Accepted with an INFO line: it changes no delivery."""
 
     timeout: Duration | None = None
 
     @model_validator(mode="after")
     def _check_timeout(self) -> TLSOptions:
         if self.timeout is not None:
-            raise ValueError("tls.timeout is not supported: aiokafka has no TLS handshake "
-                             "timeout (ping.timeout bounds the first connection)")
+            _ignored("kafka.tls.timeout", "aiokafka bounds connecting by its request "
+                     "timeout (producer_options.request_timeout)")
         return self
 
 
 class SASLOptions(StrictModel):
-    """``kafka.sasl`` and ``sasl_options``: plain or SCRAM; franz-go's other keys refused.
-    ``password`` (and the refused AWS keys) are secrets: shown masked, never echoed."""
+    """``kafka.sasl`` and ``sasl_options``: plain or SCRAM. ``zid`` is honoured when it
+    is empty or the username (aiokafka sends the username as the PLAIN authorization
+    identity); ``nonce`` (franz-go's fixed SCRAM client nonce, a testing aid: a random
+    one authenticates the same) and the AWS keys of ``aws_msk_iam`` under another
+    mechanism (RoadRunner does not read them then) mean nothing and are ignored with an
+    INFO line. ``password`` (and the AWS keys) are secrets: shown masked, never echoed."""
 
     mechanism: Mechanism = "plain"
     username: str = ""
@@ -73,10 +88,16 @@ class SASLOptions(StrictModel):
         if self.mechanism == "aws_msk_iam":
             raise ValueError("mechanism aws_msk_iam is not supported by aiokafka; use SCRAM or "
                              "plain")
-        for name in ("nonce", "zid", "access_key", "secret_key", "session_token", "user_agent"):
-            if getattr(self, name):
-                raise ValueError(f"{name} is not supported with aiokafka (mechanism "
-                                 f"{self.mechanism})")
+        if self.nonce:
+            _ignored("sasl.nonce", "a fixed SCRAM client nonce; aiokafka draws a random one")
+        unread = [name for name in ("access_key", "secret_key", "session_token", "user_agent")
+                  if getattr(self, name)]
+        if unread:
+            _ignored(f"sasl.{', sasl.'.join(unread)}",
+                     f"aws_msk_iam's keys, unused with mechanism {self.mechanism}")
+        if self.zid and self.zid != self.username:
+            raise ValueError(f"zid {self.zid!r} is not supported with aiokafka: it "
+                             "authorizes as the username (give zid: \"\" or the username)")
         if self.is_token:
             raise ValueError("is_token (SCRAM delegation tokens) is not supported by aiokafka")
         if not self.username:
@@ -91,6 +112,9 @@ class KafkaSection(StrictModel):
     ping: PingOptions = Field(default_factory=PingOptions)
     tls: TLSOptions | None = None
     sasl: SASLOptions | None = None
+
+    _empty_tls = field_validator("tls", mode="before")(
+        classmethod(lambda cls, v: drop_empty_tls(v, "kafka.tls")))
 
     @field_validator("brokers", mode="before")
     @classmethod
@@ -122,8 +146,9 @@ class ProducerOptions(DeclaredOptions):
     @model_validator(mode="after")
     def _check(self) -> ProducerOptions:
         if self.transaction_timeout is not None:
-            raise ValueError("transaction_timeout is not supported: the kafka driver does not "
-                             "use transactions")
+            _ignored("producer_options.transaction_timeout", "the kafka driver uses no "
+                     "transactions (nor does RoadRunner's, where only a transactional "
+                     "producer reads it)")
         if self.partitioning_strategy in ("Sticky", "LeastBackup"):
             raise ValueError(f"partitioning_strategy {self.partitioning_strategy} is not "
                              "supported by aiokafka; use Uniform, RoundRobin or Manual")
@@ -186,8 +211,9 @@ class ConsumerOptions(DeclaredOptions):
     @model_validator(mode="after")
     def _check(self) -> ConsumerOptions:
         if self.topics and self.consume_partitions:
-            raise ValueError("give topics or consume_partitions, not both (aiokafka cannot "
-                             "mix subscribed topics with assigned partitions)")
+            _ignored("consumer_options.consume_partitions", "topics are given, and topics "
+                     "win (as in RoadRunner)")
+            self.consume_partitions = {}
         if self.consume_regexp:
             if not self.topics:
                 raise ValueError("consume_regexp needs topics (the regular expressions)")
@@ -214,9 +240,9 @@ class GroupOptions(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> GroupOptions:
         if self.block_rebalance_on_poll:
-            raise ValueError("block_rebalance_on_poll is not supported: the kafka driver "
-                             "always finishes or abandons the jobs of revoked partitions "
-                             "before a rebalance completes")
+            log.info("group_options.block_rebalance_on_poll: always so here: a rebalance "
+                     "waits for the handled jobs of revoked partitions (revoke_timeout) "
+                     "and commits them before it completes")
         if self.heartbeat_interval >= self.session_timeout:
             raise ValueError("heartbeat_interval must be shorter than session_timeout")
         return self

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, or_default
 from rrjobs.core.secret_types import SecretURL, URLSecret
 from rrjobs.core.secrets import redact_url
-from rrjobs.core.tls import TLSConfig
+from rrjobs.core.tls import TLSConfig, drop_empty_tls
 
 DEFAULT_ADDR = "nats://127.0.0.1:4222"
 DEFAULT_PRIORITY = 10
@@ -45,15 +45,27 @@ class NATSSection(StrictModel):
             raise ValueError(f"file {value!r} does not exist")
         return value
 
+    _empty_tls = field_validator("tls", mode="before")(
+        classmethod(lambda cls, v: drop_empty_tls(v, "nats.tls")))
+
     @field_validator("addr")
     @classmethod
     def _check_addr(cls, value: URLSecret) -> URLSecret:
-        for server in value.get_secret_value().split(","):
-            scheme = server.strip().split("://", 1)[0].lower() if "://" in server else ""
-            if scheme not in ("nats", "tls", "ws", "wss"):
+        """Each server a ``nats://``, ``tls://``, ``ws://`` or ``wss://`` URL; one
+        without a scheme (``demo.nats.io``, ``host:4222``) is ``nats://``, as nats.go
+        and RoadRunner read it."""
+        servers = []
+        for server in (s.strip() for s in value.get_secret_value().split(",")):
+            if not server:
+                continue
+            if "://" not in server:
+                server = f"nats://{server}"
+            if server.split("://", 1)[0].lower() not in ("nats", "tls", "ws", "wss"):
                 raise ValueError("addr must be a nats:// or tls:// URL, got "
-                                 f"{redact_url(server.strip())!r}")
-        return value
+                                 f"{redact_url(server)!r}")
+            servers.append(server)
+        joined = ",".join(servers)
+        return value if joined == value.get_secret_value() else URLSecret(joined)
 
     def servers(self) -> list[str]:
         """The server URLs of ``addr``, credentials included (for connecting only)."""

@@ -8,6 +8,8 @@ Nothing here touches the network or imports the AWS client.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -81,11 +83,14 @@ class SQSSection(StrictModel):
             raise ValueError(f"endpoint must be a URL (http://host:port), got {self.endpoint!r}")
         return self
 
-    def client_kwargs(self) -> dict[str, str]:
-        """Keyword arguments for ``session.create_client("sqs", ...)``."""
+    def client_kwargs(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Keyword arguments for ``session.create_client("sqs", ...)``. The region is
+        ``region``, else ``AWS_REGION`` (which RoadRunner's AWS SDK reads and botocore
+        does not), else botocore's own lookup (``AWS_DEFAULT_REGION``, the profile)."""
         out: dict[str, str] = {}
-        if self.region:
-            out["region_name"] = self.region
+        region = self.region or (os.environ if env is None else env).get("AWS_REGION", "")
+        if region:
+            out["region_name"] = region
         if self.endpoint:
             out["endpoint_url"] = self.endpoint
         if self.key:
@@ -101,6 +106,8 @@ class SQSOptions(DeclaredOptions):
 
     ``prefetch`` is ``MaxNumberOfMessages`` (1..10, larger is refused, not
     clamped) and the in-flight limit unless ``max_messages_in_flight`` is set;
+    ``message_group_id`` is required on a FIFO queue and sent on a standard one too
+    (SQS's fair queues group by it there);
     ``attributes`` and ``tags`` apply only when the driver creates the queue
     (checked against an existing one).
     """
@@ -152,8 +159,6 @@ class SQSOptions(DeclaredOptions):
         out: list[tuple[str, str]] = []
         if self.fifo and not self.message_group_id:
             out.append(("message_group_id", "required for a FIFO (.fifo) queue"))
-        if not self.fifo and self.message_group_id:
-            out.append(("message_group_id", "only a FIFO (.fifo) queue takes a message group"))
         if self.error_visibility_timeout and not self.retain_failed_jobs:
             out.append(("error_visibility_timeout",
                         "only applies with retain_failed_jobs: true"))

@@ -274,8 +274,9 @@ class SQSDriver(PullDriver):
                            headers=headers, priority=job.priority, delay=delay,
                            auto_ack=job.auto_ack, remaining=delay - hop)
         kwargs: dict[str, Any] = {"MessageBody": enc.body, "MessageAttributes": enc.attributes}
-        if self.options.fifo:
+        if self.options.message_group_id:  # a FIFO queue's group, or a standard one's
             kwargs["MessageGroupId"] = self.options.message_group_id
+        if self.options.fifo:
             kwargs["MessageDeduplicationId"] = dedup
         elif hop:
             kwargs["DelaySeconds"] = hop
@@ -488,6 +489,8 @@ def _refuse_other(where: str, queue: str, kind: str, wanted: dict[str, str],
     """A ConfigError for the first of ``wanted`` an existing queue has otherwise."""
     for key, value in wanted.items():
         have = got.get(key)
+        if have is None and kind == "attributes":
+            continue  # not reported by this server (ElasticMQ: MaximumMessageSize): unknown
         if have != value and (kind == "tags" or not _same_attribute(have, value)):
             label = "tag " if kind == "tags" else ""
             raise ConfigError(f"{where}.{kind}.{key}",
