@@ -17,6 +17,9 @@
   ``server``, ``http``, ...) are accepted and ignored, with one INFO line. Any
   other top-level key is an error when it looks like a typo of a known one,
   and otherwise ignored with a warning.
+* RoadRunner's settings that mean nothing here (PHP worker pool and supervisor
+  keys, ``jobs.num_pollers``, ``metrics.collect``) load; one INFO line names those
+  set. ``jobs.pool.num_workers: 0`` (RoadRunner's default) is the number of CPUs.
 """
 
 from __future__ import annotations
