@@ -85,9 +85,12 @@ TLS_FILES = ("key", "cert", "root_ca")
 
 def drop_empty_tls(value: Any, where: str) -> Any:
     """``None`` for a ``tls:`` mapping naming no file (``key``, ``cert`` and
-    ``root_ca`` empty), which RoadRunner ignores too, with one INFO line naming
-    ``where``; any other value unchanged. A ``mode="before"`` validator's body."""
-    if isinstance(value, dict) and not any(value.get(name) for name in TLS_FILES):
+    ``root_ca`` empty) nor a client certificate policy, which RoadRunner ignores
+    too, with one INFO line naming ``where``; any other value unchanged (a policy
+    asking for a certificate then lacks one: an error). A ``mode="before"``
+    validator's body."""
+    if (isinstance(value, dict) and not any(value.get(name) for name in TLS_FILES)
+            and value.get("client_auth_type") in (None, "", "no_client_cert", "no_client_certs")):
         logging.getLogger("rrjobs.config").info(
             "%s: names no key, cert or root_ca, so it enables nothing (as in RoadRunner); "
             "ignored", where)
