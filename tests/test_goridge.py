@@ -307,6 +307,9 @@ async def test_a_unix_socket_serves_goridge_at_mode_0600(tmp_path: Path) -> None
         assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
         await env.rr.push(Message("rec", b"u", "p1"))
         await wait_for(lambda: len(env.rec.jobs) == 1)
+        async with RPCClient(f"unix://{sock}", timeout=5) as http:  # HTTP on the same socket
+            await http.push(Message("rec", b"h", "p1"))
+        await wait_for(lambda: len(env.rec.jobs) == 2)
 
 
 async def test_goridge_off_is_not_served() -> None:
