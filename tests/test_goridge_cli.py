@@ -37,3 +37,16 @@ def test_push_over_goridge_reports_the_servers_error(server: ThreadedServer) -> 
     result = rrjobs(server, "push", "nope", "rec", "--goridge")
     assert result.exit_code == 1
     assert "GoridgeError: rpc_push: " in result.output and "nope" in result.output
+
+
+def test_list_pause_resume_destroy_over_goridge(server: ThreadedServer) -> None:
+    assert rrjobs(server, "list", "--goridge").output.split() == ["p1"]
+    assert rrjobs(server, "pause", "p1", "--goridge").output.strip() == "paused p1"
+    rrjobs(server, "push", "p1", "rec", "--goridge", "--payload", "held")
+    assert rrjobs(server, "resume", "p1", "--goridge").output.strip() == "resumed p1"
+    wait_handled(server, 1)
+    assert server.handled[0][1] == b"held"
+    assert rrjobs(server, "destroy", "p1", "--goridge").output.strip() == "destroyed p1"
+    assert rrjobs(server, "list", "--goridge", "--json").output.strip() == "[]"
+    failed = rrjobs(server, "pause", "p1", "--goridge")
+    assert failed.exit_code == 1 and "GoridgeError: rpc_pause: " in failed.output

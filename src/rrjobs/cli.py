@@ -212,6 +212,19 @@ def call_goridge(rpc: str | None, config: str | None,
     return _run(address, main)
 
 
+def call_either(goridge: bool, rpc: str | None, config: str | None,
+                fn: Callable[[RPCClient | GoridgeClient], Coroutine[Any, Any, T]]) -> T:
+    """:func:`call_goridge` with ``--goridge``, else :func:`call`."""
+    return call_goridge(rpc, config, fn) if goridge else call(rpc, config, fn)
+
+
+def goridge_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--goridge``: call over RoadRunner's goridge RPC."""
+    return click.option("--goridge", is_flag=True,
+                        help="Call over RoadRunner's goridge RPC (a real rr, or rrjobs with "
+                             "rpc.goridge) instead of HTTP/JSON; sends no token.")(f)
+
+
 def _run(address: str, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     import asyncio
 
@@ -414,9 +427,7 @@ def worker(app: str, max_attempts: int, backoff: float, job_timeout: float,
 @click.option("--auto-ack", is_flag=True, help="Acknowledge on receipt (never redelivered).")
 @click.option("--header", "headers", multiple=True, metavar="KEY=VALUE",
               help="A header; repeat a key for several values.")
-@click.option("--goridge", is_flag=True,
-              help="Call over RoadRunner's goridge RPC (a real rr, or rrjobs with "
-                   "rpc.goridge) instead of HTTP/JSON; sends no token.")
+@goridge_option
 @click.option("--topic", default="", help="Kafka: the topic to publish to [default: the "
               "pipeline's first topic; a pipeline consuming a topic regex has none].")
 @client_options
@@ -434,19 +445,17 @@ def push(pipeline: str, job_name: str, payload: str | None, payload_file: Binary
         hdrs.setdefault(key, []).append(value)
     msg = Message(name=job_name, payload=body, pipeline=pipeline, id=job_id, headers=hdrs,
                   priority=priority, delay=delay, auto_ack=auto_ack, topic=topic)
-    if goridge:
-        call_goridge(rpc, config, lambda c: c.push(msg))
-    else:
-        call(rpc, config, lambda c: c.push(msg))
+    call_either(goridge, rpc, config, lambda c: c.push(msg))
     click.echo(f"pushed job {msg.id} ({job_name}) to pipeline {pipeline}")
 
 
 @cli.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@goridge_option
 @client_options
-def list_(as_json: bool, rpc: str | None, config: str | None) -> None:
+def list_(as_json: bool, goridge: bool, rpc: str | None, config: str | None) -> None:
     """List the registered pipelines."""
-    names = call(rpc, config, lambda c: c.list())
+    names = call_either(goridge, rpc, config, lambda c: c.list())
     if as_json:
         click.echo(json.dumps(names))
     else:
@@ -456,28 +465,34 @@ def list_(as_json: bool, rpc: str | None, config: str | None) -> None:
 
 @cli.command()
 @click.argument("pipelines", nargs=-1, required=True)
+@goridge_option
 @client_options
-def pause(pipelines: tuple[str, ...], rpc: str | None, config: str | None) -> None:
+def pause(pipelines: tuple[str, ...], goridge: bool, rpc: str | None, config: str | None
+          ) -> None:
     """Stop consuming PIPELINES (pushes are still accepted)."""
-    call(rpc, config, lambda c: c.pause(pipelines))
+    call_either(goridge, rpc, config, lambda c: c.pause(pipelines))
     click.echo(f"paused {', '.join(pipelines)}")
 
 
 @cli.command()
 @click.argument("pipelines", nargs=-1, required=True)
+@goridge_option
 @client_options
-def resume(pipelines: tuple[str, ...], rpc: str | None, config: str | None) -> None:
+def resume(pipelines: tuple[str, ...], goridge: bool, rpc: str | None, config: str | None
+          ) -> None:
     """Start or resume consuming PIPELINES."""
-    call(rpc, config, lambda c: c.resume(pipelines))
+    call_either(goridge, rpc, config, lambda c: c.resume(pipelines))
     click.echo(f"resumed {', '.join(pipelines)}")
 
 
 @cli.command()
 @click.argument("pipelines", nargs=-1, required=True)
+@goridge_option
 @client_options
-def destroy(pipelines: tuple[str, ...], rpc: str | None, config: str | None) -> None:
+def destroy(pipelines: tuple[str, ...], goridge: bool, rpc: str | None, config: str | None
+            ) -> None:
     """Stop and remove PIPELINES."""
-    destroyed = call(rpc, config, lambda c: c.destroy(pipelines))
+    destroyed = call_either(goridge, rpc, config, lambda c: c.destroy(pipelines))
     click.echo(f"destroyed {', '.join(destroyed) or 'nothing'}")
 
 
