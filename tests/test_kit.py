@@ -481,8 +481,14 @@ async def test_pull_template_window_poison_and_recovery(caplog: pytest.LogCaptur
         d.raw.append(b'{"id": 3}')
         await wait_for(lambda: len(queue) == 1 and d.ready, within=3)
     levels = [(r.levelname, r.getMessage()) for r in caplog.records
-              if r.name == "rrjobs.drivers.fakepull" and "fetching" in r.getMessage()]
+              if r.name == "rrjobs.drivers.fakepull" and ("fetching" in r.getMessage()
+                                                           or "works again" in r.getMessage())]
     assert [lv for lv, _ in levels] == ["WARNING", "INFO"], levels
+    assert levels[0][1].startswith("pipeline 'p': fetching failed (ConnectionError: "), levels
+    assert levels[0][1].endswith("; retrying every 0.05 s, the pipeline is restarted after "
+                                 "60 s of failures"), levels
+    assert levels[1][1].startswith("pipeline 'p': the broker works again after "), levels
+    assert levels[1][1].endswith("(3 failed calls)"), levels
     await d.pause("p")
     assert d.given_back == ["3"] and d.lane.out == 0
     await d.stop()

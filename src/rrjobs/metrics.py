@@ -84,7 +84,8 @@ PIPELINE_GAUGES = {
     "active": "Jobs ready to run (in the broker or the priority queue)",
     "delayed": "Jobs waiting for their delay to pass",
     "reserved": "Jobs delivered to a handler and not settled yet",
-    "ready": "1 while the pipeline consumes, 0 when paused or stopped",
+    "ready": "1 while the pipeline consumes, 0 when paused, stopped, or its broker is "
+             "unreachable (also when its state could not be read)",
 }
 
 _SOURCES = ("single", "batch")
@@ -223,6 +224,8 @@ class JobsCollector(Collector):
             if ok:
                 for field, gauge in gauges.items():
                     gauge.add_metric(key, float(getattr(state, field)))
+            else:  # no counts to tell, but a driver that cannot say its state is not ready
+                gauges["ready"].add_metric(key, 0.0)
 
         families: list[Metric] = [*counters.values(), push_errors, *gauges.values(), state_ok]
         yield from (f for f in families if f.samples)

@@ -36,37 +36,30 @@ and in any lifecycle state but *stopped*; ``state`` at any time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import traceback
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from rrjobs.core.batcher import Batcher, SendFn
-from rrjobs.core.errors import PipelineStateError, UnsupportedFeatureError
+from rrjobs.core.errors import AckLostError, PipelineStateError, UnsupportedFeatureError
 from rrjobs.core.gate import CallGate
 from rrjobs.core.headers import RR_ERROR, UNREADABLE, Headers
 from rrjobs.core.interfaces import Driver
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message, new_id
+from rrjobs.core.outage import Outage
+from rrjobs.core.outage import describe_error as describe_error  # where drivers import it
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
-from rrjobs.core.secrets import scrub
 from rrjobs.core.supervise import Supervisor
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: The longest decode error kept in a failed job's ``rr_error``.
-MAX_REASON = 512
-
-
-def describe_error(exc: BaseException) -> str:
-    """``Type: message`` of ``exc``, on one line, at most :data:`MAX_REASON` characters,
-    credentials masked (:func:`~rrjobs.core.secrets.scrub`)."""
-    text = scrub("".join(traceback.format_exception_only(exc)).strip().replace("\n", " "))
-    return text if len(text) <= MAX_REASON else text[:MAX_REASON - 1] + "…"
-
+#: Seconds a stop in an outage waits for settlements it cannot send (a drain, a commit).
+OUTAGE_CLOSE_WAIT = 2.0
 
 class BaseDriver(Driver):
     """A driver for one pipeline, with the shared lifecycle.
@@ -87,6 +80,8 @@ class BaseDriver(Driver):
         self.supervisor = Supervisor(f"pipeline {self.pipeline_name!r}", self.log)
         #: false while the broker cannot be reached (drivers set it)
         self.connected = True
+        #: the broker's outages: one WARNING, DEBUG, one INFO (see :mod:`rrjobs.core.outage`)
+        self.outage = Outage("the broker", self.supervisor.owner, self.log)
         self._lifecycle = CallGate()
         self._restart_asked = False
 
@@ -164,8 +159,9 @@ class BaseDriver(Driver):
 
     @property
     def ready(self) -> bool:
-        """Consuming, connected and with no supervised task down."""
-        return self.consuming and self.connected and self.supervisor.healthy
+        """Consuming, connected, in no outage and with no supervised task down."""
+        return (self.consuming and self.connected and not self.outage.failing
+                and self.supervisor.healthy)
 
     def accept(self, raw: Any) -> Job | None:
         """``decode(raw)``, with every error turned into a failed job."""
@@ -212,12 +208,48 @@ class BaseDriver(Driver):
 
     def settlement_lost(self, what: str) -> Callable[[BaseException], None]:
         """An ``on_error`` for a :class:`~rrjobs.core.batcher.Batcher` of settlements
-        (acks, deletes, lease changes): a failed batch is logged as one WARNING naming
-        the pipeline and ``what``; the broker delivers its jobs again. Event-loop only."""
+        (acks, deletes, lease changes): a failed batch is a failure of the broker
+        (:attr:`outage`: one WARNING naming the pipeline and ``what`` when it starts an
+        outage, DEBUG during one); the broker delivers its jobs again. Event-loop only."""
         def report(exc: BaseException) -> None:
-            self.log.warning("pipeline %r: %s failed (the broker delivers the job again): %s",
-                             self.pipeline_name, what, describe_error(exc))
+            if self.outage.quiet() and not self.outage.failing:  # the aftermath of one
+                self.log.debug("pipeline %r: %s failed after the outage (the broker delivers "
+                               "the job again): %s", self.pipeline_name, what,
+                               describe_error(exc))
+                return
+            self.outage.down(exc, call=what, note="; the broker delivers the job again")
         return report
+
+    async def bounded_in_outage(self, work: Awaitable[Any], what: str,
+                                limit: float = OUTAGE_CLOSE_WAIT) -> None:
+        """Await ``work`` (a drain of settlements, a final commit at stop); while the
+        broker is in an outage at most ``limit`` seconds, and its failure is logged at
+        DEBUG rather than raised: what it could not send, the broker delivers again."""
+        if not self.outage.failing:
+            await work
+            return
+        try:
+            async with asyncio.timeout(limit):
+                await work
+        except Exception as exc:  # TimeoutError included
+            self.log.debug("pipeline %r: %s given up in an outage: %s", self.pipeline_name,
+                           what, describe_error(exc) if str(exc) else type(exc).__name__)
+
+    def settlement_failed(self, job: Job, what: str, exc: BaseException) -> bool:
+        """The runtime's ``what`` (``"acknowledging"``) of ``job`` raised ``exc``: ``True``
+        when that is expected and was logged here (at DEBUG in or just after an outage,
+        an :class:`~rrjobs.core.errors.AckLostError` at WARNING without a traceback);
+        ``False``: an error the caller logs with its traceback."""
+        if self.outage.quiet():
+            self.log.debug("pipeline %r: %s job %s failed in or after an outage (the broker "
+                           "delivers it again): %s", self.pipeline_name, what, job.id,
+                           describe_error(exc))
+            return True
+        if isinstance(exc, AckLostError):
+            self.log.warning("pipeline %r: %s job %s failed: %s", self.pipeline_name, what,
+                             job.id, describe_error(exc))
+            return True
+        return False
 
     # -- checks ---------------------------------------------------------------------------
 

@@ -1,12 +1,29 @@
-"""``Outage``: the log lines and the restart rule of a broker call that keeps failing.
+"""``Outage``: the log lines and the restart rule of a broker that keeps failing.
 
-A driver loop that calls its broker again and again besides the kit's fetch loop
-(a delay forwarder, a commit loop) records each failure with :meth:`Outage.failed`
-and each success with :meth:`Outage.ok`, and so reports an outage the way
-:class:`~rrjobs.core.pull.PullDriver` reports failing fetches: one WARNING when
-the call starts failing, DEBUG while it goes on, one INFO when it works again,
-and, once it has failed for longer than the limit, the reason to pass to
-:meth:`~rrjobs.core.base.BaseDriver.request_restart`.
+Every driver has one :class:`Outage` for its broker (``BaseDriver.outage``): the
+kit's fetch loop (:class:`~rrjobs.core.pull.PullDriver`), settlements that fail
+in the background (``BaseDriver.settlement_lost``) and a driver's own loops and
+connection callbacks (a reconnect loop, a client's "disconnected" callback)
+record each failure with :meth:`Outage.down` (or :meth:`Outage.failed`, which
+also sleeps the backoff) and the recovery with :meth:`Outage.ok`. Whichever call
+fails first, an operator sees for one outage of one pipeline:
+
+* one WARNING when it starts, with the error and what happens next::
+
+    pipeline 'emails': fetching failed (ConnectionError: ...); retrying every 0.1-5 s,
+    the pipeline is restarted after 60 s of failures
+
+* DEBUG lines while it goes on (never a traceback: an outage is expected);
+* one INFO when the broker works again, with how long it failed and how many
+  calls failed meanwhile (fetches, retries, settlements)::
+
+    pipeline 'emails': the broker works again after 3.2s (9 failed calls)
+
+* once it has failed for longer than the limit, the reason to pass to
+  :meth:`~rrjobs.core.base.BaseDriver.request_restart` (which logs that at ERROR).
+
+A loop of its own that should report apart from the broker (the NATS delay
+forwarder) has an :class:`Outage` of its own.
 
 Event-loop only; :meth:`Outage.failed` is the only coroutine (it sleeps the backoff).
 """
@@ -14,46 +31,124 @@ Event-loop only; :meth:`Outage.failed` is the only coroutine (it sleeps the back
 from __future__ import annotations
 
 import logging
+import time
+import traceback
 
-from rrjobs.core.base import describe_error
 from rrjobs.core.resilience import DEFAULT_RESTART_AFTER, Backoff, FailureWindow
+from rrjobs.core.secrets import scrub
+
+#: The longest error text kept (a failed job's ``rr_error``, a log line's error).
+MAX_REASON = 512
+#: Seconds after a recovery in which failed settlements are the outage's aftermath
+#: (receipt handles, delivery tags or ack ids from before it): logged at DEBUG.
+AFTERMATH = 30.0
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` of ``exc``, on one line, at most :data:`MAX_REASON` characters,
+    credentials masked (:func:`~rrjobs.core.secrets.scrub`)."""
+    text = scrub("".join(traceback.format_exception_only(exc)).strip().replace("\n", " "))
+    return text if len(text) <= MAX_REASON else text[:MAX_REASON - 1] + "…"
 
 
 class Outage:
-    """Failures of the call ``what`` (``"forwarding delayed jobs"``) of ``owner``
-    (``"pipeline 'emails'"``), logged to ``log``."""
+    """Failures of ``what`` (``"the broker"``, ``"forwarding delayed jobs"``) of ``owner``
+    (``"pipeline 'emails'"``), logged to ``log``.
 
-    __slots__ = ("backoff", "log", "owner", "what", "window")
+    ``retry`` overrides how the WARNING says what happens next (default: the backoff's
+    ``retrying every 0.1-5 s`` and the restart after ``limit``), for a caller that
+    retries by rules of its own (a client library that reconnects by itself)."""
+
+    __slots__ = ("_ended", "_last", "backoff", "log", "owner", "retries", "retry", "warned",
+                 "what", "window")
 
     def __init__(self, what: str, owner: str, log: logging.Logger,
-                 limit: float = DEFAULT_RESTART_AFTER, backoff: Backoff | None = None) -> None:
+                 limit: float = DEFAULT_RESTART_AFTER, backoff: Backoff | None = None,
+                 *, retry: str | None = None) -> None:
         self.what = what
         self.owner = owner
         self.log = log
         self.window = FailureWindow(limit)
         self.backoff = backoff or Backoff()
+        self.retry = retry
+        #: failures since the outage began, after the first (0 while not failing)
+        self.retries = 0
+        #: the outage going on was logged at WARNING (its end is then logged at INFO)
+        self.warned = False
+        self._ended: float | None = None
+        self._last = 0.0  # when the latest failure was recorded (monotonic)
 
-    async def failed(self, exc: BaseException, *, warn: bool = True) -> str | None:
-        """Log ``exc`` (the first failure at WARNING unless ``warn`` is false, later ones at
-        DEBUG) and sleep the backoff; once failing for longer than the limit, return the
-        restart reason at once instead of ``None``."""
+    @property
+    def failing(self) -> bool:
+        """An outage is going on (a failure, and no :meth:`ok` since)."""
+        return self.window.failing
+
+    def quiet(self) -> bool:
+        """In an outage, or within :data:`AFTERMATH` seconds after one: a settlement that
+        fails now is expected (the broker delivers its job again)."""
+        if self.window.failing:
+            return True
+        return self._ended is not None and time.monotonic() - self._ended < AFTERMATH
+
+    def policy(self) -> str:
+        """What happens next, as the WARNING says it."""
+        if self.retry is not None:
+            return self.retry
+        return (f"retrying {self.backoff.describe()}, the pipeline is restarted after "
+                f"{self.window.limit:g} s of failures")
+
+    def down(self, exc: BaseException, *, call: str | None = None, warn: bool = True,
+             note: str = "") -> float:
+        """Record a failure of ``call`` (default: :attr:`what`): the first one of an
+        outage at WARNING (at DEBUG when ``warn`` is false: someone else said it),
+        with ``note`` after the error; later ones at DEBUG. The seconds failing so far."""
         first = not self.window.failing
         elapsed = self.window.failed()
-        if first and warn:
-            self.log.warning("%s: %s failed (%s); retrying with backoff", self.owner, self.what,
-                             describe_error(exc))
-        elif not first:
-            self.log.debug("%s: %s still fails after %.1fs: %s", self.owner, self.what, elapsed,
-                           describe_error(exc))
-        if self.window.expired:
-            return f"{self.what} has failed for {elapsed:.0f}s ({describe_error(exc)})"
+        self._last = time.monotonic()
+        failed = f"{call or self.what} failed ({describe_error(exc)}{note})"
+        if first:
+            self.retries, self.warned = 0, warn
+            if warn:
+                self.log.warning("%s: %s; %s", self.owner, failed, self.policy())
+            else:
+                self.log.debug("%s: %s", self.owner, failed)
+        else:
+            self.retries += 1
+            self.log.debug("%s: still failing after %.1fs: %s", self.owner, elapsed, failed)
+        return elapsed
+
+    def reason(self, exc: BaseException, call: str | None = None) -> str | None:
+        """The restart reason once failing for longer than the limit, else ``None``."""
+        if not self.window.expired:
+            return None
+        return (f"{call or self.what} has failed for {self.window.elapsed():.0f}s "
+                f"({describe_error(exc)})")
+
+    async def failed(self, exc: BaseException, *, call: str | None = None,
+                     warn: bool = True) -> str | None:
+        """:meth:`down`, then sleep the backoff; once failing for longer than the limit,
+        return the restart reason at once instead of ``None``."""
+        self.down(exc, call=call, warn=warn)
+        reason = self.reason(exc, call)
+        if reason is not None:
+            return reason
         await self.backoff.sleep()
         return None
 
-    def ok(self) -> None:
-        """A success: log the end of an outage; the window and the backoff start again."""
+    def ok(self, started: float | None = None) -> None:
+        """A success: log the end of an outage (at INFO, or at DEBUG when its start was
+        not warned of); the window and the backoff start again. A call that ``started``
+        (``time.monotonic()``) before the latest failure proves nothing (a broker that
+        is going away still answers what it had): the outage goes on."""
+        if started is not None and started < self._last:
+            return
         if self.window.failing:
-            self.log.info("%s: %s again after %.1fs", self.owner, self.what,
-                          self.window.elapsed())
+            calls = self.retries + 1
+            self.log.log(logging.INFO if self.warned else logging.DEBUG,
+                         "%s: %s works again after %.1fs (%d failed %s)", self.owner,
+                         self.what, self.window.elapsed(), calls,
+                         "call" if calls == 1 else "calls")
             self.window.ok()
             self.backoff.reset()
+            self.retries = 0
+            self._ended = time.monotonic()

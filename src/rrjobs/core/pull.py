@@ -34,6 +34,7 @@ with it.
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -62,8 +63,8 @@ class PullDriver(BaseDriver):
     def __init__(self, pipeline: Pipeline, queue: PriorityQueue, prefetch: int) -> None:
         super().__init__(pipeline, queue)
         self.lane = Lane(queue, self.pipeline_name, prefetch)
-        self.fetch_backoff = Backoff(0.1, 5.0)
-        self.fetch_failures = FailureWindow(self.restart_after)
+        # failing fetches are the broker's outage (core/outage.py), with this restart limit
+        self.outage.window = FailureWindow(self.restart_after)
         #: jobs decoded but not yet delivered when the fetch loop was cancelled
         self._undelivered: list[Job] = []
         #: the fetch in flight, which pausing lets finish (``pause_wait``)
@@ -137,6 +138,7 @@ class PullDriver(BaseDriver):
         lane = self.lane
         while True:
             room = await lane.wait_room(self.fetch_want())
+            started = time.monotonic()
             try:
                 raws = await self.fetch(room)
             except asyncio.CancelledError:
@@ -145,8 +147,8 @@ class PullDriver(BaseDriver):
                 if not await self._fetch_error(exc):
                     return
                 continue
-            if self.fetch_failures.failing:
-                self._fetch_recovered()
+            if self.outage.failing:
+                self._fetch_recovered(started)
             if not raws:
                 if self.idle_wait:
                     await asyncio.sleep(self.idle_wait)
@@ -163,26 +165,38 @@ class PullDriver(BaseDriver):
                 self._undelivered.extend(jobs[n:])
                 raise
 
+    @property
+    def fetch_backoff(self) -> Backoff:
+        """The waits between failing fetches (:attr:`outage`'s)."""
+        return self.outage.backoff
+
+    @fetch_backoff.setter
+    def fetch_backoff(self, backoff: Backoff) -> None:
+        self.outage.backoff = backoff
+
+    @property
+    def fetch_failures(self) -> FailureWindow:
+        """How long the broker has been failing (:attr:`outage`'s window)."""
+        return self.outage.window
+
+    @fetch_failures.setter
+    def fetch_failures(self, window: FailureWindow) -> None:
+        self.outage.window = window
+
     async def _fetch_error(self, exc: Exception) -> bool:
-        first = not self.fetch_failures.failing
-        elapsed = self.fetch_failures.failed()
-        self.connected = False
-        if first:
-            self.log.warning("pipeline %r: fetching failed (%s); retrying with backoff",
-                             self.pipeline_name, describe_error(exc))
-        else:
-            self.log.debug("pipeline %r: fetching still fails after %.1fs: %s",
-                           self.pipeline_name, elapsed, describe_error(exc))
-        if not await self.fetch_failed(exc) or self.fetch_failures.expired:
-            self.request_restart(f"fetching has failed for {elapsed:.0f}s "
-                                 f"({describe_error(exc)})")
+        outage = self.outage
+        outage.down(exc, call="fetching")  # not ready until it ends
+        reason = outage.reason(exc, "fetching")
+        if not await self.fetch_failed(exc) or reason is not None:
+            self.request_restart(reason or f"fetching has failed for "
+                                 f"{outage.window.elapsed():.0f}s ({describe_error(exc)})")
             return False
-        await self.fetch_backoff.sleep()
+        await outage.backoff.sleep()
         return True
 
-    def _fetch_recovered(self) -> None:
-        self.log.info("pipeline %r: fetching again after %.1fs", self.pipeline_name,
-                      self.fetch_failures.elapsed())
-        self.fetch_failures.ok()
-        self.fetch_backoff.reset()
-        self.connected = True
+    def _fetch_recovered(self, started: float) -> None:
+        """A fetch that ``started`` after the latest failure worked: the outage is over,
+        unless the driver knows its connection is still down (a client that delivers
+        what it had buffered)."""
+        if self.connected:
+            self.outage.ok(started)

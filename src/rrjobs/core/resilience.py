@@ -50,6 +50,12 @@ class Backoff:
     def reset(self) -> None:
         self._next = self.first
 
+    def describe(self) -> str:
+        """The waits as a log line says them: ``every 0.1-5 s`` (``every 2 s`` when fixed)."""
+        if self.cap == self.first or self.factor == 1:
+            return f"every {self.first:g} s"
+        return f"every {self.first:g}-{self.cap:g} s"
+
     async def sleep(self) -> None:
         """Sleep for :meth:`next` seconds."""
         await asyncio.sleep(self.next())

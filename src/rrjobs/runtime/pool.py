@@ -34,6 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
+from rrjobs.core.base import BaseDriver
 from rrjobs.core.errors import HandlerTimeoutError, NoHandlerError, PoisonMessageError
 from rrjobs.core.headers import RR_TIMEOUT
 from rrjobs.core.job import Job
@@ -92,6 +93,13 @@ def _process_child_init() -> None:
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _expected(job: Job, what: str, exc: BaseException) -> bool:
+    """A settlement of ``job`` that failed as its driver expects (an outage, a lost ack):
+    the driver logged it calmly (:meth:`BaseDriver.settlement_failed`)."""
+    settler = job.settler
+    return isinstance(settler, BaseDriver) and settler.settlement_failed(job, what, exc)
 
 
 def _timeout_error(job: Job, ttl: float) -> HandlerTimeoutError:
@@ -271,9 +279,10 @@ class WorkerPool:
                 if job.settled is None:
                     await job.ack()
                 self.outcomes.count_ok(job)
-            except Exception:
-                log.exception("acknowledging job %s (%s) failed; the broker will redeliver it",
-                              job.id, job.name)
+            except Exception as exc:
+                if not _expected(job, "acknowledging", exc):
+                    log.exception("acknowledging job %s (%s) failed; the broker will "
+                                  "redeliver it", job.id, job.name)
         finally:
             slot.job = None
             if slot.lease_task is not None:
@@ -319,9 +328,10 @@ class WorkerPool:
             self.tracing.failed(exc)
         try:
             await self.outcomes.failed(job, exc)
-        except Exception:
-            log.exception("settling failed job %s (%s) failed; the broker will redeliver it",
-                          job.id, job.name)
+        except Exception as error:
+            if not _expected(job, "settling failed", error):
+                log.exception("settling failed job %s (%s) failed; the broker will redeliver "
+                              "it", job.id, job.name)
 
     # -- timeouts and leases -------------------------------------------------------------
 
@@ -375,7 +385,9 @@ class WorkerPool:
         try:
             await job.extend_lease(lease)
         except Exception as exc:
-            log.warning("extending the lease of job %s (%s) failed: %r", job.id, job.name, exc)
+            if not _expected(job, "extending the lease of", exc):
+                log.warning("extending the lease of job %s (%s) failed: %r", job.id, job.name,
+                            exc)
 
     # -- stop ---------------------------------------------------------------------------------
 

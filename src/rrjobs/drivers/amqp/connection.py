@@ -25,6 +25,7 @@ from aiormq.abc import AbstractChannel as RawChannel
 
 from rrjobs.core.errors import RRJobsError
 from rrjobs.core.job import Job
+from rrjobs.core.outage import Outage
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.resilience import Backoff
 from rrjobs.core.secrets import scrub
@@ -130,6 +131,8 @@ class Owner(Protocol):
     pipeline_name: str
     log: logging.Logger
     queue: PriorityQueue
+    #: the broker's outages (``BaseDriver.outage``): the link reports loss and recovery
+    outage: Outage
 
     async def on_session(self, session: Session) -> None:
         """A fresh session, before it is handed out (see :class:`Link`)."""
@@ -172,6 +175,9 @@ class Link:
         self._redialer: asyncio.Task[None] | None = None
         #: how many times the link reconnected after a loss (for tests and logs)
         self.reconnects = 0
+        driver.outage.retry = (f"redialling {Backoff(FIRST_BACKOFF, MAX_BACKOFF).describe()}, "
+                               f"the pipeline is restarted after redial_timeout="
+                               f"{self.redial_timeout:g}s")
 
     @property
     def up(self) -> bool:
@@ -226,15 +232,17 @@ class Link:
     def _connection_closed(self, session: Session, exc: BaseException | None) -> None:
         if session.closing:
             return
-        self.log.warning("connection to RabbitMQ lost: %r", exc)
-        self.lost(session)
+        self.lost(session, exc)
 
-    def lost(self, session: Session) -> None:
-        """``session`` is dead: tell the driver and start redialling (once)."""
+    def lost(self, session: Session, exc: BaseException | None = None) -> None:
+        """``session`` is dead: tell the driver (and its outage: the one WARNING) and
+        start redialling (once)."""
         session.lost = True
         if session.reported or session is not self.session or self._closed:
             return
         session.reported = True
+        self.driver.outage.down(exc or LinkDownError("the connection is closed"),
+                                call="the connection to RabbitMQ")
         self.driver.on_down()
         if self._redialer is None or self._redialer.done():
             self._redialer = asyncio.get_running_loop().create_task(
@@ -261,8 +269,8 @@ class Link:
                     if left <= 0:
                         break
                     pause = min(backoff.next(), left)
-                    self.log.info("redial %d to RabbitMQ failed (%r); next in %.2fs",
-                                  attempt, exc, pause)
+                    self.driver.outage.down(exc, call=f"redial {attempt} to RabbitMQ",
+                                            note=f"; next in {pause:.2f}s")
                     await asyncio.sleep(pause)
                     continue
                 if self._closed:
@@ -271,8 +279,7 @@ class Link:
                 self.session = session
                 self._failure = None
                 self.reconnects += 1
-                self.log.warning("reconnected to RabbitMQ after %.1fs (%d attempts)",
-                                 time.monotonic() - started, attempt)
+                self.driver.outage.ok()  # the one INFO: how long, how many retries
                 self._notify()
                 return
             if self._closed:

@@ -106,7 +106,9 @@ class Consumer:
 
     def _lost(self, job: AMQPJob, what: str) -> None:
         self.lost += 1
-        level = logging.WARNING if self.lost == 1 else logging.DEBUG
+        # in an outage the link has said it all: the connection is lost
+        quiet = self.lost > 1 or self.driver.outage.failing
+        level = logging.DEBUG if quiet else logging.WARNING
         self.log.log(level, "%s of job %s lost: the channel it was delivered on is closed; "
                      "RabbitMQ redelivers the job", what, job.id)
 

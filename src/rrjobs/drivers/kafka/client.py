@@ -202,12 +202,13 @@ class Commits:
     """Commits the settled prefix of ``tracker`` through ``consumer`` (set once it exists):
     :meth:`loop` commits when it moved, at most (and retrying) every ``interval`` s. A fatal
     failure calls ``on_fatal(what, error)``, which ends the loop when it returns true;
-    ``on_outage`` is told when commits start failing (logged once) and work again."""
+    ``on_outage`` is told of each failing commit (its error) and of the first one that works
+    again (``None``), and reports them; without it the loop logs one WARNING and one INFO."""
 
     def __init__(self, tracker: OffsetTracker[Any], label: str, interval: float,
                  error_timeout: float, on_fatal: Callable[[str, BaseException], bool],
                  log: logging.Logger,
-                 on_outage: Callable[[bool], None] | None = None) -> None:
+                 on_outage: Callable[[BaseException | None], None] | None = None) -> None:
         self.tracker = tracker
         self.on_outage = on_outage
         self.consumer: Any = None
@@ -245,18 +246,19 @@ class Commits:
                     if self._on_fatal(describe("commit", outage), exc):
                         return
                     outage.ok()
+                elif self.on_outage is not None:
+                    self.on_outage(exc)
                 elif first:
                     self._log.warning("%s: commit failed, will retry: %s: %s", self._label,
                                       type(exc).__name__, exc)
-                    if self.on_outage is not None:
-                        self.on_outage(True)
                 self.event.set()
             else:
                 if outage.failing:
                     outage.ok()
-                    self._log.info("%s: committing again", self._label)
                     if self.on_outage is not None:
-                        self.on_outage(False)
+                        self.on_outage(None)
+                    else:
+                        self._log.info("%s: committing again", self._label)
             await asyncio.sleep(self.interval)
 
 

@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import re
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -49,6 +51,9 @@ from rrjobs.drivers.kafka.offsets import OffsetTracker
 HEADER_RESERVE = 4096
 #: Records asked for per fetch at most.
 FETCH_MAX = 1000
+#: Seconds without records between two metadata probes (while failing: between retries),
+#: and how long one probe may take.
+PROBE_INTERVAL, PROBE_FAILING, PROBE_TIMEOUT = 5.0, RETRY_BACKOFF, 2.0
 
 
 class KafkaUnavailableError(RRJobsError):
@@ -133,6 +138,13 @@ class KafkaDriver(BaseDriver):
         self._settled = asyncio.Event()
         self._inspector: _Inspector | None = None
         self._producer_started = False
+        #: what is failing now (fetch, commits, the broker probe): the outage ends with all
+        self._failing: set[str] = set()
+        self._probed = 0.0
+        limit = options.error_timeout
+        self.outage.retry = (f"retrying every {RETRY_BACKOFF:g} s, " + (
+            f"the pipeline is restarted after error_timeout={limit:g}s" if limit > 0
+            else "for as long as it takes (error_timeout: 0)"))
         self._dead_letters = (DeadLetterTopic(self._conn, self.dead_letter_topic,
                                               self.pipeline_name, self.priority, self.log)
                               if self.dead_letter_topic else None)
@@ -335,7 +347,43 @@ class KafkaDriver(BaseDriver):
                 batch = await self._poll("fetch", outage, 500, min(room, FETCH_MAX))
             if batch is None:
                 return  # a fatal error asked for a restart
+            if batch:
+                self._probed = time.monotonic()
+                self._fine("probe")
+            elif time.monotonic() - self._probed > (PROBE_FAILING if self._failing
+                                                     else PROBE_INTERVAL):
+                await self._probe()
             self._accept(batch)
+
+    async def _probe(self) -> None:
+        """Ask the brokers for metadata: aiokafka's fetch returns nothing, and does not
+        raise, while they are away; this tells the outage (and ``ready``) that they are."""
+        self._probed = time.monotonic()
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                await self._consumer.topics()
+        except (KafkaError, OSError, TimeoutError) as exc:
+            self._down("probe", exc if str(exc) else TimeoutError("no answer"),
+                       "reaching the brokers")
+        else:
+            self._fine("probe")
+
+    def _down(self, source: str, exc: BaseException, call: str) -> None:
+        if source == "commits" and self.outage.quiet() and not self.outage.failing:
+            # just after an outage: the group rebalanced meanwhile, the records come again
+            self.log.debug("pipeline %r: %s failed after the outage: %s", self.pipeline_name,
+                           call, exc)
+            return
+        self._failing.add(source)
+        self.connected = False
+        self.outage.down(exc, call=call)
+
+    def _fine(self, source: str) -> None:
+        if source in self._failing:
+            self._failing.discard(source)
+            if not self._failing:
+                self.connected = True
+                self.outage.ok()
 
     def _accept(self, batch: dict[Any, list[Any]]) -> None:
         """Track fetched records and hand their jobs to the ready deque (and the queue);
@@ -381,26 +429,24 @@ class KafkaDriver(BaseDriver):
             batch: dict[Any, list[Any]] = await self._consumer.getmany(
                 timeout_ms=timeout_ms, max_records=max_records)
         except Exception as exc:
-            first = not outage.failing
             if failures.failed(outage, exc):
                 if self._fatal(failures.describe(what, outage), exc):
                     return None
                 outage.ok()  # no runtime: keep fetching, and count again
-            elif first:
-                self.connected = False
-                self.log.warning("pipeline %r: %s failed, will retry: %s: %s", self.pipeline_name,
-                                 what, type(exc).__name__, exc)
+            else:
+                self._down("fetch", exc, "fetching" if what == "fetch" else "polling")
             await asyncio.sleep(RETRY_BACKOFF)
             return {}
         if outage.failing:
             outage.ok()
-            if not self.connected:
-                self.connected = True
-                self.log.info("pipeline %r: fetching again", self.pipeline_name)
+            self._fine("fetch")
         return batch
 
-    def _commits_failing(self, failing: bool) -> None:
-        self.connected = not failing
+    def _commits_failing(self, exc: BaseException | None) -> None:
+        if exc is None:
+            self._fine("commits")
+        else:
+            self._down("commits", exc, "committing offsets")
 
     def _fatal(self, what: str, exc: BaseException) -> bool:
         """Ask the runtime for a restart; ``False``: there is none (the caller carries on)."""
@@ -459,15 +505,18 @@ class KafkaDriver(BaseDriver):
         try:
             await self.commits.commit(revoked)
         except KafkaError as exc:
-            self.log.warning("pipeline %r: commit of revoked partitions failed: %s",
-                             self.pipeline_name, exc)
+            self.log.log(logging.DEBUG if self.outage.quiet() else logging.WARNING,
+                         "pipeline %r: commit of revoked partitions failed: %s",
+                         self.pipeline_name, exc)
         held = [k for k in self._outstanding if k[0] in revoked]
         for key in held:
             del self._outstanding[key]
         self.lane.release(len(held))
-        if held or abandoned:
-            self.log.info("pipeline %r: rebalance abandoned %d queued and %d held jobs of %s",
-                          self.pipeline_name, len(abandoned), len(held), sorted(map(str, revoked)))
+        if held or abandoned:  # in an outage, a consequence of it: the outage says it
+            self.log.log(logging.DEBUG if self.outage.quiet() else logging.INFO,
+                         "pipeline %r: rebalance abandoned %d queued and %d held jobs of %s",
+                         self.pipeline_name, len(abandoned), len(held),
+                         sorted(map(str, revoked)))
         self.tracker.revoke(revoked)
         self._pump()
 
@@ -592,7 +641,7 @@ class KafkaDriver(BaseDriver):
             self._forwarder = None
         if self._consumer is not None:
             try:
-                await self.commits.commit()
+                await self.bounded_in_outage(self.commits.commit(), "the final commit")
             except Exception as exc:
                 self.log.warning("pipeline %r: final commit failed: %s", self.pipeline_name, exc)
             with contextlib.suppress(Exception):

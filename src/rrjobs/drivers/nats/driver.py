@@ -105,12 +105,15 @@ class NATSDriver(PullDriver):
         self._sub: Any = None
         self._fetch_started = self._next_fetch = 0.0
         self._checked = time.monotonic()
-        self._closing = self._settle_warned = False
+        self._closing = False
         self._last_error: Exception | None = None
         #: while ``open`` connects: set by the first refusal that cannot heal
         self._refused: asyncio.Future[Exception] | None = None
         self._where = ""  #: the options' key path (``jobs.pipelines.<name>.config``)
         self._dead_letters: DeadLetterSubject | None = None  #: ``rrjobs dlq``'s reader
+        # nats-py redials by itself (reconnect_time_wait=1, for ever); the fetch loop's limit
+        self.outage.retry = (f"reconnecting every 1 s, the pipeline is restarted after "
+                             f"{self.restart_after:g} s of failures")
         self._deletes: Batcher[int, None] | None = (
             Batcher(self._delete_msgs, DELETE_BATCH, DELETES_IN_FLIGHT, self._delete_failed)
             if options.delete_after_ack else None)
@@ -237,13 +240,13 @@ class NATSDriver(PullDriver):
     async def _on_disconnect(self) -> None:
         if not self._closing:
             self.connected = False
-            self.log.info("pipeline %r: disconnected from nats; reconnecting", self.pipeline_name)
+            self.outage.down(self._last_error or ConnectionError("disconnected"),
+                             call="the connection to nats")
 
     async def _on_reconnect(self) -> None:
         self.connected = True
-        self._settle_warned = False
         self._checked = 0.0  # the server may have lost the stream: check at the next idle fetch
-        self.log.info("pipeline %r: reconnected to nats", self.pipeline_name)
+        self.outage.ok()
 
     def _unavailable(self) -> NATSUnavailableError:
         return NATSUnavailableError(f"nats: {self.section.shown()}: not connected")
@@ -444,11 +447,8 @@ class NATSDriver(PullDriver):
         if self.nc is None or self.nc.is_closed:
             raise AckLostError(f"job {job.id}: the nats connection is closed; JetStream "
                                "redelivers it after ack_wait")
-        if not self._settle_warned:
-            self._settle_warned = True
-            self.log.warning("pipeline %r: nats is unreachable: settlements are not sent until "
-                             "it is back, and JetStream redelivers those jobs after ack_wait",
-                             self.pipeline_name)
+        self.outage.down(self._unavailable(), call=f"settling job {job.id}",
+                         note="; JetStream delivers it again after ack_wait")
         return False
 
     async def _signal(self, job: Job, signal: Coroutine[Any, Any, Any],
@@ -470,7 +470,10 @@ class NATSDriver(PullDriver):
         return await asyncio.gather(*map(one, seqs), return_exceptions=True)
 
     def _delete_failed(self, exc: BaseException) -> None:
-        self.log.log(logging.WARNING if self.connected else logging.DEBUG,
+        # harmless (the message is acknowledged) and expected around an outage: no WARNING
+        quiet = (not self.connected or self.outage.failing
+                 or isinstance(exc, (nats.errors.TimeoutError, *_LOST)))
+        self.log.log(logging.DEBUG if quiet else logging.WARNING,
                      "pipeline %r: deleting an acknowledged message failed (it stays in the "
                      "stream, acknowledged): %s", self.pipeline_name, describe_error(exc))
 

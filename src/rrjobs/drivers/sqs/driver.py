@@ -12,13 +12,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from aiobotocore.config import AioConfig  # type: ignore[import-untyped,unused-ignore]
 from aiobotocore.session import get_session  # type: ignore[import-untyped,unused-ignore]
-from botocore.exceptions import BotoCoreError, ClientError, NoRegionError  # type: ignore[import-untyped,unused-ignore]
+from botocore.exceptions import (  # type: ignore[import-untyped,unused-ignore]
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    NoRegionError,
+)
+from botocore.exceptions import (  # type: ignore[import-untyped,unused-ignore]
+    ConnectionError as BotoConnectionError,
+)
 
 from rrjobs.core.base import describe_error
 from rrjobs.core.batcher import chunks
@@ -123,12 +132,37 @@ class SQSDriver(PullDriver):
         except NoRegionError:
             raise ConfigError("sqs.region",
                               "no AWS region: set sqs.region (or AWS_REGION)") from None
+        # botocore retries a call quietly (MAX_ATTEMPTS): its retries tell the outage
+        events = self._client.meta.events
+        events.register("before-call.sqs", self._calling)
+        events.register("needs-retry.sqs", self._retrying)
+        events.register("after-call.sqs", self._answered)
         try:
             await self._declare(where)
             await self._read_attributes(where)
         except Exception as exc:  # botocore's text names the endpoint, which may hold userinfo
             redact_error(exc)
             raise
+
+    def _retrying(self, caught_exception: BaseException | None = None, **_: Any) -> None:
+        """botocore is about to retry: an unreachable endpoint is an outage (one WARNING)."""
+        if isinstance(caught_exception, (BotoConnectionError, HTTPClientError)):
+            self.connected = False
+            self.outage.down(caught_exception, call="calling SQS")
+
+    @staticmethod
+    def _calling(context: dict[str, Any] | None = None, **_: Any) -> None:
+        if context is not None:
+            context["rrjobs_started"] = time.monotonic()
+
+    def _answered(self, context: dict[str, Any] | None = None, **_: Any) -> None:
+        """SQS answered a call (maybe with an error): the endpoint is reachable again,
+        if that call began after the latest failure."""
+        if self.outage.failing:
+            started = (context or {}).get("rrjobs_started")
+            self.outage.ok(started if isinstance(started, float) else None)
+            if not self.outage.failing:
+                self.connected = True
 
     async def _declare(self, where: str) -> None:
         name = self.options.queue
@@ -469,8 +503,8 @@ class SQSDriver(PullDriver):
                 self._deadlines.pop(job.handle, None)
                 self._changer.post((job.handle, 0))
             self.held = []
-            await self._deleter.drain()
-            await self._changer.drain()
+            await self.bounded_in_outage(self._deleter.drain(), "sending the acks")
+            await self.bounded_in_outage(self._changer.drain(), "sending visibility changes")
         self._client = None
         await self._stack.aclose()
 
