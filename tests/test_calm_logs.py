@@ -156,3 +156,35 @@ async def test_a_driver_in_an_outage_is_not_ready_until_it_recovers() -> None:
                "again); retrying every" in log.records[0].getMessage()
     finally:
         await d.stop()
+
+
+async def test_a_stops_broker_call_is_bounded_and_never_raises() -> None:
+    """``BaseDriver.bounded``: a call that hangs (a broker that is away) or fails is given
+    up after its limit and logged without a traceback: DEBUG in an outage, else WARNING."""
+    import time
+
+    from rrjobs.drivers.memory.config import MemoryOptions
+    from rrjobs.drivers.memory.driver import MemoryDriver
+
+    d = MemoryDriver(Pipeline(name="p", driver="memory"), PriorityQueue(), MemoryOptions())
+
+    async def hangs() -> None:
+        await asyncio.sleep(60)
+
+    async def fails() -> None:
+        raise ConnectionError("refused")
+
+    with recording("rrjobs") as log:
+        began = time.monotonic()
+        await d.bounded(hangs(), "the final commit", 0.05)
+        assert time.monotonic() - began < 1
+        d.outage.down(ConnectionError("refused"))
+        await d.bounded(fails(), "sending the acks", 0.05)
+    got = [(r.levelname, r.getMessage()) for r in log.records]
+    assert [level for level, _ in got] == ["WARNING", "WARNING", "DEBUG"], got
+    assert got[0][1] == ("pipeline 'p': the final commit did not finish (the broker delivers "
+                         "its jobs again): TimeoutError")
+    assert got[2][1].endswith("sending the acks did not finish (the broker delivers its jobs "
+                              "again): ConnectionError: refused")
+    assert not any(r.exc_info for r in log.records)
+    await d.stop()

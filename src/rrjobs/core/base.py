@@ -58,8 +58,8 @@ from rrjobs.core.supervise import Supervisor
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: Seconds a stop in an outage waits for settlements it cannot send (a drain, a commit).
-OUTAGE_CLOSE_WAIT = 2.0
+#: Seconds one broker call of a stop may take (``BaseDriver.bounded``).
+STOP_CALL_WAIT = 3.0
 
 class BaseDriver(Driver):
     """A driver for one pipeline, with the shared lifecycle.
@@ -220,20 +220,21 @@ class BaseDriver(Driver):
             self.outage.down(exc, call=what, note="; the broker delivers the job again")
         return report
 
-    async def bounded_in_outage(self, work: Awaitable[Any], what: str,
-                                limit: float = OUTAGE_CLOSE_WAIT) -> None:
-        """Await ``work`` (a drain of settlements, a final commit at stop); while the
-        broker is in an outage at most ``limit`` seconds, and its failure is logged at
-        DEBUG rather than raised: what it could not send, the broker delivers again."""
-        if not self.outage.failing:
-            await work
-            return
+    async def bounded(self, work: Awaitable[Any], what: str,
+                      limit: float = STOP_CALL_WAIT) -> None:
+        """Await ``work``, a broker call of a stop (a drain of settlements, a final
+        commit, leaving a group), for at most ``limit`` seconds: a stop must not hang on
+        a broker that is away, whether or not the outage is known yet. A failure or the
+        timeout is logged (DEBUG in an outage, else a WARNING without traceback), never
+        raised: what the call could not send, the broker delivers again."""
         try:
             async with asyncio.timeout(limit):
                 await work
         except Exception as exc:  # TimeoutError included
-            self.log.debug("pipeline %r: %s given up in an outage: %s", self.pipeline_name,
-                           what, describe_error(exc) if str(exc) else type(exc).__name__)
+            self.log.log(logging.DEBUG if self.outage.quiet() else logging.WARNING,
+                         "pipeline %r: %s did not finish (the broker delivers its jobs "
+                         "again): %s", self.pipeline_name, what,
+                         describe_error(exc) if str(exc) else type(exc).__name__)
 
     def settlement_failed(self, job: Job, what: str, exc: BaseException) -> bool:
         """The runtime's ``what`` (``"acknowledging"``) of ``job`` raised ``exc``: ``True``

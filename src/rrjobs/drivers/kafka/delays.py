@@ -10,7 +10,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,9 @@ from rrjobs.drivers.kafka.codec import RR_DUE, RR_TARGET_PARTITION, RR_TARGET_TO
 from rrjobs.drivers.kafka.config import DEFAULT_DELAY_BUFFER
 from rrjobs.drivers.kafka.failures import RETRY_BACKOFF
 from rrjobs.drivers.kafka.offsets import OffsetTracker
+
+#: ``bounded(call, what)``: awaits a broker call of a stop (at most a while in an outage).
+Bounded = Callable[[Awaitable[Any], str], Awaitable[None]]
 
 log = logging.getLogger("rrjobs.drivers.kafka")
 
@@ -120,7 +123,9 @@ class DelayForwarder:
         return [("delay-read", self._read), ("delay-forward", self._forward),
                 ("delay-commits", self.commits.loop)]
 
-    async def stop(self) -> None:
+    async def stop(self, bounded: Bounded | None = None) -> None:
+        """Stop the loops, commit, close the consumer; ``bounded(call, what)`` awaits the
+        two broker calls (the driver's ``BaseDriver.bounded``)."""
         for name, _ in self._loops():
             await self._supervisor.stop_task(name)
         self._timers.drain()
@@ -128,9 +133,11 @@ class DelayForwarder:
         self._pending.clear()
         if self._consumer is not None:
             with contextlib.suppress(Exception):
-                await self.commits.commit()
+                commit = self.commits.commit()
+                await (bounded(commit, "the delay topic's commit") if bounded else commit)
             with contextlib.suppress(Exception):
-                await self._consumer.stop()
+                close = self._consumer.stop()
+                await (bounded(close, "closing the delay consumer") if bounded else close)
             self._consumer = None
 
     async def _read(self) -> None:

@@ -54,6 +54,9 @@ FETCH_MAX = 1000
 #: Seconds without records between two metadata probes (while failing: between retries),
 #: and how long one probe may take.
 PROBE_INTERVAL, PROBE_FAILING, PROBE_TIMEOUT = 5.0, RETRY_BACKOFF, 2.0
+#: Seconds each of a stop's four broker calls may take in an outage (two commits, two
+#: leave-groups: within a ``jobs.timeout`` of 10 s).
+STOP_WAIT = 1.5
 
 
 class KafkaUnavailableError(RRJobsError):
@@ -636,16 +639,12 @@ class KafkaDriver(BaseDriver):
     async def _shutdown_consumer(self) -> None:
         for name in ("fetch", "commits"):
             await self.supervisor.stop_task(name)
-        if self._forwarder is not None:
-            await self._forwarder.stop()
+        if self._forwarder is not None:  # its commit and leave-group bounded too
+            await self._forwarder.stop(functools.partial(self.bounded, limit=STOP_WAIT))
             self._forwarder = None
         if self._consumer is not None:
-            try:
-                await self.bounded_in_outage(self.commits.commit(), "the final commit")
-            except Exception as exc:
-                self.log.warning("pipeline %r: final commit failed: %s", self.pipeline_name, exc)
-            with contextlib.suppress(Exception):
-                await self._consumer.stop()
+            await self.bounded(self.commits.commit(), "the final commit", STOP_WAIT)
+            await self.bounded(self._consumer.stop(), "leaving the group", STOP_WAIT)
             self._consumer = self.commits.consumer = None
 
     async def _close(self) -> None:

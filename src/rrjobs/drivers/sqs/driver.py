@@ -503,8 +503,8 @@ class SQSDriver(PullDriver):
                 self._deadlines.pop(job.handle, None)
                 self._changer.post((job.handle, 0))
             self.held = []
-            await self.bounded_in_outage(self._deleter.drain(), "sending the acks")
-            await self.bounded_in_outage(self._changer.drain(), "sending visibility changes")
+            await self.bounded(self._deleter.drain(), "sending the acks")
+            await self.bounded(self._changer.drain(), "sending visibility changes")
         self._client = None
         await self._stack.aclose()
 
