@@ -227,14 +227,24 @@ class BaseDriver(Driver):
         a broker that is away, whether or not the outage is known yet. A failure or the
         timeout is logged (DEBUG in an outage, else a WARNING without traceback), never
         raised: what the call could not send, the broker delivers again."""
+        task = asyncio.ensure_future(work)
+        # retrieved, whenever it ends: no "exception was never retrieved" from asyncio
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
         try:
-            async with asyncio.timeout(limit):
-                await work
-        except Exception as exc:  # TimeoutError included
+            done, _ = await asyncio.wait({task}, timeout=limit)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:  # cancelled and left: a client may ignore its cancellation for long
+            task.cancel()
+            error: BaseException | None = TimeoutError()
+        else:
+            error = None if task.cancelled() else task.exception()
+        if error is not None:
             self.log.log(logging.DEBUG if self.outage.quiet() else logging.WARNING,
                          "pipeline %r: %s did not finish (the broker delivers its jobs "
                          "again): %s", self.pipeline_name, what,
-                         describe_error(exc) if str(exc) else type(exc).__name__)
+                         describe_error(error) if str(error) else type(error).__name__)
 
     def settlement_failed(self, job: Job, what: str, exc: BaseException) -> bool:
         """The runtime's ``what`` (``"acknowledging"``) of ``job`` raised ``exc``: ``True``
