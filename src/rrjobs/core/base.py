@@ -58,8 +58,8 @@ from rrjobs.core.supervise import Supervisor
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: Seconds one broker call of a stop may take (``BaseDriver.bounded``).
-STOP_CALL_WAIT = 3.0
+#: Seconds one broker call of a stop may take (``BaseDriver.bounded``), and in a known outage.
+STOP_CALL_WAIT, STOP_CALL_WAIT_IN_OUTAGE = 3.0, 1.0
 
 class BaseDriver(Driver):
     """A driver for one pipeline, with the shared lifecycle.
@@ -227,6 +227,8 @@ class BaseDriver(Driver):
         a broker that is away, whether or not the outage is known yet. A failure or the
         timeout is logged (DEBUG in an outage, else a WARNING without traceback), never
         raised: what the call could not send, the broker delivers again."""
+        if self.outage.failing:  # it can hardly succeed: a short look is enough
+            limit = min(limit, STOP_CALL_WAIT_IN_OUTAGE)
         task = asyncio.ensure_future(work)
         # retrieved, whenever it ends: no "exception was never retrieved" from asyncio
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
