@@ -842,3 +842,173 @@ async def test_declare_defaults_fill_only_what_a_declared_pipeline_leaves_out() 
     assert options_from_pipeline(declared(prefetch=""), Options, defaults).prefetch == 100
     assert options_from_pipeline(declared(prefetch="5"), Options, defaults).prefetch == 5
     assert options_from_pipeline(declared(), Options).prefetch == 10
+
+
+async def test_options_problems_are_refused_by_the_constructor_with_every_key_path() -> None:
+    from pydantic import BaseModel
+
+    from rrjobs.config import Config
+    from rrjobs.core.constructor import DriverConstructor, check_problems
+    from rrjobs.core.errors import ConfigError
+
+    class Options(BaseModel):
+        a: int = 0
+        b: int = 0
+
+        def problems(self) -> list[tuple[str, str]]:
+            return [(k, "must be 0") for k in ("a", "b") if getattr(self, k)]
+
+    check_problems(Options(), "declare.p")  # nothing to say
+    with pytest.raises(ConfigError) as exc:
+        check_problems(Options(a=1, b=2), "declare.p")
+    assert exc.value.path == "declare.p.a"
+    assert exc.value.problems == [("declare.p.a", "must be 0"), ("declare.p.b", "must be 0")]
+
+    class Ctor(DriverConstructor):
+        driver_class = _SlowDriver
+        options_model = Options
+
+    ctor = Ctor(Config.from_yaml("jobs: {}"))
+    with pytest.raises(ConfigError, match=r"declare\.p\.b: must be 0"):
+        await ctor.driver_from_pipeline(Pipeline(name="p", driver="slow", b="1"), PriorityQueue())
+
+
+def test_due_at_ms_is_never_early_and_comma_lists_split() -> None:
+    import time
+
+    from rrjobs.core.delays import due_at_ms
+    from rrjobs.core.options import comma_list
+
+    before = time.time_ns() / 1e6
+    due = due_at_ms(0.0004)
+    assert due >= before + 0.4 and due <= time.time_ns() / 1e6 + 2
+    assert comma_list(" a, b ,,c") == ["a", "b", "c"]
+    assert comma_list(["x"]) == ["x"]
+
+
+async def test_send_all_waits_for_every_send_and_raises_the_first_failure() -> None:
+    from rrjobs.core.batcher import send_all
+
+    done: list[int] = []
+
+    async def send(n: int) -> None:
+        await asyncio.sleep(0.01 * (3 - n))
+        if n % 2:
+            raise ValueError(f"refused {n}")
+        done.append(n)
+
+    with pytest.raises(ValueError, match="refused 1") as exc:
+        await send_all(map(send, range(4)))
+    assert sorted(done) == [0, 2]
+    assert exc.value.__notes__ == ["2 of the batch's 4 sends failed"]
+    await send_all(send(n) for n in (0, 2))
+
+
+async def test_state_of_and_dropped_fill_in_the_pipeline(caplog: pytest.LogCaptureFixture
+                                                        ) -> None:
+    d = _SlowDriver()
+    assert d.dead_letter_store() is None
+    await d.run(d.pipeline)
+    assert d.state_of("q", 1, 2, 3) == State(pipeline="p", driver="slow", queue="q", active=1,
+                                             delayed=2, reserved=3, ready=True, priority=10)
+    job = Job(d, id="j1", name="n", payload=b"", headers={}, pipeline="p", priority=1)
+    with caplog.at_level(logging.INFO, logger="rrjobs.drivers.slow"):
+        d.dropped(job, "dead_letter_queue")
+    assert "job j1 (n) nacked without requeue: dropped (no dead_letter_queue)" in caplog.text
+    await d.stop()
+
+
+async def test_a_feed_moves_jobs_in_order_waits_for_room_and_takes_them_back() -> None:
+    from rrjobs.core.feed import Feed
+
+    queue = PriorityQueue(maxsize=2)
+    lane = Lane(queue, "p", prefetch=3)
+    supervisor = Supervisor("pipeline 'p'", logging.getLogger("test.feed"))
+    feed = Feed(lane, supervisor)
+    settler = _SlowDriver()
+    jobs = [Job(settler, id=str(n), name="n", payload=b"", headers={}, pipeline="p",
+                priority=1) for n in range(5)]
+    feed.add(jobs[0])
+    assert len(queue) == 0 and list(feed.ready) == [jobs[0]]  # the gate is closed
+    feed.open()
+    assert supervisor.running("mover") and len(queue) == 1
+    for job in jobs[1:]:
+        feed.add(job)
+    assert len(queue) == 2 and lane.out == 2  # the queue is full: the mover waits
+    assert [await queue.extract_min(), await queue.extract_min()] == jobs[:2]
+    await wait_for(lambda: lane.out == 3, within=2, what="the mover's delivery")
+    assert [j.id for j in queue] == ["2"] and len(feed.ready) == 2  # the window is full
+    lane.release()
+    feed.pump()
+    assert [j.id for j in queue] == ["2", "3"]
+    await feed.close()
+    assert len(queue) == 0 and [j.id for j in feed.ready] == ["2", "3", "4"]
+    assert lane.out == 1  # job 1, still out; the taken-back jobs are not
+    assert not lane.is_open
+    await supervisor.stop()
+
+
+async def test_a_counted_feed_keeps_its_jobs_counted_and_take_back_leaves_the_gate() -> None:
+    from rrjobs.core.feed import Feed
+
+    queue = PriorityQueue()
+    lane = Lane(queue, "p", prefetch=1)
+    supervisor = Supervisor("pipeline 'p'", logging.getLogger("test.feed"))
+    feed = Feed(lane, supervisor, counted=True)
+    settler = _SlowDriver()
+    jobs = [Job(settler, id=str(n), name="n", payload=b"", headers={}, pipeline="p",
+                priority=1) for n in range(3)]
+    feed.open()
+    lane.take(3)  # fetched: counted out already, past the window
+    for job in jobs:
+        feed.add(job)
+    assert [j.id for j in queue] == ["0", "1", "2"] and lane.out == 3
+    await feed.take_back()
+    assert lane.is_open and len(queue) == 0 and lane.out == 3
+    assert list(feed.ready) == jobs
+    await feed.close()
+    assert lane.out == 3 and list(feed.ready) == jobs
+    await supervisor.stop()
+
+
+async def test_settling_after_stop_copies_that_fail_and_delay_hops() -> None:
+    d = _SlowDriver()
+    job = Job(d, id="j1", name="n", payload=b"", headers={}, pipeline="p", priority=1)
+    d.check_not_stopped(job)  # running: nothing to say
+    given_back: list[str] = []
+
+    async def refused() -> None:
+        raise RuntimeError("refused")
+
+    async def back() -> None:
+        given_back.append("async")
+
+    with pytest.raises(RuntimeError, match="refused"):
+        await d.copy_or_give_back(refused(), lambda: given_back.append("sync"))
+    with pytest.raises(RuntimeError, match="refused"):
+        await d.copy_or_give_back(refused(), back)
+    await d.copy_or_give_back(asyncio.sleep(0), lambda: given_back.append("never"))
+    assert given_back == ["sync", "async"]
+    steps: list[str] = []
+
+    async def step(name: str) -> None:
+        steps.append(name)
+
+    d.spawn_hop(lambda: step("send"), lambda: step("settle"))
+    d.spawn_hop(refused, lambda: step("not after a failed send"))
+    await wait_for(lambda: steps == ["send", "settle"], within=2, what="the hop")
+    await d.stop()
+    with pytest.raises(PipelineStateError, match="job j1 was not settled"):
+        d.check_not_stopped(job)
+    assert d.queue_name(job) == "p"
+
+
+def test_headers_json_and_url_scheme() -> None:
+    from rrjobs.core.headers import headers_json
+    from rrjobs.core.secret_types import url_scheme
+
+    assert headers_json({"a": ["é", "2"]}) == '{"a":["é","2"]}'
+    assert url_scheme("AMQPS://u:p@h/", ("amqp", "amqps"), "an amqp:// URI") == "amqps"
+    with pytest.raises(ValueError) as exc:
+        url_scheme("http://u:secret@h/", ("amqp",), "an amqp:// URI")
+    assert "addr must be an amqp:// URI" in str(exc.value) and "secret" not in str(exc.value)

@@ -37,12 +37,14 @@ and in any lifecycle state but *stopped*; ``state`` at any time.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from rrjobs.core.batcher import Batcher, SendFn
+from rrjobs.core.deadletters import DeadLetterStore
 from rrjobs.core.errors import AckLostError, PipelineStateError, UnsupportedFeatureError
 from rrjobs.core.gate import CallGate
 from rrjobs.core.headers import RR_ERROR, UNREADABLE, Headers
@@ -53,6 +55,7 @@ from rrjobs.core.outage import Outage
 from rrjobs.core.outage import describe_error as describe_error  # where drivers import it
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.state import State
 from rrjobs.core.supervise import Supervisor
 
 T = TypeVar("T")
@@ -148,14 +151,70 @@ class BaseDriver(Driver):
         raise NotImplementedError(f"driver {self.name!r} does not dead-letter jobs")
 
     def queue_name(self, job: Job) -> str:
-        """The broker queue the job came from (``context()``)."""
-        return ""
+        """The broker queue the job came from (``context()``); by default the pipeline's
+        name, for a driver whose pipeline is its queue (memory, sqlite)."""
+        return self.pipeline_name
+
+    def check_not_stopped(self, job: Job) -> None:
+        """Raise :class:`PipelineStateError` for a settlement of ``job`` once the
+        pipeline is stopped: the job is not settled, and the broker delivers it again."""
+        if self.stopped:
+            raise PipelineStateError(f"pipeline {self.pipeline_name!r} is stopped: job "
+                                     f"{job.id} was not settled and is delivered again")
+
+    @staticmethod
+    async def copy_or_give_back(send: Awaitable[Any], give_back: Callable[[], object]) -> None:
+        """Await ``send``, a copy of a job (requeued, delayed or dead-lettered); when it
+        fails, ``give_back()`` the original (awaited if it returns an awaitable), so that
+        the broker delivers it again at once, and raise."""
+        try:
+            await send
+        except BaseException:
+            back = give_back()
+            if inspect.isawaitable(back):
+                await back
+            raise
+
+    def spawn_hop(self, send: Callable[[], Awaitable[Any]],
+                  settle: Callable[[], Awaitable[Any]]) -> None:
+        """Move a delayed message on in the background (the supervisor's one-shot
+        ``delay hop``): ``send()`` its next hop, then ``settle()`` the one received; a
+        failure is logged, and the broker delivers the received one again."""
+        async def hop() -> None:
+            try:
+                await send()
+                await settle()
+            except Exception as exc:
+                self.log.warning("pipeline %r: a delay hop failed (the broker delivers the "
+                                 "job again): %s", self.pipeline_name, describe_error(exc))
+        self.supervisor.spawn("delay hop", hop())
+
+    def dropped(self, job: Job, store: str) -> None:
+        """Log a job ``nack``-ed without requeue on a pipeline without a dead-letter
+        ``store`` (the option that would name one): it is gone."""
+        self.log.info("pipeline %r: job %s (%s) nacked without requeue: dropped (no %s)",
+                      self.pipeline_name, job.id, job.name, store)
 
     async def extend(self, job: Job, seconds: float) -> None:
         """Extend ``job``'s lease; drivers with ``lease_extension`` override it."""
         raise UnsupportedFeatureError(f"driver {self.name!r} does not support lease extension")
 
     # -- shared plumbing ---------------------------------------------------------------
+
+    #: The reader of the pipeline's dead letters (``rrjobs dlq``), where it has one.
+    dead_letters: DeadLetterStore | None = None
+
+    def dead_letter_store(self) -> DeadLetterStore | None:
+        """:attr:`dead_letters` (the runtime asks only when ``dead_letter_read``)."""
+        return self.dead_letters
+
+    def state_of(self, queue: str, active: int = 0, delayed: int = 0,
+                 reserved: int = 0) -> State:
+        """A :class:`State` of this pipeline on ``queue`` with these counts (name,
+        driver, readiness and priority filled in)."""
+        return State(pipeline=self.pipeline_name, driver=self.name, queue=queue, active=active,
+                     delayed=delayed, reserved=reserved, ready=self.ready,
+                     priority=self.priority)
 
     @property
     def ready(self) -> bool:

@@ -12,7 +12,8 @@ timer (an idle batcher sends at the next loop turn).
 instance for that item alone. An exception raised by ``send`` itself is the
 outcome of every item of that batch.
 
-:func:`chunks` cuts a sequence into requests by count, bytes and key.
+:func:`chunks` cuts a sequence into requests by count, bytes and key; :func:`send_all`
+awaits the requests of one batch together.
 
 Concurrency: event-loop only. ``submit`` and ``post`` return at once (``submit``
 gives a future); ``drain`` waits for everything queued.
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -133,3 +134,13 @@ def chunks(items: Iterable[T], max_items: int, max_bytes: int, size: Callable[[T
             last.append(item)
             total += n
     return out
+
+
+async def send_all(sends: Iterable[Awaitable[Any]]) -> None:
+    """Await ``sends`` together (publishes whose confirms overlap); once all are done,
+    raise the first failure, with a note of how many failed."""
+    results = await asyncio.gather(*sends, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        failed[0].add_note(f"{len(failed)} of the batch's {len(results)} sends failed")
+        raise failed[0]

@@ -16,9 +16,12 @@ value fails with its key path; a required section that is absent fails when
 the first pipeline is built), validates each pipeline's options
 with exact key paths (from the config file or from ``Declare``), fills in
 the pipeline priority from the options (and, for a declared pipeline, the
-``declare_defaults`` it leaves out), opens the driver, and closes it
+``declare_defaults`` it leaves out), refuses options whose ``problems()`` (a
+method an options model may have) lists settings that cannot work together,
+opens the driver, and closes it
 again when opening fails, so that a driver that could not start leaves no
-connection behind.
+connection behind; an error of ``open`` that shows a credential is replaced by
+a :class:`~rrjobs.core.secrets.RedactedError` (``redact_error``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from rrjobs.core.interfaces import Configurer, Constructor
 from rrjobs.core.options import options_from_config, options_from_pipeline
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.secrets import redact_error
 
 log = logging.getLogger("rrjobs.drivers")
 
@@ -101,14 +105,27 @@ class DriverConstructor(Constructor):
 
     async def _open(self, pipeline: Pipeline, queue: PriorityQueue, options: BaseModel,
                     where: str) -> BaseDriver:
+        check_problems(options, where)
         priority = getattr(options, "priority", None)
         if isinstance(priority, int) and priority:
             pipeline.setdefault("priority", priority)
         driver: BaseDriver = self.driver_class(pipeline, queue, options, self.section)
         try:
             await driver.open(where)  # type: ignore[attr-defined]
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(Exception):
                 await driver.stop()
+            if isinstance(exc, Exception):  # a client's text may show addr, password included
+                redact_error(exc)
             raise
         return driver
+
+
+def check_problems(options: BaseModel, where: str) -> None:
+    """Raise :class:`ConfigError` listing every ``(key, message)`` of the options'
+    ``problems()`` (settings well-formed but unusable together, keys under ``where``),
+    for an options model that has that method."""
+    problems = getattr(options, "problems", None)
+    listed = [(f"{where}.{key}", message) for key, message in problems()] if problems else []
+    if listed:
+        raise ConfigError(listed[0][0], listed[0][1], listed)

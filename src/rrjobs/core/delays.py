@@ -14,6 +14,7 @@ seconds is 2.
 from __future__ import annotations
 
 import math
+import time
 
 #: Granularities, in seconds.
 SECOND = 1.0
@@ -41,3 +42,9 @@ def whole_seconds(delay: float) -> int:
 def whole_millis(delay: float) -> int:
     """``delay`` in whole milliseconds, rounded up."""
     return delay_units(delay, MILLISECOND)
+
+
+def due_at_ms(delay: float) -> int:
+    """When a job delayed by ``delay`` seconds from now is due, in Unix milliseconds:
+    now rounded up plus :func:`whole_millis` of the delay (never early)."""
+    return -(-time.time_ns() // 1_000_000) + whole_millis(delay)

@@ -62,6 +62,14 @@ UNREADABLE = "rrjobs.unreadable"
 
 Headers = dict[str, list[str]]
 
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def headers_json(headers: Headers) -> str:
+    """Job headers as ``rr_headers`` carries them on every broker: compact JSON, other
+    characters than ASCII as they are. Pure."""
+    return _compact(headers)
+
 
 def merge_headers(base: Headers, extra: Headers | None) -> Headers:
     """Return a copy of ``base`` with ``extra`` merged in (``maps.Copy``

@@ -149,6 +149,14 @@ def validate(model: type[M], data: Any, key: str) -> M:
 
 
 
+def comma_list(value: Any) -> Any:
+    """A list from a list or from one comma-separated string (blank parts dropped),
+    as RoadRunner reads ``brokers`` and ``topics``; a ``mode="before"`` field validator."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 def json_map(value: Any) -> Any:
     """A mapping from a mapping or a JSON object string (``Declare``'s form for
     map-valued options); use as a ``mode="before"`` field validator."""

@@ -3,6 +3,7 @@ where they are masked)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BeforeValidator, SecretStr
@@ -34,4 +35,15 @@ Secret = Annotated[SecretStr, BeforeValidator(_as_text), AfterValidator(_remembe
 #: A URL field that may carry credentials: shown as ``scheme://user:***@host``.
 SecretURL = Annotated[URLSecret, AfterValidator(_remembered)]
 
-__all__ = ["Secret", "SecretURL", "URLSecret"]
+
+
+def url_scheme(url: str, allowed: Collection[str], expected: str) -> str:
+    """The scheme of ``url``, lower case; a ``ValueError`` saying ``addr`` must be
+    ``expected`` (the URL shown with its credentials masked) when it is none of ``allowed``."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in allowed:
+        raise ValueError(f"addr must be {expected}, got {redact_url(url)!r}")
+    return scheme
+
+
+__all__ = ["Secret", "SecretURL", "URLSecret", "url_scheme"]
