@@ -13,21 +13,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 from rrjobs.core.base import BaseDriver
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
-from rrjobs.core.deadletters import DeadLetter, DeadLetterStore, Replay, failed_at_text
+from rrjobs.core.deadletters import DeadLetter, Replay, failed_at_text, take_scanned
 from rrjobs.core.errors import PipelineStateError
+from rrjobs.core.feed import Feed
 from rrjobs.core.headers import Headers
 from rrjobs.core.job import Job
 from rrjobs.core.lane import Lane
 from rrjobs.core.message import Message
 from rrjobs.core.pipeline import Pipeline
-from rrjobs.core.queue import PriorityQueue, QueueFullError
+from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.state import State
 from rrjobs.core.timers import DelayQueue
 from rrjobs.drivers.memory.config import MemoryOptions
@@ -54,16 +55,16 @@ class MemoryDriver(BaseDriver):
         self.priority = options.priority
         self.prefetch = options.prefetch
         self.lane = Lane(queue, self.pipeline_name, options.prefetch)
-        self._ready: deque[Job] = deque()
+        #: jobs waiting for the lane or for room in the priority queue (the ``mover``)
+        self.feed = Feed(self.lane, self.supervisor)
         self._delayed: DelayQueue[Job] = DelayQueue(self._due)
-        #: set while ready jobs wait for room in a full priority queue (the mover's turn)
-        self._blocked = asyncio.Event()
         #: the dead letters kept (oldest first), or None without ``dead_letter_size``
         self._dead: deque[DeadLetter] | None = None
         self._dead_full_logged = False
         if options.dead_letter_size:
             self._dead = deque(maxlen=options.dead_letter_size)
             self.capabilities = replace(CAPABILITIES, dead_letter=True, dead_letter_read=True)
+            self.dead_letters = self  # the methods below
 
     async def open(self, where: str) -> None:
         """Nothing to connect to."""
@@ -78,25 +79,12 @@ class MemoryDriver(BaseDriver):
                      self.pipeline_name, msg.priority, msg.auto_ack)
 
     def _accept(self, job: Job, delay: float) -> None:
-        """Take ``job`` without waiting: onto the delay heap, straight into the
-        priority queue, or onto the ready deque (also when the priority queue
-        is full: the mover waits for room)."""
+        """Take ``job`` without waiting: onto the delay heap, or the feed (straight
+        into the priority queue where there is room; a push never waits on consumers)."""
         if delay > 0:
             self._delayed.add(delay, job)
-            return
-        lane = self.lane
-        if lane.is_open and not self._ready and lane.out < lane.prefetch:
-            # Fast path: straight into the priority queue. When it is full the
-            # job waits on the ready deque for the mover: a push never waits on
-            # consumers (a handler pushing into a full queue would deadlock).
-            try:
-                lane.deliver_nowait(job)
-            except QueueFullError:
-                pass
-            else:
-                return
-        self._ready.append(job)
-        self._pump()
+        else:
+            self.feed.add(job)
 
     async def _send(self, msg: Message) -> None:
         self._accept(self._job(msg), msg.delay)
@@ -119,42 +107,16 @@ class MemoryDriver(BaseDriver):
                 accept(make(msg), msg.delay)
 
     def _due(self, job: Job) -> None:
-        if self.stopped:
-            return
-        self._ready.append(job)
-        self._pump()
-
-    def _pump(self) -> None:
-        """Move ready jobs into the priority queue while the lane has room."""
-        lane = self.lane
-        if not lane.is_open or self._blocked.is_set():
-            return
-        ready = self._ready
-        while ready and lane.out < lane.prefetch:
-            if self.queue.full():
-                self._blocked.set()
-                return
-            lane.deliver_nowait(ready.popleft())
-
-    async def _move(self) -> None:
-        """The ``mover`` task: while blocked, wait for room in the priority
-        queue and move ready jobs, then pump again."""
-        lane, ready = self.lane, self._ready
-        while True:
-            await self._blocked.wait()
-            while ready and lane.out < lane.prefetch:
-                await lane.deliver(ready[0])
-                ready.popleft()
-            self._blocked.clear()
-            self._pump()
+        if not self.stopped:
+            self.feed.add(job)
 
     # -- settlement ------------------------------------------------------------------
 
     def ack_now(self, job: Job) -> None:
         """Acknowledge ``job`` (a counter update: no coroutine on the hot path)."""
         self.lane.release()
-        if self._ready:
-            self._pump()
+        if self.feed.ready:
+            self.feed.pump()
 
     async def dead_letter(self, job: Job) -> None:
         """Kept in the dead-letter store with ``dead_letter_size``; otherwise dropped."""
@@ -166,9 +128,6 @@ class MemoryDriver(BaseDriver):
         self.ack_now(job)
         self._redeliver(job, headers, delay)
 
-    def queue_name(self, job: Job) -> str:
-        return self.pipeline_name
-
     def _redeliver(self, job: Job, headers: Headers, delay: float) -> None:
         """Queue a copy of ``job`` with ``headers`` after ``delay`` seconds."""
         if self.stopped:
@@ -177,11 +136,7 @@ class MemoryDriver(BaseDriver):
             )
         copy = _make(self, None, job.id, job.name, job.payload, headers, job.pipeline,
                      job.priority, job.auto_ack)
-        if delay > 0:
-            self._delayed.add(delay, copy)
-        else:
-            self._ready.append(copy)
-            self._pump()
+        self._accept(copy, delay)
 
     # -- dead letters (DeadLetterStore) -------------------------------------------------
 
@@ -195,9 +150,6 @@ class MemoryDriver(BaseDriver):
         dead.append(DeadLetter.of(job.id, job.name, job.payload,
                                   {k: list(v) for k, v in job.headers.items()},
                                   self.pipeline_name, job.priority, failed_at_text(time.time())))
-
-    def dead_letter_store(self) -> DeadLetterStore | None:
-        return self if self._dead is not None else None
 
     def _letters(self) -> deque[DeadLetter]:
         if self._dead is None:  # the runtime checks the capability first
@@ -213,20 +165,17 @@ class MemoryDriver(BaseDriver):
     async def take_dead_letters(self, ids: Sequence[str] | None,
                                 replay: Replay) -> list[str]:
         dead = self._letters()
-        if ids is None:
-            chosen = list(dead)
-        else:
-            found = (next((d for d in dead if d.id == i), None) for i in dict.fromkeys(ids))
-            chosen = [d for d in found if d is not None]
-        taken: list[str] = []
-        for letter in chosen:
-            await replay(letter)
+
+        async def scan() -> AsyncIterator[tuple[DeadLetter, DeadLetter]]:
+            for letter in list(dead):  # those there are when the take begins
+                yield letter, letter
+
+        async def remove(letter: DeadLetter) -> None:
             for i, d in enumerate(dead):  # by identity: a new letter may be equal
                 if d is letter:
                     del dead[i]
                     break
-            taken.append(letter.id)
-        return taken
+        return await take_scanned(scan(), ids, replay, remove)
 
     async def purge_dead_letters(self) -> int:
         dead = self._letters()
@@ -237,21 +186,14 @@ class MemoryDriver(BaseDriver):
     # -- lifecycle ------------------------------------------------------------------------
 
     async def _start_consuming(self) -> None:
-        self.lane.open()
-        self.consuming = True
-        if not self.supervisor.running("mover"):
-            self.supervisor.start("mover", self._move)
-        self._pump()
+        self.feed.open()
 
     async def _stop_consuming(self) -> None:
-        if self._blocked.is_set():  # the mover may be waiting for room: stop it there
-            await self.supervisor.stop_task("mover")
-            self._blocked.clear()
-        self._ready.extendleft(reversed(self.lane.close()))
+        await self.feed.close()
 
     async def _close(self) -> None:
-        dropped = len(self._ready) + len(self._delayed)
-        self._ready.clear()
+        dropped = len(self.feed.ready) + len(self._delayed)
+        self.feed.ready.clear()
         self._delayed.drain()
         if dropped:
             self.log.warning(
@@ -262,16 +204,8 @@ class MemoryDriver(BaseDriver):
 
     async def state(self) -> State:
         lane = self.lane
-        return State(
-            pipeline=self.pipeline_name,
-            driver=self.name,
-            queue=self.pipeline_name,
-            active=len(self._ready) + lane.queued,
-            delayed=len(self._delayed),
-            reserved=lane.reserved,
-            ready=self.ready,
-            priority=self.priority,
-        )
+        return self.state_of(self.pipeline_name, len(self.feed.ready) + lane.queued,
+                             len(self._delayed), lane.reserved)
 
 
 class MemoryConstructor(DriverConstructor):

@@ -7,17 +7,14 @@ invalid JSON no headers, a ``TEXT`` payload UTF-8 encoded.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from rrjobs.core.headers import Headers, headers_from_json
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+from rrjobs.core.headers import Headers, headers_from_json, headers_json
 
 
 def encode_headers(headers: Headers) -> str:
     """The JSON text stored for ``headers`` (``"{}"`` when empty)."""
-    return _dumps(headers) if headers else "{}"
+    return headers_json(headers) if headers else "{}"
 
 
 def decode_headers(text: Any) -> Headers:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import math
 import os
 import socket
 import sqlite3
@@ -19,20 +19,20 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import cache, partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from rrjobs.core.base import BaseDriver
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
-from rrjobs.core.deadletters import DeadLetter, DeadLetterStore, Replay, failed_at_text
-from rrjobs.core.delays import whole_millis
-from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError
+from rrjobs.core.deadletters import DeadLetter, Replay, failed_at_text
+from rrjobs.core.delays import due_at_ms
+from rrjobs.core.errors import AckLostError, ConfigError
 from rrjobs.core.headers import DEDUCED_BY_RR, RR_ERROR, UNREADABLE, Headers
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message, new_id
+from rrjobs.core.outage import Outage
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
-from rrjobs.core.resilience import Backoff
 from rrjobs.core.state import State
 from rrjobs.drivers.sqlite import queries
 from rrjobs.drivers.sqlite.codec import decode_headers, decode_payload, encode_headers
@@ -51,8 +51,6 @@ DEAD_PAGE = 100
 CAPABILITIES = Capabilities(durable=True, max_payload=MAX_PAYLOAD, lease_extension=True,
                             redelivery_on_crash=True, delay_granularity=0.001)
 
-log = logging.getLogger("rrjobs.drivers.sqlite")
-
 #: Owners (driver instances) alive in this process; see :func:`owner_is_dead`.
 _LIVE_OWNERS: set[str] = set()
 
@@ -69,7 +67,7 @@ def now_ms() -> int:
 def available_at(delay: float) -> int:
     """When a job pushed now with ``delay`` seconds becomes ready, in unix ms
     rounded *up* (never early); ``0``, "at once", without a delay."""
-    return -(-time.time_ns() // 1_000_000) + whole_millis(delay) if delay > 0 else 0
+    return due_at_ms(delay) if delay > 0 else 0
 
 
 def owner_is_dead(owner: str) -> bool:
@@ -127,6 +125,7 @@ class SQLiteDriver(BaseDriver):
         self.prefetch = options.prefetch
         if options.dead_letter:
             self.capabilities = replace(CAPABILITIES, dead_letter=True, dead_letter_read=True)
+            self.dead_letters = self  # the rrjobs_dead table (the methods below)
         self.owner = f"{_host()}:{os.getpid()}:{uuid.uuid4().hex[:16]}"  # of its reservations
         self._lease_ms = round(options.lease * 1000)
         self._outstanding: dict[int, SQLiteJob] = {}  # reserved and not settled, by seq
@@ -134,7 +133,8 @@ class SQLiteDriver(BaseDriver):
         self._refill = max(1, min(FETCH_MAX // 2, self.prefetch // 4))
         self._wake = asyncio.Event()
         self._need_room = False
-        self._backoff = Backoff(0.1, 5.0)
+        #: reserving jobs keeps failing (logged as the kit's fetch loop logs; never a restart)
+        self._outage = Outage("reserving jobs", self.supervisor.owner, self.log, math.inf)
         self.store: Store
         self._released = True
         #: the file may hold ready jobs of this pipeline nobody reserved: no hand-off (FIFO)
@@ -165,7 +165,7 @@ class SQLiteDriver(BaseDriver):
         recovered = await store.write(partial(
             _open_pipeline, pipeline=self.pipeline_name, priority=self.priority))
         if recovered:
-            log.warning("pipeline %r: %d jobs reserved by a process that is gone returned "
+            self.log.warning("pipeline %r: %d jobs reserved by a process that is gone returned "
                         "to the queue", self.pipeline_name, recovered)
 
     def _row(self, msg: Message, created: int, until: int | None = None) -> queries.InsertRow:
@@ -232,12 +232,10 @@ class SQLiteDriver(BaseDriver):
     def _make(self, seq: int, delivery: int, id: str, name: str, payload: bytes,
               headers: Headers, priority: int, auto_ack: bool,
               failure: str | None = None) -> SQLiteJob:
-        job = object.__new__(SQLiteJob)  # every slot is set here: no __init__ on this hot path
-        job.settler, job.handle, job.lease, job.failure = self, None, self.options.lease, failure
-        job.id, job.name, job.payload, job.headers = id, name, payload, headers
-        job.pipeline, job.priority, job.auto_ack = self.pipeline_name, priority, auto_ack
-        job.settled, job._extending = None, None
-        job.seq, job.delivery = seq, delivery
+        job = cast(SQLiteJob, SQLiteJob.make(self, None, id, name, payload, headers,
+                                             self.pipeline_name, priority, auto_ack,
+                                             self.options.lease))
+        job.seq, job.delivery, job.failure = seq, delivery, failure
         return job
 
     def decode(self, raw: Any) -> SQLiteJob:
@@ -287,18 +285,13 @@ class SQLiteDriver(BaseDriver):
                         limit=limit, now_ms=start, until_ms=start + self._lease_ms),
                         durable=False)
                 except StoreError as exc:
-                    if self.connected:
-                        log.warning("pipeline %r: reserving jobs failed, retrying with "
-                                    "backoff: %s", self.pipeline_name, exc)
                     self.connected = False
-                    await self._backoff.sleep()
+                    await self._outage.failed(exc)
                     continue
-                if not self.connected:
-                    log.info("pipeline %r: reserving jobs again", self.pipeline_name)
-                    self.connected = True
-                    self._backoff.reset()
+                self.connected = True
+                self._outage.ok()
                 if res.expired:
-                    log.warning("pipeline %r: %d reservations whose lease expired returned to "
+                    self.log.warning("pipeline %r: %d reservations whose lease expired returned to "
                                 "the queue", self.pipeline_name, res.expired)
                 jobs = [j for j in map(self.accept, res.rows) if isinstance(j, SQLiteJob)]
                 self._outstanding.update((job.seq, job) for job in jobs)
@@ -351,7 +344,7 @@ class SQLiteDriver(BaseDriver):
                                                until_ms=now_ms() + self._lease_ms),
                                        durable=False)
             except StoreError as exc:
-                log.error("pipeline %r: renewing reservations failed: %s",
+                self.log.error("pipeline %r: renewing reservations failed: %s",
                           self.pipeline_name, exc)
 
     async def _start_consuming(self) -> None:
@@ -387,7 +380,7 @@ class SQLiteDriver(BaseDriver):
                 n = await store.write(partial(queries.release, pipeline=self.pipeline_name,
                                               owner=self.owner), durable=False)
                 if n:
-                    log.info("pipeline %r stopped: %d unsettled jobs returned to the queue",
+                    self.log.info("pipeline %r stopped: %d unsettled jobs returned to the queue",
                              self.pipeline_name, n)
         finally:
             _LIVE_OWNERS.discard(self.owner)
@@ -395,9 +388,7 @@ class SQLiteDriver(BaseDriver):
 
     def _check(self, job: Job) -> SQLiteJob:
         assert isinstance(job, SQLiteJob)
-        if self.stopped:
-            raise PipelineStateError(f"pipeline {self.pipeline_name!r} is stopped: job {job.id} "
-                                     "was returned to the queue and will be delivered again")
+        self.check_not_stopped(job)  # it was returned to the queue
         if self._outstanding.get(job.seq) is not job:
             raise AckLostError(f"job {job.id}: its reservation was lost (its lease expired and "
                                "it was delivered again, or it was returned to the queue by a "
@@ -457,13 +448,7 @@ class SQLiteDriver(BaseDriver):
         if not ok:
             raise AckLostError(f"job {job.id}: its reservation was lost (lease expired)")
 
-    def queue_name(self, job: Job) -> str:
-        return self.pipeline_name
-
     # -- dead letters (DeadLetterStore: the rrjobs_dead table) --------------------------
-
-    def dead_letter_store(self) -> DeadLetterStore | None:
-        return self if self.options.dead_letter else None
 
     def _letter(self, row: queries.DeadRow) -> DeadLetter:
         _, job_id, name, payload, headers, priority, failed_ms = row
@@ -517,7 +502,7 @@ class SQLiteDriver(BaseDriver):
         return await self.store.write(partial(queries.purge_dead, pipeline=self.pipeline_name))
 
     def _acks_failed(self, seqs: list[int], exc: BaseException) -> None:
-        log.error("pipeline %r: %d acknowledgements failed; those jobs will be delivered "
+        self.log.error("pipeline %r: %d acknowledgements failed; those jobs will be delivered "
                   "again: %s", self.pipeline_name, len(seqs), exc)
 
     async def state(self) -> State:
@@ -532,10 +517,8 @@ class SQLiteDriver(BaseDriver):
             counts = await store.read(partial(queries.counts, pipeline=self.pipeline_name,
                                               now_ms=now))
         queued = self.queue.count(self.pipeline_name)
-        return State(pipeline=self.pipeline_name, driver=self.name, queue=store.path,
-                     active=counts.ready + queued, delayed=counts.delayed,
-                     reserved=max(0, counts.reserved - queued), ready=self.ready,
-                     priority=self.priority)
+        return self.state_of(store.path, counts.ready + queued, counts.delayed,
+                             max(0, counts.reserved - queued))
 
 
 class BoltDBDriver(SQLiteDriver):
