@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from pamqp import encode
 
+from rrjobs.core.constructor import check_problems as _check_topology
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.headers import DEDUCED_BY_RR, BadHeadersError
 from rrjobs.core.options import options_from_pipeline, validate
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.drivers.amqp import codec
 from rrjobs.drivers.amqp.config import AMQPOptions, AMQPSection, delay_ms
-from rrjobs.drivers.amqp.config import check_topology as _check_topology
 
 pytestmark = pytest.mark.amqp
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import decimal
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -98,7 +97,7 @@ def typed_arguments(args: Mapping[str, Any]) -> dict[str, Any]:
 def pack(job_id: str, name: str, pipeline: str, headers: Headers, delay_s: int, priority: int,
          auto_ack: bool) -> dict[str, Any]:
     """The AMQP header table of a job, RoadRunner's layout with RoadRunner's types."""
-    encoded = json.dumps(headers, separators=(",", ":"), ensure_ascii=False).encode()
+    encoded = rr.headers_json(headers).encode()
     return {
         rr.RR_ID: job_id,
         rr.RR_JOB: name,

@@ -22,10 +22,8 @@ from pydantic import (
 )
 
 from rrjobs.core.delays import whole_millis
-from rrjobs.core.errors import ConfigError
 from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, json_map, or_default
-from rrjobs.core.secret_types import SecretURL, URLSecret
-from rrjobs.core.secrets import redact_url
+from rrjobs.core.secret_types import SecretURL, URLSecret, url_scheme
 from rrjobs.core.tls import TLSConfig, drop_empty_tls
 
 DEFAULT_ADDR = "amqp://guest:guest@127.0.0.1:5672/"
@@ -53,10 +51,8 @@ class AMQPSection(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> AMQPSection:
-        addr = self.addr.get_secret_value()
-        scheme = addr.split("://", 1)[0].lower() if "://" in addr else ""
-        if scheme not in ("amqp", "amqps"):
-            raise ValueError(f"addr must be an amqp:// or amqps:// URI, got {redact_url(addr)!r}")
+        scheme = url_scheme(self.addr.get_secret_value(), ("amqp", "amqps"),
+                            "an amqp:// or amqps:// URI")
         if self.tls is not None and scheme != "amqps":
             raise ValueError("tls is configured but addr uses amqp://; use amqps:// so that "
                              "the connection is encrypted")
@@ -87,7 +83,8 @@ class ExchangeOptions(StrictModel):
 
 
 class QueueOptions(StrictModel):
-    """Version 2 ``queue:`` options."""
+    """Version 2 ``queue:`` options, and the queue a pipeline consumes whichever form
+    was given (``name`` is empty for a push-only pipeline)."""
 
     name: str = ""
     routing_key: str = ""
@@ -100,6 +97,11 @@ class QueueOptions(StrictModel):
     consumer_id: str = ""
     headers: QueueArguments = Field(default_factory=dict)
     declare: bool = True
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """The queue's arguments (``headers``: RoadRunner's name for them)."""
+        return self.headers
 
 
 def _name_or(model: type[ExchangeOptions] | type[QueueOptions]) -> Any:
@@ -185,8 +187,9 @@ class AMQPOptions(DeclaredOptions):
         return self
 
     def problems(self) -> list[tuple[str, str]]:
-        """``(key, message)`` for settings that are well-formed but unusable together;
-        keys are written as the user wrote them (flat, or nested as ``queue.<key>``)."""
+        """``(key, message)`` for settings that are well-formed but unusable together
+        (:func:`~rrjobs.core.constructor.check_problems`); keys are written as the user
+        wrote them (flat, or nested as ``queue.<key>``)."""
         topo = self.topology()
         nested = isinstance(self.queue, QueueOptions)
 
@@ -216,36 +219,15 @@ class AMQPOptions(DeclaredOptions):
                             durable=self.exchange_durable,
                             auto_delete=self.exchange_auto_delete,
                             declare=self.exchange_declare))
-        if isinstance(self.queue, QueueOptions):
-            q = self.queue
-            queue = QueueSpec(q.name, q.routing_key, q.durable, q.auto_delete, q.exclusive,
-                              q.delete_on_stop, q.multiple_ack, q.requeue_on_fail,
-                              q.consumer_id, dict(q.headers), q.declare)
-        else:
-            queue = QueueSpec(self.queue, self.routing_key, self.durable,
-                              self.queue_auto_delete, self.exclusive, self.delete_queue_on_stop,
-                              self.multiple_ack, self.requeue_on_fail, self.consumer_id,
-                              dict(self.queue_headers), self.queue_declare)
+        queue = self.queue if isinstance(self.queue, QueueOptions) else QueueOptions(
+            name=self.queue, routing_key=self.routing_key, durable=self.durable,
+            auto_delete=self.queue_auto_delete, exclusive=self.exclusive,
+            delete_on_stop=self.delete_queue_on_stop, multiple_ack=self.multiple_ack,
+            requeue_on_fail=self.requeue_on_fail, consumer_id=self.consumer_id,
+            headers=self.queue_headers, declare=self.queue_declare)
         return Topology(exchange=exchange, queue=queue, prefetch=self.prefetch,
                         priority=self.priority,
                         redial_timeout=self.redial_timeout or DEFAULT_REDIAL_TIMEOUT)
-
-
-@dataclass(frozen=True, slots=True)
-class QueueSpec:
-    """The queue a pipeline consumes (``name`` is empty for a push-only pipeline)."""
-
-    name: str
-    routing_key: str
-    durable: bool
-    auto_delete: bool
-    exclusive: bool
-    delete_on_stop: bool
-    multiple_ack: bool
-    requeue_on_fail: bool
-    consumer_id: str
-    arguments: dict[str, Any]
-    declare: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +235,7 @@ class Topology:
     """Everything a driver needs to know about its exchange, queue and consumer."""
 
     exchange: ExchangeOptions
-    queue: QueueSpec
+    queue: QueueOptions
     prefetch: int
     priority: int
     redial_timeout: float
@@ -306,12 +288,3 @@ class Topology:
 def delay_ms(delay: float) -> int:
     """A delay in seconds as whole milliseconds, rounded up (never early)."""
     return max(1, whole_millis(delay))
-
-
-def check_topology(options: AMQPOptions, where: str) -> None:
-    """Raise :class:`ConfigError` (every problem, under ``where``) for options
-    whose topology cannot work."""
-    problems = options.problems()
-    if problems:
-        listed = [(f"{where}.{key}", message) for key, message in problems]
-        raise ConfigError(listed[0][0], listed[0][1], listed)

@@ -24,9 +24,9 @@ from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelClosed, DeliveryError, PublishError
 
 from rrjobs.core.base import BaseDriver
+from rrjobs.core.batcher import send_all
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
-from rrjobs.core.deadletters import DeadLetterStore
 from rrjobs.core.delays import whole_seconds
 from rrjobs.core.errors import ConfigError, PipelineStateError, RRJobsError
 from rrjobs.core.headers import DEAD_LETTER_KEYS, RR_ERROR, UNREADABLE, Headers
@@ -34,10 +34,9 @@ from rrjobs.core.job import Job
 from rrjobs.core.message import Message, new_id
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
-from rrjobs.core.secrets import redact_error
 from rrjobs.core.state import State
 from rrjobs.drivers.amqp import codec
-from rrjobs.drivers.amqp.config import AMQPOptions, AMQPSection, Topology, check_topology, delay_ms
+from rrjobs.drivers.amqp.config import AMQPOptions, AMQPSection, Topology, delay_ms
 from rrjobs.drivers.amqp.connection import (
     CONNECTION_ERRORS,
     FIRST_BACKOFF,
@@ -99,8 +98,8 @@ class AMQPDriver(BaseDriver):
         self._max_priority = self.topology.max_priority
         self._queue_arguments = codec.typed_arguments(self.topology.queue.arguments)
         self.link = Link(section, self)
-        self._dead_letters = DeadLetterQueue(self.link, options.dead_letter_queue,
-                                             self.pipeline_name, self.priority)
+        self.dead_letters = DeadLetterQueue(self.link, options.dead_letter_queue,
+                                            self.pipeline_name, self.priority)
         #: the consumer wanted (between run/resume and pause/stop)
         self._active = False
         self._consumer: Consumer | None = None
@@ -115,15 +114,11 @@ class AMQPDriver(BaseDriver):
 
     async def open(self, where: str) -> None:
         """Connect and declare the exchange (and the queue, when named)."""
-        check_topology(self.options, where)
         try:
             await self.link.open()
         except ChannelClosed as exc:  # inequivalent arguments, no access
             raise ConfigError(where, "RabbitMQ refused the exchange/queue declaration: "
                               f"{exc}") from exc
-        except Exception as exc:  # the client's text may name addr, password included
-            redact_error(exc)
-            raise
 
     async def _declare(self, session: Session) -> None:
         """Declare the exchange, and the queue with its binding (as configured)."""
@@ -300,10 +295,6 @@ class AMQPDriver(BaseDriver):
             raise
         await job.consumer.settle(job)
 
-    def dead_letter_store(self) -> DeadLetterStore | None:
-        """The reader of ``dead_letter_queue`` (``rrjobs dlq``)."""
-        return self._dead_letters if self.capabilities.dead_letter_read else None
-
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         assert isinstance(job, AMQPJob)
         await self._republish_settle(job, headers, delay)
@@ -312,11 +303,8 @@ class AMQPDriver(BaseDriver):
         return self.topology.queue.name
 
     async def _republish_settle(self, job: AMQPJob, headers: Headers, delay: float) -> None:
-        try:
-            await self.republish(job, headers, delay)
-        except BaseException:
-            await job.consumer.settle(job, True)
-            raise
+        await self.copy_or_give_back(self.republish(job, headers, delay),
+                                     lambda: job.consumer.settle(job, True))
         await job.consumer.settle(job)
 
     async def give_back(self, jobs: Sequence[Job]) -> None:
@@ -425,24 +413,12 @@ class AMQPDriver(BaseDriver):
 
     async def _send_batch(self, msgs: Sequence[Message]) -> None:
         """Publish every job at once and wait for all the confirms (they overlap)."""
-        if len(msgs) == 1:
-            await self._send(msgs[0])
-            return
-        results = await asyncio.gather(*(self._send(m) for m in msgs), return_exceptions=True)
-        failed = [(m, r) for m, r in zip(msgs, results, strict=True)
-                  if isinstance(r, BaseException)]
-        if failed:
-            first = failed[0][1]
-            first.add_note(f"{len(failed)} of {len(msgs)} jobs of the batch were not accepted; "
-                           f"first failed id: {failed[0][0].id}")
-            raise first
+        await send_all(map(self._send, msgs))
 
     async def republish(self, job: AMQPJob, headers: Headers, delay: float) -> None:
         """Publish a copy of ``job`` with ``headers`` straight to its queue (through
         ``delayed-<ms>..<queue>`` when ``delay > 0``); returns once confirmed."""
-        if self.stopped:
-            raise PipelineStateError(
-                f"pipeline {self.pipeline_name!r} is stopped; job {job.id} cannot be requeued")
+        self.check_not_stopped(job)
         queue_name = self.topology.queue.name
         ms = delay_ms(delay) if delay > 0 else 0
         props = self._properties(job.id, job.name, headers, delay, job.priority, job.auto_ack)
