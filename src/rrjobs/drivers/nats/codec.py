@@ -9,14 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import re
-import time
 from typing import Any
 
-from rrjobs.core.delays import whole_millis, whole_seconds
+from rrjobs.core.delays import due_at_ms, whole_seconds
 from rrjobs.core.fields import JobFields, as_int, job_fields
-from rrjobs.core.headers import RR_HEADERS, Headers, normalize_headers
+from rrjobs.core.headers import RR_HEADERS, Headers, headers_json, normalize_headers
 from rrjobs.core.job import Job, Settler
 
 RR_DUE = "rr_due"  #: delay stream header: epoch milliseconds at which the job is due
@@ -60,7 +58,7 @@ def encode_headers(headers: Headers) -> dict[str, str]:
             out[key] = values[0]
     if not lossless:
         full = {k: v for k, v in headers.items() if k != X_NATS_SUBJECT and k not in META_HEADERS}
-        out[RR_HEADERS] = _dumps(full)
+        out[RR_HEADERS] = headers_json(full)
     return out
 
 
@@ -116,7 +114,7 @@ def job_parts(msg: Any, default_priority: int) -> tuple[JobFields, bytes]:
 def due_header(delay: float) -> dict[str, str]:
     """The ``rr_due`` header of a job delayed by ``delay`` seconds from now, in epoch
     milliseconds rounded up (a job is never due early)."""
-    return {RR_DUE: str(math.ceil(time.time() * 1000) + whole_millis(delay))}
+    return {RR_DUE: str(due_at_ms(delay))}
 
 
 def due_ms(nats_headers: dict[str, str] | None) -> int | None:

@@ -12,7 +12,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 
 from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, or_default
-from rrjobs.core.secret_types import SecretURL, URLSecret
+from rrjobs.core.secret_types import SecretURL, URLSecret, url_scheme
 from rrjobs.core.secrets import redact_url
 from rrjobs.core.tls import TLSConfig, drop_empty_tls
 
@@ -60,9 +60,7 @@ class NATSSection(StrictModel):
                 continue
             if "://" not in server:
                 server = f"nats://{server}"
-            if server.split("://", 1)[0].lower() not in ("nats", "tls", "ws", "wss"):
-                raise ValueError("addr must be a nats:// or tls:// URL, got "
-                                 f"{redact_url(server)!r}")
+            url_scheme(server, ("nats", "tls", "ws", "wss"), "a nats:// or tls:// URL")
             servers.append(server)
         joined = ",".join(servers)
         return value if joined == value.get_secret_value() else URLSecret(joined)

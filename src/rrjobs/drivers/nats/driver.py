@@ -19,10 +19,9 @@ from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
 
 from rrjobs.core.base import describe_error
-from rrjobs.core.batcher import Batcher
+from rrjobs.core.batcher import Batcher, send_all
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
-from rrjobs.core.deadletters import DeadLetterStore
 from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError, RRJobsError
 from rrjobs.core.headers import Headers
 from rrjobs.core.job import Job
@@ -110,7 +109,6 @@ class NATSDriver(PullDriver):
         #: while ``open`` connects: set by the first refusal that cannot heal
         self._refused: asyncio.Future[Exception] | None = None
         self._where = ""  #: the options' key path (``jobs.pipelines.<name>.config``)
-        self._dead_letters: DeadLetterSubject | None = None  #: ``rrjobs dlq``'s reader
         # nats-py redials by itself (reconnect_time_wait=1, for ever); the fetch loop's limit
         self.outage.retry = (f"reconnecting every 1 s, the pipeline is restarted after "
                              f"{self.restart_after:g} s of failures")
@@ -131,6 +129,10 @@ class NATSDriver(PullDriver):
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 self.nc = await self._connect(tls)
                 self.js = self.nc.jetstream()
+                if self.options.dead_letter_subject:  # ``rrjobs dlq``'s reader
+                    self.dead_letters = DeadLetterSubject(
+                        self.js, self.options.dead_letter_subject, self.pipeline_name,
+                        self.priority)
                 self.capabilities = capabilities_for(self.options, self.nc.max_payload)
                 await self._declare()
         except (TimeoutError, OSError, nats.errors.Error) as exc:
@@ -286,11 +288,7 @@ class NATSDriver(PullDriver):
         the first failure is raised."""
         encoded = [self._encode(m, m.headers, m.delay) for m in msgs]
         for start in range(0, len(encoded), PUBLISH_WINDOW):
-            window = encoded[start:start + PUBLISH_WINDOW]
-            for result in await asyncio.gather(*(self._publish(*e) for e in window),
-                                               return_exceptions=True):
-                if isinstance(result, BaseException):
-                    raise result
+            await send_all(self._publish(*e) for e in encoded[start:start + PUBLISH_WINDOW])
 
     # -- consuming (the PullDriver template calls these) -----------------------------------------
 
@@ -441,9 +439,7 @@ class NATSDriver(PullDriver):
         (one WARNING per outage; JetStream redelivers the job after ``ack_wait``)."""
         if self._connected():
             return True
-        if self.stopped:
-            raise PipelineStateError(f"pipeline {self.pipeline_name!r} is stopped: job "
-                                     f"{job.id} was not settled and is delivered again")
+        self.check_not_stopped(job)
         if self.nc is None or self.nc.is_closed:
             raise AckLostError(f"job {job.id}: the nats connection is closed; JetStream "
                                "redelivers it after ack_wait")
@@ -499,22 +495,10 @@ class NATSDriver(PullDriver):
                 _, body, nats_headers = self._encode(job, job.headers, 0)  # no x-nats-subject
                 await self._publish(dead, body, nats_headers, copy_of=job)
             else:
-                self.log.info("pipeline %r: job %s (%s) nacked without requeue: dropped (no "
-                              "dead_letter_subject)", self.pipeline_name, job.id, job.name)
+                self.dropped(job, "dead_letter_subject")
             await self._signal(job, job.handle.term(), final=True)
         finally:
             self.settled(job)
-
-    # -- dead letters (rrjobs dlq) -------------------------------------------------------------
-
-    def dead_letter_store(self) -> DeadLetterStore | None:
-        """The reader of ``dead_letter_subject`` (once connected)."""
-        if self.js is None or not self.options.dead_letter_subject:
-            return None
-        if self._dead_letters is None:
-            self._dead_letters = DeadLetterSubject(self.js, self.options.dead_letter_subject,
-                                                   self.pipeline_name, self.priority)
-        return self._dead_letters
 
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         try:
@@ -571,9 +555,7 @@ class NATSDriver(PullDriver):
                 delayed = (await self.js.stream_info(self.delay_stream)).state.messages
             except (nats.errors.Error, TimeoutError) as exc:
                 self.log.debug("pipeline %r: state: %s", self.pipeline_name, exc)
-        return State(pipeline=self.pipeline_name, driver=self.name, queue=self.subject,
-                     active=active, delayed=delayed, reserved=reserved, ready=self.ready,
-                     priority=self.priority)
+        return self.state_of(self.subject, active, delayed, reserved)
 
 
 class NATSConstructor(DriverConstructor):
