@@ -5,7 +5,6 @@ and ``rr_auto_ack``. Pure Python, no aiokafka import: headers are ``(key, bytes)
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -55,8 +54,7 @@ def _job_headers(headers: Headers) -> RecordHeaders:
     job = [(key, values) for key, values in headers.items() if key not in META_HEADERS]
     out: RecordHeaders = [(key, values[0].encode()) for key, values in job if values]
     if any(len(values) != 1 for _, values in job):
-        out.append((rr.RR_HEADERS, json.dumps(headers, ensure_ascii=False,
-                                           separators=(",", ":")).encode()))
+        out.append((rr.RR_HEADERS, rr.headers_json(headers).encode()))
     return out
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, json_map
+from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, comma_list, json_map
 from rrjobs.core.secret_types import Secret
 from rrjobs.core.tls import TLSConfig, drop_empty_tls
 
@@ -121,9 +121,7 @@ class KafkaSection(StrictModel):
     def _brokers(cls, value: Any) -> Any:
         if value is None or value == "" or value == []:
             return list(DEFAULT_BROKERS)
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return comma_list(value)
 
     @field_validator("brokers")
     @classmethod
@@ -192,21 +190,9 @@ class ConsumerOptions(DeclaredOptions):
     max_fetch_message_size: int = Field(default=52_428_800, ge=1)
     min_fetch_message_size: int = Field(default=1, ge=1)
     consumer_offset: OffsetSpec = Field(default_factory=OffsetSpec)
-    metadata_max_age: Duration = 300.0  # aiokafka's default metadata_max_age_ms
+    metadata_max_age: Annotated[Duration, Field(gt=0)] = 300.0  # aiokafka's metadata_max_age_ms
 
-    @field_validator("topics", mode="before")
-    @classmethod
-    def _topics(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("metadata_max_age")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be > 0")
-        return value
+    _topics = field_validator("topics", mode="before")(comma_list)
 
     @model_validator(mode="after")
     def _check(self) -> ConsumerOptions:

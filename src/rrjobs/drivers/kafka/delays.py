@@ -17,7 +17,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
-from rrjobs.core.delays import whole_millis
+from rrjobs.core.delays import due_at_ms
 from rrjobs.core.supervise import Supervisor
 from rrjobs.core.timers import DelayQueue
 from rrjobs.drivers.kafka import failures
@@ -35,8 +35,7 @@ log = logging.getLogger("rrjobs.drivers.kafka")
 
 def due_headers(delay: float, topic: str, partition: int | None) -> list[tuple[str, bytes]]:
     """A delayed record's headers: due (unix ms, rounded up: never early) and target."""
-    due = -(-time.time_ns() // 1_000_000) + whole_millis(delay)
-    return [(RR_DUE, str(due).encode()), (RR_TARGET_TOPIC, topic.encode()),
+    return [(RR_DUE, str(due_at_ms(delay)).encode()), (RR_TARGET_TOPIC, topic.encode()),
             (RR_TARGET_PARTITION, b"" if partition is None else str(partition).encode())]
 
 

@@ -10,7 +10,6 @@ import json
 import logging
 import re
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -21,7 +20,6 @@ from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 from rrjobs.core.base import BaseDriver
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
-from rrjobs.core.deadletters import DeadLetterStore
 from rrjobs.core.errors import (
     AckLostError,
     ConfigError,
@@ -29,6 +27,7 @@ from rrjobs.core.errors import (
     RRJobsError,
     UnsupportedFeatureError,
 )
+from rrjobs.core.feed import Feed
 from rrjobs.core.headers import Headers
 from rrjobs.core.job import Job
 from rrjobs.core.lane import Lane
@@ -134,8 +133,8 @@ class KafkaDriver(BaseDriver):
                                options.error_timeout, self._fatal, self.log,
                                on_outage=self._commits_failing)
         self._outstanding: dict[tuple[Any, int], Job] = {}
-        self._ready: deque[Job] = deque()
-        self._mover: asyncio.Task[None] | None = None
+        #: fetched jobs (counted out when fetched) waiting for room in the priority queue
+        self.feed = Feed(self.lane, self.supervisor, counted=True)
         self._consumer: Any = None
         self._forwarder: DelayForwarder | None = None
         self._settled = asyncio.Event()
@@ -148,9 +147,9 @@ class KafkaDriver(BaseDriver):
         self.outage.retry = (f"retrying every {RETRY_BACKOFF:g} s, " + (
             f"the pipeline is restarted after error_timeout={limit:g}s" if limit > 0
             else "for as long as it takes (error_timeout: 0)"))
-        self._dead_letters = (DeadLetterTopic(self._conn, self.dead_letter_topic,
-                                              self.pipeline_name, self.priority, self.log)
-                              if self.dead_letter_topic else None)
+        self.dead_letters = (DeadLetterTopic(self._conn, self.dead_letter_topic,
+                                             self.pipeline_name, self.priority, self.log)
+                             if self.dead_letter_topic else None)
 
     async def open(self, where: str) -> None:
         """Reach the brokers within ``ping.timeout`` (else :class:`KafkaUnavailableError`)
@@ -242,12 +241,10 @@ class KafkaDriver(BaseDriver):
     async def _start_consuming(self) -> None:
         if self._consumer is None:
             await self._start_consumer()
-        self.lane.open()
-        self.consuming = True
+        self.feed.open()
         if self._consumer is not None:
             # partitions that ``assigned`` is still positioning stay paused until it resumes them
             self._consumer.resume(*(set(self._consumer.assignment()) - self._seeking))
-        self._pump()
 
     async def _start_consumer(self) -> None:
         consumer_options = self.options.consumer_options
@@ -393,7 +390,7 @@ class KafkaDriver(BaseDriver):
         empties ``batch``'s lists so that the records are freed at once."""
         if not batch:
             return
-        outstanding, ready, accept = self._outstanding, self._ready, self.accept
+        outstanding, ready, accept = self._outstanding, self.feed.ready, self.accept
         taken = 0
         for tp, records in batch.items():
             if tp not in self.tracker:
@@ -409,7 +406,7 @@ class KafkaDriver(BaseDriver):
                     taken += 1
             records.clear()
         self.lane.take(taken)
-        self._pump()
+        self.feed.pump()
 
     def decode(self, raw: Any) -> Job:
         """The job of ``raw``, a ``(TopicPartition, record)`` pair."""
@@ -458,45 +455,18 @@ class KafkaDriver(BaseDriver):
         self.request_restart(scrub(f"{what}: {type(exc).__name__}: {exc}"))
         return self.command_handler is not None
 
-    def _pump(self) -> None:
-        """Move ready jobs into the priority queue (a mover waits when it is full)."""
-        if not self.consuming or self._mover is not None:
-            return
-        queue, ready = self.queue, self._ready
-        insert, take = queue.insert_nowait, ready.popleft
-        room = queue.maxsize - len(queue)
-        for _ in range(min(room, len(ready))):
-            insert(take())
-        if ready:
-            self._mover = self.supervisor.spawn("mover", self._move_when_room())
-
-    async def _move_when_room(self) -> None:
-        try:
-            while self.consuming and self._ready:
-                job = self._ready[0]
-                await self.queue.insert(job)
-                self._ready.popleft()
-        finally:
-            self._mover = None
-        self._pump()
-
-    async def _cancel_mover(self) -> None:
-        mover, self._mover = self._mover, None
-        if mover is not None and not mover.done():
-            mover.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await mover
-
     async def revoked(self, revoked: set[Any]) -> None:
         """Abandon revoked partitions' queued jobs, wait for held ones, commit, forget them."""
         revoked = {tp for tp in revoked if tp in self.tracker}
         if not revoked:
             return
-        await self._cancel_mover()
-        self._ready.extendleft(reversed(self.queue.remove(self.pipeline_name)))
-        abandoned = [j for j in self._ready if j.handle[0] in revoked]
-        self._ready = deque(j for j in self._ready if j.handle[0] not in revoked)
-        self._pump()  # the other partitions' jobs back into the queue
+        await self.feed.take_back()
+        ready = self.feed.ready
+        abandoned = [j for j in ready if j.handle[0] in revoked]
+        kept = [j for j in ready if j.handle[0] not in revoked]
+        ready.clear()
+        ready.extend(kept)
+        self.feed.pump()  # the other partitions' jobs back into the queue
         for job in abandoned:
             self._outstanding.pop(job.handle, None)
         self.lane.release(len(abandoned))
@@ -521,7 +491,7 @@ class KafkaDriver(BaseDriver):
                          self.pipeline_name, len(abandoned), len(held),
                          sorted(map(str, revoked)))
         self.tracker.revoke(revoked)
-        self._pump()
+        self.feed.pump()
 
     async def assigned(self, assigned: set[Any]) -> None:
         """Apply ``consumer_offset`` (``At``, ``AfterMilli``; the others are the reset
@@ -565,10 +535,7 @@ class KafkaDriver(BaseDriver):
         return job.handle[0].topic  # type: ignore[no-any-return]
 
     def _check(self, job: Job) -> None:
-        if self.stopped:
-            raise PipelineStateError(
-                f"pipeline {self.pipeline_name!r} is stopped: job {job.id} was not settled "
-                "and will be delivered again from its uncommitted offset")
+        self.check_not_stopped(job)  # from its uncommitted offset
         if self._outstanding.get(job.handle) is not job:
             tp = job.handle[0]
             raise AckLostError(
@@ -597,24 +564,17 @@ class KafkaDriver(BaseDriver):
         if self.dead_letter_topic:
             await self.producer.send(self.dead_letter_topic, self._job_record(job, job.headers))
         else:
-            self.log.info("pipeline %r: job %s (%s) nacked without requeue: dropped (no "
-                          "dead_letter_topic)", self.pipeline_name, job.id, job.name)
+            self.dropped(job, "dead_letter_topic")
         self._finish(job)
-
-    def dead_letter_store(self) -> DeadLetterStore | None:
-        """The reader of ``dead_letter_topic`` (``rrjobs dlq``)."""
-        return self._dead_letters
 
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         """Produce a copy, then settle the original; a refused copy redelivers it and raises."""
         self._check(job)
         tp = job.handle[0]
         topic, partition, extra = self._route(tp.topic, tp.partition, delay)
-        try:
-            await self.producer.send(topic, self._job_record(job, headers, extra), partition)
-        except BaseException:
-            self._redeliver(job)
-            raise
+        await self.copy_or_give_back(
+            self.producer.send(topic, self._job_record(job, headers, extra), partition),
+            lambda: self._redeliver(job))
         self._finish(job)
 
     def _redeliver(self, job: Job) -> None:
@@ -625,19 +585,16 @@ class KafkaDriver(BaseDriver):
                               job.pipeline, job.priority, job.auto_ack)
         again.failure = job.failure
         self._outstanding[key] = again
-        self._ready.appendleft(again)
-        self._pump()
+        self.feed.ready.appendleft(again)
+        self.feed.pump()
 
     async def _stop_consuming(self) -> None:
-        await self._cancel_mover()
         if self._consumer is not None:
             self._consumer.pause(*self._consumer.assignment())
-        taken = self.lane.close()
-        self.lane.take(len(taken))  # still held, kept for resume
-        self._ready.extendleft(reversed(taken))
+        await self.feed.close()  # the queued jobs are still held, kept for resume
 
     async def _shutdown_consumer(self) -> None:
-        for name in ("fetch", "commits"):
+        for name in ("fetch", "commits", "mover"):
             await self.supervisor.stop_task(name)
         if self._forwarder is not None:  # its commit and leave-group bounded too
             await self._forwarder.stop(functools.partial(self.bounded, limit=STOP_WAIT))
@@ -648,11 +605,10 @@ class KafkaDriver(BaseDriver):
             self._consumer = self.commits.consumer = None
 
     async def _close(self) -> None:
-        await self._cancel_mover()
         unsettled = len(self._outstanding)
         await self._shutdown_consumer()
         self._outstanding.clear()
-        self._ready.clear()
+        self.feed.ready.clear()
         if unsettled:
             self.log.info("pipeline %r stopped with %d unsettled jobs; they are delivered again "
                           "from their uncommitted offsets", self.pipeline_name, unsettled)
@@ -666,7 +622,7 @@ class KafkaDriver(BaseDriver):
 
     async def state(self) -> State:
         queued = self.queue.count(self.pipeline_name)
-        reserved = max(0, len(self._outstanding) - queued - len(self._ready))
+        reserved = max(0, len(self._outstanding) - queued - len(self.feed.ready))
         active = delayed = 0
         if not self.stopped:
             try:
@@ -685,11 +641,9 @@ class KafkaDriver(BaseDriver):
                     delayed = max(0, delay_lag - tracker.settled_ahead())
             except (KafkaError, OSError) as exc:
                 self.log.debug("pipeline %r: state: %s", self.pipeline_name, exc)
-                active = queued + len(self._ready)
-        return State(pipeline=self.pipeline_name, driver=self.name,
-                     queue=",".join(self._main_topics()) or self.topic, active=active,
-                     delayed=delayed, reserved=reserved, ready=self.ready,
-                     priority=self.priority)
+                active = queued + len(self.feed.ready)
+        return self.state_of(",".join(self._main_topics()) or self.topic, active, delayed,
+                             reserved)
 
     def _main_topics(self) -> list[str]:
         if self.options.consumer_options.consume_regexp and self._consumer is not None:
