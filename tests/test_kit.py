@@ -1012,3 +1012,20 @@ def test_headers_json_and_url_scheme() -> None:
     with pytest.raises(ValueError) as exc:
         url_scheme("http://u:secret@h/", ("amqp",), "an amqp:// URI")
     assert "addr must be an amqp:// URI" in str(exc.value) and "secret" not in str(exc.value)
+
+
+def test_an_existing_file_option_names_a_missing_file(tmp_path: Any) -> None:
+    from pydantic import BaseModel
+
+    from rrjobs.core.errors import ConfigError
+    from rrjobs.core.options import ExistingFile, validate
+
+    class Section(BaseModel):
+        credentials: ExistingFile = ""
+
+    here = tmp_path / "user.creds"
+    here.write_text("x")
+    assert validate(Section, {"credentials": str(here)}, "nats").credentials == str(here)
+    assert validate(Section, {}, "nats").credentials == ""
+    with pytest.raises(ConfigError, match=r"nats\.credentials: file '/no/such' does not exist"):
+        validate(Section, {"credentials": "/no/such"}, "nats")

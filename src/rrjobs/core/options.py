@@ -9,11 +9,13 @@ raise :class:`~rrjobs.core.errors.ConfigError` naming the full key path.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -85,6 +87,16 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+
+
+def _existing_file(path: str) -> str:
+    if path and not os.path.isfile(path):
+        raise ValueError(f"file {path!r} does not exist")
+    return path
+
+
+#: A path to a file that must exist when given (empty: none), as ``tls:`` checks its files.
+ExistingFile = Annotated[str, AfterValidator(_existing_file)]
 
 
 def or_default(default: Any) -> BeforeValidator:

@@ -5,13 +5,12 @@ No network, no nats-py.
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
-from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, or_default
+from rrjobs.core.options import DeclaredOptions, Duration, ExistingFile, StrictModel, or_default
 from rrjobs.core.secret_types import SecretURL, URLSecret, url_scheme
 from rrjobs.core.secrets import redact_url
 from rrjobs.core.tls import TLSConfig, drop_empty_tls
@@ -36,14 +35,7 @@ class NATSSection(StrictModel):
 
     addr: Annotated[SecretURL, or_default(DEFAULT_ADDR)] = URLSecret(DEFAULT_ADDR)
     tls: TLSConfig | None = None
-    credentials: str = ""
-
-    @field_validator("credentials")
-    @classmethod
-    def _check_credentials(cls, value: str) -> str:
-        if value and not os.path.isfile(value):
-            raise ValueError(f"file {value!r} does not exist")
-        return value
+    credentials: ExistingFile = ""
 
     _empty_tls = field_validator("tls", mode="before")(
         classmethod(lambda cls, v: drop_empty_tls(v, "nats.tls")))
