@@ -9,6 +9,7 @@ from integration.pytest_plugin import (  # noqa: F401  (fixtures and hooks, by n
     amqp_url,
     kafka_bootstrap,
     kafka_broker,
+    kafka_tls_broker,
     nats_broker,
     nats_creds_broker,
     nats_tls_broker,

@@ -23,6 +23,8 @@ Fixtures (session scope unless said otherwise):
                            user and password); started only by the tests that ask for it
 ``nats_tls_broker``        Broker for NATS with TLS (client certificate) and user/password
 ``nats_creds_broker``      Broker for NATS with TLS in operator mode (``tls.files["creds"]``)
+``kafka_tls_broker``       Broker for Kafka with SSL, SASL_SSL and SASL_PLAINTEXT listeners
+                           and SCRAM users (``tls.endpoints``, ``tls.password``)
 ``unique_name``            (function scope) a fresh name valid for every broker's queues,
                            topics, streams and subscriptions
 ``unique_names``           (function scope) a factory: ``unique_names("dlq")`` -> new name
@@ -72,6 +74,7 @@ BROKER_FIXTURES: dict[str, tuple[str | None, str]] = {
     "amqp_tls_broker": ("amqp-tls", "amqp"),
     "nats_tls_broker": ("nats-tls", "nats"),
     "nats_creds_broker": ("nats-creds", "nats"),
+    "kafka_tls_broker": ("kafka-tls", "kafka"),
 }
 
 # Brokers this session started or found, by name (for the summary and failure logs).
@@ -173,21 +176,6 @@ def pubsub_broker() -> Iterator[Broker]:
 
 
 @pytest.fixture(scope="session")
-def amqp_tls_broker() -> Iterator[Broker]:
-    yield from _provide("amqp-tls", tls=True)
-
-
-@pytest.fixture(scope="session")
-def nats_tls_broker() -> Iterator[Broker]:
-    yield from _provide("nats-tls", tls=True)
-
-
-@pytest.fixture(scope="session")
-def nats_creds_broker() -> Iterator[Broker]:
-    yield from _provide("nats-creds", tls=True)
-
-
-@pytest.fixture(scope="session")
 def pubsub_emulator_host(pubsub_broker: Broker) -> str:
     return pubsub_broker.endpoint
 
@@ -195,6 +183,22 @@ def pubsub_emulator_host(pubsub_broker: Broker) -> str:
 @pytest.fixture(scope="session")
 def pubsub_project(pubsub_broker: Broker) -> str:
     return project_id()
+
+
+def _tls_broker(name: str) -> Any:
+    """The session fixture of TLS broker ``name`` (``integration.brokers.TLS_SPECS``)."""
+
+    @pytest.fixture(scope="session", name=name.replace("-", "_") + "_broker")
+    def fixture() -> Iterator[Broker]:
+        yield from _provide(name, tls=True)
+
+    return fixture
+
+
+amqp_tls_broker = _tls_broker("amqp-tls")
+nats_tls_broker = _tls_broker("nats-tls")
+nats_creds_broker = _tls_broker("nats-creds")
+kafka_tls_broker = _tls_broker("kafka-tls")
 
 
 # --------------------------------------------------------------------------- isolation

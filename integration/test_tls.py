@@ -2,9 +2,9 @@
 trusts the wrong CA is refused with an error that names certificate verification.
 
 The brokers are the harness's TLS variants (``integration/brokers``: ``amqp-tls``,
-``nats-tls``, ``nats-creds``), started only by these tests, each with a fresh CA, server
-and client certificates and an unrelated second CA (``integration/brokers/certs.py``),
-and users with fresh passwords.
+``nats-tls``, ``nats-creds``, ``kafka-tls``), started only by these tests, each with a
+fresh CA, server and client certificates and an unrelated second CA
+(``integration/brokers/certs.py``), and users with fresh passwords.
 What each test proves is listed in ``docs/security.md``.
 """
 
@@ -215,12 +215,86 @@ async def test_nats_server_refuses_a_client_without_a_certificate(
                            "tls": {"root_ca": str(certs.ca)}}, unique_name)
 
 
+# -- Kafka ------------------------------------------------------------------------------------
+
+
+async def kafka_round_trip(section: dict[str, Any], topic: str) -> Job:
+    """Build a pipeline with ``section`` as ``kafka:``, push one job, consume and ack it."""
+    from rrjobs.drivers.kafka import KafkaConstructor
+
+    config = Config({"kafka": {"ping": {"timeout": "20s"}, **section}, "jobs": {}},
+                    source="test")
+    queue = PriorityQueue()
+    pipeline = Pipeline(name=topic, driver="kafka", config={
+        "auto_create_topics_enable": True, "consumer_options": {"topics": [topic]},
+        "group_options": {"group_id": topic, "session_timeout": "3s",
+                          "heartbeat_interval": "300ms"}})
+    driver = await KafkaConstructor(config).driver_from_pipeline(pipeline, queue)
+    try:
+        await driver.run(pipeline)
+        await driver.push(Message("secure", b"secured job", topic, headers={"k": ["v"]}))
+        job = await take(queue)
+        await job.ack()
+        return job
+    finally:
+        await driver.stop()
+
+
+def kafka_section(broker: Broker, listener: str, *, tls: dict[str, str] | None = None,
+                  mechanism: str = "SCRAM-SHA-512", password: str | None = None) -> dict[str, Any]:
+    access_ = access(broker)
+    section: dict[str, Any] = {"brokers": [access_.endpoints[listener]]}
+    if tls is not None:
+        section["tls"] = tls
+    if listener.startswith("SASL_"):
+        user = access_.username if mechanism == "SCRAM-SHA-512" else f"{access_.username}-256"
+        section["sasl"] = {"mechanism": mechanism, "username": user,
+                           "password": access_.password if password is None else password}
+    return section
+
+
+@pytest.mark.kafka
+async def test_kafka_pushes_and_consumes_over_sasl_ssl_with_scram_sha_512(
+        kafka_tls_broker: Broker, unique_name: str, all_logs: pytest.LogCaptureFixture) -> None:
+    tls = access(kafka_tls_broker)
+    assert kafka_tls_broker.endpoint == tls.endpoints["SASL_SSL"]
+    section = kafka_section(kafka_tls_broker, "SASL_SSL",
+                            tls={"root_ca": str(tls.certificates.ca)})
+    job = await kafka_round_trip(section, unique_name)
+    assert (job.payload, job.headers.get("k")) == (b"secured job", ["v"])
+    assert_not_shown(tls.password, all_logs.text)
+
+
+@pytest.mark.kafka
+async def test_kafka_pushes_and_consumes_over_ssl(kafka_tls_broker: Broker,
+                                                  unique_name: str) -> None:
+    certs = access(kafka_tls_broker).certificates
+    job = await kafka_round_trip(kafka_section(kafka_tls_broker, "SSL",
+                                               tls={"root_ca": str(certs.ca)}), unique_name)
+    assert job.payload == b"secured job"
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("listener", ["SSL", "SASL_SSL"])
+async def test_kafka_refuses_a_broker_certificate_from_the_wrong_ca(
+        kafka_tls_broker: Broker, unique_name: str, listener: str,
+        all_logs: pytest.LogCaptureFixture) -> None:
+    from rrjobs.drivers.kafka import KafkaUnavailableError
+
+    tls = access(kafka_tls_broker)
+    section = kafka_section(kafka_tls_broker, listener,
+                            tls={"root_ca": str(tls.certificates.wrong_ca)})
+    with pytest.raises(KafkaUnavailableError, match=VERIFY_FAILED) as caught:
+        await kafka_round_trip(section, unique_name)
+    assert_not_shown(tls.password, str(caught.value), all_logs.text)
+
 # -- a wrong password, on every broker with one -----------------------------------------------
 
 #: broker -> (its fixture, the driver's refusal)
 WRONG_PASSWORD = {
     "amqp": ("amqp_tls_broker", r"(?i)access_refused"),
     "nats": ("nats_tls_broker", r"(?i)authorization violation"),
+    "kafka": ("kafka_tls_broker", r"(?i)authentication failed"),
 }
 
 
@@ -234,8 +308,24 @@ async def test_a_wrong_password_over_tls_is_refused_and_not_shown(
     tls = access(broker)
     wrong = "not-" + tls.password
     addr = broker.endpoint.replace(f":{tls.password}@", f":{wrong}@", 1)
-    build = amqp_driver if kind == "amqp" else nats_driver
     with pytest.raises(Exception, match=refusal) as caught:
-        await build({"addr": addr, "tls": tls.certificates.client_tls()}, unique_name)
+        if kind == "kafka":
+            await kafka_round_trip(kafka_section(broker, "SASL_SSL", password=wrong, tls={
+                "root_ca": str(tls.certificates.ca)}), unique_name)
+        else:
+            build = amqp_driver if kind == "amqp" else nats_driver
+            await build({"addr": addr, "tls": tls.certificates.client_tls()}, unique_name)
     assert_not_shown(wrong, str(caught.value), all_logs.text)
     assert_not_shown(tls.password, str(caught.value), all_logs.text)
+
+
+# -- Kafka SASL/SCRAM without TLS -------------------------------------------------------------
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+async def test_kafka_sasl_scram_on_a_plain_listener(kafka_tls_broker: Broker, mechanism: str,
+                                                    unique_name: str) -> None:
+    section = kafka_section(kafka_tls_broker, "SASL_PLAINTEXT", mechanism=mechanism)
+    job = await kafka_round_trip(section, unique_name)
+    assert (job.payload, job.headers.get("k")) == (b"secured job", ["v"])

@@ -8,6 +8,7 @@ local Java as one combined broker+controller node. In a container: ``apache/kafk
 from __future__ import annotations
 
 import base64
+import secrets
 import subprocess
 import uuid
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from .base import (
     BrokerSpec,
     BrokerStartError,
     LocalPlan,
+    TLSAccess,
     cache_dir,
     free_ports,
     java_unavailable,
@@ -127,19 +129,34 @@ class KafkaSpec(BrokerSpec):
         return None
 
     def plan_local(self, data_dir: Path) -> LocalPlan:
-        port, controller_port = free_ports(2)
+        return self.plan_node(data_dir)
+
+    def plan_node(self, data_dir: Path, listeners: tuple[str, ...] = (),
+                  extra: Mapping[str, str] | None = None,
+                  scram: Mapping[str, tuple[str, str]] | None = None) -> LocalPlan:
+        """One node with a ``PLAINTEXT`` listener (the endpoint; inter-broker) and
+        ``listeners`` more of the same names as their security protocols (``SSL``,
+        ``SASL_SSL``, ...); ``scram``: mechanism -> (user, password) made at format."""
+        ports = dict(zip(("PLAINTEXT", *listeners, "CONTROLLER"),
+                         free_ports(len(listeners) + 2), strict=True))
+        controller_port = ports.pop("CONTROLLER")
+        port = ports["PLAINTEXT"]
         config = data_dir / "server.properties"
+        protocols = ",".join(f"{name}:{name}" for name in ports)
         settings = {
             "process.roles": "broker,controller",
             "node.id": "1",
-            "listeners": f"PLAINTEXT://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{port}",
+            "listeners": ",".join(f"{name}://{LOOPBACK}:{p}" for name, p in ports.items())
+            + f",CONTROLLER://{LOOPBACK}:{controller_port}",
+            "advertised.listeners": ",".join(f"{name}://{LOOPBACK}:{p}"
+                                             for name, p in ports.items()),
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": f"{protocols},CONTROLLER:PLAINTEXT",
             "controller.quorum.bootstrap.servers": f"{LOOPBACK}:{controller_port}",
             "log.dirs": str(data_dir / "data"),
             **_TEST_SETTINGS,
+            **(extra or {}),
         }
         config.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
         classpath = f"{kafka_lib_dir()}/*"
@@ -148,6 +165,8 @@ class KafkaSpec(BrokerSpec):
         def format_storage(log_path: Path) -> None:
             cmd = [java, *_JVM_OPTS, "-cp", classpath, "kafka.tools.StorageTool", "format"]
             cmd += ["-t", _cluster_id(), "-c", str(config), "--standalone"]
+            for mechanism, (user, password) in (scram or {}).items():
+                cmd += ["--add-scram", f"{mechanism}=[name={user},password={password}]"]
             with open(log_path, "ab") as log:
                 log.write(b"--- kafka-storage format\n")
                 log.flush()
@@ -220,3 +239,56 @@ class KafkaSpec(BrokerSpec):
         return start_container(
             self.name, self.title, plan, self.probe, self.env_for, detached=detached
         )
+
+
+class KafkaTlsSpec(KafkaSpec):
+    """Kafka with ``SSL`` and ``SASL_SSL`` listeners (this start's server certificate, as
+    a PKCS#12 keystore) and ``SASL_PLAINTEXT``, SCRAM-SHA-256 and SCRAM-SHA-512 users
+    with fresh passwords made at format (``kafka-storage format --add-scram``). The
+    ``PLAINTEXT`` listener stays for the inter-broker traffic and the readiness probe.
+    ``TLSAccess``: ``username``/``password`` the SCRAM-SHA-512 user (the SCRAM-SHA-256
+    user is ``<username>-256``, same password), ``endpoints`` every listener by name; the
+    endpoint is ``SASL_SSL``'s. Local processes only."""
+
+    name = "kafka-tls"
+    env_var = "RRJOBS_KAFKA_TLS_BROKERS"
+    title = "Apache Kafka (TLS, SASL/SCRAM)"
+    USER = "rrjobs"
+    LISTENERS = ("SASL_PLAINTEXT", "SSL", "SASL_SSL")
+
+    def plan_local(self, data_dir: Path) -> LocalPlan:
+        from .certs import KEYSTORE_PASSWORD, make_certificates
+
+        certs = make_certificates(data_dir / "tls")
+        password = secrets.token_urlsafe(18)
+        scram = {"SCRAM-SHA-512": (self.USER, password),
+                 "SCRAM-SHA-256": (f"{self.USER}-256", password)}
+        jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        extra = {
+            "sasl.enabled.mechanisms": "SCRAM-SHA-256,SCRAM-SHA-512",
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(certs.server_keystore),
+            "ssl.keystore.password": KEYSTORE_PASSWORD,
+            "ssl.key.password": KEYSTORE_PASSWORD,
+            "ssl.client.auth": "none",
+        }
+        for listener in ("sasl_plaintext", "sasl_ssl"):
+            for mechanism in ("scram-sha-256", "scram-sha-512"):
+                extra[f"listener.name.{listener}.{mechanism}.sasl.jaas.config"] = jaas
+        plan = self.plan_node(data_dir, self.LISTENERS, extra, scram)
+        config = (data_dir / "server.properties").read_text()
+        endpoints = {}
+        for line in config.splitlines():
+            if line.startswith("advertised.listeners="):
+                for item in line.split("=", 1)[1].split(","):
+                    name, address = item.split("://", 1)
+                    endpoints[name] = address
+        plan.endpoint = endpoints["SASL_SSL"]
+        plain = endpoints["PLAINTEXT"]
+        plan.probe = lambda: describe_cluster(plain)
+        plan.tls = TLSAccess(certificates=certs, username=self.USER, password=password,
+                             endpoints=endpoints)
+        return plan
+
+    def start_container(self, *, detached: bool = False) -> BrokerHandle:
+        raise BrokerStartError(f"{self.title} runs as a local process only")

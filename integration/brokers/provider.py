@@ -15,7 +15,7 @@ from .base import (
     env_flag,
 )
 from .containers import docker_unavailable
-from .kafka import KafkaSpec
+from .kafka import KafkaSpec, KafkaTlsSpec
 from .nats import NatsCredsSpec, NatsSpec, NatsTlsSpec
 from .pubsub import PubSubSpec
 from .sqs import SqsElasticMqSpec, SqsMotoSpec
@@ -36,7 +36,8 @@ SPECS: dict[str, BrokerSpec] = {
 #: processes only, with a fresh CA per start (:mod:`integration.brokers.certs`), never
 #: taken from an ``RRJOBS_*`` variable (the certificates come with the start).
 TLS_SPECS: dict[str, BrokerSpec] = {
-    spec.name: spec for spec in (AmqpTlsSpec(), NatsTlsSpec(), NatsCredsSpec())
+    spec.name: spec
+    for spec in (AmqpTlsSpec(), NatsTlsSpec(), NatsCredsSpec(), KafkaTlsSpec())
 }
 
 # CLI aliases for several brokers at once.

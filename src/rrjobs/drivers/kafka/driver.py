@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
+from aiokafka.conn import create_conn  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from rrjobs.core.base import BaseDriver
@@ -56,6 +57,8 @@ PROBE_INTERVAL, PROBE_FAILING, PROBE_TIMEOUT = 5.0, RETRY_BACKOFF, 2.0
 #: Seconds each of a stop's four broker calls may take in an outage (two commits, two
 #: leave-groups: within a ``jobs.timeout`` of 10 s).
 STOP_WAIT = 1.5
+#: Seconds the diagnostic connection to the first broker gets after a failed bootstrap.
+FIRST_BROKER_TIMEOUT = 5.0
 
 
 class KafkaUnavailableError(RRJobsError):
@@ -166,7 +169,22 @@ class KafkaDriver(BaseDriver):
                 f"({timeout}s) for pipeline {self.pipeline_name!r}") from None
         except KafkaError as exc:
             raise KafkaUnavailableError(scrub(
-                f"kafka: brokers {self.section.brokers}: {type(exc).__name__}: {exc}")) from None
+                f"kafka: brokers {self.section.brokers}: {type(exc).__name__}: {exc}"
+                f"{await self._first_broker_failure()}")) from None
+
+    async def _first_broker_failure(self) -> str:
+        """Why one connection to the first broker fails (a certificate that does not
+        verify, a refused SASL login): aiokafka's bootstrap error only says "unable to
+        bootstrap" and logs the cause."""
+        host, _, port = self.section.brokers[0].rpartition(":")
+        conn_kwargs = {k: v for k, v in self._conn.items() if k != "bootstrap_servers"}
+        try:
+            async with asyncio.timeout(FIRST_BROKER_TIMEOUT):
+                conn = await create_conn(host.strip("[]"), int(port), **conn_kwargs)
+        except Exception as exc:
+            return f" (first broker: {type(exc).__name__}: {exc})"
+        conn.close()
+        return ""
 
     async def _ensure_topics(self, where: str) -> None:
         client = self.producer.client
