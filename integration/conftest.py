@@ -23,6 +23,7 @@ from integration.pytest_plugin import (  # noqa: F401  (fixtures and hooks, by n
     sqs_elasticmq_broker,
     sqs_endpoint,
     sqs_moto_broker,
+    sqs_moto_tls_broker,
     unique_name,
     unique_names,
 )

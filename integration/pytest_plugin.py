@@ -25,6 +25,7 @@ Fixtures (session scope unless said otherwise):
 ``nats_creds_broker``      Broker for NATS with TLS in operator mode (``tls.files["creds"]``)
 ``kafka_tls_broker``       Broker for Kafka with SSL, SASL_SSL and SASL_PLAINTEXT listeners
                            and SCRAM users (``tls.endpoints``, ``tls.password``)
+``sqs_moto_tls_broker``    Broker for moto's SQS over https (``tls.certificates.ca``)
 ``unique_name``            (function scope) a fresh name valid for every broker's queues,
                            topics, streams and subscriptions
 ``unique_names``           (function scope) a factory: ``unique_names("dlq")`` -> new name
@@ -75,6 +76,7 @@ BROKER_FIXTURES: dict[str, tuple[str | None, str]] = {
     "nats_tls_broker": ("nats-tls", "nats"),
     "nats_creds_broker": ("nats-creds", "nats"),
     "kafka_tls_broker": ("kafka-tls", "kafka"),
+    "sqs_moto_tls_broker": ("sqs-moto-tls", "sqs"),
 }
 
 # Brokers this session started or found, by name (for the summary and failure logs).
@@ -199,6 +201,7 @@ amqp_tls_broker = _tls_broker("amqp-tls")
 nats_tls_broker = _tls_broker("nats-tls")
 nats_creds_broker = _tls_broker("nats-creds")
 kafka_tls_broker = _tls_broker("kafka-tls")
+sqs_moto_tls_broker = _tls_broker("sqs-moto-tls")
 
 
 # --------------------------------------------------------------------------- isolation

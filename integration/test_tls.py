@@ -40,6 +40,28 @@ async def take(queue: PriorityQueue, within: float = 30.0) -> Job:
         return await queue.extract_min()
 
 
+async def build(constructor: Any, kind: str, section: dict[str, Any], name: str,
+                options: dict[str, Any]) -> Any:
+    """A ``kind`` driver for pipeline ``name`` with ``section`` as the global section."""
+    cfg = Config({kind: section,
+                  "jobs": {"pipelines": {name: {"driver": kind, "config": options}}}})
+    return await constructor(cfg).driver_from_config(
+        f"jobs.pipelines.{name}.config", PriorityQueue(),
+        Pipeline(name=name, driver=kind, config=dict(options)))
+
+
+async def push_and_consume(driver: Any, name: str, payload: bytes) -> None:
+    """Push a job with a header through ``driver``, consume and ack it, stop the driver."""
+    try:
+        await driver.push(Message("tls.job", payload, name, headers={"k": ["v"]}))
+        await driver.run(driver.pipeline)
+        job = await take(driver.queue)
+        assert (job.payload, job.headers.get("k")) == (payload, ["v"])
+        await job.ack()
+    finally:
+        await driver.stop()
+
+
 def assert_not_shown(secret: str, *texts: str) -> None:
     """``secret`` appears in none of ``texts`` (logs, errors)."""
     assert secret
@@ -62,11 +84,7 @@ async def amqp_driver(section: dict[str, Any], name: str) -> Any:
 
     options = {"queue": name, "routing_key": name, "exchange": "rrjobs.tls",
                "delete_queue_on_stop": True}
-    cfg = Config({"amqp": section,
-                  "jobs": {"pipelines": {name: {"driver": "amqp", "config": options}}}})
-    return await AMQPConstructor(cfg).driver_from_config(
-        f"jobs.pipelines.{name}.config", PriorityQueue(),
-        Pipeline(name=name, driver="amqp", config=dict(options)))
+    return await build(AMQPConstructor, "amqp", section, name, options)
 
 
 @pytest.mark.amqp
@@ -76,14 +94,7 @@ async def test_amqp_pushes_and_consumes_over_tls_with_a_client_certificate(
     tls = access(amqp_tls_broker)
     driver = await amqp_driver({"addr": amqp_tls_broker.endpoint,
                                 "tls": tls.certificates.client_tls()}, unique_name)
-    try:
-        await driver.run(driver.pipeline)
-        await driver.push(Message("tls.job", b"over amqps", unique_name, headers={"k": ["v"]}))
-        job = await take(driver.queue)
-        assert (job.payload, job.headers) == (b"over amqps", {"k": ["v"]})
-        await job.ack()
-    finally:
-        await driver.stop()
+    await push_and_consume(driver, unique_name, b"over amqps")
     assert_not_shown(tls.password, all_logs.text, repr(driver), str(driver.pipeline))
 
 
@@ -133,23 +144,11 @@ async def nats_driver(section: dict[str, Any], name: str) -> Any:
     from rrjobs.drivers.nats import NATSConstructor
 
     options = {"subject": name, "stream": name, "delete_stream_on_stop": True}
-    cfg = Config({"nats": section,
-                  "jobs": {"pipelines": {name: {"driver": "nats", "config": options}}}})
-    return await NATSConstructor(cfg).driver_from_config(
-        f"jobs.pipelines.{name}.config", PriorityQueue(),
-        Pipeline(name=name, driver="nats", config=dict(options)))
+    return await build(NATSConstructor, "nats", section, name, options)
 
 
 async def nats_round_trip(section: dict[str, Any], name: str) -> None:
-    driver = await nats_driver(section, name)
-    try:
-        await driver.push(Message("tls.job", b"over tls://", name, headers={"k": ["v"]}))
-        await driver.run(driver.pipeline)
-        job = await take(driver.queue)
-        assert (job.payload, job.headers.get("k")) == (b"over tls://", ["v"])
-        await job.ack()
-    finally:
-        await driver.stop()
+    await push_and_consume(await nats_driver(section, name), name, b"over tls://")
 
 
 @pytest.mark.nats
@@ -329,3 +328,38 @@ async def test_kafka_sasl_scram_on_a_plain_listener(kafka_tls_broker: Broker, me
     section = kafka_section(kafka_tls_broker, "SASL_PLAINTEXT", mechanism=mechanism)
     job = await kafka_round_trip(section, unique_name)
     assert (job.payload, job.headers.get("k")) == (b"secured job", ["v"])
+
+
+# -- SQS (moto over https; ElasticMQ has no TLS listener) -------------------------------------
+
+
+async def sqs_driver(broker: Broker, name: str) -> Any:
+    from rrjobs.drivers.sqs import SQSConstructor
+
+    tls = access(broker)
+    options = {"queue": name, "prefetch": 1, "wait_time_seconds": 1}
+    section = {"endpoint": tls.endpoints["https"], "region": "us-east-1",
+               "key": tls.username, "secret": tls.password}
+    return await build(SQSConstructor, "sqs", section, name, options)
+
+
+@pytest.mark.sqs
+async def test_sqs_pushes_and_consumes_over_https(
+        sqs_moto_tls_broker: Broker, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The AWS SDK's own setting names the CA: ``AWS_CA_BUNDLE``."""
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(access(sqs_moto_tls_broker).certificates.ca))
+    assert sqs_moto_tls_broker.endpoint.startswith("https://")
+    await push_and_consume(await sqs_driver(sqs_moto_tls_broker, unique_name), unique_name,
+                           b"over https")
+
+
+@pytest.mark.sqs
+async def test_sqs_refuses_a_server_certificate_from_the_wrong_ca(
+        sqs_moto_tls_broker: Broker, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At once: botocore alone would retry the handshake like a network fault."""
+    from rrjobs.drivers.sqs.driver import SQSError
+
+    tls = access(sqs_moto_tls_broker)
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(tls.certificates.wrong_ca))
+    with pytest.raises(SQSError, match=VERIFY_FAILED):
+        await sqs_driver(sqs_moto_tls_broker, unique_name)

@@ -18,7 +18,7 @@ from .containers import docker_unavailable
 from .kafka import KafkaSpec, KafkaTlsSpec
 from .nats import NatsCredsSpec, NatsSpec, NatsTlsSpec
 from .pubsub import PubSubSpec
-from .sqs import SqsElasticMqSpec, SqsMotoSpec
+from .sqs import SqsElasticMqSpec, SqsMotoSpec, SqsMotoTlsSpec
 
 SPECS: dict[str, BrokerSpec] = {
     spec.name: spec
@@ -37,7 +37,7 @@ SPECS: dict[str, BrokerSpec] = {
 #: taken from an ``RRJOBS_*`` variable (the certificates come with the start).
 TLS_SPECS: dict[str, BrokerSpec] = {
     spec.name: spec
-    for spec in (AmqpTlsSpec(), NatsTlsSpec(), NatsCredsSpec(), KafkaTlsSpec())
+    for spec in (AmqpTlsSpec(), NatsTlsSpec(), NatsCredsSpec(), KafkaTlsSpec(), SqsMotoTlsSpec())
 }
 
 # CLI aliases for several brokers at once.

@@ -15,7 +15,9 @@ from .base import (
     LOOPBACK,
     BrokerHandle,
     BrokerSpec,
+    BrokerStartError,
     LocalPlan,
+    TLSAccess,
     cache_dir,
     free_ports,
     java_unavailable,
@@ -28,8 +30,8 @@ ACCESS_KEY = "rrjobs"
 SECRET_KEY = "rrjobs"
 
 
-def list_queues(endpoint: str, timeout: float = 5.0) -> None:
-    """Readiness: an SQS ``ListQueues`` call must succeed."""
+def list_queues(endpoint: str, timeout: float = 5.0, verify: str | None = None) -> None:
+    """Readiness: an SQS ``ListQueues`` call must succeed (``verify``: a CA bundle)."""
     import botocore.config  # type: ignore[import-untyped,unused-ignore]
     import botocore.session  # type: ignore[import-untyped,unused-ignore]
 
@@ -40,6 +42,7 @@ def list_queues(endpoint: str, timeout: float = 5.0) -> None:
         endpoint_url=endpoint,
         aws_access_key_id=ACCESS_KEY,
         aws_secret_access_key=SECRET_KEY,
+        verify=verify,
         config=botocore.config.Config(
             connect_timeout=timeout,
             read_timeout=timeout,
@@ -182,3 +185,29 @@ class SqsMotoSpec(BrokerSpec):
         return start_container(
             self.name, self.title, plan, self.probe, self.env_for, detached=detached
         )
+
+
+class SqsMotoTlsSpec(SqsMotoSpec):
+    """moto's server over https with this start's server certificate (``--ssl-cert``,
+    ``--ssl-key``). ElasticMQ has no TLS listener, so SQS over https is tested on moto
+    only. Local processes only."""
+
+    name = "sqs-moto-tls"
+    env_var = "RRJOBS_SQS_MOTO_TLS_ENDPOINT"
+    title = "moto server (SQS over https)"
+
+    def plan_local(self, data_dir: Path) -> LocalPlan:
+        from .certs import make_certificates
+
+        plan = super().plan_local(data_dir)
+        certs = make_certificates(data_dir / "tls")
+        plan.argv += ["--ssl-cert", str(certs.server_cert), "--ssl-key", str(certs.server_key)]
+        endpoint = plan.endpoint.replace("http://", "https://", 1)
+        plan.endpoint = endpoint
+        plan.probe = lambda: list_queues(endpoint, verify=str(certs.ca))
+        plan.tls = TLSAccess(certificates=certs, username=ACCESS_KEY, password=SECRET_KEY,
+                             endpoints={"https": endpoint})
+        return plan
+
+    def start_container(self, *, detached: bool = False) -> BrokerHandle:
+        raise BrokerStartError(f"{self.title} runs as a local process only")

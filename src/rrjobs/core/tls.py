@@ -12,6 +12,8 @@ block at all, with one INFO line.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import ssl
@@ -96,3 +98,28 @@ def drop_empty_tls(value: Any, where: str) -> Any:
             "ignored", where)
         return None
     return value
+
+
+HANDSHAKE_TIMEOUT = 5.0  #: seconds :func:`handshake_failure` gives a handshake
+
+
+async def handshake_failure(host: str, port: int,
+                            context: ssl.SSLContext) -> ssl.SSLError | None:
+    """The TLS error that a handshake with ``host:port`` ends with, or None when it
+    succeeds or fails below TLS (refused, unreachable, timed out).
+
+    For clients that retry a certificate that does not verify as if it were a network
+    fault: a driver asks this first, to fail at once with the TLS error.
+    """
+    try:
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+            _, writer = await asyncio.open_connection(host, port, ssl=context,
+                                                      server_hostname=host)
+    except ssl.SSLError as exc:
+        return exc
+    except (OSError, TimeoutError):
+        return None
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError):
+        await writer.wait_closed()
+    return None

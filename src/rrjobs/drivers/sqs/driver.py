@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 import uuid
 from collections.abc import Sequence
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from aiobotocore.config import AioConfig  # type: ignore[import-untyped,unused-ignore]
 from aiobotocore.session import get_session  # type: ignore[import-untyped,unused-ignore]
@@ -28,6 +30,7 @@ from botocore.exceptions import (  # type: ignore[import-untyped,unused-ignore]
 from botocore.exceptions import (  # type: ignore[import-untyped,unused-ignore]
     ConnectionError as BotoConnectionError,
 )
+from botocore.httpsession import get_cert_path  # type: ignore[import-untyped,unused-ignore]
 
 from rrjobs.core.base import describe_error
 from rrjobs.core.batcher import chunks
@@ -44,6 +47,7 @@ from rrjobs.core.pull import PullDriver
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.secrets import redact_error
 from rrjobs.core.state import State
+from rrjobs.core.tls import handshake_failure
 from rrjobs.drivers.sqs import codec
 from rrjobs.drivers.sqs.config import MAX_NATIVE_DELAY, MAX_VISIBILITY, SQSOptions, SQSSection
 from rrjobs.drivers.sqs.deadletters import RedriveQueue
@@ -126,6 +130,7 @@ class SQSDriver(PullDriver):
         config = AioConfig(retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
                            connect_timeout=5, read_timeout=self.options.wait_time_seconds + 15,
                            max_pool_connections=32, warm_up_loader_caches=True)
+        await self._check_tls()
         try:
             self._client = await self._stack.enter_async_context(
                 get_session().create_client("sqs", config=config, **self.section.client_kwargs()))
@@ -163,6 +168,23 @@ class SQSDriver(PullDriver):
             self.outage.ok(started if isinstance(started, float) else None)
             if not self.outage.failing:
                 self.connected = True
+
+    async def _check_tls(self) -> None:
+        """An ``https`` endpoint whose certificate does not verify (against
+        ``AWS_CA_BUNDLE``, the profile's ``ca_bundle`` or certifi's roots, as botocore
+        verifies) fails at once: botocore retries it like a network fault for a minute."""
+        url = urlsplit(self.section.endpoint)
+        if url.scheme != "https" or not url.hostname:
+            return
+
+        def context() -> ssl.SSLContext:  # reads the AWS config and the CA file
+            bundle = get_session().get_config_variable("ca_bundle") or get_cert_path(True)
+            return ssl.create_default_context(cafile=bundle)
+
+        failure = await handshake_failure(url.hostname, url.port or 443,
+                                          await asyncio.to_thread(context))
+        if isinstance(failure, ssl.SSLCertVerificationError):
+            raise SQSError(f"sqs: TLS to {url.hostname}:{url.port or 443}: {failure}")
 
     async def _declare(self, where: str) -> None:
         name = self.options.queue
