@@ -160,14 +160,16 @@ class SQSDriver(PullDriver):
         if context is not None:
             context["rrjobs_started"] = time.monotonic()
 
-    def _answered(self, context: dict[str, Any] | None = None, **_: Any) -> None:
-        """SQS answered a call (maybe with an error): the endpoint is reachable again,
-        if that call began after the latest failure."""
-        if self.outage.failing:
+    def _answered(self, context: dict[str, Any] | None = None, http_response: Any = None,
+                  **_: Any) -> None:
+        """SQS answered a call: the endpoint is reachable again; a call that worked and
+        began after the latest failure ends the outage (an error answer, a deleted queue,
+        leaves it to the fetch loop's failure window)."""
+        self.connected = True
+        status = getattr(http_response, "status_code", 200)
+        if self.outage.failing and isinstance(status, int) and status < 300:
             started = (context or {}).get("rrjobs_started")
             self.outage.ok(started if isinstance(started, float) else None)
-            if not self.outage.failing:
-                self.connected = True
 
     async def _check_tls(self) -> None:
         """An ``https`` endpoint whose certificate does not verify (against
