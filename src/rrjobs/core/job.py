@@ -238,6 +238,20 @@ class Job:
             return
         await self.settler.ack(self)
 
+    def ack_nowait(self) -> bool:
+        """Acknowledge an unsettled job at once, without a coroutine, when the
+        driver's ack is synchronous (``ack_now``) and no lease extension is in
+        flight; return whether it did. Otherwise nothing is done: :meth:`ack`
+        it then. The runtime's default outcome, on its hot path."""
+        if self.settled is not None or self._extending is not None:
+            return False
+        now = self.settler.ack_now
+        if now is None:
+            return False
+        self.settled = "ack"
+        now(self)
+        return True
+
     async def nack(self, requeue: bool = False, delay: float = 0.0,
                    headers: Headers | None = None) -> None:
         """Negative acknowledgement; ``nack()`` alone never redelivers.

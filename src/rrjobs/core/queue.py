@@ -9,8 +9,9 @@ Differences from RoadRunner's binary heap, on purpose:
 * **Backpressure that never drops.** ``insert`` waits while the queue holds
   ``maxsize`` jobs and resumes as soon as one slot frees (RoadRunner v1.0.6
   waits for a full drain).
-* **Per-pipeline bookkeeping.** ``count(pipeline)`` is O(1) and
-  ``remove(pipeline)`` costs in proportion to that pipeline's queued jobs
+* **Per-pipeline bookkeeping.** ``count(pipeline)`` costs O(the pipeline's
+  distinct queued priorities) and ``remove(pipeline)`` costs in proportion
+  to that pipeline's queued jobs
   (amortised), never walking other pipelines' jobs: ``stat`` and a pipeline's
   stop stay cheap with many jobs of other pipelines queued.
 
@@ -23,6 +24,13 @@ lanes; their entries stay behind as *tombstones* (entries naming an empty,
 detached lane), skipped when extracting reaches them, and a bucket is
 compacted when tombstones make up more than half of it, so they never hold
 more than the jobs that were removed.
+
+A bucket whose jobs all belong to one pipeline (the usual case: one pipeline,
+or one priority per pipeline) needs no entries, since its lane's order is the
+bucket's: it is *solo*, and a job costs one append and one pop of that lane.
+The first job of another pipeline turns the bucket *mixed* by writing the
+entries of the jobs queued so far (each job gets at most one such entry, so
+this is O(1) per job, amortised); an empty bucket starts solo again.
 
 A lower priority number wins. The queue is safe for any number of producer and
 consumer tasks on one event loop; it is not thread-safe.
@@ -48,41 +56,42 @@ class QueueFullError(RRJobsError):
     """``insert_nowait`` on a full queue."""
 
 
-class _Pipeline:
-    """One pipeline's queued jobs: how many, and its lanes by priority."""
-
-    __slots__ = ("lanes", "n")
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.lanes: dict[int, _Lane] = {}
-
-
 class _Lane(deque["Job"]):
     """The queued jobs of one pipeline at one priority, oldest first.
 
-    A lane in use has exactly as many jobs as its bucket has entries naming
-    it; ``remove`` empties it and detaches it for good (its entries become
-    tombstones), so an entry naming an empty lane is a tombstone.
+    In a mixed bucket a lane in use has exactly as many jobs as its bucket has
+    entries naming it; ``remove`` empties it and detaches it for good (its
+    entries become tombstones), so an entry naming an empty lane is a
+    tombstone. Nothing is counted per job beyond the lane itself: a
+    pipeline's count is the sum of its lanes' lengths.
     """
 
-    __slots__ = ("pipe",)
-    pipe: _Pipeline
+    __slots__ = ("pipeline",)
+
+    def __init__(self, pipeline: str) -> None:  # an empty deque needs no deque.__init__
+        self.pipeline = pipeline
+
+
+#: One pipeline's lanes in use, by priority.
+_Pipeline = dict[int, _Lane]
 
 
 class _Bucket(deque[_Lane]):
-    """One priority: an entry per queued job, naming its lane, oldest first.
+    """One priority: solo, its jobs all in one lane (:attr:`solo`) and no
+    entries; or mixed, an entry per queued job naming its lane, oldest first.
 
     A bucket is *active* while its priority is in the heap. Extracting its last
-    entry makes it idle: it stays, with its (empty) lanes, for the next job of
+    job makes it idle: it stays, with its (empty) lanes, for the next job of
     that priority, until idle buckets outnumber active ones.
     """
 
-    __slots__ = ("active", "dead", "lanes", "prio")
+    __slots__ = ("active", "dead", "lanes", "prio", "solo")
 
     def __init__(self, prio: int) -> None:  # an empty deque needs no deque.__init__
         self.prio = prio
         self.active = False
+        #: the lane holding every job of this priority (no entries), or None: mixed
+        self.solo: _Lane | None = None
         #: tombstones among the entries
         self.dead = 0
         #: pipeline name → its lane in use at this priority
@@ -126,7 +135,7 @@ class PriorityQueue:
 
     def __iter__(self) -> Iterator[Job]:
         """The queued jobs in no particular order (a snapshot)."""
-        return iter([j for pipe in self._pipes.values() for lane in pipe.lanes.values()
+        return iter([j for pipe in self._pipes.values() for lane in pipe.values()
                      for j in lane])
 
     def full(self) -> bool:
@@ -147,36 +156,52 @@ class PriorityQueue:
         if self._len >= self._maxsize:
             raise QueueFullError(f"priority queue is full ({self._maxsize} jobs)")
         bucket = self._buckets.get(job.priority)
-        if not bucket:
+        if bucket is None or not bucket.active:
             bucket = self._activate(job.priority, bucket)
-        lane = bucket.lanes.get(job.pipeline)
-        if lane is None:
-            lane = self._new_lane(bucket, job.pipeline)
-        lane.append(job)
-        bucket.append(lane)
-        lane.pipe.n += 1
+        solo = bucket.solo
+        if solo is not None and solo.pipeline == job.pipeline:
+            solo.append(job)
+        else:
+            self._insert_entry(bucket, job)
         self._len += 1
         if self._getters:
             self._wake(self._getters)
+
+    def _insert_entry(self, bucket: _Bucket, job: Job) -> None:
+        """Insert ``job`` into ``bucket`` other than onto its solo lane: an empty
+        bucket becomes solo with the job's lane; a solo one of another pipeline
+        turns mixed."""
+        lane = bucket.lanes.get(job.pipeline)
+        if lane is None:
+            lane = self._new_lane(bucket, job.pipeline)
+        solo = bucket.solo
+        if solo is None and not bucket:  # no job at this priority
+            bucket.solo = lane
+            bucket.dead = 0
+            lane.append(job)
+            return
+        if solo is not None:  # entries for the solo lane's jobs, in their order
+            bucket.extend([solo] * len(solo))
+            bucket.solo = None
+        lane.append(job)
+        bucket.append(lane)
 
     def _activate(self, prio: int, bucket: _Bucket | None) -> _Bucket:
         """The bucket of ``prio``, made if missing, in the heap."""
         if bucket is None:
             self._buckets[prio] = bucket = _Bucket(prio)
-        if not bucket.active:
-            bucket.active = True
-            heapq.heappush(self._prios, prio)
-            if self._prios[0] == prio:
-                self._head = bucket
+        bucket.active = True
+        heapq.heappush(self._prios, prio)
+        if self._prios[0] == prio:
+            self._head = bucket
         return bucket
 
     def _new_lane(self, bucket: _Bucket, pipeline: str) -> _Lane:
         pipe = self._pipes.get(pipeline)
         if pipe is None:
-            self._pipes[pipeline] = pipe = _Pipeline()
-        lane = _Lane()
-        lane.pipe = pipe
-        bucket.lanes[pipeline] = pipe.lanes[bucket.prio] = lane
+            self._pipes[pipeline] = pipe = {}
+        lane = _Lane(pipeline)
+        bucket.lanes[pipeline] = pipe[bucket.prio] = lane
         return lane
 
     async def insert(self, job: Job) -> None:
@@ -205,28 +230,38 @@ class PriorityQueue:
             return None
         bucket = self._head
         while True:
-            assert bucket is not None  # jobs are queued, so some bucket is active
+            if bucket is None:  # jobs are queued, so some bucket is active
+                raise AssertionError("priority queue: no active bucket with jobs queued")
+            solo = bucket.solo
+            if solo is not None:  # a solo lane has jobs: remove() detaches an emptied one
+                job = solo.popleft()
+                if not solo:
+                    self._retire_head()
+                break
             if bucket:
                 lane = bucket.popleft()
                 if lane:
+                    job = lane.popleft()
+                    if not bucket:
+                        self._retire_head()
                     break
                 bucket.dead -= 1  # the entry of a removed job
                 if bucket:
                     continue
             bucket = self._retire_head()
-        job = lane.popleft()
-        if not bucket:
-            self._retire_head()
-        lane.pipe.n -= 1
         self._len -= 1
         if self._putters:
             self._wake(self._putters)
         return job
 
     def _retire_head(self) -> _Bucket | None:
-        """Make the best bucket, which has no entries left, idle; return the next."""
+        """Make the best bucket, which has no jobs left, idle; return the next."""
         prios, buckets = self._prios, self._buckets
-        buckets[heapq.heappop(prios)].active = False
+        bucket = buckets[heapq.heappop(prios)]
+        bucket.active = False
+        bucket.solo = None
+        bucket.dead = 0
+        bucket.clear()
         if len(buckets) > 2 * len(prios) + 64:
             self._forget_idle()
         self._head = buckets[prios[0]] if prios else None
@@ -235,10 +270,10 @@ class PriorityQueue:
     def _forget_idle(self) -> None:
         """Drop the idle buckets and their (empty) lanes."""
         for prio in [p for p, b in self._buckets.items() if not b.active]:
-            for name, lane in self._buckets.pop(prio).lanes.items():
-                pipe = lane.pipe
-                del pipe.lanes[prio]
-                if not pipe.lanes:
+            for name in self._buckets.pop(prio).lanes:
+                pipe = self._pipes[name]
+                del pipe[prio]
+                if not pipe:
                     del self._pipes[name]
 
     async def extract_min(self) -> Job:
@@ -272,11 +307,16 @@ class PriorityQueue:
         if pipe is None:
             return []
         removed: list[Job] = []
-        for prio in sorted(pipe.lanes):
-            lane = pipe.lanes[prio]
+        for prio in sorted(pipe):
+            lane = pipe[prio]
             bucket = self._buckets[prio]
             del bucket.lanes[pipeline]
             if not lane:
+                continue
+            if bucket.solo is lane:  # the bucket's only jobs: it has no entries
+                bucket.solo = None
+                removed.extend(lane)
+                lane.clear()
                 continue
             removed.extend(lane)
             bucket.dead += len(lane)
@@ -298,6 +338,6 @@ class PriorityQueue:
         return removed
 
     def count(self, pipeline: str) -> int:
-        """How many jobs of ``pipeline`` are queued. O(1)."""
+        """How many jobs of ``pipeline`` are queued. O(its distinct queued priorities)."""
         pipe = self._pipes.get(pipeline)
-        return pipe.n if pipe is not None else 0
+        return sum(map(len, pipe.values())) if pipe is not None else 0

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -271,6 +271,12 @@ class App:
     def specs(self) -> list[HandlerSpec]:
         """The registered handlers, by job name (the fallback not included)."""
         return [self._handlers[n] for n in sorted(self._handlers)]
+
+    @property
+    def by_name(self) -> Mapping[str, HandlerSpec]:
+        """The registered handlers by job name (a live, read-only view; the
+        fallback is not in it)."""
+        return self._handlers
 
     def resolve(self, job_name: str) -> HandlerSpec:
         """The handler for ``job_name``, else the fallback, else :class:`NoHandlerError`."""

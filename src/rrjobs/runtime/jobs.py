@@ -160,7 +160,7 @@ class Jobs:
         self.pool = WorkerPool(self.queue, self.app, self.outcomes,
                                num_workers=pool.num_workers,
                                exec_ttl=pool.supervisor.exec_ttl,
-                               max_jobs=pool.max_jobs, timeout_of=self._timeout_of)
+                               max_jobs=pool.max_jobs, pipelines=self._pipelines)
         self.started = False
         #: OpenTelemetry spans and trace propagation (set at start, see rrjobs.tracing)
         self.tracing: Tracing | None = None
@@ -179,10 +179,6 @@ class Jobs:
     def _policy_of(self, pipeline: str) -> RetryPolicy:
         entry = self._pipelines.get(pipeline)
         return entry.policy if entry is not None else RetryPolicy()
-
-    def _timeout_of(self, pipeline: str) -> float:
-        entry = self._pipelines.get(pipeline)
-        return entry.timeout if entry is not None else 0.0
 
     def _counters_of(self, pipeline: str) -> Counters:
         entry = self._pipelines.get(pipeline)

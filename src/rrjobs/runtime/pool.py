@@ -30,19 +30,21 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 from rrjobs.core.base import BaseDriver
 from rrjobs.core.errors import HandlerTimeoutError, NoHandlerError, PoisonMessageError
-from rrjobs.core.headers import RR_TIMEOUT
+from rrjobs.core.headers import RR_ATTEMPTS, RR_TIMEOUT, attempts_of
 from rrjobs.core.job import Job
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.runtime.app import App, HandlerSpec, JobData
 from rrjobs.runtime.context import timeout_of
-from rrjobs.runtime.logcontext import CURRENT_JOB
+from rrjobs.runtime.logcontext import CURRENT_JOB, register_worker
 from rrjobs.runtime.outcomes import Outcomes
+from rrjobs.runtime.stats import Counters
 from rrjobs.runtime.threads import HandlerThreads
 from rrjobs.tracing import Tracing
 
@@ -79,6 +81,10 @@ class _Slot:
     deadline: float = 0.0
     next_lease: float = 0.0
     timed_out: bool = False
+    #: the job being handled, its outcome included (what its log records are about)
+    current: Job | None = None
+    #: the current job's attempt, 1-based
+    attempt: int = 0
     #: the handler ignored its timeout's cancellation: its job was failed and
     #: another worker took this one's place; it ends after this job
     retired: bool = False
@@ -102,6 +108,29 @@ def _expected(job: Job, what: str, exc: BaseException) -> bool:
     return isinstance(settler, BaseDriver) and settler.settlement_failed(job, what, exc)
 
 
+class PipelineView(Protocol):
+    """What the pool uses of a pipeline (the runtime's pipeline entry)."""
+
+    @property
+    def timeout(self) -> float:
+        """The pipeline's handler time limit in seconds (``0``: ``exec_ttl``)."""
+
+    @property
+    def counters(self) -> Counters:
+        """Its outcome counters: the pool counts a success there itself
+        (:meth:`Outcomes.count_ok` when the pipeline is gone or an observer
+        listens)."""
+
+
+def _context_of(job: Job, attempt: int) -> contextvars.Context:
+    """A copy of this context in which log records are about ``job``
+    (:data:`~rrjobs.runtime.logcontext.CURRENT_JOB`), for work done on the
+    job's behalf outside its worker task."""
+    context = contextvars.copy_context()
+    context.run(CURRENT_JOB.set, (job.id, job.pipeline, attempt))
+    return context
+
+
 def _timeout_error(job: Job, ttl: float) -> HandlerTimeoutError:
     return HandlerTimeoutError(f"handler for {job.name!r} ran longer than {ttl:g}s")
 
@@ -112,9 +141,9 @@ class WorkerPool:
     def __init__(self, queue: PriorityQueue, app: App, outcomes: Outcomes, *,
                  num_workers: int, exec_ttl: float = 0.0, max_jobs: int = 0,
                  tracing: Tracing | None = None,
-                 timeout_of: Callable[[str], float] | None = None) -> None:
-        """``timeout_of(pipeline)``: the pipeline's handler time limit (``0``:
-        ``exec_ttl``)."""
+                 pipelines: Mapping[str, PipelineView] | None = None) -> None:
+        """``pipelines``: the runtime's pipelines by name (a live mapping),
+        for their handler time limits (``timeout``, ``0``: ``exec_ttl``)."""
         self.queue = queue
         #: OpenTelemetry spans per job, when the application set up tracing
         self.tracing = tracing
@@ -123,7 +152,9 @@ class WorkerPool:
         self.num_workers = num_workers
         self.exec_ttl = exec_ttl
         self.max_jobs = max_jobs
-        self.timeout_of = timeout_of
+        self._pipelines: Mapping[str, PipelineView] = {} if pipelines is None else pipelines
+        #: the app's handlers by job name (its live mapping; the fallback is resolved apart)
+        self._specs = app.by_name
         self._slots = [_Slot() for _ in range(num_workers)]
         self.threads = HandlerThreads(num_workers)
         #: jobs whose handler was still running after stop's cancel and grace
@@ -188,106 +219,141 @@ class WorkerPool:
     # -- the hot path ------------------------------------------------------------------
 
     async def _worker(self, slot: _Slot) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        register_worker(task, slot)  # its log records are about slot.current
         queue = self.queue
-        execute = self._execute if self.tracing is None else self._execute_traced
         while not self._closing and not slot.retired:
             job = queue.extract_nowait()
             if job is None:
+                slot.current = None  # idle: about no job
                 try:
                     job = await queue.extract_min()
                 except asyncio.CancelledError:
                     if self._closing and slot.job is None:
                         return
                     raise
-            token = CURRENT_JOB.set((job.id, job.pipeline, job.attempts + 1))
-            try:
-                await execute(slot, job)
-            finally:
-                CURRENT_JOB.reset(token)
+            if self.tracing is None:
+                await self._execute(slot, job, True)
+            else:
+                await self._execute_traced(slot, job)
+        slot.current = None
         if slot.retired:
             self._retired.discard(slot)
             log.warning("the handler that ignored its cancellation finished; its worker ends")
 
     async def _execute_traced(self, slot: _Slot, job: Job) -> None:
-        """:meth:`_execute` inside the job's ``process`` span."""
+        """:meth:`_execute` of one job, inside its ``process`` span."""
         assert self.tracing is not None
         with self.tracing.process(job):
-            await self._execute(slot, job)
+            await self._execute(slot, job, False)
 
-    async def _execute(self, slot: _Slot, job: Job) -> None:
+    async def _without_handler(self, job: Job) -> HandlerSpec | None:
+        """The fallback handler of a job that has no handler of its own, or
+        ``None`` when the job was failed instead (it is unreadable, or there
+        is no fallback)."""
         if job.failure is not None:  # unreadable: dead-lettered without a handler
             await self._settle_failure(job, PoisonMessageError(job.failure))
-            return
+            return None
         try:
-            spec = self.app.resolve(job.name)
+            return self.app.resolve(job.name)
         except NoHandlerError as exc:
             await self._settle_failure(job, exc)
-            return
-        now = time.monotonic()
-        slot.timed_out = False
-        slot.job = job
-        slot.started = now
-        ttl = (spec.timeout or (self.timeout_of(job.pipeline) if self.timeout_of else 0.0)
-               or self.exec_ttl)
-        if RR_TIMEOUT in job.headers:  # the producer's per-job timeout
-            ttl = timeout_of(job.headers) or ttl
-        slot.deadline = now + ttl if ttl > 0 else 0.0
-        if ttl > 0 and (not self._min_ttl or ttl < self._min_ttl):
-            self._min_ttl = ttl
-            self._rearm.set()
-        lease = getattr(job, "lease", None)
-        if lease:
-            slot.next_lease = now + lease / 2
-            if not self._min_lease or lease < self._min_lease:
-                self._min_lease = lease
-                self._rearm.set()  # wake the watchdog to tick at the new rate
-        else:
-            slot.next_lease = 0.0
-        try:
-            if job.auto_ack:
-                await job.ack()
-            if spec.executor == "async":
-                if spec.signature is None:
-                    await spec.func(job)
+            return None
+
+    async def _execute(self, slot: _Slot, job: Job, more: bool) -> None:
+        """Handle ``job``; with ``more``, then the jobs queued after it too,
+        while there are any: one coroutine for a run of jobs, not one per job."""
+        queue, specs, pipelines, outcomes = self.queue, self._specs, self._pipelines, self.outcomes
+        while True:
+            headers = job.headers
+            slot.attempt = attempts_of(headers) + 1 if RR_ATTEMPTS in headers else 1
+            slot.current = job
+            spec = specs.get(job.name)
+            if spec is None or job.failure is not None:
+                spec = await self._without_handler(job)
+            if spec is not None:
+                now = time.monotonic()
+                slot.timed_out = False
+                slot.job = job
+                slot.started = now
+                ttl = spec.timeout
+                if not ttl:
+                    entry = pipelines.get(job.pipeline)
+                    ttl = (entry.timeout if entry is not None else 0.0) or self.exec_ttl
+                if RR_TIMEOUT in headers:  # the producer's per-job timeout
+                    ttl = timeout_of(headers) or ttl
+                if ttl > 0:
+                    slot.deadline = now + ttl
+                    if not self._min_ttl or ttl < self._min_ttl:
+                        self._min_ttl = ttl
+                        self._rearm.set()  # wake the watchdog to tick often enough
                 else:
-                    await spec.func(*spec.signature.args(job, self.outcomes.context))
-            else:
-                await self._run_sync(spec, job)
-            slot.deadline = 0.0
-            if slot.timed_out:  # the handler swallowed the watchdog's cancel and finished
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()
-                slot.timed_out = False
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if slot.timed_out and task is not None:
-                task.uncancel()
-                slot.timed_out = False
-                if not slot.retired:  # a retired slot's job was failed already
-                    await self._settle_failure(job, _timeout_error(job, ttl))
-            else:
-                await asyncio.shield(self.outcomes.abandoned(job))
-                raise
-        except Exception as exc:
-            if not slot.retired:
-                await self._settle_failure(job, exc)
-        else:
-            if slot.retired:
+                    slot.deadline = 0.0
+                lease = job.lease
+                if lease:
+                    slot.next_lease = now + lease / 2
+                    if not self._min_lease or lease < self._min_lease:
+                        self._min_lease = lease
+                        self._rearm.set()
+                else:
+                    slot.next_lease = 0.0
+                try:
+                    if job.auto_ack:
+                        await job.ack()
+                    if spec.executor == "async":
+                        if spec.signature is None:
+                            await spec.func(job)
+                        else:
+                            await spec.func(*spec.signature.args(job, outcomes.context))
+                    else:
+                        await self._run_sync(slot, spec, job)
+                    slot.deadline = 0.0
+                    if slot.timed_out:  # the handler swallowed the watchdog's cancel, finished
+                        task = asyncio.current_task()
+                        if task is not None:
+                            task.uncancel()
+                        slot.timed_out = False
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if slot.timed_out and task is not None:
+                        task.uncancel()
+                        slot.timed_out = False
+                        if not slot.retired:  # a retired slot's job was failed already
+                            await self._settle_failure(job, _timeout_error(job, ttl))
+                    else:
+                        await asyncio.shield(outcomes.abandoned(job))
+                        raise
+                except Exception as exc:
+                    if not slot.retired:
+                        await self._settle_failure(job, exc)
+                else:
+                    if not slot.retired:
+                        # Outcomes.succeeded without a coroutine (a synchronous ack)
+                        # and counted here (Outcomes.count_ok when it must tell more)
+                        try:
+                            if job.settled is None and not job.ack_nowait():
+                                await job.ack()
+                            entry = pipelines.get(job.pipeline)  # now: it may be gone
+                            if entry is not None and outcomes.observer is None:
+                                entry.counters.ok += 1
+                            else:
+                                outcomes.count_ok(job)
+                        except Exception as exc:
+                            if not _expected(job, "acknowledging", exc):
+                                log.exception("acknowledging job %s (%s) failed; the broker "
+                                              "will redeliver it", job.id, job.name)
+                finally:
+                    slot.job = None
+                    if slot.lease_task is not None:
+                        slot.lease_task.cancel()
+                        slot.lease_task = None
+            if not more or self._closing or slot.retired:
                 return
-            try:  # Outcomes.succeeded, without a coroutine of its own per job
-                if job.settled is None:
-                    await job.ack()
-                self.outcomes.count_ok(job)
-            except Exception as exc:
-                if not _expected(job, "acknowledging", exc):
-                    log.exception("acknowledging job %s (%s) failed; the broker will "
-                                  "redeliver it", job.id, job.name)
-        finally:
-            slot.job = None
-            if slot.lease_task is not None:
-                slot.lease_task.cancel()
-                slot.lease_task = None
+            following = queue.extract_nowait()
+            if following is None:
+                return
+            job = following
 
     def _retire(self, slot: _Slot, job: Job, now: float) -> None:
         """``slot``'s handler ignored its cancellation: fail its job now, and
@@ -302,11 +368,12 @@ class WorkerPool:
                   "running, the job fails, and a new worker takes its place (%d left running)",
                   job.id, job.name, now - slot.deadline, len(self._retired))
         failing = loop.create_task(self._settle_failure(
-            job, _timeout_error(job, slot.deadline - slot.started)))
+            job, _timeout_error(job, slot.deadline - slot.started)),
+            context=_context_of(job, slot.attempt))
         self._background.add(failing)
         failing.add_done_callback(self._background.discard)
 
-    async def _run_sync(self, spec: HandlerSpec, job: Job) -> None:
+    async def _run_sync(self, slot: _Slot, spec: HandlerSpec, job: Job) -> None:
         loop = asyncio.get_running_loop()
         sig = spec.signature
         if spec.executor == "process":
@@ -319,8 +386,8 @@ class WorkerPool:
                 raise
         else:
             args = (job,) if sig is None else sig.args(job, self.outcomes.context)
-            # the thread logs with the job's context (CURRENT_JOB) too
-            await self.threads.run(contextvars.copy_context().run, spec.func, *args,
+            # the thread logs with the job (CURRENT_JOB in a copy of this context)
+            await self.threads.run(_context_of(job, slot.attempt).run, spec.func, *args,
                                    label=f"job {job.id} ({job.name})")
 
     async def _settle_failure(self, job: Job, exc: BaseException) -> None:
