@@ -158,6 +158,27 @@ async def test_requeue_merges_headers_and_checks_the_delay() -> None:
     assert calls(job) == [("requeue", {"h": ["v"], "x": ["1"]}, 5)]
 
 
+class SyncAckSettler(RecordingSettler):
+    """A settler whose ack is synchronous (``ack_now``), as the memory driver's."""
+
+    def ack_now(self, job: Job) -> None:  # type: ignore[override]
+        self.calls.append(("ack_now",))
+
+
+async def test_ack_nowait_acks_without_a_coroutine_only_when_it_can() -> None:
+    job = recording_job(settler=SyncAckSettler())
+    assert job.ack_nowait() and job.settled == "ack" and calls(job) == [("ack_now",)]
+    assert not job.ack_nowait()  # settled: nothing more
+    with pytest.raises(JobAlreadySettledError):
+        await job.ack()
+    assert calls(job) == [("ack_now",)]
+    plain = recording_job()  # no ack_now: the caller awaits ack()
+    assert not plain.ack_nowait() and plain.settled is None and calls(plain) == []
+    extending = recording_job(settler=SyncAckSettler())
+    extending._extending = asyncio.get_running_loop().create_future()
+    assert not extending.ack_nowait() and extending.settled is None  # waits for the extension
+
+
 async def test_nack_rejects_a_delay_without_requeue_and_auto_ack_is_a_noop() -> None:
     job = recording_job()
     with pytest.raises(ValueError):

@@ -3,6 +3,7 @@ each job's id, pipeline and attempt, and a handler's traceback once per failure.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from rrjobs import App, Jobs, Message
 from rrjobs.config import Config
 from rrjobs.logs import JSONFormatter, configure
 from rrjobs.runtime.logcontext import CURRENT_JOB, JobLogFilter
@@ -147,3 +149,58 @@ def test_rotation_keys_are_reported_not_silently_ignored(
             root.removeHandler(h)
             h.close()
         root.handlers, root.level = saved
+
+
+async def test_records_of_a_worker_carry_its_job_and_a_task_it_starts_none(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The worker pool sets nothing per job: a record logged in the worker (the
+    handler's, the outcome's after the job's dead letter changed its headers)
+    is about its current job, a sync handler's thread gets the job in its
+    context, and a task the handler starts, which may outlive the job, none."""
+    app = App()
+    log = logging.getLogger("shop")
+    later: list[asyncio.Task[None]] = []
+
+    async def afterwards() -> None:
+        await asyncio.sleep(0.01)
+        log.info("after the job")
+
+    @app.handler("charge")
+    async def charge(job: object) -> None:
+        log.info("charging")
+        later.append(asyncio.get_running_loop().create_task(afterwards()))
+        raise ValueError("declined")
+
+    @app.handler("ship")
+    def ship(job: object) -> None:
+        log.info("shipping")
+
+    caplog.handler.addFilter(JobLogFilter())
+    caplog.set_level(logging.INFO)
+    config = Config.from_yaml("jobs: {consume: [p], pipelines: {p: {driver: memory, "
+                              "retry: {max_attempts: 2, backoff: 1ms}}}}")
+    jobs = Jobs(config, app)
+    await jobs.start()
+    try:
+        await jobs.push(Message("charge", b"", "p", id="c-1"))
+        await jobs.push(Message("ship", b"", "p", id="s-1"))
+        async with asyncio.timeout(10):
+            while True:
+                (stat,) = await jobs.stat()
+                if stat.counters.ok == 1 and stat.counters.dropped == 1:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.gather(*later)
+    finally:
+        await jobs.stop()
+
+    def about(msg: str) -> list[tuple[object, ...]]:
+        return [(getattr(r, "job_id", None), getattr(r, "pipeline", None),
+                 getattr(r, "attempt", None)) for r in caplog.records if msg in r.getMessage()]
+
+    assert about("charging") == [("c-1", "p", 1), ("c-1", "p", 2)]
+    assert about("retrying") == [("c-1", "p", 1)]
+    assert about("DROPPED") == [("c-1", "p", 2)]  # logged after the dead letter's headers
+    assert about("shipping") == [("s-1", "p", 1)]
+    assert about("after the job") == [(None, None, None)] * 2
+    assert about("jobs runtime started") == [(None, None, None)]
