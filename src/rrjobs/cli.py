@@ -372,6 +372,25 @@ def serve(config: str, app: str | None, rpc: str | None, log_level: str | None,
 
 
 @cli.command()
+@click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False),
+              help="The .rr.yaml config file.")
+@click.option("--pipeline", "pipelines", multiple=True, metavar="NAME",
+              help="Forward only this pipeline (repeatable) [default: all of the config].")
+@click.option("--rpc", "rpc", metavar="ADDRESS",
+              help="Also serve the RPC here (rrjobs stat) [default: no RPC].")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
+                                                case_sensitive=False),
+              help="Overrides logs.level [default: logs.level, else info].")
+def forward(config: str, pipelines: tuple[str, ...], rpc: str | None,
+            log_level: str | None) -> None:
+    """Only forward the pipelines' due delayed jobs (Kafka, NATS) to their topic or stream:
+    no handlers, consumes nothing, until SIGINT or SIGTERM."""
+    from rrjobs.forward import run
+
+    sys.exit(run(config, pipelines, rpc, log_level.lower() if log_level else None))
+
+
+@cli.command()
 @click.option("--app", "app", required=True, metavar="MODULE:ATTR",
               help="The rrjobs.App with the handlers.")
 @click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True,

@@ -129,39 +129,49 @@ class Server:
             await self.dashboard.stop()
 
     async def run_until_signalled(self) -> None:
-        """Start, wait for SIGINT or SIGTERM, then :meth:`stop`.
-
-        The signal handlers are installed before :meth:`start`, so a signal
-        that arrives while starting stops the server as soon as it is up. A
-        second signal cancels the stop (and the calling task). Must run in the
-        main thread.
-        """
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        main = asyncio.current_task()
-
-        def on_signal(sig: signal.Signals) -> None:
-            if not stop.is_set():
-                log.info("received %s, stopping gracefully (send it again to force)", sig.name)
-                stop.set()
-            else:
-                log.warning("received %s again, forcing the stop", sig.name)
-                if main is not None:
-                    main.cancel()
-
-        sigs = (signal.SIGINT, signal.SIGTERM)
-        for sig in sigs:
-            loop.add_signal_handler(sig, on_signal, sig)
-        try:
-            await self.start()
+        """:func:`until_signalled` with :meth:`start` and :meth:`stop`. Must run in the
+        main thread."""
+        def serving() -> None:
             names = self.jobs.list()
             log.info("rrjobs serving %d pipelines (%s); stop with SIGINT or SIGTERM",
                      len(names), ", ".join(names) or "none")
-            await stop.wait()
-            await self.stop()
-        finally:
-            for sig in sigs:
-                loop.remove_signal_handler(sig)
+
+        await until_signalled(self.start, self.stop, serving)
+
+
+async def until_signalled(start: Callable[[], Awaitable[None]],
+                          stop: Callable[[], Awaitable[None]],
+                          started: Callable[[], None]) -> None:
+    """``start``, ``started()`` (its log line), wait for SIGINT or SIGTERM, then ``stop``.
+
+    The signal handlers are installed before ``start``, so a signal that arrives while
+    starting stops as soon as it is up. A second signal cancels the stop (and the calling
+    task). Must run in the main thread.
+    """
+    loop = asyncio.get_running_loop()
+    signalled = asyncio.Event()
+    main = asyncio.current_task()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not signalled.is_set():
+            log.info("received %s, stopping gracefully (send it again to force)", sig.name)
+            signalled.set()
+        else:
+            log.warning("received %s again, forcing the stop", sig.name)
+            if main is not None:
+                main.cancel()
+
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    for sig in sigs:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await start()
+        started()
+        await signalled.wait()
+        await stop()
+    finally:
+        for sig in sigs:
+            loop.remove_signal_handler(sig)
 
 
 def dashboard_server(jobs: Jobs, config: Config) -> DashboardServer:
@@ -299,13 +309,22 @@ def run(config_path: str, app_path: str | None = None, listen: str | None = None
     """The body of ``rrjobs serve``; returns the exit code (see the module doc).
     ``log_level``: ``--log-level``, over ``logs.level``."""
     configure_logging(log_level)
-    try:
+
+    def main() -> None:
         config, app = load(config_path, app_path)
         if config.logs is not None:
             configure_logging(log_level, config.logs)
         log.info("config %s loaded; application %s", config_path,
                  app_path or config.jobs.app or "<none>")
         asyncio.run(_serve_and_exit(config, app, listen, dashboard))
+
+    return exit_code(main)
+
+
+def exit_code(main: Callable[[], None]) -> int:
+    """Run ``main`` (load a config, run the loop); its failure as an exit code, printed."""
+    try:
+        main()
     except ConfigError as exc:
         _config_problem(exc)
         return EXIT_CONFIG

@@ -29,6 +29,11 @@ gives each driver:
   the reason, so no message can stall a consumer.
 * **Restart requests**: :meth:`request_restart` asks the runtime, once per
   episode, to rebuild a pipeline that cannot recover by itself.
+* **Serving**: :meth:`serve` starts, once, what a pipeline does while it is
+  declared in a server, consuming or not, paused or not (``_serve``: the
+  Kafka and NATS delay forwarders); the runtime calls it for every pipeline
+  it builds, and ``resume`` calls it too. Until then a delayed push waits in
+  the broker (logged once).
 
 Concurrency: ``push`` and ``push_batch`` may be called from many tasks at once
 and in any lifecycle state but *stopped*; ``state`` at any time.
@@ -87,6 +92,9 @@ class BaseDriver(Driver):
         self.outage = Outage("the broker", self.supervisor.owner, self.log)
         self._lifecycle = CallGate()
         self._restart_asked = False
+        #: ``serve`` ran: the pipeline's background work (``_serve``) is started
+        self.serving = False
+        self._unserved_warned = False
 
     # -- for subclasses ------------------------------------------------------------
 
@@ -110,6 +118,14 @@ class BaseDriver(Driver):
 
     async def _close(self) -> None:
         """Release connections and resources (after consuming stopped)."""
+
+    async def _serve(self) -> None:
+        """Start the supervised tasks that run while the pipeline is declared, consuming or
+        not, paused or not, until ``stop`` (a delay forwarder). Called once."""
+
+    #: Where a delayed push waits until :meth:`serve` forwards it (``""``: the broker
+    #: delivers delayed jobs itself; the warning of :meth:`prepare` names it).
+    forwarded_from = ""
 
     def decode(self, raw: Any) -> Job | None:
         """The job of one received message, or ``None`` when the driver dealt
@@ -347,6 +363,12 @@ class BaseDriver(Driver):
         # job (no delay, no payload limit, no headers) makes no call here.
         if msg.delay > 0:
             caps.check_delay(msg.delay, self.name)
+            if self.forwarded_from and not self.serving and not self._unserved_warned:
+                self._unserved_warned = True
+                self.log.warning(
+                    "pipeline %r: delayed jobs wait in %s until an rrjobs process that "
+                    "declares the pipeline forwards them (rrjobs serve, rrjobs forward); "
+                    "this one does not", self.pipeline_name, self.forwarded_from)
         if caps.max_payload is not None:
             caps.check_payload(len(msg.payload), self.name)
         if msg.headers:
@@ -360,6 +382,17 @@ class BaseDriver(Driver):
 
     async def push_batch(self, msgs: Sequence[Message]) -> None:
         await self._send_batch([self.prepare(m) for m in msgs])
+
+    async def serve(self) -> None:
+        """Start the pipeline's background work (``_serve``) once; idempotent."""
+        async with self._lifecycle.call():
+            await self._serve_once()
+
+    async def _serve_once(self) -> None:
+        if self.serving or self.stopped:
+            return
+        await self._serve()
+        self.serving = True
 
     async def run(self, pipeline: Pipeline) -> None:
         self._check_name(pipeline.name())
@@ -378,6 +411,7 @@ class BaseDriver(Driver):
                 raise PipelineStateError(
                     f"pipeline {self.pipeline_name!r} is already in the active state"
                 )
+            await self._serve_once()
             await self._start_consuming()
             self.consuming = True
 

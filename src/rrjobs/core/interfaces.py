@@ -92,6 +92,11 @@ class Driver(ABC):
         for msg in msgs:
             await self.push(msg)
 
+    async def serve(self) -> None:
+        """Start what runs while the pipeline is declared in a server, consuming or not
+        (a delay forwarder); the runtime calls it for every pipeline it builds. Idempotent."""
+        return None
+
     @abstractmethod
     async def run(self, pipeline: Pipeline) -> None:
         """Start consuming into the priority queue. Returns once started."""

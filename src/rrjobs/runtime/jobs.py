@@ -257,6 +257,8 @@ class Jobs:
             raise _first(eg) from None
         try:
             self._check_dead_letters()
+            for entry in self._pipelines.values():  # forwarding delays, consuming or not
+                await self._op(entry.driver.serve())
             for name, entry in self._pipelines.items():
                 if name in self.consume:
                     await self._op(entry.driver.run(entry.pipeline))
@@ -378,6 +380,7 @@ class Jobs:
                     await driver.stop()
                     return
                 entry.driver = driver
+                await self._op(driver.serve())
                 if consuming:
                     await self._op(driver.run(entry.pipeline))
                 log.warning("pipeline %r restarted at its driver's request", name)
@@ -531,13 +534,14 @@ class Jobs:
             entry = PipelineEntry(name, pipe, driver, RetryPolicy.from_config(retry),
                                   declared=True, timeout=timeout)
             self._pipelines[name] = entry
-            if name in self.consume:
-                try:
+            try:
+                await self._op(driver.serve())
+                if name in self.consume:
                     await self._op(driver.run(pipe))
-                except BaseException:
-                    del self._pipelines[name]
-                    await driver.stop()
-                    raise
+            except BaseException:
+                del self._pipelines[name]
+                await driver.stop()
+                raise
 
     async def destroy(self, names: Iterable[str]) -> builtins.list[str]:
         """Stop and remove pipelines; their queued jobs leave the priority queue

@@ -125,6 +125,7 @@ class KafkaDriver(BaseDriver):
         self.topics = options.main_topics()
         self.topic = options.default_topic()
         self.delay_topic = options.resolved_delay_topic()
+        self.forwarded_from = f"delay topic {self.delay_topic!r}"
         self.dead_letter_topic = options.dead_letter_topic
         self.capabilities = capabilities_for(options, delay=bool(self.delay_topic))
         tls = client_ssl_context(section.tls) if section.tls else None  # reads files
@@ -300,17 +301,19 @@ class KafkaDriver(BaseDriver):
             if group is not None:
                 self.commits.consumer = consumer
                 self.supervisor.start("commits", self.commits.loop)
-            if self.delay_topic:
-                self._forwarder = DelayForwarder(
-                    topic=self.delay_topic, group_id=self._delay_group(), conn=self._conn,
-                    producer=self.producer, group_timings=self._timings(),
-                    commit_interval=self.commits.interval, supervisor=self.supervisor,
-                    buffer=self.options.delay_buffer, error_timeout=self.options.error_timeout,
-                    on_fatal=self._fatal)
-                await self._forwarder.start()
         except BaseException:
             await self._shutdown_consumer()
             raise
+
+    async def _serve(self) -> None:  # forwarded by one member of the delay group
+        if self.delay_topic:
+            self._forwarder = DelayForwarder(
+                topic=self.delay_topic, group_id=self._delay_group(), conn=self._conn,
+                producer=self.producer, group_timings=self._timings(),
+                commit_interval=self.commits.interval, supervisor=self.supervisor,
+                buffer=self.options.delay_buffer, error_timeout=self.options.error_timeout,
+                on_fatal=self._fatal)
+            await self._forwarder.start()
 
     def _subscription_pattern(self) -> str:
         """``consume_regexp``'s pattern, never matching a delay topic (``*.rrjobs-delayed``,
@@ -614,9 +617,6 @@ class KafkaDriver(BaseDriver):
     async def _shutdown_consumer(self) -> None:
         for name in ("fetch", "commits", "mover"):
             await self.supervisor.stop_task(name)
-        if self._forwarder is not None:  # its commit and leave-group bounded too
-            await self._forwarder.stop(functools.partial(self.bounded, limit=STOP_WAIT))
-            self._forwarder = None
         if self._consumer is not None:
             await self.bounded(self.commits.commit(), "the final commit", STOP_WAIT)
             await self.bounded(self._consumer.stop(), "leaving the group", STOP_WAIT)
@@ -625,6 +625,9 @@ class KafkaDriver(BaseDriver):
     async def _close(self) -> None:
         unsettled = len(self._outstanding)
         await self._shutdown_consumer()
+        if self._forwarder is not None:  # its commit and leave-group bounded too
+            await self._forwarder.stop(functools.partial(self.bounded, limit=STOP_WAIT))
+            self._forwarder = None
         self._outstanding.clear()
         self.feed.ready.clear()
         if unsettled:

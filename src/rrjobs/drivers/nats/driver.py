@@ -99,6 +99,7 @@ class NATSDriver(PullDriver):
                                                     options.consumer_name())
         self.delay_stream, self.delay_subject = (options.delay_stream_name(),
                                                  options.delay_subject())
+        self.forwarded_from = f"delay stream {self.delay_stream!r}"
         self.nc: Client | None = None
         self.js: Any = None
         self._sub: Any = None
@@ -295,10 +296,13 @@ class NATSDriver(PullDriver):
     async def _start_consuming(self) -> None:
         if self.js is None:
             raise PipelineStateError(f"pipeline {self.pipeline_name!r} is not connected")
-        if not self.supervisor.running("delays"):
-            self.supervisor.start("delays", self._forward_loop)
         self._sub = await self.js.pull_subscribe_bind(durable=self.consumer, stream=self.stream)
         await super()._start_consuming()
+
+    async def _serve(self) -> None:  # every server forwards, sharing the durable consumer
+        if self.js is None:
+            raise PipelineStateError(f"pipeline {self.pipeline_name!r} is not connected")
+        self.supervisor.start("delays", self._forward_loop)
 
     async def fetch(self, max_messages: int) -> Sequence[Any]:
         """Up to ``max_messages`` (at most ``rate_limit`` a second; none after ``FETCH_TIMEOUT``);
