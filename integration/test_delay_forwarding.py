@@ -36,6 +36,8 @@ pytestmark = pytest.mark.timeout(120)
 DELAY = 2.0
 #: a forwarder joins its group or binds its consumer first: "on time" is within this
 SLACK = 15.0
+#: how long duplicates are waited for once every job arrived
+QUIET = 2.0
 
 Arrival = tuple[float, bytes, dict[str, bytes]]  # seconds after the push, body, headers
 
@@ -49,6 +51,11 @@ class Broker:
         raise NotImplementedError
 
     async def arrival(self, name: str, pushed: float) -> Arrival:
+        raise NotImplementedError
+
+    async def ids(self, name: str, want: int) -> list[str]:
+        """The ids of the jobs in the topic or stream once ``want`` arrived, and
+        :data:`QUIET` seconds later (duplicates arrive too)."""
         raise NotImplementedError
 
     async def cleanup(self, name: str) -> None:
@@ -86,6 +93,27 @@ class Kafka(Broker):
         assert record.timestamp / 1000 - pushed >= DELAY - 0.002
         return seen, record.value, {k: v for k, v in record.headers}
 
+    async def ids(self, name: str, want: int) -> list[str]:
+        consumer = AIOKafkaConsumer(name, bootstrap_servers=self.bootstrap,
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        got: list[str] = []
+        try:
+            async with asyncio.timeout(DELAY + SLACK):
+                while len(got) < want:
+                    got += await self._keys(consumer)
+            quiet = time.monotonic() + QUIET
+            while time.monotonic() < quiet:
+                got += await self._keys(consumer)
+        finally:
+            await consumer.stop()
+        return got
+
+    @staticmethod
+    async def _keys(consumer: Any) -> list[str]:
+        batch = await consumer.getmany(timeout_ms=200)
+        return [r.key.decode() for records in batch.values() for r in records]
+
     def check_layout(self, name: str, msg: Message, body: bytes,
                      headers: dict[str, bytes]) -> None:
         assert body == msg.payload
@@ -121,6 +149,22 @@ class Nats(Broker):
         finally:
             await nc.close()
         return seen, stored.data or b"", {k: v.encode() for k, v in (stored.headers or {}).items()}
+
+    async def ids(self, name: str, want: int) -> list[str]:
+        nc = await nats.connect(self.url, connect_timeout=5, max_reconnect_attempts=0)
+        try:
+            js = nc.jetstream()
+            async with asyncio.timeout(DELAY + SLACK):
+                while True:
+                    if (await js.stream_info(name)).state.messages >= want:
+                        break
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(QUIET)
+            count = (await js.stream_info(name)).state.messages
+            return [json.loads((await js.get_msg(name, seq)).data or b"{}")["id"]
+                    for seq in range(1, count + 1)]
+        finally:
+            await nc.close()
 
     def check_layout(self, name: str, msg: Message, body: bytes,
                      headers: dict[str, bytes]) -> None:
@@ -226,3 +270,17 @@ async def test_rrjobs_forward_forwards_what_a_bare_producer_pushed(
             proc.terminate()
         async with asyncio.timeout(30):
             assert await proc.wait() == 0, log.read_text(errors="replace")
+
+
+async def test_two_servers_forward_each_job_once(broker: Broker, unique_name: str) -> None:
+    """Two servers declaring the pipeline (neither consuming it) share the forwarding: every
+    delayed job reaches the topic or stream once."""
+    config = broker.config(unique_name)
+    async with runtime(config) as first, runtime(config) as second:
+        msgs = [delayed(unique_name) for _ in range(20)]
+        pushed = time.time()
+        await first.push_batch(msgs[:10])
+        await second.push_batch(msgs[10:])
+        ids = await broker.ids(unique_name, len(msgs))
+        assert time.time() - pushed >= DELAY + QUIET
+    assert sorted(ids) == sorted(m.id for m in msgs)
