@@ -148,9 +148,48 @@ async def test_pushed_message_has_roadrunners_json_layout(drivers: Drivers,
     second = await js.get_msg(name, 2)
     body = json.loads(second.data)
     assert body["payload"] == "" and "delay" not in body["options"]
-    # A header with two values: RoadRunner reads the first; rrjobs reads rr_headers.
-    assert second.headers is not None and second.headers["multi"] == "a"
-    assert json.loads(second.headers["rr_headers"]) == {"multi": ["a", "b"]}
+    # A header with two values: two header lines, as RoadRunner writes (and reads) them.
+    assert second.hdrs is not None
+    raw = base64.b64decode(second.hdrs)
+    assert raw.split(b"\r\n")[1:3] == [b"multi: a", b"multi: b"] and b"rr_headers" not in raw
+
+
+async def hpub(url: str, subject: str, header_block: bytes, data: bytes) -> None:
+    """Publish as RoadRunner's Go client does, on the wire (not through nats-py): one
+    ``Name: Value`` line per header value."""
+    host, _, port = url.removeprefix("nats://").rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        await reader.readline()  # INFO
+        hdr = b"NATS/1.0\r\n" + header_block + b"\r\n"
+        writer.write(b'CONNECT {"verbose":false,"headers":true}\r\n'
+                     + f"HPUB {subject} {len(hdr)} {len(hdr) + len(data)}\r\n".encode()
+                     + hdr + data + b"\r\nPING\r\n")
+        await writer.drain()
+        assert await reader.readline() == b"PONG\r\n"
+    finally:
+        writer.close()
+
+
+async def test_roadrunners_multi_valued_headers_are_read_whole(drivers: Drivers,
+                                                               unique_name: str) -> None:
+    name = unique_name
+    queue = PriorityQueue()
+    driver = await drivers.config_driver(name, opts(name), queue=queue)
+    await driver.run(driver.pipeline)
+    body = {"job": "app.Multi", "id": "rr-1", "payload": "", "options": {
+        "priority": 2, "pipeline": name, "auto_ack": False, "Queue": ""}}
+    await hpub(drivers.url, f"{name}.jobs",
+               b"Multi: a\r\nMulti: b\r\nMulti: c\r\nOne: x\r\n", json.dumps(body).encode())
+    [job] = await take(queue)
+    assert job.headers["Multi"] == ["a", "b", "c"] and job.headers["One"] == ["x"]
+    await job.ack()
+    # Requeued with a delay (through the delay stream): every value still travels.
+    await driver.push(Message("app.Later", b"", name, id="later", delay=1,
+                              headers={"Multi": ["1", "2"]}))
+    [later] = await take(queue, within=15)
+    assert later.headers["Multi"] == ["1", "2"]
+    await later.ack()
 
 
 async def test_roadrunner_message_with_null_payload_and_subject_header(drivers: Drivers,

@@ -38,6 +38,20 @@ def test_single_valued_headers_travel_as_nats_headers_only() -> None:
     assert codec.encode_headers({"a": ["1"], "b": ["x y"]}) == {"a": "1", "b": "x y"}
 
 
+def test_several_values_are_several_header_lines_as_roadrunner_writes() -> None:
+    out = codec.encode_headers({"multi": ["1", "2"], "k": ["v"]}, {"rr_due": "9"})
+    assert out.items() == [("multi", "1"), ("multi", "2"), ("k", "v"), ("rr_due", "9")]
+    assert out == {"multi": "1", "k": "v", "rr_due": "9"}  # the first values, RR's Get
+    assert "rr_headers" not in out
+
+
+def test_header_lines_keep_every_line_of_a_header_block() -> None:
+    lines = codec.header_lines(b"NATS/1.0\r\nA: 1\r\nA:2\r\nbad line\r\nB: x y \r\n\r\n")
+    assert lines.items() == [("A", "1"), ("A", "2"), ("B", "x y")]
+    d = decode(b"raw", lines, "subj", 1)
+    assert d.headers == {"A": ["1", "2"], "B": ["x y"], "x-nats-subject": ["subj"]}
+
+
 def test_headers_a_nats_header_cannot_carry_go_to_rr_headers() -> None:
     headers = {"multi": ["1", "2"], "empty": [], "line": ["a\nb"], "bad key": ["v"]}
     out = codec.encode_headers(headers)

@@ -1,5 +1,6 @@
 """The NATS message layout (``docs/drivers/nats.md``, *Message layout*): RoadRunner's JSON
-body, the job headers as NATS headers plus ``rr_headers`` when they would lose something, and
+body, the job headers as NATS header lines (one per value, as RoadRunner writes them) plus
+``rr_headers`` when they would lose something, and
 ``rr_due`` on the delay stream. A body that cannot be parsed at all (``RecursionError``, ...)
 raises for the driver's decode guard. No nats-py import.
 """
@@ -40,26 +41,52 @@ def encode_body(job_id: str, name: str, payload: bytes, priority: int, pipeline:
     return _dumps(body).encode()
 
 
-def encode_headers(headers: Headers) -> dict[str, str]:
-    """Job headers as NATS headers: each key's first value, and ``rr_headers``
-    (all values, JSON) when that loses anything."""
-    out: dict[str, str] = {}
+class HeaderLines(dict[str, str]):
+    """NATS headers with several lines per key: the dict holds each key's first value,
+    ``items()`` every ``(key, value)`` line in order (nats-py's publish writes ``items()``, so
+    each line reaches the wire; the driver's client reads duplicate lines into one)."""
+
+    def __init__(self, lines: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.lines = lines
+        for key, value in lines:
+            self.setdefault(key, value)
+
+    def items(self) -> list[tuple[str, str]]:  # type: ignore[override]
+        return self.lines
+
+
+def header_lines(raw: bytes) -> HeaderLines:
+    """Every ``Name: Value`` line of a NATS header block (after its ``NATS/1.0`` line)."""
+    lines: list[tuple[str, str]] = []
+    for line in raw.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        key = name.strip().decode("ascii", "replace")
+        if sep and key and not any(c.isspace() for c in key):
+            lines.append((key, value.strip().decode("utf-8", "replace")))
+    return HeaderLines(lines)
+
+
+def encode_headers(headers: Headers, extra: dict[str, str] | None = None) -> HeaderLines:
+    """Job headers as NATS header lines, one per value (RoadRunner's layout), then ``extra``;
+    and ``rr_headers`` (all values, JSON) when a key or value cannot travel as a line."""
+    lines: list[tuple[str, str]] = []
     lossless = True
     for key, values in headers.items():
         if key == X_NATS_SUBJECT or key in META_HEADERS:
             continue
-        if not _HEADER_KEY.fullmatch(key):
+        if not _HEADER_KEY.fullmatch(key) or not values:
             lossless = False
             continue
-        first = values[0] if values else ""
-        if len(values) != 1 or "\r" in first or "\n" in first or first != first.strip():
-            lossless = False
-        if values:
-            out[key] = values[0]
+        for value in values:
+            if "\r" in value or "\n" in value or value != value.strip():
+                lossless = False
+            lines.append((key, value))
     if not lossless:
         full = {k: v for k, v in headers.items() if k != X_NATS_SUBJECT and k not in META_HEADERS}
-        out[RR_HEADERS] = headers_json(full)
-    return out
+        lines.append((RR_HEADERS, headers_json(full)))
+    lines.extend((extra or {}).items())
+    return HeaderLines(lines)
 
 
 def _payload(value: Any) -> bytes | None:
@@ -90,7 +117,11 @@ def job_parts(msg: Any, default_priority: int) -> tuple[JobFields, bytes]:
     ``headers`` (a consumed message or one read from a stream)."""
     data: bytes = msg.data or b""
     nats_headers: dict[str, str] = msg.headers or {}
-    headers = normalize_headers({k: v for k, v in nats_headers.items() if k not in META_HEADERS})
+    values: dict[str, list[str]] = {}
+    for key, value in nats_headers.items():  # every line of a HeaderLines
+        if key not in META_HEADERS:
+            values.setdefault(key, []).append(value)
+    headers = normalize_headers(values)
     body: Any = None
     if data[:1] == b"{":
         try:

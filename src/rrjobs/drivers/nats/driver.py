@@ -66,6 +66,23 @@ def _cannot_heal(exc: Exception) -> bool:
         isinstance(exc, nats.errors.Error) and "authorization violation" in str(exc).lower())
 
 
+class _Client(Client):
+    """nats-py's client keeping every line of a repeated header key (RoadRunner writes one line
+    per value; nats-py keeps the last)."""
+
+    async def _process_headers(self, headers: Any) -> dict[str, str] | None:
+        hdr = await super()._process_headers(headers)
+        if hdr and "Status" not in hdr and bytes(headers).count(b"\r\n") - 2 > len(hdr):
+            return codec.header_lines(bytes(headers))
+        return hdr
+
+    @classmethod
+    async def open(cls, **options: Any) -> Client:
+        nc = cls()
+        await nc.connect(**options)
+        return nc
+
+
 class NATSUnavailableError(RRJobsError):
     """The NATS server could not be reached or has no JetStream."""
 
@@ -148,7 +165,7 @@ class NATSDriver(PullDriver):
         """nats-py's connect, which retries every failure until the timeout; a server
         certificate that does not verify or a refused login ends it at once."""
         self._refused = refused = asyncio.get_running_loop().create_future()
-        connecting = asyncio.ensure_future(nats.connect(
+        connecting = asyncio.ensure_future(_Client.open(
             servers=self.section.servers(), name=f"rrjobs-{self.pipeline_name}",
             no_echo=True, tls=tls, connect_timeout=CONNECT_TIMEOUT,
             user_credentials=self.section.credentials or None,
@@ -265,8 +282,7 @@ class NATSDriver(PullDriver):
         body = codec.encode_body(m.id, m.name, m.payload, m.priority, self.pipeline_name,
                                  m.auto_ack)
         if delay > 0:
-            return self.delay_subject, body, {**codec.encode_headers(headers),
-                                              **codec.due_header(delay)}
+            return self.delay_subject, body, codec.encode_headers(headers, codec.due_header(delay))
         return self.subject, body, codec.encode_headers(headers)
 
     async def _publish(self, subject: str, body: bytes, headers: dict[str, str],
@@ -390,7 +406,8 @@ class NATSDriver(PullDriver):
                 due.append(msg)
 
         async def move(msg: Any) -> None:
-            headers = {k: v for k, v in (msg.headers or {}).items() if k != codec.RR_DUE}
+            headers = codec.HeaderLines([(k, v) for k, v in (msg.headers or {}).items()
+                                         if k != codec.RR_DUE])
             await self.js.publish(self.subject, msg.data, headers=headers or None)
             await msg.ack()
 
