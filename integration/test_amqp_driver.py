@@ -748,3 +748,25 @@ async def test_stopped_driver_refuses_and_loses_acks_quietly(built: Built, raw: 
     with pytest.raises(PipelineStateError):
         await d.push(Message("j", b"y", unique_name))
     assert await raw.count(unique_name) == 1
+
+
+async def test_push_to_a_pipeline_never_run_is_kept_or_refused(built: Built, raw: Raw,
+                                                                unique_name: str) -> None:
+    """RoadRunner binds the queue on the first run, so RabbitMQ drops what is pushed
+    before it and the push succeeds. rrjobs declares and binds the queue when the
+    pipeline is built, and publishes ``mandatory``: a job nobody could receive is an error."""
+    track(raw, unique_name)
+    d = await built.config_driver(unique_name, opts(unique_name))
+    await d.push(Message("j", b"kept", unique_name))  # never run, never consumed
+    await d.push(Message("j", b"later", unique_name, delay=0.2))  # via a delay queue
+
+    async def both_queued() -> bool:
+        return await raw.count(unique_name) == 2
+
+    await eventually(both_queued, what="both jobs in the queue")
+    missing = f"{unique_name}-missing"
+    raw.exchanges.append(f"{missing}.ex")
+    undeclared = await built.config_driver(missing, opts(missing, queue_declare=False))
+    with pytest.raises(PublishFailedError, match="no queue is bound"):
+        await undeclared.push(Message("j", b"lost?", missing))
+    assert await raw.count(missing) is None
