@@ -26,6 +26,8 @@ from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.drivers.amqp import AMQPConstructor, AMQPDriver, AMQPJob, PublishFailedError
 from rrjobs.drivers.amqp.codec import Long, SignedInt
+from rrjobs.runtime.app import App
+from rrjobs.runtime.jobs import Jobs
 
 pytestmark = [pytest.mark.amqp, pytest.mark.timeout(120)]
 
@@ -770,3 +772,29 @@ async def test_push_to_a_pipeline_never_run_is_kept_or_refused(built: Built, raw
     with pytest.raises(PublishFailedError, match="no queue is bound"):
         await undeclared.push(Message("j", b"lost?", missing))
     assert await raw.count(missing) is None
+
+
+async def test_stat_reports_a_pipeline_whose_queue_is_gone_not_ready_and_the_others(
+        amqp_url: str, raw: Raw, unique_name: str) -> None:
+    """RoadRunner's Stat fails whole when one pipeline's queue is missing; rrjobs reports
+    that pipeline not ready, with the reason, and the others as usual."""
+    gone, kept = f"{unique_name}-gone", f"{unique_name}-kept"
+    for name in (gone, kept):
+        track(raw, name)
+    config = Config({"amqp": {"addr": amqp_url}, "jobs": {
+        "consume": [gone, kept], "pipelines": {
+            name: {"driver": "amqp", "config": opts(name)} for name in (gone, kept)}}})
+    jobs = Jobs(config, App("stat"))
+    await jobs.start()
+    try:
+        await jobs.push(Message("j", b"x", kept, delay=30))
+        chan = await raw.channel()
+        await chan.queue_delete(gone)  # behind the driver's back
+        await chan.close()
+        stats = {s.state.pipeline: s.state for s in await jobs.stat()}
+        assert stats[gone].ready is False
+        assert gone in stats[gone].error_message and "not found" in stats[gone].error_message
+        assert stats[kept].ready is True and stats[kept].error_message == ""
+        assert (stats[kept].queue, stats[kept].delayed) == (kept, 1)
+    finally:
+        await jobs.stop()

@@ -161,6 +161,23 @@ async def test_pause_takes_queued_jobs_back_out_of_the_priority_queue() -> None:
         assert [int(j.payload) for j in seen] == [0, 1, 2, 3, 4]
 
 
+async def test_stat_reports_a_pipeline_whose_state_raises_and_the_others() -> None:
+    async with Jobs(config(consume="[p, q]", extra="""
+    q:
+      driver: memory
+"""), App()) as jobs:
+        broken = jobs._pipelines["q"].driver
+
+        async def state() -> None:
+            raise OSError("queue 'q' vanished")
+
+        broken.state = state  # type: ignore[method-assign,assignment]
+        stats = {s.state.pipeline: s.state for s in await jobs.stat()}
+        assert (stats["q"].ready, stats["q"].error_message) == (False, "queue 'q' vanished")
+        assert (stats["q"].driver, stats["q"].priority) == ("memory", 10)
+        assert stats["p"].ready is True and stats["p"].error_message == ""
+
+
 async def test_declare_runs_only_if_in_consume_otherwise_resume_starts_it() -> None:
     app = App()
     seen = record(app)

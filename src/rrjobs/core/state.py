@@ -20,7 +20,8 @@ class State:
         reserved: jobs delivered to a handler and not yet settled.
         ready: a consumer is running (not paused, not stopped).
         priority: the pipeline priority.
-        error_message: set by the runtime when ``state()`` failed.
+        error_message: why the pipeline cannot work: set by the runtime when
+            ``state()`` failed, or by the driver (a queue that is gone); ``ready`` is false.
     """
 
     pipeline: str

@@ -516,6 +516,8 @@ class AMQPDriver(BaseDriver):
         session = await self.link.current()
         ready = await self._message_count(session, topo.queue.name) if topo.queue.name else 0
         state.active = max(ready, 0) + queued
+        if ready < 0:
+            state.ready, state.error_message = False, f"queue {topo.queue.name!r} not found"
         for name in list(self._delay_queues):
             count = await self._message_count(session, name)
             if count < 0:
