@@ -4,17 +4,24 @@ rebalances, durable delays, RoadRunner's record layout, Message topic/partition.
 from __future__ import annotations
 
 import asyncio
+import gc
 import struct
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from integration.brokers.base import LOOPBACK, free_ports
 from integration.kafka_helpers import GROUP, Node, committed, create_topic, wait_committed
-from rrjobs.core.errors import AckLostError
+from rrjobs.config import Config
+from rrjobs.core.errors import AckLostError, ConfigError
 from rrjobs.core.message import Message
+from rrjobs.core.pipeline import Pipeline
+from rrjobs.core.queue import PriorityQueue
+from rrjobs.drivers.kafka import KafkaConstructor, KafkaUnavailableError
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
@@ -297,3 +304,38 @@ async def test_pause_pauses_partitions_of_consume_partitions(
     second = await node.take()
     assert second.payload == b"b"
     await second.ack()
+
+
+@pytest.mark.parametrize("where", ["missing topic", "unreachable brokers"])
+async def test_a_failed_start_closes_its_producer(kafka_bootstrap: str, unique_name: str,
+                                                  where: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against the real broker (a topic that does not exist, auto-creation off) and a port
+    nobody listens on: the driver's producer is closed and no task of it is left."""
+    made: list[AIOKafkaProducer] = []
+    init = AIOKafkaProducer.__init__
+
+    def spy(self: AIOKafkaProducer, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(AIOKafkaProducer, "__init__", spy)
+    (port,) = free_ports(1)
+    brokers = [kafka_bootstrap] if where == "missing topic" else [f"{LOOPBACK}:{port}"]
+    config = Config({"kafka": {"brokers": brokers, "ping": {"timeout": "3s"}}, "jobs": {}},
+                    source="test")
+    pipeline = Pipeline(name=unique_name, driver="kafka", config={
+        "auto_create_topics_enable": False, "consumer_options": {"topics": [unique_name]}})
+    before = asyncio.all_tasks()
+    error = ConfigError if where == "missing topic" else KafkaUnavailableError
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(error):
+            await KafkaConstructor(config).driver_from_pipeline(pipeline, PriorityQueue())
+        await asyncio.sleep(0.1)  # let cancelled tasks finish
+        left = [t for t in asyncio.all_tasks() - before if not t.done()]
+        assert made and all(p._closed for p in made), "a producer was left open"
+        del made[:]
+        gc.collect()
+    assert left == []
+    assert not [w for w in caught if "Unclosed AIOKafkaProducer" in str(w.message)]
