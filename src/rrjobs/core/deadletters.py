@@ -20,6 +20,7 @@ everything, holding it, and gives back what it did not remove.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -32,11 +33,13 @@ from rrjobs.core.headers import (
     RR_ERROR,
     RR_FAILED_AT,
     RR_ORIGINAL_PIPELINE,
+    UNREADABLE,
     Headers,
     attempts_of,
     rfc3339,
 )
 from rrjobs.core.message import Message
+from rrjobs.core.outage import describe_error
 
 #: What ``list`` returns at most when the caller gives no limit.
 DEFAULT_LIMIT = 100
@@ -85,6 +88,13 @@ class DeadLetter:
         when they carry them (``pipeline`` and ``failed_at`` otherwise)."""
         return cls(id, name, payload, headers, _first(headers, RR_ORIGINAL_PIPELINE) or pipeline,
                    priority, _first(headers, RR_FAILED_AT) or failed_at)
+
+    @classmethod
+    def unreadable(cls, id: str, payload: bytes, error: BaseException,
+                   pipeline: str) -> DeadLetter:
+        """The letter of a stored message no job can carry: its raw ``payload``, named
+        by the broker's ``id`` for it, its ``rr_error`` the reason it cannot be read."""
+        return cls(id, UNREADABLE, payload, {RR_ERROR: [describe_error(error)]}, pipeline)
 
     @property
     def attempts(self) -> int:
@@ -261,6 +271,9 @@ class HeldStore(ScannedStore[Position]):
     sent, removes what it replays or purges, and releases the rest at once.
     A call longer than :data:`HOLD` may see a message twice."""
 
+    #: The most handles one :meth:`release` is given (the broker's batch limit).
+    release_max: int = 10
+
     @abstractmethod
     async def receive(self) -> list[tuple[Position, float, DeadLetter]]:
         """One receive, held: each message's handle, when it was sent (Unix
@@ -272,8 +285,9 @@ class HeldStore(ScannedStore[Position]):
 
     @abstractmethod
     async def release(self, handles: list[Position]) -> None:
-        """Make received messages available again at once (a failure is
-        ignored: they come back after :data:`HOLD` anyway)."""
+        """Make received messages available again at once (at most
+        :attr:`release_max`; a failure is ignored: they come back after
+        :data:`HOLD` anyway)."""
 
     @asynccontextmanager
     async def session(self, removing: bool) -> AsyncIterator[Session[Position]]:
@@ -292,4 +306,7 @@ class HeldStore(ScannedStore[Position]):
 
             yield scanned((handle, letter) for _, handle, letter in received), remove
         finally:
-            await self.release(list(held))
+            handles = list(held)
+            for start in range(0, len(handles), self.release_max):
+                with contextlib.suppress(Exception):
+                    await self.release(handles[start:start + self.release_max])

@@ -18,9 +18,7 @@ from typing import Any
 
 import nats.js.errors
 
-from rrjobs.core.base import describe_error
 from rrjobs.core.deadletters import DeadLetter, ScannedStore, Session
-from rrjobs.core.headers import RR_ERROR, UNREADABLE
 from rrjobs.drivers.nats import codec
 
 
@@ -46,8 +44,7 @@ class DeadLetterSubject(ScannedStore[int]):
         try:
             f, payload = codec.job_parts(raw, self.priority)
         except Exception as exc:  # a body or header block no job can carry
-            return DeadLetter.of(str(raw.seq), UNREADABLE, raw.data or b"",
-                                 {RR_ERROR: [describe_error(exc)]}, self.pipeline)
+            return DeadLetter.unreadable(str(raw.seq), raw.data or b"", exc, self.pipeline)
         return DeadLetter.of(f.id, f.name, payload, f.headers, self.pipeline, f.priority)
 
     @asynccontextmanager

@@ -11,29 +11,28 @@ sharing the topic (their ``rr_original_pipeline``) are left alone.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from typing import Any
 
 from google.pubsub_v1 import PullResponse
 
-from rrjobs.core.base import describe_error
 from rrjobs.core.deadletters import HOLD, DeadLetter, HeldStore, failed_at_text
-from rrjobs.core.headers import RR_ERROR, UNREADABLE
 from rrjobs.drivers.pubsub import codec
 
 #: Messages per Pull and ack ids per request (Pub/Sub's limit).
 PULL_MAX = 1000
 
 
-async def pull_now(subscriber: Any, subscription: str, max_messages: int) -> Any:
-    """One ``Pull`` that returns at once (the raw ``PullResponse`` protobuf)."""
+async def pull_now(subscriber: Any, subscription: str, max_messages: int,
+                   **options: Any) -> Any:
+    """One ``Pull`` that returns at once (the raw ``PullResponse`` protobuf); ``options``:
+    further call options (the driver's ``timeout``)."""
     with warnings.catch_warnings():
         # return_immediately is deprecated in favour of streaming pull, which
         # the asyncio GAPIC client does not offer; Pub/Sub still honours it.
         warnings.simplefilter("ignore", DeprecationWarning)
         response = await subscriber.pull(subscription=subscription, max_messages=max_messages,
-                                         return_immediately=True, retry=None)
+                                         return_immediately=True, retry=None, **options)
     return PullResponse.pb(response)
 
 
@@ -41,6 +40,8 @@ class DeadLetterSubscription(HeldStore[str]):
     """The :class:`~rrjobs.core.deadletters.DeadLetterStore` of ``pipeline``: its
     letters in ``subscription``, through the driver's GAPIC ``subscriber``; a
     message's handle is its ack id."""
+
+    release_max = PULL_MAX
 
     def __init__(self, subscriber: Any, subscription: str, pipeline: str,
                  priority: int) -> None:
@@ -60,8 +61,7 @@ class DeadLetterSubscription(HeldStore[str]):
         try:
             d = codec.decode(dict(m.attributes), self.priority)
         except ValueError as exc:  # attributes no job can carry: its raw bytes
-            return sent, DeadLetter.of(m.message_id, UNREADABLE, m.data,
-                                       {RR_ERROR: [describe_error(exc)]}, self.pipeline)
+            return sent, DeadLetter.unreadable(m.message_id, m.data, exc, self.pipeline)
         return sent, DeadLetter.of(d.id, d.name, m.data, d.headers, self.pipeline, d.priority,
                                    failed_at_text(sent))
 
@@ -73,6 +73,4 @@ class DeadLetterSubscription(HeldStore[str]):
         await self.subscriber.acknowledge(subscription=self.subscription, ack_ids=[handle])
 
     async def release(self, handles: list[str]) -> None:
-        for start in range(0, len(handles), PULL_MAX):
-            with contextlib.suppress(Exception):  # they come back after HOLD anyway
-                await self._deadline(handles[start:start + PULL_MAX], 0)
+        await self._deadline(handles, 0)

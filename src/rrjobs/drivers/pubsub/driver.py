@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import math
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
@@ -23,7 +22,6 @@ from google.pubsub_v1 import (
     DeadLetterPolicy,
     PublishRequest,
     PubsubMessage,
-    PullResponse,
     Subscription,
 )
 
@@ -44,7 +42,7 @@ from rrjobs.core.state import State
 from rrjobs.drivers.pubsub import codec
 from rrjobs.drivers.pubsub.client import Clients, open_clients
 from rrjobs.drivers.pubsub.config import MAX_ACK_DEADLINE, PubSubOptions, PubSubSection
-from rrjobs.drivers.pubsub.deadletters import DeadLetterSubscription
+from rrjobs.drivers.pubsub.deadletters import DeadLetterSubscription, pull_now
 
 DRIVER_NAME = "google_pub_sub"
 #: Pub/Sub's request size limit is 10 MB; keep room for attributes and framing.
@@ -272,14 +270,8 @@ class PubSubDriver(PullDriver):
 
     async def _pull(self, max_messages: int) -> Any:
         """One ``Pull`` that returns at once (the raw ``PullResponse`` protobuf)."""
-        with warnings.catch_warnings():
-            # return_immediately is deprecated in favour of streaming pull, which
-            # the asyncio GAPIC client does not offer; Pub/Sub still honours it.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            response = await self._clients.subscriber.pull(
-                subscription=self.subscription, max_messages=max_messages,
-                return_immediately=True, timeout=CALL_TIMEOUT, retry=None)
-        return PullResponse.pb(response)
+        return await pull_now(self._clients.subscriber, self.subscription, max_messages,
+                              timeout=CALL_TIMEOUT)
 
     def fetch_want(self) -> int:
         """Pull as soon as one slot is free (a Pull returns at once)."""

@@ -12,7 +12,6 @@ are left alone.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from rrjobs.core.deadletters import HOLD, DeadLetter, HeldStore, failed_at_text
@@ -26,6 +25,8 @@ class RedriveQueue(HeldStore[str]):
     """The :class:`~rrjobs.core.deadletters.DeadLetterStore` of ``pipeline``: its
     letters in the queue at ``url``, through the aiobotocore SQS ``client``;
     a message's handle is its receipt handle."""
+
+    release_max = RECEIVE_MAX
 
     def __init__(self, client: Any, url: str, pipeline: str, priority: int) -> None:
         super().__init__(pipeline, priority)
@@ -50,9 +51,6 @@ class RedriveQueue(HeldStore[str]):
         await self.client.delete_message(QueueUrl=self.url, ReceiptHandle=handle)
 
     async def release(self, handles: list[str]) -> None:
-        for start in range(0, len(handles), RECEIVE_MAX):
-            entries = [{"Id": str(n), "ReceiptHandle": r, "VisibilityTimeout": 0}
-                       for n, r in enumerate(handles[start:start + RECEIVE_MAX])]
-            with contextlib.suppress(Exception):  # they come back after HOLD anyway
-                await self.client.change_message_visibility_batch(QueueUrl=self.url,
-                                                                  Entries=entries)
+        entries = [{"Id": str(n), "ReceiptHandle": r, "VisibilityTimeout": 0}
+                   for n, r in enumerate(handles)]
+        await self.client.change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
