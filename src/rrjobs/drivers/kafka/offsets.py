@@ -100,9 +100,6 @@ class OffsetTracker(dict[K, PartitionOffsets]):
     """Every assigned partition's :class:`PartitionOffsets`, by key; ``revoke`` forgets one
     (nothing is committed for a partition no longer owned)."""
 
-    def partitions(self) -> list[K]:
-        return list(self)
-
     def assign(self, key: K, start: int | None = None) -> PartitionOffsets:
         """Own ``key`` (idempotent: an owned partition keeps its state)."""
         part = self.get(key)

@@ -131,12 +131,9 @@ class SQSOptions(DeclaredOptions):
     @classmethod
     def _attributes(cls, value: Any) -> Any:
         value = json_map(value)
-        if not isinstance(value, dict):
-            return value
-        out: dict[str, str] = {}
-        for key, item in value.items():
-            out[attribute_name(str(key))] = attribute_value(item)
-        return out
+        if isinstance(value, dict):
+            return {attribute_name(str(k)): attribute_value(v) for k, v in value.items()}
+        return value
 
     @field_validator("tags", mode="before")
     @classmethod
