@@ -16,7 +16,7 @@ import sqlite3
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from functools import cache, partial
 from typing import Any, ClassVar, cast
@@ -24,7 +24,7 @@ from typing import Any, ClassVar, cast
 from rrjobs.core.base import BaseDriver
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
-from rrjobs.core.deadletters import DeadLetter, Replay, failed_at_text
+from rrjobs.core.deadletters import DeadLetter, Replay, failed_at_text, find_scanned, take_scanned
 from rrjobs.core.delays import due_at_ms
 from rrjobs.core.errors import AckLostError, ConfigError
 from rrjobs.core.headers import DEDUCED_BY_RR, RR_ERROR, UNREADABLE, Headers
@@ -448,7 +448,7 @@ class SQLiteDriver(BaseDriver):
         if not ok:
             raise AckLostError(f"job {job.id}: its reservation was lost (lease expired)")
 
-    # -- dead letters (DeadLetterStore: the rrjobs_dead table) --------------------------
+    # -- dead letters (DeadLetterStore: the rrjobs_dead table, walked by seq) ----------
 
     def _letter(self, row: queries.DeadRow) -> DeadLetter:
         _, job_id, name, payload, headers, priority, failed_ms = row
@@ -457,46 +457,34 @@ class SQLiteDriver(BaseDriver):
                              self.pipeline_name, int(priority or 0),
                              failed_at_text(failed_ms / 1000))
 
+    async def _scan(self, end: int | None = None) -> AsyncIterator[tuple[int, DeadLetter]]:
+        """``(seq, letter)`` of the pipeline's dead letters, oldest first, a page at a
+        time, up to seq ``end`` (every one when ``None``)."""
+        after = 0
+        while rows := await self.store.read(partial(
+                queries.dead_letters, pipeline=self.pipeline_name, limit=DEAD_PAGE,
+                after_seq=after)):
+            for row in rows:
+                if end is not None and row[0] > end:
+                    return
+                yield row[0], self._letter(row)
+            after = rows[-1][0]
+
     async def list_dead_letters(self, limit: int) -> list[DeadLetter]:
         rows = await self.store.read(partial(queries.dead_letters, pipeline=self.pipeline_name,
                                              limit=limit))
         return [self._letter(r) for r in rows]
 
     async def peek_dead_letter(self, id: str) -> DeadLetter | None:
-        rows = await self.store.read(partial(queries.dead_letters_of,
-                                             pipeline=self.pipeline_name, ids=[id]))
-        return self._letter(rows[0]) if rows else None
+        return await find_scanned(self._scan(), id)
 
     async def take_dead_letters(self, ids: Sequence[str] | None,
                                 replay: Replay) -> list[str]:
-        taken: list[str] = []
-        if ids is not None:
-            rows = await self.store.read(partial(queries.dead_letters_of,
-                                                 pipeline=self.pipeline_name,
-                                                 ids=list(dict.fromkeys(ids))))
-            await self._take(rows, replay, taken)
-            return taken
-        # every letter there was when the take began, a page at a time
+        """Of the letters there are when the take begins; each row is deleted once its
+        letter is replayed."""
         end = await self.store.read(partial(queries.last_dead_seq, pipeline=self.pipeline_name))
-        after = 0
-        while after < end:
-            rows = await self.store.read(partial(queries.dead_letters,
-                                                 pipeline=self.pipeline_name,
-                                                 limit=DEAD_PAGE, after_seq=after))
-            rows = [r for r in rows if r[0] <= end]
-            if not rows:
-                break
-            await self._take(rows, replay, taken)
-            after = rows[-1][0]
-        return taken
-
-    async def _take(self, rows: Sequence[queries.DeadRow], replay: Replay,
-                    taken: list[str]) -> None:
-        for row in rows:
-            letter = self._letter(row)
-            await replay(letter)
-            await self.store.write(partial(queries.delete_dead, seq=row[0]))
-            taken.append(letter.id)
+        return await take_scanned(self._scan(end), ids, replay, lambda seq: self.store.write(
+            partial(queries.delete_dead, seq=seq)))
 
     async def purge_dead_letters(self) -> int:
         return await self.store.write(partial(queries.purge_dead, pipeline=self.pipeline_name))

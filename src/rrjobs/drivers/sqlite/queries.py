@@ -152,18 +152,6 @@ def dead_letters(conn: sqlite3.Connection, pipeline: str, limit: int,
                         (pipeline, after_seq, limit)).fetchall()
 
 
-def dead_letters_of(conn: sqlite3.Connection, pipeline: str, ids: Sequence[str]) -> list[DeadRow]:
-    """The oldest dead letter of ``pipeline`` for each of ``ids`` that has one, in
-    the order of ``ids``."""
-    rows = []
-    for job_id in ids:
-        row = conn.execute(_DEAD_COLUMNS + "WHERE pipeline = ? AND id = ? ORDER BY seq LIMIT 1",
-                           (pipeline, job_id)).fetchone()
-        if row is not None:
-            rows.append(row)
-    return rows
-
-
 def last_dead_seq(conn: sqlite3.Connection, pipeline: str) -> int:
     """The seq of ``pipeline``'s newest dead letter (0 when there is none)."""
     row = conn.execute("SELECT max(seq) FROM rrjobs_dead WHERE pipeline = ?",
