@@ -19,7 +19,7 @@ import os
 import ssl
 from typing import Any, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import BeforeValidator, field_validator, model_validator
 
 from rrjobs.core.options import StrictModel, check_together
 
@@ -83,6 +83,12 @@ def client_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
 
 #: the keys of a ``tls:`` block that turn TLS on (in RoadRunner as here)
 TLS_FILES = ("key", "cert", "root_ca")
+
+
+def optional_tls(where: str) -> BeforeValidator:
+    """The validator of a section's ``tls`` field, ``Annotated[TLSConfig | None,
+    optional_tls("amqp.tls")]``: :func:`drop_empty_tls`, its INFO line naming ``where``."""
+    return BeforeValidator(lambda value: drop_empty_tls(value, where))
 
 
 def drop_empty_tls(value: Any, where: str) -> Any:

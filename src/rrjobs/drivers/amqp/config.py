@@ -17,14 +17,13 @@ from pydantic import (
     BeforeValidator,
     Field,
     PlainValidator,
-    field_validator,
     model_validator,
 )
 
 from rrjobs.core.delays import whole_millis
 from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, json_map, or_default
 from rrjobs.core.secret_types import SecretURL, URLSecret, url_scheme
-from rrjobs.core.tls import TLSConfig, drop_empty_tls
+from rrjobs.core.tls import TLSConfig, optional_tls
 
 DEFAULT_ADDR = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_EXCHANGE = "amqp.default"
@@ -44,10 +43,7 @@ class AMQPSection(StrictModel):
     ``tls`` (needs ``amqps://``)."""
 
     addr: Annotated[SecretURL, or_default(DEFAULT_ADDR)] = URLSecret(DEFAULT_ADDR)
-    tls: TLSConfig | None = None
-
-    _empty_tls = field_validator("tls", mode="before")(
-        classmethod(lambda cls, v: drop_empty_tls(v, "amqp.tls")))
+    tls: Annotated[TLSConfig | None, optional_tls("amqp.tls")] = None
 
     @model_validator(mode="after")
     def _check(self) -> AMQPSection:

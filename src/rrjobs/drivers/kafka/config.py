@@ -12,7 +12,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from rrjobs.core.options import DeclaredOptions, Duration, StrictModel, comma_list, json_map
 from rrjobs.core.secret_types import Secret
-from rrjobs.core.tls import TLSConfig, drop_empty_tls
+from rrjobs.core.tls import TLSConfig, optional_tls
 
 DEFAULT_BROKERS = ["127.0.0.1:9092"]
 DEFAULT_PRIORITY = 10
@@ -110,11 +110,8 @@ class KafkaSection(StrictModel):
 
     brokers: list[str] = Field(default_factory=lambda: list(DEFAULT_BROKERS))
     ping: PingOptions = Field(default_factory=PingOptions)
-    tls: TLSOptions | None = None
+    tls: Annotated[TLSOptions | None, optional_tls("kafka.tls")] = None
     sasl: SASLOptions | None = None
-
-    _empty_tls = field_validator("tls", mode="before")(
-        classmethod(lambda cls, v: drop_empty_tls(v, "kafka.tls")))
 
     @field_validator("brokers", mode="before")
     @classmethod

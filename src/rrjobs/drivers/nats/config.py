@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from rrjobs.core.options import DeclaredOptions, Duration, ExistingFile, StrictModel, or_default
 from rrjobs.core.secret_types import SecretURL, URLSecret, url_scheme
 from rrjobs.core.secrets import redact_url
-from rrjobs.core.tls import TLSConfig, drop_empty_tls
+from rrjobs.core.tls import TLSConfig, optional_tls
 
 DEFAULT_ADDR = "nats://127.0.0.1:4222"
 DEFAULT_PRIORITY = 10
@@ -34,11 +34,8 @@ class NATSSection(StrictModel):
     for servers in operator mode)."""
 
     addr: Annotated[SecretURL, or_default(DEFAULT_ADDR)] = URLSecret(DEFAULT_ADDR)
-    tls: TLSConfig | None = None
+    tls: Annotated[TLSConfig | None, optional_tls("nats.tls")] = None
     credentials: ExistingFile = ""
-
-    _empty_tls = field_validator("tls", mode="before")(
-        classmethod(lambda cls, v: drop_empty_tls(v, "nats.tls")))
 
     @field_validator("addr")
     @classmethod
