@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -428,3 +429,41 @@ def test_stat_in_a_fresh_process_loads_neither_aiohttp_nor_the_runtime(
     lines = out.strip().splitlines()
     assert [s["pipeline"] for s in json.loads("\n".join(lines[:-1]))["stats"]] == ["p1", "p2"]
     assert lines[-1] == "[]"
+
+
+def test_stat_with_a_config_file_reads_the_rpc_section_without_the_models(
+        server: ThreadedServer, tmp_path: Path) -> None:
+    """``-c`` gives the address (and a token) from ``rpc:``; a plain section is read
+    without pydantic or the configuration models, ``${VAR}`` expanded."""
+    cfg = tmp_path / "rr.yaml"
+    cfg.write_text("rpc:\n  listen: ${RRJOBS_TEST_LISTEN}\n"
+                   "jobs:\n  pipelines: {p1: {driver: memory}}\n")
+    code = ("import sys; from rrjobs.cli import main\n"
+            f"sys.argv = ['rrjobs', 'stat', '--json', '-c', {str(cfg)!r}]\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "heavy = ('aiohttp', 'pydantic', 'rrjobs.config', 'rrjobs.runtime.jobs')\n"
+            "print(sorted(m for m in sys.modules if m in heavy))")
+    env = {**os.environ, "RRJOBS_TEST_LISTEN": server.address}
+    env.pop("RRJOBS_RPC", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env).stdout
+    lines = out.strip().splitlines()
+    assert [s["pipeline"] for s in json.loads("\n".join(lines[:-1]))["stats"]] == ["p1", "p2"]
+    assert lines[-1] == "[]"
+
+
+@pytest.mark.parametrize(("rpc", "message"), [
+    ("rpc:\n  listen: ${RRJOBS_TEST_UNSET_VAR}\n",
+     "rpc.listen: environment variable RRJOBS_TEST_UNSET_VAR is not set"),
+    ("rpc:\n  lisen: tcp://127.0.0.1:1\n", "rpc.lisen: unknown key (did you mean 'listen'?)"),
+    ("rpc:\n  listen: 5\n", "rpc.listen"),
+    ("rpc: [1]\n", "rpc"),
+])
+def test_a_bad_rpc_section_in_the_config_file_is_named_by_its_key_path(
+        tmp_path: Path, rpc: str, message: str) -> None:
+    cfg = tmp_path / "rr.yaml"
+    cfg.write_text(rpc + "jobs:\n  pipelines: {p1: {driver: memory}}\n")
+    result = CliRunner().invoke(cli, ["stat", "-c", str(cfg)], env={"RRJOBS_RPC": ""})
+    assert result.exit_code == 1, result.output
+    assert "config error: " in result.output and message in result.output, result.output
+    assert "Traceback" not in result.output

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rrjobs.config import Config, UnsetVariableError, expand_env
+from rrjobs.config import Config
+from rrjobs.configfile import UnsetVariableError, expand_env
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.options import parse_duration
 

@@ -165,13 +165,30 @@ def _load(config: str) -> Config:
         raise click.ClickException(f"config error: {exc}") from None
 
 
+def _client_settings(config: str) -> tuple[str, str]:
+    """``(rpc.listen, rpc.token)`` of ``config`` (``""``: not set), read without the
+    configuration models when the ``rpc`` section is plain; else through them, so a
+    bad section gives its key path."""
+    from rrjobs.configfile import client_settings
+    from rrjobs.core.errors import ConfigError
+
+    try:
+        plain = client_settings(config)
+    except ConfigError as exc:
+        raise click.ClickException(f"config error: {exc}") from None
+    if plain is not None:
+        return plain
+    rpc = _load(config).rpc
+    return rpc.listen, rpc.token.get_secret_value() if rpc.token is not None else ""
+
+
 def resolve_address(rpc: str | None, config: str | None) -> str:
     """``--rpc``/``RRJOBS_RPC`` (click merges them), else ``-c``'s ``rpc.listen``,
     else the default."""
     if rpc:
         return rpc
     if config:
-        return _load(config).rpc.listen
+        return _client_settings(config)[0] or DEFAULT_LISTEN
     return DEFAULT_LISTEN
 
 
@@ -179,8 +196,8 @@ def resolve_client_token(config: str | None) -> str | None:
     """``RRJOBS_RPC_TOKEN``, else ``-c``'s ``rpc.token``, else none."""
     from rrjobs.rpc.token import resolve_token
 
-    secret = _load(config).rpc.token if config else None
-    return resolve_token(None, secret.get_secret_value() if secret is not None else None)
+    secret = _client_settings(config)[1] if config else ""
+    return resolve_token(None, secret or None)
 
 
 def call(rpc: str | None, config: str | None,
@@ -589,6 +606,10 @@ def _schedules(config: str | None) -> list[dict[str, Any]] | None:
     """``-c``'s ``jobs.schedules`` with their next runs (None without ``-c``)."""
     if not config:
         return None
+    from rrjobs.configfile import has_schedules
+
+    if not has_schedules(config):
+        return []
     from rrjobs.runtime.schedules import describe
 
     return [s.as_dict() for s in describe(_load(config).jobs.schedules)]

@@ -27,13 +27,11 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-import re
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import yaml
 from pydantic import (
     BaseModel,
     Field,
@@ -42,6 +40,10 @@ from pydantic import (
     model_validator,
 )
 
+from rrjobs.configfile import UnsetVariableError as UnsetVariableError
+from rrjobs.configfile import expand_env as expand_env
+from rrjobs.configfile import parse as parse_tree
+from rrjobs.configfile import read as read_file
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.options import Duration, StrictModel, config_error
 from rrjobs.core.secret_types import Secret
@@ -51,54 +53,7 @@ log = logging.getLogger("rrjobs.config")
 
 M = TypeVar("M", bound=BaseModel)
 
-# -- environment expansion -------------------------------------------------------------
-
-_ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class UnsetVariableError(ValueError):
-    """``${VAR}`` names a variable that is not set and gives no default."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(f"environment variable {name} is not set "
-                         f"(write ${{{name}:-}} for an empty default)")
-
-
-def expand_env(value: str, env: Mapping[str, str]) -> str:
-    """Expand ``${VAR}`` and ``${VAR:-default}`` in ``value``; ``$$`` is ``$``.
-
-    An unset or empty ``VAR`` takes the default; an unset one without a
-    default raises :class:`UnsetVariableError` (a set but empty one is empty)."""
-
-    def sub(m: re.Match[str]) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name, default = m.group(1), m.group(2)
-        got = env.get(name)
-        if got is None and default is None:
-            raise UnsetVariableError(name)
-        if got is None or (got == "" and default is not None):
-            return default or ""
-        return got
-
-    return _ENV.sub(sub, value)
-
-
-def _expand_tree(node: Any, env: Mapping[str, str], path: str,
-                 problems: list[tuple[str, str]]) -> Any:
-    if isinstance(node, str):
-        try:
-            return expand_env(node, env)
-        except UnsetVariableError as exc:
-            problems.append((path, str(exc)))
-            return node
-    if isinstance(node, dict):
-        return {k: _expand_tree(v, env, f"{path}.{k}" if path else str(k), problems)
-                for k, v in node.items()}
-    if isinstance(node, list):
-        return [_expand_tree(v, env, f"{path}[{i}]", problems) for i, v in enumerate(node)]
-    return node
+# -- environment expansion: rrjobs.configfile (re-exported here) ---------------------------
 
 
 # -- strict validation with suggestions ---------------------------------------------------
@@ -623,23 +578,9 @@ class Config:
     @classmethod
     def from_yaml(cls, text: str, *, env: Mapping[str, str] | None = None,
                   source: str = "<string>") -> Config:
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError("", f"{source}: invalid YAML: {exc}") from None
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            raise ConfigError("", f"{source}: the top level must be a mapping")
-        problems: list[tuple[str, str]] = []
-        expanded = _expand_tree(raw, os.environ if env is None else env, "", problems)
+        expanded, problems = parse_tree(text, env=env, source=source)
         return cls(expanded, source=source, problems=problems)
 
     @classmethod
     def load(cls, path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError("", f"cannot read config {p}: {exc.strerror}") from None
-        return cls.from_yaml(text, env=env, source=str(p))
+        return cls.from_yaml(read_file(path), env=env, source=str(Path(path)))
