@@ -1,9 +1,10 @@
-"""Fatal Kafka client errors: the rule (``failures``) and the driver's loops asking the
-runtime to restart the pipeline, with fake consumers (no broker)."""
+"""Fatal Kafka client errors: the rule (``fatal_error`` and the kit's ``FailureWindow``) and
+the driver's loops asking the runtime to restart the pipeline, with fake consumers (no broker)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,19 +17,21 @@ from aiokafka.errors import (
 )
 
 from rrjobs.core.options import validate
+from rrjobs.core.outage import Outage
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.resilience import FailureWindow
 from rrjobs.core.supervise import Supervisor
 from rrjobs.drivers.kafka import delays as delays_module
 from rrjobs.drivers.kafka import driver as driver_module
-from rrjobs.drivers.kafka import failures as failures_module
+from rrjobs.drivers.kafka.client import fatal_error
 from rrjobs.drivers.kafka.config import KafkaOptions, KafkaSection
 from rrjobs.drivers.kafka.delays import DelayForwarder
 from rrjobs.drivers.kafka.driver import KafkaDriver
-from rrjobs.drivers.kafka.failures import describe, failed, is_fatal, window
 from tests.conftest import wait_for
 
 TP = TopicPartition("t", 0)
+OUTAGE = Outage("the broker", "pipeline 'p'", logging.getLogger("test.kafka"))
 
 
 class Clock:
@@ -42,34 +45,38 @@ class Clock:
 # -- the rule -----------------------------------------------------------------------------------
 
 
+def failed(outage: FailureWindow, exc: BaseException, *, by_kind: bool = True) -> bool:
+    return outage.give_up("fetch", fatal_error(exc, by_kind=by_kind)) is not None
+
+
 def test_a_non_retriable_kafka_error_or_a_foreign_exception_is_fatal_at_once() -> None:
-    assert is_fatal(TopicAuthorizationFailedError())
-    assert is_fatal(RuntimeError("client broken"))
-    assert not is_fatal(KafkaConnectionError())
-    assert failed(window(60.0), TopicAuthorizationFailedError())
-    assert failed(window(60.0), ValueError("x"))
+    assert fatal_error(TopicAuthorizationFailedError())
+    assert fatal_error(RuntimeError("client broken"))
+    assert not fatal_error(KafkaConnectionError())
+    assert failed(FailureWindow.until(60.0), TopicAuthorizationFailedError())
+    assert failed(FailureWindow.until(60.0), ValueError("x"))
 
 
 def test_retriable_errors_are_fatal_only_after_error_timeout_without_a_success() -> None:
     clock = Clock()
-    outage = window(5.0, clock)
+    outage = FailureWindow.until(5.0, clock)
     assert not failed(outage, KafkaConnectionError())
     clock.now += 4.9
-    assert not failed(outage, KafkaConnectionError())
-    assert describe("fetch", outage) == "fetch failing for 5s"
+    assert outage.give_up("fetch") is None
     clock.now += 0.1
-    assert failed(outage, KafkaConnectionError())
-    outage.ok()  # a success: counting starts again
-    assert outage.elapsed() == 0.0
+    assert outage.give_up("fetch") == "fetch failing for 5s"
+    assert outage.elapsed() == 0.0  # given up: counting starts again
     assert not failed(outage, KafkaConnectionError())
-    assert describe("fetch", outage) == "fetch failed"
+    outage.ok()  # a success: counting starts again
+    assert not failed(outage, KafkaConnectionError())
     clock.now += 4.0
     assert not failed(outage, KafkaConnectionError())
+    assert FailureWindow.until(5.0, clock).give_up("fetch", fatal=True) == "fetch failed"
 
 
 def test_error_timeout_zero_never_restarts_for_retriable_errors() -> None:
     clock = Clock()
-    outage = window(0.0, clock)
+    outage = FailureWindow.until(0.0, clock)
     failed(outage, KafkaConnectionError())
     clock.now += 1e6
     assert not failed(outage, KafkaConnectionError())
@@ -78,11 +85,11 @@ def test_error_timeout_zero_never_restarts_for_retriable_errors() -> None:
 
 def test_commits_judge_kafka_errors_by_duration_only() -> None:
     clock = Clock()
-    outage = window(2.0, clock)
+    outage = FailureWindow.until(2.0, clock)
     assert not failed(outage, CommitFailedError("rebalanced"), by_kind=False)
     clock.now += 2.0
     assert failed(outage, CommitFailedError("rebalanced"), by_kind=False)
-    assert failed(window(2.0, clock), RuntimeError("broken"), by_kind=False)
+    assert failed(FailureWindow.until(2.0, clock), RuntimeError("broken"), by_kind=False)
 
 
 # -- the driver's loops ---------------------------------------------------------------------------
@@ -130,7 +137,6 @@ class FakeConsumer:
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(driver_module, "RETRY_BACKOFF", 0.001)
-    monkeypatch.setattr(failures_module, "RETRY_BACKOFF", 0.001)
     monkeypatch.setattr(delays_module, "RETRY_BACKOFF", 0.001)
 
 
@@ -292,7 +298,7 @@ def make_forwarder(consumer: FakeConsumer, reports: list[str], restart: bool,
     forwarder = DelayForwarder(topic="t.rrjobs-delayed", group_id="g", conn={},
                                producer=None,  # type: ignore[arg-type]  # not used here
                                group_timings={}, commit_interval=0.01, buffer=3,
-                               supervisor=Supervisor("t"),
+                               supervisor=Supervisor("t"), outage=OUTAGE,
                                error_timeout=error_timeout, on_fatal=on_fatal)
     forwarder._consumer = forwarder.commits.consumer = consumer
     return forwarder
@@ -338,4 +344,4 @@ def test_the_forwarder_refuses_an_empty_buffer() -> None:
     with pytest.raises(ValueError, match="buffer must be > 0"):
         DelayForwarder(topic="t", group_id="g", conn={}, producer=None,  # type: ignore[arg-type]
                        group_timings={}, commit_interval=0.1, buffer=0,
-                       supervisor=Supervisor("t"))
+                       supervisor=Supervisor("t"), outage=OUTAGE, on_fatal=lambda w, e: True)

@@ -963,11 +963,11 @@ async def test_a_counted_feed_keeps_its_jobs_counted_and_take_back_leaves_the_ga
     for job in jobs:
         feed.add(job)
     assert [j.id for j in queue] == ["0", "1", "2"] and lane.out == 3
-    await feed.take_back()
-    assert lane.is_open and len(queue) == 0 and lane.out == 3
-    assert list(feed.ready) == jobs
+    assert await feed.take_back(lambda j: j.id == "1") == [jobs[1]]  # dropped, released
+    assert lane.is_open and [j.id for j in queue] == ["0", "2"] and lane.out == 2
+    assert not feed.ready  # the others pumped back
     await feed.close()
-    assert lane.out == 3 and list(feed.ready) == jobs
+    assert lane.out == 2 and list(feed.ready) == [jobs[0], jobs[2]]
     await supervisor.stop()
 
 

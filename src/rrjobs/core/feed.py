@@ -20,6 +20,8 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rrjobs.core.job import Job
     from rrjobs.core.lane import Lane
     from rrjobs.core.supervise import Supervisor
@@ -97,9 +99,18 @@ class Feed:
             self.lane.take(len(taken))
         self.ready.extendleft(reversed(taken))
 
-    async def take_back(self) -> None:
+    async def take_back(self, drop: Callable[[Job], bool]) -> list[Job]:
         """With ``counted``: take the pipeline's queued jobs back to the front of
-        :attr:`ready`, in order, the gate left as it is (a driver then drops some of
-        them, e.g. a revoked partition's, and pumps the rest)."""
+        :attr:`ready`, in order, the gate left as it is; drop those ``drop`` picks (a
+        revoked partition's), released from the window, and return them; pump the rest."""
         await self._stop_mover()
         self.ready.extendleft(reversed(self.lane.queue.remove(self.lane.pipeline)))
+        ready = self.ready
+        dropped = [j for j in ready if drop(j)]
+        if dropped:
+            kept = [j for j in ready if not drop(j)]
+            ready.clear()
+            ready.extend(kept)
+            self.lane.release(len(dropped))
+        self.pump()
+        return dropped

@@ -196,8 +196,9 @@ class Job:
         """Failed attempts so far, from the ``rr_attempts`` header."""
         return attempts_of(self.headers)
 
-    def context(self) -> bytes:
-        """RoadRunner's context JSON: id, job, driver, queue, headers, pipeline."""
+    def context(self, **extra: Any) -> bytes:
+        """RoadRunner's context JSON: id, job, driver, queue, headers, pipeline, then
+        ``extra`` (a subclass's broker fields: Kafka's topic, partition, offset)."""
         return json.dumps(
             {
                 "id": self.id,
@@ -206,6 +207,7 @@ class Job:
                 "queue": self.queue_name(),
                 "headers": self.headers,
                 "pipeline": self.pipeline,
+                **extra,
             },
             separators=(",", ":"),
         ).encode()

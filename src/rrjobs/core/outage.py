@@ -23,7 +23,9 @@ fails first, an operator sees for one outage of one pipeline:
   :meth:`~rrjobs.core.base.BaseDriver.request_restart` (which logs that at ERROR).
 
 A loop of its own that should report apart from the broker (the NATS delay
-forwarder) has an :class:`Outage` of its own.
+forwarder) has an :class:`Outage` of its own. Calls that fail apart but are one
+outage (Kafka's fetch, commits and metadata probe) name their ``source``: the
+outage ends when every source that failed works again.
 
 Event-loop only; :meth:`Outage.failed` is the only coroutine (it sleeps the backoff).
 """
@@ -59,8 +61,8 @@ class Outage:
     ``retrying every 0.1-5 s`` and the restart after ``limit``), for a caller that
     retries by rules of its own (a client library that reconnects by itself)."""
 
-    __slots__ = ("_ended", "_last", "backoff", "log", "owner", "retries", "retry", "warned",
-                 "what", "window")
+    __slots__ = ("_ended", "_last", "backoff", "log", "owner", "retries", "retry", "sources",
+                 "warned", "what", "window")
 
     def __init__(self, what: str, owner: str, log: logging.Logger,
                  limit: float = DEFAULT_RESTART_AFTER, backoff: Backoff | None = None,
@@ -75,6 +77,8 @@ class Outage:
         self.retries = 0
         #: the outage going on was logged at WARNING (its end is then logged at INFO)
         self.warned = False
+        #: the sources failing now (see the module doc)
+        self.sources: set[str] = set()
         self._ended: float | None = None
         self._last = 0.0  # when the latest failure was recorded (monotonic)
 
@@ -98,10 +102,12 @@ class Outage:
                 f"{self.window.limit:g} s of failures")
 
     def down(self, exc: BaseException, *, call: str | None = None, warn: bool = True,
-             note: str = "") -> float:
-        """Record a failure of ``call`` (default: :attr:`what`): the first one of an
-        outage at WARNING (at DEBUG when ``warn`` is false: someone else said it),
-        with ``note`` after the error; later ones at DEBUG. The seconds failing so far."""
+             note: str = "", source: str | None = None) -> float:
+        """Record a failure of ``call`` (default: :attr:`what`) of ``source``: the first
+        one of an outage at WARNING (at DEBUG when ``warn`` is false: someone else said
+        it), with ``note`` after the error; later ones at DEBUG. The seconds failing so far."""
+        if source is not None:
+            self.sources.add(source)
         first = not self.window.failing
         elapsed = self.window.failed()
         self._last = time.monotonic()
@@ -135,13 +141,20 @@ class Outage:
         await self.backoff.sleep()
         return None
 
-    def ok(self, started: float | None = None) -> None:
-        """A success: log the end of an outage (at INFO, or at DEBUG when its start was
-        not warned of); the window and the backoff start again. A call that ``started``
-        (``time.monotonic()``) before the latest failure proves nothing (a broker that
-        is going away still answers what it had): the outage goes on."""
+    def ok(self, started: float | None = None, *, source: str | None = None) -> None:
+        """A success (of ``source``: the outage ends once no source fails): log the end of
+        an outage (at INFO, or at DEBUG when its start was not warned of); the window and
+        the backoff start again. A call that ``started`` (``time.monotonic()``) before the
+        latest failure proves nothing (a broker that is going away still answers what it
+        had): the outage goes on."""
         if started is not None and started < self._last:
             return
+        if source is not None:
+            if source not in self.sources:
+                return
+            self.sources.discard(source)
+            if self.sources:
+                return
         if self.window.failing:
             calls = self.retries + 1
             self.log.log(logging.INFO if self.warned else logging.DEBUG,
@@ -151,4 +164,5 @@ class Outage:
             self.window.ok()
             self.backoff.reset()
             self.retries = 0
+            self.sources.clear()
             self._ended = time.monotonic()

@@ -13,6 +13,7 @@ coroutine. Event-loop only, not thread-safe.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Callable
@@ -66,7 +67,8 @@ class FailureWindow:
 
     ``failed()`` records a failure and returns the seconds since the first
     failure of the current run; ``ok()`` ends the run. ``expired`` is true once
-    a run lasted longer than ``limit`` seconds.
+    a run lasted longer than ``limit`` seconds. A loop that gives up by this
+    rule asks :meth:`give_up` after each failure.
     """
 
     __slots__ = ("_clock", "_since", "limit")
@@ -76,6 +78,11 @@ class FailureWindow:
         self.limit = limit
         self._clock = clock
         self._since: float | None = None
+
+    @classmethod
+    def until(cls, timeout: float, clock: Callable[[], float] = time.monotonic) -> FailureWindow:
+        """The window of an ``error_timeout``-like option: ``timeout`` s, ``0`` never expires."""
+        return cls(timeout if timeout > 0 else math.inf, clock)
 
     @property
     def failing(self) -> bool:
@@ -97,3 +104,13 @@ class FailureWindow:
     @property
     def expired(self) -> bool:
         return self._since is not None and self._clock() - self._since > self.limit
+
+    def give_up(self, call: str, fatal: bool = False) -> str | None:
+        """Record a failure of ``call``. ``None`` while it may be retried; when ``fatal``, or
+        once failing for ``limit`` s or more, why to give up (``"<call> failed"``, or
+        ``"<call> failing for <n>s"`` after a second or more), and the window starts again."""
+        took = self.failed()
+        if took < self.limit and not fatal:
+            return None
+        self._since = None
+        return f"{call} failing for {took:.0f}s" if took >= 1 else f"{call} failed"

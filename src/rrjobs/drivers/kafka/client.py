@@ -1,27 +1,38 @@
-"""aiokafka clients from the driver's options: connection settings, producer, commits."""
+"""aiokafka clients from the driver's options: connection settings, producer, commits, and
+when a client error is fatal."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener  # type: ignore[import-untyped]
-from aiokafka.errors import MessageSizeTooLargeError  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError  # type: ignore[import-untyped]
 from aiokafka.record.default_records import (  # type: ignore[import-untyped]
     DefaultRecordBatchBuilder,
 )
 
 from rrjobs.core.errors import PayloadTooLargeError
+from rrjobs.core.outage import Outage
+from rrjobs.core.resilience import FailureWindow
 from rrjobs.drivers.kafka.codec import Encoded, RecordHeaders, key_partition
 from rrjobs.drivers.kafka.config import KafkaOptions, KafkaSection, SASLOptions
-from rrjobs.drivers.kafka.failures import describe, failed, window
 from rrjobs.drivers.kafka.offsets import OffsetTracker
 
 _ACKS: dict[str, int | str] = {"NoAck": 0, "LeaderAck": 1, "AllISRAck": "all"}
+#: Seconds a failing loop waits before it tries again.
+RETRY_BACKOFF = 0.5
+
+
+def fatal_error(exc: BaseException, *, by_kind: bool = True) -> bool:
+    """Fatal at once ("Fatal client errors" in docs/drivers/kafka.md): any foreign exception
+    (the client does not recover) and, by kind, a non-retriable :class:`KafkaError`; commits
+    (``by_kind`` false) are judged by ``error_timeout`` only: one refused in a rebalance is
+    expected. Retriable errors are fatal after ``error_timeout`` without a success."""
+    return not isinstance(exc, KafkaError) or (by_kind and not exc.retriable)
 
 
 def connection_kwargs(section: KafkaSection, sasl: SASLOptions | None,
@@ -201,23 +212,20 @@ class Producer:
 class Commits:
     """Commits the settled prefix of ``tracker`` through ``consumer`` (set once it exists):
     :meth:`loop` commits when it moved, at most (and retrying) every ``interval`` s. A fatal
-    failure calls ``on_fatal(what, error)``, which ends the loop when it returns true;
-    ``on_outage`` is told of each failing commit (its error) and of the first one that works
-    again (``None``), and reports them; without it the loop logs one WARNING and one INFO."""
+    failure calls ``on_fatal(what, error)``, which ends the loop when it returns true; the
+    others are failures of ``source`` in ``outage`` (the pipeline's), until one works again."""
 
-    def __init__(self, tracker: OffsetTracker[Any], label: str, interval: float,
-                 error_timeout: float, on_fatal: Callable[[str, BaseException], bool],
-                 log: logging.Logger,
-                 on_outage: Callable[[BaseException | None], None] | None = None) -> None:
+    def __init__(self, tracker: OffsetTracker[Any], interval: float, error_timeout: float,
+                 on_fatal: Callable[[str, BaseException], bool], outage: Outage,
+                 source: str = "commits") -> None:
         self.tracker = tracker
-        self.on_outage = on_outage
         self.consumer: Any = None
         self.event = asyncio.Event()
         self.interval = interval
         self.error_timeout = error_timeout
-        self._label = label
+        self.outage = outage
+        self.source = source
         self._on_fatal = on_fatal
-        self._log = log
         self._lock = asyncio.Lock()
 
     def settle(self, tp: Any, offset: int) -> None:
@@ -234,31 +242,28 @@ class Commits:
                 self.tracker.committed(offsets)
 
     async def loop(self) -> None:
-        outage = window(self.error_timeout)
+        window, outage = FailureWindow.until(self.error_timeout), self.outage
         while True:
             await self.event.wait()
             self.event.clear()
             try:
                 await self.commit()
             except Exception as exc:
-                first = not outage.failing
-                if failed(outage, exc, by_kind=False):
-                    if self._on_fatal(describe("commit", outage), exc):
+                reason = window.give_up("commit", fatal_error(exc, by_kind=False))
+                if reason is not None:
+                    if self._on_fatal(reason, exc):
                         return
-                    outage.ok()
-                elif self.on_outage is not None:
-                    self.on_outage(exc)
-                elif first:
-                    self._log.warning("%s: commit failed, will retry: %s: %s", self._label,
-                                      type(exc).__name__, exc)
+                elif outage.quiet() and not outage.failing:
+                    # just after an outage: the group rebalanced meanwhile, the records come again
+                    outage.log.debug("%s: committing offsets failed after the outage: %s",
+                                     outage.owner, exc)
+                else:
+                    outage.down(exc, call="committing offsets", source=self.source)
                 self.event.set()
             else:
-                if outage.failing:
-                    outage.ok()
-                    if self.on_outage is not None:
-                        self.on_outage(None)
-                    else:
-                        self._log.info("%s: committing again", self._label)
+                if window.failing:
+                    window.ok()
+                    outage.ok(source=self.source)
             await asyncio.sleep(self.interval)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -18,19 +17,17 @@ from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from rrjobs.core.delays import due_at_ms
+from rrjobs.core.outage import Outage
+from rrjobs.core.resilience import FailureWindow
 from rrjobs.core.supervise import Supervisor
 from rrjobs.core.timers import DelayQueue
-from rrjobs.drivers.kafka import failures
-from rrjobs.drivers.kafka.client import Commits, Listener, Producer
+from rrjobs.drivers.kafka.client import RETRY_BACKOFF, Commits, Listener, Producer, fatal_error
 from rrjobs.drivers.kafka.codec import RR_DUE, RR_TARGET_PARTITION, RR_TARGET_TOPIC
 from rrjobs.drivers.kafka.config import DEFAULT_DELAY_BUFFER
-from rrjobs.drivers.kafka.failures import RETRY_BACKOFF
 from rrjobs.drivers.kafka.offsets import OffsetTracker
 
 #: ``bounded(call, what)``: awaits a broker call of a stop (at most a while in an outage).
 Bounded = Callable[[Awaitable[Any], str], Awaitable[None]]
-
-log = logging.getLogger("rrjobs.drivers.kafka")
 
 
 def due_headers(delay: float, topic: str, partition: int | None) -> list[tuple[str, bytes]]:
@@ -74,23 +71,26 @@ def parse(record: Any, tp: Any, generation: int) -> tuple[float, _Entry | None]:
 class DelayForwarder:
     """Forwards due records of a delay topic (loops in the driver's ``supervisor``;
     ``start`` and ``stop`` not concurrently). A fatal failure calls ``on_fatal(what,
-    error)``; when it returns true the failing loop ends (the pipeline restarts)."""
+    error)``; when it returns true the failing loop ends (the pipeline restarts). Other
+    failures are the pipeline's ``outage`` (sources ``delay fetch``, ``delay forward``,
+    ``delay commits``) until they work again."""
 
     def __init__(self, *, topic: str, group_id: str, conn: dict[str, Any], producer: Producer,
                  group_timings: dict[str, int], commit_interval: float,
-                 supervisor: Supervisor, buffer: int = DEFAULT_DELAY_BUFFER,
-                 error_timeout: float = 0.0,
-                 on_fatal: Callable[[str, BaseException], bool] | None = None) -> None:
+                 supervisor: Supervisor, outage: Outage,
+                 on_fatal: Callable[[str, BaseException], bool],
+                 buffer: int = DEFAULT_DELAY_BUFFER, error_timeout: float = 0.0) -> None:
         if buffer <= 0:
             raise ValueError(f"buffer must be > 0, not {buffer}")
         self.topic = topic
         self.group_id = group_id
         self.buffer = buffer
+        self.outage = outage
         self._error_timeout = error_timeout
         self._on_fatal = on_fatal
         self.tracker: OffsetTracker[Any] = OffsetTracker()
-        self.commits = Commits(self.tracker, f"delay topic {topic!r}", commit_interval,
-                               error_timeout, self._fatal, log)
+        self.commits = Commits(self.tracker, commit_interval, error_timeout, self._fatal,
+                               outage, "delay commits")
         self._conn = conn
         self._producer = producer
         self._timings = group_timings
@@ -122,26 +122,22 @@ class DelayForwarder:
         return [("delay-read", self._read), ("delay-forward", self._forward),
                 ("delay-commits", self.commits.loop)]
 
-    async def stop(self, bounded: Bounded | None = None) -> None:
+    async def stop(self, bounded: Bounded) -> None:
         """Stop the loops, commit, close the consumer; ``bounded(call, what)`` awaits the
-        two broker calls (the driver's ``BaseDriver.bounded``)."""
+        two broker calls (the driver's ``BaseDriver.bounded``: never raises)."""
         for name, _ in self._loops():
             await self._supervisor.stop_task(name)
         self._timers.drain()
         self._due.clear()
         self._pending.clear()
         if self._consumer is not None:
-            with contextlib.suppress(Exception):
-                commit = self.commits.commit()
-                await (bounded(commit, "the delay topic's commit") if bounded else commit)
-            with contextlib.suppress(Exception):
-                close = self._consumer.stop()
-                await (bounded(close, "closing the delay consumer") if bounded else close)
+            await bounded(self.commits.commit(), "the delay topic's commit")
+            await bounded(self._consumer.stop(), "closing the delay consumer")
             self._consumer = None
 
     async def _read(self) -> None:
         consumer = self._consumer
-        outage = failures.window(self._error_timeout)
+        outage = FailureWindow.until(self._error_timeout)
         while True:
             room = self.buffer - self.scheduled
             paused = room <= 0  # until a scheduled record is forwarded
@@ -150,23 +146,24 @@ class DelayForwarder:
                 batch = await consumer.getmany(timeout_ms=200 if paused else 500,
                                                max_records=max(1, min(room, 1000)))
             except Exception as exc:
-                if failures.failed(outage, exc):
-                    if self._fatal(failures.describe("fetch", outage), exc):
-                        return
-                    outage.ok()
-                else:
-                    log.warning("delay topic %r: fetch failed: %s", self.topic, exc)
+                reason = outage.give_up("fetch", fatal_error(exc))
+                if reason is None:
+                    self.outage.down(exc, call=f"reading delay topic {self.topic!r}",
+                                     source="delay fetch")
+                elif self._fatal(reason, exc):
+                    return
                 await asyncio.sleep(RETRY_BACKOFF)
                 continue
             outage.ok()
+            self.outage.ok(source="delay fetch")
             for tp, records in batch.items():
                 generation = self._generation.get(tp, 0)
                 for record in records:
                     wait, entry = parse(record, tp, generation)
                     self.tracker.track(tp, record.offset)
                     if entry is None:
-                        log.error("delay topic %r: record %s@%d has no due time or target; "
-                                  "skipped", self.topic, tp, record.offset)
+                        self.outage.log.error("delay topic %r: record %s@%d has no due time "
+                                              "or target; skipped", self.topic, tp, record.offset)
                         self.commits.settle(tp, record.offset)
                         continue
                     self._pending[tp] = self._pending.get(tp, 0) + 1
@@ -189,12 +186,13 @@ class DelayForwarder:
                     await self._producer.send_records(
                         (e.topic, e.partition, e.key or b"", e.value, e.headers) for e in batch)
                 except Exception as exc:
-                    log.warning("delay topic %r: forwarding %d records failed, will retry: %s",
-                                self.topic, len(batch), exc)
-                    await asyncio.sleep(0.5)
+                    self.outage.down(exc, call=f"forwarding {len(batch)} delayed records",
+                                     source="delay forward")
+                    await asyncio.sleep(RETRY_BACKOFF)
                     self._due.extendleft(reversed(batch))
                     self._due_event.set()
                     continue
+                self.outage.ok(source="delay forward")
                 for e in batch:
                     if self._current(e):
                         self._pending[e.tp] = max(0, self._pending.get(e.tp, 0) - 1)
@@ -205,9 +203,6 @@ class DelayForwarder:
 
     def _fatal(self, what: str, exc: BaseException) -> bool:
         """Report a fatal failure; ``True``: the pipeline restarts, stop the loop."""
-        if self._on_fatal is None:
-            log.error("delay topic %r: %s: %s: %s", self.topic, what, type(exc).__name__, exc)
-            return False
         return self._on_fatal(f"delay topic {self.topic!r}: {what}", exc)
 
     async def revoked(self, revoked: set[Any]) -> None:

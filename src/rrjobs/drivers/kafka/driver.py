@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import re
 import time
@@ -39,12 +38,19 @@ from rrjobs.core.resilience import FailureWindow
 from rrjobs.core.secrets import scrub
 from rrjobs.core.state import State
 from rrjobs.core.tls import client_ssl_context
-from rrjobs.drivers.kafka import codec, failures
-from rrjobs.drivers.kafka.client import Commits, Listener, Producer, Record, connection_kwargs
+from rrjobs.drivers.kafka import codec
+from rrjobs.drivers.kafka.client import (
+    RETRY_BACKOFF,
+    Commits,
+    Listener,
+    Producer,
+    Record,
+    connection_kwargs,
+    fatal_error,
+)
 from rrjobs.drivers.kafka.config import KafkaOptions, KafkaSection, OffsetSpec
 from rrjobs.drivers.kafka.deadletters import DeadLetterTopic
 from rrjobs.drivers.kafka.delays import DelayForwarder, due_headers
-from rrjobs.drivers.kafka.failures import RETRY_BACKOFF
 from rrjobs.drivers.kafka.offsets import OffsetTracker
 
 #: Payload bytes kept free under ``max_message_bytes`` for the key, headers and framing.
@@ -95,15 +101,9 @@ class KafkaJob(Job):
     def offset(self) -> int:
         return self.handle[1]  # type: ignore[no-any-return]
 
-    def context(self) -> bytes:
+    def context(self, **extra: Any) -> bytes:
         """RoadRunner's context JSON plus ``topic``, ``partition``, ``offset`` (as RoadRunner)."""
-        tp, offset = self.handle
-        return json.dumps(
-            {"id": self.id, "job": self.name, "driver": self.driver_name, "queue": tp.topic,
-             "headers": self.headers, "pipeline": self.pipeline, "topic": tp.topic,
-             "partition": tp.partition, "offset": offset},
-            separators=(",", ":"),
-        ).encode()
+        return super().context(topic=self.topic, partition=self.partition, offset=self.offset)
 
 
 class KafkaDriver(BaseDriver):
@@ -132,10 +132,8 @@ class KafkaDriver(BaseDriver):
         self._conn = connection_kwargs(section, options.sasl_options or section.sasl, tls)
         self.producer = Producer(options, self._conn)
         self.tracker: OffsetTracker[Any] = OffsetTracker()
-        self.commits = Commits(self.tracker, f"pipeline {self.pipeline_name!r}",
-                               self.group.commit_interval if self.group else 0.2,
-                               options.error_timeout, self._fatal, self.log,
-                               on_outage=self._commits_failing)
+        self.commits = Commits(self.tracker, self.group.commit_interval if self.group else 0.2,
+                               options.error_timeout, self._fatal, self.outage)
         self._outstanding: dict[tuple[Any, int], Job] = {}
         #: fetched jobs (counted out when fetched) waiting for room in the priority queue
         self.feed = Feed(self.lane, self.supervisor, counted=True)
@@ -144,8 +142,6 @@ class KafkaDriver(BaseDriver):
         self._settled = asyncio.Event()
         self._inspector: _Inspector | None = None
         self._producer_started = False
-        #: what is failing now (fetch, commits, the broker probe): the outage ends with all
-        self._failing: set[str] = set()
         self._probed = 0.0
         limit = options.error_timeout
         self.outage.retry = (f"retrying every {RETRY_BACKOFF:g} s, " + (
@@ -311,8 +307,8 @@ class KafkaDriver(BaseDriver):
                 topic=self.delay_topic, group_id=self._delay_group(), conn=self._conn,
                 producer=self.producer, group_timings=self._timings(),
                 commit_interval=self.commits.interval, supervisor=self.supervisor,
-                buffer=self.options.delay_buffer, error_timeout=self.options.error_timeout,
-                on_fatal=self._fatal)
+                outage=self.outage, on_fatal=self._fatal, buffer=self.options.delay_buffer,
+                error_timeout=self.options.error_timeout)
             await self._forwarder.start()
 
     def _subscription_pattern(self) -> str:
@@ -350,7 +346,7 @@ class KafkaDriver(BaseDriver):
         """Fetch into the ready deque while the lane has room, else poll with the partitions
         paused (the group never sees the consumer idle); ends when a restart was asked for."""
         consumer, lane = self._consumer, self.lane
-        outage = failures.window(self.options.error_timeout)
+        outage = FailureWindow.until(self.options.error_timeout)
         want = lane.prefetch - lane.prefetch // 2
         while True:
             assignment = consumer.assignment()
@@ -370,8 +366,8 @@ class KafkaDriver(BaseDriver):
                 return  # a fatal error asked for a restart
             if batch:
                 self._probed = time.monotonic()
-                self._fine("probe")
-            elif time.monotonic() - self._probed > (PROBE_FAILING if self._failing
+                self.outage.ok(source="probe")
+            elif time.monotonic() - self._probed > (PROBE_FAILING if self.outage.sources
                                                      else PROBE_INTERVAL):
                 await self._probe()
             self._accept(batch)
@@ -384,27 +380,10 @@ class KafkaDriver(BaseDriver):
             async with asyncio.timeout(PROBE_TIMEOUT):
                 await self._consumer.topics()
         except (KafkaError, OSError, TimeoutError) as exc:
-            self._down("probe", exc if str(exc) else TimeoutError("no answer"),
-                       "reaching the brokers")
+            self.outage.down(exc if str(exc) else TimeoutError("no answer"),
+                             call="reaching the brokers", source="probe")
         else:
-            self._fine("probe")
-
-    def _down(self, source: str, exc: BaseException, call: str) -> None:
-        if source == "commits" and self.outage.quiet() and not self.outage.failing:
-            # just after an outage: the group rebalanced meanwhile, the records come again
-            self.log.debug("pipeline %r: %s failed after the outage: %s", self.pipeline_name,
-                           call, exc)
-            return
-        self._failing.add(source)
-        self.connected = False
-        self.outage.down(exc, call=call)
-
-    def _fine(self, source: str) -> None:
-        if source in self._failing:
-            self._failing.discard(source)
-            if not self._failing:
-                self.connected = True
-                self.outage.ok()
+            self.outage.ok(source="probe")
 
     def _accept(self, batch: dict[Any, list[Any]]) -> None:
         """Track fetched records and hand their jobs to the ready deque (and the queue);
@@ -445,29 +424,22 @@ class KafkaDriver(BaseDriver):
     async def _poll(self, what: str, outage: FailureWindow, timeout_ms: int,
                     max_records: int) -> dict[Any, list[Any]] | None:
         """One ``getmany``; a failure is logged once per outage and waited on. ``None``: a
-        fatal one asked for a restart."""
+        fatal one asked for a restart (without a runtime: keep fetching, count again)."""
         try:
             batch: dict[Any, list[Any]] = await self._consumer.getmany(
                 timeout_ms=timeout_ms, max_records=max_records)
         except Exception as exc:
-            if failures.failed(outage, exc):
-                if self._fatal(failures.describe(what, outage), exc):
-                    return None
-                outage.ok()  # no runtime: keep fetching, and count again
-            else:
-                self._down("fetch", exc, "fetching" if what == "fetch" else "polling")
+            reason = outage.give_up(what, fatal_error(exc))
+            if reason is None:
+                self.outage.down(exc, call=f"{what}ing", source="fetch")
+            elif self._fatal(reason, exc):
+                return None
             await asyncio.sleep(RETRY_BACKOFF)
             return {}
         if outage.failing:
             outage.ok()
-            self._fine("fetch")
+            self.outage.ok(source="fetch")
         return batch
-
-    def _commits_failing(self, exc: BaseException | None) -> None:
-        if exc is None:
-            self._fine("commits")
-        else:
-            self._down("commits", exc, "committing offsets")
 
     def _fatal(self, what: str, exc: BaseException) -> bool:
         """Ask the runtime for a restart; ``False``: there is none (the caller carries on)."""
@@ -481,16 +453,9 @@ class KafkaDriver(BaseDriver):
         revoked = {tp for tp in revoked if tp in self.tracker}
         if not revoked:
             return
-        await self.feed.take_back()
-        ready = self.feed.ready
-        abandoned = [j for j in ready if j.handle[0] in revoked]
-        kept = [j for j in ready if j.handle[0] not in revoked]
-        ready.clear()
-        ready.extend(kept)
-        self.feed.pump()  # the other partitions' jobs back into the queue
+        abandoned = await self.feed.take_back(lambda j: j.handle[0] in revoked)
         for job in abandoned:
             self._outstanding.pop(job.handle, None)
-        self.lane.release(len(abandoned))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.group.revoke_timeout if self.group else 0.0):
                 while any(k[0] in revoked for k in self._outstanding):
