@@ -6,7 +6,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test unit docs dist integration-install lint lint-imports type check bench clean proto
+.PHONY: demo test unit docs dist integration-install lint lint-imports type check bench clean proto \
+        reliability reliability-report
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,11 +45,22 @@ dist: $(VENV)/.dev
 	$(BIN)/python -m build --outdir dist
 	$(BIN)/twine check --strict dist/*
 
+# The reliability suite's full matrix (reliability/, RRJOBS_RELIABILITY=full) against the real
+# brokers, then docs/reliability.md from its results (reliability/results/*.jsonl). `make test`
+# runs the same tests with small counts, and writes no results.
+reliability: $(VENV)/.dev integration-install
+	RRJOBS_RELIABILITY=full $(BIN)/python -m pytest reliability -p no:randomly $(PYTEST_ARGS); \
+	status=$$?; $(BIN)/python -m reliability.report >/dev/null && \
+	echo "docs/reliability.md written from reliability/results"; exit $$status
+
+reliability-report: $(VENV)/.dev
+	$(BIN)/python -m reliability.report
+
 unit: $(VENV)/.dev
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev lint-imports
-	$(BIN)/ruff check src tests integration examples benchmarks
+	$(BIN)/ruff check src tests integration examples benchmarks reliability
 
 # The layers: core <- drivers, core <- runtime <- rpc/cli/server, drivers independent.
 lint-imports: $(VENV)/.dev

@@ -104,23 +104,37 @@ class SqsEndpoint:
         }
 
 
+# Handles in use by name, with how many session fixtures hold each: the fixtures of two
+# conftest files (integration/ and reliability/) share one broker per kind.
+_SHARED: dict[str, tuple[BrokerHandle, int]] = {}
+
+
 def _provide(name: str, *, tls: bool = False) -> Iterator[Broker]:
     """Acquire a broker for the session; skip (or fail when required) if it can't be had."""
     reason: str | None = None
     handle: BrokerHandle
-    try:
-        handle = acquire_tls(name) if tls else acquire(name)
-    except BrokerUnavailable as exc:
-        reason = str(exc)
-    if reason is not None:  # outside the except block: no chained traceback in the report
-        if require_brokers():
-            pytest.fail(f"RRJOBS_REQUIRE_BROKERS=1 and {reason}", pytrace=False)
-        pytest.skip(reason)
+    if name in _SHARED:
+        handle, users = _SHARED[name]
+        _SHARED[name] = (handle, users + 1)
+    else:
+        try:
+            handle = acquire_tls(name) if tls else acquire(name)
+        except BrokerUnavailable as exc:
+            reason = str(exc)
+        if reason is not None:  # outside the except block: no chained traceback in the report
+            if require_brokers():
+                pytest.fail(f"RRJOBS_REQUIRE_BROKERS=1 and {reason}", pytrace=False)
+            pytest.skip(reason)
+        _SHARED[name] = (handle, 1)
     _SESSION_BROKERS[name] = handle.broker
     try:
         yield handle.broker
     finally:
-        handle.stop()
+        handle, users = _SHARED.pop(name)
+        if users > 1:
+            _SHARED[name] = (handle, users - 1)
+        else:
+            handle.stop()
 
 
 # --------------------------------------------------------------------------- brokers

@@ -15,27 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aio_pika
 import pytest
 
-from integration.brokers import require_brokers
-from integration.brokers.amqp import RABBITMQ_HOME, AmqpSpec
-from integration.brokers.base import (
-    LocalPlan,
-    descendants,
-    group_members,
-    log_tail,
-    stop_process_group,
-    wait_ready,
-)
+from integration.brokers import BrokerUnavailable, acquire_own, require_brokers
+from integration.brokers.amqp import RABBITMQ_HOME
+from integration.brokers.base import LocalHandle, log_tail
 from integration.test_amqp_driver import eventually, take
 from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError
@@ -53,59 +43,32 @@ RO_USER, RO_PASSWORD = "rrjobs-ro", "rrjobs-ro-password"
 
 
 class OwnRabbit:
-    """A RabbitMQ process group on fixed ports and a fixed data dir, so that a
-    restart keeps its durable queues and persistent messages."""
+    """A RabbitMQ of this module's own (``acquire_own``): ``kill`` and ``start`` again keep
+    its ports, data dir, durable queues and persistent messages."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.spec = AmqpSpec()
-        self.data_dir = data_dir
-        self.plan: LocalPlan = self.spec.plan_local(data_dir)
-        self.url = self.plan.endpoint
-        self.log_path = data_dir / "rabbitmq.log"
-        self.popen: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**os.environ, **self.plan.env}
+    def __init__(self, handle: LocalHandle) -> None:
+        self.handle = handle
+        self.url = handle.broker.endpoint
+        self.log_path = handle.broker.log_path
 
     def start(self) -> float:
-        """Start the broker and wait until it accepts AMQP connections."""
-        started = time.monotonic()
-        with open(self.log_path, "ab") as log:
-            self.popen = subprocess.Popen(self.plan.argv, stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT, cwd=self.data_dir,
-                                          env=self.env, start_new_session=True)
-        proc = self.popen
-        wait_ready("RabbitMQ (own)", lambda: self.spec.probe(self.url), 180.0,
-                   alive=lambda: proc.poll() is None, log_path=self.log_path)
-        self.starts += 1
-        return time.monotonic() - started
+        """Start the broker again (after ``kill``); the seconds until it accepts AMQP."""
+        return self.handle.restart()
 
     def kill(self) -> None:
         """SIGKILL the broker and everything it started, at once (no clean shutdown)."""
-        assert self.popen is not None
-        pgid = self.popen.pid
-        victims = set(group_members(pgid)) | set(descendants([pgid]))
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-        for pid in victims:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.popen.wait(10)
-        deadline = time.monotonic() + 10
-        while group_members(pgid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        self.handle.kill()
 
     def stop(self) -> None:
-        if self.popen is not None:
-            stop_process_group(self.popen.pid, self.popen)
-            self.popen = None
+        self.handle.stop()
 
     def ctl(self, *args: str) -> str:
+        plan = self.handle.plan
+        assert plan is not None
         result = subprocess.run([str(RABBITMQ_HOME / "bin" / "rabbitmqctl"), "-n",
-                                 self.plan.env["RABBITMQ_NODENAME"], *args],
-                                env=self.env, capture_output=True, text=True, timeout=60)
+                                 plan.env["RABBITMQ_NODENAME"], *args],
+                                env={**os.environ, **plan.env}, capture_output=True, text=True,
+                                timeout=60)
         if result.returncode != 0:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {result.stderr or result.stdout}")
         return result.stdout
@@ -113,15 +76,17 @@ class OwnRabbit:
 
 @pytest.fixture(scope="module")
 def rabbit() -> Iterator[OwnRabbit]:
-    why = AmqpSpec().local_unavailable()
-    if why is not None:
-        if require_brokers():
-            pytest.fail(f"RRJOBS_REQUIRE_BROKERS=1 and no local RabbitMQ: {why}", pytrace=False)
-        pytest.skip(f"these tests start their own RabbitMQ: {why}")
-    data_dir = Path(tempfile.mkdtemp(prefix="rrjobs-amqp-own-"))
-    broker = OwnRabbit(data_dir)
+    reason: str | None = None
     try:
-        broker.start()
+        handle = acquire_own("amqp")
+    except BrokerUnavailable as exc:
+        reason = str(exc)
+    if reason is not None:
+        if require_brokers():
+            pytest.fail(f"RRJOBS_REQUIRE_BROKERS=1 and {reason}", pytrace=False)
+        pytest.skip(f"these tests start their own RabbitMQ: {reason}")
+    broker = OwnRabbit(handle)
+    try:
         broker.ctl("add_user", RO_USER, RO_PASSWORD)
         broker.ctl("set_permissions", "-p", "/", RO_USER, "", ".*", ".*")
         yield broker
@@ -130,8 +95,6 @@ def rabbit() -> Iterator[OwnRabbit]:
         raise
     finally:
         broker.stop()
-        with contextlib.suppress(Exception):
-            subprocess.run(["rm", "-rf", str(data_dir)], check=False)
 
 
 async def make_driver(section: dict[str, Any], name: str, options: dict[str, Any],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -149,6 +150,14 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def _endpoint_port(endpoint: str) -> int | None:
+    """The port of a local broker's endpoint (``scheme://host:port/...`` or ``host:port``)."""
+    try:
+        return split_host_port(endpoint, 0)[1] or None
+    except ValueError:
+        return None
 
 
 def split_host_port(value: str, default_port: int) -> tuple[str, int]:
@@ -367,8 +376,33 @@ class LocalPlan:
     tls: TLSAccess | None = None
 
 
+def launch(
+    plan: LocalPlan, data_dir: Path, log_path: Path, banner: str = ""
+) -> subprocess.Popen[bytes]:
+    """Run ``plan``'s argv in ``data_dir`` as a new process group, output to ``log_path``."""
+    with open(log_path, "ab") as log:
+        if banner:
+            log.write(banner.encode())
+            log.flush()
+        return subprocess.Popen(
+            plan.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=data_dir,
+            env={**os.environ, **plan.env},
+            start_new_session=True,
+        )
+
+
 class LocalHandle(BrokerHandle):
-    """A broker we started as a process group; ``stop`` kills the whole group."""
+    """A broker we started as a process group; ``stop`` kills the whole group.
+
+    ``kill`` SIGKILLs it (no clean shutdown, what a crash leaves) and ``restart`` runs it
+    again on the same ports and data dir, so its durable state survives: the fault tests'
+    broker kill. ``restart`` needs the plan and probe the start used (``start_local`` keeps
+    them).
+    """
 
     def __init__(
         self,
@@ -376,12 +410,74 @@ class LocalHandle(BrokerHandle):
         popen: subprocess.Popen[bytes] | None,
         *,
         remove_data: bool,
+        plan: LocalPlan | None = None,
+        probe: Callable[[], None] | None = None,
+        title: str = "",
     ) -> None:
         super().__init__(broker)
         self._popen = popen
         self._remove_data = remove_data
         self._stopped = False
         self._lock = threading.Lock()
+        self._plan = plan
+        self._probe = probe
+        self._title = title or broker.name
+        self.restarts = 0
+
+    @property
+    def plan(self) -> LocalPlan | None:
+        """How the broker was launched (argv, env, endpoint): what ``restart`` runs again."""
+        return self._plan
+
+    @property
+    def running(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the broker's process group and every descendant at once; wait until gone."""
+        popen = self._popen
+        if popen is None:
+            return
+        pgid = popen.pid
+        victims = set(group_members(pgid)) | set(descendants([pgid]))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        popen.wait(10)
+        deadline = time.monotonic() + 10
+        while group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        port = _endpoint_port(self.broker.endpoint)
+        while port is not None and port_open(LOOPBACK, port, 0.2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def restart(self) -> float:
+        """Start the broker again (after ``kill``) with the same argv, ports and data dir.
+
+        Returns the seconds until it answered its probe; raises BrokerStartError if it does not.
+        """
+        plan, probe = self._plan, self._probe
+        if plan is None or probe is None or self.broker.data_dir is None:
+            raise BrokerStartError(f"{self._title}: this handle cannot restart its broker")
+        if self.running:
+            raise BrokerStartError(f"{self._title}: still running; kill it first")
+        started = time.monotonic()
+        data_dir = Path(self.broker.data_dir)
+        log_path = Path(self.broker.log_path or data_dir / f"{self.broker.name}.log")
+        popen = launch(plan, data_dir, log_path, banner="--- restart\n")
+        self._popen = popen
+        self.broker = dataclasses.replace(self.broker, pid=popen.pid, pgid=popen.pid)
+        wait_ready(
+            self._title,
+            probe,
+            start_timeout(),
+            alive=lambda: popen.poll() is None,
+            log_path=log_path,
+        )
+        self.restarts += 1
+        return time.monotonic() - started
 
     def stop(self) -> None:
         with self._lock:
@@ -389,7 +485,7 @@ class LocalHandle(BrokerHandle):
                 return
             self._stopped = True
         _LIVE_HANDLES.discard(self)
-        pgid = self.broker.pgid
+        pgid = self._popen.pid if self._popen is not None else self.broker.pgid
         if pgid is not None:
             clean = stop_process_group(pgid, self._popen)
             if not clean:
@@ -473,32 +569,29 @@ class BrokerSpec(ABC):
     @abstractmethod
     def plan_local(self, data_dir: Path) -> LocalPlan: ...
 
-    def start_local(self, *, detached: bool = False) -> LocalHandle:
+    def plan_durable(self, data_dir: Path) -> LocalPlan:
+        """``plan_local`` with the broker's messages kept in ``data_dir`` across a restart
+        (the default: every local broker but ElasticMQ keeps them already)."""
+        return self.plan_local(data_dir)
+
+    def start_local(self, *, detached: bool = False, durable: bool = False) -> LocalHandle:
         """Start the broker as a process group in a fresh temp dir and wait until it is ready.
 
-        ``detached`` starts are not stopped when this Python process exits (the CLI's ``up``).
+        ``detached`` starts are not stopped when this Python process exits (the CLI's ``up``);
+        ``durable`` ones keep their messages on disk (``plan_durable``) for ``restart``.
         """
         data_dir = Path(
             tempfile.mkdtemp(prefix=f"rrjobs-{self.name}-", dir=os.environ.get("RRJOBS_TMPDIR"))
         )
         log_path = data_dir / f"{self.name}.log"
-        plan = self.plan_local(data_dir)
+        plan = self.plan_durable(data_dir) if durable else self.plan_local(data_dir)
         started = time.monotonic()
         popen: subprocess.Popen[bytes] | None = None
         handle: LocalHandle | None = None
         try:
             if plan.prepare is not None:
                 plan.prepare(log_path)
-            with open(log_path, "ab") as log:
-                popen = subprocess.Popen(
-                    plan.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=data_dir,
-                    env={**os.environ, **plan.env},
-                    start_new_session=True,
-                )
+            popen = launch(plan, data_dir, log_path)
             broker = Broker(
                 name=self.name,
                 endpoint=plan.endpoint,
@@ -511,10 +604,12 @@ class BrokerSpec(ABC):
                 log_path=str(log_path),
                 tls=plan.tls,
             )
-            handle = LocalHandle(broker, popen, remove_data=True)
+            probe = plan.probe or (lambda: self.probe(plan.endpoint))
+            handle = LocalHandle(
+                broker, popen, remove_data=True, plan=plan, probe=probe, title=self.title
+            )
             if not detached:
                 _LIVE_HANDLES.add(handle)
-            probe = plan.probe or (lambda: self.probe(plan.endpoint))
             proc = popen
             wait_ready(
                 self.title,

@@ -12,6 +12,7 @@ from .base import (
     BrokerStartError,
     BrokerUnavailable,
     ExternalHandle,
+    LocalHandle,
     env_flag,
 )
 from .containers import docker_unavailable
@@ -155,3 +156,16 @@ def acquire_tls(name: str) -> BrokerHandle:
     if why is not None:
         raise BrokerUnavailable(f"{broker_spec.title} unavailable (local processes only): {why}")
     return broker_spec.start_local()
+
+
+def acquire_own(name: str) -> LocalHandle:
+    """A broker of this caller's own, as a local process whose messages survive a restart
+    (``plan_durable``): ``kill()`` SIGKILLs it, ``restart()`` brings it back on the same
+    ports and data dir. Never the user's ``RRJOBS_*`` broker, never a container (a test
+    that kills its broker must not kill one that others use). Raises BrokerUnavailable
+    when the broker is not installed here, BrokerStartError when it does not start."""
+    broker_spec = spec(name)
+    why = broker_spec.local_unavailable()
+    if why is not None:
+        raise BrokerUnavailable(f"{broker_spec.title} unavailable (local processes only): {why}")
+    return broker_spec.start_local(durable=True)

@@ -55,7 +55,15 @@ def list_queues(endpoint: str, timeout: float = 5.0, verify: str | None = None) 
         client.close()
 
 
-def _elasticmq_conf(host: str, port: int, bind_host: str) -> str:
+def _elasticmq_conf(host: str, port: int, bind_host: str, store: Path | None = None) -> str:
+    stored = (
+        f"""
+queues-storage {{ enabled = true, path = "{store / 'queues.conf'}" }}
+messages-storage {{ enabled = true, uri = "jdbc:h2:{store / 'messages'};WRITE_DELAY=0" }}
+"""
+        if store is not None
+        else ""
+    )
     return f"""\
 include classpath("application.conf")
 
@@ -79,7 +87,7 @@ aws {{
   region = {REGION}
   accountId = "000000000000"
 }}
-"""
+{stored}"""
 
 
 def elasticmq_lib_dir() -> Path:
@@ -108,9 +116,18 @@ class SqsElasticMqSpec(BrokerSpec):
         return None
 
     def plan_local(self, data_dir: Path) -> LocalPlan:
+        return self._plan(data_dir, durable=False)
+
+    def plan_durable(self, data_dir: Path) -> LocalPlan:
+        """Queues and messages in an H2 database under ``data_dir``: a restart keeps them."""
+        return self._plan(data_dir, durable=True)
+
+    def _plan(self, data_dir: Path, *, durable: bool) -> LocalPlan:
         (port,) = free_ports(1)
         conf = data_dir / "elasticmq.conf"
-        conf.write_text(_elasticmq_conf(LOOPBACK, port, LOOPBACK))
+        conf.write_text(
+            _elasticmq_conf(LOOPBACK, port, LOOPBACK, data_dir / "store" if durable else None)
+        )
         return LocalPlan(
             argv=[
                 which("java") or "java",
