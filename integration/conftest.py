@@ -24,6 +24,8 @@ from integration.pytest_plugin import (  # noqa: F401  (fixtures and hooks, by n
     sqs_endpoint,
     sqs_moto_broker,
     sqs_moto_tls_broker,
+    toxiproxy,
+    toxiproxy_server,
     unique_name,
     unique_names,
 )

@@ -7,6 +7,9 @@
 #   maven: Apache Kafka (KRaft) and ElasticMQ runtime classpaths, copied into
 #          $RRJOBS_CACHE_DIR (default ~/.cache/rrjobs)/{kafka,elasticmq}-<version>/lib
 #          (skipped when the stamp file of a complete copy is there)
+#   go:    toxiproxy (the network-fault proxy of the reliability suite), built from the Go
+#          module proxy into $RRJOBS_CACHE_DIR/toxiproxy-<version>/bin (skipped when stamped;
+#          needs `go` on PATH or in /usr/local/go/bin; GOPATH and caches stay in that dir)
 #   check: the Google Pub/Sub emulator (comes with gcloud; cannot be installed here)
 #          and the moto server (pip-installed with the project's `integration` extra)
 #
@@ -122,6 +125,50 @@ resolve elasticmq "$ELASTICMQ_VERSION" "\
       <artifactId>elasticmq-server_2.13</artifactId>
       <version>$ELASTICMQ_VERSION</version>
     </dependency>"
+
+# --- toxiproxy -------------------------------------------------------------------
+# Built with the Go toolchain from the module proxy: `go install <module>/cmd/server@v<version>`
+# (and the cli), with GOPATH, GOMODCACHE and GOCACHE inside the cache dir so that nothing
+# outside it is written and a clean machine works.
+toxiproxy() {
+    local dir="$cache_dir/toxiproxy-$TOXIPROXY_VERSION"
+    local stamp="$dir/.complete"
+    if [[ -f "$stamp" && -x "$dir/bin/toxiproxy-server" ]]; then
+        log "toxiproxy $TOXIPROXY_VERSION already built in $dir/bin"
+        return 0
+    fi
+    local go_bin
+    go_bin="$(command -v go || true)"
+    [[ -z "$go_bin" && -x /usr/local/go/bin/go ]] && go_bin=/usr/local/go/bin/go
+    if [[ -z "$go_bin" ]]; then
+        log "WARNING: no Go toolchain (go) on PATH: toxiproxy NOT built;" \
+            "the network-fault tests will skip, or fail with RRJOBS_REQUIRE_BROKERS=1"
+        return 0
+    fi
+    log "building toxiproxy $TOXIPROXY_VERSION with $("$go_bin" version | cut -d' ' -f3) into $dir/bin"
+    rm -f "$stamp"
+    mkdir -p "$dir/bin.tmp"
+    local module="$TOXIPROXY_MODULE"
+    if ! (
+        export GOPATH="$dir/gopath" GOMODCACHE="$dir/gopath/pkg/mod" GOCACHE="$dir/gocache" \
+            GOBIN="$dir/bin.tmp" GOFLAGS=-modcacherw GO111MODULE=on CGO_ENABLED=0 \
+            GOPROXY="${GOPROXY:-https://proxy.golang.org,direct}"
+        # -X: the version its /version answers (the module's default is "git")
+        ldflags="-s -w -X $module.Version=$TOXIPROXY_VERSION"
+        "$go_bin" install -ldflags="$ldflags" "$module/cmd/server@v$TOXIPROXY_VERSION" &&
+            "$go_bin" install -ldflags="$ldflags" "$module/cmd/cli@v$TOXIPROXY_VERSION"
+    ) >"$dir/go.log" 2>&1; then
+        log "go install of toxiproxy $TOXIPROXY_VERSION failed; the end of $dir/go.log:"
+        tail -n 40 "$dir/go.log" >&2
+        return 1
+    fi
+    mkdir -p "$dir/bin"
+    mv -f "$dir/bin.tmp/server" "$dir/bin/toxiproxy-server"
+    mv -f "$dir/bin.tmp/cli" "$dir/bin/toxiproxy-cli"
+    rm -rf "$dir/bin.tmp"
+    printf 'toxiproxy %s %s\n' "$TOXIPROXY_VERSION" "$module" >"$stamp"
+}
+toxiproxy
 
 # --- checks of what this script cannot install -----------------------------------
 if ! "$python_bin" -c 'import moto.server' >/dev/null 2>&1; then

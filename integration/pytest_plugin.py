@@ -26,6 +26,9 @@ Fixtures (session scope unless said otherwise):
 ``kafka_tls_broker``       Broker for Kafka with SSL, SASL_SSL and SASL_PLAINTEXT listeners
                            and SCRAM users (``tls.endpoints``, ``tls.password``)
 ``sqs_moto_tls_broker``    Broker for moto's SQS over https (``tls.certificates.ca``)
+``toxiproxy_server``       Broker for a toxiproxy server (``endpoint``: its API's URL)
+``toxiproxy``              (function scope) a :class:`~integration.brokers.toxiproxy.Toxiproxy`
+                           client of it, whose proxies are deleted after the test
 ``unique_name``            (function scope) a fresh name valid for every broker's queues,
                            topics, streams and subscriptions
 ``unique_names``           (function scope) a factory: ``unique_names("dlq")`` -> new name
@@ -40,7 +43,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,8 +58,10 @@ from integration.brokers import (
     require_brokers,
 )
 from integration.brokers.base import log_tail, shown
+from integration.brokers.provider import acquire_toxiproxy
 from integration.brokers.pubsub import project_id
 from integration.brokers.sqs import ACCESS_KEY, REGION, SECRET_KEY
+from integration.brokers.toxiproxy import Toxiproxy
 
 # Fixture name -> (broker name, marker). Used for markers and for logs on failures.
 BROKER_FIXTURES: dict[str, tuple[str | None, str]] = {
@@ -77,6 +82,8 @@ BROKER_FIXTURES: dict[str, tuple[str | None, str]] = {
     "nats_creds_broker": ("nats-creds", "nats"),
     "kafka_tls_broker": ("kafka-tls", "kafka"),
     "sqs_moto_tls_broker": ("sqs-moto-tls", "sqs"),
+    "toxiproxy_server": ("toxiproxy", "toxiproxy"),
+    "toxiproxy": ("toxiproxy", "toxiproxy"),
 }
 
 # Brokers this session started or found, by name (for the summary and failure logs).
@@ -118,7 +125,10 @@ def _provide(name: str, *, tls: bool = False) -> Iterator[Broker]:
         _SHARED[name] = (handle, users + 1)
     else:
         try:
-            handle = acquire_tls(name) if tls else acquire(name)
+            if name == "toxiproxy":
+                handle = acquire_toxiproxy()
+            else:
+                handle = acquire_tls(name) if tls else acquire(name)
         except BrokerUnavailable as exc:
             reason = str(exc)
         if reason is not None:  # outside the except block: no chained traceback in the report
@@ -216,6 +226,17 @@ nats_tls_broker = _tls_broker("nats-tls")
 nats_creds_broker = _tls_broker("nats-creds")
 kafka_tls_broker = _tls_broker("kafka-tls")
 sqs_moto_tls_broker = _tls_broker("sqs-moto-tls")
+
+
+@pytest.fixture(scope="session")
+def toxiproxy_server() -> Iterator[Broker]:
+    yield from _provide("toxiproxy")
+
+
+@pytest.fixture
+async def toxiproxy(toxiproxy_server: Broker) -> AsyncIterator[Toxiproxy]:
+    async with Toxiproxy(toxiproxy_server.endpoint) as client:
+        yield client
 
 
 # --------------------------------------------------------------------------- isolation

@@ -133,23 +133,31 @@ class KafkaSpec(BrokerSpec):
 
     def plan_node(self, data_dir: Path, listeners: tuple[str, ...] = (),
                   extra: Mapping[str, str] | None = None,
-                  scram: Mapping[str, tuple[str, str]] | None = None) -> LocalPlan:
+                  scram: Mapping[str, tuple[str, str]] | None = None,
+                  proxied: Mapping[str, tuple[int, int]] | None = None) -> LocalPlan:
         """One node with a ``PLAINTEXT`` listener (the endpoint; inter-broker) and
         ``listeners`` more of the same names as their security protocols (``SSL``,
-        ``SASL_SSL``, ...); ``scram``: mechanism -> (user, password) made at format."""
+        ``SASL_SSL``, ...); ``scram``: mechanism -> (user, password) made at format.
+        ``proxied``: plaintext listeners by name -> (the port they listen on, the port they
+        advertise), for a proxy in front (a client that bootstraps through the advertised
+        port is told that address, so every connection it makes goes through the proxy)."""
         ports = dict(zip(("PLAINTEXT", *listeners, "CONTROLLER"),
                          free_ports(len(listeners) + 2), strict=True))
         controller_port = ports.pop("CONTROLLER")
         port = ports["PLAINTEXT"]
         config = data_dir / "server.properties"
         protocols = ",".join(f"{name}:{name}" for name in ports)
+        behind = proxied or {}
+        listen_at = {**ports, **{name: pair[0] for name, pair in behind.items()}}
+        advertise_at = {**ports, **{name: pair[1] for name, pair in behind.items()}}
+        protocols += "".join(f",{name}:PLAINTEXT" for name in behind)
         settings = {
             "process.roles": "broker,controller",
             "node.id": "1",
-            "listeners": ",".join(f"{name}://{LOOPBACK}:{p}" for name, p in ports.items())
+            "listeners": ",".join(f"{name}://{LOOPBACK}:{p}" for name, p in listen_at.items())
             + f",CONTROLLER://{LOOPBACK}:{controller_port}",
             "advertised.listeners": ",".join(f"{name}://{LOOPBACK}:{p}"
-                                             for name, p in ports.items()),
+                                             for name, p in advertise_at.items()),
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": f"{protocols},CONTROLLER:PLAINTEXT",
@@ -292,3 +300,22 @@ class KafkaTlsSpec(KafkaSpec):
 
     def start_container(self, *, detached: bool = False) -> BrokerHandle:
         raise BrokerStartError(f"{self.title} runs as a local process only")
+
+
+class KafkaProxiedSpec(KafkaSpec):
+    """Kafka with plaintext listeners for proxies (toxiproxy) in front of it: ``listeners``
+    maps a listener name to (the port it listens on, the port it advertises, i.e. the
+    proxy's). A Kafka client reconnects to the advertised address of the listener it
+    bootstrapped through, so without this a proxy would only see the bootstrap connection.
+    Each instance is one start's ports; local processes only."""
+
+    name = "kafka-proxied"
+
+    def __init__(self, listeners: Mapping[str, tuple[int, int]]) -> None:
+        self.listeners = dict(listeners)
+
+    def plan_local(self, data_dir: Path) -> LocalPlan:
+        return self.plan_node(data_dir, proxied=self.listeners)
+
+    def start_container(self, *, detached: bool = False) -> BrokerHandle:
+        raise BrokerStartError(f"{self.title} behind proxies runs as a local process only")

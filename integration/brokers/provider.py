@@ -20,6 +20,7 @@ from .kafka import KafkaSpec, KafkaTlsSpec
 from .nats import NatsCredsSpec, NatsSpec, NatsTlsSpec
 from .pubsub import PubSubSpec
 from .sqs import SqsElasticMqSpec, SqsMotoSpec, SqsMotoTlsSpec
+from .toxiproxy import ToxiproxySpec
 
 SPECS: dict[str, BrokerSpec] = {
     spec.name: spec
@@ -145,6 +146,22 @@ def acquire(name: str, *, detached: bool = False, use_env: bool = True) -> Broke
     raise BrokerUnavailable(
         f"{broker_spec.title} unavailable ({broker_spec.env_var} unset); " + "; ".join(reasons)
     )
+
+
+TOXIPROXY = ToxiproxySpec()
+
+
+def acquire_toxiproxy() -> BrokerHandle:
+    """toxiproxy for network faults: the user's (``RRJOBS_TOXIPROXY_URL``, never stopped by
+    us), else a local ``toxiproxy-server`` (built by install.sh; no container: its proxies
+    must listen on this host's loopback). Raises BrokerUnavailable when it is not built."""
+    external = from_env(TOXIPROXY)
+    if external is not None:
+        return external
+    why = TOXIPROXY.local_unavailable()
+    if why is not None:
+        raise BrokerUnavailable(f"{TOXIPROXY.title} unavailable: {why}")
+    return TOXIPROXY.start_local()
 
 
 def acquire_tls(name: str) -> BrokerHandle:
