@@ -358,8 +358,53 @@ async def test_deliver_new_skips_what_was_published_before(drivers: Drivers,
     await nothing(driver.queue)
 
 
+async def test_processes_sharing_the_consumer_each_hold_their_prefetch(
+        drivers: Drivers, unique_name: str) -> None:
+    """Two drivers on one durable consumer hold ``prefetch`` unacked jobs each at once:
+    ``prefetch`` bounds each process, not every process together."""
+    name = unique_name
+    a = await drivers.config_driver(name, opts(name, prefetch=4))
+    b = await drivers.config_driver(name, opts(name, prefetch=4))
+    await a.push_batch([Message("app.Job", b"", name, id=f"j{i}") for i in range(12)])
+    await a.run(a.pipeline)
+    await b.run(b.pipeline)
+    held = await take(a.queue, 4) + await take(b.queue, 4)
+    assert len({job.id for job in held}) == 8
+    info = await (await drivers.raw()).consumer_info(name, a.consumer)
+    assert (info.num_ack_pending, info.config.max_ack_pending) == (8, -1)
+    for job in held:
+        await job.ack()
+
+
+async def test_a_dead_consumers_jobs_do_not_hold_back_the_others(
+        drivers: Drivers, unique_name: str) -> None:
+    """A consumer that dies holding ``prefetch`` jobs (its connection gone, nothing settled):
+    the next one gets the jobs no one holds at once, first delivery each, and the dead one's
+    jobs after ``ack_wait``, second delivery each."""
+    name = unique_name
+    dead = await drivers.config_driver(name, opts(name, prefetch=5, ack_wait="5s"))
+    await dead.push_batch([Message("app.Job", b"", name, id=f"j{i}") for i in range(10)])
+    await dead.run(dead.pipeline)
+    taken = await take(dead.queue, 5)
+    assert dead.nc is not None
+    await dead.nc.close()  # as a SIGKILL leaves them: unacked at the server
+    alive = await drivers.config_driver(name, opts(name, prefetch=5, ack_wait="5s"))
+    await alive.run(alive.pipeline)
+    fresh = await take(alive.queue, 5)
+    assert [job.handle.metadata.num_delivered for job in fresh] == [1] * 5
+    assert not {job.id for job in fresh} & {job.id for job in taken}
+    for job in fresh:
+        await job.ack()
+    again = await take(alive.queue, 5, within=15)
+    assert sorted(job.id for job in again) == sorted(job.id for job in taken)
+    assert [job.handle.metadata.num_delivered for job in again] == [2] * 5
+    for job in again:
+        await job.ack()
+
+
 async def test_declare_defaults_and_string_values(drivers: Drivers, unique_name: str) -> None:
-    """Declare: prefetch defaults to 100 (RoadRunner's Declare default), strings parse."""
+    """Declare: prefetch defaults to 100 (RoadRunner's Declare default), strings parse; the
+    shared consumer has no max_ack_pending (each process's prefetch bounds its own jobs)."""
     name = unique_name
     driver = await drivers.declared_driver(name, {
         "stream": name, "subject": f"{name}.jobs", "ack_wait": "5", "priority": "4",
@@ -368,7 +413,7 @@ async def test_declare_defaults_and_string_values(drivers: Drivers, unique_name:
     assert driver.options.ack_wait == 5.0
     js = await drivers.raw()
     info = await js.consumer_info(name, driver.consumer)
-    assert (info.config.max_ack_pending, info.config.ack_wait) == (100, 5.0)
+    assert (info.config.max_ack_pending, info.config.ack_wait) == (-1, 5.0)
 
 
 async def test_a_second_pipeline_on_the_same_stream_adds_its_subject(
@@ -627,15 +672,19 @@ async def test_a_server_gone_for_too_long_asks_the_runtime_for_a_restart(
         await d.close()
 
 
-async def test_an_existing_consumer_takes_the_new_ack_wait_and_prefetch(
+async def test_an_existing_consumer_takes_the_new_ack_wait_and_no_max_ack_pending(
         drivers: Drivers, unique_name: str) -> None:
+    """A consumer made with a ``max_ack_pending`` (once set to ``prefetch``) loses it."""
     name = unique_name
     await drivers.config_driver(name, opts(name, ack_wait="30s", prefetch=10,
                                            deliver_new=True))
-    driver = await drivers.config_driver(name, opts(name, ack_wait="7s", prefetch=20))
     js = await drivers.raw()
+    old = await js.consumer_info(name, drivers.drivers[0].consumer)
+    old.config.max_ack_pending = 10
+    await js.add_consumer(name, config=old.config)
+    driver = await drivers.config_driver(name, opts(name, ack_wait="7s", prefetch=20))
     info = await js.consumer_info(name, driver.consumer)
-    assert (info.config.ack_wait, info.config.max_ack_pending) == (7.0, 20)
+    assert (info.config.ack_wait, info.config.max_ack_pending) == (7.0, -1)
     assert info.config.deliver_policy == "new"  # kept: it cannot change
 
 

@@ -197,7 +197,7 @@ class NATSDriver(PullDriver):
                                                  subjects=[o.dead_letter_subject]))
         config = ConsumerConfig(
             durable_name=self.consumer, name=self.consumer, ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=o.ack_wait, max_ack_pending=o.prefetch, filter_subject=self.subject,
+            ack_wait=o.ack_wait, max_ack_pending=-1, filter_subject=self.subject,
             deliver_policy=DeliverPolicy.NEW if o.deliver_new else DeliverPolicy.ALL,
             max_deliver=-1)
         await self._ensure_consumer(self.stream, config,
