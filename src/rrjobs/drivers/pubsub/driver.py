@@ -3,7 +3,7 @@
 Capabilities, delays (parked with ``ModifyAckDeadline`` until due), settling,
 pause and failure handling are described for users in ``docs/drivers/pubsub.md``.
 Consumption uses unary ``Pull`` (never the threaded streaming-pull helper) in
-the kit's :class:`~rrjobs.core.pull.PullDriver` loop; acknowledgements,
+the kit's :class:`~rrjobs.core.leases.LeasingDriver` loop; acknowledgements,
 deadline changes and publishes of one loop tick go out as one request each
 (:class:`~rrjobs.core.batcher.Batcher`).
 """
@@ -25,7 +25,6 @@ from google.pubsub_v1 import (
     Subscription,
 )
 
-from rrjobs.core.base import describe_error
 from rrjobs.core.batcher import Batcher, chunks
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
@@ -34,9 +33,9 @@ from rrjobs.core.delays import SECOND, whole_seconds
 from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError, RRJobsError
 from rrjobs.core.headers import RR_DELAY, RR_ID, Headers
 from rrjobs.core.job import Job
+from rrjobs.core.leases import LeasingDriver
 from rrjobs.core.message import Message
 from rrjobs.core.pipeline import Pipeline
-from rrjobs.core.pull import PullDriver
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.state import State
 from rrjobs.drivers.pubsub import codec
@@ -88,7 +87,7 @@ def capabilities_for(options: PubSubOptions) -> Capabilities:
                         redelivery_on_crash=True, delay_granularity=SECOND)
 
 
-class PubSubDriver(PullDriver):
+class PubSubDriver(LeasingDriver):
     """One pipeline on a Pub/Sub topic and its subscription (named after the pipeline).
 
     Every method runs on the event loop and never blocks it. ``push`` returns
@@ -97,7 +96,8 @@ class PubSubDriver(PullDriver):
     """
 
     name: ClassVar[str] = DRIVER_NAME
-    hold_at_pause = True  # kept leased for resume; ``stop`` releases them
+    max_lease = MAX_ACK_DEADLINE
+    lease_lost = "given back to the broker (pause or stop), which delivers it again"
     pause_wait = 5.0  # for a Pull in flight: cancelling it strands what the broker handed out
 
     def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: PubSubOptions,
@@ -116,8 +116,6 @@ class PubSubDriver(PullDriver):
         self._idle = IDLE_MIN
         self._pulled_at = 0.0
         self._prune_at = PRUNE_AT
-        #: ack id -> job, for the jobs this consumer holds (queued, handled or paused)
-        self._outstanding: dict[str, Job] = {}
         self._backlog = 0
         self._delayed: dict[str, float] = {}
         self._publisher: Batcher[tuple[str, Any], str] = Batcher(
@@ -254,9 +252,6 @@ class PubSubDriver(PullDriver):
         if not self.supervisor.running("keepalive"):
             self.supervisor.start("keepalive", self._keep_alive)
 
-    def still_held(self, job: Job) -> bool:
-        return job.handle in self._outstanding
-
     async def _keep_alive(self) -> None:
         """Every half ack deadline, extend the leases of the jobs no handler holds yet
         (queued, or kept at pause); prune stale local delayed-job entries."""
@@ -264,7 +259,7 @@ class PubSubDriver(PullDriver):
             await asyncio.sleep(max(0.5, self.ack_deadline / 2))
             waiting = [j for j in self.queue if j.pipeline == self.pipeline_name]
             for job in (*waiting, *self.held):
-                if job.handle in self._outstanding:
+                if job.handle in self.leases:
                     self._modacker.post((job.handle, self.ack_deadline))
             self._prune_delayed(time.time())
 
@@ -318,14 +313,14 @@ class PubSubDriver(PullDriver):
             self, raw.ack_id, d.id, d.name, m.data, d.headers, self.pipeline_name,
             d.priority, d.auto_ack, float(self.ack_deadline)))
         job.delivery_attempt = raw.delivery_attempt
-        self._outstanding[raw.ack_id] = job
+        self.leases.hold(raw.ack_id)
         return job
 
     def poison(self, raw: Any, reason: str) -> Job | None:
         self._backlog = max(0, self._backlog - 1)
         job = self.poison_job(raw.ack_id, raw.message.data, reason,
                               lease=float(self.ack_deadline))
-        self._outstanding[raw.ack_id] = job
+        self.leases.hold(raw.ack_id)
         return job
 
     def _park(self, rm: Any, attrs: dict[str, str], job_id: str, due: float,
@@ -337,18 +332,11 @@ class PubSubDriver(PullDriver):
         if left <= MAX_ACK_DEADLINE or not near_limit:
             self._modacker.post((rm.ack_id, min(MAX_ACK_DEADLINE, math.ceil(left))))
             return
-        attrs = {**attrs, RR_DELAY: str(math.ceil(left))}
-        copy = RawMessage(data=rm.message.data, attributes=attrs)
-
-        async def hop() -> None:
-            try:
-                await self._publisher.submit((self.topic, copy))
-                await self._acker.submit(rm.ack_id)
-            except Exception as exc:  # the original comes back after its deadline
-                self.log.warning("pipeline %r: re-publishing a long delay failed: %s",
-                                 self.pipeline_name, describe_error(exc))
-
-        self.supervisor.spawn("delay hop", hop())
+        copy = RawMessage(data=rm.message.data,
+                          attributes={**attrs, RR_DELAY: str(math.ceil(left))})
+        # a failed hop: the original comes back after its deadline
+        self.spawn_hop(lambda: self._publisher.submit((self.topic, copy)),
+                       lambda: self._acker.submit(rm.ack_id))
 
     # -- settling (the Settler protocol) --------------------------------------------------
 
@@ -357,12 +345,8 @@ class PubSubDriver(PullDriver):
 
     def _take(self, job: Job) -> None:
         """Forget the job (it is settled now) and free its slot."""
-        if self.stopped:
-            raise PipelineStateError(
-                "failed to acknowledge the JOB, the pipeline is probably stopped")
-        if self._outstanding.pop(job.handle, None) is None:
-            raise AckLostError(f"job {job.id} was given back to the broker (pause/stop); "
-                               "the broker redelivers it")
+        self.check_held(job)
+        self.leases.let_go(job.handle)
         self.settled(job)
 
     def ack_now(self, job: Job) -> None:
@@ -376,12 +360,9 @@ class PubSubDriver(PullDriver):
         """Without requeue: to the ``dead_letter_topic`` (or dropped, logged), then
         acknowledged. With requeue: ``ModifyAckDeadline(delay)``, the broker
         redelivers then; a delay past 600 s publishes a delayed copy."""
-        if not requeue:
-            await self._drop(job)
-            return
         seconds = whole_seconds(delay)
-        if seconds > MAX_ACK_DEADLINE:
-            await self.requeue(job, job.headers, delay)
+        if not requeue or seconds > MAX_ACK_DEADLINE:
+            await super().nack(job, requeue, delay)  # dead_letter, or requeue a copy
             return
         self._take(job)
         self._count_pushed(job.id, seconds)
@@ -391,13 +372,12 @@ class PubSubDriver(PullDriver):
             self._uncount_pushed(job.id, seconds)
             raise
 
-    async def _drop(self, job: Job) -> None:
+    async def dead_letter(self, job: Job) -> None:
         self._take(job)
         if self.dead_letter_topic:
             await self._publish_copy(job, self.dead_letter_topic, job.headers, 0)
         else:
-            self.log.warning("pipeline %r: job %s (%s) nacked without requeue and no "
-                             "dead_letter_topic: dropped", self.pipeline_name, job.id, job.name)
+            self.dropped(job, "dead_letter_topic")
         await self._acker.submit(job.handle)
 
     def dead_letter_store(self) -> DeadLetterStore | None:
@@ -423,21 +403,14 @@ class PubSubDriver(PullDriver):
 
     async def _publish_copy(self, job: Job, topic: str, headers: Headers, seconds: int) -> None:
         """Publish a copy of ``job``; if that fails, the original goes back to the broker."""
-        try:
+        async def publish() -> None:
             attrs = codec.attributes(job.id, job.name, headers, job.priority, seconds,
                                      job.auto_ack)
             await self._publisher.submit((topic, RawMessage(data=job.payload, attributes=attrs)))
-        except BaseException:
-            self._modacker.post((job.handle, 0))
-            raise
+        await self.copy_or_give_back(publish(), lambda: self._modacker.post((job.handle, 0)))
 
-    async def extend(self, job: Job, seconds: float) -> None:
-        if self.stopped:
-            raise PipelineStateError(f"pipeline {self.pipeline_name!r} is stopped")
-        if job.handle not in self._outstanding:
-            raise AckLostError(f"job {job.id} is no longer held by this consumer")
-        await self._modacker.submit((job.handle, min(MAX_ACK_DEADLINE,
-                                                     max(1, whole_seconds(seconds)))))
+    async def change_lease(self, job: Job, seconds: int) -> None:
+        await self._modacker.submit((job.handle, seconds))
 
     # -- state and closing ------------------------------------------------------------------
 
@@ -449,20 +422,17 @@ class PubSubDriver(PullDriver):
         self._prune_delayed(now)
         delayed = sum(1 for due in self._delayed.values() if due > now)
         due_now = len(self._delayed) - delayed
-        return State(pipeline=self.pipeline_name, driver=self.name, queue=self.topic,
-                     active=self._backlog + due_now + queued + len(self.held),
-                     delayed=delayed,
-                     reserved=max(0, len(self._outstanding) - queued - len(self.held)),
-                     ready=self.ready, priority=self.priority)
+        return self.state_of(self.topic, self._backlog + due_now + queued + len(self.held),
+                             delayed, max(0, len(self.leases) - queued - len(self.held)))
 
     async def _close(self) -> None:
         """Give every job still held back to the broker (``ModifyAckDeadline(0)``),
         send what is queued, close the clients."""
         self.held = []
-        for handle in self._outstanding:
+        for handle in self.leases:
             self._backlog += 1
             self._modacker.post((handle, 0))
-        self._outstanding.clear()
+        self.leases.clear()
         if self.clients is None:
             return
         try:

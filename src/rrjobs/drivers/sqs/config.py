@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_core.core_schema import ValidationInfo
 
 from rrjobs.core.options import DeclaredOptions, StrictModel, check_together, json_map, or_default
 from rrjobs.core.secret_types import Secret
@@ -127,20 +128,13 @@ class SQSOptions(DeclaredOptions):
     attributes: dict[str, str] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("attributes", mode="before")
+    @field_validator("attributes", "tags", mode="before")
     @classmethod
-    def _attributes(cls, value: Any) -> Any:
+    def _maps(cls, value: Any, info: ValidationInfo) -> Any:
         value = json_map(value)
         if isinstance(value, dict):
-            return {attribute_name(str(k)): attribute_value(v) for k, v in value.items()}
-        return value
-
-    @field_validator("tags", mode="before")
-    @classmethod
-    def _tags(cls, value: Any) -> Any:
-        value = json_map(value)
-        if isinstance(value, dict):
-            return {str(k): attribute_value(v) for k, v in value.items()}
+            key = attribute_name if info.field_name == "attributes" else str
+            return {key(str(k)): attribute_value(v) for k, v in value.items()}
         return value
 
     @property

@@ -2,7 +2,7 @@
 
 Capabilities, delay hops past 900 s, settling, pause and failure handling are
 described for users in ``docs/drivers/sqs.md``. The receive loop is the kit's
-:class:`~rrjobs.core.pull.PullDriver`; deletes and visibility changes go out
+:class:`~rrjobs.core.leases.LeasingDriver`; deletes and visibility changes go out
 through :class:`~rrjobs.core.batcher.Batcher` (``ChangeMessageVisibilityBatch``,
 ``DeleteMessageBatch``), pushes as ``SendMessageBatch`` calls.
 """
@@ -32,18 +32,17 @@ from botocore.exceptions import (  # type: ignore[import-untyped,unused-ignore]
 )
 from botocore.httpsession import get_cert_path  # type: ignore[import-untyped,unused-ignore]
 
-from rrjobs.core.base import describe_error
-from rrjobs.core.batcher import chunks
+from rrjobs.core.batcher import chunks, send_all
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
 from rrjobs.core.deadletters import DeadLetterStore
 from rrjobs.core.delays import SECOND, whole_seconds
-from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError, RRJobsError
+from rrjobs.core.errors import AckLostError, ConfigError, RRJobsError
 from rrjobs.core.headers import Headers
 from rrjobs.core.job import Job
+from rrjobs.core.leases import LeasingDriver
 from rrjobs.core.message import Message
 from rrjobs.core.pipeline import Pipeline
-from rrjobs.core.pull import PullDriver
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.secrets import redact_error
 from rrjobs.core.state import State
@@ -85,7 +84,7 @@ def capabilities_for(options: SQSOptions, *, dead_letter: bool) -> Capabilities:
                         delay_granularity=SECOND)
 
 
-class SQSDriver(PullDriver):
+class SQSDriver(LeasingDriver):
     """One pipeline on one SQS queue.
 
     Every method runs on the event loop and never blocks it (aiobotocore).
@@ -94,7 +93,8 @@ class SQSDriver(PullDriver):
     """
 
     name: ClassVar[str] = "sqs"
-    hold_at_pause = True  # kept for resume; ``stop`` makes them visible again
+    max_lease = MAX_VISIBILITY
+    lease_lost = "its visibility timeout ran out; SQS delivers it again"
 
     def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: SQSOptions,
                  section: SQSSection) -> None:
@@ -108,8 +108,6 @@ class SQSDriver(PullDriver):
         self.visibility = options.visibility_timeout
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
-        #: receipt handle -> ``loop.time()`` at which its reservation ends
-        self._deadlines: dict[str, float] = {}
         self._received_at = 0.0
         self.pause_wait = options.wait_time_seconds + 5  # a long poll in flight finishes
         self._deleter = self.settlement_batcher(self._delete_batch, "an ack", BATCH_SIZE,
@@ -282,29 +280,22 @@ class SQSDriver(PullDriver):
         decoded = codec.decode(raw, self.priority)
         receipt = str(raw["ReceiptHandle"])
         if decoded.remaining > 0:
-            self.supervisor.spawn("delay hop", self._next_hop(raw, decoded, receipt))
+            self._next_hop(raw, decoded, receipt)
             return None
-        self._deadlines[receipt] = self._received_at + self.visibility
+        self.leases.hold(receipt, self._received_at + self.visibility)
         return Job.make(self, receipt, decoded.id, decoded.name, decoded.payload,
                         decoded.headers, self.pipeline_name, decoded.priority,
                         decoded.auto_ack, float(self.visibility))
 
     def poison(self, raw: Any, reason: str) -> Job | None:
         receipt = str(raw["ReceiptHandle"])
-        self._deadlines[receipt] = self._received_at + self.visibility
+        self.leases.hold(receipt, self._received_at + self.visibility)
         return self.poison_job(receipt, str(raw.get("Body", "")).encode("utf-8", "replace"),
                                reason, lease=float(self.visibility))
 
-    def still_held(self, job: Job) -> bool:
-        """Unless its reservation ended while paused."""
-        if self._deadlines.get(job.handle, 0.0) > asyncio.get_running_loop().time():
-            return True
-        self._deadlines.pop(job.handle, None)
-        return False
-
-    async def _next_hop(self, message: dict[str, Any], decoded: codec.Decoded,
-                        receipt: str) -> None:
-        """Send the next hop of a long delay, then delete the received one."""
+    def _next_hop(self, message: dict[str, Any], decoded: codec.Decoded, receipt: str) -> None:
+        """Send the next hop of a long delay, then delete the received one (in the
+        background; a failed hop comes back after its visibility)."""
         hop = min(decoded.remaining, MAX_NATIVE_DELAY)
         attrs = dict(message.get("MessageAttributes") or {})
         rest = decoded.remaining - hop
@@ -312,15 +303,10 @@ class SQSDriver(PullDriver):
             attrs[codec.RR_DELAY_REMAINING] = {"DataType": "Number", "StringValue": str(rest)}
         else:
             attrs.pop(codec.RR_DELAY_REMAINING, None)
-        try:
-            await self._client.send_message(QueueUrl=self.queue_url,
-                                            MessageBody=str(message.get("Body", "")),
-                                            MessageAttributes=_attributes_for_send(attrs),
-                                            DelaySeconds=hop)
-            await self._deleter.submit(receipt)
-        except Exception as exc:  # the hop comes back after its visibility
-            self.log.warning("pipeline %r: delay hop failed (retried on redelivery): %s",
-                             self.pipeline_name, describe_error(exc))
+        self.spawn_hop(lambda: self._client.send_message(
+            QueueUrl=self.queue_url, MessageBody=str(message.get("Body", "")),
+            MessageAttributes=_attributes_for_send(attrs), DelaySeconds=hop),
+            lambda: self._deleter.submit(receipt))
 
     # -- pushing ------------------------------------------------------------------------------
 
@@ -353,12 +339,7 @@ class SQSDriver(PullDriver):
     async def _send_batch(self, msgs: Sequence[Message]) -> None:
         entries = [self._message(m, m.headers, whole_seconds(m.delay), m.id) for m in msgs]
         batches = chunks(entries, BATCH_SIZE, codec.MAX_MESSAGE_SIZE, lambda e: e[1])
-        results = await asyncio.gather(*(self._send_chunk([k for k, _ in c]) for c in batches),
-                                       return_exceptions=True)
-        failed = [str(r) for r in results if isinstance(r, BaseException)]
-        if failed:
-            raise SQSError(f"sqs: push_batch: {len(failed)} of {len(batches)} batches failed: "
-                           + "; ".join(failed))
+        await send_all(self._send_chunk([k for k, _ in c]) for c in batches)
 
     async def _send_chunk(self, chunk: list[dict[str, Any]]) -> None:
         entries = [{**kwargs, "Id": str(i)} for i, kwargs in enumerate(chunk)]
@@ -379,19 +360,8 @@ class SQSDriver(PullDriver):
     def queue_name(self, job: Job) -> str:
         return self.options.queue
 
-    def _check_live(self, job: Job) -> None:
-        """Raise unless the job's reservation is still ours (it is forgotten then)."""
-        if self.stopped:
-            raise PipelineStateError(f"failed to settle job {job.id}: pipeline "
-                                     f"{self.pipeline_name!r} is stopped")
-        deadline = self._deadlines.get(job.handle)
-        if deadline is None or asyncio.get_running_loop().time() >= deadline:
-            self._deadlines.pop(job.handle, None)
-            raise AckLostError(f"sqs: job {job.id}: its visibility timeout ran out; SQS "
-                               "delivers it again")
-
     def _done(self, job: Job) -> None:
-        self._deadlines.pop(job.handle, None)
+        self.leases.let_go(job.handle)
         self.settled(job)
 
     def _refused(self, job: Job, what: str, exc: BaseException) -> Exception:
@@ -411,7 +381,7 @@ class SQSDriver(PullDriver):
         delete SQS refuses is logged and the job comes back after its visibility
         timeout. ``stop`` waits for every queued delete."""
         try:
-            self._check_live(job)
+            self.check_held(job)
             self._deleter.post(job.handle)
         finally:
             self._done(job)
@@ -423,15 +393,14 @@ class SQSDriver(PullDriver):
             await self.requeue(job, job.headers, delay)
             return
         try:
-            self._check_live(job)
+            self.check_held(job)
             if requeue:
                 await self._changer.submit((job.handle, self.options.error_visibility_timeout))
                 return
             if self.dlq_url is not None:
                 await self._send_copy(job, self.dlq_url, job.headers, 0)
             else:
-                self.log.info("pipeline %r: job %s (%s) nacked without a dead-letter queue: "
-                              "deleted", self.pipeline_name, job.id, job.name)
+                self.dropped(job, "attributes.RedrivePolicy")
             await self._delete(job)
         finally:
             self._done(job)
@@ -445,7 +414,7 @@ class SQSDriver(PullDriver):
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         """Send a copy (``headers``, ``delay``), then delete the original."""
         try:
-            self._check_live(job)
+            self.check_held(job)
             await self._send_copy(job, self.queue_url, headers, whole_seconds(delay))
             await self._delete(job)
         finally:
@@ -454,24 +423,16 @@ class SQSDriver(PullDriver):
     async def _send_copy(self, job: Job, url: str, headers: Headers, delay: int) -> None:
         """Send a copy of ``job``; if it fails, the original is made visible again."""
         kwargs, _ = self._message(job, headers, delay, str(uuid.uuid4()))
-        try:
-            await self._send_one(url, kwargs)
-        except BaseException:
-            self._changer.post((job.handle, 0))
-            raise
+        await self.copy_or_give_back(self._send_one(url, kwargs),
+                                     lambda: self._changer.post((job.handle, 0)))
 
-    async def extend(self, job: Job, seconds: float) -> None:
-        """Lease extension: ``ChangeMessageVisibility(seconds)`` (batched)."""
-        self._check_live(job)
-        vis = min(MAX_VISIBILITY, max(1, whole_seconds(seconds)))
-        start = asyncio.get_running_loop().time()
+    async def change_lease(self, job: Job, seconds: int) -> None:
+        """``ChangeMessageVisibility(seconds)`` (batched)."""
         try:
-            await self._changer.submit((job.handle, vis))
+            await self._changer.submit((job.handle, seconds))
         except ClientError as exc:
-            self._deadlines.pop(job.handle, None)
+            self.leases.let_go(job.handle)
             raise self._refused(job, "ChangeMessageVisibility", exc) from None
-        if job.handle in self._deadlines:
-            self._deadlines[job.handle] = start + vis
 
     # -- batch calls ---------------------------------------------------------------------------
 
@@ -501,8 +462,7 @@ class SQSDriver(PullDriver):
     async def state(self) -> State:
         """Counts from ``GetQueueAttributes`` (see ``docs/drivers/sqs.md``)."""
         queued = self.queue.count(self.pipeline_name)
-        state = State(pipeline=self.pipeline_name, driver=self.name, queue=self.queue_url,
-                      priority=self.priority, ready=self.ready)
+        state = self.state_of(self.queue_url)
         if self.stopped:
             return state
         try:
@@ -524,7 +484,7 @@ class SQSDriver(PullDriver):
         """Make kept jobs visible, send every queued delete and change, close the client."""
         if self._client is not None:
             for job in self.held:
-                self._deadlines.pop(job.handle, None)
+                self.leases.let_go(job.handle)
                 self._changer.post((job.handle, 0))
             self.held = []
             await self.bounded(self._deleter.drain(), "sending the acks")
