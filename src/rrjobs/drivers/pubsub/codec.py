@@ -9,7 +9,6 @@ longer are refused on push (:class:`~rrjobs.core.errors.UnsupportedFeatureError`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
 from rrjobs.core import headers as rr
@@ -34,7 +33,7 @@ def attributes(job_id: str, name: str, headers: Headers, priority: int, delay_s:
     own = {k: v[0] for k in rr.DEAD_LETTER_KEYS if (v := headers.get(k))}
     if own:
         headers = {k: v for k, v in headers.items() if k not in own}
-    encoded = json.dumps(headers, separators=(",", ":"), ensure_ascii=False) if headers else "{}"
+    encoded = rr.headers_json(headers) if headers else "{}"
     attrs = {
         **own,
         rr.RR_ID: job_id,

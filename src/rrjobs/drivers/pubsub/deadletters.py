@@ -1,12 +1,8 @@
 """``rrjobs dlq`` on a Pub/Sub pipeline: its dead letters are the messages of the
 subscription the driver keeps on ``dead_letter_topic`` (same id as the topic).
-
-Pub/Sub has no browse: each operation pulls the subscription's messages, holding
-each for :data:`~rrjobs.core.deadletters.HOLD` seconds (``ModifyAckDeadline``),
-until a pull comes back empty, orders them by publish time, acknowledges what it
-replays or purges and gives every other message back at once (deadline 0)
-(:class:`~rrjobs.core.deadletters.HeldStore`). Messages of other pipelines
-sharing the topic (their ``rr_original_pipeline``) are left alone.
+Pub/Sub has no browse: a :class:`~rrjobs.core.deadletters.HeldStore`, whose
+receives pull and hold (``ModifyAckDeadline``), whose deletes acknowledge, and
+whose releases give back (deadline 0).
 """
 
 from __future__ import annotations

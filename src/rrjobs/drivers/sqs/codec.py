@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any
 from rrjobs.core import headers as rr
 from rrjobs.core.errors import PayloadTooLargeError
 from rrjobs.core.fields import RR_FIELDS, JobFields, as_int, job_fields
-from rrjobs.core.headers import DEDUCED_BY_RR, Headers, normalize_headers
+from rrjobs.core.headers import DEDUCED_BY_RR, Headers, headers_json, normalize_headers
 
 RR_ENCODING = "rr_encoding"
 RR_DELAY_REMAINING = "rr_delay_remaining"
@@ -99,9 +98,7 @@ def encode(*, id: str, name: str, payload: bytes, headers: Headers, priority: in
         rr.RR_DELAY: _string(str(delay)),
         rr.RR_AUTO_ACK: _string("true" if auto_ack else "false"),
         rr.RR_PRIORITY: {"DataType": "Number", "StringValue": str(priority)},
-        rr.RR_HEADERS: {"DataType": "Binary",
-                     "BinaryValue": json.dumps(clean, separators=(",", ":"),
-                                               ensure_ascii=False).encode()},
+        rr.RR_HEADERS: {"DataType": "Binary", "BinaryValue": headers_json(clean).encode()},
     }
     if encoding is not None:
         attributes[RR_ENCODING] = _string(encoding)

@@ -1,13 +1,7 @@
 """``rrjobs dlq`` on an SQS pipeline: its dead letters are the messages of the
-dead-letter queue of its ``RedrivePolicy``.
-
-SQS has no browse: each operation receives the queue's messages (their
-visibility held for :data:`~rrjobs.core.deadletters.HOLD` seconds, so no other
-consumer gets them meanwhile) until a receive comes back empty, orders them by
-when they were sent, deletes what it replays or purges, and makes every other
-message visible again at once (:class:`~rrjobs.core.deadletters.HeldStore`).
-Messages of other pipelines sharing the queue (their ``rr_original_pipeline``)
-are left alone.
+dead-letter queue of its ``RedrivePolicy``. SQS has no browse: a
+:class:`~rrjobs.core.deadletters.HeldStore`, whose receives hold each message's
+visibility, whose deletes remove it, and whose releases make it visible again.
 """
 
 from __future__ import annotations
