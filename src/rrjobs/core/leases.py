@@ -51,8 +51,11 @@ class Leases:
         self._ends[handle] = ends
 
     def holds(self, handle: Any) -> bool:
-        """Whether ``handle``'s lease still runs (one that ran out is forgotten)."""
-        if self._ends.get(handle, 0.0) > asyncio.get_running_loop().time():
+        """Whether ``handle``'s lease still runs (one that ran out is forgotten). An
+        endless lease is not compared with the clock (a ``loop.time()`` call may cost
+        microseconds: this is on the ack path)."""
+        ends = self._ends.get(handle)
+        if ends is not None and (ends == math.inf or ends > asyncio.get_running_loop().time()):
             return True
         self._ends.pop(handle, None)
         return False
