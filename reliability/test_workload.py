@@ -3,11 +3,15 @@ and the page they render to, and a real ``rrjobs serve`` of the ledger app on sq
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import nats
 import pytest
 
+from integration.brokers.base import LocalHandle
 from reliability import report, workload
 from reliability.workload import Fleet, Ledger, Producer, pipe, rates, recovery_time
 
@@ -97,3 +101,28 @@ async def test_serve_records_every_job_once(tmp_path: Path) -> None:
     assert {r.pid for r in fleet.ledger.read()} == {fleet.serves[0].pid}
     assert all(0 <= lat < 60_000 for lat in fleet.ledger.latencies_ms())
     assert fleet.serves[0].log_path.name == "serve-0.log"
+
+
+async def test_own_broker_killed_and_restarted_keeps_its_data(
+    own_broker: Callable[[str], LocalHandle], unique_name: str
+) -> None:
+    """``LocalHandle.kill``/``restart``: the same port and data dir, a stream's messages kept."""
+    handle = own_broker("nats")
+    first_pid = handle.broker.pid
+    nc = await nats.connect(handle.broker.endpoint)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name=unique_name, subjects=[f"{unique_name}.x"])
+        await js.publish(f"{unique_name}.x", b"kept")
+    finally:
+        await nc.close()
+    await asyncio.to_thread(handle.kill)
+    assert not handle.running
+    took = await asyncio.to_thread(handle.restart)
+    assert handle.running and handle.broker.pid != first_pid and took > 0
+    nc = await nats.connect(handle.broker.endpoint)
+    try:
+        info = await nc.jetstream().stream_info(unique_name)
+        assert info.state.messages == 1
+    finally:
+        await nc.close()

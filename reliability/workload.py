@@ -83,6 +83,12 @@ def counts(short: int, full: int) -> int:
     return full if mode() == "full" else short
 
 
+def matrix(drivers: Sequence[str], short: Sequence[str]) -> list[str]:
+    """The drivers a scenario runs on: every one of ``drivers`` in the full run, only
+    ``short`` in the short form (CI's time budget; each driver is in some short scenario)."""
+    return list(drivers) if mode() == "full" else [d for d in drivers if d in short]
+
+
 def ids(count: int, prefix: str = "j") -> list[str]:
     """``count`` distinct job ids, ``<prefix>-000000`` on."""
     return [f"{prefix}-{i:06d}" for i in range(count)]
