@@ -21,6 +21,8 @@ from integration.pytest_plugin import (  # noqa: F401  (fixtures, by name)
     nats_broker,
     pubsub_broker,
     sqs_elasticmq_broker,
+    toxiproxy,
+    toxiproxy_server,
     unique_name,
     unique_names,
 )

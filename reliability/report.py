@@ -29,7 +29,11 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "network": (
         "Network faults",
         "Faults of the network between a process and its broker, through toxiproxy, on the "
-        "producer's connection and on the consumer's separately.",
+        "producer's connection and on the consumer's separately. The producer pushes 100 "
+        "jobs/s through one proxy and `rrjobs serve` consumes through another; the fault comes "
+        "after 5 s of flow and lasts 10 s. *Recovery* counts from the start of the fault (its "
+        "10 s included) until a second of handling reached half the rate before it; *during* "
+        "is the rate over that time, *after* the rate of the backlog and the rest.",
     ),
     "recovery": (
         "Recovery",
@@ -59,6 +63,17 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
     ),
 }
 
+#: The network scenarios (reliability/test_network.py): each fault on each side's connection.
+NETWORK_FAULTS: dict[str, str] = {
+    "cut-10s": "a 10 s cut both ways (a blackhole, then the cut connections closed)",
+    "latency-500ms": "500 ms of latency each way",
+    "bandwidth-64kbs": "64 KB/s each way",
+    "reset-peer": "every connection that carries data reset (TCP RST), for 10 s",
+}
+SCENARIOS["network"] = tuple(
+    f"{fault}-{side}" for fault in NETWORK_FAULTS for side in ("producer", "consumer")
+)
+
 SCENARIO_TEXT: dict[str, str] = {
     "broker-kill": "1. broker SIGKILLed and restarted mid-stream",
     "serve-kill": "2. `rrjobs serve` SIGKILLed mid-stream and restarted",
@@ -69,10 +84,26 @@ SCENARIO_TEXT: dict[str, str] = {
     "emulator-restart": "8. Pub/Sub: the emulator restarted",
 }
 
+SCENARIO_TEXT.update(
+    {
+        f"{fault}-{side}": f"3. {text}, on the {side}'s connection"
+        for fault, text in NETWORK_FAULTS.items()
+        for side in ("producer", "consumer")
+    }
+)
+
 _ONLY = {"kafka-group-kill": "kafka", "emulator-restart": "google_pub_sub"}
 
 #: Why a scenario does not apply to a driver: (section, scenario, driver) -> reason.
 NOT_APPLICABLE: dict[tuple[str, str, str], str] = {
+    **{
+        ("network", scenario, driver): "no network: " + why
+        for scenario in SCENARIOS["network"]
+        for driver, why in (
+            ("memory", "the queue is in the serve process"),
+            ("sqlite", "a local file"),
+        )
+    },
     ("faults", "broker-kill", "memory"): (
         "no broker: the queue is the serve process (see serve-kill)"
     ),
