@@ -17,7 +17,7 @@ from rrjobs.core.message import Message
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.drivers.kafka import KafkaConstructor, KafkaDriver
-from rrjobs.drivers.kafka.codec import encode
+from rrjobs.drivers.kafka.codec import RecordEncoder
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
@@ -68,9 +68,9 @@ async def test_records_go_where_the_default_partitioner_puts_their_keys_in_push_
                     == partition]
         assert [r.key for r in records] == [m.id.encode() for m in expected]  # push order
         for record, msg in zip(records, expected, strict=True):
-            want = encode(id=msg.id, name=msg.name, payload=msg.payload, pipeline=topic,
-                          priority=4, headers=msg.headers, auto_ack=msg.auto_ack)
-            assert (record.value, list(record.headers)) == (want.value, want.headers)
+            _, value, headers = RecordEncoder(topic).record(msg.id, msg.name, msg.payload, 4,
+                                                            msg.headers, msg.auto_ack)
+            assert (record.value, list(record.headers)) == (value, headers)
 
 
 async def test_round_robin_takes_partitions_in_turn(

@@ -147,7 +147,7 @@ _made: list[KafkaDriver] = []
 async def close_producers() -> AsyncIterator[None]:
     yield
     while _made:
-        await _made.pop().producer.stop()  # never started: only marks it closed
+        await _made.pop().producer.client.stop()  # never started: only marks it closed
 
 
 def make_driver(consumer: FakeConsumer, restarts: list[tuple[str, str]] | None,
@@ -255,7 +255,7 @@ async def test_commits_failing_past_error_timeout_ask_for_a_restart() -> None:
     driver = make_driver(consumer, restarts, error_timeout="200ms",
                          group_options={"group_id": "g", "commit_interval": "10ms"})
     driver.tracker.assign(TP)
-    driver.tracker.track(TP, 0)
+    driver.tracker.track_many(TP, (0,))
     driver.tracker.settle(TP, 0)
     driver.commits.event.set()
     async with asyncio.timeout(5):
@@ -270,7 +270,7 @@ async def test_a_commit_that_succeeds_again_asks_for_nothing() -> None:
     driver = make_driver(consumer, restarts, error_timeout="10s",
                          group_options={"group_id": "g", "commit_interval": "10ms"})
     driver.tracker.assign(TP)
-    driver.tracker.track(TP, 0)
+    driver.tracker.track_many(TP, (0,))
     driver.tracker.settle(TP, 0)
     driver.commits.event.set()
     task = asyncio.create_task(driver.commits.loop())
@@ -319,7 +319,7 @@ async def test_forwarder_commits_failing_past_error_timeout_are_reported() -> No
     consumer = FakeConsumer([], commit_error=KafkaConnectionError())
     forwarder = make_forwarder(consumer, reports, restart=True, error_timeout=0.1)
     forwarder.tracker.assign(TP)
-    forwarder.tracker.track(TP, 0)
+    forwarder.tracker.track_many(TP, (0,))
     forwarder.commits.settle(TP, 0)
     async with asyncio.timeout(5):
         await forwarder.commits.loop()

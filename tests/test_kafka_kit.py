@@ -8,14 +8,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from rrjobs.config import Config
 from rrjobs.core.headers import RR_ERROR, UNREADABLE
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.drivers.kafka import KafkaConstructor, KafkaUnavailableError
-from rrjobs.drivers.kafka.client import Producer
 from rrjobs.drivers.kafka.codec import RR_DUE
 from rrjobs.drivers.kafka.config import KafkaOptions, KafkaSection
 from rrjobs.drivers.kafka.delays import due_headers
@@ -34,15 +33,15 @@ def make_driver() -> KafkaDriver:
 async def test_a_failed_start_stops_the_producer(monkeypatch: pytest.MonkeyPatch) -> None:
     events: list[str] = []
 
-    async def start(self: Producer) -> None:
+    async def start(self: AIOKafkaProducer) -> None:
         events.append("start")
         raise TimeoutError
 
-    async def stop(self: Producer) -> None:
+    async def stop(self: AIOKafkaProducer) -> None:
         events.append("stop")
 
-    monkeypatch.setattr(Producer, "start", start)
-    monkeypatch.setattr(Producer, "stop", stop)
+    monkeypatch.setattr(AIOKafkaProducer, "start", start)
+    monkeypatch.setattr(AIOKafkaProducer, "stop", stop)
     config = Config({"kafka": {"brokers": ["127.0.0.1:9"]}, "jobs": {}}, source="test")
     pipeline = Pipeline(name="p", driver="kafka", config={"consumer_options": {"topics": ["t"]}})
     with pytest.raises(KafkaUnavailableError, match=r"ping\.timeout"):

@@ -20,7 +20,7 @@ def test_importing_the_pure_modules_does_not_import_aiokafka() -> None:
 def test_out_of_order_settlement_commits_only_the_contiguous_prefix() -> None:
     part = PartitionOffsets()
     for offset in range(10, 15):
-        part.track(offset)
+        part.track_many((offset,))
     assert part.commit_point == 10
     assert part.settle(12) is False  # 10 and 11 are unsettled: nothing moves
     assert part.settle(14) is False
@@ -39,14 +39,14 @@ def test_a_failed_record_holds_the_commit_back_forever() -> None:
     tracker: OffsetTracker[str] = OffsetTracker()
     tracker.assign("t-0")
     for offset in range(100):
-        tracker.track("t-0", offset)
+        tracker.track_many("t-0", (offset,))
     for offset in range(100):
         if offset != 7:
             tracker.settle("t-0", offset)
     assert tracker.to_commit() == {"t-0": 7}
     tracker.committed({"t-0": 7})
     assert tracker.to_commit() == {}
-    assert tracker.outstanding() == 1
+    assert sum(p.outstanding for p in tracker.values()) == 1
     assert tracker.settled_ahead() == 92
 
 
@@ -54,7 +54,7 @@ def test_gaps_in_offsets_are_not_waited_for() -> None:
     """Compaction and transaction markers leave holes: only delivered offsets count."""
     part = PartitionOffsets()
     for offset in (3, 4, 9, 20):
-        part.track(offset)
+        part.track_many((offset,))
     part.settle(4)
     part.settle(3)
     assert part.commit_point == 5
@@ -66,8 +66,8 @@ def test_gaps_in_offsets_are_not_waited_for() -> None:
 
 def test_settling_twice_or_unknown_offsets_changes_nothing() -> None:
     part = PartitionOffsets()
-    part.track(0)
-    part.track(1)
+    part.track_many((0,))
+    part.track_many((1,))
     assert part.settle(5) is False
     assert part.settle(1) is False
     assert part.settle(1) is False
@@ -79,18 +79,18 @@ def test_settling_twice_or_unknown_offsets_changes_nothing() -> None:
 
 def test_offsets_must_increase() -> None:
     part = PartitionOffsets()
-    part.track(5)
+    part.track_many((5,))
     with pytest.raises(ValueError):
-        part.track(5)
+        part.track_many((5,))
     with pytest.raises(ValueError):
-        PartitionOffsets(start=10).track(3)
+        PartitionOffsets(start=10).track_many((3,))
 
 
 def test_revoked_partitions_are_never_committed() -> None:
     tracker: OffsetTracker[str] = OffsetTracker()
     for tp in ("a", "b"):
         tracker.assign(tp)
-        tracker.track(tp, 0)
+        tracker.track_many(tp, (0,))
         tracker.settle(tp, 0)
     tracker.revoke(["a"])
     assert tracker.to_commit() == {"b": 1}
@@ -105,7 +105,7 @@ def test_to_commit_only_reports_moved_partitions() -> None:
     tracker.assign("b", start=40)
     assert tracker.to_commit() == {"b": 40}
     tracker.committed({"b": 40})
-    tracker.track("a", 0)
+    tracker.track_many("a", (0,))
     assert tracker.to_commit() == {}
     tracker.settle("a", 0)
     assert tracker.to_commit() == {"a": 1}
@@ -116,7 +116,7 @@ def test_random_settlement_order_matches_a_model() -> None:
     part = PartitionOffsets()
     offsets = sorted(rng.sample(range(10_000), 500))
     for offset in offsets:
-        part.track(offset)
+        part.track_many((offset,))
     order = offsets[:]
     rng.shuffle(order)
     settled: set[int] = set()
@@ -136,7 +136,7 @@ def test_random_settlement_order_matches_a_model() -> None:
 def test_tracking_a_fetched_batch_is_tracking_each_record() -> None:
     one, many = PartitionOffsets(), PartitionOffsets()
     for offset in (3, 4, 9):
-        one.track(offset)
+        one.track_many((offset,))
     many.track_many([3, 4, 9])
     many.track_many([])
     for part in (one, many):

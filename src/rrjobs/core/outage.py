@@ -27,17 +27,28 @@ forwarder) has an :class:`Outage` of its own. Calls that fail apart but are one
 outage (Kafka's fetch, commits and metadata probe) name their ``source``: the
 outage ends when every source that failed works again.
 
-Event-loop only; :meth:`Outage.failed` is the only coroutine (it sleeps the backoff).
+:class:`Attempts` runs the calls of such a loop under one rule: a failure is
+retried (reported to the outage) until :meth:`FailureWindow.give_up
+<rrjobs.core.resilience.FailureWindow.give_up>` says to give up, then the owner
+is asked whether the loop ends (a restart request).
+
+Event-loop only; :meth:`Outage.failed` and :meth:`Attempts.attempt` are the only
+coroutines (they sleep the backoff).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import traceback
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from rrjobs.core.resilience import DEFAULT_RESTART_AFTER, Backoff, FailureWindow
 from rrjobs.core.secrets import scrub
+
+T = TypeVar("T")
 
 #: The longest error text kept (a failed job's ``rr_error``, a log line's error).
 MAX_REASON = 512
@@ -166,3 +177,52 @@ class Outage:
             self.retries = 0
             self.sources.clear()
             self._ended = time.monotonic()
+
+
+class Attempts:
+    """The calls of one retrying loop of ``outage``'s owner, failing as ``source``.
+
+    A failure is retried after ``wait`` seconds, and reported to the outage, until it is
+    ``fatal(error)`` or the calls have failed for ``limit`` seconds without a success
+    (:meth:`FailureWindow.until <rrjobs.core.resilience.FailureWindow.until>`: ``0``
+    never); then ``on_fatal(why, error)`` says whether the loop ends (a restart was
+    asked for) or goes on, counting again. The first success after failures ends
+    ``source``'s part of the outage. With ``aftermath``, a failure within
+    :data:`AFTERMATH` seconds after an outage is its consequence (a commit refused
+    because the group rebalanced meanwhile): logged at DEBUG, no new outage."""
+
+    __slots__ = ("aftermath", "fatal", "on_fatal", "outage", "source", "wait", "window")
+
+    def __init__(self, outage: Outage, source: str, limit: float,
+                 on_fatal: Callable[[str, BaseException], bool],
+                 fatal: Callable[[BaseException], bool], wait: float, *,
+                 aftermath: bool = False) -> None:
+        self.outage = outage
+        self.source = source
+        self.window = FailureWindow.until(limit)
+        self.on_fatal = on_fatal
+        self.fatal = fatal
+        self.wait = wait
+        self.aftermath = aftermath
+
+    async def attempt(self, work: Awaitable[T], what: str, failed: T, call: str) -> T | None:
+        """``work``'s result (``what``: the call, as the restart reason names it; ``call``:
+        as the outage's log lines do); ``failed`` after a failure that is retried, ``None``
+        once the loop ends."""
+        try:
+            result = await work
+        except Exception as exc:
+            reason, outage = self.window.give_up(what, self.fatal(exc)), self.outage
+            if reason is None and self.aftermath and outage.quiet() and not outage.failing:
+                outage.log.debug("%s: %s failed after the outage: %s", outage.owner, call,
+                                 describe_error(exc))
+            elif reason is None:
+                outage.down(exc, call=call, source=self.source)
+            elif self.on_fatal(reason, exc):
+                return None
+            await asyncio.sleep(self.wait)
+            return failed
+        if self.window.failing:
+            self.window.ok()
+            self.outage.ok(source=self.source)
+        return result

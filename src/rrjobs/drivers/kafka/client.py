@@ -4,6 +4,7 @@ when a client error is fatal."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import ssl
 from collections.abc import Callable, Iterable, Sequence
@@ -16,9 +17,8 @@ from aiokafka.record.default_records import (  # type: ignore[import-untyped]
 )
 
 from rrjobs.core.errors import PayloadTooLargeError
-from rrjobs.core.outage import Outage
-from rrjobs.core.resilience import FailureWindow
-from rrjobs.drivers.kafka.codec import Encoded, RecordHeaders, key_partition
+from rrjobs.core.outage import Attempts, Outage
+from rrjobs.drivers.kafka.codec import Record, key_partition
 from rrjobs.drivers.kafka.config import KafkaOptions, KafkaSection, SASLOptions
 from rrjobs.drivers.kafka.offsets import OffsetTracker
 
@@ -28,10 +28,9 @@ RETRY_BACKOFF = 0.5
 
 
 def fatal_error(exc: BaseException, *, by_kind: bool = True) -> bool:
-    """Fatal at once ("Fatal client errors" in docs/drivers/kafka.md): any foreign exception
-    (the client does not recover) and, by kind, a non-retriable :class:`KafkaError`; commits
-    (``by_kind`` false) are judged by ``error_timeout`` only: one refused in a rebalance is
-    expected. Retriable errors are fatal after ``error_timeout`` without a success."""
+    """Fatal at once ("Fatal client errors" in docs/drivers/kafka.md): a foreign exception (the
+    client does not recover) or, by kind, a non-retriable :class:`KafkaError`; commits (not
+    ``by_kind``) only after ``error_timeout``: one refused in a rebalance is expected."""
     return not isinstance(exc, KafkaError) or (by_kind and not exc.retriable)
 
 
@@ -39,14 +38,12 @@ def connection_kwargs(section: KafkaSection, sasl: SASLOptions | None,
                       context: ssl.SSLContext | None) -> dict[str, Any]:
     """``bootstrap_servers``, ``security_protocol``, TLS and SASL for any aiokafka client."""
     kwargs: dict[str, Any] = {"bootstrap_servers": list(section.brokers)}
+    if context is not None:
+        kwargs.update(security_protocol="SSL", ssl_context=context)
     if sasl is not None:  # the mechanism is plain or SCRAM-SHA-*: aiokafka's names in capitals
         kwargs.update(security_protocol="SASL_SSL" if context is not None else "SASL_PLAINTEXT",
                       sasl_mechanism=sasl.mechanism.upper(), sasl_plain_username=sasl.username,
                       sasl_plain_password=sasl.password.get_secret_value())
-    elif context is not None:
-        kwargs["security_protocol"] = "SSL"
-    if context is not None:
-        kwargs["ssl_context"] = context
     return kwargs
 
 
@@ -65,9 +62,6 @@ class RoundRobinPartitioner:
         return choices[next(self._counter) % len(choices)]
 
 
-#: A record to produce: topic, partition (``None``: the strategy's), key, value, headers.
-Record = tuple[str, int | None, bytes, bytes, RecordHeaders]
-
 #: A batched record this close to ``max_message_bytes`` is measured as aiokafka's ``send``
 #: measures every record (its estimate exceeds the real size by less than this).
 _SIZE_SLACK = 256
@@ -84,21 +78,12 @@ class Producer:
         self.max_request_size = p.max_message_bytes
         self._round_robin = (RoundRobinPartitioner()
                              if p.partitioning_strategy == "RoundRobin" else None)
-        kwargs: dict[str, Any] = dict(conn)
-        kwargs.update(acks=_ACKS[p.required_acks], enable_idempotence=not p.disable_idempotent,
-                      max_request_size=p.max_message_bytes,
-                      request_timeout_ms=int(p.request_timeout * 1000),
-                      compression_type=p.compression_codec, linger_ms=0,
-                      max_batch_size=min(p.max_message_bytes, 1024 * 1024))
-        if self._round_robin is not None:
-            kwargs["partitioner"] = self._round_robin
-        self.client = AIOKafkaProducer(**kwargs)
-
-    async def start(self) -> None:
-        await self.client.start()
-
-    async def stop(self) -> None:
-        await self.client.stop()
+        extra = {"partitioner": self._round_robin} if self._round_robin is not None else {}
+        self.client = AIOKafkaProducer(
+            acks=_ACKS[p.required_acks], enable_idempotence=not p.disable_idempotent,
+            max_request_size=p.max_message_bytes, request_timeout_ms=int(p.request_timeout * 1000),
+            compression_type=p.compression_codec, linger_ms=0,
+            max_batch_size=min(p.max_message_bytes, 1024 * 1024), **extra, **conn)
 
     def _chooser(self, topic: str, partitions: set[int]) -> Callable[[bytes], int]:
         """``key → partition`` for ``topic`` by the strategy, from its known ``partitions``."""
@@ -116,36 +101,26 @@ class Producer:
             raise ValueError(f"kafka: topic {topic!r} has no partition {partition} "
                              f"(it has {sorted(partitions)})")
 
-    def _too_large(self, key: bytes, value: bytes,
-                   headers: RecordHeaders) -> None:
-        """Raise :class:`PayloadTooLargeError` for a record aiokafka's ``send`` refuses."""
-        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
-        if size > self.max_request_size:
-            raise PayloadTooLargeError(
-                f"kafka: record of {len(value)} bytes ({size} with its key and headers) is "
-                f"too large for max_message_bytes ({self.max_request_size})")
-
-    async def send(self, topic: str, rec: Encoded, partition: int | None = None) -> None:
+    async def send(self, record: Record) -> None:
         """Produce one record and wait for its acknowledgement. Raises :class:`ValueError`
         for a partition the topic lacks, :class:`PayloadTooLargeError` for a record too large."""
+        topic, partition, key, value, headers = record
         partitions = self.client.client.cluster.partitions_for_topic(topic)
         if partitions:
             if partition is None:
-                partition = self._chooser(topic, partitions)(rec.key)
+                partition = self._chooser(topic, partitions)(key)
             else:
                 self._check_partition(topic, partition, partitions)
         try:
             fut: asyncio.Future[Any] = await self.client.send(
-                topic, rec.value, key=rec.key, partition=partition, headers=rec.headers)
+                topic, value, key=key, partition=partition, headers=headers)
         except MessageSizeTooLargeError as exc:
-            raise PayloadTooLargeError(f"kafka: record of {len(rec.value)} bytes is too large "
+            raise PayloadTooLargeError(f"kafka: record of {len(value)} bytes is too large "
                                        f"for max_message_bytes: {exc}") from None
         await self.wait([fut])
 
     async def wait(self, futures: Sequence[asyncio.Future[Any]]) -> None:
         """Wait for the acknowledgements of ``futures`` (within ``delivery_timeout``)."""
-        if not futures:
-            return
         try:
             async with asyncio.timeout(self.delivery_timeout):
                 await asyncio.gather(*futures)
@@ -195,8 +170,12 @@ class Producer:
                 builder = create()
                 chain.append(builder)
                 meta = builder.append(timestamp=None, key=key, value=value, headers=headers)
-            if meta.size > limit:
-                self._too_large(key, value, headers)
+            if meta.size > limit:  # too large when aiokafka's ``send`` measures it?
+                size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+                if size > self.max_request_size:
+                    raise PayloadTooLargeError(
+                        f"kafka: record of {len(value)} bytes ({size} with its key and headers) "
+                        f"is too large for max_message_bytes ({self.max_request_size})")
         futures: list[asyncio.Future[Any]] = []
         try:
             for (topic, partition), chain in batches.items():
@@ -222,10 +201,10 @@ class Commits:
         self.consumer: Any = None
         self.event = asyncio.Event()
         self.interval = interval
-        self.error_timeout = error_timeout
-        self.outage = outage
-        self.source = source
-        self._on_fatal = on_fatal
+        # just after an outage, a refused commit is its aftermath (the group rebalanced
+        # meanwhile, the records come again): no new outage
+        self.calls = Attempts(outage, source, error_timeout, on_fatal,
+                              functools.partial(fatal_error, by_kind=False), 0, aftermath=True)
         self._lock = asyncio.Lock()
 
     def settle(self, tp: Any, offset: int) -> None:
@@ -233,37 +212,24 @@ class Commits:
         if self.tracker.settle(tp, offset):
             self.event.set()
 
-    async def commit(self, tps: Iterable[Any] | None = None) -> None:
-        """Commit the moved prefix of ``tps`` (or of every partition) now."""
+    async def commit(self, tps: Iterable[Any] | None = None) -> bool:
+        """Commit the moved prefix of ``tps`` (or of every partition) now; ``True`` when done."""
         async with self._lock:
             offsets = self.tracker.to_commit(tps)
             if offsets and self.consumer is not None:
                 await self.consumer.commit(offsets)
                 self.tracker.committed(offsets)
+        return True
 
     async def loop(self) -> None:
-        window, outage = FailureWindow.until(self.error_timeout), self.outage
         while True:
             await self.event.wait()
             self.event.clear()
-            try:
-                await self.commit()
-            except Exception as exc:
-                reason = window.give_up("commit", fatal_error(exc, by_kind=False))
-                if reason is not None:
-                    if self._on_fatal(reason, exc):
-                        return
-                elif outage.quiet() and not outage.failing:
-                    # just after an outage: the group rebalanced meanwhile, the records come again
-                    outage.log.debug("%s: committing offsets failed after the outage: %s",
-                                     outage.owner, exc)
-                else:
-                    outage.down(exc, call="committing offsets", source=self.source)
+            done = await self.calls.attempt(self.commit(), "commit", False, "committing offsets")
+            if done is None:
+                return
+            if not done:
                 self.event.set()
-            else:
-                if window.failing:
-                    window.ok()
-                    outage.ok(source=self.source)
             await asyncio.sleep(self.interval)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from rrjobs.core import headers as rr
 from rrjobs.core.fields import RR_FIELDS, JobFields, as_int, as_text, job_fields
@@ -22,6 +21,8 @@ RR_TARGET_PARTITION = "rr_target_partition"
 META_HEADERS = RR_FIELDS | {RR_DUE, RR_TARGET_TOPIC, RR_TARGET_PARTITION}
 
 RecordHeaders = list[tuple[str, bytes]]
+#: A record to produce: topic, partition (``None``: the strategy's), key, value, headers.
+Record = tuple[str, int | None, bytes, bytes, RecordHeaders]
 
 _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
@@ -32,21 +33,23 @@ def encode_priority(priority: int) -> bytes:
     return (_I64 if priority < 0 else _U64).pack(priority)
 
 
+#: ``rr_priority`` values (8 bytes) already read → the priority (0: the default).
+_priorities: dict[bytes, int] = {}
+
+
 def decode_priority(raw: bytes | None, default: int) -> int:
-    """``rr_priority``: 8 bytes LE, or decimal text; anything else (or 0) gives ``default``."""
+    """``rr_priority``: 8 bytes LE, or decimal text; anything else (or 0) gives ``default``.
+    Up to :data:`ENCODER_CACHE` distinct 8-byte values are remembered."""
     if not raw:
         return default
-    value = _I64.unpack(raw)[0] if len(raw) == 8 else as_int(raw)
+    value = _priorities.get(raw)
+    if value is None:
+        if len(raw) != 8:
+            return as_int(raw) or default
+        value = _I64.unpack(raw)[0]
+        if len(_priorities) < ENCODER_CACHE:
+            _priorities[raw] = value
     return value or default
-
-
-@dataclass(slots=True)
-class Encoded:
-    """A job as a Kafka record."""
-
-    key: bytes
-    value: bytes
-    headers: RecordHeaders
 
 
 def _job_headers(headers: Headers) -> RecordHeaders:
@@ -58,22 +61,13 @@ def _job_headers(headers: Headers) -> RecordHeaders:
     return out
 
 
-def encode(*, id: str, name: str, payload: bytes, pipeline: str, priority: int,
-           headers: Headers, auto_ack: bool = False,
-           extra: Sequence[tuple[str, bytes]] = ()) -> Encoded:
-    """The record of a job (``extra``: further metadata headers, e.g. a delay's)."""
-    key, value, out = RecordEncoder(pipeline).record(id, name, payload, priority, headers,
-                                                      auto_ack, extra)
-    return Encoded(key, value, out)
-
-
 #: Distinct job names and priorities a :class:`RecordEncoder` keeps encoded at most.
 ENCODER_CACHE = 256
 
 
 class RecordEncoder:
-    """Encodes a pipeline's jobs as :func:`encode` does, the repeated header values (up to
-    :data:`ENCODER_CACHE` distinct ones) encoded once. Event-loop only."""
+    """Encodes a pipeline's jobs (``extra``: further metadata headers, e.g. a delay's), the
+    repeated header values (up to :data:`ENCODER_CACHE` distinct ones) encoded once (loop only)."""
 
     __slots__ = ("_names", "_pipeline", "_priorities")
 
@@ -128,22 +122,7 @@ def decode(key: bytes | None, value: bytes | None,
 
 #: The record headers :func:`decode_fields` reads without :func:`decode`'s general path.
 _PLAIN_META = frozenset({rr.RR_ID, rr.RR_JOB, rr.RR_PIPELINE, rr.RR_PRIORITY, rr.RR_AUTO_ACK})
-#: ``rr_priority`` values (8 bytes) already read → the priority (0: the default).
-_priorities: dict[bytes, int] = {}
-
 DecodedFields = tuple[str, str, bytes, Headers, int, bool]
-
-
-def _priority(raw: bytes | None, default: int) -> int:
-    """:func:`decode_priority`, remembering up to :data:`ENCODER_CACHE` 8-byte values."""
-    if not raw:
-        return default
-    value = _priorities.get(raw)
-    if value is None:
-        value = decode_priority(raw, 0)
-        if len(raw) == 8 and len(_priorities) < ENCODER_CACHE:
-            _priorities[raw] = value
-    return value or default
 
 
 def decode_fields(key: bytes | None, value: bytes | None,
@@ -156,13 +135,13 @@ def decode_fields(key: bytes | None, value: bytes | None,
         if (raw_id and raw_job and k0 == rr.RR_ID and k1 == rr.RR_JOB and k2 == rr.RR_PIPELINE
                 and k3 == rr.RR_PRIORITY):
             return (raw_id.decode("utf-8", "replace"), raw_job.decode("utf-8", "replace"),
-                    value or b"", {}, _priority(raw_prio, default_priority), False)
+                    value or b"", {}, decode_priority(raw_prio, default_priority), False)
     meta = dict(headers)
     if len(meta) != len(headers) or not meta.keys() <= _PLAIN_META:
         d = decode(key, value, headers, default_priority)
     else:
         d = job_fields(ident=meta.get(rr.RR_ID), name=meta.get(rr.RR_JOB),
-                       priority=_priority(meta.get(rr.RR_PRIORITY), 0),
+                       priority=decode_priority(meta.get(rr.RR_PRIORITY), 0),
                        auto_ack=meta.get(rr.RR_AUTO_ACK), fallback_id=as_text(key),
                        default_priority=default_priority)
     return d.id, d.name, value or b"", d.headers, d.priority, d.auto_ack

@@ -115,15 +115,11 @@ class KafkaSection(StrictModel):
 
     @field_validator("brokers", mode="before")
     @classmethod
-    def _brokers(cls, value: Any) -> Any:
-        if value is None or value == "" or value == []:
-            return list(DEFAULT_BROKERS)
-        return comma_list(value)
-
-    @field_validator("brokers")
-    @classmethod
-    def _no_scheme(cls, value: list[str]) -> list[str]:
-        return [b.split("://", 1)[-1] for b in value]
+    def _brokers(cls, value: Any) -> Any:  # without a scheme (RoadRunner accepts one)
+        value = list(DEFAULT_BROKERS) if value in (None, "", []) else comma_list(value)
+        if isinstance(value, list):
+            value = [b.split("://", 1)[-1] if isinstance(b, str) else b for b in value]
+        return value
 
 
 class ProducerOptions(DeclaredOptions):
@@ -246,11 +242,8 @@ class KafkaOptions(DeclaredOptions):
     delay_topic: str = ""
     dead_letter_topic: str = ""
 
-    @field_validator("producer_options", "consumer_options", "group_options", "sasl_options",
-                     mode="before")
-    @classmethod
-    def _decode(cls, value: Any) -> Any:
-        return json_map(value)
+    _decode = field_validator("producer_options", "consumer_options", "group_options",
+                              "sasl_options", mode="before")(json_map)
 
     @model_validator(mode="after")
     def _check(self) -> KafkaOptions:
@@ -264,10 +257,8 @@ class KafkaOptions(DeclaredOptions):
 
     def main_topics(self) -> list[str]:
         """The topics consumed by name (not the regular expressions)."""
-        consumer = self.consumer_options
-        if consumer.consume_regexp:
-            return []
-        return list(consumer.topics) or list(consumer.consume_partitions)
+        c = self.consumer_options
+        return [] if c.consume_regexp else list(c.topics or c.consume_partitions)
 
     def default_topic(self) -> str:
         """Where a push without ``Message.topic`` goes ("" when there is none)."""
@@ -276,7 +267,5 @@ class KafkaOptions(DeclaredOptions):
 
     def resolved_delay_topic(self) -> str:
         """The delay topic, or "" when delays are unavailable (no topic to derive it)."""
-        if self.delay_topic:
-            return self.delay_topic
         default = self.default_topic()
-        return f"{default}.rrjobs-delayed" if default else ""
+        return self.delay_topic or (f"{default}.rrjobs-delayed" if default else "")

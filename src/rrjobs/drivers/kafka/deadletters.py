@@ -1,21 +1,17 @@
 """``rrjobs dlq`` on a Kafka pipeline: its dead letters are the records of its
-``dead_letter_topic`` from the committed offsets of the consumer group
-``rrjobs-dlq-<pipeline>`` on.
+``dead_letter_topic`` from the committed offsets of the consumer group ``rrjobs-dlq-<pipeline>``.
 
-Kafka deletes no single record, so a letter is removed by moving that group's
-committed offset past it: each operation reads the topic from those offsets to
-its end (a consumer of its own, assigned every partition), and after a replay
-or a purge commits, per partition, the first offset still holding a letter of
-this pipeline. A letter replayed ahead of older ones of its partition is kept
-out of the lists by this driver until those go; a restart forgets that, and
-the letter shows again (a replay is at-least-once). Records of other
-pipelines sharing the topic are never shown, and never hold the offset back.
-"""
+Kafka deletes no single record, so a letter is removed by moving that group's committed offset
+past it: each operation reads the topic from those offsets to its end (a consumer of its own,
+assigned every partition), and after a replay or a purge commits, per partition, the first
+offset still holding a letter of this pipeline. A letter replayed ahead of older ones of its
+partition is kept out of the lists by this driver until those go; a restart forgets that, and
+the letter shows again (a replay is at-least-once). Records of other pipelines sharing the topic
+are never shown, and never hold the offset back."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, NamedTuple
@@ -43,21 +39,18 @@ class DeadLetterTopic(ScannedStore[Stored]):
     """The :class:`~rrjobs.core.deadletters.DeadLetterStore` of ``pipeline``: its
     letters in ``topic``; ``conn``: aiokafka's connection keywords."""
 
-    def __init__(self, conn: dict[str, Any], topic: str, pipeline: str, priority: int,
-                 log: logging.Logger) -> None:
+    def __init__(self, conn: dict[str, Any], topic: str, pipeline: str, priority: int) -> None:
         super().__init__(pipeline, priority)
         self.conn = conn
         self.topic = topic
         self.group = f"rrjobs-dlq-{pipeline}"
-        self.log = log
         #: per partition: offsets replayed above the committed one
         self._taken: dict[int, set[int]] = {}
 
     @asynccontextmanager
     async def session(self, removing: bool) -> AsyncIterator[Session[Stored]]:
-        """The topic read from the group's offsets with a consumer of its own; a
-        letter is removed by marking it taken, and a take or purge ends with
-        :meth:`_commit`."""
+        """The topic read from the group's offsets with a consumer of its own; a letter is
+        removed by marking it taken, and a take or purge ends with :meth:`_commit`."""
         consumer = AIOKafkaConsumer(group_id=self.group, enable_auto_commit=False,
                                     auto_offset_reset="earliest", **self.conn)
         await consumer.start()
@@ -104,8 +97,7 @@ class DeadLetterTopic(ScannedStore[Stored]):
                     batch = await consumer.getmany(tp, timeout_ms=1000)
                     for r in batch.get(tp, ()):
                         if r.offset < ends[tp]:
-                            out.append(Stored(tp.partition, r.offset, r.timestamp,
-                                              self._letter(r)))
+                            out.append(Stored(tp.partition, r.offset, r.timestamp, self._letter(r)))
         out.sort(key=lambda s: (s.timestamp, s.partition, s.offset))
         return out, bounds
 

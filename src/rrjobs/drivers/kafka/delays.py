@@ -17,17 +17,13 @@ from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from rrjobs.core.delays import due_at_ms
-from rrjobs.core.outage import Outage
-from rrjobs.core.resilience import FailureWindow
+from rrjobs.core.outage import Attempts, Outage
 from rrjobs.core.supervise import Supervisor
 from rrjobs.core.timers import DelayQueue
 from rrjobs.drivers.kafka.client import RETRY_BACKOFF, Commits, Listener, Producer, fatal_error
-from rrjobs.drivers.kafka.codec import RR_DUE, RR_TARGET_PARTITION, RR_TARGET_TOPIC
+from rrjobs.drivers.kafka.codec import RR_DUE, RR_TARGET_PARTITION, RR_TARGET_TOPIC, Record
 from rrjobs.drivers.kafka.config import DEFAULT_DELAY_BUFFER
 from rrjobs.drivers.kafka.offsets import OffsetTracker
-
-#: ``bounded(call, what)``: awaits a broker call of a stop (at most a while in an outage).
-Bounded = Callable[[Awaitable[Any], str], Awaitable[None]]
 
 
 def due_headers(delay: float, topic: str, partition: int | None) -> list[tuple[str, bytes]]:
@@ -41,11 +37,7 @@ class _Entry:
     tp: Any
     offset: int
     generation: int
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]]
-    topic: str
-    partition: int | None
+    record: Record  #: the record to forward
 
 
 def parse(record: Any, tp: Any, generation: int) -> tuple[float, _Entry | None]:
@@ -58,22 +50,21 @@ def parse(record: Any, tp: Any, generation: int) -> tuple[float, _Entry | None]:
         else:
             rest.append((key, value or b""))
     try:
-        due_ms = int(meta[RR_DUE].decode())
+        due_ms = int(meta[RR_DUE])  # int() reads ASCII digits from bytes
         topic = meta[RR_TARGET_TOPIC].decode()
-        raw_partition = meta.get(RR_TARGET_PARTITION, b"").decode()
-        partition = int(raw_partition) if raw_partition else None
+        partition = int(meta[RR_TARGET_PARTITION]) if meta.get(RR_TARGET_PARTITION) else None
     except (KeyError, ValueError, UnicodeDecodeError):
         return 0.0, None
     return max(0.0, due_ms / 1000 - time.time()), _Entry(
-        tp, record.offset, generation, record.key, record.value or b"", rest, topic, partition)
+        tp, record.offset, generation, (topic, partition, record.key or b"", record.value or b"",
+                                        rest))
 
 
 class DelayForwarder:
-    """Forwards due records of a delay topic (loops in the driver's ``supervisor``;
-    ``start`` and ``stop`` not concurrently). A fatal failure calls ``on_fatal(what,
-    error)``; when it returns true the failing loop ends (the pipeline restarts). Other
-    failures are the pipeline's ``outage`` (sources ``delay fetch``, ``delay forward``,
-    ``delay commits``) until they work again."""
+    """Forwards due records of a delay topic (loops in the driver's ``supervisor``; ``start``
+    and ``stop`` not concurrently). A fatal failure calls ``on_fatal(what, error)``; when it
+    returns true the failing loop ends (the pipeline restarts). Other failures are the
+    pipeline's ``outage`` (sources ``delay fetch``, ``delay forward``, ``delay commits``)."""
 
     def __init__(self, *, topic: str, group_id: str, conn: dict[str, Any], producer: Producer,
                  group_timings: dict[str, int], commit_interval: float,
@@ -86,8 +77,9 @@ class DelayForwarder:
         self.group_id = group_id
         self.buffer = buffer
         self.outage = outage
-        self._error_timeout = error_timeout
         self._on_fatal = on_fatal
+        self._reads = Attempts(outage, "delay fetch", error_timeout, self._fatal, fatal_error,
+                               RETRY_BACKOFF)
         self.tracker: OffsetTracker[Any] = OffsetTracker()
         self.commits = Commits(self.tracker, commit_interval, error_timeout, self._fatal,
                                outage, "delay commits")
@@ -122,7 +114,7 @@ class DelayForwarder:
         return [("delay-read", self._read), ("delay-forward", self._forward),
                 ("delay-commits", self.commits.loop)]
 
-    async def stop(self, bounded: Bounded) -> None:
+    async def stop(self, bounded: Callable[[Awaitable[Any], str], Awaitable[None]]) -> None:
         """Stop the loops, commit, close the consumer; ``bounded(call, what)`` awaits the
         two broker calls (the driver's ``BaseDriver.bounded``: never raises)."""
         for name, _ in self._loops():
@@ -137,30 +129,20 @@ class DelayForwarder:
 
     async def _read(self) -> None:
         consumer = self._consumer
-        outage = FailureWindow.until(self._error_timeout)
         while True:
             room = self.buffer - self.scheduled
             paused = room <= 0  # until a scheduled record is forwarded
             (consumer.pause if paused else consumer.resume)(*consumer.assignment())
-            try:
-                batch = await consumer.getmany(timeout_ms=200 if paused else 500,
-                                               max_records=max(1, min(room, 1000)))
-            except Exception as exc:
-                reason = outage.give_up("fetch", fatal_error(exc))
-                if reason is None:
-                    self.outage.down(exc, call=f"reading delay topic {self.topic!r}",
-                                     source="delay fetch")
-                elif self._fatal(reason, exc):
-                    return
-                await asyncio.sleep(RETRY_BACKOFF)
-                continue
-            outage.ok()
-            self.outage.ok(source="delay fetch")
+            batch = await self._reads.attempt(consumer.getmany(
+                timeout_ms=200 if paused else 500, max_records=max(1, min(room, 1000))),
+                "fetch", {}, f"reading delay topic {self.topic!r}")
+            if batch is None:
+                return
             for tp, records in batch.items():
                 generation = self._generation.get(tp, 0)
+                self.tracker.track_many(tp, [r.offset for r in records])
                 for record in records:
                     wait, entry = parse(record, tp, generation)
-                    self.tracker.track(tp, record.offset)
                     if entry is None:
                         self.outage.log.error("delay topic %r: record %s@%d has no due time "
                                               "or target; skipped", self.topic, tp, record.offset)
@@ -183,8 +165,7 @@ class DelayForwarder:
                 if not batch:
                     continue
                 try:
-                    await self._producer.send_records(
-                        (e.topic, e.partition, e.key or b"", e.value, e.headers) for e in batch)
+                    await self._producer.send_records(e.record for e in batch)
                 except Exception as exc:
                     self.outage.down(exc, call=f"forwarding {len(batch)} delayed records",
                                      source="delay forward")

@@ -32,22 +32,14 @@ from rrjobs.core.headers import Headers
 from rrjobs.core.job import Job
 from rrjobs.core.lane import Lane
 from rrjobs.core.message import Message
+from rrjobs.core.outage import Attempts
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
-from rrjobs.core.resilience import FailureWindow
 from rrjobs.core.secrets import scrub
 from rrjobs.core.state import State
 from rrjobs.core.tls import client_ssl_context
-from rrjobs.drivers.kafka import codec
-from rrjobs.drivers.kafka.client import (
-    RETRY_BACKOFF,
-    Commits,
-    Listener,
-    Producer,
-    Record,
-    connection_kwargs,
-    fatal_error,
-)
+from rrjobs.drivers.kafka import client, codec
+from rrjobs.drivers.kafka.client import RETRY_BACKOFF, Commits, Listener, Producer, fatal_error
 from rrjobs.drivers.kafka.config import KafkaOptions, KafkaSection, OffsetSpec
 from rrjobs.drivers.kafka.deadletters import DeadLetterTopic
 from rrjobs.drivers.kafka.delays import DelayForwarder, due_headers
@@ -73,15 +65,11 @@ class KafkaUnavailableError(RRJobsError):
 
 def capabilities_for(options: KafkaOptions, *, delay: bool) -> Capabilities:
     """What a pipeline with ``options`` can do (``delay``: its delay topic is usable)."""
-    return Capabilities(
-        delay=delay,
-        delay_granularity=0.001,
-        durable=options.producer_options.required_acks != "NoAck",
-        max_payload=options.producer_options.max_message_bytes - HEADER_RESERVE,
-        dead_letter=bool(options.dead_letter_topic),
-        dead_letter_read=bool(options.dead_letter_topic),
-        redelivery_on_crash=options.group_options is not None,
-    )
+    p, dead_letter = options.producer_options, bool(options.dead_letter_topic)
+    return Capabilities(delay=delay, delay_granularity=0.001, durable=p.required_acks != "NoAck",
+                        max_payload=p.max_message_bytes - HEADER_RESERVE, dead_letter=dead_letter,
+                        dead_letter_read=dead_letter,
+                        redelivery_on_crash=options.group_options is not None)
 
 
 class KafkaJob(Job):
@@ -120,7 +108,10 @@ class KafkaDriver(BaseDriver):
         self.priority = options.priority
         self.options = options
         self.section = section
-        self.group = options.group_options
+        self.group = group = options.group_options
+        self._timings = {} if group is None else {  # the consumer group's, for each consumer
+            "session_timeout_ms": int(group.session_timeout * 1000),
+            "heartbeat_interval_ms": int(group.heartbeat_interval * 1000)}
         self.lane = Lane(queue, self.pipeline_name, options.prefetch)
         self.topics = options.main_topics()
         self.topic = options.default_topic()
@@ -129,7 +120,7 @@ class KafkaDriver(BaseDriver):
         self.dead_letter_topic = options.dead_letter_topic
         self.capabilities = capabilities_for(options, delay=bool(self.delay_topic))
         tls = client_ssl_context(section.tls) if section.tls else None  # reads files
-        self._conn = connection_kwargs(section, options.sasl_options or section.sasl, tls)
+        self._conn = client.connection_kwargs(section, options.sasl_options or section.sasl, tls)
         self.producer = Producer(options, self._conn)
         self.tracker: OffsetTracker[Any] = OffsetTracker()
         self.commits = Commits(self.tracker, self.group.commit_interval if self.group else 0.2,
@@ -148,7 +139,7 @@ class KafkaDriver(BaseDriver):
             f"the pipeline is restarted after error_timeout={limit:g}s" if limit > 0
             else "for as long as it takes (error_timeout: 0)"))
         self.dead_letters = (DeadLetterTopic(self._conn, self.dead_letter_topic,
-                                             self.pipeline_name, self.priority, self.log)
+                                             self.pipeline_name, self.priority)
                              if self.dead_letter_topic else None)
 
     async def open(self, where: str) -> None:
@@ -158,7 +149,7 @@ class KafkaDriver(BaseDriver):
         try:
             async with asyncio.timeout(timeout):
                 self._producer_started = True  # a half-started producer is stopped too
-                await self.producer.start()
+                await self.producer.client.start()
                 await self._ensure_topics(where)
         except TimeoutError:
             raise KafkaUnavailableError(
@@ -184,25 +175,22 @@ class KafkaDriver(BaseDriver):
         return ""
 
     async def _ensure_topics(self, where: str) -> None:
-        client = self.producer.client
+        producer = self.producer.client
         if self.options.auto_create_topics_enable:
-            for topic in [*self.topics, self.delay_topic, self.dead_letter_topic]:
-                if topic:
-                    await client.partitions_for(topic)
+            for topic in filter(None, [*self.topics, self.delay_topic, self.dead_letter_topic]):
+                await producer.partitions_for(topic)
             return
-        existing = set((await client.client.fetch_all_metadata()).topics())
+        existing = set((await producer.client.fetch_all_metadata()).topics())
         for topic in self.topics:
             if topic not in existing:
                 raise ConfigError(f"{where}.consumer_options.topics",
                                   f"topic {topic!r} does not exist (create it, or set "
                                   "auto_create_topics_enable: true)")
-        if self.dead_letter_topic and self.dead_letter_topic not in existing:
-            raise ConfigError(f"{where}.dead_letter_topic",
-                              f"topic {self.dead_letter_topic!r} does not exist")
-        if self.delay_topic and self.delay_topic not in existing:
-            if self.options.delay_topic:
-                raise ConfigError(f"{where}.delay_topic",
-                                  f"topic {self.delay_topic!r} does not exist")
+        for key, topic in (("dead_letter_topic", self.dead_letter_topic),
+                           ("delay_topic", self.options.delay_topic)):
+            if topic and topic not in existing:
+                raise ConfigError(f"{where}.{key}", f"topic {topic!r} does not exist")
+        if self.delay_topic and self.delay_topic not in existing:  # the derived one
             self.log.info("pipeline %r: delay topic %r does not exist; delays are unavailable "
                           "(create it, or set auto_create_topics_enable: true)", self.pipeline_name,
                           self.delay_topic)
@@ -213,7 +201,7 @@ class KafkaDriver(BaseDriver):
     def _encoder(self) -> codec.RecordEncoder:
         return codec.RecordEncoder(self.pipeline_name)
 
-    def _record(self, msg: Message) -> Record:
+    def _record(self, msg: Message) -> codec.Record:
         """``msg``'s record: to ``Message.topic`` or the first topic (``Message.partition``
         with ``Manual`` partitioning), or to the delay topic with the due headers."""
         topic = msg.topic or self.topic
@@ -234,32 +222,24 @@ class KafkaDriver(BaseDriver):
             return self.delay_topic, None, due_headers(delay, topic, partition)
         return topic, partition, ()
 
-    def _job_record(self, job: Job, headers: Headers,
-                    extra: Sequence[tuple[str, bytes]] = ()) -> codec.Encoded:
-        return codec.Encoded(*self._encoder.record(job.id, job.name, job.payload, job.priority,
-                                                   headers, job.auto_ack, extra))
+    def _job_record(self, job: Job, headers: Headers, topic: str, partition: int | None = None,
+                    extra: Sequence[tuple[str, bytes]] = ()) -> codec.Record:
+        return (topic, partition, *self._encoder.record(job.id, job.name, job.payload,
+                                                        job.priority, headers, job.auto_ack, extra))
 
     async def _send(self, msg: Message) -> None:
-        topic, partition, key, value, headers = self._record(msg)
-        await self.producer.send(topic, codec.Encoded(key, value, headers), partition)
+        await self.producer.send(self._record(msg))
 
     async def _send_batch(self, msgs: Sequence[Message]) -> None:
         # records made one at a time (``map``): a thousand alive at once outlive young-gen GCs
         await self.producer.send_records(map(self._record, msgs))
 
-    def _timings(self) -> dict[str, int]:
-        if self.group is None:
-            return {}
-        return {"session_timeout_ms": int(self.group.session_timeout * 1000),
-                "heartbeat_interval_ms": int(self.group.heartbeat_interval * 1000)}
-
     async def _start_consuming(self) -> None:
         if self._consumer is None:
             await self._start_consumer()
         self.feed.open()
-        if self._consumer is not None:
-            # partitions that ``assigned`` is still positioning stay paused until it resumes them
-            self._consumer.resume(*(set(self._consumer.assignment()) - self._seeking))
+        # partitions that ``assigned`` is still positioning stay paused until it resumes them
+        self._consumer.resume(*(set(self._consumer.assignment()) - self._seeking))
 
     async def _start_consumer(self) -> None:
         consumer_options = self.options.consumer_options
@@ -276,7 +256,7 @@ class KafkaDriver(BaseDriver):
             fetch_max_bytes=consumer_options.max_fetch_message_size,
             fetch_min_bytes=consumer_options.min_fetch_message_size,
             metadata_max_age_ms=max(1, round(consumer_options.metadata_max_age * 1000)),
-            **self._timings(), **self._conn)
+            **self._timings, **self._conn)
         self._consumer = consumer
         await consumer.start()
         try:
@@ -289,8 +269,7 @@ class KafkaDriver(BaseDriver):
                     self.tracker.assign(tp)
                     await self._seek(tp, spec)
             elif consumer_options.consume_regexp:
-                consumer.subscribe(pattern=self._subscription_pattern(),
-                                   listener=Listener(self))
+                consumer.subscribe(pattern=self._subscription_pattern(), listener=Listener(self))
             else:
                 consumer.subscribe(list(self.topics), listener=Listener(self))
             self.supervisor.start("fetch", self._fetch)
@@ -305,7 +284,7 @@ class KafkaDriver(BaseDriver):
         if self.delay_topic:
             self._forwarder = DelayForwarder(
                 topic=self.delay_topic, group_id=self._delay_group(), conn=self._conn,
-                producer=self.producer, group_timings=self._timings(),
+                producer=self.producer, group_timings=self._timings,
                 commit_interval=self.commits.interval, supervisor=self.supervisor,
                 outage=self.outage, on_fatal=self._fatal, buffer=self.options.delay_buffer,
                 error_timeout=self.options.error_timeout)
@@ -321,9 +300,8 @@ class KafkaDriver(BaseDriver):
         return "^(?!(?:" + "|".join(own) + ")$)(?:" + wanted + ")$"
 
     def _delay_group(self) -> str:
-        if self.group is not None:
-            return f"{self.group.group_id}.rrjobs-delayed"
-        return f"rrjobs-delayed.{self.delay_topic}"
+        return (f"{self.group.group_id}.rrjobs-delayed" if self.group is not None
+                else f"rrjobs-delayed.{self.delay_topic}")
 
     async def _seek(self, tp: Any, spec: OffsetSpec) -> None:
         """Seek ``tp`` to ``spec`` (``At`` clamped to the partition, ``AfterMilli`` else its
@@ -346,7 +324,8 @@ class KafkaDriver(BaseDriver):
         """Fetch into the ready deque while the lane has room, else poll with the partitions
         paused (the group never sees the consumer idle); ends when a restart was asked for."""
         consumer, lane = self._consumer, self.lane
-        outage = FailureWindow.until(self.options.error_timeout)
+        calls = Attempts(self.outage, "fetch", self.options.error_timeout, self._fatal,
+                         fatal_error, RETRY_BACKOFF)
         want = lane.prefetch - lane.prefetch // 2
         while True:
             assignment = consumer.assignment()
@@ -356,14 +335,16 @@ class KafkaDriver(BaseDriver):
                     async with asyncio.timeout(1.0):
                         await lane.wait_room(want)
                         continue
-            if room <= 0:  # paused, or no room for a second
+            if room <= 0:  # paused, or no room for a second: the group sees a live consumer
                 consumer.pause(*assignment)
-                batch = await self._poll("poll", outage, 100, FETCH_MAX)
+                what, timeout_ms, room = "poll", 100, FETCH_MAX
             else:  # partitions ``assigned`` is still positioning stay paused
                 consumer.resume(*(assignment - self._seeking))
-                batch = await self._poll("fetch", outage, 500, min(room, FETCH_MAX))
+                what, timeout_ms = "fetch", 500
+            work = consumer.getmany(timeout_ms=timeout_ms, max_records=min(room, FETCH_MAX))
+            batch = await calls.attempt(work, what, {}, f"{what}ing")
             if batch is None:
-                return  # a fatal error asked for a restart
+                return  # a fatal error asked for a restart (without a runtime: fetching goes on)
             if batch:
                 self._probed = time.monotonic()
                 self.outage.ok(source="probe")
@@ -393,11 +374,9 @@ class KafkaDriver(BaseDriver):
         outstanding, ready, accept = self._outstanding, self.feed.ready, self.accept
         taken = 0
         for tp, records in batch.items():
-            if tp not in self.tracker:
-                if self.group is not None:
-                    continue  # not (or no longer) ours
-                self.tracker.assign(tp)
-            self.tracker.track_many(tp, [r.offset for r in records])
+            if tp not in self.tracker and self.group is not None:
+                continue  # not (or no longer) ours
+            self.tracker.track_many(tp, [r.offset for r in records])  # assigns it if needed
             for r in records:
                 job = accept((tp, r))
                 if job is not None:
@@ -420,26 +399,6 @@ class KafkaDriver(BaseDriver):
         """A failed job for an unreadable record: the runtime dead-letters it."""
         tp, r = raw
         return self.poison_job((tp, r.offset), r.value or b"", reason)
-
-    async def _poll(self, what: str, outage: FailureWindow, timeout_ms: int,
-                    max_records: int) -> dict[Any, list[Any]] | None:
-        """One ``getmany``; a failure is logged once per outage and waited on. ``None``: a
-        fatal one asked for a restart (without a runtime: keep fetching, count again)."""
-        try:
-            batch: dict[Any, list[Any]] = await self._consumer.getmany(
-                timeout_ms=timeout_ms, max_records=max_records)
-        except Exception as exc:
-            reason = outage.give_up(what, fatal_error(exc))
-            if reason is None:
-                self.outage.down(exc, call=f"{what}ing", source="fetch")
-            elif self._fatal(reason, exc):
-                return None
-            await asyncio.sleep(RETRY_BACKOFF)
-            return {}
-        if outage.failing:
-            outage.ok()
-            self.outage.ok(source="fetch")
-        return batch
 
     def _fatal(self, what: str, exc: BaseException) -> bool:
         """Ask the runtime for a restart; ``False``: there is none (the caller carries on)."""
@@ -474,8 +433,7 @@ class KafkaDriver(BaseDriver):
         if held or abandoned:  # in an outage, a consequence of it: the outage says it
             self.log.log(logging.DEBUG if self.outage.quiet() else logging.INFO,
                          "pipeline %r: rebalance abandoned %d queued and %d held jobs of %s",
-                         self.pipeline_name, len(abandoned), len(held),
-                         sorted(map(str, revoked)))
+                         self.pipeline_name, len(abandoned), len(held), sorted(map(str, revoked)))
         self.tracker.revoke(revoked)
         self.feed.pump()
 
@@ -529,26 +487,23 @@ class KafkaDriver(BaseDriver):
                 "rebalance; another consumer delivers the record again")
 
     def _finish(self, job: Job) -> None:
-        if self._outstanding.get(job.handle) is job:
-            self._done(job)
-
-    def _done(self, job: Job) -> None:
-        """Settle ``job``, which ``_outstanding`` holds under its handle."""
+        """Settle ``job`` if ``_outstanding`` still holds it under its handle."""
         key = job.handle
-        del self._outstanding[key]
-        self.commits.settle(*key)
-        self._settled.set()
-        self.lane.release()
+        if self._outstanding.get(key) is job:
+            del self._outstanding[key]
+            self.commits.settle(*key)
+            self._settled.set()
+            self.lane.release()
 
     def ack_now(self, job: Job) -> None:
         self._check(job)
-        self._done(job)
+        self._finish(job)
 
     async def dead_letter(self, job: Job) -> None:
         """To the dead-letter topic when configured, else dropped."""
         self._check(job)
         if self.dead_letter_topic:
-            await self.producer.send(self.dead_letter_topic, self._job_record(job, job.headers))
+            await self.producer.send(self._job_record(job, job.headers, self.dead_letter_topic))
         else:
             self.dropped(job, "dead_letter_topic")
         self._finish(job)
@@ -557,10 +512,8 @@ class KafkaDriver(BaseDriver):
         """Produce a copy, then settle the original; a refused copy redelivers it and raises."""
         self._check(job)
         tp = job.handle[0]
-        topic, partition, extra = self._route(tp.topic, tp.partition, delay)
-        await self.copy_or_give_back(
-            self.producer.send(topic, self._job_record(job, headers, extra), partition),
-            lambda: self._redeliver(job))
+        record = self._job_record(job, headers, *self._route(tp.topic, tp.partition, delay))
+        await self.copy_or_give_back(self.producer.send(record), lambda: self._redeliver(job))
         self._finish(job)
 
     def _redeliver(self, job: Job) -> None:
@@ -604,7 +557,7 @@ class KafkaDriver(BaseDriver):
         if self._producer_started:
             self._producer_started = False
             with contextlib.suppress(Exception):
-                await self.producer.stop()
+                await self.producer.client.stop()
 
     async def state(self) -> State:
         queued = self.queue.count(self.pipeline_name)
@@ -619,17 +572,15 @@ class KafkaDriver(BaseDriver):
                 lag = await self._inspector.lag(self._main_topics(),
                                                 self.group.group_id if self.group else None,
                                                 self.tracker, from_end)
-                active = max(0, lag - reserved - self.tracker.settled_ahead())
+                active = max(0, lag - reserved)
                 if self.delay_topic:
                     tracker = self._forwarder.tracker if self._forwarder else OffsetTracker()
-                    delay_lag = await self._inspector.lag([self.delay_topic],
-                                                          self._delay_group(), tracker, False)
-                    delayed = max(0, delay_lag - tracker.settled_ahead())
+                    delayed = await self._inspector.lag([self.delay_topic], self._delay_group(),
+                                                        tracker, False)
             except (KafkaError, OSError) as exc:
                 self.log.debug("pipeline %r: state: %s", self.pipeline_name, exc)
                 active = queued + len(self.feed.ready)
-        return self.state_of(",".join(self._main_topics()) or self.topic, active, delayed,
-                             reserved)
+        return self.state_of(",".join(self._main_topics()) or self.topic, active, delayed, reserved)
 
     def _main_topics(self) -> list[str]:
         if self.options.consumer_options.consume_regexp and self._consumer is not None:
@@ -658,7 +609,7 @@ class _Inspector:
     async def lag(self, topics: Sequence[str], group: str | None,
                   tracker: OffsetTracker[Any], from_end: bool) -> int:
         """Unsettled records: per partition, from this consumer's commit point, else the
-        group's committed offset, else the reset position."""
+        group's committed offset, else the reset position (less those ``tracker`` settled)."""
         if not topics:
             return 0
         cluster = await self.producer.client.client.fetch_all_metadata()
@@ -673,18 +624,16 @@ class _Inspector:
         starts: dict[Any, int] = {}
         total = 0
         for tp in tps:
-            base: int | None = None
             part = tracker.get(tp)
-            if part is not None and part.commit_point is not None:
-                base = part.commit_point
-            elif tp in committed and committed[tp].offset >= 0:
+            base = None if part is None else part.commit_point
+            if base is None and tp in committed and committed[tp].offset >= 0:
                 base = committed[tp].offset
             if base is None:
                 if not starts:
                     starts = ends if from_end else await self.consumer.beginning_offsets(tps)
                 base = starts[tp]
             total += max(0, ends[tp] - base)
-        return total
+        return max(0, total - tracker.settled_ahead())
 
 
 class KafkaConstructor(DriverConstructor):

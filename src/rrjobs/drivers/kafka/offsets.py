@@ -32,13 +32,10 @@ class PartitionOffsets:
         self.commit_point: int | None = start
         self.committed: int | None = None
 
-    def track(self, offset: int) -> None:
-        """A record was delivered. Offsets must increase (Kafka delivers in order)."""
-        self.track_many((offset,))
-
     def track_many(self, offsets: Sequence[int]) -> None:
-        """Records were delivered, in this order; raises :class:`ValueError` (and
-        tracks none) unless the offsets increase, from above every offset tracked."""
+        """Records were delivered, in this order (Kafka delivers in order); raises
+        :class:`ValueError` (and tracks none) unless the offsets increase, from above every
+        offset tracked."""
         if not offsets:
             return
         first = offsets[0]
@@ -91,10 +88,6 @@ class PartitionOffsets:
         """Settled, but held behind an unsettled record (not committable yet)."""
         return len(self._done)
 
-    def dirty(self) -> bool:
-        """The commit point is past what was last committed."""
-        return self.commit_point is not None and self.commit_point != self.committed
-
 
 class OffsetTracker(dict[K, PartitionOffsets]):
     """Every assigned partition's :class:`PartitionOffsets`, by key; ``revoke`` forgets one
@@ -111,9 +104,6 @@ class OffsetTracker(dict[K, PartitionOffsets]):
         for key in keys:
             self.pop(key, None)
 
-    def track(self, key: K, offset: int) -> None:
-        self.track_many(key, (offset,))
-
     def track_many(self, key: K, offsets: Sequence[int]) -> PartitionOffsets:
         """:meth:`PartitionOffsets.track_many` of ``key`` (assigned if needed), returned."""
         part = self.assign(key)
@@ -129,7 +119,7 @@ class OffsetTracker(dict[K, PartitionOffsets]):
         """Commit points that moved since the last commit (of ``keys``, or all)."""
         chosen = self if keys is None else {k: self[k] for k in keys if k in self}
         return {k: p.commit_point for k, p in chosen.items()
-                if p.commit_point is not None and p.dirty()}
+                if p.commit_point is not None and p.commit_point != p.committed}
 
     def committed(self, offsets: dict[K, int]) -> None:
         """Record a successful commit of ``offsets``."""
@@ -137,9 +127,6 @@ class OffsetTracker(dict[K, PartitionOffsets]):
             part = self.get(key)
             if part is not None:
                 part.committed = offset
-
-    def outstanding(self) -> int:
-        return sum(p.outstanding for p in self.values())
 
     def settled_ahead(self) -> int:
         return sum(p.settled_ahead for p in self.values())
