@@ -14,6 +14,7 @@ import pytest
 from rrjobs.core.headers import RR_HEADERS
 from rrjobs.core.message import Message
 from rrjobs.drivers.sqlite import SQLiteConstructor
+from rrjobs.drivers.sqlite.schema import BUSY_TIMEOUT_MS
 from rrjobs.testing import ConformanceSuite, DriverFactory, HookUnsupported, Pipe, suite
 
 
@@ -44,7 +45,10 @@ class SQLiteFactory(DriverFactory):
         return {"lease": seconds}
 
     def _execute(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        conn = sqlite3.connect(self.file, isolation_level=None)
+        # Another program's writer waits for the driver's write lock like the driver's own
+        # connections do (BUSY_TIMEOUT_MS), not sqlite3's 5 s default: a loaded machine
+        # checkpointing a 4 MiB body can hold the lock longer than that.
+        conn = sqlite3.connect(self.file, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
         try:
             return conn.execute(sql, args).fetchall()
         finally:
