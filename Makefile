@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
 .PHONY: demo test unit docs dist integration-install lint lint-imports type check bench clean proto \
-        reliability reliability-report
+        reliability reliability-report bench-peers bench-peers-small
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,17 @@ check: lint type unit
 
 bench: $(VENV)/.base
 	$(BIN)/rrjobs bench --driver memory --jobs 200000 --json
+
+# rrjobs side by side with taskiq, FastStream, Dramatiq, Celery, huey and persist-queue, each
+# in its own venv (benchmarks/peers/.venvs): medians of 3 runs into docs/performance.md and
+# benchmarks/results/peers-*.jsonl (docs/performance.md says how). PEERS_ARGS: more options.
+bench-peers: $(VENV)/.dev integration-install
+	$(BIN)/python -m benchmarks.peers --docs $(PEERS_ARGS)
+
+# The same with a few jobs, one run and a subset of the peers (what CI runs, through
+# integration/test_bench_peers.py); writes nothing to docs/.
+bench-peers-small: $(VENV)/.dev integration-install
+	$(BIN)/python -m benchmarks.peers --small $(PEERS_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site dist

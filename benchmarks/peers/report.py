@@ -1,0 +1,188 @@
+"""docs/performance.md from the medians of ``python -m benchmarks.peers`` (and its plot, drawn
+by ``plot.py`` in the bench venv)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+DOC = REPO / "docs" / "performance.md"
+PLOT = REPO / "docs" / "images" / "peers-amqp.png"
+
+MODES = {"ptc": "produce, then consume", "concurrent": "concurrent", "latency": "latency"}
+
+INTRO = """\
+# Performance against the peers
+
+`make bench-peers` (`python -m benchmarks.peers --docs`) runs rrjobs and its Python peers
+side by side on one machine and writes this page. Each peer is installed into its own venv
+(`benchmarks/peers/.venvs/<name>`) from the pinned `benchmarks/peers/requirements-<name>.txt`;
+each run is a fresh process of that venv printing one JSON line; the orchestrator starts a
+RabbitMQ of its own from the integration harness, runs every configuration round-robin
+`--runs` times and takes medians. The raw lines are committed in `benchmarks/results/`.
+
+**Workload**: ~100-byte JSON payloads (an index, the push time, padding), prefetch 100,
+10 concurrent handlers that do nothing but count.
+
+**Clocks**, the same for every system: *enqueue* runs from the first push to the last one
+accepted (with publisher confirms, the last confirm); *consume* from the first job handled to
+the last (a worker's start-up is outside it); *end to end* is `jobs / (enqueue + consume)`
+when everything is produced first, and first push to last job handled when producer and
+consumers run together. *Latency* is push to handler entry at a fixed offered load
+(`time.monotonic`, one clock for every process of the machine). *Client CPU* is
+`time.process_time` of the client process (all its threads) over the timed sections, plus
+the Celery worker process's; *broker CPU* is the user + system time of RabbitMQ's process
+group (the `beam.smp` VM and its helpers, read from `/proc`) over the whole run, start-up
+and clean-up of the client included.
+
+**Guarantees**: *equal* means publisher confirms on, the ack after the handler, persistent
+messages on a durable queue. *default* is the peer's own defaults. rrjobs and taskiq
+(taskiq-aio-pika) already confirm and ack after the handler by default, so they run once.
+"""
+
+CAVEATS = """\
+## Where the comparison is not like for like
+
+- **Producers.** rrjobs pushes with `push_batch` of 1,000 (one `await` per chunk); taskiq and
+  FastStream have no batch publish, so they keep 1,000 publishes in flight with
+  `asyncio.gather`; Dramatiq and Celery publish from a blocking client, one message at a time
+  (with confirms on, each waits a round trip). This is how each library is meant to be used.
+- **Concurrency.** rrjobs runs 10 workers, taskiq `max_async_tasks=10`, Dramatiq 10 worker
+  threads, Celery `-P threads -c 10` (prefetch multiplier 10 = 100). FastStream has no limit of
+  its own: up to prefetch (100) handlers run at once.
+- **Processes.** Celery's worker is a separate process (its design); every other system
+  produces and consumes in one process. Celery's client CPU adds both.
+- **Acks.** Celery's default acks on receipt (before the handler); huey removes a task from
+  its queue when a worker dequeues it (no ack after the handler).
+- **Payload envelope.** Each system wraps the same body in its own envelope (task name,
+  ids, headers), so the bytes on the wire differ.
+- **Latency at 2,000 jobs/s.** A push is started every millisecond for the jobs then due;
+  a blocking client (Dramatiq, Celery) that cannot keep up offers less: its *enqueue* column
+  is what it reached.
+- **Memory.** taskiq's InMemoryBroker runs the task from `kiq()` in the producer's loop (no
+  queue in between): only the concurrent mode means anything, and it is what both run.
+- **SQLite durability.** Every system here commits in WAL mode with `synchronous=FULL`
+  (rrjobs `synchronous: full`, huey `SqliteHuey(fsync=True)`, persist-queue's
+  `SQLiteAckQueue(auto_commit=True)` on SQLite's default, read back as `full`); huey and
+  persist-queue commit once per enqueued job, as rrjobs's `--variant sqlite-single` (one
+  `await push()` per job) does; rrjobs's `sqlite` variant commits once per `push_batch`.
+- **Noise.** The machine (2 cores) runs other work at the same time; the figures are medians
+  of the runs stated below, and the ratios within one run of the suite matter more than the
+  absolute numbers.
+"""
+
+
+def fmt(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def amqp_tables(table: dict[str, dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+    rows = [m for m in table.values() if m["group"] == "amqp"]
+    for mode in ("ptc", "concurrent"):
+        out += [f"### RabbitMQ, {MODES[mode]}", "",
+                "| system | guarantees | enqueue jobs/s | consume jobs/s | end to end jobs/s "
+                "| client CPU-s / 1,000 | broker CPU-s / 1,000 | runs |",
+                "|---|---|---|---|---|---|---|---|"]
+        chosen = sorted((m for m in rows if m["mode"] == mode),
+                        key=lambda m: -m.get("end_to_end_jobs_per_s", 0))
+        for m in chosen:
+            out.append(f"| {m['system']} | {m['guarantees']} | {fmt(m.get('enqueue_jobs_per_s'))} "
+                       f"| {fmt(m.get('consume_jobs_per_s'))} "
+                       f"| **{fmt(m.get('end_to_end_jobs_per_s'))}** "
+                       f"| {fmt(m.get('client_cpu_s_per_1000'), 3)} "
+                       f"| {fmt(m.get('broker_cpu_s_per_1000'), 3)} | {m['runs']} |")
+        out.append("")
+    lat = sorted((m for m in rows if m["mode"] == "latency"),
+                 key=lambda m: m.get("latency_p99_ms", 0))
+    if lat:
+        out += ["### RabbitMQ, push-to-handle latency at an offered 2,000 jobs/s (equal "
+                "guarantees)", "",
+                "| system | reached jobs/s | p50 ms | p99 ms | client CPU-s / 1,000 | runs |",
+                "|---|---|---|---|---|---|"]
+        for m in lat:
+            out.append(f"| {m['system']} | {fmt(m.get('enqueue_jobs_per_s'))} "
+                       f"| {fmt(m.get('latency_p50_ms'), 1)} | {fmt(m.get('latency_p99_ms'), 1)} "
+                       f"| {fmt(m.get('client_cpu_s_per_1000'), 3)} | {m['runs']} |")
+        out.append("")
+    equal = [m for m in rows if m["mode"] == "ptc" and m["guarantees"] == "equal"]
+    ours = [m for m in equal if m["system"] == "rrjobs"]
+    peers = [m for m in equal if m["system"] != "rrjobs"]
+    if ours and peers:
+        best = max(peers, key=lambda m: m["end_to_end_jobs_per_s"])
+        ratio = ours[0]["end_to_end_jobs_per_s"] / best["end_to_end_jobs_per_s"]
+        out += [f"Produce-then-consume at equal guarantees: rrjobs end to end is **{ratio:.2f}x** "
+                f"the best peer ({best['system']}).", ""]
+        dd = [m for m in rows if m["mode"] == "ptc" and m["system"] == "dramatiq"
+              and m["guarantees"] == "default"]
+        if dd:
+            r = ours[0]["end_to_end_jobs_per_s"] / dd[0]["end_to_end_jobs_per_s"]
+            out += [f"Against Dramatiq's default (no confirms): **{r:.2f}x**.", ""]
+    return out
+
+
+def local_tables(table: dict[str, dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+    for group, title in (("sqlite", "SQLite, produce then consume (WAL, synchronous=FULL)"),
+                         ("memory", "In memory, concurrent")):
+        rows = sorted((m for m in table.values() if m["group"] == group),
+                      key=lambda m: -m.get("end_to_end_jobs_per_s", 0))
+        if not rows:
+            continue
+        out += [f"### {title}", "",
+                "| system | variant | enqueue jobs/s | consume jobs/s | end to end jobs/s "
+                "| client CPU-s / 1,000 | jobs | runs |", "|---|---|---|---|---|---|---|---|"]
+        for m in rows:
+            variant = m["settings"].get("push") or m["settings"].get("storage") or m["variant"]
+            out.append(f"| {m['system']} | {variant} | {fmt(m.get('enqueue_jobs_per_s'))} "
+                       f"| {fmt(m.get('consume_jobs_per_s'))} "
+                       f"| **{fmt(m.get('end_to_end_jobs_per_s'))}** "
+                       f"| {fmt(m.get('client_cpu_s_per_1000'), 3)} | {m['jobs']:,} "
+                       f"| {m['runs']} |")
+        out.append("")
+    sq = {m["variant"]: m for m in table.values() if m["group"] == "sqlite"}
+    if "huey" in sq and "sqlite-single" in sq:
+        r = sq["sqlite-single"]["enqueue_jobs_per_s"] / sq["huey"]["enqueue_jobs_per_s"]
+        out += [f"One `await push()` per job against huey's enqueue (one commit each): "
+                f"**{r:.2f}x**.", ""]
+    if "sqlite" in sq and ("huey" in sq or "persistqueue" in sq):
+        best = max((sq[k] for k in ("huey", "persistqueue") if k in sq),
+                   key=lambda m: m["end_to_end_jobs_per_s"])
+        r = sq["sqlite"]["end_to_end_jobs_per_s"] / best["end_to_end_jobs_per_s"]
+        out += [f"`push_batch` end to end against the best durable local peer "
+                f"({best['system']}): **{r:.1f}x**.", ""]
+    return out
+
+
+def write_docs(table: dict[str, dict[str, Any]], results: Path, machine: dict[str, Any],
+               args: argparse.Namespace) -> None:
+    PLOT.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(table, f)
+    subprocess.run([str(HERE / ".venvs" / "bench" / "bin" / "python"), str(HERE / "plot.py"),
+                    f.name, str(PLOT)], check=True)
+    Path(f.name).unlink()
+    rel = results.resolve().relative_to(REPO)
+    parts = [INTRO,
+             "## This run", "",
+             f"- raw JSON lines: `{rel}`",
+             f"- {args.runs} runs of each configuration, medians (the runs column: how many "
+             f"each is of); {args.jobs:,} jobs per AMQP "
+             f"and memory run, {args.local_jobs:,} per SQLite run, {args.latency_jobs:,} per "
+             f"latency run at {args.rate:,.0f} jobs/s",
+             f"- machine: {machine['cpus']} CPUs, {machine['platform']}, RabbitMQ "
+             f"{machine['rabbitmq']}, load average at the start "
+             f"{', '.join(f'{x:.1f}' for x in machine['loadavg_start'])}", "",
+             "![End-to-end jobs/s on RabbitMQ](images/peers-amqp.png)", "",
+             "## RabbitMQ", "", *amqp_tables(table),
+             "## Local: SQLite and memory", "", *local_tables(table),
+             CAVEATS]
+    DOC.write_text("\n".join(parts))

@@ -1,0 +1,94 @@
+"""rrjobs: the amqp, sqlite or memory driver through a ``Jobs`` runtime (``--variant
+amqp|sqlite|memory``, ``-single`` for one ``await push()`` per job instead of ``push_batch``
+of ``--batch``). Runs in the project's venv. Publisher confirms and acks after the handler are
+what the amqp driver always does, so its defaults are the equal guarantees."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common
+
+from rrjobs.config import Config
+from rrjobs.core.message import Message
+from rrjobs.runtime.app import App
+from rrjobs.runtime.jobs import Jobs
+
+JOB = "peers.job"
+
+
+def pipeline_options(args: Any, driver: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    if driver == "amqp":
+        return {"amqp": {"addr": args.url}}, {
+            "queue": name, "routing_key": name, "exchange": "rrjobs.peers",
+            "exchange_durable": True, "durable": True, "prefetch": args.prefetch,
+            "delete_queue_on_stop": True}
+    if driver == "sqlite":
+        path = os.path.join(args.dir, f"{name}.db")
+        return {}, {"file": path, "synchronous": "full", "prefetch": args.prefetch}
+    return {}, {}
+
+
+async def main() -> None:
+    args = common.parse()
+    driver, _, push = (args.variant or "amqp").partition("-")
+    single = push == "single"
+    name = common.queue_name("rrjobs").replace("-", "_")
+    sections, options = pipeline_options(args, driver, name)
+    data: dict[str, Any] = dict(sections)
+    data["jobs"] = {"pipelines": {name: {"driver": driver, "config": options}},
+                    "consume": [] if args.mode == "ptc" else [name],
+                    "pool": {"num_workers": args.concurrency}}
+    rec = common.Recorder(args.jobs)
+    done = common.awaitable(rec)
+    app = App("peers")
+
+    @app.handler(JOB)
+    async def handle(job: Any) -> None:
+        rec.handle_bytes(job.payload)
+
+    jobs = Jobs(Config(data, source="peers"), app)
+    await jobs.start()
+    try:
+        cpu0 = time.process_time()
+        start = time.monotonic()
+        if args.mode == "latency":
+            await common.offer(args.jobs, args.rate,
+                               lambda i: jobs.push(Message(JOB, common.payload_bytes(i), name)))
+        else:
+            for first in range(0, args.jobs, args.batch):
+                chunk = [Message(JOB, common.payload_bytes(i), name)
+                         for i in range(first, min(args.jobs, first + args.batch))]
+                if single:
+                    for m in chunk:
+                        await jobs.push(m)
+                else:
+                    await jobs.push_batch(chunk)
+        produced = common.Produced(start, time.monotonic(), cpu0, time.process_time() - cpu0)
+        if args.mode == "ptc":
+            await jobs.resume([name])
+        await asyncio.wait_for(done, 600)
+    finally:
+        await jobs.stop()
+        if driver == "sqlite":
+            for suffix in ("", "-wal", "-shm"):
+                Path(options["file"] + suffix).unlink(missing_ok=True)  # noqa: ASYNC240
+    settings = {"driver": driver, "push": "single" if single else f"push_batch({args.batch})",
+                "publisher_confirms": driver == "amqp", "ack": "after handler",
+                "persistent": driver != "memory"}
+    if driver == "sqlite":
+        settings.update(journal_mode="wal", synchronous="full")
+    broker = {"amqp": "rabbitmq", "sqlite": "sqlite", "memory": "in-process"}[driver]
+    common.emit(common.result(args, "rrjobs", broker=broker, enqueue=produced, rec=rec,
+                              settings=settings))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
