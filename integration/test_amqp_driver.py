@@ -354,6 +354,29 @@ async def test_topic_exchange_routes_by_pattern_and_refuses_unroutable(
     await nothing(q)
 
 
+async def test_a_batch_publishes_its_jobs_in_one_write_and_refuses_only_the_unroutable(
+        built: Built, raw: Raw, unique_name: str) -> None:
+    track(raw, unique_name)
+    q = PriorityQueue()
+    d = await built.config_driver(unique_name, opts(unique_name), queue=q)
+    await d.run(d.pipeline)
+    msgs = [Message("j", f"m{i}".encode(), unique_name, headers={"n": [str(i)]})
+            for i in range(5)]
+    msgs[2].headers["x-routing-key"] = ["nobody"]  # no queue bound: returned
+    msgs[3].delay = 0.2  # through the delay queue
+    with pytest.raises(PublishFailedError, match="no queue is bound") as info:
+        await d.push_batch(msgs)
+    assert msgs[2].id in str(info.value)
+    assert "1 of the batch's 5 sends failed" in info.value.__notes__
+    jobs = await take(q, 4)
+    assert sorted(j.payload for j in jobs) == [b"m0", b"m1", b"m3", b"m4"]
+    assert {j.id: j.headers["n"] for j in jobs} == {
+        m.id: [str(i)] for i, m in enumerate(msgs) if i != 2}
+    for job in jobs:
+        await job.ack()
+    await nothing(q)
+
+
 async def test_headers_exchange_binds_without_arguments(built: Built, raw: Raw,
                                                         unique_name: str) -> None:
     ex = f"{unique_name}.hdr"

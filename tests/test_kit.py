@@ -904,6 +904,59 @@ async def test_send_all_waits_for_every_send_and_raises_the_first_failure() -> N
     await send_all(send(n) for n in (0, 2))
 
 
+async def test_confirm_all_fails_refused_items_and_sends_lost_ones_again() -> None:
+    from rrjobs.core.batcher import confirm_all
+
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[Any] | None] = [loop.create_future() for _ in range(4)]
+    futures.append(None)  # never published
+    again: list[str] = []
+
+    async def send_again(item: str) -> None:
+        again.append(item)
+
+    def refused(exc: BaseException, item: str) -> BaseException | None:
+        return ValueError(f"refused {item}") if isinstance(exc, KeyError) else None
+
+    assert futures[0] and futures[1] and futures[2] and futures[3]
+    loop.call_soon(futures[0].set_result, "ok")
+    loop.call_soon(futures[1].set_exception, KeyError("returned"))
+    loop.call_soon(futures[2].set_exception, ConnectionError("lost"))
+    loop.call_soon(futures[3].cancel)
+    with pytest.raises(ValueError, match="refused b") as exc:
+        await confirm_all(list("abcde"), futures, refused, send_again)
+    assert sorted(again) == ["c", "d", "e"]
+    assert exc.value.__notes__ == ["1 of the batch's 5 sends failed"]
+
+
+async def test_ack_runs_ack_the_settled_prefix_at_once_and_the_rest_one_by_one() -> None:
+    from rrjobs.core.acks import AckRuns
+
+    flushes: list[tuple[int | None, list[int]]] = []
+    runs = AckRuns(lambda: flushes.append(runs.take()), batch=3, delay=0.001)
+    for tag in range(1, 7):
+        runs.delivered(tag)
+    runs.settled(2, True)
+    runs.settled(1, True)
+    assert flushes == []  # two acks wait for the timer
+    await asyncio.sleep(0.01)
+    assert flushes == [(2, [])]
+    runs.settled(3, False)  # a nack sent on its own: the run goes on past it
+    runs.settled(5, True)
+    runs.settled(6, True)
+    assert runs.pending == 2
+    assert runs.take(everything=False) == (None, [])  # 4 is still in a handler
+    assert runs.take() == (None, [5, 6])
+    runs.settled(4, True)
+    assert runs.take() == (4, [])  # 5 and 6 were acked already: not covered again
+    await asyncio.sleep(0.01)
+    assert flushes == [(2, [])] and runs.pending == 0
+    for tag in (7, 8, 9):
+        runs.delivered(tag)
+        runs.settled(tag, True)
+    assert flushes[-1] == (9, [])  # the batch filled: flushed at once
+
+
 async def test_state_of_and_dropped_fill_in_the_pipeline(caplog: pytest.LogCaptureFixture
                                                         ) -> None:
     d = _SlowDriver()

@@ -136,11 +136,34 @@ def chunks(items: Iterable[T], max_items: int, max_bytes: int, size: Callable[[T
     return out
 
 
-async def send_all(sends: Iterable[Awaitable[Any]]) -> None:
+async def send_all(sends: Iterable[Awaitable[Any]], outcomes: Sequence[object] = ()) -> None:
     """Await ``sends`` together (publishes whose confirms overlap); once all are done,
-    raise the first failure, with a note of how many failed."""
-    results = await asyncio.gather(*sends, return_exceptions=True)
-    failed = [r for r in results if isinstance(r, BaseException)]
-    if failed:
-        failed[0].add_note(f"{len(failed)} of the batch's {len(results)} sends failed")
-        raise failed[0]
+    raise the first failure (of ``outcomes``, those of sends awaited already, then of
+    ``sends``), with a note of how many failed."""
+    results = [*outcomes, *await asyncio.gather(*sends, return_exceptions=True)]
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        errors[0].add_note(f"{len(errors)} of the batch's {len(results)} sends failed")
+        raise errors[0]
+
+
+async def confirm_all(items: Sequence[T], confirms: Sequence[asyncio.Future[Any] | None],
+                      refused: Callable[[BaseException, T], BaseException | None],
+                      again: Callable[[T], Awaitable[Any]],
+                      sends: Iterable[Awaitable[Any]] = ()) -> None:
+    """Wait for the confirmations of published ``items`` (``None``: not published),
+    then finish as :func:`send_all` with ``sends``: an item whose confirmation
+    failed with an error that ``refused`` maps to a failure (the broker refused the
+    item) fails with it; one not published, or whose confirmation was lost (another
+    error, a cancellation), is sent ``again``."""
+    if pending := [f for f in confirms if f is not None]:
+        await asyncio.wait(pending)
+    sends, outcomes = list(sends), list[BaseException | None]()
+    for item, fut in zip(items, confirms, strict=True):
+        exc = None if fut is None or fut.cancelled() else fut.exception()
+        failure = None if exc is None else refused(exc, item)
+        if failure is not None or (fut is not None and not fut.cancelled() and exc is None):
+            outcomes.append(failure)
+        else:
+            sends.append(again(item))
+    await send_all(sends, outcomes)

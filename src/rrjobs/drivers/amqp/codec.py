@@ -31,7 +31,6 @@ X_DEATH = "x-death"
 CONTENT_TYPE = "application/octet-stream"
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class Long(int):

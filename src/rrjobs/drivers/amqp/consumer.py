@@ -2,9 +2,9 @@
 
 A :class:`Consumer` lives as long as its channel. Its jobs settle through it
 (``basic.ack``/``basic.nack`` on the same channel: delivery tags belong to a
-channel); ``multiple_ack`` is described in ``docs/drivers/amqp.md``. Settling
-on a closed channel is a lost settlement: logged, never raised, and the broker
-redelivers the job (at least once).
+channel); acks go out together, in runs (``docs/drivers/amqp.md``, Acks).
+Settling on a closed channel is a lost settlement: logged, never raised, and
+the broker redelivers the job (at least once).
 """
 
 from __future__ import annotations
@@ -12,17 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 
 from aio_pika.abc import AbstractChannel
+from aiormq import spec
 from aiormq.abc import AbstractChannel as RawChannel
-from aiormq.abc import DeliveredMessage
+from aiormq.abc import ChannelFrame, DeliveredMessage
 
+from rrjobs.core.acks import AckRuns
 from rrjobs.drivers.amqp.connection import CONNECTION_ERRORS, Owner, Session
 from rrjobs.drivers.amqp.job import AMQPJob
 
 #: How long a ``basic.cancel`` may take before the channel is closed instead.
 CANCEL_TIMEOUT = 5.0
+#: The longest an ack waits to be sent with others (seconds).
+ACK_DELAY = 0.002
 
 
 class Consumer:
@@ -46,13 +49,8 @@ class Consumer:
         self.in_flight = 0
         #: settlements that could not be sent because the channel was gone
         self.lost = 0
-        # multiple_ack bookkeeping: delivery tags in order, and the settled ones
-        # (True: ack still to send, False: already settled on the broker)
-        self._order: deque[int] = deque()
-        self._done: dict[int, bool] = {}
-        self._held = 0
+        self._acks = AckRuns(self._flush, max(1, topo.prefetch // 4), ACK_DELAY)
         self._hold_limit = max(1, topo.prefetch // 2)
-        self._lock = asyncio.Lock()
 
     @property
     def usable(self) -> bool:
@@ -93,8 +91,7 @@ class Consumer:
             await self._send_nack(tag, requeue=False)
             return
         self.in_flight += 1
-        if self.multiple:
-            self._order.append(tag)
+        self._acks.delivered(tag)
         queue = self.driver.queue
         if not queue.full():
             queue.insert_nowait(job)
@@ -113,65 +110,37 @@ class Consumer:
                      "RabbitMQ redelivers the job", what, job.id)
 
     async def settle(self, job: AMQPJob, requeue: bool | None = None) -> None:
-        """``basic.ack`` when ``requeue`` is ``None`` (batched with ``multiple_ack``),
-        else ``basic.nack`` of this job alone."""
+        """``basic.ack`` when ``requeue`` is ``None`` (sent with others within
+        :data:`ACK_DELAY`), else ``basic.nack`` of this job alone, at once."""
         ack = requeue is None
         if not self.usable:
             self._lost(job, "ack" if ack else "nack")
             return
         self.in_flight -= 1
-        tag, raw = job.delivery_tag, self.raw
-        try:
-            if not self.multiple:
-                if ack:
-                    await raw.basic_ack(tag, wait=False)
-                else:
-                    await raw.basic_nack(tag, requeue=bool(requeue), wait=False)
-                return
-            async with self._lock:
-                self._done[tag] = ack
-                if ack:
-                    self._held += 1
-                else:
-                    await raw.basic_nack(tag, requeue=bool(requeue), wait=False)
-                upto = self._advance()
-                if upto is not None:
-                    await raw.basic_ack(upto, multiple=True, wait=False)
-                elif ack and self._held >= self._hold_limit:
-                    await self._send_held()
-        except CONNECTION_ERRORS:
-            self._lost(job, "ack" if ack else "nack")
+        self._acks.settled(job.delivery_tag, ack)
+        if not ack:  # sent before any multiple ack that covers it
+            try:
+                await self.raw.basic_nack(job.delivery_tag, requeue=bool(requeue), wait=False)
+            except CONNECTION_ERRORS:
+                self._lost(job, "nack")
 
-    def _advance(self) -> int | None:
-        """Drop the settled prefix of the delivery order; the highest tag in it
-        whose ack is still to be sent (a ``multiple=true`` ack covers them all)."""
-        order, done = self._order, self._done
-        upto = None
-        while order and order[0] in done:
-            tag = order.popleft()
-            if done.pop(tag):
-                upto = tag
-                self._held -= 1
-        return upto
-
-    async def _send_held(self) -> None:
-        """Send every held-back ack on its own (caller holds the lock)."""
-        for tag, pending in list(self._done.items()):
-            if pending:
-                self._done[tag] = False
-                await self.raw.basic_ack(tag, wait=False)
-        self._held = 0
+    def _flush(self, everything: bool = False) -> None:
+        """Write the acks to send in one frame: the settled run as one ``multiple=true``
+        ack, the others one by one unless ``multiple_ack`` holds them back (until
+        they reach half the prefetch, or ``everything``)."""
+        acks = self._acks
+        upto, singles = acks.take(everything or not self.multiple
+                                  or acks.pending >= self._hold_limit)
+        frames = [spec.Basic.Ack(delivery_tag=tag) for tag in singles]
+        if upto is not None:
+            frames.insert(0, spec.Basic.Ack(delivery_tag=upto, multiple=True))
+        if frames and self.usable:  # else lost: RabbitMQ redelivers those jobs
+            self.raw.write_queue.put_nowait(  # type: ignore[attr-defined]
+                ChannelFrame.marshall(channel_number=self.raw.number, frames=frames))
 
     async def flush(self) -> None:
-        """Send held-back acks now (before a pause or stop)."""
-        if not self.multiple or not self._held or not self.usable:
-            return
-        async with self._lock:
-            try:
-                await self._send_held()
-            except CONNECTION_ERRORS as exc:
-                self.log.warning("sending held-back acks failed (%r); RabbitMQ redelivers "
-                                 "those jobs", exc)
+        """Send every ack still to send now (before a pause or stop)."""
+        self._flush(everything=True)
 
     async def _send_nack(self, tag: int, *, requeue: bool) -> None:
         if self.usable:

@@ -11,6 +11,7 @@ the driver settles its jobs. Capabilities, wire format and reconnection:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import time
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelClosed, DeliveryError, PublishError
 
 from rrjobs.core.base import BaseDriver
-from rrjobs.core.batcher import send_all
+from rrjobs.core.batcher import confirm_all
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
 from rrjobs.core.delays import whole_seconds
@@ -43,7 +44,9 @@ from rrjobs.drivers.amqp.connection import (
     MAX_BACKOFF,
     Link,
     LinkDownError,
+    Publish,
     Session,
+    publish_all,
 )
 from rrjobs.drivers.amqp.consumer import Consumer
 from rrjobs.drivers.amqp.deadletters import DeadLetterQueue
@@ -73,6 +76,19 @@ class PublishFailedError(RRJobsError):
     """RabbitMQ did not take the job: no queue was bound to receive it
     (``basic.return`` of a mandatory publish), it nacked the publish, or it
     refused the exchange (closed the channel)."""
+
+
+def refusal(exc: BaseException, item: Publish) -> PublishFailedError | None:
+    """The error of a publish RabbitMQ returned (no queue bound) or nacked, else ``None``."""
+    _, exchange, routing_key, props = item
+    ident = str((props.headers or {}).get("rr_id", "?"))
+    if isinstance(exc, PublishError):
+        return PublishFailedError(
+            f"RabbitMQ returned the job {ident}: no queue is bound to exchange "
+            f"{exchange or '(default)'!r} with routing key {routing_key!r}")
+    if isinstance(exc, DeliveryError):
+        return PublishFailedError(f"RabbitMQ refused the job {ident} (basic.nack): {exc}")
+    return None
 
 
 def capabilities_for(topology: Topology, dead_letter_queue: str = "") -> Capabilities:
@@ -344,12 +360,13 @@ class AMQPDriver(BaseDriver):
             await consumer.flush()
 
     def _properties(self, job_id: str, name: str, headers: Headers, delay: float,
-                    priority: int, auto_ack: bool) -> spec.Basic.Properties:
+                    priority: int, auto_ack: bool,
+                    now: datetime.datetime | None = None) -> spec.Basic.Properties:
         """RoadRunner's properties and header table for a job (persistent)."""
         table = codec.pack(job_id, name, self.pipeline_name, headers, whole_seconds(delay),
                            priority, auto_ack)
         props = spec.Basic.Properties(content_type=codec.CONTENT_TYPE, delivery_mode=2,
-                                      timestamp=datetime.datetime.now(datetime.UTC),
+                                      timestamp=now or datetime.datetime.now(datetime.UTC),
                                       headers=table)
         if self._max_priority is not None:
             props.priority = min(max(self._max_priority - priority, 0), self._max_priority)
@@ -364,7 +381,6 @@ class AMQPDriver(BaseDriver):
         Raises :class:`PublishFailedError` when RabbitMQ refuses the job, and
         :class:`LinkDownError` when the connection is gone for good.
         """
-        ident = str((props.headers or {}).get("rr_id", "?"))
         failures = 0
         while True:
             session = await self.link.current()
@@ -373,13 +389,8 @@ class AMQPDriver(BaseDriver):
                 await channel.basic_publish(body, exchange=exchange, routing_key=routing_key,
                                             properties=props, mandatory=True)
                 return
-            except PublishError:
-                raise PublishFailedError(
-                    f"RabbitMQ returned the job {ident}: no queue is bound to exchange "
-                    f"{exchange or '(default)'!r} with routing key {routing_key!r}") from None
-            except DeliveryError as exc:
-                raise PublishFailedError(
-                    f"RabbitMQ refused the job {ident} (basic.nack): {exc}") from None
+            except (PublishError, DeliveryError) as exc:
+                raise refusal(exc, (body, exchange, routing_key, props)) or exc from None
             except RETRYABLE_OR_REFUSED as exc:
                 failures = self._transient(session, failures, exc,
                                            f"the publish to exchange {exchange!r}")
@@ -398,22 +409,36 @@ class AMQPDriver(BaseDriver):
             return 0
         return failures
 
+    def _item(self, msg: Message, now: datetime.datetime | None = None) -> Publish:
+        """A job's body, exchange, routing key and properties."""
+        headers, routing_key = codec.split_routing_key(msg.headers,
+                                                       self.topology.queue.routing_key)
+        return (bytes(msg.payload), self.topology.exchange.name, routing_key,
+                self._properties(msg.id, msg.name, headers, msg.delay, msg.priority,
+                                 msg.auto_ack, now))
+
     async def _send(self, msg: Message) -> None:
-        topo = self.topology
-        headers, routing_key = codec.split_routing_key(msg.headers, topo.queue.routing_key)
-        props = self._properties(msg.id, msg.name, headers, msg.delay, msg.priority,
-                                 msg.auto_ack)
-        body = bytes(msg.payload)
+        body, exchange, routing_key, props = self._item(msg)
         if msg.delay > 0:
             ms = delay_ms(msg.delay)
-            name = topo.delay_queue(ms, routing_key)
-            await self._publish_delayed(body, props, name, ms, topo.exchange.name, routing_key)
+            name = self.topology.delay_queue(ms, routing_key)
+            await self._publish_delayed(body, props, name, ms, exchange, routing_key)
         else:
-            await self._publish(body, topo.exchange.name, routing_key, props)
+            await self._publish(body, exchange, routing_key, props)
 
     async def _send_batch(self, msgs: Sequence[Message]) -> None:
-        """Publish every job at once and wait for all the confirms (they overlap)."""
-        await send_all(map(self._send, msgs))
+        """Publish the undelayed jobs in one write and wait for their confirms together;
+        delayed jobs, and jobs whose publish the channel or connection lost, are
+        published one by one, with retries."""
+        now = datetime.datetime.now(datetime.UTC)
+        items = [self._item(m, now) for m in msgs if m.delay <= 0]
+        confirms: list[asyncio.Future[Any] | None] = [None] * len(items)
+        with contextlib.suppress(*RETRYABLE_OR_REFUSED):  # then published one by one
+            if items:
+                confirms = [*await publish_all(
+                    await (await self.link.current()).admin("publish"), items)]
+        await confirm_all(items, confirms, refusal, lambda item: self._publish(*item),
+                          [self._send(m) for m in msgs if m.delay > 0])
 
     async def republish(self, job: AMQPJob, headers: Headers, delay: float) -> None:
         """Publish a copy of ``job`` with ``headers`` straight to its queue (through
