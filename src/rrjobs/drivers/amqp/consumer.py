@@ -24,8 +24,8 @@ from rrjobs.drivers.amqp.job import AMQPJob
 
 #: How long a ``basic.cancel`` may take before the channel is closed instead.
 CANCEL_TIMEOUT = 5.0
-#: The longest an ack waits to be sent with others (seconds).
-ACK_DELAY = 0.002
+#: The longest an ack waits to be sent with others (seconds; 0: the next loop turn).
+ACK_DELAY = 0.0
 
 
 class Consumer:
