@@ -96,6 +96,17 @@ class DeadLetter:
         by the broker's ``id`` for it, its ``rr_error`` the reason it cannot be read."""
         return cls(id, UNREADABLE, payload, {RR_ERROR: [describe_error(error)]}, pipeline)
 
+    @classmethod
+    def read(cls, letter: Callable[[], DeadLetter], id: str, payload: bytes,
+             pipeline: str) -> DeadLetter:
+        """``letter()``, the letter a driver decodes from a stored message; when
+        decoding raises (a message no job can carry), its :meth:`unreadable`
+        letter, so one bad message never makes ``rrjobs dlq`` fail."""
+        try:
+            return letter()
+        except Exception as exc:
+            return cls.unreadable(id, payload, exc, pipeline)
+
     @property
     def attempts(self) -> int:
         """The attempts made (``rr_attempts``; 0 when absent)."""

@@ -41,11 +41,10 @@ class DeadLetterSubject(ScannedStore[int]):
     def letter(self, raw: Any) -> DeadLetter:
         """The dead letter in a stored message (an unreadable one: its raw bytes,
         named by its stream sequence)."""
-        try:
+        def read() -> DeadLetter:
             f, payload = codec.job_parts(raw, self.priority)
-        except Exception as exc:  # a body or header block no job can carry
-            return DeadLetter.unreadable(str(raw.seq), raw.data or b"", exc, self.pipeline)
-        return DeadLetter.of(f.id, f.name, payload, f.headers, self.pipeline, f.priority)
+            return DeadLetter.of(f.id, f.name, payload, f.headers, self.pipeline, f.priority)
+        return DeadLetter.read(read, str(raw.seq), raw.data or b"", self.pipeline)
 
     @asynccontextmanager
     async def session(self, removing: bool) -> AsyncIterator[Session[int]]:

@@ -54,12 +54,11 @@ class DeadLetterSubscription(HeldStore[str]):
 
     def _letter(self, m: Any) -> tuple[float, DeadLetter]:
         sent = m.publish_time.seconds + m.publish_time.nanos / 1e9
-        try:
+        def read() -> DeadLetter:
             d = codec.decode(dict(m.attributes), self.priority)
-        except ValueError as exc:  # attributes no job can carry: its raw bytes
-            return sent, DeadLetter.unreadable(m.message_id, m.data, exc, self.pipeline)
-        return sent, DeadLetter.of(d.id, d.name, m.data, d.headers, self.pipeline, d.priority,
-                                   failed_at_text(sent))
+            return DeadLetter.of(d.id, d.name, m.data, d.headers, self.pipeline, d.priority,
+                                 failed_at_text(sent))
+        return sent, DeadLetter.read(read, m.message_id, m.data, self.pipeline)
 
     async def _deadline(self, ack_ids: list[str], seconds: int) -> None:
         await self.subscriber.modify_ack_deadline(

@@ -32,14 +32,19 @@ class RedriveQueue(HeldStore[str]):
             QueueUrl=self.url, MaxNumberOfMessages=RECEIVE_MAX, VisibilityTimeout=HOLD,
             WaitTimeSeconds=1, MessageAttributeNames=["All"],
             MessageSystemAttributeNames=["All"])
-        out = []
-        for m in reply.get("Messages") or []:
+        return [(str(m["ReceiptHandle"]), *self.letter(m)) for m in reply.get("Messages") or []]
+
+    def letter(self, m: Any) -> tuple[float, DeadLetter]:
+        """When message ``m`` was sent, and its letter (an unreadable one: its raw
+        body, named by its message id)."""
+        sent = int((m.get("Attributes") or {}).get("SentTimestamp") or 0) / 1000
+
+        def read() -> DeadLetter:
             d = codec.decode(m, self.priority)
-            sent = int((m.get("Attributes") or {}).get("SentTimestamp") or 0) / 1000
-            out.append((str(m["ReceiptHandle"]), sent, DeadLetter.of(
-                d.id, d.name, d.payload, d.headers, self.pipeline, d.priority,
-                failed_at_text(sent) if sent else "")))
-        return out
+            return DeadLetter.of(d.id, d.name, d.payload, d.headers, self.pipeline, d.priority,
+                                 failed_at_text(sent) if sent else "")
+        return sent, DeadLetter.read(read, str(m.get("MessageId", "")),
+                                     str(m.get("Body", "")).encode(), self.pipeline)
 
     async def delete(self, handle: str) -> None:
         await self.client.delete_message(QueueUrl=self.url, ReceiptHandle=handle)
