@@ -241,6 +241,10 @@ class ScannedStore(ABC, Generic[Position]):
     another pipeline sharing the broker's store are never shown, replayed or
     removed. ``priority``: the pipeline's, for letters that carry none."""
 
+    #: Whether other pipelines share the broker's store (``False``: every letter
+    #: is this pipeline's, whatever its ``rr_original_pipeline``).
+    shared = True
+
     def __init__(self, pipeline: str, priority: int) -> None:
         self.pipeline = pipeline
         self.priority = priority
@@ -254,7 +258,7 @@ class ScannedStore(ABC, Generic[Position]):
     async def _mine(self, scan: AsyncIterator[tuple[Position, DeadLetter]]
                     ) -> AsyncIterator[tuple[Position, DeadLetter]]:
         async for position, letter in scan:
-            if letter.pipeline == self.pipeline:
+            if not self.shared or letter.pipeline == self.pipeline:
                 yield position, letter
 
     async def list_dead_letters(self, limit: int) -> list[DeadLetter]:

@@ -14,13 +14,14 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
 from rrjobs.core.base import BaseDriver
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
-from rrjobs.core.deadletters import DeadLetter, Replay, failed_at_text, take_scanned
+from rrjobs.core.deadletters import DeadLetter, ScannedStore, Session, failed_at_text, scanned
 from rrjobs.core.errors import PipelineStateError
 from rrjobs.core.feed import Feed
 from rrjobs.core.headers import Headers
@@ -37,6 +38,26 @@ from rrjobs.drivers.memory.config import MemoryOptions
 CAPABILITIES = Capabilities()
 
 _make = Job.make
+
+
+class KeptLetters(ScannedStore[DeadLetter]):
+    """The dead letters a pipeline keeps (``dead_letter_size``), oldest first; a
+    letter is named by itself (by identity: a newer one may be equal)."""
+
+    shared = False
+
+    def __init__(self, pipeline: str, priority: int, size: int) -> None:
+        super().__init__(pipeline, priority)
+        self.letters: deque[DeadLetter] = deque(maxlen=size)
+
+    @asynccontextmanager
+    async def session(self, removing: bool) -> AsyncIterator[Session[DeadLetter]]:
+        async def remove(letter: DeadLetter) -> None:
+            for i, d in enumerate(self.letters):
+                if d is letter:
+                    del self.letters[i]
+                    break
+        yield scanned((d, d) for d in list(self.letters)), remove
 
 
 class MemoryDriver(BaseDriver):
@@ -59,12 +80,12 @@ class MemoryDriver(BaseDriver):
         self.feed = Feed(self.lane, self.supervisor)
         self._delayed: DelayQueue[Job] = DelayQueue(self._due)
         #: the dead letters kept (oldest first), or None without ``dead_letter_size``
-        self._dead: deque[DeadLetter] | None = None
+        self._dead: KeptLetters | None = None
         self._dead_full_logged = False
         if options.dead_letter_size:
-            self._dead = deque(maxlen=options.dead_letter_size)
+            self.dead_letters = self._dead = KeptLetters(
+                self.pipeline_name, self.priority, options.dead_letter_size)
             self.capabilities = replace(CAPABILITIES, dead_letter=True, dead_letter_read=True)
-            self.dead_letters = self  # the methods below
 
     async def open(self, where: str) -> None:
         """Nothing to connect to."""
@@ -141,8 +162,8 @@ class MemoryDriver(BaseDriver):
     # -- dead letters (DeadLetterStore) -------------------------------------------------
 
     def _keep_dead(self, job: Job) -> None:
-        dead = self._dead
-        assert dead is not None
+        assert self._dead is not None
+        dead = self._dead.letters
         if len(dead) == dead.maxlen and not self._dead_full_logged:
             self._dead_full_logged = True
             self.log.warning("pipeline %r keeps %d dead letters (dead_letter_size): the oldest "
@@ -150,38 +171,6 @@ class MemoryDriver(BaseDriver):
         dead.append(DeadLetter.of(job.id, job.name, job.payload,
                                   {k: list(v) for k, v in job.headers.items()},
                                   self.pipeline_name, job.priority, failed_at_text(time.time())))
-
-    def _letters(self) -> deque[DeadLetter]:
-        if self._dead is None:  # the runtime checks the capability first
-            raise RuntimeError(f"pipeline {self.pipeline_name!r} keeps no dead letters")
-        return self._dead
-
-    async def list_dead_letters(self, limit: int) -> list[DeadLetter]:
-        return list(self._letters())[:limit]
-
-    async def peek_dead_letter(self, id: str) -> DeadLetter | None:
-        return next((d for d in self._letters() if d.id == id), None)
-
-    async def take_dead_letters(self, ids: Sequence[str] | None,
-                                replay: Replay) -> list[str]:
-        dead = self._letters()
-
-        async def scan() -> AsyncIterator[tuple[DeadLetter, DeadLetter]]:
-            for letter in list(dead):  # those there are when the take begins
-                yield letter, letter
-
-        async def remove(letter: DeadLetter) -> None:
-            for i, d in enumerate(dead):  # by identity: a new letter may be equal
-                if d is letter:
-                    del dead[i]
-                    break
-        return await take_scanned(scan(), ids, replay, remove)
-
-    async def purge_dead_letters(self) -> int:
-        dead = self._letters()
-        count = len(dead)
-        dead.clear()
-        return count
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -290,12 +290,9 @@ class NATSDriver(PullDriver):
         """Publish; if JetStream refuses a copy of a job, ``-NAK`` the original and raise."""
         if self.js is None:
             raise PipelineStateError(f"pipeline {self.pipeline_name!r} is not connected")
-        try:
-            await self.js.publish(subject, body, headers=headers or None)
-        except BaseException:
-            if copy_of is not None:
-                await self._quietly(copy_of.handle.nak())
-            raise
+        send = self.js.publish(subject, body, headers=headers or None)
+        await (send if copy_of is None else self.copy_or_give_back(
+            send, lambda: self._quietly(copy_of.handle.nak())))
 
     async def _send(self, msg: Message) -> None:
         await self._publish(*self._encode(msg, msg.headers, msg.delay))

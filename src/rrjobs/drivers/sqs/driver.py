@@ -123,8 +123,6 @@ class SQSDriver(LeasingDriver):
         Raises :class:`~rrjobs.core.errors.ConfigError` (at ``where``) for a missing queue
         with ``skip_queue_declaration``, attributes or tags an existing queue has
         otherwise, and no region."""
-        for key, message in self.options.problems():
-            raise ConfigError(f"{where}.{key}", message)
         config = AioConfig(retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
                            connect_timeout=5, read_timeout=self.options.wait_time_seconds + 15,
                            max_pool_connections=32, warm_up_loader_caches=True)
