@@ -61,17 +61,12 @@ def install_typed_encoding() -> None:
     if getattr(current, "_rrjobs_typed", False):
         return
 
-    long_long_int, long_int, double = encode.long_long_int, encode.long_int, encode.double
+    typed = {Long: (b"l", encode.long_long_int), SignedInt: (b"I", encode.long_int),
+             Double: (b"d", encode.double)}
 
     def encode_table_value(value: Any) -> bytes:
-        kind = type(value)
-        if kind is Long:
-            return b"l" + long_long_int(value)
-        if kind is SignedInt:
-            return b"I" + long_int(value)
-        if kind is Double:
-            return b"d" + double(value)
-        return current(value)
+        kind = typed.get(type(value))
+        return current(value) if kind is None else kind[0] + kind[1](value)
 
     encode_table_value._rrjobs_typed = True  # type: ignore[attr-defined]
     encode.encode_table_value = encode_table_value

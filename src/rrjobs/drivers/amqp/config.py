@@ -172,12 +172,10 @@ class AMQPOptions(DeclaredOptions):
         if self.version in (0, 1) and "version" in given and (nested_exchange or nested_queue):
             raise ValueError(f"version {self.version} is the flat form; nested exchange:/queue: "
                              "mappings need version: 2")
-        for flat, nested, keys in ((nested_exchange, "exchange", _V1_EXCHANGE_KEYS),
-                                   (nested_queue, "queue", _V1_QUEUE_KEYS)):
-            if not flat:
-                continue
+        for is_nested, nested, keys in ((nested_exchange, "exchange", _V1_EXCHANGE_KEYS),
+                                        (nested_queue, "queue", _V1_QUEUE_KEYS)):
             for key, where in keys.items():
-                if key in given:
+                if is_nested and key in given:
                     raise ValueError(f"{key} is a version 1 key; with the nested {nested}: "
                                      f"form write it as {where}")
         return self
@@ -242,28 +240,27 @@ class Topology:
             tag = self.queue.consumer_id or f"roadrunner-{uuid.uuid4()}"
             object.__setattr__(self, "consumer_tag", tag)
 
+    def _argument(self, key: str) -> str | None:
+        """The queue's ``key`` argument as text, when it has one."""
+        value = self.queue.arguments.get(key)
+        return None if value is None else str(value)
+
     @property
     def max_priority(self) -> int | None:
-        """The queue's ``x-max-priority`` argument, when it has one."""
+        """The queue's ``x-max-priority`` argument, when it has one (-1: not an integer)."""
         value = self.queue.arguments.get("x-max-priority")
-        if value is None:
-            return None
         try:
-            return int(value)
+            return None if value is None else int(value)
         except (TypeError, ValueError):
             return -1
 
     @property
     def dead_letter_exchange(self) -> str | None:
-        """The queue's ``x-dead-letter-exchange`` argument, when it has one."""
-        value = self.queue.arguments.get("x-dead-letter-exchange")
-        return None if value is None else str(value)
+        return self._argument("x-dead-letter-exchange")
 
     @property
     def dead_letter_routing_key(self) -> str | None:
-        """The queue's ``x-dead-letter-routing-key`` argument, when it has one."""
-        value = self.queue.arguments.get("x-dead-letter-routing-key")
-        return None if value is None else str(value)
+        return self._argument("x-dead-letter-routing-key")
 
     @property
     def quorum(self) -> bool:

@@ -172,7 +172,8 @@ class Owner(Protocol):
     outage: Outage
 
     async def on_session(self, session: Session) -> None:
-        """A fresh session, before it is handed out (see :class:`Link`)."""
+        """A fresh session, before it is handed out (declare the topology, resume
+        consuming); if it raises, the dial counts as failed."""
 
     def on_down(self) -> None:
         """The connection is known to be lost."""
@@ -188,14 +189,8 @@ class Owner(Protocol):
 
 
 class Link:
-    """A driver's connection to RabbitMQ, redialled on loss.
-
-    It calls its driver (on the event loop): ``on_session(session)`` after every
-    successful dial, before the session is handed out (declare the topology,
-    resume consuming; if it raises, the dial counts as failed); ``on_down()`` as
-    soon as the connection is known to be lost; ``on_exhausted(error)`` when
-    ``redial_timeout`` passed without a connection (``True``: redial again).
-    """
+    """A driver's connection to RabbitMQ, redialled on loss; it calls its driver's
+    :class:`Owner` methods on the event loop."""
 
     def __init__(self, section: AMQPSection, driver: Owner) -> None:
         self.section = section
@@ -267,9 +262,8 @@ class Link:
         self._notify()
 
     def _connection_closed(self, session: Session, exc: BaseException | None) -> None:
-        if session.closing:
-            return
-        self.lost(session, exc)
+        if not session.closing:
+            self.lost(session, exc)
 
     def lost(self, session: Session, exc: BaseException | None = None) -> None:
         """``session`` is dead: tell the driver (and its outage: the one WARNING) and
@@ -287,11 +281,9 @@ class Link:
         self._notify()
 
     async def _redial(self, old: Session) -> None:
-        with contextlib.suppress(Exception):
-            await old.close()
+        await old.close()  # never raises
         while not self._closed:
-            started = time.monotonic()
-            deadline = started + self.redial_timeout
+            deadline = time.monotonic() + self.redial_timeout
             backoff = Backoff(FIRST_BACKOFF, MAX_BACKOFF)
             last: BaseException | None = None
             for attempt in itertools.count(1):

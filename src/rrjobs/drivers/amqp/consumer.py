@@ -49,7 +49,7 @@ class Consumer:
         self.in_flight = 0
         #: settlements that could not be sent because the channel was gone
         self.lost = 0
-        self._acks = AckRuns(self._flush, max(1, topo.prefetch // 4), ACK_DELAY)
+        self._acks = AckRuns(self.flush, max(1, topo.prefetch // 4), ACK_DELAY)
         self._hold_limit = max(1, topo.prefetch // 2)
 
     @property
@@ -67,10 +67,8 @@ class Consumer:
 
     async def cancel(self) -> None:
         """``basic.cancel``; the channel stays open for the jobs still in handlers."""
-        if not self.subscribed:
-            return
-        self.subscribed = False
-        if not self.usable:
+        subscribed, self.subscribed = self.subscribed, False
+        if not subscribed or not self.usable:
             return
         try:
             async with asyncio.timeout(CANCEL_TIMEOUT):
@@ -124,10 +122,10 @@ class Consumer:
             except CONNECTION_ERRORS:
                 self._lost(job, "nack")
 
-    def _flush(self, everything: bool = False) -> None:
+    def flush(self, everything: bool = False) -> None:
         """Write the acks to send in one frame: the settled run as one ``multiple=true``
         ack, the others one by one unless ``multiple_ack`` holds them back (until
-        they reach half the prefetch, or ``everything``)."""
+        they reach half the prefetch, or ``everything``: before a pause or stop)."""
         acks = self._acks
         upto, singles = acks.take(everything or not self.multiple
                                   or acks.pending >= self._hold_limit)
@@ -137,10 +135,6 @@ class Consumer:
         if frames and self.usable:  # else lost: RabbitMQ redelivers those jobs
             self.raw.write_queue.put_nowait(  # type: ignore[attr-defined]
                 ChannelFrame.marshall(channel_number=self.raw.number, frames=frames))
-
-    async def flush(self) -> None:
-        """Send every ack still to send now (before a pause or stop)."""
-        self._flush(everything=True)
 
     async def _send_nack(self, tag: int, *, requeue: bool) -> None:
         if self.usable:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import datetime
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -35,6 +35,7 @@ from rrjobs.core.job import Job
 from rrjobs.core.message import Message, new_id
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.resilience import Backoff
 from rrjobs.core.state import State
 from rrjobs.drivers.amqp import codec
 from rrjobs.drivers.amqp.config import AMQPOptions, AMQPSection, Topology, delay_ms
@@ -228,7 +229,7 @@ class AMQPDriver(BaseDriver):
 
     async def _recover(self) -> None:
         deadline = time.monotonic() + self.topology.redial_timeout
-        backoff = FIRST_BACKOFF
+        backoff = Backoff(FIRST_BACKOFF, MAX_BACKOFF)
         while self._active and not self.stopped:
             try:
                 await self._subscribe(await self.link.current())
@@ -243,9 +244,9 @@ class AMQPDriver(BaseDriver):
                         deadline = time.monotonic() + self.topology.redial_timeout
                         continue
                     return
-                self.log.info("consuming again failed (%r); retrying in %.2fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                pause = backoff.next()
+                self.log.info("consuming again failed (%r); retrying in %.2fs", exc, pause)
+                await asyncio.sleep(pause)
 
     def _job(self, raw: tuple[DeliveredMessage, Consumer, int], id: str, name: str,
              headers: Headers, priority: int, auto_ack: bool, rr_delay: int) -> AMQPJob:
@@ -278,19 +279,17 @@ class AMQPDriver(BaseDriver):
     async def nack(self, job: Job, requeue: bool, delay: float) -> None:
         assert isinstance(job, AMQPJob)
         if requeue and delay > 0:
-            await self._republish_settle(job, job.headers, delay)
+            await self.requeue(job, job.headers, delay)
         elif not requeue and self.capabilities.dead_letter:
             await self._dead_letter(job)
         else:
             await job.consumer.settle(job, requeue)
 
     async def _dead_letter(self, job: AMQPJob) -> None:
-        """Publish the dead letter, with its headers, where RabbitMQ's own
-        dead-lettering would route it (the queue's ``x-dead-letter-exchange``
-        and ``-routing-key``, else the job's routing key), then ack: a reject
-        would dead-letter it without them. The dead-letter headers are also
-        plain string headers of the table. Where that publish is returned or
-        refused, the job is rejected to the exchange as it is (logged)."""
+        """Publish the dead letter, with its headers, where RabbitMQ's own dead-lettering
+        would route it (the queue's ``x-dead-letter-exchange`` and ``-routing-key``, else
+        the job's routing key), then ack: a reject would dead-letter it without them.
+        Where that publish is returned or refused, the job is rejected as it is (logged)."""
         exchange = self.topology.dead_letter_exchange or ""
         routing_key = self.topology.dead_letter_routing_key or job.routing_key
         props = self._properties(job.id, job.name, job.headers, 0, job.priority, job.auto_ack)
@@ -313,15 +312,12 @@ class AMQPDriver(BaseDriver):
 
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         assert isinstance(job, AMQPJob)
-        await self._republish_settle(job, headers, delay)
-
-    def queue_name(self, job: Job) -> str:
-        return self.topology.queue.name
-
-    async def _republish_settle(self, job: AMQPJob, headers: Headers, delay: float) -> None:
         await self.copy_or_give_back(self.republish(job, headers, delay),
                                      lambda: job.consumer.settle(job, True))
         await job.consumer.settle(job)
+
+    def queue_name(self, job: Job) -> str:
+        return self.topology.queue.name
 
     async def give_back(self, jobs: Sequence[Job]) -> None:
         """Requeue jobs taken back out of the priority queue, each on its channel."""
@@ -337,13 +333,12 @@ class AMQPDriver(BaseDriver):
         self._active = True
         try:
             await self._subscribe(await self.link.current())
-        except ChannelClosed as exc:
+        except BaseException as exc:
             self._active = False
-            raise PipelineStateError(
-                f"pipeline {self.pipeline_name!r}: RabbitMQ refused to consume queue "
-                f"{self.topology.queue.name!r}: {exc}") from exc
-        except BaseException:
-            self._active = False
+            if isinstance(exc, ChannelClosed):
+                raise PipelineStateError(
+                    f"pipeline {self.pipeline_name!r}: RabbitMQ refused to consume queue "
+                    f"{self.topology.queue.name!r}: {exc}") from exc
             raise
         self._lost.clear()
         self.supervisor.start("consume", self._keep_consuming)
@@ -357,7 +352,7 @@ class AMQPDriver(BaseDriver):
                 await consumer.cancel()
         await self.give_back(self.queue.remove(self.pipeline_name))
         if consumer is not None:
-            await consumer.flush()
+            consumer.flush(everything=True)
 
     def _properties(self, job_id: str, name: str, headers: Headers, delay: float,
                     priority: int, auto_ack: bool,
@@ -397,10 +392,10 @@ class AMQPDriver(BaseDriver):
 
     def _transient(self, session: Session, failures: int, exc: BaseException,
                    what: str) -> int:
-        """After a channel or connection error: raise :class:`PublishFailedError`
-        when RabbitMQ closed the channel of a live connection (it refused
-        ``what``); else redial if the connection is gone (or a channel keeps
-        failing), and the caller tries again. Returns the new count."""
+        """After a channel or connection error: raise :class:`PublishFailedError` when
+        RabbitMQ closed the channel of a live connection (it refused ``what``); else
+        redial if the connection is gone (or a channel keeps failing), and the caller
+        tries again. Returns the new count."""
         if isinstance(exc, ChannelClosed) and session.healthy:
             raise PublishFailedError(f"RabbitMQ refused {what}: {exc}") from exc
         failures += 1
@@ -418,13 +413,9 @@ class AMQPDriver(BaseDriver):
                                  msg.auto_ack, now))
 
     async def _send(self, msg: Message) -> None:
-        body, exchange, routing_key, props = self._item(msg)
-        if msg.delay > 0:
-            ms = delay_ms(msg.delay)
-            name = self.topology.delay_queue(ms, routing_key)
-            await self._publish_delayed(body, props, name, ms, exchange, routing_key)
-        else:
-            await self._publish(body, exchange, routing_key, props)
+        item = self._item(msg)
+        await self._publish_after(msg.delay, item,
+                                  partial(self.topology.delay_queue, routing_key=item[2]))
 
     async def _send_batch(self, msgs: Sequence[Message]) -> None:
         """Publish the undelayed jobs in one write and wait for their confirms together;
@@ -444,19 +435,21 @@ class AMQPDriver(BaseDriver):
         """Publish a copy of ``job`` with ``headers`` straight to its queue (through
         ``delayed-<ms>..<queue>`` when ``delay > 0``); returns once confirmed."""
         self.check_not_stopped(job)
-        queue_name = self.topology.queue.name
-        ms = delay_ms(delay) if delay > 0 else 0
+        queue = self.topology.queue.name
         props = self._properties(job.id, job.name, headers, delay, job.priority, job.auto_ack)
-        if ms:
-            name = f"delayed-{ms}..{queue_name}"
-            await self._publish_delayed(job.payload, props, name, ms, "", queue_name)
-        else:
-            await self._publish(job.payload, "", queue_name, props)
+        await self._publish_after(delay, (job.payload, "", queue, props),
+                                  lambda ms: f"delayed-{ms}..{queue}")
 
-    async def _publish_delayed(self, body: bytes, props: spec.Basic.Properties, name: str,
-                               ms: int, exchange: str, routing_key: str) -> None:
-        """Publish into RoadRunner's TTL queue, which dead-letters the job to
-        ``exchange``/``routing_key`` when ``ms`` have passed."""
+    async def _publish_after(self, delay: float, item: Publish,
+                             delay_queue: Callable[[int], str]) -> None:
+        """Publish ``item`` now, or when ``delay > 0`` into RoadRunner's TTL queue
+        ``delay_queue(ms)``, which dead-letters the job to the item's exchange and
+        routing key when ``ms`` have passed."""
+        if delay <= 0:
+            return await self._publish(*item)
+        body, exchange, routing_key, props = item
+        ms = delay_ms(delay)
+        name = delay_queue(ms)
         for attempt in (1, 2):
             await self._ensure_delay_queue(name, ms, exchange, routing_key)
             try:
@@ -510,13 +503,12 @@ class AMQPDriver(BaseDriver):
     async def _close(self) -> None:
         consumer = self._consumer
         if consumer is not None:
-            await consumer.flush()
+            consumer.flush(everything=True)
         q = self.topology.queue
         if q.delete_on_stop and q.name and self.link.up:
             try:
                 async with asyncio.timeout(5.0):
-                    session = await self.link.current()
-                    channel = await session.admin()
+                    channel = await (await self.link.current()).admin()
                     await channel.queue_delete(q.name)
             except Exception as exc:
                 self.log.warning("deleting queue %r on stop failed: %r", q.name, exc)
@@ -529,10 +521,9 @@ class AMQPDriver(BaseDriver):
         queued = self.queue.count(self.pipeline_name)
         consumer = self._consumer
         in_flight = consumer.in_flight if consumer is not None and consumer.usable else 0
-        state = State(pipeline=self.pipeline_name, driver=self.name, queue=topo.queue.name,
-                      priority=self.priority, reserved=max(0, in_flight - queued),
-                      ready=bool(self.ready and self._active and consumer is not None
-                                 and consumer.subscribed and consumer.usable))
+        state = self.state_of(topo.queue.name, reserved=max(0, in_flight - queued))
+        state.ready = bool(state.ready and self._active and consumer is not None
+                           and consumer.subscribed and consumer.usable)
         if self.stopped:
             return state
         if not self.link.up:
@@ -550,19 +541,18 @@ class AMQPDriver(BaseDriver):
             state.delayed += max(count, 0)
         return state
 
-    async def _message_count(self, session: Session, name: str) -> int:
+    async def _message_count(self, session: Session, name: str, retry: bool = True) -> int:
         """Ready messages in queue ``name`` (passive declare); -1 if it is gone."""
-        for retry in (True, False):
-            channel = await session.admin("state")
-            try:
-                return int((await channel.queue_declare(name, passive=True)).message_count or 0)
-            except ChannelClosed:
-                return -1
-            except aiormq.exceptions.ChannelInvalidStateError:
-                # Another passive declare's 404 closed the shared channel: reopen it.
-                if not retry or not session.healthy:
-                    raise
-        raise AssertionError("unreachable")
+        channel = await session.admin("state")
+        try:
+            return int((await channel.queue_declare(name, passive=True)).message_count or 0)
+        except ChannelClosed:
+            return -1
+        except aiormq.exceptions.ChannelInvalidStateError:
+            # Another passive declare's 404 closed the shared channel: reopen it.
+            if not retry or not session.healthy:
+                raise
+        return await self._message_count(session, name, retry=False)
 
 
 class AMQPConstructor(DriverConstructor):
