@@ -442,7 +442,7 @@ async def test_a_full_priority_queue_holds_reservations_that_pause_returns(
     async with drivers(tmp_path) as d:
         drv = await d.make(queue=PriorityQueue(maxsize=2), prefetch=10)
         await drv.push_batch([Message("a", str(i).encode(), "p") for i in range(10)])
-        await wait_for(lambda: len(drv._unqueued) == 8)  # reserved, waiting for room
+        await wait_for(lambda: len(drv.feed.ready) == 8)  # reserved, waiting for room
         assert d.rows("SELECT count(*) FROM rrjobs_jobs WHERE reserved_by IS NOT NULL") == [(10,)]
         await drv.pause("p")
         assert d.rows("SELECT count(*) FROM rrjobs_jobs WHERE reserved_by IS NOT NULL") == [(0,)]

@@ -15,8 +15,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from functools import cache, partial
 from typing import Any, ClassVar, cast
@@ -27,8 +26,10 @@ from rrjobs.core.constructor import DriverConstructor
 from rrjobs.core.deadletters import DeadLetter, Replay, failed_at_text, find_scanned, take_scanned
 from rrjobs.core.delays import due_at_ms
 from rrjobs.core.errors import AckLostError, ConfigError
+from rrjobs.core.feed import Feed
 from rrjobs.core.headers import DEDUCED_BY_RR, RR_ERROR, UNREADABLE, Headers
 from rrjobs.core.job import Job
+from rrjobs.core.lane import Lane
 from rrjobs.core.message import Message, new_id
 from rrjobs.core.outage import Outage
 from rrjobs.core.pipeline import Pipeline
@@ -129,7 +130,9 @@ class SQLiteDriver(BaseDriver):
         self.owner = f"{_host()}:{os.getpid()}:{uuid.uuid4().hex[:16]}"  # of its reservations
         self._lease_ms = round(options.lease * 1000)
         self._outstanding: dict[int, SQLiteJob] = {}  # reserved and not settled, by seq
-        self._unqueued: deque[SQLiteJob] = deque()  # reserved, not yet in the priority queue
+        #: reserved jobs (counted in ``_outstanding``) waiting for room in the priority queue
+        self.feed = Feed(Lane(queue, self.pipeline_name, self.prefetch), self.supervisor,
+                         counted=True)
         self._refill = max(1, min(FETCH_MAX // 2, self.prefetch // 4))
         self._wake = asyncio.Event()
         self._need_room = False
@@ -221,13 +224,8 @@ class SQLiteDriver(BaseDriver):
                            {k: list(v) for k, v in m.headers.items()}, m.priority, m.auto_ack)
                 for seq, m in enumerate(msgs[:n], first)]
         self._outstanding.update((job.seq, job) for job in jobs)
-        queue, pending = self.queue, self._unqueued
-        for i, job in enumerate(jobs):
-            if pending or queue.full():
-                pending.extend(jobs[i:])
-                self._wake.set()  # the consumer moves them when there is room
-                return
-            queue.insert_nowait(job)
+        self.feed.ready.extend(jobs)
+        self.feed.pump()
 
     def _make(self, seq: int, delivery: int, id: str, name: str, payload: bytes,
               headers: Headers, priority: int, auto_ack: bool,
@@ -264,8 +262,6 @@ class SQLiteDriver(BaseDriver):
         polled = False  # woken by the poll interval alone
         while True:
             self._wake.clear()
-            if self._unqueued:
-                await self._enqueue([])
             room = self._room()
             unchanged = False
             if room > 0 and polled and (wake_at is None or now_ms() < wake_at):
@@ -299,7 +295,8 @@ class SQLiteDriver(BaseDriver):
                     self._backlog = True
                 elif mark == self._unreserved_writes:
                     self._backlog = False  # caught up: pushes may be handed off
-                await self._enqueue(jobs)
+                self.feed.ready.extend(jobs)
+                self.feed.pump()
                 if len(jobs) == limit:
                     continue
                 wake_at = res.next_wake_ms
@@ -318,25 +315,13 @@ class SQLiteDriver(BaseDriver):
                     await self._wake.wait()
                 polled = False
 
-    async def _enqueue(self, jobs: list[SQLiteJob]) -> None:
-        """Move reserved jobs into the priority queue, waiting while it is full.
-        Jobs not yet moved stay in ``_unqueued`` (their leases are renewed)."""
-        queue, pending = self.queue, self._unqueued
-        pending.extend(jobs)
-        while pending:
-            if queue.full():
-                await queue.insert(pending[0])
-            else:
-                queue.insert_nowait(pending[0])
-            pending.popleft()
-
     async def _renew(self) -> None:
         """Every lease/3, renew the leases of the jobs waiting in the priority queue (a
         handler's job only through ``Job.extend_lease``: a stuck holder loses it)."""
         while True:
             await asyncio.sleep(self.options.lease / 3)
-            seqs = [j.seq for j in self.queue if isinstance(j, SQLiteJob) and j.settler is self]
-            seqs.extend(j.seq for j in self._unqueued)
+            seqs = [j.seq for j in (*self.queue, *self.feed.ready)
+                    if isinstance(j, SQLiteJob) and j.settler is self]
             if not seqs:
                 continue
             try:
@@ -350,16 +335,18 @@ class SQLiteDriver(BaseDriver):
     async def _start_consuming(self) -> None:
         if not self.supervisor.running("renew"):
             self.supervisor.start("renew", self._renew)
+        self.feed.open()
         self.supervisor.start("consume", self._consume)
 
     async def _stop_consuming(self) -> None:
         self._epoch += 1
         self._backlog = True
         await self.supervisor.stop_task("consume")
-        for job in [*self.queue.remove(self.pipeline_name), *self._unqueued]:
+        await self.feed.close()  # the queued jobs back in ``feed.ready``
+        for job in self.feed.ready:
             if isinstance(job, SQLiteJob):
                 self._outstanding.pop(job.seq, None)
-        self._unqueued.clear()
+        self.feed.ready.clear()
         # Everything this driver reserved goes back, except the jobs in handlers.
         await self.store.write(partial(queries.release, pipeline=self.pipeline_name,
                                        owner=self.owner, keep=list(self._outstanding)),
@@ -369,7 +356,7 @@ class SQLiteDriver(BaseDriver):
         self._epoch += 1
         await self.supervisor.stop()
         self._outstanding.clear()
-        self._unqueued.clear()
+        self.feed.ready.clear()
         if self._released:
             return
         self._released = True
@@ -497,13 +484,9 @@ class SQLiteDriver(BaseDriver):
         store = self.store
         if not store.closed:
             await store.flush()  # acks queued before this call are counted
-        now = now_ms()
-        if store.closed:
-            counts = await asyncio.to_thread(_counts_from_file, store.path,
-                                             self.pipeline_name, now)
-        else:
-            counts = await store.read(partial(queries.counts, pipeline=self.pipeline_name,
-                                              now_ms=now))
+        count = partial(queries.counts, pipeline=self.pipeline_name, now_ms=now_ms())
+        counts = await (asyncio.to_thread(_read_file, store.path, count) if store.closed
+                        else store.read(count))
         queued = self.queue.count(self.pipeline_name)
         return self.state_of(store.path, counts.ready + queued, counts.delayed,
                              max(0, counts.reserved - queued))
@@ -515,9 +498,9 @@ class BoltDBDriver(SQLiteDriver):
     name: ClassVar[str] = "boltdb"
 
 
-def _counts_from_file(path: str, pipeline: str, now: int) -> queries.Counts:
+def _read_file(path: str, query: Callable[[sqlite3.Connection], queries.Counts]) -> queries.Counts:
     with contextlib.closing(connect_reader(path)) as conn:
-        return queries.counts(conn, pipeline, now)
+        return query(conn)
 
 
 class SQLiteConstructor(DriverConstructor):
