@@ -209,11 +209,8 @@ class KafkaDriver(BaseDriver):
             raise UnsupportedFeatureError(
                 f"kafka pipeline {self.pipeline_name!r} has no topic: set Message.topic or "
                 "consumer_options.topics")
-        topic, partition, extra = self._route(
-            topic, msg.partition if self.producer.manual else None, msg.delay)
-        key, value, headers = self._encoder.record(msg.id, msg.name, msg.payload, msg.priority,
-                                                   msg.headers, msg.auto_ack, extra)
-        return topic, partition, key, value, headers
+        return self._job_record(msg, msg.headers, *self._route(
+            topic, msg.partition if self.producer.manual else None, msg.delay))
 
     def _route(self, topic: str, partition: int | None,
                delay: float) -> tuple[str, int | None, Sequence[tuple[str, bytes]]]:
@@ -222,7 +219,8 @@ class KafkaDriver(BaseDriver):
             return self.delay_topic, None, due_headers(delay, topic, partition)
         return topic, partition, ()
 
-    def _job_record(self, job: Job, headers: Headers, topic: str, partition: int | None = None,
+    def _job_record(self, job: Job | Message, headers: Headers, topic: str,
+                    partition: int | None = None,
                     extra: Sequence[tuple[str, bytes]] = ()) -> codec.Record:
         return (topic, partition, *self._encoder.record(job.id, job.name, job.payload,
                                                         job.priority, headers, job.auto_ack, extra))
