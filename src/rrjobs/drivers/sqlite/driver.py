@@ -79,25 +79,19 @@ def owner_is_dead(owner: str) -> bool:
     if owner in _LIVE_OWNERS or len(parts) != 3 or parts[0] != _host() or not parts[1].isdigit():
         return False
     pid = int(parts[1])
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:  # alive, another user's
         pass
-    return False
+    return pid == os.getpid()  # ours: a stopped driver, or an earlier process with this pid
 
 
 class SQLiteJob(Job):
-    """A reserved row, settled by its driver. Settling it after the pipeline
-    stopped raises :class:`PipelineStateError` (it was returned to the queue);
-    once its lease ran out and it was delivered again, :class:`AckLostError`.
-
-    ``seq``: the row's sequence number (FIFO order, unique in the file);
-    ``delivery``: how many times the row has been reserved, this one included.
-    """
+    """A reserved row (settlement errors: ``docs/drivers/sqlite.md``). ``seq``: its
+    sequence number (FIFO order, unique in the file); ``delivery``: how many times
+    it has been reserved, this one included."""
 
     __slots__ = ("delivery", "seq")
     seq: int
