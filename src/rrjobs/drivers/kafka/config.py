@@ -40,10 +40,8 @@ class PingOptions(StrictModel):
 
 
 class TLSOptions(TLSConfig):
-    """``kafka.tls``: :class:`~rrjobs.core.tls.TLSConfig`, and RoadRunner's ``timeout``
-    (its dialer's), which aiokafka has no setting for: a connection attempt, TLS
-    handshake included, is bounded by ``producer_options.request_timeout``, and one
-    that fails is retried. Accepted with an INFO line: it changes no delivery."""
+    """``kafka.tls``: :class:`~rrjobs.core.tls.TLSConfig`, and RoadRunner's ``timeout``,
+    accepted with an INFO line (aiokafka bounds connecting by its request timeout)."""
 
     timeout: Duration | None = None
 
@@ -56,12 +54,9 @@ class TLSOptions(TLSConfig):
 
 
 class SASLOptions(StrictModel):
-    """``kafka.sasl`` and ``sasl_options``: plain or SCRAM. ``zid`` is honoured when it
-    is empty or the username (aiokafka sends the username as the PLAIN authorization
-    identity); ``nonce`` (franz-go's fixed SCRAM client nonce, a testing aid: a random
-    one authenticates the same) and the AWS keys of ``aws_msk_iam`` under another
-    mechanism (RoadRunner does not read them then) mean nothing and are ignored with an
-    INFO line. ``password`` (and the AWS keys) are secrets: shown masked, never echoed."""
+    """``kafka.sasl`` and ``sasl_options``: plain or SCRAM (``zid``, ``nonce`` and the AWS
+    keys: docs/drivers/kafka.md). ``password`` (and the AWS keys) are secrets: shown
+    masked, never echoed."""
 
     mechanism: Mechanism = "plain"
     username: str = ""
@@ -262,8 +257,7 @@ class KafkaOptions(DeclaredOptions):
 
     def default_topic(self) -> str:
         """Where a push without ``Message.topic`` goes ("" when there is none)."""
-        topics = self.main_topics()
-        return topics[0] if topics else ""
+        return next(iter(self.main_topics()), "")
 
     def resolved_delay_topic(self) -> str:
         """The delay topic, or "" when delays are unavailable (no topic to derive it)."""

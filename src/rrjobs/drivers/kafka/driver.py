@@ -599,10 +599,9 @@ class _Inspector:
         await self.admin.start()
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.consumer.stop()
-        with contextlib.suppress(Exception):
-            await self.admin.close()
+        for close in (self.consumer.stop, self.admin.close):
+            with contextlib.suppress(Exception):
+                await close()
 
     async def lag(self, topics: Sequence[str], group: str | None,
                   tracker: OffsetTracker[Any], from_end: bool) -> int:
