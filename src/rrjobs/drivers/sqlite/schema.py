@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 
 from rrjobs.core.errors import RRJobsError
 
@@ -117,7 +118,7 @@ def connect(path: str, *, synchronous: str, permissions: int) -> sqlite3.Connect
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         _check_format(conn, path)
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _switch_to_wal(conn)
         if str(mode).lower() != "wal":
             raise StoreError(f"{path}: cannot switch to WAL mode (journal_mode is {mode})")
         # A queue rewrites the same pages over and over: checkpointing every 16 MiB of
@@ -133,6 +134,20 @@ def connect(path: str, *, synchronous: str, permissions: int) -> sqlite3.Connect
             raise StoreError(f"{path}: {exc}") from None
         raise
     return conn
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> str:
+    """``PRAGMA journal_mode = WAL``; the journal mode it reports. Processes that open a
+    new file at the same moment race for the switch's exclusive lock, and SQLite's busy
+    handler does not wait for it: "database is locked" is retried for ``BUSY_TIMEOUT_MS``."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def connect_reader(path: str) -> sqlite3.Connection:
