@@ -267,8 +267,10 @@ class Serve:
         sleep: float = 0.0,
         env: Mapping[str, str] | None = None,
         log_level: str = "warning",
+        processes: int = 1,
     ) -> None:
         self.config = config
+        self.processes = processes
         self.ledger_dir = ledger_dir
         self.index = index
         self.sleep = sleep
@@ -322,6 +324,7 @@ class Serve:
                     self.address,
                     "--log-level",
                     self.log_level,
+                    *(["--processes", str(self.processes)] if self.processes != 1 else []),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -410,7 +413,8 @@ class _Closing:
 
 class Fleet(_Closing):
     """Several :class:`Serve` of one pipeline (``count`` processes on one config file), an
-    async context manager that stops them all on exit."""
+    async context manager that stops them all on exit. ``processes``: each serve's
+    ``--processes`` (a supervisor of that many runtime processes)."""
 
     def __init__(
         self,
@@ -423,6 +427,7 @@ class Fleet(_Closing):
         workers: int = 8,
         destroy_timeout: float = 10.0,
         env: Mapping[str, str] | None = None,
+        processes: int = 1,
     ) -> None:
         self.pipe = pipe
         self.directory = directory
@@ -435,7 +440,14 @@ class Fleet(_Closing):
         )
         self.ledger = Ledger(directory / "ledger")
         self.serves = [
-            Serve(self.config, self.ledger.directory, index=i, sleep=sleep, env=env)
+            Serve(
+                self.config,
+                self.ledger.directory,
+                index=i,
+                sleep=sleep,
+                env=env,
+                processes=processes,
+            )
             for i in range(count)
         ]
 

@@ -379,13 +379,17 @@ def cli() -> None:
 @click.option("--dashboard/--no-dashboard", "dashboard", default=None,
               help="Serve the web dashboard (overrides dashboard.enabled; address "
                    "dashboard.listen, default 127.0.0.1:6002).")
+@click.option("--processes", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Runtime processes consuming the same pipelines, under one supervisor "
+                   "that serves the RPC and metrics of them all; 0: one per CPU "
+                   "(overrides jobs.pool.processes) [default: jobs.pool.processes, else 1].")
 def serve(config: str, app: str | None, rpc: str | None, log_level: str | None,
-          dashboard: bool | None) -> None:
+          dashboard: bool | None, processes: int | None) -> None:
     """Run the jobs runtime and the RPC server until SIGINT or SIGTERM."""
-    from rrjobs.server import run
+    from rrjobs.processes import run
 
     sys.exit(run(config, app, rpc, log_level.lower() if log_level else None,
-                 dashboard=dashboard))
+                 processes=processes, dashboard=dashboard))
 
 
 @cli.command()

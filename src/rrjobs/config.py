@@ -149,11 +149,16 @@ class PoolConfig(StrictModel):
     stream_timeout: Duration | None = None
     max_queue_size: int | None = None
     dynamic_allocator: dict[str, Any] | None = None
+    #: runtime processes ``rrjobs serve`` starts (an rrjobs key, not RoadRunner's): ``1``
+    #: runs the runtime in the serve process itself; more start a supervisor of that many
+    #: child processes consuming the same pipelines (:mod:`rrjobs.processes`); ``0`` is the
+    #: number of CPUs
+    processes: int = Field(default=1, ge=0, validate_default=True)
 
-    @field_validator("num_workers")
+    @field_validator("num_workers", "processes")
     @classmethod
     def _cpus(cls, value: int) -> int:
-        """``0`` means as many workers as CPUs, as in RoadRunner."""
+        """``0`` means one per CPU, as RoadRunner's ``num_workers``."""
         return value or os.cpu_count() or 1
 
 

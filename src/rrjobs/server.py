@@ -291,7 +291,7 @@ async def serve(config: Config, app: App, listen: str | None = None, *,
     return server.jobs.pool.left_behind
 
 
-async def _serve_and_exit(config: Config, app: App, listen: str | None,
+async def serve_and_exit(config: Config, app: App, listen: str | None,
                           dashboard: bool | None = None) -> None:
     """:func:`serve`; with hung handlers left, exit the process at once: their
     jobs are back with the brokers, and nothing may wait for them."""
@@ -316,7 +316,7 @@ def run(config_path: str, app_path: str | None = None, listen: str | None = None
             configure_logging(log_level, config.logs)
         log.info("config %s loaded; application %s", config_path,
                  app_path or config.jobs.app or "<none>")
-        asyncio.run(_serve_and_exit(config, app, listen, dashboard))
+        asyncio.run(serve_and_exit(config, app, listen, dashboard))
 
     return exit_code(main)
 

@@ -55,7 +55,7 @@ from rrjobs.rpc import protoconv
 from rrjobs.rpc.address import Address
 from rrjobs.rpc.declare import confine_files
 from rrjobs.rpc.pb import jobs_pb2 as pb
-from rrjobs.runtime.jobs import Jobs
+from rrjobs.rpc.served import Served
 
 log = logging.getLogger("rrjobs.rpc.goridge")
 
@@ -114,7 +114,7 @@ def _snake(name: str) -> str:
 class GoridgeService:
     """The ``jobs`` service of one :class:`Jobs` runtime, over goridge connections."""
 
-    def __init__(self, jobs: Jobs, *, declare_dir: str | None = None,
+    def __init__(self, jobs: Served, *, declare_dir: str | None = None,
                  max_request: int = MAX_REQUEST) -> None:
         self.jobs = jobs
         self.declare_dir = declare_dir

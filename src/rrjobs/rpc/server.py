@@ -61,8 +61,8 @@ from rrjobs.rpc.address import DEFAULT_LISTEN, Address
 from rrjobs.rpc.declare import confine_files
 from rrjobs.rpc.errors import BadRequestError, RPCError, UnknownMethodError, error_body
 from rrjobs.rpc.guard import Guard
+from rrjobs.rpc.served import Served
 from rrjobs.rpc.token import resolve_token
-from rrjobs.runtime.jobs import Jobs
 
 if TYPE_CHECKING:
     from rrjobs.rpc.goridge import GoridgeService
@@ -97,13 +97,14 @@ def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> w
 
 
 class RPCServer:
-    """Serves one :class:`Jobs` runtime. Start once, stop once.
+    """Serves one runtime (a :class:`~rrjobs.runtime.jobs.Jobs`, or the supervisor's fleet
+    of processes: :class:`~rrjobs.rpc.served.Served`). Start once, stop once.
 
     Handlers run on the event loop of ``start``; they never block it. Calls are
     served concurrently, as RoadRunner v6 does (no global lock).
     """
 
-    def __init__(self, jobs: Jobs, listen: str = DEFAULT_LISTEN, *,
+    def __init__(self, jobs: Served, listen: str = DEFAULT_LISTEN, *,
                  shutdown_timeout: float = 10.0, max_body: int = MAX_BODY,
                  token: str | None = None, allowed_hosts: Sequence[str] = (),
                  max_inflight_bytes: int = MAX_INFLIGHT_BYTES,
@@ -147,7 +148,7 @@ class RPCServer:
         }
 
     @classmethod
-    def from_config(cls, jobs: Jobs, config: RPCConfig, listen: str | None = None,
+    def from_config(cls, jobs: Served, config: RPCConfig, listen: str | None = None,
                     **kwargs: Any) -> RPCServer:
         """A server with the ``rpc:`` section's settings (``listen`` overrides
         ``rpc.listen``)."""
