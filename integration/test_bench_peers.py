@@ -16,7 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEMS = {"amqp": {"rrjobs", "dramatiq"}, "sqlite": {"rrjobs", "huey", "persistqueue"},
-           "memory": {"rrjobs"}}
+           "memory": {"rrjobs"}, "processes": {"rrjobs"}}
 
 
 def positive(line: dict[str, Any], key: str) -> None:
@@ -40,7 +40,7 @@ def test_small_form_prints_a_line_per_system(tmp_path: Path) -> None:
                     "client_cpu_s_per_1000"):
             positive(line, key)
         assert line["end_to_end_s"] >= line["consume_s"] > 0
-        if line["group"] == "amqp":
+        if line["group"] in ("amqp", "processes"):
             assert line["broker_cpu_s"] > 0 and line["broker_cpu_s_per_1000"] > 0
         if line["mode"] == "latency":
             positive(line, "latency_p50_ms")
@@ -50,5 +50,9 @@ def test_small_form_prints_a_line_per_system(tmp_path: Path) -> None:
              if ln["group"] == "amqp"}
     assert ("dramatiq", "default", "ptc") in modes and ("dramatiq", "equal", "latency") in modes
     assert {"ptc", "concurrent", "latency"} <= {m for s, _, m in modes if s == "rrjobs"}
+    processes = {(ln["variant"], ln["mode"], ln["settings"]["processes"]) for ln in lines
+                 if ln["group"] == "processes"}
+    assert {("p1-light", "ptc", 1), ("p2-light", "ptc", 2),
+            ("p2-cpu", "concurrent", 2)} <= processes
     medians = json.loads(proc.stdout)["medians"]
     assert len(medians) == len(lines)  # one run each: a median per line

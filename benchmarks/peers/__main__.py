@@ -78,6 +78,16 @@ def local_configs() -> Iterator[Config]:
     yield Config("taskiq", "taskiq", "run_taskiq.py", "memory", "concurrent", "equal", "memory")
 
 
+def processes_configs() -> Iterator[Config]:
+    """``rrjobs serve --processes 1`` and ``2`` on RabbitMQ, with a CPU-light handler and
+    one spinning 1 ms (run_processes.py): the 2-process / 1-process ratios."""
+    for kind in ("light", "cpu"):
+        for mode in ("ptc", "concurrent"):
+            for count in (1, 2):
+                yield Config("rrjobs", "", "run_processes.py", f"p{count}-{kind}", mode,
+                             "equal", "processes")
+
+
 def python_of(venv: str) -> str:
     if not venv:
         return sys.executable
@@ -130,15 +140,18 @@ def run_one(cfg: Config, args: argparse.Namespace, url: str, pgid: int | None,
     jobs = args.latency_jobs if cfg.mode == "latency" else args.jobs
     if cfg.group == "sqlite":
         jobs = args.local_jobs
+    if cfg.group == "processes" and cfg.variant.endswith("-cpu"):
+        jobs = args.cpu_jobs
     cmd = [python_of(cfg.venv), str(HERE / cfg.script), "--url", url, "--jobs", str(jobs),
            "--mode", cfg.mode, "--guarantees", cfg.guarantees, "--rate", str(args.rate),
            "--prefetch", "100", "--concurrency", "10", "--dir", workdir]
     if cfg.variant:
         cmd += ["--variant", cfg.variant]
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), PYTHONUNBUFFERED="1")
-    before = group_cpu(pgid) if cfg.group == "amqp" else None
+    on_amqp = cfg.group in ("amqp", "processes")
+    before = group_cpu(pgid) if on_amqp else None
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
-    after = group_cpu(pgid) if cfg.group == "amqp" else None
+    after = group_cpu(pgid) if on_amqp else None
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"[peers] {cfg.key} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -178,11 +191,13 @@ def report_only(results: Path, args: argparse.Namespace) -> int:
 
     lines = [json.loads(raw) for raw in results.read_text().splitlines() if raw.strip()]
     jobs = {line["mode"] if line["group"] != "sqlite" else "sqlite": line["jobs"]
-            for line in lines}
+            for line in lines if line["group"] != "processes"}
     args.runs = max(line["run"] for line in lines) + 1
     args.jobs = jobs.get("ptc", jobs.get("concurrent", args.jobs))
     args.local_jobs = jobs.get("sqlite", args.local_jobs)
     args.latency_jobs = jobs.get("latency", args.latency_jobs)
+    args.cpu_jobs = next((ln["jobs"] for ln in lines if ln["group"] == "processes"
+                          and ln["variant"].endswith("-cpu")), args.cpu_jobs)
     args.rate = next((ln["offered_jobs_per_s"] for ln in lines if ln["mode"] == "latency"),
                      args.rate)
     write_docs(medians(lines), results, lines[0]["machine"], args)
@@ -195,9 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--local-jobs", type=int, default=20_000, help="jobs of the sqlite runs")
     p.add_argument("--latency-jobs", type=int, default=10_000,
                    help="jobs of a latency run (at --rate per second)")
+    p.add_argument("--cpu-jobs", type=int, default=5_000,
+                   help="jobs of a --processes run with the 1 ms CPU-bound handler")
     p.add_argument("--rate", type=float, default=2000.0)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--only", default="", help="comma-separated systems (default: all)")
+    p.add_argument("--groups", default="", help="comma-separated groups: amqp, sqlite, "
+                   "memory, processes (default: all)")
     p.add_argument("--small", action="store_true",
                    help="CI form: 300 jobs, one run, rrjobs + " + ", ".join(SMALL_VENVS))
     p.add_argument("--results", default="", help="raw JSON lines (default: "
@@ -216,10 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     venvs = SMALL_VENVS if args.small else PEER_VENVS
     if args.small:
         args.jobs, args.local_jobs, args.latency_jobs, args.runs = 300, 200, 200, 1
+        args.cpu_jobs = 100
     ensure_venvs(venvs)
-    configs = [c for c in [*amqp_configs(), *local_configs()]
+    configs = [c for c in [*amqp_configs(), *local_configs(), *processes_configs()]
                if (not c.venv or c.venv in venvs)
-               and (not args.only or c.system in args.only.split(","))]
+               and (not args.only or c.system in args.only.split(","))
+               and (not args.groups or c.group in args.groups.split(","))]
     sys.path.insert(0, str(REPO))
     from integration.brokers.provider import acquire
 

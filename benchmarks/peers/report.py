@@ -165,6 +165,39 @@ def local_tables(table: dict[str, dict[str, Any]]) -> list[str]:
     return out
 
 
+PROCESS_TARGETS = {"light": 1.4, "cpu": 1.8}
+
+
+def processes_tables(table: dict[str, dict[str, Any]]) -> list[str]:
+    """``rrjobs serve --processes 1`` and ``2`` on RabbitMQ, and the 2/1 ratios against
+    their targets."""
+    rows = {(m["variant"], m["mode"]): m for m in table.values() if m["group"] == "processes"}
+    if not rows:
+        return []
+    out = ["| handler | mode | processes | enqueue jobs/s | consume jobs/s | end to end jobs/s "
+           "| client CPU-s / 1,000 | jobs | runs |", "|---|---|---|---|---|---|---|---|---|"]
+    ratios: list[str] = []
+    for kind, handler in (("light", "JSON only"), ("cpu", "1 ms busy loop")):
+        for mode in ("ptc", "concurrent"):
+            for count in (1, 2):
+                m = rows.get((f"p{count}-{kind}", mode))
+                if m is not None:
+                    out.append(f"| {handler} | {MODES[mode]} | {count} "
+                               f"| {fmt(m.get('enqueue_jobs_per_s'))} "
+                               f"| {fmt(m.get('consume_jobs_per_s'))} "
+                               f"| **{fmt(m.get('end_to_end_jobs_per_s'))}** "
+                               f"| {fmt(m.get('client_cpu_s_per_1000'), 3)} | {m['jobs']:,} "
+                               f"| {m['runs']} |")
+            one, two = rows.get((f"p1-{kind}", mode)), rows.get((f"p2-{kind}", mode))
+            if one and two and one.get("end_to_end_jobs_per_s"):
+                r = two["end_to_end_jobs_per_s"] / one["end_to_end_jobs_per_s"]
+                target = PROCESS_TARGETS[kind]
+                ratios.append(f"- {handler}, {MODES[mode]}: 2 processes end to end are "
+                              f"**{r:.2f}x** 1 process (target {target:g}x: "
+                              f"{'met' if r >= target else 'not met'}).")
+    return [*out, "", *ratios, ""]
+
+
 def write_docs(table: dict[str, dict[str, Any]], results: Path, machine: dict[str, Any],
                args: argparse.Namespace) -> None:
     PLOT.parent.mkdir(parents=True, exist_ok=True)
@@ -187,5 +220,12 @@ def write_docs(table: dict[str, dict[str, Any]], results: Path, machine: dict[st
              "![End-to-end jobs/s on RabbitMQ](images/peers-amqp.png)", "",
              "## RabbitMQ", "", *amqp_tables(table),
              "## Local: SQLite and memory", "", *local_tables(table),
+             "## Several processes: `rrjobs serve --processes N`", "",
+             "One supervisor and N runtime processes consuming one RabbitMQ queue "
+             "(each with 10 workers and prefetch 100; equal guarantees); the producer is "
+             "the benchmark's own process (`run_processes.py`). The CPU-bound handler spins "
+             f"1 ms; its runs have {args.cpu_jobs:,} jobs. On a 2-core machine the "
+             "processes share the cores with RabbitMQ and the producer.", "",
+             *processes_tables(table),
              CAVEATS]
     DOC.write_text("\n".join(parts))
