@@ -7,6 +7,8 @@ from integration.pytest_plugin import (  # noqa: F401  (fixtures and hooks, by n
     amqp_broker,
     amqp_tls_broker,
     amqp_url,
+    beanstalk_addr,
+    beanstalk_broker,
     kafka_bootstrap,
     kafka_broker,
     kafka_tls_broker,

@@ -19,6 +19,8 @@ Fixtures (session scope unless said otherwise):
 ``pubsub_broker``          Broker for the Pub/Sub emulator
 ``pubsub_emulator_host``   ``127.0.0.1:<port>`` (what ``PUBSUB_EMULATOR_HOST`` takes)
 ``pubsub_project``         the project id to use with the emulator
+``beanstalk_broker``       Broker for beanstalkd (binlog on)
+``beanstalk_addr``         ``tcp://127.0.0.1:<port>``
 ``amqp_tls_broker``        Broker for RabbitMQ with TLS only (``broker.tls``: certificates,
                            user and password); started only by the tests that ask for it
 ``nats_tls_broker``        Broker for NATS with TLS (client certificate) and user/password
@@ -35,8 +37,9 @@ Fixtures (session scope unless said otherwise):
 =========================  ===================================================================
 
 A test that uses a broker fixture also gets that broker's marker (``amqp``, ``kafka``,
-``nats``, ``sqs``, ``pubsub``), so ``pytest -m kafka`` selects it. A broker that cannot be
-had skips its tests with the reason; with ``RRJOBS_REQUIRE_BROKERS=1`` that is a failure.
+``nats``, ``sqs``, ``pubsub``, ``beanstalk``), so ``pytest -m kafka`` selects it. A broker
+that cannot be had skips its tests with the reason; with ``RRJOBS_REQUIRE_BROKERS=1`` that is
+a failure.
 """
 
 from __future__ import annotations
@@ -77,6 +80,8 @@ BROKER_FIXTURES: dict[str, tuple[str | None, str]] = {
     "pubsub_broker": ("pubsub", "pubsub"),
     "pubsub_emulator_host": ("pubsub", "pubsub"),
     "pubsub_project": ("pubsub", "pubsub"),
+    "beanstalk_broker": ("beanstalk", "beanstalk"),
+    "beanstalk_addr": ("beanstalk", "beanstalk"),
     "amqp_tls_broker": ("amqp-tls", "amqp"),
     "nats_tls_broker": ("nats-tls", "nats"),
     "nats_creds_broker": ("nats-creds", "nats"),
@@ -209,6 +214,16 @@ def pubsub_emulator_host(pubsub_broker: Broker) -> str:
 @pytest.fixture(scope="session")
 def pubsub_project(pubsub_broker: Broker) -> str:
     return project_id()
+
+
+@pytest.fixture(scope="session")
+def beanstalk_broker() -> Iterator[Broker]:
+    yield from _provide("beanstalk")
+
+
+@pytest.fixture(scope="session")
+def beanstalk_addr(beanstalk_broker: Broker) -> str:
+    return beanstalk_broker.endpoint
 
 
 def _tls_broker(name: str) -> Any:

@@ -39,3 +39,9 @@ def test_amqp_bench_reads_rrjobs_amqp_url(monkeypatch: pytest.MonkeyPatch,
 def test_kafka_bench_reads_rrjobs_kafka_brokers(monkeypatch: pytest.MonkeyPatch,
                                                 kafka_bootstrap: str) -> None:
     bench(monkeypatch, "RRJOBS_KAFKA_BROKERS", kafka_bootstrap, "kafka", 300)
+
+
+@pytest.mark.beanstalk
+def test_beanstalk_bench_reads_rrjobs_beanstalk_addr(monkeypatch: pytest.MonkeyPatch,
+                                                     beanstalk_addr: str) -> None:
+    bench(monkeypatch, "RRJOBS_BEANSTALK_ADDR", beanstalk_addr, "beanstalk", 300)

@@ -39,6 +39,7 @@ def test_compose_images_match_the_testcontainers_pins() -> None:
         pins.ELASTICMQ_IMAGE,
         pins.MOTO_IMAGE,
         pins.PUBSUB_IMAGE,
+        pins.BEANSTALK_IMAGE,
     }
     for name, service in compose["services"].items():
         assert "healthcheck" in service, name

@@ -24,7 +24,6 @@ from integration.kafka_helpers import create_topic
 from integration.pytest_plugin import SqsEndpoint
 from rrjobs.cli import cli
 from rrjobs.config import Config
-from rrjobs.core.errors import DriverNotFoundError
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
 from rrjobs.runtime.app import App
@@ -53,8 +52,9 @@ class Brokers:
     """The harness's addresses, and the names this test gives to broker resources."""
 
     def __init__(self, unique: str, *, amqp: str = "", kafka: str = "", nats: str = "",
-                 sqs: SqsEndpoint | None = None) -> None:
+                 sqs: SqsEndpoint | None = None, beanstalk: str = "") -> None:
         self.unique, self.amqp, self.kafka, self.nats, self.sqs = unique, amqp, kafka, nats, sqs
+        self.beanstalk = beanstalk
         self.topics: dict[str, list[str]] = {}  #: a kafka pipeline's topics (regexes matched)
 
     def name(self, pipeline: str, what: str) -> str:
@@ -70,6 +70,8 @@ class Brokers:
             data["kafka"]["brokers"] = [self.kafka]
         if "nats" in data:
             data["nats"]["addr"] = self.nats
+        if "beanstalk" in data:
+            data["beanstalk"]["addr"] = self.beanstalk
         if "sqs" in data:
             assert self.sqs is not None
             section = data["sqs"] or {}
@@ -89,6 +91,8 @@ class Brokers:
             opts["subject"], opts["stream"] = self.name(name, "subject"), self.name(name, "s")
         elif driver == "sqs":
             opts["queue"] = self.name(name, "queue")
+        elif driver == "beanstalk":
+            opts["tube"] = self.name(name, "tube")
         elif driver == "kafka":
             opts.pop("sasl_options", None)
             consumer = opts["consumer_options"]
@@ -100,16 +104,6 @@ class Brokers:
                 for t, parts in consumer.get("consume_partitions", {}).items()}
             opts["group_options"]["group_id"] = self.name(name, "group")
             self.topics[name] = [t for t in topics if not t.startswith("^")]
-
-
-def without_beanstalk(data: dict[str, Any]) -> dict[str, Any]:
-    pipes = data["jobs"]["pipelines"]
-    gone = [n for n, p in pipes.items() if p["driver"] == "beanstalk"]
-    for n in gone:
-        del pipes[n]
-    if "consume" in data["jobs"]:
-        data["jobs"]["consume"] = [n for n in data["jobs"]["consume"] if n not in gone]
-    return data
 
 
 def recording_app() -> tuple[App, list[tuple[str, bytes]]]:
@@ -158,6 +152,17 @@ async def test_memory_boltdb_and_overview_samples(tmp_path: Path,
 
 async def test_amqp_sample(amqp_url: str, unique_name: str) -> None:
     data = Brokers(unique_name, amqp=amqp_url).point(sample("amqp.yaml"))
+    await (await run_all(data)).stop()
+
+
+async def test_beanstalk_samples(beanstalk_addr: str, unique_name: str) -> None:
+    """The pipeline sample, and the section alone with a pipeline on default options
+    (on a tube of this test, not ``default``)."""
+    data = Brokers(unique_name, beanstalk=beanstalk_addr).point(sample("beanstalk.yaml"))
+    await (await run_all(data)).stop()
+    data = sample("beanstalk-section.yaml")
+    data["jobs"] = {"pipelines": {"sample": {"driver": "beanstalk", "config": {}}}}
+    data = Brokers(unique_name, beanstalk=beanstalk_addr).point(data)
     await (await run_all(data)).stop()
 
 
@@ -227,25 +232,21 @@ async def test_sqs_samples_with_a_group_on_a_standard_queue(
 
 @pytest.mark.usefixtures("aws_region_only")
 async def test_the_full_rr_yaml(amqp_url: str, kafka_bootstrap: str, nats_url: str,
-                                sqs_endpoint: SqsEndpoint, unique_name: str, tmp_path: Path,
+                                sqs_endpoint: SqsEndpoint, beanstalk_addr: str,
+                                unique_name: str, tmp_path: Path,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """RoadRunner's own .rr.yaml: its beanstalk pipeline is refused as not installed;
-    every other pipeline (memory, boltdb, amqp, sqs with a message group on a standard
-    queue, nats, kafka on topic regexes) starts and handles a job."""
+    """RoadRunner's own .rr.yaml: every pipeline (memory, boltdb, amqp, sqs with a
+    message group on a standard queue, nats, kafka on topic regexes, beanstalk) starts
+    and handles a job."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "path" / "to").mkdir(parents=True)
     brokers = Brokers(unique_name, amqp=amqp_url, kafka=kafka_bootstrap, nats=nats_url,
-                      sqs=sqs_endpoint)
+                      sqs=sqs_endpoint, beanstalk=beanstalk_addr)
     data = brokers.point(sample("rr-full.yaml"))
     data.pop("metrics")  # the test serves no metrics endpoint (127.0.0.1:2112 may be taken)
-    app, _ = recording_app()
-    with_beanstalk = Jobs(Config(data, source="rr-full.yaml"), app)
-    with pytest.raises(DriverNotFoundError, match="'beanstalk' is not installed"):
-        await with_beanstalk.start()
-    await with_beanstalk.stop()
     for topic in brokers.topics["test-local-6"]:
         await create_topic(kafka_bootstrap, topic, 1)
-    jobs = await run_all(without_beanstalk(data), topics=brokers.topics)
+    jobs = await run_all(data, topics=brokers.topics)
     try:
         assert jobs.pool.num_workers == (os.cpu_count() or 1)  # num_workers: 0
     finally:

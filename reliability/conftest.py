@@ -17,6 +17,7 @@ from integration.brokers import Broker, BrokerUnavailable, acquire_own, require_
 from integration.brokers.base import LocalHandle
 from integration.pytest_plugin import (  # noqa: F401  (fixtures, by name)
     amqp_broker,
+    beanstalk_broker,
     kafka_broker,
     nats_broker,
     pubsub_broker,
@@ -37,6 +38,7 @@ BROKER_FIXTURE = {
     "nats": "nats_broker",
     "sqs": "sqs_elasticmq_broker",
     "google_pub_sub": "pubsub_broker",
+    "beanstalk": "beanstalk_broker",
 }
 
 

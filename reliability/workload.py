@@ -59,6 +59,7 @@ BROKERS: dict[str, str] = {
     "nats": "nats",
     "sqs": "sqs-elasticmq",
     "google_pub_sub": "pubsub",
+    "beanstalk": "beanstalk",
 }
 #: Drivers whose jobs outlive the process that serves them.
 DURABLE: frozenset[str] = frozenset(DRIVERS) - {"memory"}
@@ -153,6 +154,8 @@ class Pipe:
             }
         elif self.driver == "google_pub_sub":
             base = {"project_id": project_id(), "topic": name, "prefetch": 100}
+        elif self.driver == "beanstalk":
+            base = {"tube": name, "prefetch": 100, "reserve_timeout": 1}
         else:
             raise ValueError(f"unknown driver {self.driver!r}; known: {', '.join(DRIVERS)}")
         return {**base, **self.options}
@@ -160,7 +163,7 @@ class Pipe:
     def broker_section(self, endpoint: str | None = None) -> dict[str, Any]:
         """The top-level section of the driver's broker (empty for memory and sqlite)."""
         where = endpoint or self.endpoint
-        if self.driver in ("amqp", "nats"):
+        if self.driver in ("amqp", "nats", "beanstalk"):
             return {self.driver: {"addr": where}}
         if self.driver == "kafka":
             return {"kafka": {"brokers": [where]}}
@@ -225,6 +228,8 @@ def lease_options(driver: str, seconds: float) -> dict[str, Any]:
         return {"visibility_timeout": max(1, round(seconds))}
     if driver == "google_pub_sub":
         return {"ack_deadline": max(1, round(seconds))}
+    if driver == "beanstalk":
+        return {"ttr": max(1, round(seconds))}
     return {}
 
 

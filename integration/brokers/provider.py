@@ -15,6 +15,7 @@ from .base import (
     LocalHandle,
     env_flag,
 )
+from .beanstalk import BeanstalkSpec
 from .containers import docker_unavailable
 from .kafka import KafkaSpec, KafkaTlsSpec
 from .nats import NatsCredsSpec, NatsSpec, NatsTlsSpec
@@ -31,6 +32,7 @@ SPECS: dict[str, BrokerSpec] = {
         SqsElasticMqSpec(),
         SqsMotoSpec(),
         PubSubSpec(),
+        BeanstalkSpec(),
     )
 }
 

@@ -44,3 +44,11 @@ KAFKA_IMAGE = "apache/kafka:4.1.1"
 ELASTICMQ_IMAGE = "softwaremill/elasticmq-native:1.7.1"
 MOTO_IMAGE = "motoserver/moto:5.2.5"
 PUBSUB_IMAGE = "gcr.io/google.com/cloudsdktool/google-cloud-cli:528.0.0-emulators"
+# beanstalkd has no official image: Debian's, with Debian's beanstalkd package installed
+# at start (the package the local process comes from), run as the harness runs it.
+BEANSTALK_IMAGE = "debian:bookworm-slim"
+BEANSTALK_CONTAINER_COMMAND = (
+    "apt-get update -qq && apt-get install -y -qq beanstalkd >/dev/null && "
+    "mkdir -p /var/lib/beanstalkd-rrjobs && "
+    "exec beanstalkd -l 0.0.0.0 -p 11300 -b /var/lib/beanstalkd-rrjobs -f 50 -z 8388608"
+)
