@@ -120,9 +120,11 @@ def side_figures(lines: Iterable[dict[str, Any]], side: str) -> dict[str, Any]:
         "commit": mine[0]["commit"] if mine else "-",
         "processes": len(mine),
         "failed": sum("error" in ln for ln in mine),
-        "ratio": [r["ratio"] for r in runs],
+        # a driver without a baseline (sqlite: measured against its peers) has no ratio
+        "ratio": [r["ratio"] for r in runs if r.get("ratio") is not None],
         "jobs_per_s": [r["jobs_per_s"] for r in runs],
-        "baseline": [r["baseline_jobs_per_s"] for r in runs],
+        "baseline": [r["baseline_jobs_per_s"] for r in runs
+                     if r.get("baseline_jobs_per_s") is not None],
         "cpu": [r["jobs_per_cpu_s"] for r in runs],
         "cpu_ratio": [r["jobs_per_cpu_s"] / r["baseline_jobs_per_cpu_s"] for r in runs
                       if r.get("baseline_jobs_per_cpu_s")],
@@ -233,8 +235,9 @@ def main() -> None:
             print(f"run {i + 1} {side:<6} FAILED: {line['error'].splitlines()[-1]}", flush=True)
         else:
             res = line["result"]
-            print(f"run {i + 1} {side:<6} {res['jobs_per_s']:>9,} jobs/s, baseline "
-                  f"{res['baseline_jobs_per_s']:>9,}/s, ratio {res['ratio']:.3f} "
+            base = ("no baseline" if res["ratio"] is None else
+                    f"baseline {res['baseline_jobs_per_s']:>9,}/s, ratio {res['ratio']:.3f}")
+            print(f"run {i + 1} {side:<6} {res['jobs_per_s']:>9,} jobs/s, {base} "
                   f"(load {line['load_before']:.1f})", flush=True)
     print(summarise(lines))
     if any("error" in ln for ln in lines):

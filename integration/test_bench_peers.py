@@ -54,5 +54,11 @@ def test_small_form_prints_a_line_per_system(tmp_path: Path) -> None:
                  if ln["group"] == "processes"}
     assert {("p1-light", "ptc", 1), ("p2-light", "ptc", 2),
             ("p2-cpu", "concurrent", 2)} <= processes
+    # the sqlite comparisons are taken at the same synchronous on both sides (read back)
+    sync = {ln["variant"]: ln["settings"]["synchronous"] for ln in lines
+            if ln["group"] == "sqlite"}
+    assert sync == {"sqlite": "full", "sqlite-single": "full", "sqlite-concurrent": "full",
+                    "sqlite-single-normal": "normal", "huey": "full", "huey-normal": "normal",
+                    "persistqueue": "full"}
     medians = json.loads(proc.stdout)["medians"]
     assert len(medians) == len(lines)  # one run each: a median per line

@@ -70,10 +70,12 @@ def amqp_configs() -> Iterator[Config]:
 
 
 def local_configs() -> Iterator[Config]:
-    for variant in ("sqlite", "sqlite-single"):
+    # synchronous=FULL on both sides, then NORMAL on both sides (huey-normal)
+    for variant in ("sqlite", "sqlite-single", "sqlite-concurrent", "sqlite-single-normal"):
         yield Config("rrjobs", "", "run_rrjobs.py", variant, "ptc", "equal", "sqlite")
-    for variant in ("huey", "persistqueue"):
-        yield Config(variant, "local", "run_local.py", variant, "ptc", "equal", "sqlite")
+    for variant in ("huey", "huey-normal", "persistqueue"):
+        system = variant.partition("-")[0]
+        yield Config(system, "local", "run_local.py", variant, "ptc", "equal", "sqlite")
     yield Config("rrjobs", "", "run_rrjobs.py", "memory", "concurrent", "equal", "memory")
     yield Config("taskiq", "taskiq", "run_taskiq.py", "memory", "concurrent", "equal", "memory")
 

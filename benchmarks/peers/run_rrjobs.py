@@ -1,6 +1,8 @@
 """rrjobs: the amqp, sqlite or memory driver through a ``Jobs`` runtime (``--variant
-amqp|sqlite|memory``, ``-single`` for one ``await push()`` per job instead of ``push_batch``
-of ``--batch``). Runs in the project's venv. Publisher confirms and acks after the handler are
+amqp|sqlite|memory``, then ``-single`` for one ``await push()`` per job from one task, or
+``-concurrent`` for one ``await push()`` per job from ``CONCURRENT_PRODUCERS`` tasks, instead
+of ``push_batch`` of ``--batch``; sqlite runs ``synchronous: full`` unless the variant ends in
+``-normal``). Runs in the project's venv. Publisher confirms and acks after the handler are
 what the amqp driver always does, so its defaults are the equal guarantees."""
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from rrjobs.runtime.app import App
 from rrjobs.runtime.jobs import Jobs
 
 JOB = "peers.job"
+#: Producer tasks of a ``-concurrent`` variant, each awaiting one push at a time.
+CONCURRENT_PRODUCERS = 100
 
 
-def pipeline_options(args: Any, driver: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def pipeline_options(args: Any, driver: str, name: str, synchronous: str = "full"
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
     if driver == "amqp":
         return {"amqp": {"addr": args.url}}, {
             "queue": name, "routing_key": name, "exchange": "rrjobs.peers",
@@ -32,16 +37,17 @@ def pipeline_options(args: Any, driver: str, name: str) -> tuple[dict[str, Any],
             "delete_queue_on_stop": True}
     if driver == "sqlite":
         path = os.path.join(args.dir, f"{name}.db")
-        return {}, {"file": path, "synchronous": "full", "prefetch": args.prefetch}
+        return {}, {"file": path, "synchronous": synchronous, "prefetch": args.prefetch}
     return {}, {}
 
 
 async def main() -> None:
     args = common.parse()
-    driver, _, push = (args.variant or "amqp").partition("-")
-    single = push == "single"
+    driver, *flags = (args.variant or "amqp").split("-")
+    push = next((f for f in flags if f in ("single", "concurrent")), "batch")
+    synchronous = "normal" if "normal" in flags else "full"
     name = common.queue_name("rrjobs").replace("-", "_")
-    sections, options = pipeline_options(args, driver, name)
+    sections, options = pipeline_options(args, driver, name, synchronous)
     data: dict[str, Any] = dict(sections)
     data["jobs"] = {"pipelines": {name: {"driver": driver, "config": options}},
                     "consume": [] if args.mode == "ptc" else [name],
@@ -62,11 +68,17 @@ async def main() -> None:
         if args.mode == "latency":
             await common.offer(args.jobs, args.rate,
                                lambda i: jobs.push(Message(JOB, common.payload_bytes(i), name)))
+        elif push == "concurrent":
+            async def producer(k: int) -> None:
+                for i in range(k, args.jobs, CONCURRENT_PRODUCERS):
+                    await jobs.push(Message(JOB, common.payload_bytes(i), name))
+
+            await asyncio.gather(*(producer(k) for k in range(CONCURRENT_PRODUCERS)))
         else:
             for first in range(0, args.jobs, args.batch):
                 chunk = [Message(JOB, common.payload_bytes(i), name)
                          for i in range(first, min(args.jobs, first + args.batch))]
-                if single:
+                if push == "single":
                     for m in chunk:
                         await jobs.push(m)
                 else:
@@ -80,11 +92,13 @@ async def main() -> None:
         if driver == "sqlite":
             for suffix in ("", "-wal", "-shm"):
                 Path(options["file"] + suffix).unlink(missing_ok=True)  # noqa: ASYNC240
-    settings = {"driver": driver, "push": "single" if single else f"push_batch({args.batch})",
+    pushes = {"single": "await push() x1 task",
+              "concurrent": f"await push() x{CONCURRENT_PRODUCERS} tasks"}
+    settings = {"driver": driver, "push": pushes.get(push, f"push_batch({args.batch})"),
                 "publisher_confirms": driver == "amqp", "ack": "after handler",
                 "persistent": driver != "memory"}
     if driver == "sqlite":
-        settings.update(journal_mode="wal", synchronous="full")
+        settings.update(journal_mode="wal", synchronous=synchronous)
     broker = {"amqp": "rabbitmq", "sqlite": "sqlite", "memory": "in-process"}[driver]
     common.emit(common.result(args, "rrjobs", broker=broker, enqueue=produced, rec=rec,
                               settings=settings))

@@ -16,7 +16,10 @@ message with ``--push single``) and let the loop run between chunks. In the
 same run the driver's **baseline** does the same number of items with the
 broker's bare client and no rrjobs code (for the memory driver an
 ``asyncio.Queue`` producer/consumer loop with the same chunking and consumer
-count). ``ratio`` is rrjobs' rate over the baseline's.
+count). ``ratio`` is rrjobs' rate over the baseline's. A driver measured against
+its peers instead (sqlite: ``benchmarks/peers``, ``docs/performance.md``) registers
+a :class:`~rrjobs.core.baseline.DriverBench` without a baseline: its runs report
+rrjobs' figures only (``baseline`` and ``ratio`` are ``None``).
 
 **Exactly once.** The handler counts the jobs it sees and their distinct ids;
 after the runtime stopped the result reports ``processed``, ``duplicates`` and
@@ -197,8 +200,9 @@ def register_baseline(driver: str, fn: BaselineFn | None = None, *,
     return deco(fn) if fn is not None else deco
 
 
-def baseline_for(driver: str) -> BaselineFn:
-    """The baseline of ``driver``; :class:`BenchError` if it has none."""
+def baseline_for(driver: str) -> BaselineFn | None:
+    """The baseline of ``driver`` (``None``: its bench entry has none, it is measured
+    against its peers); :class:`BenchError` if the driver has no bench entry."""
     entry = driver_bench(driver)
     if entry is None:
         have = ", ".join(drivers_with_baseline()) or "none"
@@ -210,8 +214,10 @@ def baseline_for(driver: str) -> BaselineFn:
     return entry.baseline
 
 
-def describe(fn: BaselineFn) -> str:
-    """The first line of a baseline's docstring."""
+def describe(fn: BaselineFn | None) -> str | None:
+    """The first line of a baseline's docstring (``None`` without a baseline)."""
+    if fn is None:
+        return None
     doc = (fn.__doc__ or "").strip()
     return doc.splitlines()[0] if doc else getattr(fn, "__name__", "baseline")
 
@@ -521,29 +527,31 @@ async def run_bench(spec: BenchSpec, *, repeat: int = 1, max_seconds: float = 60
     runs: list[dict[str, Any]] = []
     results: list[RuntimeResult] = []
     for i in range(repeat):
-        _collect(spec.gc_freeze)
-        try:
-            base = await baseline(spec)
-        finally:
-            gc.unfreeze()
-        if base.processed != spec.jobs:
-            raise BenchError(f"the baseline handled {base.processed} of {spec.jobs} items")
+        base: PhaseResult | None = None
+        if baseline is not None:
+            _collect(spec.gc_freeze)
+            try:
+                base = await baseline(spec)
+            finally:
+                gc.unfreeze()
+            if base.processed != spec.jobs:
+                raise BenchError(f"the baseline handled {base.processed} of {spec.jobs} items")
         res = await run_runtime(spec, max_seconds=max_seconds,
                                 profile=profile if i == repeat - 1 else None)
         results.append(res)
         runs.append({
             "seconds": round(res.phase.seconds, 4),
             "jobs_per_s": round(res.phase.jobs_per_s),
-            "baseline_seconds": round(base.seconds, 4),
-            "baseline_jobs_per_s": round(base.jobs_per_s),
-            "ratio": round(res.phase.jobs_per_s / base.jobs_per_s, 4),
+            "baseline_seconds": None if base is None else round(base.seconds, 4),
+            "baseline_jobs_per_s": None if base is None else round(base.jobs_per_s),
+            "ratio": None if base is None else round(res.phase.jobs_per_s / base.jobs_per_s, 4),
             "jobs_per_cpu_s": round(res.phase.jobs_per_cpu_s),
-            "baseline_jobs_per_cpu_s": round(base.jobs_per_cpu_s),
+            "baseline_jobs_per_cpu_s": None if base is None else round(base.jobs_per_cpu_s),
         })
     rates = [r["jobs_per_s"] for r in runs]
-    base_rates = [r["baseline_jobs_per_s"] for r in runs]
+    base_rates = [r["baseline_jobs_per_s"] for r in runs if r["baseline_jobs_per_s"] is not None]
     jobs_per_s = statistics.median(rates)
-    baseline_jobs_per_s = statistics.median(base_rates)
+    baseline_jobs_per_s = statistics.median(base_rates) if base_rates else None
     worst = min(results, key=lambda r: (r.unique, -r.processed))
     return {
         "driver": spec.driver,
@@ -564,13 +572,14 @@ async def run_bench(spec: BenchSpec, *, repeat: int = 1, max_seconds: float = 60
         "jobs_per_s": round(jobs_per_s),
         "jobs_per_s_best": max(rates),
         "baseline": describe(baseline),
-        "baseline_jobs_per_s": round(baseline_jobs_per_s),
-        "baseline_jobs_per_s_best": max(base_rates),
+        "baseline_jobs_per_s": None if baseline_jobs_per_s is None else round(baseline_jobs_per_s),
+        "baseline_jobs_per_s_best": max(base_rates) if base_rates else None,
         "ratio": round(jobs_per_s / baseline_jobs_per_s, 4) if baseline_jobs_per_s else None,
         **({"raw_client_jobs_per_s": round(baseline_jobs_per_s)}
-           if _is_raw_client(spec.driver) else {}),
+           if baseline_jobs_per_s is not None and _is_raw_client(spec.driver) else {}),
         "jobs_per_cpu_s": statistics.median(r["jobs_per_cpu_s"] for r in runs),
-        "baseline_jobs_per_cpu_s": statistics.median(r["baseline_jobs_per_cpu_s"] for r in runs),
+        "baseline_jobs_per_cpu_s": (
+            statistics.median(r["baseline_jobs_per_cpu_s"] for r in runs) if base_rates else None),
         "runs": runs,
         **machine(),
     }
@@ -599,11 +608,21 @@ def summary(result: Mapping[str, Any]) -> str:
         f"push={result['push']} batch={result['batch']} repeat={result['repeat']}"
         + (" gc-freeze" if result["gc_freeze"] else ""),
         f"  rrjobs    {result['jobs_per_s']:>12,} jobs/s  (best {result['jobs_per_s_best']:,})",
-        f"  baseline  {result['baseline_jobs_per_s']:>12,} items/s (best "
-        f"{result['baseline_jobs_per_s_best']:,}): {result['baseline']}",
-        f"  ratio     {result['ratio']:>12.3f}",
-        f"  per CPU second: rrjobs {result['jobs_per_cpu_s']:,} jobs, baseline "
-        f"{result['baseline_jobs_per_cpu_s']:,} items (this process's CPU time)",
+    ]
+    if result["baseline"] is None:
+        lines += ["  baseline  none: this driver is measured against its peers "
+                  "(docs/performance.md)",
+                  f"  per CPU second: rrjobs {result['jobs_per_cpu_s']:,} jobs "
+                  "(this process's CPU time)"]
+    else:
+        lines += [
+            f"  baseline  {result['baseline_jobs_per_s']:>12,} items/s (best "
+            f"{result['baseline_jobs_per_s_best']:,}): {result['baseline']}",
+            f"  ratio     {result['ratio']:>12.3f}",
+            f"  per CPU second: rrjobs {result['jobs_per_cpu_s']:,} jobs, baseline "
+            f"{result['baseline_jobs_per_cpu_s']:,} items (this process's CPU time)",
+        ]
+    lines += [
         f"  processed {result['processed']:,}, duplicates {result['duplicates']}, "
         f"lost {result['lost']}",
         f"  Python {result['python']} ({result['implementation']}), "

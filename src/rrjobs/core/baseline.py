@@ -184,6 +184,8 @@ class DriverBench:
         baseline: times the same number of items as the runtime phase with the
             broker's bare client and no rrjobs code, with the pipeline's own
             settings (``spec.options``), so that the ratio compares like with like.
+            ``None``: the driver is measured against its peers instead
+            (``benchmarks/peers``); ``rrjobs bench`` then reports no ratio.
         defaults: the config sections and pipeline options the driver benches
             with when no ``--config`` is given (e.g. the broker address from the
             driver's ``RRJOBS_*`` variable); ``--option`` values override the
@@ -192,6 +194,6 @@ class DriverBench:
             result then also names its figure ``raw_client_jobs_per_s``.
     """
 
-    baseline: BaselineFn
+    baseline: BaselineFn | None
     defaults: DefaultsFn | None = None
     raw_client: bool = False
