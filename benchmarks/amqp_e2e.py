@@ -13,6 +13,8 @@ uses a fresh durable queue, deleted afterwards; the broker is
     python benchmarks/amqp_e2e.py --runs 3
     # two source trees against each other, runs alternating, in one invocation:
     python benchmarks/amqp_e2e.py --runs 3 --src before=/tmp/before/src --src after=src
+    # with the floor: the same work as a minimal pamqp loop (amqp_floor.py), in turn
+    python benchmarks/amqp_e2e.py --runs 3 --floor --broker-pid "$(pgrep -n beam.smp)"
 
 With ``--src``, each run is a fresh process of this interpreter with that
 tree first on ``sys.path``; the figures are medians per tree (and the
@@ -43,7 +45,16 @@ def payload(i: int) -> bytes:
                        "attempt": 1, "pad": "x" * 20}).encode()
 
 
-async def one_run(jobs_n: int, batch: int, workers: int, prefetch: int) -> dict[str, Any]:
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (the broker's, from /proc)."""
+    if not pid:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def one_run(jobs_n: int, batch: int, workers: int, prefetch: int,
+                  broker_pid: int = 0) -> dict[str, Any]:
     from rrjobs.config import Config
     from rrjobs.core.message import Message
     from rrjobs.runtime.app import App
@@ -73,10 +84,10 @@ async def one_run(jobs_n: int, batch: int, workers: int, prefetch: int) -> dict[
     await runtime.start()
     try:
         bodies = [payload(i) for i in range(jobs_n)]
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, b0 = time.perf_counter(), time.process_time(), process_cpu(broker_pid)
         for start in range(0, jobs_n, batch):
             await runtime.push_batch([Message(JOB, b, name) for b in bodies[start:start + batch]])
-        t1, c1 = time.perf_counter(), time.process_time()
+        t1, c1, b1 = time.perf_counter(), time.process_time(), process_cpu(broker_pid)
         await runtime.resume([name])
         async with asyncio.timeout(600):
             await done
@@ -85,14 +96,16 @@ async def one_run(jobs_n: int, batch: int, workers: int, prefetch: int) -> dict[
                 if stat.counters.ok >= jobs_n:
                     break
                 await asyncio.sleep(0.001)
-        t2, c2 = time.perf_counter(), time.process_time()
+        t2, c2, b2 = time.perf_counter(), time.process_time(), process_cpu(broker_pid)
     finally:
         await runtime.stop()
     enqueue_s, consume_s = t1 - t0, t2 - t1
     return {"jobs": jobs_n, "unique": len(seen), "enqueue": jobs_n / enqueue_s,
             "consume": jobs_n / consume_s, "e2e": jobs_n / (enqueue_s + consume_s),
             "cpu_s_per_1k": (c2 - c0) / jobs_n * 1000, "enqueue_cpu_s": c1 - c0,
-            "consume_cpu_s": c2 - c1}
+            "consume_cpu_s": c2 - c1,
+            **({"broker_enqueue_cpu_s": b1 - b0, "broker_consume_cpu_s": b2 - b1,
+                "broker_cpu_s_per_1k": (b2 - b0) / jobs_n * 1000} if broker_pid else {})}
 
 
 def summarise(label: str, rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -114,22 +127,37 @@ def main() -> int:
     ap.add_argument("--src", action="append", default=[], metavar="LABEL=DIR",
                     help="a source tree to run (repeatable; default: the installed rrjobs)")
     ap.add_argument("--out", type=Path, help="append one JSON line per run")
+    ap.add_argument("--broker-pid", type=int, default=0,
+                    help="the broker's pid (beam.smp): report its CPU per job too")
+    ap.add_argument("--floor", action="store_true",
+                    help="also run the minimal pamqp loop (benchmarks/amqp_floor.py) in turn")
     ap.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.once and args.floor:
+        from amqp_floor import one_floor_run
+        url = os.environ.get("RRJOBS_AMQP_URL", DEFAULT_URL)
+        print(json.dumps(asyncio.run(one_floor_run(
+            url, [payload(i) for i in range(args.jobs)], args.batch, args.prefetch,
+            lambda: process_cpu(args.broker_pid)))))
+        return 0
     if args.once:
         print(json.dumps(asyncio.run(one_run(args.jobs, args.batch, args.workers,
-                                             args.prefetch))))
+                                             args.prefetch, args.broker_pid))))
         return 0
     sides = [tuple(s.split("=", 1)) for s in args.src] or [("installed", "")]
+    if args.floor:
+        sides.append(("floor", ""))
     rows: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in sides}
     common = ["--jobs", str(args.jobs), "--batch", str(args.batch), "--workers",
-              str(args.workers), "--prefetch", str(args.prefetch), "--once"]
+              str(args.workers), "--prefetch", str(args.prefetch),
+              "--broker-pid", str(args.broker_pid), "--once"]
     for i in range(args.runs):
         for label, src in (sides if i % 2 == 0 else sides[::-1]):
             env = dict(os.environ)
             if src:
                 env["PYTHONPATH"] = str(Path(src).resolve())
-            out = subprocess.run([sys.executable, __file__, *common], env=env, check=True,
+            extra = ["--floor"] if label == "floor" else []
+            out = subprocess.run([sys.executable, __file__, *common, *extra], env=env, check=True,
                                  capture_output=True, text=True).stdout
             row = json.loads(out.strip().splitlines()[-1])
             if row["unique"] != args.jobs:
@@ -142,8 +170,9 @@ def main() -> int:
                 with args.out.open("a") as f:
                     f.write(json.dumps(row) + "\n")
     meds = {label: summarise(label, r) for label, r in rows.items()}
-    if len(sides) == 2:
-        (a, _), (b, _) = sides
+    compared = [side for side in sides if side[0] != "floor"]
+    if len(compared) == 2:
+        (a, _), (b, _) = compared
         print("      " + "  ".join(f"{k} x{meds[b][k] / meds[a][k]:.2f}"
                                    for k in ("enqueue", "consume", "e2e")) + f" ({b}/{a})")
     return 0

@@ -26,7 +26,6 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq import spec
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import ChannelFrame
-from pamqp.header import ContentHeader
 
 from rrjobs.core.errors import RRJobsError
 from rrjobs.core.job import Job
@@ -36,6 +35,7 @@ from rrjobs.core.resilience import Backoff
 from rrjobs.core.secrets import scrub
 from rrjobs.core.tls import client_ssl_context
 from rrjobs.drivers.amqp.config import AMQPSection, Topology
+from rrjobs.drivers.amqp.frames import PublishFrames
 
 #: First pause between two dial attempts; doubled up to :data:`MAX_BACKOFF`.
 FIRST_BACKOFF = 0.2
@@ -59,30 +59,44 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 Publish = tuple[bytes, str, str, spec.Basic.Properties]
 
 
+def publish_frames(channel: Any) -> PublishFrames:
+    """The publish encoder of aiormq's ``channel`` (one per channel, kept on it)."""
+    encoder: PublishFrames | None = getattr(channel, "_rrjobs_frames", None)
+    if encoder is None:
+        encoder = PublishFrames(channel.number, channel.max_content_size)
+        channel._rrjobs_frames = encoder
+    return encoder
+
+
 async def publish_all(channel: Any, items: Sequence[Publish]) -> list[asyncio.Future[Any]]:
     """Publish ``items`` (mandatory) in one write on aiormq's confirm ``channel``,
     taking its lock, delivery tags and confirmation table as ``basic_publish``
-    does; the confirmation futures, in order."""
-    frames: list[Any] = []
-    futures: list[asyncio.Future[Any]] = []
+    does; the confirmation futures, in order. The frames are written by
+    :class:`~rrjobs.drivers.amqp.frames.PublishFrames` (pamqp's bytes)."""
     returnable = channel.message_id_delivery_tag  # how a basic.return finds its publish
+    encode = publish_frames(channel).publish
+    confirmations = channel.confirmations
+    create_future = channel.create_future
     async with channel.lock:
         if channel.is_closed:
             raise aiormq.exceptions.ChannelInvalidStateError("the channel is closed")
-        for body, exchange, routing_key, props in items:
-            channel.delivery_tag += 1
+        mids: list[str] = []
+        chunks: list[bytes] = []
+        for body, exchange, routing_key, props in items:  # nothing is registered if it raises
             props.message_id = mid = f"{getrandbits(128):032x}"
-            returnable[mid] = channel.delivery_tag
-            fut = channel.confirmations[channel.delivery_tag] = channel.create_future()
+            mids.append(mid)
+            chunks.append(encode(body, exchange, routing_key, props))
+        futures: list[asyncio.Future[Any]] = []
+        tag = channel.delivery_tag
+        for mid in mids:
+            tag += 1
+            returnable[mid] = tag
+            fut = confirmations[tag] = create_future()
             fut.add_done_callback(partial(returnable.pop, mid))  # pop(mid, fut): no KeyError
             futures.append(fut)
-            frames += (spec.Basic.Publish(exchange=exchange, routing_key=routing_key,
-                                          mandatory=True),
-                       ContentHeader(properties=props, body_size=len(body)),
-                       *channel._split_body(body))
-        drained = channel.create_future()
-        await channel.write_queue.put(ChannelFrame.marshall(
-            frames=frames, channel_number=channel.number, drain_future=drained))
+        channel.delivery_tag = tag
+        drained = create_future()
+        await channel.write_queue.put(ChannelFrame(b"".join(chunks), False, drained))
         await drained
     return futures
 

@@ -12,14 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 from aio_pika.abc import AbstractChannel
 from aiormq import spec
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import ChannelFrame, DeliveredMessage
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
 
 from rrjobs.core.acks import AckRuns
+from rrjobs.core.job import Job
 from rrjobs.drivers.amqp.connection import CONNECTION_ERRORS, Owner, Session
+from rrjobs.drivers.amqp.frames import ack_frames
 from rrjobs.drivers.amqp.job import AMQPJob
 
 #: How long a ``basic.cancel`` may take before the channel is closed instead.
@@ -51,6 +57,8 @@ class Consumer:
         self.lost = 0
         self._acks = AckRuns(self.flush, max(1, topo.prefetch // 4), ACK_DELAY)
         self._hold_limit = max(1, topo.prefetch // 2)
+        #: deliveries waiting for room in the priority queue, nacks being sent
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def usable(self) -> bool:
@@ -59,6 +67,9 @@ class Consumer:
     async def subscribe(self, queue: str) -> None:
         """``basic.consume`` on the channel (manual acks)."""
         self.subscribed = True
+        # aiormq's reader calls this for each basic.deliver: the delivery is taken
+        # there, without the task aiormq would create for it
+        self.raw._on_deliver_frame = self._on_deliver_frame  # type: ignore[attr-defined]
         try:
             await self.raw.basic_consume(queue, self._deliver, consumer_tag=self.tag)
         except BaseException:
@@ -77,27 +88,71 @@ class Consumer:
             self.log.warning("basic.cancel failed (%r); closing the consume channel", exc)
             await self.close()
 
+    async def _on_deliver_frame(self, frame: spec.Basic.Deliver) -> None:
+        """A ``basic.deliver`` on the channel: read its header and body frames
+        (as aiormq's ``_on_deliver_frame``) and take the delivery at once."""
+        get_frame = self.raw._get_frame  # type: ignore[attr-defined]
+        header = await get_frame()
+        if not isinstance(header, ContentHeader):
+            raise ValueError(f"Unexpected frame {header!r} instead of ContentHeader", header)
+        size = header.body_size or 0
+        parts: list[bytes] = []
+        got = 0
+        while got < size:
+            content = await get_frame()
+            if not isinstance(content, ContentBody):
+                raise ValueError(f"Unexpected frame {content!r}", content)
+            parts.append(content.value)
+            got += len(content.value)
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        try:
+            self.take(DeliveredMessage(delivery=frame, header=header, body=body,
+                                       channel=self.raw))
+        except Exception:  # as aiormq's failed consumer task: logged, the channel lives on
+            self.log.exception("taking a delivery of pipeline %r failed",
+                               self.driver.pipeline_name)
+
     async def _deliver(self, message: DeliveredMessage) -> None:
-        delivery = message.delivery
-        tag: int = delivery.delivery_tag  # type: ignore[union-attr,assignment]
+        """aiormq's consumer callback (when its own reader delivers)."""
+        self.take(message)
+
+    def take(self, message: DeliveredMessage) -> None:
+        """A delivery: its job into the shared priority queue, or, when that is
+        full, into it as soon as there is room (a task of its own)."""
+        tag: int = message.delivery.delivery_tag  # type: ignore[union-attr,assignment]
         if not self.subscribed or self.closed:
             # Sent before our basic.cancel took effect: give it back now.
-            await self._send_nack(tag, requeue=True)
+            self._spawn(self._send_nack(tag, requeue=True))
             return
         job = self.driver.accept((message, self, tag))
         if job is None:  # the driver could not even build a failed job: give it back
-            await self._send_nack(tag, requeue=False)
+            self._spawn(self._send_nack(tag, requeue=False))
             return
         self.in_flight += 1
         self._acks.delivered(tag)
         queue = self.driver.queue
-        if not queue.full():
+        if queue.full():
+            self._spawn(self._insert_when_room(job))
+        else:
             queue.insert_nowait(job)
-            return
+
+    async def _insert_when_room(self, job: Job) -> None:
+        queue = self.driver.queue
         await queue.insert(job)  # backpressure: the shared priority queue is full
         if not self.subscribed or self.closed:
             # Paused or lost while waiting for room: nothing of this pipeline may stay queued.
             await self.driver.give_back(queue.remove(self.driver.pipeline_name))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.log.error("a delivery of pipeline %r failed", self.driver.pipeline_name,
+                           exc_info=exc)
 
     def _lost(self, job: AMQPJob, what: str) -> None:
         self.lost += 1
@@ -129,12 +184,12 @@ class Consumer:
         acks = self._acks
         upto, singles = acks.take(everything or not self.multiple
                                   or acks.pending >= self._hold_limit)
-        frames = [spec.Basic.Ack(delivery_tag=tag) for tag in singles]
+        sends = [(tag, False) for tag in singles]
         if upto is not None:
-            frames.insert(0, spec.Basic.Ack(delivery_tag=upto, multiple=True))
-        if frames and self.usable:  # else lost: RabbitMQ redelivers those jobs
+            sends.insert(0, (upto, True))
+        if sends and self.usable:  # else lost: RabbitMQ redelivers those jobs
             self.raw.write_queue.put_nowait(  # type: ignore[attr-defined]
-                ChannelFrame.marshall(channel_number=self.raw.number, frames=frames))
+                ChannelFrame(ack_frames(self.raw.number, sends), False))
 
     async def _send_nack(self, tag: int, *, requeue: bool) -> None:
         if self.usable:
