@@ -45,6 +45,8 @@ PIPELINES = {
       driver: amqp
       config: {{queue: {name}.dlq, routing_key: {name}.dlq, exchange: {name}}}""",
               'amqp: {{addr: "{url}"}}'),
+    "beanstalkq": ("beanstalk", "beanstalk_addr", """
+        tube: {name}""", 'beanstalk: {{addr: "{url}"}}'),
     "pubsubq": ("google_pub_sub", "pubsub_emulator_host", """
         project_id: {project}
         topic: {name}

@@ -219,7 +219,7 @@ def steady(times: list[float], start: float) -> dict[str, object]:
 
 # --------------------------------------------------------------------------- 5: slow handler
 #: The drivers with a lease the worker pool extends (``lease_extension``).
-LEASED = ("sqlite", "nats", "sqs", "google_pub_sub")
+LEASED = ("sqlite", "nats", "sqs", "google_pub_sub", "beanstalk")
 SHORT_LEASE = 2.0
 
 

@@ -1,6 +1,6 @@
 """The reliability suite's driver-agnostic tools: one workload, run the same way on every driver.
 
-* :class:`Pipe`: a pipeline of one of the seven drivers against the harness's brokers, as the
+* :class:`Pipe`: a pipeline of one of the drivers against the harness's brokers, as the
   configuration ``rrjobs serve`` and the producer read (``endpoint=`` overrides the broker's
   address, e.g. a toxiproxy listener in front of it).
 * :class:`Serve`: an ``rrjobs serve`` subprocess running :mod:`reliability.ledger_app`, whose
@@ -50,8 +50,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 APP = "reliability.ledger_app:app"
 
-#: The seven drivers, in the table's order.
-DRIVERS: tuple[str, ...] = ("memory", "sqlite", "amqp", "kafka", "nats", "sqs", "google_pub_sub")
+#: The drivers, in the table's order.
+DRIVERS: tuple[str, ...] = ("memory", "sqlite", "amqp", "kafka", "nats", "sqs", "google_pub_sub",
+                            "beanstalk")
 #: The harness broker (``integration.brokers`` name) of each broker driver.
 BROKERS: dict[str, str] = {
     "amqp": "amqp",

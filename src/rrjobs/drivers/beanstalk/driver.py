@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -37,6 +38,7 @@ from rrjobs.drivers.beanstalk.config import (
     BeanstalkOptions,
     BeanstalkSection,
 )
+from rrjobs.drivers.beanstalk.deadletters import LETTER_TTR, BuriedJobs
 from rrjobs.drivers.beanstalk.protocol import (
     BeanstalkError,
     CommandError,
@@ -50,7 +52,7 @@ from rrjobs.drivers.beanstalk.protocol import (
 
 #: Pause between non-blocking reserves that found nothing while jobs are out (a
 #: blocking reserve would hold back their settlements on the reserving connection).
-IDLE_POLL = 0.05
+IDLE_POLL = 0.02
 #: Delay of a dead letter's copy between its ``put`` and its ``bury`` (it is reserved
 #: by id at once; the delay only keeps consumers off it if the process dies between).
 DEAD_LETTER_HOLD = 3600
@@ -82,11 +84,16 @@ class BeanstalkDriver(LeasingDriver):
         self.reserve_timeout = whole_seconds(options.reserve_timeout)
         self.capabilities = Capabilities(
             durable=False, priority=False, lease_extension=True,
-            dead_letter=options.bury_failed, redelivery_on_crash=True,
+            dead_letter=options.bury_failed, dead_letter_read=options.bury_failed,
+            redelivery_on_crash=True,
             delay_granularity=SECOND, max_delay=float(2**32 - 1))
         self._producer: Connection | None = None
         self._consumer: Connection | None = None
         self._connecting = asyncio.Lock()
+        if options.bury_failed:
+            self.dead_letters = BuriedJobs(section.addr, section.timeout, self.tube,
+                                           self.pipeline_name, self.priority,
+                                           options.tube_priority)
 
     # -- connections ------------------------------------------------------------------
 
@@ -185,6 +192,27 @@ class BeanstalkDriver(LeasingDriver):
 
     # -- consuming --------------------------------------------------------------------
 
+    async def _start_consuming(self) -> None:
+        await super()._start_consuming()
+        if not self.supervisor.running("touch"):
+            self.supervisor.start("touch", self._touch_waiting)
+
+    async def _touch_waiting(self) -> None:
+        """Every third of the TTR, ``touch`` the jobs no handler has taken yet (in the
+        priority queue, or kept at pause): a job waits there for as long as the handlers
+        need, and its TTR must not run out meanwhile (beanstalkd would deliver it again).
+        A handler's job is the worker pool's to extend."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(max(0.5, self.ttr / 3))
+            ends = loop.time() + self.ttr
+            mine = self.pipeline_name
+            for job in (*(j for j in self.queue if j.pipeline == mine), *self.held):
+                conn, job_id = job.handle
+                if job.settled is None and job.handle in self.leases and not conn.closed:
+                    conn.post(b"touch %d" % job_id)
+                    self.leases.extended(job.handle, ends)
+
     def fetch_want(self) -> int:
         return max(1, min(self.lane.prefetch // 2, 256))
 
@@ -260,8 +288,27 @@ class BeanstalkDriver(LeasingDriver):
             self.leases.let_go(job.handle)
             self.settled(job)
 
-    async def ack(self, job: Job) -> None:
-        await self._settle(job, b"delete %d" % job.handle[1], "delete")
+    def ack_now(self, job: Job) -> None:
+        """``delete``, sent at once and not awaited (pipelined with the connection's
+        other commands): a delete beanstalkd refuses is logged, and the job is
+        delivered again (at-least-once)."""
+        try:
+            self.check_held(job)
+            conn, job_id = job.handle
+            try:
+                conn.post(b"delete %d" % job_id, lambda exc: self._ack_failed(job, exc))
+            except ConnectionError as exc:
+                raise AckLostError(f"beanstalk: delete of job {job.id}: {self.lease_lost} "
+                                   f"({exc})") from None
+        finally:
+            self.leases.let_go(job.handle)
+            self.settled(job)
+
+    def _ack_failed(self, job: Job, exc: BaseException) -> None:
+        level = logging.DEBUG if self.stopped or isinstance(exc, ConnectionError) \
+            else logging.WARNING
+        self.log.log(level, "pipeline %r: the delete of job %s failed (beanstalkd delivers "
+                     "it again): %s", self.pipeline_name, job.id, exc)
 
     async def nack(self, job: Job, requeue: bool, delay: float) -> None:
         """``requeue``: ``release`` with the delay (the same job, native); otherwise
@@ -272,7 +319,7 @@ class BeanstalkDriver(LeasingDriver):
         elif self.options.bury_failed:
             await self.dead_letter(job)
         else:
-            await self.ack(job)
+            await self._settle(job, b"delete %d" % job.handle[1], "delete")
 
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         """Put a copy with ``headers`` and ``delay``, then delete the original (given
@@ -304,7 +351,7 @@ class BeanstalkDriver(LeasingDriver):
     async def _bury_copy(self, body: bytes) -> None:
         conn = await self.producer()
         pri = self.options.tube_priority
-        job_id = await conn.put(body, pri, DEAD_LETTER_HOLD, self.ttr)
+        job_id = await conn.put(body, pri, DEAD_LETTER_HOLD, LETTER_TTR)
         reply = await conn.call(b"reserve-job %d" % job_id)
         if reply.word != b"RESERVED":
             raise BeanstalkDriverError(f"beanstalkd: reserve-job {job_id}: {reply.word!r}")

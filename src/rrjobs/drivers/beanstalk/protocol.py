@@ -237,11 +237,15 @@ class Connection:
         reply = await self._send(command, body)
         return _checked(command, reply)
 
-    def post(self, command: bytes) -> None:
-        """Send ``command`` without waiting for its reply (a failure is dropped: a
-        release or delete the server did not do leaves the job to its TTR)."""
+    def post(self, command: bytes,
+             on_error: Callable[[BaseException], object] | None = None) -> None:
+        """Send ``command`` without waiting for its reply; its failure (an error reply,
+        the connection lost) goes to ``on_error``, or is dropped."""
         future = self._send(command)
-        future.add_done_callback(_consume)
+        if on_error is None:
+            future.add_done_callback(_consume)
+        else:
+            future.add_done_callback(lambda f: _report(command, f, on_error))
 
     async def drain(self) -> None:
         """Wait until the written commands left the write buffer (flow control)."""
@@ -384,6 +388,19 @@ class Connection:
 def _consume(future: asyncio.Future[Reply]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _report(command: bytes, future: asyncio.Future[Reply],
+            on_error: Callable[[BaseException], object]) -> None:
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is None:
+        reply = future.result()
+        if reply.word in _ERRORS or reply.word == b"NOT_FOUND":
+            exc = _error(command, reply)
+    if exc is not None:
+        on_error(exc)
 
 
 def _error(command: bytes, reply: Reply) -> BeanstalkError:
