@@ -18,6 +18,7 @@ import asyncio
 import datetime
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -45,6 +46,8 @@ class Floor(asyncio.Protocol):
         self.acked = 0
         self.ack_every = 25
         self._pending_deliver: Any = None
+        #: called with each delivery's body (one body frame: the bodies here are small)
+        self.on_body: Callable[[bytes], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -75,6 +78,8 @@ class Floor(asyncio.Protocol):
             self._pending_deliver = value
         elif isinstance(value, ContentBody | header.ContentHeader):
             if isinstance(value, ContentBody) or value.body_size == 0:
+                if self.on_body is not None:
+                    self.on_body(value.value if isinstance(value, ContentBody) else b"")
                 self.on_delivery()
         elif isinstance(value, commands.Basic.Ack) and channel == PUBLISH:
             self.confirmed = value.delivery_tag
@@ -132,18 +137,11 @@ def headers(i: int) -> dict[str, Any]:
             "rr_auto_ack": False}
 
 
-async def one_floor_run(url: str, bodies: list[bytes], batch: int, prefetch: int,
-                        cpu: Any) -> dict[str, Any]:
-    """Publish then consume ``bodies``; the phases' seconds and CPU (``cpu()``: the
-    broker's CPU seconds, or 0)."""
-    proto = await open_floor(url)
-    queue = f"floor-{uuid.uuid4().hex[:8]}"
-    await proto.rpc(PUBLISH, commands.Queue.Declare(queue=queue, durable=True))
-    jobs_n = len(bodies)
+async def publish(proto: Floor, queue: str, bodies: list[bytes], batch: int) -> None:
+    """Publish ``bodies`` to ``queue``, ``batch`` at a time, each batch confirmed."""
     loop = asyncio.get_running_loop()
-    t0, c0, b0 = time.perf_counter(), time.process_time(), cpu()
-    tag = 0
-    for start in range(0, jobs_n, batch):
+    tag = proto.confirm_target
+    for start in range(0, len(bodies), batch):
         chunk = bodies[start:start + batch]
         now = datetime.datetime.now(datetime.UTC)
         out = []
@@ -159,17 +157,32 @@ async def one_floor_run(url: str, bodies: list[bytes], batch: int, prefetch: int
         proto.confirms_done = loop.create_future()
         proto.send(PUBLISH, *out)
         await proto.confirms_done
-    t1, c1, b1 = time.perf_counter(), time.process_time(), cpu()
+
+
+async def consume(proto: Floor, queue: str, jobs_n: int, prefetch: int) -> None:
+    """Consume ``jobs_n`` deliveries of ``queue`` at ``prefetch``, acked in runs."""
     proto.consume_target = jobs_n
     proto.ack_every = max(1, prefetch // 4)
-    proto.consume_done = loop.create_future()
+    proto.consume_done = asyncio.get_running_loop().create_future()
     await proto.rpc(CONSUME, commands.Basic.Qos(prefetch_count=prefetch))
     await proto.rpc(CONSUME, commands.Basic.Consume(queue=queue))
     await proto.consume_done
+
+
+async def one_floor_run(url: str, bodies: list[bytes], batch: int, prefetch: int,
+                        cpu: Callable[[], float]) -> dict[str, Any]:
+    """Publish then consume ``bodies``; the phases' seconds and CPU (``cpu()``: the
+    broker's CPU seconds, or 0)."""
+    proto = await open_floor(url)
+    queue = f"floor-{uuid.uuid4().hex[:8]}"
+    await proto.rpc(PUBLISH, commands.Queue.Declare(queue=queue, durable=True))
+    jobs_n = len(bodies)
+    t0, c0, b0 = time.perf_counter(), time.process_time(), cpu()
+    await publish(proto, queue, bodies, batch)
+    t1, c1, b1 = time.perf_counter(), time.process_time(), cpu()
+    await consume(proto, queue, jobs_n, prefetch)
     t2, c2, b2 = time.perf_counter(), time.process_time(), cpu()
-    await proto.rpc(PUBLISH, commands.Queue.Delete(queue=queue))
-    assert proto.transport is not None
-    proto.transport.close()
+    await close(proto, queue)
     enqueue_s, consume_s = t1 - t0, t2 - t1
     return {"jobs": jobs_n, "unique": proto.consumed, "enqueue": jobs_n / enqueue_s,
             "consume": jobs_n / consume_s, "e2e": jobs_n / (enqueue_s + consume_s),
@@ -177,3 +190,10 @@ async def one_floor_run(url: str, bodies: list[bytes], batch: int, prefetch: int
             "consume_cpu_s": c2 - c1, "broker_enqueue_cpu_s": b1 - b0,
             "broker_consume_cpu_s": b2 - b1,
             "broker_cpu_s_per_1k": (b2 - b0) / jobs_n * 1000}
+
+
+async def close(proto: Floor, queue: str) -> None:
+    """Delete ``queue`` and close the connection."""
+    await proto.rpc(PUBLISH, commands.Queue.Delete(queue=queue))
+    assert proto.transport is not None
+    proto.transport.close()

@@ -67,6 +67,8 @@ def amqp_configs() -> Iterator[Config]:
             modes = ("ptc", "concurrent", "latency") if g == "equal" else ("ptc", "concurrent")
             for mode in modes:
                 yield Config(system, venv, script, variant, mode, g, "amqp")
+    # not a peer: the same work as a minimal pamqp loop (run_floor.py; not in --small)
+    yield Config("floor", "", "run_floor.py", "", "ptc", "equal", "amqp")
 
 
 def local_configs() -> Iterator[Config]:
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         args.cpu_jobs = 100
     ensure_venvs(venvs)
     configs = [c for c in [*amqp_configs(), *local_configs(), *processes_configs()]
-               if (not c.venv or c.venv in venvs)
+               if (not c.venv or c.venv in venvs) and not (args.small and c.system == "floor")
                and (not args.only or c.system in args.only.split(","))
                and (not args.groups or c.group in args.groups.split(","))]
     sys.path.insert(0, str(REPO))

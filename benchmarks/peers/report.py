@@ -127,7 +127,8 @@ def amqp_tables(table: dict[str, dict[str, Any]]) -> list[str]:
         out.append("")
     equal = [m for m in rows if m["mode"] == "ptc" and m["guarantees"] == "equal"]
     ours = [m for m in equal if m["system"] == "rrjobs"]
-    peers = [m for m in equal if m["system"] != "rrjobs"]
+    peers = [m for m in equal if m["system"] not in ("rrjobs", "floor")]
+    floor = [m for m in equal if m["system"] == "floor"]
     if ours and peers:
         best = max(peers, key=lambda m: m["end_to_end_jobs_per_s"])
         ratio = ours[0]["end_to_end_jobs_per_s"] / best["end_to_end_jobs_per_s"]
@@ -142,6 +143,12 @@ def amqp_tables(table: dict[str, dict[str, Any]]) -> list[str]:
             verdict = "met" if r >= 1 else "not met"
             out += [f"Against Dramatiq's default (no confirms): **{r:.2f}x** (the target is "
                     f"at least 1x: {verdict}).", ""]
+        if floor:
+            r = ours[0]["end_to_end_jobs_per_s"] / floor[0]["end_to_end_jobs_per_s"]
+            out += [f"`floor` is not a peer: the same work as a minimal pamqp loop "
+                    f"(`benchmarks/amqp_floor.py`: no runtime, no job objects), what this "
+                    f"machine and broker do for it; rrjobs end to end is **{r:.2f}x** the floor.",
+                    ""]
     return out
 
 
