@@ -28,6 +28,9 @@ Fixtures (session scope unless said otherwise):
 ``kafka_tls_broker``       Broker for Kafka with SSL, SASL_SSL and SASL_PLAINTEXT listeners
                            and SCRAM users (``tls.endpoints``, ``tls.password``)
 ``sqs_moto_tls_broker``    Broker for moto's SQS over https (``tls.certificates.ca``)
+``redis_broker``           Broker for Redis (append-only file, fsync always)
+``redis_url``              ``redis://127.0.0.1:<port>``
+``redis_tls_broker``       Broker for Redis with TLS only (client certificate) and an ACL user
 ``toxiproxy_server``       Broker for a toxiproxy server (``endpoint``: its API's URL)
 ``toxiproxy``              (function scope) a :class:`~integration.brokers.toxiproxy.Toxiproxy`
                            client of it, whose proxies are deleted after the test
@@ -37,9 +40,9 @@ Fixtures (session scope unless said otherwise):
 =========================  ===================================================================
 
 A test that uses a broker fixture also gets that broker's marker (``amqp``, ``kafka``,
-``nats``, ``sqs``, ``pubsub``, ``beanstalk``), so ``pytest -m kafka`` selects it. A broker
-that cannot be had skips its tests with the reason; with ``RRJOBS_REQUIRE_BROKERS=1`` that is
-a failure.
+``nats``, ``sqs``, ``pubsub``, ``beanstalk``, ``redis``), so ``pytest -m kafka`` selects it. A
+broker that cannot be had skips its tests with the reason; with ``RRJOBS_REQUIRE_BROKERS=1``
+that is a failure.
 """
 
 from __future__ import annotations
@@ -82,6 +85,9 @@ BROKER_FIXTURES: dict[str, tuple[str | None, str]] = {
     "pubsub_project": ("pubsub", "pubsub"),
     "beanstalk_broker": ("beanstalk", "beanstalk"),
     "beanstalk_addr": ("beanstalk", "beanstalk"),
+    "redis_broker": ("redis", "redis"),
+    "redis_url": ("redis", "redis"),
+    "redis_tls_broker": ("redis-tls", "redis"),
     "amqp_tls_broker": ("amqp-tls", "amqp"),
     "nats_tls_broker": ("nats-tls", "nats"),
     "nats_creds_broker": ("nats-creds", "nats"),
@@ -226,6 +232,16 @@ def beanstalk_addr(beanstalk_broker: Broker) -> str:
     return beanstalk_broker.endpoint
 
 
+@pytest.fixture(scope="session")
+def redis_broker() -> Iterator[Broker]:
+    yield from _provide("redis")
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_broker: Broker) -> str:
+    return redis_broker.endpoint
+
+
 def _tls_broker(name: str) -> Any:
     """The session fixture of TLS broker ``name`` (``integration.brokers.TLS_SPECS``)."""
 
@@ -241,6 +257,7 @@ nats_tls_broker = _tls_broker("nats-tls")
 nats_creds_broker = _tls_broker("nats-creds")
 kafka_tls_broker = _tls_broker("kafka-tls")
 sqs_moto_tls_broker = _tls_broker("sqs-moto-tls")
+redis_tls_broker = _tls_broker("redis-tls")
 
 
 @pytest.fixture(scope="session")

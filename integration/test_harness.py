@@ -40,6 +40,7 @@ def test_compose_images_match_the_testcontainers_pins() -> None:
         pins.MOTO_IMAGE,
         pins.PUBSUB_IMAGE,
         pins.BEANSTALK_IMAGE,
+        pins.REDIS_IMAGE,
     }
     for name, service in compose["services"].items():
         assert "healthcheck" in service, name
@@ -59,7 +60,7 @@ def test_names_and_aliases() -> None:
     assert expand_names(["sqs"]) == ["sqs-elasticmq", "sqs-moto"]
     assert expand_names(["kafka", "sqs-moto", "sqs"]) == ["kafka", "sqs-moto", "sqs-elasticmq"]
     with pytest.raises(KeyError):
-        expand_names(["redis"])
+        expand_names(["no-such-broker"])
 
 
 def test_settings_are_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,6 +20,7 @@ from .containers import docker_unavailable
 from .kafka import KafkaSpec, KafkaTlsSpec
 from .nats import NatsCredsSpec, NatsSpec, NatsTlsSpec
 from .pubsub import PubSubSpec
+from .redis import RedisSpec, RedisTlsSpec
 from .sqs import SqsElasticMqSpec, SqsMotoSpec, SqsMotoTlsSpec
 from .toxiproxy import ToxiproxySpec
 
@@ -33,6 +34,7 @@ SPECS: dict[str, BrokerSpec] = {
         SqsMotoSpec(),
         PubSubSpec(),
         BeanstalkSpec(),
+        RedisSpec(),
     )
 }
 
@@ -41,7 +43,8 @@ SPECS: dict[str, BrokerSpec] = {
 #: taken from an ``RRJOBS_*`` variable (the certificates come with the start).
 TLS_SPECS: dict[str, BrokerSpec] = {
     spec.name: spec
-    for spec in (AmqpTlsSpec(), NatsTlsSpec(), NatsCredsSpec(), KafkaTlsSpec(), SqsMotoTlsSpec())
+    for spec in (AmqpTlsSpec(), NatsTlsSpec(), NatsCredsSpec(), KafkaTlsSpec(), SqsMotoTlsSpec(),
+                 RedisTlsSpec())
 }
 
 # CLI aliases for several brokers at once.
