@@ -21,6 +21,7 @@ from integration.pytest_plugin import (  # noqa: F401  (fixtures, by name)
     kafka_broker,
     nats_broker,
     pubsub_broker,
+    redis_broker,
     sqs_elasticmq_broker,
     toxiproxy,
     toxiproxy_server,
@@ -39,6 +40,7 @@ BROKER_FIXTURE = {
     "sqs": "sqs_elasticmq_broker",
     "google_pub_sub": "pubsub_broker",
     "beanstalk": "beanstalk_broker",
+    "redis": "redis_broker",
 }
 
 

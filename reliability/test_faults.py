@@ -24,7 +24,7 @@ from rrjobs import Client
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
 
-BROKER_DRIVERS = ("amqp", "kafka", "nats", "sqs", "beanstalk")
+BROKER_DRIVERS = ("amqp", "kafka", "nats", "sqs", "beanstalk", "redis")
 DURABLE_DRIVERS = [d for d in workload.DRIVERS if d in DURABLE]
 #: The lease of the drivers that have one, in these tests: a job held by a killed consumer
 #: comes back after it.
@@ -87,7 +87,9 @@ async def broker_killed(
 
 
 # --------------------------------------------------------------------------- 1: broker kill
-@pytest.mark.parametrize("driver", workload.matrix(BROKER_DRIVERS, short=("nats", "beanstalk")))
+@pytest.mark.parametrize(
+    "driver", workload.matrix(BROKER_DRIVERS, short=("nats", "beanstalk", "redis"))
+)
 async def test_broker_killed_and_restarted(
     driver: str,
     own_broker: Callable[[str], LocalHandle],

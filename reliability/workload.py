@@ -52,7 +52,7 @@ APP = "reliability.ledger_app:app"
 
 #: The drivers, in the table's order.
 DRIVERS: tuple[str, ...] = ("memory", "sqlite", "amqp", "kafka", "nats", "sqs", "google_pub_sub",
-                            "beanstalk")
+                            "beanstalk", "redis")
 #: The harness broker (``integration.brokers`` name) of each broker driver.
 BROKERS: dict[str, str] = {
     "amqp": "amqp",
@@ -61,6 +61,7 @@ BROKERS: dict[str, str] = {
     "sqs": "sqs-elasticmq",
     "google_pub_sub": "pubsub",
     "beanstalk": "beanstalk",
+    "redis": "redis",
 }
 #: Drivers whose jobs outlive the process that serves them.
 DURABLE: frozenset[str] = frozenset(DRIVERS) - {"memory"}
@@ -157,6 +158,8 @@ class Pipe:
             base = {"project_id": project_id(), "topic": name, "prefetch": 100}
         elif self.driver == "beanstalk":
             base = {"tube": name, "prefetch": 100, "reserve_timeout": 1}
+        elif self.driver == "redis":
+            base = {"queue": name, "prefetch": 100}
         else:
             raise ValueError(f"unknown driver {self.driver!r}; known: {', '.join(DRIVERS)}")
         return {**base, **self.options}
@@ -164,7 +167,7 @@ class Pipe:
     def broker_section(self, endpoint: str | None = None) -> dict[str, Any]:
         """The top-level section of the driver's broker (empty for memory and sqlite)."""
         where = endpoint or self.endpoint
-        if self.driver in ("amqp", "nats", "beanstalk"):
+        if self.driver in ("amqp", "nats", "beanstalk", "redis"):
             return {self.driver: {"addr": where}}
         if self.driver == "kafka":
             return {"kafka": {"brokers": [where]}}
@@ -227,6 +230,8 @@ def lease_options(driver: str, seconds: float) -> dict[str, Any]:
         return {"ack_wait": f"{seconds:g}s"}
     if driver == "sqs":
         return {"visibility_timeout": max(1, round(seconds))}
+    if driver == "redis":
+        return {"visibility_timeout": f"{seconds:g}s"}
     if driver == "google_pub_sub":
         return {"ack_deadline": max(1, round(seconds))}
     if driver == "beanstalk":

@@ -47,7 +47,8 @@ def encode(job_id: str, name: str, payload: bytes, headers: Headers, priority: i
 def decode(fields: Mapping[bytes, bytes], default_priority: int) -> tuple[JobFields, bytes]:
     """The job fields and the payload of an entry; raises (for the decode guard) on
     headers no job can carry (nested, huge, unreadable ``rr_headers``)."""
-    own = normalize_headers({as_text(k): v for k, v in fields.items() if k not in _FIELDS})
+    extra = [k for k in fields if k not in _FIELDS]  # none on an entry the driver wrote
+    own = normalize_headers({as_text(k): fields[k] for k in extra}) if extra else {}
     f = job_fields(ident=fields.get(_ID), name=fields.get(_JOB),
                    priority=fields.get(_PRIORITY), auto_ack=fields.get(_AUTO_ACK),
                    carried=fields.get(_HEADERS), headers=own,
