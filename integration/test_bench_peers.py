@@ -58,7 +58,8 @@ def test_small_form_prints_a_line_per_system(tmp_path: Path) -> None:
     sync = {ln["variant"]: ln["settings"]["synchronous"] for ln in lines
             if ln["group"] == "sqlite"}
     assert sync == {"sqlite": "full", "sqlite-single": "full", "sqlite-concurrent": "full",
-                    "sqlite-single-normal": "normal", "huey": "full", "huey-normal": "normal",
+                    "sqlite-single-normal": "normal", "sqlite-single-journal": "normal",
+                    "huey": "full", "huey-normal": "normal",
                     "persistqueue": "full"}
     medians = json.loads(proc.stdout)["medians"]
     assert len(medians) == len(lines)  # one run each: a median per line

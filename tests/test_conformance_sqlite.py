@@ -126,3 +126,19 @@ class TestSQLiteDeadLetterConformance(suite.NackTests):
     @pytest.fixture
     def driver_factory(self, tmp_path: Path) -> SQLiteDeadLetterFactory:
         return SQLiteDeadLetterFactory(tmp_path / "conformance.db")
+
+
+class SQLiteJournalFactory(SQLiteFactory):
+    def pipeline_options(self, name: str) -> dict[str, Any]:
+        return {"file": self.file, "synchronous": "normal", "push_journal": True}
+
+
+class TestSQLiteJournalConformance(ConformanceSuite):
+    """The whole suite again with ``push_journal: true``: a push returns before its
+    commit, so every guarantee the suite checks must hold across that gap."""
+
+    marker = "sqlite"
+
+    @pytest.fixture
+    def driver_factory(self, tmp_path: Path) -> SQLiteJournalFactory:
+        return SQLiteJournalFactory(tmp_path / "conformance.db")

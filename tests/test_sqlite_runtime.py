@@ -145,7 +145,7 @@ def test_inspect_shows_counts_per_pipeline_and_the_oldest_job(tmp_path: Path) ->
     result = runner.invoke(cli, ["sqlite", "inspect", file, "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["schema_version"] == 1 and data["journal_mode"] == "wal"
+    assert data["schema_version"] == 2 and data["journal_mode"] == "wal"
     by_name = {p["pipeline"]: p for p in data["pipelines"]}
     assert set(by_name) == {"p", "q", "gone"}
     p = by_name["p"]

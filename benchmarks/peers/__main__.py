@@ -72,8 +72,10 @@ def amqp_configs() -> Iterator[Config]:
 
 
 def local_configs() -> Iterator[Config]:
-    # synchronous=FULL on both sides, then NORMAL on both sides (huey-normal)
-    for variant in ("sqlite", "sqlite-single", "sqlite-concurrent", "sqlite-single-normal"):
+    # synchronous=FULL on both sides, then NORMAL on both sides (huey-normal; rrjobs with
+    # and without push_journal)
+    for variant in ("sqlite", "sqlite-single", "sqlite-concurrent", "sqlite-single-normal",
+                    "sqlite-single-journal"):
         yield Config("rrjobs", "", "run_rrjobs.py", variant, "ptc", "equal", "sqlite")
     for variant in ("huey", "huey-normal", "persistqueue"):
         system = variant.partition("-")[0]
@@ -169,7 +171,8 @@ def run_one(cfg: Config, args: argparse.Namespace, url: str, pgid: int | None,
 
 
 FIELDS = ("enqueue_jobs_per_s", "consume_jobs_per_s", "end_to_end_jobs_per_s",
-          "client_cpu_s_per_1000", "broker_cpu_s_per_1000", "latency_p50_ms", "latency_p99_ms")
+          "client_cpu_s_per_1000", "enqueue_cpu_s_per_1000", "broker_cpu_s_per_1000",
+          "latency_p50_ms", "latency_p99_ms")
 
 
 def medians(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -161,6 +161,8 @@ def result(args: argparse.Namespace, system: str, *, broker: str, enqueue: Produ
         "end_to_end_jobs_per_s": jobs / e2e_s if e2e_s > 0 else 0.0,
         "client_cpu_s": cpu,
         "client_cpu_s_per_1000": cpu * 1000 / jobs,
+        # the producer's process over the enqueue alone (all its threads)
+        "enqueue_cpu_s_per_1000": enqueue.cpu * 1000 / jobs,
         "settings": settings,
         "python": sys.version.split()[0],
     }

@@ -188,11 +188,17 @@ def sqlite_statements(table: dict[str, dict[str, Any]]) -> list[str]:
         if ours in sq and peer in sq:
             r = sq[ours]["enqueue_jobs_per_s"] / sq[peer]["enqueue_jobs_per_s"]
             sync = sq[peer]["settings"].get("synchronous", "?")
+            cpu = ""
+            if sq[ours].get("enqueue_cpu_s_per_1000") and sq[peer].get("enqueue_cpu_s_per_1000"):
+                c = sq[peer]["enqueue_cpu_s_per_1000"] / sq[ours]["enqueue_cpu_s_per_1000"]
+                cpu = f"; CPU per job {c:.2f}x less"
             out.append(f"- {what} against huey's enqueue (one commit each), synchronous="
-                       f"{sync.upper()} on both sides: **{r:.2f}x** (target: 2x).")
+                       f"{sync.upper()} on both sides: **{r:.2f}x** (target: 2x{cpu}).")
 
     enqueue_ratio("sqlite-single", "huey", "One `await push()` per job, one task,")
     enqueue_ratio("sqlite-single-normal", "huey-normal", "One `await push()` per job, one task,")
+    enqueue_ratio("sqlite-single-journal", "huey-normal", "One `await push()` per job, one task, "
+                  "`push_journal: true`,")
     enqueue_ratio("sqlite-concurrent", "huey", "One `await push()` per job from 100 tasks "
                   "(group commit),")
     peers = [sq[k] for k in ("huey", "persistqueue") if k in sq]

@@ -2,8 +2,9 @@
 amqp|sqlite|memory``, then ``-single`` for one ``await push()`` per job from one task, or
 ``-concurrent`` for one ``await push()`` per job from ``CONCURRENT_PRODUCERS`` tasks, instead
 of ``push_batch`` of ``--batch``; sqlite runs ``synchronous: full`` unless the variant ends in
-``-normal``). Runs in the project's venv. Publisher confirms and acks after the handler are
-what the amqp driver always does, so its defaults are the equal guarantees."""
+``-normal``, or in ``-journal``: ``synchronous: normal`` with ``push_journal: true``). Runs
+in the project's venv. Publisher confirms and acks after the handler are what the amqp driver
+always does, so its defaults are the equal guarantees."""
 
 from __future__ import annotations
 
@@ -45,9 +46,12 @@ async def main() -> None:
     args = common.parse()
     driver, *flags = (args.variant or "amqp").split("-")
     push = next((f for f in flags if f in ("single", "concurrent")), "batch")
-    synchronous = "normal" if "normal" in flags else "full"
+    journal = "journal" in flags  # push_journal: true (with synchronous: normal)
+    synchronous = "normal" if "normal" in flags or journal else "full"
     name = common.queue_name("rrjobs").replace("-", "_")
     sections, options = pipeline_options(args, driver, name, synchronous)
+    if journal:
+        options["push_journal"] = True
     data: dict[str, Any] = dict(sections)
     data["jobs"] = {"pipelines": {name: {"driver": driver, "config": options}},
                     "consume": [] if args.mode == "ptc" else [name],
@@ -98,7 +102,7 @@ async def main() -> None:
                 "publisher_confirms": driver == "amqp", "ack": "after handler",
                 "persistent": driver != "memory"}
     if driver == "sqlite":
-        settings.update(journal_mode="wal", synchronous=synchronous)
+        settings.update(journal_mode="wal", synchronous=synchronous, push_journal=journal)
     broker = {"amqp": "rabbitmq", "sqlite": "sqlite", "memory": "in-process"}[driver]
     common.emit(common.result(args, "rrjobs", broker=broker, enqueue=produced, rec=rec,
                               settings=settings))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from rrjobs.core.options import Duration, StrictModel
 
@@ -66,3 +66,12 @@ class SQLiteOptions(StrictModel):
     lease: Annotated[Duration, AfterValidator(_at_least_one_second)] = 30.0
     poll_interval: Duration = 1.0
     dead_letter: bool = False
+    push_journal: bool = False
+
+    @model_validator(mode="after")
+    def _journal_needs_normal(self) -> SQLiteOptions:
+        if self.push_journal and self.synchronous != "normal":
+            raise ValueError("push_journal: true needs synchronous: normal (a journaled push "
+                             "survives a crash of the process, not of the OS, as a commit "
+                             f"at normal does; got synchronous: {self.synchronous})")
+        return self

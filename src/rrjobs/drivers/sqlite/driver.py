@@ -35,7 +35,7 @@ from rrjobs.core.outage import Outage
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.state import State
-from rrjobs.drivers.sqlite import queries
+from rrjobs.drivers.sqlite import journal, queries
 from rrjobs.drivers.sqlite.codec import decode_headers, decode_payload, encode_headers
 from rrjobs.drivers.sqlite.config import SQLiteOptions
 from rrjobs.drivers.sqlite.schema import StoreError, connect_reader
@@ -139,6 +139,8 @@ class SQLiteDriver(BaseDriver):
         self._unreserved_writes = 0  # writes that left ready, unreserved jobs in the file
         self._handoff_pending = 0  # jobs being inserted already reserved for this consumer
         self._epoch = 0  # bumped when the consumer stops: hand-offs begun before are void
+        self._journal: journal.Journal | None = None  # with push_journal: the store's
+        self._fold_seen: asyncio.Future[None] | None = None
 
     capabilities = CAPABILITIES
 
@@ -157,8 +159,14 @@ class SQLiteDriver(BaseDriver):
             store, queries.insert_batches)
         self._acks: Coalescer[int, None] = Coalescer(store, queries.delete_acks,
                                                      self._acks_failed, durable=False)
+        if options.push_journal:
+            self._journal = journal.of(store)
         _LIVE_OWNERS.add(self.owner)
         store.subscribe(self.pipeline_name, self._wake.set)
+        folded = await journal.recover(store)
+        if folded:
+            self.log.warning("%s: %d jobs pushed by a process that is gone were taken from "
+                             "its push journal", store.path, folded)
         recovered = await store.write(partial(
             _open_pipeline, pipeline=self.pipeline_name, priority=self.priority))
         if recovered:
@@ -179,7 +187,7 @@ class SQLiteDriver(BaseDriver):
         """How many of ``msgs`` (a prefix without delays) go straight to this
         process's consumer: only while it consumes, has prefetch room and the
         file holds no ready job of the pipeline it has not reserved."""
-        if not self.consuming or self._backlog or self.stopped:
+        if not self.consuming or self._backlog or self.stopped or self._journal is not None:
             return 0
         room = max(0, min(len(msgs), self._room()))
         return next((i for i, m in enumerate(msgs[:room]) if m.delay > 0), room)
@@ -198,6 +206,9 @@ class SQLiteDriver(BaseDriver):
         if any(m.delay <= 0 for m in msgs[n:]):
             self._backlog = True
             self._unreserved_writes += 1
+        if self._journal is not None:  # n == 0: returns once journaled
+            await self._journaled(self._journal, rows)
+            return
         epoch = self._epoch
         self._handoff_pending += n
         try:
@@ -207,6 +218,20 @@ class SQLiteDriver(BaseDriver):
         if n and first is not None:
             self._hand_off(msgs, n, first, epoch)
         if n < len(msgs):
+            self.store.notify(self.pipeline_name)
+
+    async def _journaled(self, jnl: journal.Journal, rows: list[queries.InsertRow]) -> None:
+        """Append ``rows`` to the push journal; wait for their commit only while the
+        writer is more than :data:`journal.MAX_UNFOLDED` rows behind."""
+        fut = jnl.append(rows)
+        if fut is not self._fold_seen:  # one wake-up of the consumers per fold
+            self._fold_seen = fut
+            fut.add_done_callback(self._journal_folded)
+        if jnl.unfolded > journal.MAX_UNFOLDED:
+            await asyncio.shield(fut)
+
+    def _journal_folded(self, fut: asyncio.Future[None]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
             self.store.notify(self.pipeline_name)
 
     def _hand_off(self, msgs: Sequence[Message], n: int, first: int, epoch: int) -> None:

@@ -114,6 +114,22 @@ def insert_batches(conn: sqlite3.Connection,
     return list(itertools.accumulate((len(b) for b in batches[:-1]), initial=insert(conn, rows)))
 
 
+def journal_mark(conn: sqlite3.Connection, name: str) -> int:
+    """The last record of push journal ``name`` folded into the file (0: none)."""
+    row = conn.execute("SELECT folded FROM rrjobs_journals WHERE name = ?", (name,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def mark_journal(conn: sqlite3.Connection, name: str, folded: int) -> None:
+    conn.execute("INSERT INTO rrjobs_journals (name, folded) VALUES (?, ?) "
+                 "ON CONFLICT (name) DO UPDATE SET folded = excluded.folded", (name, folded))
+
+
+def unmark_journal(conn: sqlite3.Connection, name: str) -> None:
+    """Forget journal ``name`` (its files are gone)."""
+    conn.execute("DELETE FROM rrjobs_journals WHERE name = ?", (name,))
+
+
 def delete_acks(conn: sqlite3.Connection, seqs: Sequence[int]) -> None:
     """Delete acknowledged jobs with one statement (the acks' coalesced write)."""
     if len(seqs) == 1:

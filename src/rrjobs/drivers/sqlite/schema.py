@@ -87,6 +87,19 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX rrjobs_dead_pipeline ON rrjobs_dead (pipeline, seq)",
         ),
     ),
+    (
+        2,
+        (
+            # push journals (``push_journal: true``): the last record of each journal
+            # file set inserted into rrjobs_jobs, written in the same transaction
+            """
+            CREATE TABLE rrjobs_journals (
+                name   TEXT    PRIMARY KEY,
+                folded INTEGER NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 #: The schema version this code writes.

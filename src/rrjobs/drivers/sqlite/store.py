@@ -22,7 +22,7 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -89,6 +89,11 @@ class Store:
         #: statistics: transactions committed and operations they carried
         self.commits = 0
         self.operations = 0
+        #: awaited, while the file is still open, before the last release closes it
+        #: (the push journal's last folds)
+        self.closers: list[Callable[[], Awaitable[None]]] = []
+        #: called by :meth:`flush` first (the push journal queues its waiting records)
+        self.before_flush: list[Callable[[], None]] = []
 
     @classmethod
     async def acquire(cls, file: str, *, synchronous: str, permissions: int) -> Store:
@@ -120,6 +125,14 @@ class Store:
             self._refs -= 1
             if self._refs > 0:
                 return
+        while self.closers:
+            try:
+                await self.closers.pop()()
+            except Exception:
+                log.exception("closing %s: a last write failed", self.path)
+        with self._registry_lock:
+            if self._refs > 0:  # acquired again meanwhile
+                return
             if self._registry.get(self.path) is self:
                 del self._registry[self.path]
             self.closed = True
@@ -149,6 +162,8 @@ class Store:
 
     def flush(self) -> asyncio.Future[None]:
         """Resolves once every operation submitted before this call has committed."""
+        for hook in self.before_flush:
+            hook()
         return self.write(_ping, durable=False)
 
     async def read(self, fn: Operation[T]) -> T:
