@@ -23,6 +23,7 @@ from integration.pytest_plugin import (  # noqa: F401  (fixtures and hooks, by n
     pytest_runtest_makereport,
     pytest_terminal_summary,
     redis_broker,
+    redis_cluster_broker,
     redis_tls_broker,
     redis_url,
     sqs_elasticmq_broker,

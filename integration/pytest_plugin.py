@@ -31,6 +31,7 @@ Fixtures (session scope unless said otherwise):
 ``redis_broker``           Broker for Redis (append-only file, fsync always)
 ``redis_url``              ``redis://127.0.0.1:<port>``
 ``redis_tls_broker``       Broker for Redis with TLS only (client certificate) and an ACL user
+``redis_cluster_broker``   Broker for Redis Cluster, three masters (``endpoint``: the nodes)
 ``toxiproxy_server``       Broker for a toxiproxy server (``endpoint``: its API's URL)
 ``toxiproxy``              (function scope) a :class:`~integration.brokers.toxiproxy.Toxiproxy`
                            client of it, whose proxies are deleted after the test
@@ -88,6 +89,7 @@ BROKER_FIXTURES: dict[str, tuple[str | None, str]] = {
     "redis_broker": ("redis", "redis"),
     "redis_url": ("redis", "redis"),
     "redis_tls_broker": ("redis-tls", "redis"),
+    "redis_cluster_broker": ("redis-cluster", "redis"),
     "amqp_tls_broker": ("amqp-tls", "amqp"),
     "nats_tls_broker": ("nats-tls", "nats"),
     "nats_creds_broker": ("nats-creds", "nats"),
@@ -258,6 +260,7 @@ nats_creds_broker = _tls_broker("nats-creds")
 kafka_tls_broker = _tls_broker("kafka-tls")
 sqs_moto_tls_broker = _tls_broker("sqs-moto-tls")
 redis_tls_broker = _tls_broker("redis-tls")
+redis_cluster_broker = _tls_broker("redis-cluster")
 
 
 @pytest.fixture(scope="session")

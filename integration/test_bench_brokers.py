@@ -45,3 +45,9 @@ def test_kafka_bench_reads_rrjobs_kafka_brokers(monkeypatch: pytest.MonkeyPatch,
 def test_beanstalk_bench_reads_rrjobs_beanstalk_addr(monkeypatch: pytest.MonkeyPatch,
                                                      beanstalk_addr: str) -> None:
     bench(monkeypatch, "RRJOBS_BEANSTALK_ADDR", beanstalk_addr, "beanstalk", 300)
+
+
+@pytest.mark.redis
+def test_redis_bench_reads_rrjobs_redis_url(monkeypatch: pytest.MonkeyPatch,
+                                            redis_url: str) -> None:
+    bench(monkeypatch, "RRJOBS_REDIS_URL", redis_url, "redis", 300)

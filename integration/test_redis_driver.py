@@ -97,3 +97,28 @@ async def test_a_password_in_the_url_is_masked(redis_url: str) -> None:
         await d.open("jobs.pipelines.p.config")
     await d.stop()
     assert "hunter2" not in str(err.value)
+
+
+async def test_redis_cluster(redis_cluster_broker: Broker, unique_name: str) -> None:
+    """On Redis Cluster: bands, a batch push, a delayed job and a dead letter, the scripts
+    and pipelines on the queue's one slot (its hash tag)."""
+    d = driver(unique_name, {"addr": redis_cluster_broker.endpoint, "cluster": True},
+               priority_bands=[1, 10])
+    await d.open("jobs.pipelines.p.config")
+    try:
+        await d.serve()
+        await d.push_batch([Message("j", b"%d" % i, d.pipeline_name, priority=1 + 9 * (i % 2))
+                            for i in range(4)])
+        await d.push(Message("later", b"d", d.pipeline_name, delay=0.2))
+        await d.run(d.pipeline)
+        got = []
+        for _ in range(5):
+            job = await asyncio.wait_for(d.queue.extract_min(), 10)
+            got.append(job.payload)
+            await (job.nack() if job.name == "later" else job.ack())
+        assert sorted(got) == [b"0", b"1", b"2", b"3", b"d"]
+        assert d.dead_letters is not None
+        letters = await d.dead_letters.list_dead_letters(10)
+        assert [(x.name, x.payload) for x in letters] == [("later", b"d")]
+    finally:
+        await d.stop()

@@ -20,7 +20,7 @@ from .containers import docker_unavailable
 from .kafka import KafkaSpec, KafkaTlsSpec
 from .nats import NatsCredsSpec, NatsSpec, NatsTlsSpec
 from .pubsub import PubSubSpec
-from .redis import RedisSpec, RedisTlsSpec
+from .redis import RedisClusterSpec, RedisSpec, RedisTlsSpec
 from .sqs import SqsElasticMqSpec, SqsMotoSpec, SqsMotoTlsSpec
 from .toxiproxy import ToxiproxySpec
 
@@ -40,11 +40,12 @@ SPECS: dict[str, BrokerSpec] = {
 
 #: Brokers with TLS (and credentials) made for integration/test_tls.py: started as local
 #: processes only, with a fresh CA per start (:mod:`integration.brokers.certs`), never
-#: taken from an ``RRJOBS_*`` variable (the certificates come with the start).
+#: taken from an ``RRJOBS_*`` variable (the certificates come with the start); and Redis
+#: Cluster, a local process group of three servers started the same way.
 TLS_SPECS: dict[str, BrokerSpec] = {
     spec.name: spec
     for spec in (AmqpTlsSpec(), NatsTlsSpec(), NatsCredsSpec(), KafkaTlsSpec(), SqsMotoTlsSpec(),
-                 RedisTlsSpec())
+                 RedisTlsSpec(), RedisClusterSpec())
 }
 
 # CLI aliases for several brokers at once.

@@ -2,13 +2,16 @@
 official image. Durability: an append-only file fsynced before each reply
 (``--appendonly yes --appendfsync always``), so an acknowledged push survives a SIGKILL.
 
-``redis-tls`` speaks TLS only, requires a client certificate of this start's CA and
-logs in an ACL user (``rrjobs``, a fresh password per start; the default user is off).
+``redis-tls`` speaks TLS only, requires a client certificate of this start's CA and logs in
+an ACL user (``rrjobs``, a fresh password per start; the default user is off).
+``redis-cluster`` is three masters of Redis Cluster.
 """
 
 from __future__ import annotations
 
 import secrets
+import shlex
+import socket
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -140,3 +143,88 @@ class RedisTlsSpec(RedisSpec):
 
     def start_container(self, *, detached: bool = False) -> BrokerHandle:
         raise BrokerStartError(f"{self.title} runs as a local process only")
+
+
+class RedisClusterSpec(RedisSpec):
+    """Redis Cluster of three masters (no replicas), each a ``redis-server
+    --cluster-enabled yes`` of one process group; the probe joins them with ``redis-cli
+    --cluster create`` once they answer. ``endpoint``: the three nodes, comma-separated.
+    Local processes only (started by the tests that ask for it)."""
+
+    name = "redis-cluster"
+    env_var = "RRJOBS_REDIS_CLUSTER_URL"
+    title = "Redis Cluster (3 masters)"
+
+    def local_unavailable(self) -> str | None:
+        if _which("redis-cli") is None:
+            return "`redis-cli` not on PATH (apt-get install redis-tools)"
+        return super().local_unavailable()
+
+    def plan_local(self, data_dir: Path) -> LocalPlan:
+        binary = self.binary()
+        assert binary is not None
+        ports = cluster_ports(3)
+        servers = []
+        for port in ports:
+            node_dir = data_dir / str(port)
+            node_dir.mkdir()
+            argv = [binary, "--bind", LOOPBACK, "--port", str(port), "--dir", str(node_dir),
+                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                    "--daemonize", "no", *DURABLE]
+            servers.append(" ".join(shlex.quote(a) for a in argv) + " &")
+        nodes = [f"{LOOPBACK}:{port}" for port in ports]
+
+        def probe() -> None:
+            for port in ports:
+                ping(LOOPBACK, port)
+            if _cluster_state(ports[0]) == "ok":
+                return
+            cli = _which("redis-cli")
+            assert cli is not None
+            subprocess.run([cli, "--cluster", "create", *nodes, "--cluster-replicas", "0",
+                            "--cluster-yes"], capture_output=True, timeout=30, check=False)
+            if any(_cluster_state(port) != "ok" for port in ports):
+                raise ConnectionError("the cluster is not formed yet")
+
+        return LocalPlan(argv=["sh", "-c", "\n".join(servers) + "\nwait"],
+                         endpoint=",".join(f"redis://{n}" for n in nodes), probe=probe,
+                         version=_server_version(binary))
+
+    def probe(self, endpoint: str, timeout: float = 5.0) -> None:
+        for node in endpoint.split(","):
+            super().probe(node, timeout)
+
+    def start_container(self, *, detached: bool = False) -> BrokerHandle:
+        raise BrokerStartError(f"{self.title} runs as a local process only")
+
+
+def cluster_ports(count: int) -> list[int]:
+    """``count`` free ports that Redis Cluster can use: at most 55535, each with its bus
+    port (10000 higher) free too."""
+    out: list[int] = []
+    while len(out) < count:
+        for port in free_ports(8):
+            if port <= 55535 and port not in out and _free(port + 10000):
+                out.append(port)
+    return out[:count]
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def _cluster_state(port: int) -> str:
+    """``cluster_state`` of ``CLUSTER INFO`` on the node at ``port``."""
+    import redis
+
+    client = redis.Redis(host=LOOPBACK, port=port, socket_timeout=5)
+    try:
+        info = client.cluster("INFO")
+    finally:
+        client.close()
+    return str(info.get("cluster_state", "")) if isinstance(info, dict) else ""
