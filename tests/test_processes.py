@@ -90,6 +90,16 @@ def test_memory_pipelines_are_refused_with_more_than_one_process(tmp_path: Path)
     assert "process 0 started" not in done.stderr
 
 
+def test_rrjobs_check_reports_what_the_processes_cannot_share(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from rrjobs.check import check_command
+
+    done = CliRunner().invoke(check_command, ["-c", str(config(tmp_path, processes=2))])
+    assert done.exit_code == 2
+    assert "jobs.pipelines.q.driver: a memory pipeline lives in one process" in done.output
+
+
 def test_the_config_key_refuses_memory_and_the_dashboard_too(tmp_path: Path) -> None:
     cfg = Config.load(config(tmp_path, processes=3))
     assert cfg.jobs.pool.processes == 3

@@ -1,7 +1,8 @@
 """``rrjobs check -c FILE``: is this config ready to serve?
 
 Validates the file (every section rrjobs reads, ``${VAR}`` expansion, the
-pipelines named in ``consume``), every pipeline's driver: installed, its
+pipelines named in ``consume``, what ``jobs.pool.processes`` above 1 refuses),
+every pipeline's driver: installed, its
 global section and the pipeline's options (see :mod:`rrjobs.runtime.preflight`),
 and imports the application. It connects to nothing. Exit 0 with one ``OK``
 line; exit 2 with every problem found, one per line (``key.path: message``).
@@ -16,6 +17,7 @@ import yaml
 
 from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError
+from rrjobs.processes import check_shareable
 from rrjobs.server import EXIT_CONFIG, add_app_paths, load, load_application
 
 Problem = tuple[str, str]
@@ -37,6 +39,7 @@ def find_problems(config_path: str, app_path: str | None) -> tuple[Config | None
     """The loaded config (``None`` when it is invalid) and every problem found."""
     try:
         config, _ = load(config_path, app_path)
+        check_shareable(config, config.jobs.pool.processes)
         return config, []
     except ConfigError as exc:
         problems = list(exc.problems)
