@@ -13,7 +13,7 @@ free ports of 127.0.0.1; the supervisor serves ``rpc.listen`` and ``metrics.addr
   before it counts as ready.
 * ``Stat`` sums per pipeline what each process counts for itself (the outcome counters, and
   ``reserved`` on amqp, kafka and google_pub_sub); ``active`` and ``delayed`` (and
-  ``reserved`` on sqlite, nats and sqs: :data:`SHARED_RESERVED`) are the broker's shared
+  ``reserved`` on the other drivers: :data:`OWN_RESERVED`) are the broker's shared
   counts, which every process reports, so the largest is shown; ``ready`` only when every
   process is ready.
 * ``List`` is the config's pipelines plus those declared at run time, minus those destroyed.
@@ -115,10 +115,11 @@ def memory_refusal(processes: int) -> str:
 
 
 # --------------------------------------------------------------------------- stats
-#: Drivers whose ``reserved`` is the broker's (or the file's) count of every consumer's held
-#: jobs, reported alike by each process: shown once (the largest), not summed. The other
-#: drivers count the jobs the process itself holds (summed).
-SHARED_RESERVED = frozenset({"sqlite", "boltdb", "nats", "sqs"})
+#: Drivers whose ``reserved`` counts the jobs the process itself holds: summed over the
+#: processes. Every other driver's (sqlite, nats, sqs, beanstalk, a plugin's) is taken as the
+#: broker's or the file's count of every consumer's jobs, which each process reports alike:
+#: shown once (the largest).
+OWN_RESERVED = frozenset({"amqp", "kafka", "google_pub_sub"})
 
 
 def merge_stats(per_process: Sequence[Sequence[PipelineStat]]) -> list[PipelineStat]:
@@ -140,8 +141,8 @@ def merge_stats(per_process: Sequence[Sequence[PipelineStat]]) -> list[PipelineS
             state, counters, count = seen
             state.active = max(state.active, s.active)
             state.delayed = max(state.delayed, s.delayed)
-            state.reserved = (max(state.reserved, s.reserved) if s.driver in SHARED_RESERVED
-                              else state.reserved + s.reserved)
+            state.reserved = (state.reserved + s.reserved if s.driver in OWN_RESERVED
+                              else max(state.reserved, s.reserved))
             state.ready = state.ready and s.ready
             if s.error_message and not state.error_message:
                 state.error_message = _tagged(index, s.error_message)
