@@ -221,7 +221,8 @@ def processes_tables(table: dict[str, dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     out = ["| handler | mode | processes | enqueue jobs/s | consume jobs/s | end to end jobs/s "
-           "| client CPU-s / 1,000 | jobs | runs |", "|---|---|---|---|---|---|---|---|---|"]
+           "| client CPU-s / 1,000 | broker CPU-s / 1,000 | jobs | runs |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     ratios: list[str] = []
     for kind, handler in (("light", "JSON only"), ("cpu", "1 ms busy loop")):
         for mode in ("ptc", "concurrent"):
@@ -232,7 +233,8 @@ def processes_tables(table: dict[str, dict[str, Any]]) -> list[str]:
                                f"| {fmt(m.get('enqueue_jobs_per_s'))} "
                                f"| {fmt(m.get('consume_jobs_per_s'))} "
                                f"| **{fmt(m.get('end_to_end_jobs_per_s'))}** "
-                               f"| {fmt(m.get('client_cpu_s_per_1000'), 3)} | {m['jobs']:,} "
+                               f"| {fmt(m.get('client_cpu_s_per_1000'), 3)} "
+                               f"| {fmt(m.get('broker_cpu_s_per_1000'), 3)} | {m['jobs']:,} "
                                f"| {m['runs']} |")
             one, two = rows.get((f"p1-{kind}", mode)), rows.get((f"p2-{kind}", mode))
             if one and two and one.get("end_to_end_jobs_per_s"):
@@ -270,8 +272,10 @@ def write_docs(table: dict[str, dict[str, Any]], results: Path, machine: dict[st
              "One supervisor and N runtime processes consuming one RabbitMQ queue "
              "(each with 10 workers and prefetch 100; equal guarantees); the producer is "
              "the benchmark's own process (`run_processes.py`). The CPU-bound handler spins "
-             f"1 ms; its runs have {args.cpu_jobs:,} jobs. On a 2-core machine the "
-             "processes share the cores with RabbitMQ and the producer.", "",
+             f"1 ms; its runs have {args.cpu_jobs:,} jobs. Client CPU is the producer's "
+             "over the enqueue plus each serve process's from its first job to its last. On "
+             "a 2-core machine the processes share the cores with RabbitMQ and the "
+             "producer: 2 processes can gain only what the broker's CPU per job leaves.", "",
              *processes_tables(table),
              CAVEATS]
     DOC.write_text("\n".join(parts))
