@@ -51,10 +51,10 @@ class RedisFactory(DriverFactory):
         return {"redis": {"addr": self.url}}
 
     def pipeline_options(self, name: str) -> dict[str, Any]:
-        return {"prefetch": 100}
+        return {"prefetch": 100, "block": 0.2}  # a pause waits for the blocking read
 
     def lease_options(self, seconds: float) -> dict[str, Any]:
-        return {"visibility_timeout": seconds, "block": min(0.5, seconds / 2)}
+        return {"visibility_timeout": seconds, "block": min(0.2, seconds / 2)}
 
     def prefetch_options(self, jobs: int) -> dict[str, Any]:
         return {"prefetch": jobs}
