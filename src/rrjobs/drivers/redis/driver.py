@@ -17,11 +17,10 @@ touch one hash slot, also on Redis Cluster.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -406,21 +405,19 @@ class RedisDriver(LeasingDriver):
     def queue_name(self, job: Job) -> str:
         return self.queue_key
 
-    @contextlib.contextmanager
-    def _settling(self, job: Job) -> Iterator[None]:
-        """Settle ``job`` (refused unless still held); it is let go whatever happens."""
-        try:
-            self.check_held(job)
-            yield
-        finally:
-            self.leases.let_go(job.handle)
-            self.settled(job)
+    def _let_go(self, job: Job) -> None:
+        """``job`` is settled (or refused): its lease and its prefetch slot are free."""
+        self.leases.let_go(job.handle)
+        self.settled(job)
 
     async def ack(self, job: Job) -> None:
         """Returns once the ack (``XACK`` and ``XDEL``) is queued; sent batched in the
         background. ``stop`` waits for every queued ack."""
-        with self._settling(job):
-            self._acks.post(job.handle)
+        try:
+            self.check_held(job)
+        finally:
+            self._let_go(job)
+        self._acks.post(job.handle)
 
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         """A copy (``headers``, ``delay``) and the original's ack, in one script."""
@@ -431,16 +428,23 @@ class RedisDriver(LeasingDriver):
         if self.options.dead_letter:
             await self._settle_copy(job, job.headers, 0, self.dead_key)
             return
-        with self._settling(job):
-            self.dropped(job, "dead_letter")
-            await self._acks.submit(job.handle)
+        try:
+            self.check_held(job)
+        finally:
+            self._let_go(job)
+        self.dropped(job, "dead_letter")
+        await self._acks.submit(job.handle)
 
     async def _settle_copy(self, job: Job, headers: Headers, delay_ms: int,
                            target: str = "") -> None:
-        with self._settling(job):
-            if not await self._copy(job, job, headers, delay_ms, target):
-                raise AckLostError(f"redis: job {job.id}: no longer pending (acked or "
-                                   "deleted meanwhile)")
+        try:
+            self.check_held(job)
+            copied = await self._copy(job, job, headers, delay_ms, target)
+        finally:
+            self._let_go(job)
+        if not copied:
+            raise AckLostError(f"redis: job {job.id}: no longer pending (acked or deleted "
+                               "meanwhile)")
 
     async def change_lease(self, job: Job, seconds: int) -> None:
         """Touch the entry: its idle time becomes the lease less ``seconds``."""
