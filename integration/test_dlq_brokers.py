@@ -47,6 +47,8 @@ PIPELINES = {
               'amqp: {{addr: "{url}"}}'),
     "beanstalkq": ("beanstalk", "beanstalk_addr", """
         tube: {name}""", 'beanstalk: {{addr: "{url}"}}'),
+    "redisq": ("redis", "redis_url", """
+        queue: {name}""", 'redis: {{addr: "{url}"}}'),
     "pubsubq": ("google_pub_sub", "pubsub_emulator_host", """
         project_id: {project}
         topic: {name}
