@@ -146,9 +146,9 @@ def amqp_tables(table: dict[str, dict[str, Any]]) -> list[str]:
         if floor:
             r = ours[0]["end_to_end_jobs_per_s"] / floor[0]["end_to_end_jobs_per_s"]
             out += [f"`floor` is not a peer: the same work as a minimal pamqp loop "
-                    f"(`benchmarks/amqp_floor.py`: no runtime, no job objects), what this "
-                    f"machine and broker do for it; rrjobs end to end is **{r:.2f}x** the floor.",
-                    ""]
+                    f"(`benchmarks/amqp_floor.py`: no runtime, no job objects; its publishes "
+                    f"are encoded by pamqp, which rrjobs' are not); rrjobs end to end is "
+                    f"**{r:.2f}x** the floor.", ""]
     return out
 
 
