@@ -149,9 +149,11 @@ class BeanstalkDriver(LeasingDriver):
                                     max_payload=max(0, limit - codec.ENVELOPE_RESERVE))
 
     async def _close(self) -> None:
-        """Closing the consumer gives its reserved jobs back to the tube."""
+        """Closing the consumer gives its reserved jobs back to the tube, once the
+        deletes and releases sent are answered."""
         for conn in (self._consumer, self._producer):
             if conn is not None:
+                await conn.settle(self.reserve_timeout + REPLY_GRACE)
                 await conn.close()
         self._consumer = self._producer = None
         self.leases.clear()

@@ -149,6 +149,13 @@ class Connection:
     def closed(self) -> bool:
         return self._closed is not None
 
+    async def settle(self, within: float) -> None:
+        """Wait up to ``within`` seconds for the replies of the commands sent so far
+        (beanstalkd may drop the commands it has not read when the connection closes)."""
+        pending = [future for future, _ in self._waiting if not future.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=within)
+
     async def close(self) -> None:
         """Close the connection; commands waiting fail with :class:`ConnectionLost`."""
         self._fail(ConnectionLost("connection closed"))
