@@ -16,6 +16,8 @@ from integration.pytest_plugin import (  # noqa: F401  (fixtures and hooks, by n
     nats_creds_broker,
     nats_tls_broker,
     nats_url,
+    postgres_broker,
+    postgres_dsn,
     pubsub_broker,
     pubsub_emulator_host,
     pubsub_project,

@@ -2,7 +2,7 @@
 # Install or cache everything the integration harness needs to run real brokers
 # as local processes. Idempotent: a second run on a warm machine takes seconds.
 #
-#   apt:   rabbitmq-server, nats-server, beanstalkd, redis-server, redis-tools, tmux (the stat --watch terminal
+#   apt:   rabbitmq-server, nats-server, beanstalkd, redis-server, redis-tools, postgresql, tmux (the stat --watch terminal
 #          test) and chromium
 #          (the dashboard's browser tests, driven by Playwright) (skipped when installed)
 #   maven: Apache Kafka (KRaft) and ElasticMQ runtime classpaths, copied into
@@ -35,7 +35,7 @@ is_installed() {
 }
 
 apt_missing=()
-for pkg in rabbitmq-server nats-server beanstalkd redis-server redis-tools tmux chromium; do
+for pkg in rabbitmq-server nats-server beanstalkd redis-server redis-tools postgresql tmux chromium; do
     is_installed "$pkg" || apt_missing+=("$pkg")
 done
 command -v java >/dev/null 2>&1 || apt_missing+=(openjdk-17-jre-headless)

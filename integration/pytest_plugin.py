@@ -21,6 +21,8 @@ Fixtures (session scope unless said otherwise):
 ``pubsub_project``         the project id to use with the emulator
 ``beanstalk_broker``       Broker for beanstalkd (binlog on)
 ``beanstalk_addr``         ``tcp://127.0.0.1:<port>``
+``postgres_broker``        Broker for PostgreSQL (a cluster of Debian's ``initdb``)
+``postgres_dsn``           ``postgresql://rrjobs:<password>@127.0.0.1:<port>/postgres``
 ``amqp_tls_broker``        Broker for RabbitMQ with TLS only (``broker.tls``: certificates,
                            user and password); started only by the tests that ask for it
 ``nats_tls_broker``        Broker for NATS with TLS (client certificate) and user/password
@@ -41,9 +43,9 @@ Fixtures (session scope unless said otherwise):
 =========================  ===================================================================
 
 A test that uses a broker fixture also gets that broker's marker (``amqp``, ``kafka``,
-``nats``, ``sqs``, ``pubsub``, ``beanstalk``, ``redis``), so ``pytest -m kafka`` selects it. A
-broker that cannot be had skips its tests with the reason; with ``RRJOBS_REQUIRE_BROKERS=1``
-that is a failure.
+``nats``, ``sqs``, ``pubsub``, ``beanstalk``, ``redis``, ``postgres``), so
+``pytest -m kafka`` selects it. A broker that cannot be had skips its tests with the
+reason; with ``RRJOBS_REQUIRE_BROKERS=1`` that is a failure.
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ BROKER_FIXTURES: dict[str, tuple[str | None, str]] = {
     "redis_url": ("redis", "redis"),
     "redis_tls_broker": ("redis-tls", "redis"),
     "redis_cluster_broker": ("redis-cluster", "redis"),
+    "postgres_broker": ("postgres", "postgres"),
+    "postgres_dsn": ("postgres", "postgres"),
     "amqp_tls_broker": ("amqp-tls", "amqp"),
     "nats_tls_broker": ("nats-tls", "nats"),
     "nats_creds_broker": ("nats-creds", "nats"),
@@ -207,6 +211,16 @@ def sqs_endpoint(request: pytest.FixtureRequest) -> SqsEndpoint:
     flavour: str = request.param
     broker: Broker = request.getfixturevalue(f"sqs_{flavour}_broker")
     return SqsEndpoint(url=broker.endpoint, flavour=flavour, broker=broker)
+
+
+@pytest.fixture(scope="session")
+def postgres_broker() -> Iterator[Broker]:
+    yield from _provide("postgres")
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(postgres_broker: Broker) -> str:
+    return postgres_broker.endpoint
 
 
 @pytest.fixture(scope="session")

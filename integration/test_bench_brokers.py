@@ -51,3 +51,10 @@ def test_beanstalk_bench_reads_rrjobs_beanstalk_addr(monkeypatch: pytest.MonkeyP
 def test_redis_bench_reads_rrjobs_redis_url(monkeypatch: pytest.MonkeyPatch,
                                             redis_url: str) -> None:
     bench(monkeypatch, "RRJOBS_REDIS_URL", redis_url, "redis", 300)
+
+
+@pytest.mark.postgres
+def test_postgres_bench_reads_rrjobs_postgres_dsn(monkeypatch: pytest.MonkeyPatch,
+                                                  postgres_dsn: str) -> None:
+    data = bench(monkeypatch, "RRJOBS_POSTGRES_DSN", postgres_dsn, "postgres", 300)
+    assert "asyncpg" in data["baseline"]

@@ -41,6 +41,7 @@ def test_compose_images_match_the_testcontainers_pins() -> None:
         pins.PUBSUB_IMAGE,
         pins.BEANSTALK_IMAGE,
         pins.REDIS_IMAGE,
+        pins.POSTGRES_IMAGE,
     }
     for name, service in compose["services"].items():
         assert "healthcheck" in service, name

@@ -20,6 +20,7 @@ from integration.pytest_plugin import (  # noqa: F401  (fixtures, by name)
     beanstalk_broker,
     kafka_broker,
     nats_broker,
+    postgres_broker,
     pubsub_broker,
     redis_broker,
     sqs_elasticmq_broker,
@@ -41,6 +42,7 @@ BROKER_FIXTURE = {
     "google_pub_sub": "pubsub_broker",
     "beanstalk": "beanstalk_broker",
     "redis": "redis_broker",
+    "postgres": "postgres_broker",
 }
 
 

@@ -24,7 +24,7 @@ from rrjobs import Client
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
 
-BROKER_DRIVERS = ("amqp", "kafka", "nats", "sqs", "beanstalk", "redis")
+BROKER_DRIVERS = ("amqp", "kafka", "nats", "sqs", "beanstalk", "redis", "postgres")
 DURABLE_DRIVERS = [d for d in workload.DRIVERS if d in DURABLE]
 #: The lease of the drivers that have one, in these tests: a job held by a killed consumer
 #: comes back after it.
@@ -88,7 +88,7 @@ async def broker_killed(
 
 # --------------------------------------------------------------------------- 1: broker kill
 @pytest.mark.parametrize(
-    "driver", workload.matrix(BROKER_DRIVERS, short=("nats", "beanstalk", "redis"))
+    "driver", workload.matrix(BROKER_DRIVERS, short=("nats", "beanstalk", "redis", "postgres"))
 )
 async def test_broker_killed_and_restarted(
     driver: str,
@@ -221,7 +221,7 @@ def steady(times: list[float], start: float) -> dict[str, object]:
 
 # --------------------------------------------------------------------------- 5: slow handler
 #: The drivers with a lease the worker pool extends (``lease_extension``).
-LEASED = ("sqlite", "nats", "sqs", "google_pub_sub", "beanstalk")
+LEASED = ("sqlite", "nats", "sqs", "google_pub_sub", "beanstalk", "postgres")
 SHORT_LEASE = 2.0
 
 

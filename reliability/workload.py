@@ -52,7 +52,7 @@ APP = "reliability.ledger_app:app"
 
 #: The drivers, in the table's order.
 DRIVERS: tuple[str, ...] = ("memory", "sqlite", "amqp", "kafka", "nats", "sqs", "google_pub_sub",
-                            "beanstalk", "redis")
+                            "beanstalk", "redis", "postgres")
 #: The harness broker (``integration.brokers`` name) of each broker driver.
 BROKERS: dict[str, str] = {
     "amqp": "amqp",
@@ -62,6 +62,7 @@ BROKERS: dict[str, str] = {
     "google_pub_sub": "pubsub",
     "beanstalk": "beanstalk",
     "redis": "redis",
+    "postgres": "postgres",
 }
 #: Drivers whose jobs outlive the process that serves them.
 DURABLE: frozenset[str] = frozenset(DRIVERS) - {"memory"}
@@ -160,6 +161,8 @@ class Pipe:
             base = {"tube": name, "prefetch": 100, "reserve_timeout": 1}
         elif self.driver == "redis":
             base = {"queue": name, "prefetch": 100}
+        elif self.driver == "postgres":
+            base = {"prefetch": 100, "poll_interval": "500ms"}
         else:
             raise ValueError(f"unknown driver {self.driver!r}; known: {', '.join(DRIVERS)}")
         return {**base, **self.options}
@@ -182,6 +185,8 @@ class Pipe:
             }
         if self.driver == "google_pub_sub":
             return {"google_pub_sub": {"endpoint": where, "insecure": True}}
+        if self.driver == "postgres":
+            return {"postgres": {"dsn": where}}
         return {}
 
     def pipeline(self) -> dict[str, Any]:
@@ -228,6 +233,8 @@ def lease_options(driver: str, seconds: float) -> dict[str, Any]:
         return {"lease": f"{seconds:g}s"}
     if driver == "nats":
         return {"ack_wait": f"{seconds:g}s"}
+    if driver == "postgres":
+        return {"visibility_timeout": f"{max(1.0, seconds):g}s"}
     if driver == "sqs":
         return {"visibility_timeout": max(1, round(seconds))}
     if driver == "redis":

@@ -19,6 +19,7 @@ from .beanstalk import BeanstalkSpec
 from .containers import docker_unavailable
 from .kafka import KafkaSpec, KafkaTlsSpec
 from .nats import NatsCredsSpec, NatsSpec, NatsTlsSpec
+from .postgres import PostgresSpec
 from .pubsub import PubSubSpec
 from .redis import RedisClusterSpec, RedisSpec, RedisTlsSpec
 from .sqs import SqsElasticMqSpec, SqsMotoSpec, SqsMotoTlsSpec
@@ -35,6 +36,7 @@ SPECS: dict[str, BrokerSpec] = {
         PubSubSpec(),
         BeanstalkSpec(),
         RedisSpec(),
+        PostgresSpec(),
     )
 }
 

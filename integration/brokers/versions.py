@@ -44,6 +44,7 @@ KAFKA_IMAGE = "apache/kafka:4.1.1"
 ELASTICMQ_IMAGE = "softwaremill/elasticmq-native:1.7.1"
 MOTO_IMAGE = "motoserver/moto:5.2.5"
 REDIS_IMAGE = "redis:7.0.15-alpine"  # Debian bookworm's redis-server is 7.0.15
+POSTGRES_IMAGE = "postgres:15.10-alpine"
 PUBSUB_IMAGE = "gcr.io/google.com/cloudsdktool/google-cloud-cli:528.0.0-emulators"
 # beanstalkd has no official image: Debian's, with Debian's beanstalkd package installed
 # at start (the package the local process comes from), run as the harness runs it.

@@ -1,0 +1,136 @@
+"""The ``postgres`` driver beyond the conformance suite, against the harness's cluster:
+pushing inside the application's transaction (``push_in``), the LISTEN wake-up, the
+versioned schema, and the DSN's password kept out of every text."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped,unused-ignore]
+import pytest
+
+from rrjobs import App, Config, Job, Message
+from rrjobs.core.errors import ConfigError
+from rrjobs.drivers.postgres import create_table, push_in
+from rrjobs.drivers.postgres.schema import LATEST_VERSION
+from rrjobs.runtime.jobs import Jobs
+from tests.test_redaction import error_texts, log_texts
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
+
+
+def pipeline_config(dsn: str, name: str, **options: Any) -> Config:
+    return Config({"postgres": {"dsn": dsn}, "jobs": {
+        "timeout": 30, "consume": [name], "pool": {"num_workers": 2},
+        "pipelines": {name: {"driver": "postgres", "config": options}}}})
+
+
+@pytest.fixture
+async def conn(postgres_dsn: str) -> AsyncIterator[Any]:
+    connection = await asyncpg.connect(postgres_dsn)
+    await create_table(connection)
+    yield connection
+    await connection.close()
+
+
+def recorder() -> tuple[App, list[Job], asyncio.Event]:
+    app, seen, got = App(), list[Job](), asyncio.Event()
+
+    @app.handler("Order")
+    async def handle(job: Job) -> None:
+        seen.append(job)
+        got.set()
+
+    return app, seen, got
+
+
+async def test_a_job_pushed_in_a_rolled_back_transaction_never_exists_a_committed_one_is_handled(
+        postgres_dsn: str, conn: Any) -> None:
+    name = f"tx-{uuid.uuid4().hex[:10]}"
+    app, seen, got = recorder()
+    async with Jobs(pipeline_config(postgres_dsn, name, poll_interval="20s"), app) as jobs:
+        with pytest.raises(RuntimeError, match="order refused"):
+            async with conn.transaction():
+                await push_in(conn, Message("Order", b"rolled back", name))
+                raise RuntimeError("order refused")
+        async with conn.transaction():
+            await push_in(conn, Message("Order", b"committed", name, headers={"k": ["v"]}))
+            await asyncio.sleep(0.3)
+            assert not seen  # not before the commit
+        async with asyncio.timeout(10):  # the NOTIFY of the commit wakes the consumer
+            await got.wait()
+        await asyncio.sleep(0.5)
+        (stat,) = await jobs.stat()
+    assert [(j.payload, j.headers.get("k"), j.priority) for j in seen] == [
+        (b"committed", ["v"], 10)]
+    assert (stat.state.active, stat.state.reserved, stat.state.delayed) == (0, 0, 0)
+    assert await conn.fetchval("SELECT count(*) FROM rrjobs_jobs WHERE pipeline = $1", name) == 0
+
+
+async def test_push_in_keeps_the_delay_and_the_pipelines_priority(
+        postgres_dsn: str, conn: Any) -> None:
+    name = f"txd-{uuid.uuid4().hex[:10]}"
+    app, seen, got = recorder()
+    async with Jobs(pipeline_config(postgres_dsn, name, priority=3), app):
+        started = asyncio.get_running_loop().time()
+        await push_in(conn, Message("Order", b"later", name, delay=1.0))
+        async with asyncio.timeout(10):
+            await got.wait()
+        waited = asyncio.get_running_loop().time() - started
+    assert waited >= 1.0
+    assert [(j.payload, j.priority) for j in seen] == [(b"later", 3)]
+
+
+async def test_push_in_refuses_a_job_without_a_pipeline_or_a_bad_table(conn: Any) -> None:
+    with pytest.raises(ValueError, match="names no pipeline"):
+        await push_in(conn, Message("Order", b"x", ""))
+    with pytest.raises(ValueError, match="not a valid table name"):
+        await push_in(conn, Message("Order", b"x", "p"), table='x"; DROP TABLE y; --')
+
+
+async def test_a_newer_schema_or_a_foreign_table_is_refused_at_the_table_key(
+        postgres_dsn: str, conn: Any) -> None:
+    newer, foreign = f"t_{uuid.uuid4().hex[:10]}", f"t_{uuid.uuid4().hex[:10]}"
+    await create_table(conn, newer)
+    await conn.execute("UPDATE rrjobs_schema SET version = $2 WHERE name = $1", newer,
+                       LATEST_VERSION + 1)
+    await conn.execute(f"CREATE TABLE {foreign} (x int)")
+    for table, why in ((newer, "newer than this rrjobs"), (foreign, "not made by rrjobs")):
+        app, _, _ = recorder()
+        jobs = Jobs(pipeline_config(postgres_dsn, "p", table=table), app)
+        with pytest.raises(ConfigError, match=why) as err:
+            await jobs.start()
+        await jobs.stop()
+        assert "jobs.pipelines.p.config.table" in str(err.value)
+
+
+async def test_the_password_never_shows_in_reprs_logs_or_errors(
+        postgres_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    # the harness makes a fresh password per start: postgresql://rrjobs:<it>@host:port/db
+    password = postgres_dsn.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    assert len(password) >= 16
+    name = f"pw-{uuid.uuid4().hex[:10]}"
+    app, _, got = recorder()
+    texts: list[str] = []
+    config = pipeline_config(postgres_dsn, name)
+    async with Jobs(config, app) as jobs:
+        await jobs.push(Message("Order", b"x", name))
+        async with asyncio.timeout(10):
+            await got.wait()
+        stats = await jobs.stat()
+        entry = jobs.entries()[0]
+        texts += [repr(stats), repr(jobs.config), repr(entry.pipeline), repr(entry.driver),
+                  repr(getattr(entry.driver, "section", None))]
+    wrong = postgres_dsn.replace(password, "Wrong" + password)
+    bad = Jobs(pipeline_config(wrong, name), App())
+    with pytest.raises(Exception) as err:
+        await bad.start()
+    await bad.stop()
+    texts += error_texts(err.value) + log_texts(caplog.records)
+    assert "password authentication failed" in " ".join(error_texts(err.value))
+    assert [t for t in texts if password in t] == []

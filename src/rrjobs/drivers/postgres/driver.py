@@ -1,0 +1,376 @@
+"""The ``postgres`` driver: durable jobs in a PostgreSQL table, through asyncpg.
+
+``push`` → INSERT (committed, then NOTIFY) → the consumer reserves ready rows with
+``FOR UPDATE SKIP LOCKED`` in priority then FIFO order while fewer than ``prefetch``
+are out → priority queue → handler → ack = DELETE (batched). A reservation is a
+lease: ``available_at`` moves to its end, and a row whose consumer died comes back
+when it passes. Delays are the same column. Consumers wait on LISTEN (one
+connection each), with ``poll_interval`` as the fallback. Guarantees and options:
+``docs/drivers/postgres.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, ClassVar
+
+import asyncpg  # type: ignore[import-untyped,unused-ignore]
+
+from rrjobs.core.base import describe_error
+from rrjobs.core.batcher import Batcher
+from rrjobs.core.capabilities import Capabilities
+from rrjobs.core.constructor import DriverConstructor
+from rrjobs.core.delays import MILLISECOND, whole_millis
+from rrjobs.core.errors import AckLostError, ConfigError, PipelineStateError
+from rrjobs.core.headers import (
+    DEDUCED_BY_RR,
+    Headers,
+    headers_from_json,
+    headers_json,
+    normalize_headers,
+)
+from rrjobs.core.job import Job
+from rrjobs.core.message import Message, new_id
+from rrjobs.core.pipeline import Pipeline
+from rrjobs.core.pull import PullDriver
+from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.state import State
+from rrjobs.drivers.postgres.config import PostgresOptions, PostgresSection
+from rrjobs.drivers.postgres.deadletters import PostgresDeadLetters
+from rrjobs.drivers.postgres.queries import queries
+from rrjobs.drivers.postgres.schema import SchemaError, migrate, names
+
+#: The largest payload accepted (a row is read whole by its reservation).
+MAX_PAYLOAD = 64 * 1024 * 1024
+#: At most this many jobs go in one INSERT, one reservation or one DELETE.
+BATCH = 500
+
+CAPABILITIES = Capabilities(durable=True, max_payload=MAX_PAYLOAD, lease_extension=True,
+                            redelivery_on_crash=True, delay_granularity=MILLISECOND)
+
+#: A job's handle: its row's ``(seq, deliveries)``, the reservation it came with.
+Handle = tuple[int, int]
+
+
+def encode_headers(headers: Headers) -> str:
+    return headers_json(headers) if headers else "{}"
+
+
+def decode_headers(text: str) -> Headers:
+    """The ``headers`` column: a JSON object of string lists (RoadRunner's
+    ``rr_headers``); another program's unreadable or oversized headers raise."""
+    if text == "{}" or not text:
+        return {}
+    parsed = headers_from_json(text)
+    if parsed is None:
+        raise ValueError("the headers column is not a JSON object")
+    return normalize_headers(parsed)
+
+
+def insert_args(pipeline: str, msgs: Sequence[Message], channel: str) -> tuple[Any, ...]:
+    """The arguments of :attr:`Queries.insert` for ``msgs`` (priority 0: the pipeline's)."""
+    return (pipeline, [m.id for m in msgs], [m.name for m in msgs],
+            [bytes(m.payload) for m in msgs], [encode_headers(m.headers) for m in msgs],
+            [m.priority or None for m in msgs], [m.auto_ack for m in msgs],
+            [whole_millis(m.delay) for m in msgs], channel)
+
+
+class PostgresDriver(PullDriver):
+    """One pipeline in a PostgreSQL jobs table. Never blocks the loop; ``push``,
+    ``nack``, ``requeue`` and ``extend_lease`` return once committed, ``ack`` once
+    queued (see :meth:`ack_now`)."""
+
+    name: ClassVar[str] = "postgres"
+    capabilities = CAPABILITIES
+
+    def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: PostgresOptions,
+                 section: PostgresSection) -> None:
+        super().__init__(pipeline, queue, options.prefetch)
+        self.options = options
+        self.section = section
+        self.priority = options.priority
+        if options.dead_letter:
+            self.capabilities = replace(CAPABILITIES, dead_letter=True, dead_letter_read=True)
+        self.sql = queries(options.table)
+        if options.dead_letter:
+            self.dead_letters = PostgresDeadLetters(self.pipeline_name, self.priority,
+                                                    self.sql, self._pool, decode_headers)
+        self.channel = names(options.table).channel
+        #: the holder of this driver's reservations
+        self.owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
+        self._lease_ms = whole_millis(options.visibility_timeout)
+        self.pool: Any = None
+        self._listener: Any = None
+        self._listen_failed = False
+        self._wake = asyncio.Event()
+        #: reserved jobs not settled (queued or in a handler), by seq
+        self._held: dict[int, Job] = {}
+        #: single pushes of one loop turn go in one INSERT
+        self._inserts: Batcher[Message, None] = Batcher(self._insert, BATCH, section.pool_size)
+        self._acks = self.settlement_batcher(self._delete, "acknowledging", BATCH, 2)
+
+    @property
+    def dsn(self) -> str:
+        return self.section.dsn.get_secret_value()
+
+    async def open(self, where: str) -> None:
+        """Connect, create or migrate the table, record the pipeline's priority."""
+        try:
+            self.pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=self.section.pool_size,
+                server_settings={"application_name": "rrjobs"})
+            async with self.pool.acquire() as conn:
+                await migrate(conn, self.options.table)
+                await conn.execute(self.sql.register, self.pipeline_name, self.priority)
+        except SchemaError as exc:
+            raise ConfigError(f"{where}.table", str(exc)) from None
+
+    # -- pushing ------------------------------------------------------------------------
+
+    async def _send(self, msg: Message) -> None:
+        await self._inserts.submit(msg)
+
+    async def _send_batch(self, msgs: Sequence[Message]) -> None:
+        for start in range(0, len(msgs), BATCH):
+            await self._insert(msgs[start:start + BATCH])
+
+    async def _insert(self, msgs: Sequence[Message]) -> list[None]:
+        await self.pool.execute(self.sql.insert,
+                                *insert_args(self.pipeline_name, msgs, self.channel))
+        return [None] * len(msgs)
+
+    # -- consuming ----------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """One LISTEN connection, made again after it broke; if LISTEN cannot be had
+        (a pooler in transaction mode), the consumer polls (one WARNING)."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        self._listener = None
+        try:
+            conn = await asyncpg.connect(self.dsn,
+                                         server_settings={"application_name": "rrjobs"})
+            await conn.add_listener(self.channel, self._notified)
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            if not self._listen_failed:
+                self._listen_failed = True
+                self.log.warning("pipeline %r: LISTEN failed, polling every %gs: %s",
+                                 self.pipeline_name, self.options.poll_interval,
+                                 describe_error(exc))
+            return
+        self._listen_failed = False
+        self._listener = conn
+        self._wake.set()  # pushes made while it was away: look once
+
+    def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        if payload == self.pipeline_name:
+            self._wake.set()
+
+    async def fetch(self, max_messages: int) -> Sequence[Any]:
+        """Reserve up to ``max_messages`` ready jobs; with none, wait for a NOTIFY,
+        the next due job or lease end, or ``poll_interval``."""
+        await self._listen()
+        self._wake.clear()
+        task = asyncio.ensure_future(self.pool.fetch(
+            self.sql.reserve, self.pipeline_name, min(max_messages, BATCH), self.owner,
+            self._lease_ms))
+        try:
+            rows = await asyncio.shield(task)
+        except asyncio.CancelledError:  # paused or stopped meanwhile: give them back
+            with contextlib.suppress(Exception):
+                if got := await task:
+                    await self._release([r[0] for r in got])
+            raise
+        self.connected = True
+        if rows:
+            return sorted(rows, key=lambda r: (r[5], r[0]))
+        wait = self.options.poll_interval
+        due = await self.pool.fetchval(self.sql.next_due, self.pipeline_name)
+        if due is not None:
+            wait = min(wait, max(0.0, due))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await self._wake.wait()
+        return ()
+
+    def _job(self, handle: Handle, job: Job) -> Job:
+        self._held[handle[0]] = job
+        return job
+
+    def decode(self, raw: Any) -> Job:
+        seq, id_, name, payload, headers, priority, auto_ack, deliveries = raw
+        return self._job((seq, deliveries), Job.make(
+            self, (seq, deliveries), id_ or new_id(), name or DEDUCED_BY_RR, payload,
+            decode_headers(headers), self.pipeline_name,
+            self.priority if priority is None else priority, auto_ack,
+            self.options.visibility_timeout))
+
+    def poison(self, raw: Any, reason: str) -> Job:
+        handle = (raw[0], raw[7])
+        return self._job(handle, self.poison_job(handle, raw[3], reason,
+                                                 lease=self.options.visibility_timeout))
+
+    async def give_back(self, jobs: Sequence[Job]) -> None:
+        """Jobs taken back at pause or stop are released, ready at once in their places."""
+        seqs = [job.handle[0] for job in jobs if job.settled is None]
+        for seq in seqs:
+            self._held.pop(seq, None)
+        if seqs:
+            try:
+                await self._release(seqs)
+            except Exception as exc:  # they come back when their lease ends
+                self.log.warning("pipeline %r: giving %d jobs back failed (they return "
+                                 "when their lease ends): %s", self.pipeline_name, len(seqs),
+                                 describe_error(exc))
+
+    async def _release(self, seqs: list[int]) -> None:
+        await self.pool.fetchval(self.sql.release, seqs, self.owner, self.channel,
+                                 self.pipeline_name)
+
+    async def _renew(self) -> None:
+        """Every visibility_timeout/3, renew the leases of the jobs waiting in the
+        priority queue (a handler's job only through ``Job.extend_lease``: a stuck
+        holder loses it)."""
+        while True:
+            await asyncio.sleep(self.options.visibility_timeout / 3)
+            seqs = [j.handle[0] for j in self.queue
+                    if j.settler is self and self._held.get(j.handle[0]) is j]
+            if seqs:
+                try:
+                    await self.pool.execute(self.sql.renew, seqs, self.owner, self._lease_ms)
+                except Exception as exc:
+                    self.log.warning("pipeline %r: renewing %d reservations failed: %s",
+                                     self.pipeline_name, len(seqs), describe_error(exc))
+
+    async def _start_consuming(self) -> None:
+        await super()._start_consuming()
+        if not self.supervisor.running("renew"):
+            self.supervisor.start("renew", self._renew)
+
+    async def _close(self) -> None:
+        await self.supervisor.stop()
+        self._held.clear()
+        pool, self.pool = self.pool, None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                await listener.close(timeout=2)
+        if pool is None:
+            return
+        try:
+            await self.bounded(self._acks.drain(), "acknowledging")
+            await self.bounded(self._inserts.drain(), "pushing")
+            await self.bounded(pool.fetchval(self.sql.release_all, self.pipeline_name,
+                                             self.owner, self.channel),
+                               "giving unsettled jobs back")
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pool.close(), 5)
+            pool.terminate()
+
+    # -- settling -----------------------------------------------------------------------
+
+    def _check(self, job: Job) -> Handle:
+        self.check_not_stopped(job)
+        handle: Handle = job.handle
+        if self._held.get(handle[0]) is not job:
+            raise AckLostError(f"job {job.id}: its reservation was lost (its lease expired "
+                               "and it was delivered again, or a pause gave it back)")
+        return handle
+
+    def _done(self, job: Job) -> None:
+        if self._held.get(job.handle[0]) is job:
+            del self._held[job.handle[0]]
+        self.settled(job)
+
+    def _lost(self, job: Job) -> AckLostError:
+        return AckLostError(f"job {job.id}: its reservation was lost (lease expired)")
+
+    async def _delete(self, handles: Sequence[Handle]) -> list[None]:
+        """One ``DELETE`` of the acks ``handles``; those whose reservation was gone
+        (its lease ended, the job was delivered again) are logged together."""
+        deleted = await self.pool.fetch(self.sql.ack, [h[0] for h in handles],
+                                        [h[1] for h in handles], self.owner)
+        if len(deleted) < len(handles):
+            self.log.warning("pipeline %r: %d acknowledged jobs had lost their reservation "
+                             "(lease expired): they are delivered again",
+                             self.pipeline_name, len(handles) - len(deleted))
+        return [None] * len(handles)
+
+    def ack_now(self, job: Job) -> None:
+        """Delete the job's row. Returns once the delete is queued, not committed: it
+        goes with the acks of the same moment in one ``DELETE`` (milliseconds). Should
+        the process or the server die in between, the job is delivered again
+        (at-least-once; nothing is lost). Never blocks."""
+        handle = self._check(job)
+        self._acks.post(handle)
+        self._done(job)
+
+    async def dead_letter(self, job: Job) -> None:
+        seq, deliveries = self._check(job)
+        try:
+            if self.options.dead_letter:
+                status = await self.pool.execute(self.sql.dead_letter, seq, deliveries,
+                                                 self.owner, encode_headers(job.headers))
+                moved = status.endswith(" 1")
+            else:
+                moved = (await self.pool.execute(self.sql.delete, seq, deliveries,
+                                                 self.owner)).endswith(" 1")
+                self.dropped(job, "dead_letter")
+        finally:
+            self._done(job)
+        if not moved:
+            raise self._lost(job)
+
+    async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
+        seq, deliveries = self._check(job)
+        try:
+            moved = await self.pool.fetchval(
+                self.sql.requeue, seq, deliveries, self.owner, encode_headers(headers),
+                whole_millis(delay), self.channel, self.pipeline_name)
+        finally:
+            self._done(job)
+        if not moved:
+            raise self._lost(job)
+
+    async def extend(self, job: Job, seconds: float) -> None:
+        seq, deliveries = self._check(job)
+        status = await self.pool.execute(self.sql.extend, seq, deliveries, self.owner,
+                                         whole_millis(seconds))
+        if not status.endswith(" 1"):
+            raise self._lost(job)
+
+    def _pool(self) -> Any:
+        if self.pool is None:
+            raise PipelineStateError(f"pipeline {self.pipeline_name!r} is stopped")
+        return self.pool
+
+    # -- state ----------------------------------------------------------------------------
+
+    async def state(self) -> State:
+        await self._acks.drain()  # acks made before this call are counted
+        if self.pool is not None:
+            row = await self.pool.fetchrow(self.sql.counts, self.pipeline_name)
+        else:
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                row = await conn.fetchrow(self.sql.counts, self.pipeline_name)
+            finally:
+                await conn.close()
+        ready, delayed, reserved = row
+        queued = self.lane.queued
+        return self.state_of(self.options.table, ready + queued, delayed,
+                             max(0, reserved - queued))
+
+
+class PostgresConstructor(DriverConstructor):
+    """Builds ``postgres`` drivers. Registered as the ``postgres`` entry point."""
+
+    driver_class = PostgresDriver
+    options_model = PostgresOptions
+    section_model = PostgresSection
