@@ -1,6 +1,6 @@
 """rrjobs with ``rrjobs serve --processes N`` on RabbitMQ (``--variant p1-light``,
 ``p2-light``, ``p1-cpu``, ``p2-cpu``): N runtime processes under one supervisor consume the
-pipeline; ``light`` handlers only parse the JSON, ``cpu`` ones spin 1 ms on the CPU
+pipeline; ``light`` handlers only parse the JSON, ``cpu`` ones spin for 1 ms of CPU time
 (``processes_app.py``). Runs in the project's venv.
 
 This process pushes with ``push_batch`` of ``--batch`` through a runtime of its own (no
@@ -124,7 +124,7 @@ async def main() -> None:
     settings: dict[str, Any] = {
         "driver": "amqp", "push": f"push_batch({args.batch})", "publisher_confirms": True,
         "ack": "after handler", "persistent": True, "processes": processes,
-        "handler": f"busy {BUSY_MS:g} ms" if kind == "cpu" else "json only",
+        "handler": f"busy {BUSY_MS:g} ms of thread CPU" if kind == "cpu" else "json only",
         "handled_per_process": sorted(len(o["seen"]) for o in outs)}
     common.emit(common.result(args, "rrjobs", broker="rabbitmq", enqueue=produced, rec=rec,
                               settings=settings, cpu=cpu))
