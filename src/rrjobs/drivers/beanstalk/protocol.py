@@ -142,6 +142,8 @@ class Connection:
         self._waiting: collections.deque[tuple[asyncio.Future[Reply], str]] = (
             collections.deque())
         self._closed: BaseException | None = None
+        #: commands written in this turn of the event loop, sent together by _flush
+        self._out: list[bytes] = []
         self._task = asyncio.get_running_loop().create_task(self._read_loop(),
                                                             name="beanstalk-reader")
 
@@ -158,6 +160,7 @@ class Connection:
 
     async def close(self) -> None:
         """Close the connection; commands waiting fail with :class:`ConnectionLost`."""
+        self._flush()  # what was posted is still sent
         self._fail(ConnectionLost("connection closed"))
         self._task.cancel()
         with contextlib.suppress(BaseException):
@@ -231,11 +234,21 @@ class Connection:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         name = command.split(b" ", 1)[0].decode("ascii", "replace")
         self._waiting.append((future, name))
+        out = self._out
+        if not out:
+            asyncio.get_running_loop().call_soon(self._flush)
         if body is None:
-            self._writer.write(command + b"\r\n")
+            out.append(command + b"\r\n")
         else:
-            self._writer.writelines((command, b"\r\n", body, b"\r\n"))
+            out.extend((command, b"\r\n", body, b"\r\n"))
         return future
+
+    def _flush(self) -> None:
+        """Write the commands of this turn in one send (a syscall each costs more than
+        the command itself)."""
+        out, self._out = self._out, []
+        if out and self._closed is None:
+            self._writer.write(b"".join(out))
 
     async def call(self, command: bytes, body: bytes | None = None) -> Reply:
         """Send one command (and its body), return its reply; the protocol's error
@@ -256,6 +269,7 @@ class Connection:
 
     async def drain(self) -> None:
         """Wait until the written commands left the write buffer (flow control)."""
+        self._flush()
         await self._writer.drain()
 
     # -- commands -----------------------------------------------------------------------
@@ -272,7 +286,7 @@ class Connection:
         Raises the first failure once every reply has arrived."""
         futures = [self._send(b"put %d %d %d %d" % (pri, delay, ttr, len(body)), body)
                    for body, pri, delay, ttr in jobs]
-        await self._writer.drain()
+        await self.drain()
         replies = await asyncio.gather(*futures, return_exceptions=True)
         ids: list[int] = []
         for reply in replies:
