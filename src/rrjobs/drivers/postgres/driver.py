@@ -47,8 +47,10 @@ from rrjobs.drivers.postgres.schema import SchemaError, migrate, names
 
 #: The largest payload accepted (a row is read whole by its reservation).
 MAX_PAYLOAD = 64 * 1024 * 1024
-#: At most this many jobs go in one INSERT, one reservation or one DELETE.
+#: At most this many jobs go in one reservation or one DELETE.
 BATCH = 500
+#: At most this many jobs go in one INSERT (a push_batch of rrjobs' default chunk in one).
+INSERT_BATCH = 1000
 
 CAPABILITIES = Capabilities(durable=True, max_payload=MAX_PAYLOAD, lease_extension=True,
                             redelivery_on_crash=True, delay_granularity=MILLISECOND)
@@ -105,6 +107,8 @@ class PostgresDriver(PullDriver):
         self.owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
         self._lease_ms = whole_millis(options.visibility_timeout)
         self.pool: Any = None
+        #: reservations and acks: commits that do not wait for the WAL flush (see open)
+        self.relaxed: Any = None
         self._listener: Any = None
         self._listen_failed = False
         self._wake = asyncio.Event()
@@ -124,6 +128,12 @@ class PostgresDriver(PullDriver):
             self.pool = await asyncpg.create_pool(
                 self.dsn, min_size=1, max_size=self.section.pool_size,
                 server_settings={"application_name": "rrjobs"})
+            # A reservation or an ack lost to a crash of the server in the few ms before
+            # its WAL is flushed only makes the job come again (at-least-once); the next
+            # durable commit flushes them. Pushes, requeues and dead letters wait.
+            self.relaxed = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=3,  # the reservation and two ack batches
+                server_settings={"application_name": "rrjobs", "synchronous_commit": "off"})
             async with self.pool.acquire() as conn:
                 await migrate(conn, self.options.table)
                 await conn.execute(self.sql.register, self.pipeline_name, self.priority)
@@ -136,8 +146,8 @@ class PostgresDriver(PullDriver):
         await self._inserts.submit(msg)
 
     async def _send_batch(self, msgs: Sequence[Message]) -> None:
-        for start in range(0, len(msgs), BATCH):
-            await self._insert(msgs[start:start + BATCH])
+        for start in range(0, len(msgs), INSERT_BATCH):
+            await self._insert(msgs[start:start + INSERT_BATCH])
 
     async def _insert(self, msgs: Sequence[Message]) -> list[None]:
         await self.pool.execute(self.sql.insert,
@@ -176,7 +186,7 @@ class PostgresDriver(PullDriver):
         the next due job or lease end, or ``poll_interval``."""
         await self._listen()
         self._wake.clear()
-        task = asyncio.ensure_future(self.pool.fetch(
+        task = asyncio.ensure_future(self.relaxed.fetch(
             self.sql.reserve, self.pipeline_name, min(max_messages, BATCH), self.owner,
             self._lease_ms))
         try:
@@ -190,7 +200,7 @@ class PostgresDriver(PullDriver):
         if rows:
             return sorted(rows, key=lambda r: (r[5], r[0]))
         wait = self.options.poll_interval
-        due = await self.pool.fetchval(self.sql.next_due, self.pipeline_name)
+        due = await self.relaxed.fetchval(self.sql.next_due, self.pipeline_name)
         if due is not None:
             wait = min(wait, max(0.0, due))
         with contextlib.suppress(TimeoutError):
@@ -229,7 +239,7 @@ class PostgresDriver(PullDriver):
                                  describe_error(exc))
 
     async def _release(self, seqs: list[int]) -> None:
-        await self.pool.fetchval(self.sql.release, seqs, self.owner, self.channel,
+        await self.relaxed.fetchval(self.sql.release, seqs, self.owner, self.channel,
                                  self.pipeline_name)
 
     async def _renew(self) -> None:
@@ -242,7 +252,7 @@ class PostgresDriver(PullDriver):
                     if j.settler is self and self._held.get(j.handle[0]) is j]
             if seqs:
                 try:
-                    await self.pool.execute(self.sql.renew, seqs, self.owner, self._lease_ms)
+                    await self.relaxed.execute(self.sql.renew, seqs, self.owner, self._lease_ms)
                 except Exception as exc:
                     self.log.warning("pipeline %r: renewing %d reservations failed: %s",
                                      self.pipeline_name, len(seqs), describe_error(exc))
@@ -255,23 +265,25 @@ class PostgresDriver(PullDriver):
     async def _close(self) -> None:
         await self.supervisor.stop()
         self._held.clear()
-        pool, self.pool = self.pool, None
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(Exception):
                 await listener.close(timeout=2)
-        if pool is None:
-            return
+        pool, relaxed = self.pool, self.relaxed
         try:
-            await self.bounded(self._acks.drain(), "acknowledging")
-            await self.bounded(self._inserts.drain(), "pushing")
-            await self.bounded(pool.fetchval(self.sql.release_all, self.pipeline_name,
-                                             self.owner, self.channel),
-                               "giving unsettled jobs back")
+            if pool is not None:
+                await self.bounded(self._acks.drain(), "acknowledging")
+                await self.bounded(self._inserts.drain(), "pushing")
+                await self.bounded(pool.fetchval(self.sql.release_all, self.pipeline_name,
+                                                 self.owner, self.channel),
+                                   "giving unsettled jobs back")
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(pool.close(), 5)
-            pool.terminate()
+            self.pool = self.relaxed = None
+            for each in (pool, relaxed):
+                if each is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(each.close(), 5)
+                    each.terminate()
 
     # -- settling -----------------------------------------------------------------------
 
@@ -294,7 +306,7 @@ class PostgresDriver(PullDriver):
     async def _delete(self, handles: Sequence[Handle]) -> list[None]:
         """One ``DELETE`` of the acks ``handles``; those whose reservation was gone
         (its lease ended, the job was delivered again) are logged together."""
-        deleted = await self.pool.fetch(self.sql.ack, [h[0] for h in handles],
+        deleted = await self.relaxed.fetch(self.sql.ack, [h[0] for h in handles],
                                         [h[1] for h in handles], self.owner)
         if len(deleted) < len(handles):
             self.log.warning("pipeline %r: %d acknowledged jobs had lost their reservation "
