@@ -33,7 +33,7 @@ from reliability.workload import Fleet, Pipe, Producer, ids, mode, pipe, rates, 
 pytestmark = pytest.mark.toxiproxy
 
 #: The drivers with a network between them and their broker.
-NETWORKED: tuple[str, ...] = ("amqp", "kafka", "nats", "sqs", "google_pub_sub")
+NETWORKED: tuple[str, ...] = ("amqp", "kafka", "nats", "sqs", "google_pub_sub", "beanstalk")
 SIDES: tuple[str, ...] = ("producer", "consumer")
 FULL = mode() == "full"
 
