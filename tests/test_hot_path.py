@@ -8,10 +8,12 @@ or losing jobs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 import random
 import uuid
+from collections import deque
 from typing import Any
 
 import pytest
@@ -20,7 +22,7 @@ from rrjobs import App, Config, Jobs, Message
 from rrjobs.core.errors import JobAlreadySettledError, PipelineStateError
 from rrjobs.core.job import Job as MemoryJob
 from rrjobs.core.message import new_id
-from rrjobs.core.queue import PriorityQueue
+from rrjobs.core.queue import PriorityQueue, QueueFullError
 from rrjobs.drivers.memory import MemoryDriver
 
 
@@ -147,3 +149,54 @@ async def test_stop_during_a_batch_is_an_error_not_a_silent_loss() -> None:
         assert await jobs.destroy(["p"]) == ["p"]
         with pytest.raises(PipelineStateError, match="stopped while a batch was pushed"):
             await pushing
+
+
+@pytest.mark.parametrize("priorities", [[10], [1, 5], [3, 3, 7, 1]])
+def test_insert_from_is_inserts_one_by_one(priorities: list[int]) -> None:
+    rng = random.Random(5)
+    one, many = PriorityQueue(), PriorityQueue()
+    first = _Item(-1, priorities[0], "b")  # queued first: mixed buckets too
+    for q in (one, many):
+        q.insert_nowait(first)  # type: ignore[arg-type]
+    items = [_Item(n, rng.choice(priorities), rng.choice("aab")) for n in range(500)]
+    for it in items:
+        one.insert_nowait(it)  # type: ignore[arg-type]
+    ready = deque(items)
+    many.insert_from(ready, 300)  # type: ignore[arg-type]
+    assert len(ready) == 200 and ready[0] is items[300]
+    many.insert_from(ready, 200)  # type: ignore[arg-type]
+    assert not ready and len(many) == len(one) == 501
+    assert many.count("a") == one.count("a")
+    assert [many.extract_nowait() for _ in range(501)] == [
+        one.extract_nowait() for _ in range(501)]
+
+
+async def test_insert_from_wakes_a_getter_per_job_and_refuses_what_does_not_fit() -> None:
+    q = PriorityQueue(3)
+    getters = [asyncio.ensure_future(q.extract_min()) for _ in range(3)]
+    await asyncio.sleep(0)
+    ready = deque([_Item(n, 1, "a") for n in range(2)])
+    q.insert_from(ready, 2)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert sorted(g.result().n for g in getters if g.done()) == [0, 1]  # type: ignore[attr-defined]
+    assert not getters[2].done()
+    getters[2].cancel()
+    ready = deque([_Item(n, 1, "a") for n in range(4)])
+    with pytest.raises(QueueFullError):
+        q.insert_from(ready, 4)  # type: ignore[arg-type]
+    assert len(ready) == 4 and len(q) == 0  # nothing moved
+
+
+def test_message_keeps_its_fields_defaults_and_checks() -> None:
+    m = Message("n")
+    assert (m.payload, m.pipeline, m.headers, m.priority, m.delay, m.auto_ack) == (
+        b"", "", {}, 0, 0.0, False)
+    assert m.headers is not Message("n").headers  # a dict of its own
+    assert Message("n", id="x") == Message("n", id="x")
+    assert dataclasses.replace(m, priority=3).id == m.id
+    names = [f.name for f in dataclasses.fields(Message)]
+    assert names[:4] == ["name", "payload", "pipeline", "id"]
+    with pytest.raises(TypeError):
+        Message("n", "text")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        Message("n", delay=-1)

@@ -35,10 +35,8 @@ class IgnoresNackDriver(MemoryDriver):
 
 
 class DropsHeadersDriver(MemoryDriver):
-    def _job(self, msg):
-        job = super()._job(msg)
-        job.headers = {}
-        return job
+    def _take(self, msgs):
+        super()._take([replace(m, headers={}) for m in msgs])
 
 
 class IgnoresDelayDriver(MemoryDriver):

@@ -172,7 +172,7 @@ def run_one(cfg: Config, args: argparse.Namespace, url: str, pgid: int | None,
 
 FIELDS = ("enqueue_jobs_per_s", "consume_jobs_per_s", "end_to_end_jobs_per_s",
           "client_cpu_s_per_1000", "enqueue_cpu_s_per_1000", "broker_cpu_s_per_1000",
-          "latency_p50_ms", "latency_p99_ms")
+          "latency_p50_ms", "latency_p99_ms", "bare_queue_jobs_per_s", "bare_queue_ratio")
 
 
 def medians(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

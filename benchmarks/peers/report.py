@@ -174,7 +174,7 @@ def local_tables(table: dict[str, dict[str, Any]]) -> list[str]:
                        f"| {fmt(m.get('client_cpu_s_per_1000'), 3)} | {m['jobs']:,} "
                        f"| {m['runs']} |")
         out.append("")
-    return out + sqlite_statements(table)
+    return out + memory_statement(table) + sqlite_statements(table)
 
 
 def sqlite_statements(table: dict[str, dict[str, Any]]) -> list[str]:
@@ -244,6 +244,20 @@ def processes_tables(table: dict[str, dict[str, Any]]) -> list[str]:
                               f"**{r:.2f}x** 1 process (target {target:g}x: "
                               f"{'met' if r >= target else 'not met'}).")
     return [*out, "", *ratios, ""]
+
+
+def memory_statement(table: dict[str, dict[str, Any]]) -> list[str]:
+    """The memory driver against a bare ``asyncio.Queue`` loop run in the same process."""
+    ours = [m for m in table.values() if m["group"] == "memory" and m["system"] == "rrjobs"
+            and m.get("bare_queue_ratio") is not None]
+    if not ours:
+        return []
+    m = ours[0]
+    return [f"The memory driver end to end against a bare `asyncio.Queue` loop doing the same "
+            f"work (the payloads, the chunks, a consumer task per handler, the same handler), "
+            f"run after it in the same process: **{m['bare_queue_ratio']:.2f}x** "
+            f"(the median of the runs' ratios; the bare loop "
+            f"{fmt(m.get('bare_queue_jobs_per_s'))} jobs/s).", ""]
 
 
 def write_docs(table: dict[str, dict[str, Any]], results: Path, machine: dict[str, Any],

@@ -42,6 +42,33 @@ def pipeline_options(args: Any, driver: str, name: str, synchronous: str = "full
     return {}, {}
 
 
+async def bare_queue(args: Any) -> float:
+    """End-to-end jobs/s of a bare ``asyncio.Queue`` loop doing the memory run's work: the same
+    payloads built and pushed in chunks of ``--batch`` (the loop runs between chunks),
+    ``--concurrency`` consumer tasks, the same handler (:meth:`common.Recorder.handle_bytes`),
+    no rrjobs code. The memory variant runs it after rrjobs, in the same process."""
+    rec = common.Recorder(args.jobs)
+    done = common.awaitable(rec)
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def consume() -> None:
+        while True:
+            rec.handle_bytes(await queue.get())
+
+    consumers = [asyncio.create_task(consume()) for _ in range(args.concurrency)]
+    start = time.monotonic()
+    for first in range(0, args.jobs, args.batch):
+        for i in range(first, min(args.jobs, first + args.batch)):
+            queue.put_nowait(common.payload_bytes(i))
+        await asyncio.sleep(0)
+    await asyncio.wait_for(done, 600)
+    seconds = rec.last - start
+    for c in consumers:
+        c.cancel()
+    await asyncio.gather(*consumers, return_exceptions=True)
+    return args.jobs / seconds
+
+
 async def main() -> None:
     args = common.parse()
     driver, *flags = (args.variant or "amqp").split("-")
@@ -104,8 +131,13 @@ async def main() -> None:
     if driver == "sqlite":
         settings.update(journal_mode="wal", synchronous=synchronous, push_journal=journal)
     broker = {"amqp": "rabbitmq", "sqlite": "sqlite", "memory": "in-process"}[driver]
-    common.emit(common.result(args, "rrjobs", broker=broker, enqueue=produced, rec=rec,
-                              settings=settings))
+    line = common.result(args, "rrjobs", broker=broker, enqueue=produced, rec=rec,
+                         settings=settings)
+    if driver == "memory":  # the ratio to a bare asyncio.Queue loop, measured in this run
+        bare = await bare_queue(args)
+        line["bare_queue_jobs_per_s"] = bare
+        line["bare_queue_ratio"] = line["end_to_end_jobs_per_s"] / bare
+    common.emit(line)
 
 
 if __name__ == "__main__":

@@ -349,31 +349,49 @@ class BaseDriver(Driver):
 
     def prepare(self, msg: Message) -> Message:
         """Validate ``msg`` for this pipeline and fill in the inherited priority."""
+        self._prepare_all((msg,))
+        return msg
+
+    def prepare_batch(self, msgs: Sequence[Message]) -> list[Message]:
+        """:meth:`prepare` every message of ``msgs``, in one loop; a list of them.
+
+        Raises at the first message that fails a check (those before it are
+        prepared). A driver that overrides :meth:`prepare` has it called per message."""
+        if type(self).prepare is not BaseDriver.prepare:
+            return [self.prepare(m) for m in msgs]
+        self._prepare_all(msgs)
+        return list(msgs)
+
+    def _prepare_all(self, msgs: Sequence[Message]) -> None:
         if self.stopped:
             raise PipelineStateError(f"pipeline {self.pipeline_name!r} is stopped")
-        if msg.pipeline and msg.pipeline != self.pipeline_name:
-            raise PipelineStateError(
-                f"message for pipeline {msg.pipeline!r} pushed to {self.pipeline_name!r}"
-            )
-        msg.pipeline = self.pipeline_name
-        if msg.priority == 0:
-            msg.priority = self.priority
-        caps = self.capabilities
+        name, priority, caps = self.pipeline_name, self.priority, self.capabilities
+        limit = caps.max_payload
         # Each check is guarded by the condition it starts with, so that a plain
         # job (no delay, no payload limit, no headers) makes no call here.
-        if msg.delay > 0:
-            caps.check_delay(msg.delay, self.name)
-            if self.forwarded_from and not self.serving and not self._unserved_warned:
-                self._unserved_warned = True
-                self.log.warning(
-                    "pipeline %r: delayed jobs wait in %s until an rrjobs process that "
-                    "declares the pipeline forwards them (rrjobs serve, rrjobs forward); "
-                    "this one does not", self.pipeline_name, self.forwarded_from)
-        if caps.max_payload is not None:
-            caps.check_payload(len(msg.payload), self.name)
-        if msg.headers:
-            caps.check_headers(msg.headers, self.name)
-        return msg
+        for msg in msgs:
+            if msg.pipeline != name:
+                if msg.pipeline:
+                    raise PipelineStateError(
+                        f"message for pipeline {msg.pipeline!r} pushed to {name!r}")
+                msg.pipeline = name
+            if msg.priority == 0:
+                msg.priority = priority
+            if msg.delay > 0:
+                self._check_delay(msg.delay)
+            if limit is not None:
+                caps.check_payload(len(msg.payload), self.name)
+            if msg.headers:
+                caps.check_headers(msg.headers, self.name)
+
+    def _check_delay(self, delay: float) -> None:
+        self.capabilities.check_delay(delay, self.name)
+        if self.forwarded_from and not self.serving and not self._unserved_warned:
+            self._unserved_warned = True
+            self.log.warning(
+                "pipeline %r: delayed jobs wait in %s until an rrjobs process that "
+                "declares the pipeline forwards them (rrjobs serve, rrjobs forward); "
+                "this one does not", self.pipeline_name, self.forwarded_from)
 
     # -- the Driver interface -------------------------------------------------------------
 
@@ -381,7 +399,7 @@ class BaseDriver(Driver):
         await self._send(self.prepare(msg))
 
     async def push_batch(self, msgs: Sequence[Message]) -> None:
-        await self._send_batch([self.prepare(m) for m in msgs])
+        await self._send_batch(self.prepare_batch(msgs))
 
     async def serve(self) -> None:
         """Start the pipeline's background work (``_serve``) once; idempotent."""

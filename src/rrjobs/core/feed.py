@@ -50,20 +50,22 @@ class Feed:
     def pump(self) -> None:
         """Move ready jobs into the priority queue while the gate is open and there is
         room; when the queue is full, leave the rest to the mover."""
-        lane = self.lane
-        if not lane.is_open or self._blocked.is_set():
+        lane, ready = self.lane, self.ready
+        if not ready or not lane.is_open or self._blocked.is_set():
             return
-        ready, queue, counted = self.ready, lane.queue, self.counted
-        while ready and (counted or lane.out < lane.prefetch):
-            if queue.full():
-                self._blocked.set()
-                if not self.supervisor.running("mover"):  # stopped by take_back
-                    self.supervisor.start("mover", self._move)
-                return
-            if counted:
-                queue.insert_nowait(ready.popleft())
-            else:
-                lane.deliver_nowait(ready.popleft())
+        queue, counted = lane.queue, self.counted
+        n = len(ready) if counted else min(len(ready), lane.prefetch - lane.out)
+        if n <= 0:
+            return
+        room = queue.maxsize - len(queue)
+        moved = n if n <= room else room
+        queue.insert_from(ready, moved)
+        if not counted:
+            lane.take(moved)
+        if moved < n:  # the queue is full
+            self._blocked.set()
+            if not self.supervisor.running("mover"):  # stopped by take_back
+                self.supervisor.start("mover", self._move)
 
     async def _move(self) -> None:
         """The ``mover`` task: while blocked, wait for room and move ready jobs, then pump."""

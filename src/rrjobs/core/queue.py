@@ -167,6 +167,42 @@ class PriorityQueue:
         if self._getters:
             self._wake(self._getters)
 
+    def insert_from(self, jobs: deque[Job], n: int) -> None:
+        """Move the first ``n`` jobs of ``jobs`` into the queue, in their order, as
+        ``n`` calls of :meth:`insert_nowait` would; raise :class:`QueueFullError`
+        (moving none) when they do not all fit. A run of jobs of one pipeline and
+        priority whose bucket is solo costs one append per job."""
+        if n <= 0:
+            return
+        if self._len + n > self._maxsize:
+            raise QueueFullError(f"priority queue is full ({self._maxsize} jobs)")
+        pop, left = jobs.popleft, n
+        while left:
+            job = jobs[0]
+            prio, pipeline = job.priority, job.pipeline
+            bucket = self._buckets.get(prio)
+            if bucket is None or not bucket.active:
+                bucket = self._activate(prio, bucket)
+            solo = bucket.solo
+            if solo is None or solo.pipeline != pipeline:
+                self._insert_entry(bucket, pop())
+                left -= 1
+                solo = bucket.solo
+                if solo is None or solo.pipeline != pipeline:
+                    continue
+            append = solo.append
+            while left:
+                job = jobs[0]
+                if job.priority != prio or job.pipeline != pipeline:
+                    break
+                append(pop())
+                left -= 1
+        self._len += n
+        getters = self._getters
+        while getters and n:
+            self._wake(getters)
+            n -= 1
+
     def _insert_entry(self, bucket: _Bucket, job: Job) -> None:
         """Insert ``job`` into ``bucket`` other than onto its solo lane: an empty
         bucket becomes solo with the job's lane; a solo one of another pipeline

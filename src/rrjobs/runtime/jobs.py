@@ -30,6 +30,8 @@ from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import attrgetter
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +62,9 @@ from rrjobs.tracing import Tracing
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
+
+#: A message's pipeline (``push_batch`` groups consecutive messages by it).
+_pipeline_of = attrgetter("pipeline")
 log = logging.getLogger("rrjobs.runtime")
 
 #: A driver asking to restart within this many seconds of its last rebuild
@@ -424,15 +429,13 @@ class Jobs:
 
     async def push_batch(self, msgs: Sequence[Message]) -> None:
         """Push several jobs; consecutive jobs of one pipeline go in one driver batch."""
-        i = 0
         start = perf_counter()
-        while i < len(msgs):
-            j = i + 1
-            while j < len(msgs) and msgs[j].pipeline == msgs[i].pipeline:
-                j += 1
-            entry = self._entry(msgs[i].pipeline)
+        # groupby and attrgetter split the runs without a Python step per message
+        for pipeline, run in groupby(msgs, _pipeline_of):
+            entry = self._entry(pipeline)
             stats = entry.batch_pushes
-            chunk = msgs[i:j]
+            chunk = list(run)
+            n = len(chunk)
             try:
                 if self.tracing is None:
                     await entry.driver.push_batch(chunk)
@@ -440,13 +443,12 @@ class Jobs:
                     with self.tracing.publish(entry.name, entry.pipeline.driver(), chunk):
                         await entry.driver.push_batch(chunk)
             except BaseException:
-                stats.failed += j - i
+                stats.failed += n
                 raise
             end = perf_counter()
-            stats.observe(end - start, j - i)
+            stats.observe(end - start, n)
             start = end
-            entry.counters.pushed += j - i
-            i = j
+            entry.counters.pushed += n
 
     @asynccontextmanager
     async def _lifecycle_call(self, name: str) -> AsyncIterator[bool]:

@@ -92,13 +92,6 @@ class MemoryDriver(BaseDriver):
 
     # -- jobs in --------------------------------------------------------------------
 
-    def _job(self, msg: Message) -> Job:
-        payload, headers = msg.payload, msg.headers
-        return _make(self, None, msg.id, msg.name,
-                     payload if type(payload) is bytes else bytes(payload),
-                     {k: list(v) for k, v in headers.items()} if headers else {},
-                     self.pipeline_name, msg.priority, msg.auto_ack)
-
     def _accept(self, job: Job, delay: float) -> None:
         """Take ``job`` without waiting: onto the delay heap, or the feed (straight
         into the priority queue where there is room; a push never waits on consumers)."""
@@ -107,15 +100,33 @@ class MemoryDriver(BaseDriver):
         else:
             self.feed.add(job)
 
+    def _take(self, msgs: Sequence[Message]) -> None:
+        """A job of each message (its headers and a non-``bytes`` payload copied), onto
+        the delay heap or the feed's ready jobs; then the feed pumped once for all of
+        them (straight into the priority queue where there is room: a push never waits
+        on consumers)."""
+        name, ready, delayed = self.pipeline_name, self.feed.ready, self._delayed
+        for msg in msgs:
+            payload, headers = msg.payload, msg.headers
+            job = _make(self, None, msg.id, msg.name,
+                        payload if type(payload) is bytes else bytes(payload),
+                        {k: list(v) for k, v in headers.items()} if headers else {},
+                        name, msg.priority, msg.auto_ack)
+            if msg.delay > 0:
+                delayed.add(msg.delay, job)
+            else:
+                ready.append(job)
+        self.feed.pump()
+
     async def _send(self, msg: Message) -> None:
-        self._accept(self._job(msg), msg.delay)
+        self._take((msg,))
 
     async def _send_batch(self, msgs: Sequence[Message]) -> None:
         # No coroutine per message, and no wait on consumers. Every BATCH_SLICE
         # jobs the loop runs once, so that a large batch does not hold the loop:
         # workers start on the first jobs meanwhile, fewer jobs wait at once, and
         # fewer outlive a young garbage collection.
-        make, accept, step, total = self._job, self._accept, self.BATCH_SLICE, len(msgs)
+        take, step, total = self._take, self.BATCH_SLICE, len(msgs)
         for start in range(0, total, step):
             if start:
                 await asyncio.sleep(0)
@@ -124,8 +135,7 @@ class MemoryDriver(BaseDriver):
                         f"pipeline {self.pipeline_name!r} stopped while a batch was pushed; "
                         f"{start} of {total} jobs were accepted"
                     )
-            for msg in msgs[start:start + step]:
-                accept(make(msg), msg.delay)
+            take(msgs[start:start + step] if total > step else msgs)
 
     def _due(self, job: Job) -> None:
         if not self.stopped:
