@@ -377,7 +377,7 @@ class BaseDriver(Driver):
                 msg.pipeline = name
             if msg.priority == 0:
                 msg.priority = priority
-            if msg.delay > 0:
+            if msg.delay > 0.0:  # a float literal: a float compare needs no conversion
                 self._check_delay(msg.delay)
             if limit is not None:
                 caps.check_payload(len(msg.payload), self.name)

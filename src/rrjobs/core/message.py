@@ -100,7 +100,7 @@ class Message:
         # the rest of the message's construction.
         if type(payload) is not bytes and not isinstance(payload, bytes | bytearray | memoryview):
             raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-        if delay < 0:
+        if delay < 0.0:
             raise ValueError("delay must be >= 0")
         if not id:
             try:

@@ -265,25 +265,26 @@ class WorkerPool:
         """Handle ``job``; with ``more``, then the jobs queued after it too,
         while there are any: one coroutine for a run of jobs, not one per job."""
         queue, specs, pipelines, outcomes = self.queue, self._specs, self._pipelines, self.outcomes
+        exec_ttl, monotonic = self.exec_ttl, time.monotonic
         while True:
             headers = job.headers
-            slot.attempt = attempts_of(headers) + 1 if RR_ATTEMPTS in headers else 1
+            slot.attempt = attempts_of(headers) + 1 if headers and RR_ATTEMPTS in headers else 1
             slot.current = job
             spec = specs.get(job.name)
             if spec is None or job.failure is not None:
                 spec = await self._without_handler(job)
             if spec is not None:
-                now = time.monotonic()
+                now = monotonic()
                 slot.timed_out = False
                 slot.job = job
                 slot.started = now
                 ttl = spec.timeout
                 if not ttl:
                     entry = pipelines.get(job.pipeline)
-                    ttl = (entry.timeout if entry is not None else 0.0) or self.exec_ttl
-                if RR_TIMEOUT in headers:  # the producer's per-job timeout
+                    ttl = (entry.timeout if entry is not None else 0.0) or exec_ttl
+                if headers and RR_TIMEOUT in headers:  # the producer's per-job timeout
                     ttl = timeout_of(headers) or ttl
-                if ttl > 0:
+                if ttl > 0.0:
                     slot.deadline = now + ttl
                     if not self._min_ttl or ttl < self._min_ttl:
                         self._min_ttl = ttl

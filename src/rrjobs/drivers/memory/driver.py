@@ -95,7 +95,7 @@ class MemoryDriver(BaseDriver):
     def _accept(self, job: Job, delay: float) -> None:
         """Take ``job`` without waiting: onto the delay heap, or the feed (straight
         into the priority queue where there is room; a push never waits on consumers)."""
-        if delay > 0:
+        if delay > 0.0:
             self._delayed.add(delay, job)
         else:
             self.feed.add(job)
@@ -112,7 +112,7 @@ class MemoryDriver(BaseDriver):
                         payload if type(payload) is bytes else bytes(payload),
                         {k: list(v) for k, v in headers.items()} if headers else {},
                         name, msg.priority, msg.auto_ack)
-            if msg.delay > 0:
+            if msg.delay > 0.0:
                 delayed.add(msg.delay, job)
             else:
                 ready.append(job)
