@@ -46,6 +46,13 @@ def test_small_form_prints_a_line_per_system(tmp_path: Path) -> None:
             positive(line, "latency_p50_ms")
             assert line["latency_p99_ms"] >= line["latency_p50_ms"]
     assert seen == SYSTEMS
+    # the memory driver's line carries the bare asyncio.Queue loop of the same run
+    memory = [ln for ln in lines if ln["group"] == "memory" and ln["system"] == "rrjobs"]
+    for line in memory:
+        positive(line, "bare_queue_jobs_per_s")
+        assert line["bare_queue_ratio"] == pytest.approx(
+            line["end_to_end_jobs_per_s"] / line["bare_queue_jobs_per_s"])
+    assert memory
     modes = {(ln["system"], ln["guarantees"], ln["mode"]) for ln in lines
              if ln["group"] == "amqp"}
     assert ("dramatiq", "default", "ptc") in modes and ("dramatiq", "equal", "latency") in modes

@@ -167,8 +167,7 @@ def test_insert_from_is_inserts_one_by_one(priorities: list[int]) -> None:
     many.insert_from(ready, 200)  # type: ignore[arg-type]
     assert not ready and len(many) == len(one) == 501
     assert many.count("a") == one.count("a")
-    assert [many.extract_nowait() for _ in range(501)] == [
-        one.extract_nowait() for _ in range(501)]
+    assert [many.extract_nowait() for _ in range(501)] == [one.extract_nowait() for _ in range(501)]
 
 
 async def test_insert_from_wakes_a_getter_per_job_and_refuses_what_does_not_fit() -> None:
@@ -190,7 +189,13 @@ async def test_insert_from_wakes_a_getter_per_job_and_refuses_what_does_not_fit(
 def test_message_keeps_its_fields_defaults_and_checks() -> None:
     m = Message("n")
     assert (m.payload, m.pipeline, m.headers, m.priority, m.delay, m.auto_ack) == (
-        b"", "", {}, 0, 0.0, False)
+        b"",
+        "",
+        {},
+        0,
+        0.0,
+        False,
+    )
     assert m.headers is not Message("n").headers  # a dict of its own
     assert Message("n", id="x") == Message("n", id="x")
     assert dataclasses.replace(m, priority=3).id == m.id
