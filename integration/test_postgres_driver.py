@@ -16,7 +16,7 @@ import pytest
 from rrjobs import App, Config, Job, Message
 from rrjobs.core.errors import ConfigError
 from rrjobs.drivers.postgres import create_table, push_in
-from rrjobs.drivers.postgres.schema import LATEST_VERSION
+from rrjobs.drivers.postgres.schema import LATEST_VERSION, MIGRATIONS, names
 from rrjobs.runtime.jobs import Jobs
 from tests.test_redaction import error_texts, log_texts
 
@@ -106,6 +106,25 @@ async def test_a_newer_schema_or_a_foreign_table_is_refused_at_the_table_key(
             await jobs.start()
         await jobs.stop()
         assert "jobs.pipelines.p.config.table" in str(err.value)
+
+
+async def test_a_version_1_table_gains_the_index_of_reserved_rows(conn: Any) -> None:
+    table = f"t_{uuid.uuid4().hex[:10]}"
+    n = names(table)
+    async with conn.transaction():  # a table as version 1 left it
+        await conn.execute("CREATE TABLE IF NOT EXISTS rrjobs_schema (name text PRIMARY KEY, "
+                           "version integer NOT NULL, updated_at timestamptz NOT NULL "
+                           "DEFAULT now())")
+        for sql in MIGRATIONS[0][1](n):
+            await conn.execute(sql)
+        await conn.execute("INSERT INTO rrjobs_schema (name, version) VALUES ($1, 1)", table)
+    assert await conn.fetchval("SELECT to_regclass($1)", f'"{table}_leased"') is None
+    assert await create_table(conn, table) == LATEST_VERSION == 2
+    assert await conn.fetchval("SELECT version FROM rrjobs_schema WHERE name = $1", table) == 2
+    assert await conn.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = $1",
+                               f"{table}_leased") == (
+        f"CREATE INDEX {table}_leased ON public.{table} USING btree (pipeline, available_at) "
+        "WHERE (reserved_by IS NOT NULL)")
 
 
 async def test_the_password_never_shows_in_reprs_logs_or_errors(

@@ -4,10 +4,10 @@ The baseline is the least a PostgreSQL queue does for the same jobs: per chunk o
 ``INSERT`` (of the chunk with ``push: batch``, of each job with ``single``), and a
 consumer loop that reserves up to ``prefetch`` ready rows with ``FOR UPDATE SKIP
 LOCKED`` (the driver's query shape: priority then FIFO) and deletes them in one
-``DELETE``, those two with ``synchronous_commit = off`` as the driver's. It runs on a
-fresh table of the same columns and indexes, dropped
-afterwards. The runtime phase adds everything rrjobs does (one ``DELETE`` per
-batch of handlers' acks, NOTIFY wake-ups, leases).
+``DELETE``, those two with ``synchronous_commit = off`` as the driver's. It runs on
+the runtime phase's table (``table``, default ``rrjobs_jobs``: the same dead rows,
+statistics and indexes), as a pipeline of its own. The runtime phase adds everything
+rrjobs does (one ``DELETE`` per batch of handlers' acks, NOTIFY wake-ups, leases).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
 from rrjobs.core.baseline import BenchSpec, DriverBench, PhaseResult, from_env, run_loop
 from rrjobs.core.message import new_id
-from rrjobs.drivers.postgres.config import DEFAULT_DSN
+from rrjobs.drivers.postgres.config import DEFAULT_DSN, DEFAULT_TABLE
 from rrjobs.drivers.postgres.queries import queries
 from rrjobs.drivers.postgres.schema import migrate, names
 
@@ -40,7 +40,10 @@ def bench_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
 async def postgres_baseline(spec: BenchSpec) -> PhaseResult:
     """A raw asyncpg loop: INSERT per chunk, SKIP LOCKED reservation, one DELETE each."""
     prefetch = int(spec.options.get("prefetch", BENCH_PREFETCH))
-    table = f"rrjobs_bench_raw_{uuid.uuid4().hex[:8]}"
+    # the runtime phase's table (its dead rows and statistics as they are), a pipeline
+    # of its own
+    table = str(spec.options.get("table", DEFAULT_TABLE))
+    pipeline = f"bench-raw-{uuid.uuid4().hex[:8]}"
     sql, payload = queries(table), spec.payload()
     dsn = server_dsn(spec.config)
     pool = await asyncpg.create_pool(dsn, min_size=2, max_size=4)
@@ -54,7 +57,7 @@ async def postgres_baseline(spec: BenchSpec) -> PhaseResult:
             await migrate(conn, table)
 
         async def insert(n: int) -> None:
-            await pool.execute(sql.insert, "bench", [new_id() for _ in range(n)],
+            await pool.execute(sql.insert, pipeline, [new_id() for _ in range(n)],
                                ["bench"] * n, [payload] * n, ["{}"] * n, [10] * n,
                                [False] * n, [0] * n, names(table).channel)
 
@@ -66,7 +69,7 @@ async def postgres_baseline(spec: BenchSpec) -> PhaseResult:
                     await insert(1)
 
         async def receive() -> int:
-            rows = await relaxed.fetch(sql.reserve, "bench", prefetch, owner, 30_000)
+            rows = await relaxed.fetch(sql.reserve, pipeline, prefetch, owner, 30_000)
             if rows:
                 await relaxed.execute(delete, [r[0] for r in rows])
             return len(rows)
@@ -74,12 +77,8 @@ async def postgres_baseline(spec: BenchSpec) -> PhaseResult:
         return await run_loop(spec, send, receive)
     finally:
         try:
-            async with pool.acquire() as conn:
-                n = names(table)
-                await conn.execute(f"DROP TABLE IF EXISTS {n.jobs}, {n.dead}, {n.pipelines}; "
-                                   f'DROP FUNCTION IF EXISTS "{table}_default_priority"(); '
-                                   "DELETE FROM rrjobs_schema WHERE name = "
-                                   f"'{table}'")
+            await pool.execute(f"DELETE FROM {names(table).jobs} WHERE pipeline = $1",
+                               pipeline)
         finally:
             await pool.close()
             await relaxed.close()

@@ -121,8 +121,15 @@ def _v1(n: Names) -> tuple[str, ...]:
     )
 
 
+def _v2(n: Names) -> tuple[str, ...]:
+    # the reservations alone, for a reservation's taking back of expired leases: without
+    # it that scans every ready job of the pipeline (the whole backlog) each time
+    return (f'CREATE INDEX "{n.table}_leased" ON {n.jobs} (pipeline, available_at) '
+            "WHERE reserved_by IS NOT NULL",)
+
+
 #: ``(version, statements of a table)``; a table at version ``v`` gets every entry above.
-MIGRATIONS = ((1, _v1),)
+MIGRATIONS = ((1, _v1), (2, _v2))
 
 #: The schema version this code writes.
 LATEST_VERSION = MIGRATIONS[-1][0]
