@@ -24,14 +24,6 @@ from rrjobs.core.interfaces import Configurer, Constructor
 
 GROUP = "rrjobs.drivers"
 
-#: RoadRunner's jobs drivers that rrjobs has no driver for, and what that means: a
-#: pipeline naming one is refused as "not installed" (a distribution registering
-#: the name in :data:`GROUP` installs it).
-NOT_INSTALLED = {
-    "beanstalk": "rrjobs has no beanstalk driver (RoadRunner's beanstalk pipelines need "
-                 "a distribution registering 'beanstalk' in the rrjobs.drivers entry points)",
-}
-
 ConstructorFactory = Callable[[Configurer], Constructor]
 
 
@@ -136,13 +128,9 @@ class DriverRegistry:
         return sorted(self._entries)
 
     def unknown(self, name: str) -> str:
-        """Why no driver ``name`` is found: a RoadRunner driver rrjobs has none for
-        (:data:`NOT_INSTALLED`) is not installed; any other name is unknown, with the
-        closest installed one."""
+        """Why no driver ``name`` is found: it is unknown, with the closest installed
+        one (rrjobs has a driver for each of RoadRunner's eight)."""
         available = ", ".join(self.names()) or "none"
-        if name in NOT_INSTALLED:
-            return (f"driver {name!r} is not installed: {NOT_INSTALLED[name]}; "
-                    f"available drivers: {available}")
         close = difflib.get_close_matches(name, self.names(), n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"unknown driver {name!r}{hint}; available drivers: {available}"
