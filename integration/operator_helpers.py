@@ -111,6 +111,20 @@ def program(name: str, path: str | None = None) -> str:
     return found
 
 
+async def go_build(source: Path, out_dir: Path) -> Path:
+    """Build the Go program in ``source`` (its module's go.sum pins any dependency;
+    fetched through the module proxy, ``GOFLAGS`` as set) into ``out_dir``; its path."""
+    go = program("go", "/usr/local/go/bin/go")
+    binary = out_dir / source.name
+    proc = await asyncio.create_subprocess_exec(
+        go, "build", "-mod=readonly", "-o", str(binary), ".", cwd=source,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "CGO_ENABLED": "0"})
+    out, _ = await asyncio.wait_for(proc.communicate(), 600)
+    assert proc.returncode == 0, out.decode()
+    return binary
+
+
 @dataclass
 class Served:
     """A running ``rrjobs serve``."""

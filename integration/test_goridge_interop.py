@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 
-from integration.operator_helpers import program
+from integration.operator_helpers import go_build
 from rrjobs import App, Config, Job
 from rrjobs.server import Server
 from tests.conftest import wait_for
@@ -28,20 +27,8 @@ jobs:
 """
 
 
-async def build(tmp_path: Path) -> Path:
-    go = program("go", "/usr/local/go/bin/go")
-    binary = tmp_path / "goridge_interop"
-    proc = await asyncio.create_subprocess_exec(
-        go, "build", "-mod=readonly", "-o", str(binary), ".", cwd=SOURCE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "CGO_ENABLED": "0"})
-    out, _ = await asyncio.wait_for(proc.communicate(), 600)
-    assert proc.returncode == 0, out.decode()
-    return binary
-
-
 async def test_roadrunners_go_client_calls_every_method(tmp_path: Path) -> None:
-    binary = await build(tmp_path)
+    binary = await go_build(SOURCE, tmp_path)
     seen: list[Job] = []
     app = App()
 

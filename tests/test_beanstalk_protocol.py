@@ -4,6 +4,7 @@ pipelining, cancellation, and the options' validation (no beanstalkd needed)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -233,9 +234,10 @@ def test_options_and_section_with_key_paths() -> None:
     assert err.value.path == "jobs.pipelines.x.config.tube_priority"
 
 
-def test_the_envelope_round_trips_and_other_bodies_are_foreign() -> None:
-    body = codec.encode(id="i-1", name="n", pipeline="p", payload=b"\x00\xff\n",
-                        headers={"a": ["1", "2"]}, priority=3, auto_ack=True)
+def test_the_envelope_is_read_and_other_bodies_are_foreign() -> None:
+    line = {"rr_id": "i-1", "rr_job": "n", "rr_pipeline": "p", "rr_headers": '{"a":["1","2"]}',
+            "rr_priority": 3, "rr_auto_ack": True}
+    body = b"".join((codec.MAGIC, json.dumps(line).encode(), b"\n", b"\x00\xff\n"))
     d = codec.decode(body, 10)
     assert (d.id, d.name, d.payload, d.headers, d.priority, d.auto_ack) == (
         "i-1", "n", b"\x00\xff\n", {"a": ["1", "2"]}, 3, True)

@@ -160,10 +160,10 @@ class BeanstalkDriver(LeasingDriver):
 
     # -- pushing ----------------------------------------------------------------------
 
-    def _body(self, job: Message | Job, headers: Headers) -> bytes:
+    def _body(self, job: Message | Job, headers: Headers, delay: int = 0) -> bytes:
         return codec.encode(id=job.id, name=job.name, pipeline=self.pipeline_name,
                             payload=bytes(job.payload), headers=headers,
-                            priority=job.priority, auto_ack=job.auto_ack)
+                            priority=job.priority, auto_ack=job.auto_ack, delay=delay)
 
     async def _put(self, items: Sequence[tuple[bytes, int, int, int]]) -> None:
         """Put ``items`` (pipelined); a connection lost on the way is redialed and
@@ -184,13 +184,14 @@ class BeanstalkDriver(LeasingDriver):
                 raise BeanstalkDriverError(str(exc)) from None
 
     async def _send(self, msg: Message) -> None:
-        await self._put([(self._body(msg, msg.headers), self.options.tube_priority,
-                          whole_seconds(msg.delay), self.ttr)])
+        delay = whole_seconds(msg.delay)
+        await self._put([(self._body(msg, msg.headers, delay), self.options.tube_priority,
+                          delay, self.ttr)])
 
     async def _send_batch(self, msgs: Sequence[Message]) -> None:
         pri, ttr = self.options.tube_priority, self.ttr
-        await self._put([(self._body(m, m.headers), pri, whole_seconds(m.delay), ttr)
-                         for m in msgs])
+        await self._put([(self._body(m, m.headers, d), pri, d, ttr)
+                         for m in msgs for d in (whole_seconds(m.delay),)])
 
     # -- consuming --------------------------------------------------------------------
 
@@ -326,9 +327,10 @@ class BeanstalkDriver(LeasingDriver):
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
         """Put a copy with ``headers`` and ``delay``, then delete the original (given
         back at once if the put fails)."""
-        body = self._body(job, headers)
+        seconds = whole_seconds(delay)
+        body = self._body(job, headers, seconds)
         await self._replace(job, lambda: self._put(
-            [(body, self.options.tube_priority, whole_seconds(delay), self.ttr)]), "requeue")
+            [(body, self.options.tube_priority, seconds, self.ttr)]), "requeue")
 
     async def dead_letter(self, job: Job) -> None:
         """Bury a copy carrying the job's headers (``rr_error`` & co.), then delete the

@@ -1,0 +1,3 @@
+module rrjobs/gob_interop
+
+go 1.25.0
