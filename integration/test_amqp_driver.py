@@ -229,8 +229,8 @@ async def test_pushed_jobs_have_roadrunner_layout_on_the_wire(built: Built, raw:
                               auto_ack=True))
     with FieldTypes() as types:
         msg = await raw.get(unique_name)
-    assert msg is not None
-    props = msg.header.properties
+        assert msg is not None
+        props = msg.header.properties  # decoded on first use (drivers/amqp/receiver.py)
     assert msg.body == b"\x00body\xff"
     assert props.content_type == "application/octet-stream"
     assert props.delivery_mode == 2

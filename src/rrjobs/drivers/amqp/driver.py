@@ -11,7 +11,6 @@ the driver settles its jobs. Capabilities, wire format and reconnection:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import time
 from collections.abc import Callable, Sequence
@@ -52,8 +51,10 @@ from rrjobs.drivers.amqp.connection import (
 from rrjobs.drivers.amqp.consumer import Consumer
 from rrjobs.drivers.amqp.deadletters import DeadLetterQueue
 from rrjobs.drivers.amqp.job import AMQPJob
+from rrjobs.drivers.amqp.receiver import header_table, install_fast_receiver
 
 codec.install_typed_encoding()
+install_fast_receiver()
 
 #: Errors after which a publish or declaration is tried again (on a new channel or
 #: connection), and a channel closed by RabbitMQ (a refusal while the connection lives).
@@ -66,6 +67,9 @@ MAX_DELAY = (2**32 - 1) // 2 // 1000
 #: Fractional-second delays get at least this ``x-expires`` (ms), so that the
 #: delay queue cannot expire between its declaration and the publish.
 MIN_DELAY_QUEUE_EXPIRES = 10_000
+#: Publishes of a ``push_batch`` encoded and written at a time; RabbitMQ works on one
+#: slice while the next is encoded (docs/decisions.md, AMQP hot path).
+PUBLISH_SLICE = 250
 #: How many delay queues ``state()`` counts (the most recently used).
 STATE_DELAY_QUEUES = 64
 
@@ -263,7 +267,7 @@ class AMQPDriver(BaseDriver):
 
     def decode(self, raw: Any) -> AMQPJob:
         """The job of a delivery (``raw``: the message, its consumer and tag)."""
-        d = codec.unpack(raw[0].header.properties.headers, self.priority)
+        d = codec.unpack(header_table(raw[0].header), self.priority)
         return self._job(raw, d.id, d.name, d.headers, d.priority, d.auto_ack, d.delay)
 
     def poison(self, raw: Any, reason: str) -> AMQPJob:
@@ -418,16 +422,28 @@ class AMQPDriver(BaseDriver):
                                   partial(self.topology.delay_queue, routing_key=item[2]))
 
     async def _send_batch(self, msgs: Sequence[Message]) -> None:
-        """Publish the undelayed jobs in one write and wait for their confirms together;
-        delayed jobs, and jobs whose publish the channel or connection lost, are
-        published one by one, with retries."""
+        """Publish the undelayed jobs in writes of :data:`PUBLISH_SLICE`, each sent
+        before the next is encoded (RabbitMQ confirms one while the next is built),
+        and wait for all their confirms together; delayed jobs, and jobs whose publish
+        the channel or connection lost, are published one by one, with retries."""
         now = datetime.datetime.now(datetime.UTC)
-        items = [self._item(m, now) for m in msgs if m.delay <= 0]
-        confirms: list[asyncio.Future[Any] | None] = [None] * len(items)
-        with contextlib.suppress(*RETRYABLE_OR_REFUSED):  # then published one by one
-            if items:
-                confirms = [*await publish_all(
-                    await (await self.link.current()).admin("publish"), items)]
+        plain = [m for m in msgs if m.delay <= 0]
+        items: list[Publish] = []
+        confirms: list[asyncio.Future[Any] | None] = []
+        channel: Any = None
+        failed = False  # a slice's write failed: the rest are published one by one
+        for start in range(0, len(plain), PUBLISH_SLICE):
+            part = [self._item(m, now) for m in plain[start:start + PUBLISH_SLICE]]
+            items += part
+            if not failed:
+                try:
+                    if channel is None:
+                        channel = await (await self.link.current()).admin("publish")
+                    confirms += await publish_all(channel, part)
+                    continue
+                except RETRYABLE_OR_REFUSED:
+                    failed = True
+            confirms += [None] * len(part)
         await confirm_all(items, confirms, refusal, lambda item: self._publish(*item),
                           [self._send(m) for m in msgs if m.delay > 0])
 
