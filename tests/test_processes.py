@@ -8,6 +8,7 @@ import asyncio
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -32,7 +33,7 @@ def test_stats_sum_what_each_process_counts_and_show_shared_counts_once() -> Non
         [stat("a", active=50, reserved=3, ok=10), stat("b", active=1, ok=1)],
         [stat("a", active=48, reserved=4, ok=7, ready=False, error="not connected"),
          stat("b", active=1, ok=2)],
-    ])
+    ], summed={"a"})
     a, b = merged
     assert (a.state.pipeline, a.state.active, a.state.reserved) == ("a", 50, 7)
     assert (a.counters.ok, a.counters.pushed) == (17, 17)
@@ -45,6 +46,36 @@ def test_a_shared_store_s_reserved_count_is_shown_once() -> None:
     (q,) = merge_stats([[stat("q", reserved=8, driver="sqlite")],
                         [stat("q", reserved=8, driver="sqlite")]])
     assert q.state.reserved == 8
+
+
+def test_reserved_is_summed_where_the_driver_declares_it_per_consumer(tmp_path: Path) -> None:
+    from rrjobs.processes import Fleet
+    from rrjobs.registry import DriverRegistry
+
+    grouped = {"consumer_options": {"topics": ["t"]}, "group_options": {"group_id": "g"}}
+    cfg = Config({"amqp": {"addr": "amqp://guest:guest@127.0.0.1:5672/"}, "jobs": {
+        "pipelines": {"rabbit": {"driver": "amqp", "config": {"queue": "rabbit"}},
+                      "file": {"driver": "sqlite", "config": {"file": str(tmp_path / "q.db")}},
+                      "grouped": {"driver": "kafka", "config": grouped}}}}, source="test")
+    fleet = Fleet(cfg, Children(2, lambda i: ["true"], ready=_never), tmp_path, None,
+                  DriverRegistry.from_entry_points())
+    per_process = [[stat(n, reserved=5, driver=d) for n, d in
+                    (("rabbit", "amqp"), ("file", "sqlite"), ("grouped", "kafka"))]] * 2
+    fleet.children.children[0].ready = fleet.children.children[1].ready = True
+    fleet.every = _answering(per_process)  # type: ignore[method-assign]
+    reserved = {m.state.pipeline: m.state.reserved for m in asyncio.run(fleet.stat())}
+    assert reserved == {"rabbit": 10, "file": 5, "grouped": 10}
+
+
+def _answering(per_process: list[list[PipelineStat]]) -> Any:
+    async def every(call: Any) -> list[list[PipelineStat]]:
+        return per_process
+
+    return every
+
+
+async def _never(child: Child) -> bool:
+    return False
 
 
 def test_a_pipeline_one_process_lacks_is_not_ready() -> None:
@@ -85,8 +116,8 @@ def test_memory_pipelines_are_refused_with_more_than_one_process(tmp_path: Path)
         [str(Path(sys.executable).with_name("rrjobs")), "serve", "-c", str(config(tmp_path)),
          "--processes", "2"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
-    assert ("config error: jobs.pipelines.q.driver: a memory pipeline lives in one process"
-            in done.stderr)
+    assert ("config error: jobs.pipelines.q.driver: the memory driver does not declare "
+            "shared_queue for this pipeline" in done.stderr)
     assert "process 0 started" not in done.stderr
 
 
@@ -97,7 +128,8 @@ def test_rrjobs_check_reports_what_the_processes_cannot_share(tmp_path: Path) ->
 
     done = CliRunner().invoke(check_command, ["-c", str(config(tmp_path, processes=2))])
     assert done.exit_code == 2
-    assert "jobs.pipelines.q.driver: a memory pipeline lives in one process" in done.output
+    assert "jobs.pipelines.q.driver: the memory driver does not declare shared_queue" in (
+        done.output)
 
 
 def test_the_config_key_refuses_memory_and_the_dashboard_too(tmp_path: Path) -> None:
@@ -108,6 +140,22 @@ def test_the_config_key_refuses_memory_and_the_dashboard_too(tmp_path: Path) -> 
         check_shareable(cfg, cfg.jobs.pool.processes)
     assert [p for p, _ in err.value.problems] == ["jobs.pipelines.q.driver", "dashboard.enabled"]
     check_shareable(cfg, 1)  # one process: today's behaviour, nothing refused
+
+
+def test_a_kafka_pipeline_without_a_consumer_group_is_refused_with_processes(
+        tmp_path: Path) -> None:
+    """Without ``group_options`` every consumer reads every partition: N processes would
+    each handle every job."""
+    topics = {"consumer_options": {"topics": ["t"]}}
+    pipelines = {"alone": {"driver": "kafka", "config": topics},
+                 "grouped": {"driver": "kafka", "config": {
+                     **topics, "group_options": {"group_id": "g"}}},
+                 "file": {"driver": "sqlite", "config": {"file": str(tmp_path / "q.db")}}}
+    cfg = Config({"jobs": {"pipelines": pipelines, "pool": {"processes": 2}}}, source="test")
+    with pytest.raises(ConfigError) as err:
+        check_shareable(cfg, 2)
+    assert [p for p, _ in err.value.problems] == ["jobs.pipelines.alone.driver"]
+    assert "the kafka driver does not declare shared_queue" in err.value.problems[0][1]
 
 
 def test_processes_zero_is_one_per_cpu(tmp_path: Path) -> None:

@@ -12,10 +12,10 @@ free ports of 127.0.0.1; the supervisor serves ``rpc.listen`` and ``metrics.addr
   remembers the run-time declares, destroys and pauses and gives them to a restarted child
   before it counts as ready.
 * ``Stat`` sums per pipeline what each process counts for itself (the outcome counters, and
-  ``reserved`` on amqp, kafka and google_pub_sub); ``active`` and ``delayed`` (and
-  ``reserved`` on the other drivers: :data:`OWN_RESERVED`) are the broker's shared
-  counts, which every process reports, so the largest is shown; ``ready`` only when every
-  process is ready.
+  ``reserved`` where the driver declares ``reserved_per_consumer``); ``active`` and
+  ``delayed`` (and ``reserved`` on the other drivers) are the broker's shared counts, which
+  every process reports, so the largest is shown; ``ready`` only when every process is
+  ready.
 * ``List`` is the config's pipelines plus those declared at run time, minus those destroyed.
 * The dead-letter calls go to one ready child (the letters are the broker's).
 * ``GET /metrics`` scrapes every child and serves their samples with a ``process`` label
@@ -27,9 +27,14 @@ RPC and metrics endpoints, then every child at once, each draining its in-flight
 ``jobs.pool.destroy_timeout``; a second signal forces the children's stop. ``jobs.schedules``
 are pushed by the supervisor, once, not by each child.
 
-Refused with ``processes`` above 1 (exit code 2): ``memory`` pipelines (each process would
-have a queue of its own) and the dashboard (it shows one runtime's workers). sqlite pipelines
-work: the processes share the file (SQLite's locking; see docs/drivers/sqlite.md).
+What is summed and what is refused are capabilities the drivers declare
+(:class:`~rrjobs.core.capabilities.Capabilities`, read through
+``Constructor.declared_capabilities`` before any pipeline opens): no driver name appears
+in this module's code. Refused with ``processes`` above 1 (exit code 2): a pipeline whose
+driver does not declare ``shared_queue`` for it (``memory``: each process would have a
+queue of its own; ``kafka`` without ``group_options``: each would read every partition),
+and the dashboard (it shows one runtime's workers). sqlite pipelines work: the processes
+share the file (SQLite's locking on a local file system; see docs/drivers/sqlite.md).
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,9 +62,11 @@ from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from rrjobs.config import Config
+from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.deadletters import DEFAULT_LIMIT, DeadLetter
-from rrjobs.core.errors import ConfigError, PipelineNotFoundError
+from rrjobs.core.errors import ConfigError, DriverNotFoundError, PipelineNotFoundError
 from rrjobs.core.message import Message
+from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.state import State
 from rrjobs.http import start_tcp
 from rrjobs.registry import DriverRegistry
@@ -92,14 +99,33 @@ PARENT_POLL = 1.0
 
 
 # --------------------------------------------------------------------------- checks
-def check_shareable(config: Config, processes: int) -> None:
+def declared_capabilities(registry: DriverRegistry, config: Config, driver: str,
+                          source: str | Pipeline, where: str) -> Capabilities:
+    """What ``driver`` declares for a pipeline (``source``: its options key in the file,
+    or the declared pipeline), connecting to nothing."""
+    return registry.constructor(driver, config, where=where).declared_capabilities(source)
+
+
+def check_shareable(config: Config, processes: int,
+                    registry: DriverRegistry | None = None) -> None:
     """``ConfigError`` (every problem) for what N processes cannot share."""
     if processes <= 1:
         return
+    registry = registry or DriverRegistry.from_entry_points()
     problems: list[tuple[str, str]] = []
     for name, pipeline in config.jobs.pipelines.items():
-        if pipeline.driver == "memory":
-            problems.append((f"jobs.pipelines.{name}.driver", memory_refusal(processes)))
+        where = f"jobs.pipelines.{name}.driver"
+        try:
+            caps = declared_capabilities(registry, config, pipeline.driver,
+                                         f"jobs.pipelines.{name}.config", where)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        except DriverNotFoundError as exc:
+            problems.append((where, str(exc)))
+            continue
+        if not caps.shared_queue:
+            problems.append((where, unshared_refusal(pipeline.driver, processes)))
     if config.dashboard.enabled:
         problems.append(("dashboard.enabled", f"the dashboard shows one runtime: it cannot be "
                          f"served with {processes} processes (jobs.pool.processes); use "
@@ -108,22 +134,21 @@ def check_shareable(config: Config, processes: int) -> None:
         raise ConfigError(problems[0][0], problems[0][1], problems)
 
 
-def memory_refusal(processes: int) -> str:
-    return (f"a memory pipeline lives in one process: {processes} processes "
-            f"(jobs.pool.processes) would each have a queue of their own; use one process "
-            f"or a broker")
+def unshared_refusal(driver: str, processes: int) -> str:
+    return (f"the {driver} driver does not declare shared_queue for this pipeline: its "
+            f"consumers do not take their jobs from one shared queue, so {processes} "
+            f"processes (jobs.pool.processes) would not split its jobs between them; use one "
+            f"process (see the driver's page in docs/drivers)")
 
 
 # --------------------------------------------------------------------------- stats
-#: Drivers whose ``reserved`` counts the jobs the process itself holds: summed over the
-#: processes. Every other driver's (sqlite, nats, sqs, beanstalk, a plugin's) is taken as the
-#: broker's or the file's count of every consumer's jobs, which each process reports alike:
-#: shown once (the largest).
-OWN_RESERVED = frozenset({"amqp", "kafka", "google_pub_sub"})
-
-
-def merge_stats(per_process: Sequence[Sequence[PipelineStat]]) -> list[PipelineStat]:
-    """One :class:`PipelineStat` per pipeline from every process's (see the module doc)."""
+def merge_stats(per_process: Sequence[Sequence[PipelineStat]],
+                summed: Container[str] = frozenset()) -> list[PipelineStat]:
+    """One :class:`PipelineStat` per pipeline from every process's (see the module doc).
+    ``summed``: the pipelines whose ``reserved`` each process counts for itself (their
+    driver declares ``reserved_per_consumer``): added up; any other's is the broker's or
+    the file's count of every consumer's jobs, which each process reports alike: shown
+    once (the largest)."""
     merged: dict[str, tuple[State, Counters, int]] = {}
     for index, stats in enumerate(per_process):
         for st in stats:
@@ -141,7 +166,7 @@ def merge_stats(per_process: Sequence[Sequence[PipelineStat]]) -> list[PipelineS
             state, counters, count = seen
             state.active = max(state.active, s.active)
             state.delayed = max(state.delayed, s.delayed)
-            state.reserved = (state.reserved + s.reserved if s.driver in OWN_RESERVED
+            state.reserved = (state.reserved + s.reserved if s.pipeline in summed
                               else max(state.reserved, s.reserved))
             state.ready = state.ready and s.ready
             if s.error_message and not state.error_message:
@@ -251,6 +276,10 @@ class Fleet:
         self.dead_letters = FleetDeadLetters(self)
         self._registry = registry or DriverRegistry.from_entry_points()
         self._pipelines = set(config.jobs.pipelines)
+        #: pipelines whose ``reserved`` each process counts for itself (summed in ``stat``)
+        self._summed = {name for name, p in config.jobs.pipelines.items()
+                        if self._declares(p.driver, f"jobs.pipelines.{name}.config",
+                                          f"jobs.pipelines.{name}.driver").reserved_per_consumer}
         #: pipelines declared at run time, by name: their options (for restarted children)
         self._declared: dict[str, dict[str, Any]] = {}
         self._destroyed: set[str] = set()
@@ -264,6 +293,9 @@ class Fleet:
 
     def client(self, child: Child) -> RPCClient:
         return self._clients[child.index]
+
+    def _declares(self, driver: str, source: str | Pipeline, where: str) -> Capabilities:
+        return declared_capabilities(self._registry, self.config, driver, source, where)
 
     async def close(self) -> None:
         for client in self._clients.values():
@@ -357,14 +389,20 @@ class Fleet:
 
     async def declare(self, options: Mapping[str, Any]) -> None:
         options = dict(options)
-        if options.get("driver") == "memory":
-            raise ConfigError("declare.driver", memory_refusal(len(self.children)))
+        driver = str(options.get("driver", ""))
+        caps = self._declares(driver, Pipeline(options), "declare.driver")
+        if not caps.shared_queue:
+            raise ConfigError("declare.driver", unshared_refusal(driver, len(self.children)))
         name = str(options.get("name", ""))
         async with self._lock:
             await self.every(lambda c: c.declare(options))
             self._declared[name] = options
             self._destroyed.discard(name)
             self._pipelines.add(name)
+            if caps.reserved_per_consumer:
+                self._summed.add(name)
+            else:
+                self._summed.discard(name)
 
     async def destroy(self, names: Iterable[str]) -> builtins.list[str]:
         names = list(names)
@@ -378,6 +416,7 @@ class Fleet:
                 self._pipelines.discard(name)
                 self._paused.discard(name)
                 self._resumed.discard(name)
+                self._summed.discard(name)
                 if name in self.config.jobs.pipelines:
                     self._destroyed.add(name)
         return sorted({n for r in results for n in r})
@@ -385,7 +424,7 @@ class Fleet:
     async def stat(self, state_timeout: float | None = None) -> builtins.list[PipelineStat]:
         """Every ready child's stats merged; while one is (re)starting no pipeline is
         ``ready``."""
-        merged = merge_stats(await self.every(lambda c: c.stat()))
+        merged = merge_stats(await self.every(lambda c: c.stat()), self._summed)
         up, count = len(self.children.ready_children()), len(self.children)
         if up < count:
             for st in merged:

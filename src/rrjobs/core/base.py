@@ -49,6 +49,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from rrjobs.core.batcher import Batcher, SendFn
+from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.deadletters import DeadLetterStore
 from rrjobs.core.errors import AckLostError, PipelineStateError, UnsupportedFeatureError
 from rrjobs.core.gate import CallGate
@@ -95,6 +96,15 @@ class BaseDriver(Driver):
         #: ``serve`` ran: the pipeline's background work (``_serve``) is started
         self.serving = False
         self._unserved_warned = False
+
+    @classmethod
+    def declared(cls, options: Any) -> Capabilities:
+        """The capabilities of a pipeline with ``options``, known before it is built or
+        opened (``DriverConstructor.declared_capabilities``; ``rrjobs serve --processes``
+        reads ``shared_queue`` and ``reserved_per_consumer``): the class's, unless a
+        driver whose sharing depends on an option says otherwise. Its instances carry
+        the same two values."""
+        return cls.capabilities
 
     # -- for subclasses ------------------------------------------------------------
 

@@ -42,6 +42,21 @@ class Capabilities:
         delay_granularity: the broker's delay resolution in seconds (1.0 for
             whole seconds, 0.001 for milliseconds, 0 for finer). Delays are
             rounded up to it (:mod:`rrjobs.core.delays`): never delivered early.
+        shared_queue: the pipeline's jobs are kept outside the process (a
+            broker, a shared file): every driver built with the same options,
+            in this process or another, consumes the same jobs, each job going
+            to one of them. ``rrjobs serve --processes N`` (N > 1) refuses a
+            pipeline whose driver does not declare it (each process would have
+            a queue of its own, or get every job).
+        reserved_per_consumer: ``State.reserved`` counts only the jobs this
+            driver instance holds (the broker keeps no count of every
+            consumer's), so the processes of ``rrjobs serve --processes N`` add
+            theirs up; false: it is the broker's or the file's count of every
+            consumer's reserved jobs, the same in each process, shown once.
+
+    ``shared_queue`` and ``reserved_per_consumer`` are known before a pipeline
+    opens (``Constructor.declared_capabilities``, from the driver class's
+    ``declared(options)``), and a built driver carries the same two values.
     """
 
     delay: bool = True
@@ -57,6 +72,8 @@ class Capabilities:
     pause: bool = True
     headers: bool = True
     delay_granularity: float = 0.0
+    shared_queue: bool = False
+    reserved_per_consumer: bool = False
 
     def check_delay(self, delay: float, driver: str) -> None:
         """Raise :class:`UnsupportedFeatureError` if ``delay`` cannot be honoured."""

@@ -11,6 +11,10 @@ constructor only names the pieces::
         options_model = SQSOptions          # the pipeline's options
         section_model = SQSSection          # the global section (key: the name), if any
 
+``declared_capabilities`` is the driver class's ``declared(options)``
+(:meth:`BaseDriver.declared`: its class's capabilities unless it narrows them
+by option), read before any pipeline opens.
+
 This class validates the global section once, when it is created (a bad
 value fails with its key path; a required section that is absent fails when
 the first pipeline is built), validates each pipeline's options
@@ -34,6 +38,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from rrjobs.core.base import BaseDriver
+from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.interfaces import Configurer, Constructor
 from rrjobs.core.options import options_from_config, options_from_pipeline
@@ -93,6 +98,15 @@ class DriverConstructor(Constructor):
             else:
                 self._section = model()
         return self._section
+
+    def declared_capabilities(self, source: str | Pipeline) -> Capabilities:
+        if isinstance(source, str):
+            options = options_from_config(self.configurer, source, self.options_model)
+        else:
+            options = options_from_pipeline(source, self.options_model, self.declare_defaults)
+        declared: Callable[[BaseModel], Capabilities] | None = getattr(
+            self.driver_class, "declared", None)
+        return declared(options) if declared is not None else Capabilities()
 
     async def driver_from_config(self, config_key: str, queue: PriorityQueue,
                                  pipeline: Pipeline) -> BaseDriver:

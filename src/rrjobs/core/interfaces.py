@@ -162,3 +162,12 @@ class Constructor(ABC):
     @abstractmethod
     async def driver_from_pipeline(self, pipeline: Pipeline, queue: PriorityQueue) -> Driver:
         """A driver for a pipeline declared at run time; every option is in ``pipeline``."""
+
+    def declared_capabilities(self, source: str | Pipeline) -> Capabilities:
+        """What a pipeline's driver will declare, known before it opens (options
+        validated, nothing connected): ``source`` is a config pipeline's options key
+        (``jobs.pipelines.<name>.config``) or a pipeline declared at run time.
+        ``rrjobs serve --processes N`` reads ``shared_queue`` and
+        ``reserved_per_consumer`` here. A constructor that does not say declares
+        nothing (its pipelines are refused with more than one process)."""
+        return Capabilities()

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import pytest
 
 from rrjobs.config import Config
+from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.errors import UnsupportedFeatureError
 from rrjobs.core.headers import DEDUCED_BY_RR
 from rrjobs.core.job import Job
@@ -222,6 +223,18 @@ class Harness:
         ctor = self.factory.registry().constructor(self.factory.driver, self.config())
         driver = await ctor.driver_from_pipeline(pipeline, queue)
         return self._track(Pipe(self.factory, name, driver, queue, pipeline, options, "declare"))
+
+    def declared(self, pipe: Pipe) -> Capabilities:
+        """What the constructor declares for ``pipe``'s options before any driver is
+        built (``Constructor.declared_capabilities``: what ``rrjobs serve --processes``
+        reads, opening nothing)."""
+        if pipe.via == "config":
+            config = self.config({pipe.name: {"driver": self.factory.driver,
+                                              "config": dict(pipe.options)}})
+            ctor = self.factory.registry().constructor(self.factory.driver, config)
+            return ctor.declared_capabilities(f"jobs.pipelines.{pipe.name}.config")
+        ctor = self.factory.registry().constructor(self.factory.driver, self.config())
+        return ctor.declared_capabilities(pipe.pipeline)
 
     def _track(self, pipe: Pipe) -> Pipe:
         self._pipes.append(pipe)

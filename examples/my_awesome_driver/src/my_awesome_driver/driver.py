@@ -44,7 +44,8 @@ class Driver(PullDriver):
     name = "my_awesome_driver"
     capabilities = Capabilities(durable=True, lease_extension=True, dead_letter=True,
                                 redelivery_on_crash=True, delay_granularity=MILLISECOND,
-                                max_payload=4 << 20)  # a reservation reads whole files
+                                max_payload=4 << 20,  # a reservation reads whole files
+                                shared_queue=True)  # processes on one spool share its jobs
 
     def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: Options,
                  settings: Settings) -> None:

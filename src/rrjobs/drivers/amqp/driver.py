@@ -73,8 +73,11 @@ PUBLISH_SLICE = 250
 #: How many delay queues ``state()`` counts (the most recently used).
 STATE_DELAY_QUEUES = 64
 
+#: ``reserved_per_consumer``: a passive declare counts the queue's ready messages only, so
+#: ``reserved`` is what this consumer holds unacknowledged.
 BASE_CAPABILITIES = Capabilities(max_delay=float(MAX_DELAY), max_payload=MAX_PAYLOAD,
-                                 redelivery_on_crash=True, delay_granularity=0.001)
+                                 redelivery_on_crash=True, delay_granularity=0.001,
+                                 shared_queue=True, reserved_per_consumer=True)
 
 
 class PublishFailedError(RRJobsError):
@@ -108,6 +111,7 @@ class AMQPDriver(BaseDriver):
     ``push_batch`` are safe to call concurrently."""
 
     name = "amqp"
+    capabilities = BASE_CAPABILITIES
 
     def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: AMQPOptions,
                  section: AMQPSection) -> None:

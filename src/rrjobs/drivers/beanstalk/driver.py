@@ -67,11 +67,19 @@ class BeanstalkDriverError(RRJobsError):
 Handle = tuple[Connection, int]
 
 
+#: Every tube's (``durable`` once the server says; ``reserved``: the tube's count of every
+#: connection's jobs).
+BASE_CAPABILITIES = Capabilities(durable=False, priority=False, lease_extension=True,
+                                 redelivery_on_crash=True, delay_granularity=SECOND,
+                                 max_delay=float(2**32 - 1), shared_queue=True)
+
+
 class BeanstalkDriver(LeasingDriver):
     """One pipeline on one beanstalkd tube. A job's ``handle`` is ``(connection,
     job id)``: the connection that reserved it, which alone may settle it."""
 
     name: ClassVar[str] = "beanstalk"
+    capabilities = BASE_CAPABILITIES
     lease_lost = "its TTR ran out or its connection closed; beanstalkd delivers it again"
     max_lease = MAX_TTR
 
@@ -82,11 +90,8 @@ class BeanstalkDriver(LeasingDriver):
         self.tube = options.tube
         self.ttr = max(1, whole_seconds(options.ttr or section.timeout))
         self.reserve_timeout = whole_seconds(options.reserve_timeout)
-        self.capabilities = Capabilities(
-            durable=False, priority=False, lease_extension=True,
-            dead_letter=options.bury_failed, dead_letter_read=options.bury_failed,
-            redelivery_on_crash=True,
-            delay_granularity=SECOND, max_delay=float(2**32 - 1))
+        self.capabilities = replace(BASE_CAPABILITIES, dead_letter=options.bury_failed,
+                                    dead_letter_read=options.bury_failed)
         self._producer: Connection | None = None
         self._consumer: Connection | None = None
         self._connecting = asyncio.Lock()

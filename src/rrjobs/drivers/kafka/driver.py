@@ -64,12 +64,15 @@ class KafkaUnavailableError(RRJobsError):
 
 
 def capabilities_for(options: KafkaOptions, *, delay: bool) -> Capabilities:
-    """What a pipeline with ``options`` can do (``delay``: its delay topic is usable)."""
+    """What a pipeline with ``options`` can do (``delay``: its delay topic is usable).
+    Consumers share the jobs only in a consumer group (without one each reads every
+    partition); ``reserved`` is what this consumer holds."""
     p, dead_letter = options.producer_options, bool(options.dead_letter_topic)
+    grouped = options.group_options is not None
     return Capabilities(delay=delay, delay_granularity=0.001, durable=p.required_acks != "NoAck",
                         max_payload=p.max_message_bytes - HEADER_RESERVE, dead_letter=dead_letter,
-                        dead_letter_read=dead_letter,
-                        redelivery_on_crash=options.group_options is not None)
+                        dead_letter_read=dead_letter, redelivery_on_crash=grouped,
+                        shared_queue=grouped, reserved_per_consumer=True)
 
 
 class KafkaJob(Job):
@@ -101,6 +104,10 @@ class KafkaDriver(BaseDriver):
     name: ClassVar[str] = "kafka"
     #: Partitions kept paused while ``assigned`` applies ``consumer_offset`` to them.
     _seeking: frozenset[Any] = frozenset()
+
+    @classmethod
+    def declared(cls, options: KafkaOptions) -> Capabilities:
+        return capabilities_for(options, delay=bool(options.resolved_delay_topic()))
 
     def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: KafkaOptions,
                  section: KafkaSection) -> None:

@@ -34,7 +34,8 @@ from rrjobs.core.state import State
 from rrjobs.core.timers import DelayQueue
 from rrjobs.drivers.memory.config import MemoryOptions
 
-#: Any delay, priority, headers and pause; nothing durable (every field a default).
+#: Any delay, priority, headers and pause; nothing durable, nothing shared with another
+#: process (every field a default).
 CAPABILITIES = Capabilities()
 
 _make = Job.make

@@ -10,6 +10,7 @@ import logging
 import ssl
 import time
 from collections.abc import Coroutine, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import nats
@@ -87,14 +88,18 @@ class NATSUnavailableError(RRJobsError):
     """The NATS server could not be reached or has no JetStream."""
 
 
+#: Every pipeline's (``reserved``: the durable consumer's count of every process's jobs).
+BASE_CAPABILITIES = Capabilities(durable=True, lease_extension=True, redelivery_on_crash=True,
+                                 delay_granularity=0.001, shared_queue=True)
+
+
 def capabilities_for(options: NATSOptions, server_max: int | None = None) -> Capabilities:
     """What a pipeline with ``options`` can do; once connected, ``max_payload`` fits a message
     of ``server_max`` bytes (base64 in the JSON body, ``HEADER_RESERVE`` for the rest)."""
     max_payload = None if server_max is None else max(0, (server_max - HEADER_RESERVE) * 3 // 4)
-    return Capabilities(durable=True, max_payload=max_payload, lease_extension=True,
-                        dead_letter=bool(options.dead_letter_subject),
-                        dead_letter_read=bool(options.dead_letter_subject),
-                        redelivery_on_crash=True, delay_granularity=0.001)
+    dead_letter = bool(options.dead_letter_subject)
+    return replace(BASE_CAPABILITIES, max_payload=max_payload, dead_letter=dead_letter,
+                   dead_letter_read=dead_letter)
 
 
 class NATSDriver(PullDriver):
@@ -103,6 +108,7 @@ class NATSDriver(PullDriver):
     returns once JetStream stored the message (its PubAck); pushes may run concurrently."""
 
     name: ClassVar[str] = "nats"
+    capabilities = BASE_CAPABILITIES
     pause_wait = FETCH_TIMEOUT + 1.0  # the fetch in flight finishes
 
     def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: NATSOptions,

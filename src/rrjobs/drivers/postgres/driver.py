@@ -52,8 +52,10 @@ BATCH = 500
 #: At most this many jobs go in one INSERT (a push_batch of rrjobs' default chunk in one).
 INSERT_BATCH = 1000
 
+#: ``reserved``: the table's count of every consumer's reserved rows.
 CAPABILITIES = Capabilities(durable=True, max_payload=MAX_PAYLOAD, lease_extension=True,
-                            redelivery_on_crash=True, delay_granularity=MILLISECOND)
+                            redelivery_on_crash=True, delay_granularity=MILLISECOND,
+                            shared_queue=True)
 
 #: A job's handle: its row's ``(seq, deliveries)``, the reservation it came with.
 Handle = tuple[int, int]

@@ -15,6 +15,7 @@ import contextlib
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, ClassVar, cast
 
 from google.api_core import exceptions as gexc
@@ -80,11 +81,16 @@ class PubSubJob(Job):
     delivery_attempt: int
 
 
+#: Every pipeline's; ``reserved_per_consumer``: Pub/Sub has no counts, ``reserved`` is this
+#: consumer's leases.
+BASE_CAPABILITIES = Capabilities(durable=True, max_payload=MAX_PAYLOAD, lease_extension=True,
+                                 redelivery_on_crash=True, delay_granularity=SECOND,
+                                 shared_queue=True, reserved_per_consumer=True)
+
+
 def capabilities_for(options: PubSubOptions) -> Capabilities:
-    return Capabilities(durable=True, max_payload=MAX_PAYLOAD, lease_extension=True,
-                        dead_letter=bool(options.dead_letter_topic),
-                        dead_letter_read=bool(options.dead_letter_topic),
-                        redelivery_on_crash=True, delay_granularity=SECOND)
+    dead_letter = bool(options.dead_letter_topic)
+    return replace(BASE_CAPABILITIES, dead_letter=dead_letter, dead_letter_read=dead_letter)
 
 
 class PubSubDriver(LeasingDriver):
@@ -96,6 +102,7 @@ class PubSubDriver(LeasingDriver):
     """
 
     name: ClassVar[str] = DRIVER_NAME
+    capabilities = BASE_CAPABILITIES
     max_lease = MAX_ACK_DEADLINE
     lease_lost = "given back to the broker (pause or stop), which delivers it again"
     pause_wait = 5.0  # for a Pull in flight: cancelling it strands what the broker handed out

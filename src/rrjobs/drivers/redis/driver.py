@@ -21,6 +21,7 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -141,10 +142,15 @@ def stream_keys(queue: str, bands: Sequence[int]) -> list[str]:
     return [f"{prefix}jobs:{band}" for band in bands] if bands else [f"{prefix}jobs"]
 
 
+#: Every pipeline's (``reserved``: the group's pending entries, every consumer's).
+BASE_CAPABILITIES = Capabilities(durable=True, max_payload=MAX_PAYLOAD, lease_extension=True,
+                                 redelivery_on_crash=True, delay_granularity=MILLISECOND,
+                                 shared_queue=True)
+
+
 def capabilities_for(options: RedisOptions) -> Capabilities:
-    return Capabilities(durable=True, max_payload=MAX_PAYLOAD, lease_extension=True,
-                        dead_letter=options.dead_letter, dead_letter_read=options.dead_letter,
-                        redelivery_on_crash=True, delay_granularity=MILLISECOND)
+    return replace(BASE_CAPABILITIES, dead_letter=options.dead_letter,
+                   dead_letter_read=options.dead_letter)
 
 
 def client_for(section: RedisSection) -> Redis | RedisCluster:
@@ -191,6 +197,7 @@ class RedisDriver(LeasingDriver):
     """
 
     name: ClassVar[str] = "redis"
+    capabilities = BASE_CAPABILITIES
     lease_lost = "its visibility timeout ran out; Redis delivers it again"
 
     def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: RedisOptions,

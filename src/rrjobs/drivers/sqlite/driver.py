@@ -49,8 +49,11 @@ FETCH_MAX = 512
 #: Dead letters read per query while a replay takes them all.
 DEAD_PAGE = 100
 
+#: ``shared_queue``: processes on one file (a local file system) share its jobs;
+#: ``reserved``: the file's count of every process's reserved rows.
 CAPABILITIES = Capabilities(durable=True, max_payload=MAX_PAYLOAD, lease_extension=True,
-                            redelivery_on_crash=True, delay_granularity=0.001)
+                            redelivery_on_crash=True, delay_granularity=0.001,
+                            shared_queue=True)
 
 #: Owners (driver instances) alive in this process; see :func:`owner_is_dead`.
 _LIVE_OWNERS: set[str] = set()

@@ -16,6 +16,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -76,12 +77,16 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
+#: Every queue's (``reserved``: SQS's count of every consumer's messages in flight).
+BASE_CAPABILITIES = Capabilities(durable=True, max_payload=codec.MAX_PAYLOAD,
+                                 lease_extension=True, redelivery_on_crash=True,
+                                 delay_granularity=SECOND, shared_queue=True)
+
+
 def capabilities_for(options: SQSOptions, *, dead_letter: bool) -> Capabilities:
     """What a pipeline with ``options`` can do (``dead_letter``: its queue has a DLQ)."""
-    return Capabilities(delay=not options.fifo, durable=True, max_payload=codec.MAX_PAYLOAD,
-                        lease_extension=True, dead_letter=dead_letter,
-                        dead_letter_read=dead_letter, redelivery_on_crash=True,
-                        delay_granularity=SECOND)
+    return replace(BASE_CAPABILITIES, delay=not options.fifo, dead_letter=dead_letter,
+                   dead_letter_read=dead_letter)
 
 
 class SQSDriver(LeasingDriver):
@@ -93,6 +98,7 @@ class SQSDriver(LeasingDriver):
     """
 
     name: ClassVar[str] = "sqs"
+    capabilities = BASE_CAPABILITIES
     max_lease = MAX_VISIBILITY
     lease_lost = "its visibility timeout ran out; SQS delivers it again"
 

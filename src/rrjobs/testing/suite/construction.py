@@ -42,6 +42,30 @@ class ConstructionTests(SuiteBase):
         await job.ack()
 
     @conformance_case
+    async def test_sharing_is_declared_before_the_pipeline_opens(self, h: Harness) -> None:
+        """``shared_queue`` and ``reserved_per_consumer``, read before a pipeline opens
+        (``rrjobs serve --processes`` does), are the built driver's own; ``shared_queue``
+        is what a second driver with the same options shows (the factory's
+        ``shared_broker``, which the shared-queue tests check with two consumers)."""
+        for via in ("config", "declare"):
+            pipe = await h.pipe(via=via, run=False)
+            before, built = h.declared(pipe), pipe.capabilities
+            assert (before.shared_queue, before.reserved_per_consumer) == (
+                built.shared_queue, built.reserved_per_consumer), (
+                f"{pipe}: declared before it opens {before}, built {built}")
+            if built.shared_queue:
+                assert h.factory.shared_broker, (
+                    f"{pipe}: shared_queue is declared but the factory's shared_broker is false")
+            else:
+                if via == "config":
+                    await pipe.run()
+                else:
+                    await pipe.resume()
+                await pipe.push(payload=b"mine")
+                await h.assert_not_shared(pipe, "a job of a driver without shared_queue")
+                await (await pipe.receive()).ack()
+
+    @conformance_case
     async def test_driver_from_declare(self, h: Harness) -> None:
         """``driver_from_pipeline`` reads string options as ``Declare`` sends them;
         ``resume`` starts a declared pipeline."""
