@@ -17,7 +17,7 @@ from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.state import State
 from rrjobs.processes import check_shareable, child_config, merge_metrics, merge_stats
-from rrjobs.runtime.children import Child, Children
+from rrjobs.runtime.children import Child, Children, ChildStartError
 from rrjobs.runtime.stats import Counters, PipelineStat
 
 
@@ -210,5 +210,17 @@ async def test_a_child_that_exits_before_it_is_ready_fails_the_start() -> None:
 
     kids = Children(2, lambda i: [sys.executable, "-c", f"raise SystemExit({i + 3})"],
                     ready=never, grace=5.0)
-    with pytest.raises(RuntimeError, match="exited before it was ready"):
+    with pytest.raises(ChildStartError, match="exited before it was ready"):
         await kids.start(within=30)
+
+
+async def test_children_not_ready_in_time_fail_the_start_with_one_line() -> None:
+    async def never(child: Child) -> bool:
+        return False
+
+    kids = Children(2, lambda i: [sys.executable, "-c", "import time; time.sleep(60)"],
+                    ready=never, grace=5.0)
+    with pytest.raises(ChildStartError, match=r"0 of 2 processes were ready after 0\.5 s"):
+        await kids.start(within=0.5)
+    assert all(c.process is not None and c.process.returncode is not None
+               for c in kids.children)

@@ -27,6 +27,8 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from rrjobs.core.errors import RRJobsError
+
 log = logging.getLogger("rrjobs.processes")
 
 #: seconds before the first restart of a child that died
@@ -37,6 +39,12 @@ MAX_BACKOFF = 30.0
 STABLE = 30.0
 #: seconds between two readiness checks of a starting child
 READY_POLL = 0.05
+
+
+class ChildStartError(RRJobsError):
+    """Not every child became ready at the first start: one exited before it was ready
+    (its own error is in its log), or they took too long. ``rrjobs serve`` exits with 1
+    and this one line."""
 
 
 @dataclass
@@ -83,6 +91,7 @@ class Children:
         self._env = dict(env) if env is not None else None
         self.grace = grace
         self.stopping = False
+        self._stopped = False  # a stop ran to its end: another has nothing left to do
         self._tasks: list[asyncio.Task[None]] = []
 
     def __len__(self) -> int:
@@ -99,12 +108,17 @@ class Children:
 
     async def start(self, within: float) -> None:
         """Start every child and wait until all are ready. A child that exits before it is
-        ready, or takes longer than ``within`` seconds, is a ``RuntimeError`` (and every
-        child started is stopped): a configuration every child rejects would otherwise be
-        restarted for ever."""
+        ready, or takes longer than ``within`` seconds, is a :class:`ChildStartError` (and
+        every child started is stopped): a configuration every child rejects would otherwise
+        be restarted for ever."""
         try:
             async with asyncio.timeout(within):
                 await asyncio.gather(*(self._first_start(c) for c in self.children))
+        except TimeoutError:
+            await self.stop()
+            ready = len(self.ready_children())
+            raise ChildStartError(f"{ready} of {len(self)} processes were ready after "
+                                  f"{within:g} s") from None
         except BaseException:
             await self.stop()
             raise
@@ -117,7 +131,7 @@ class Children:
         if not await self._wait_ready(child):
             proc = child.process
             code = proc.returncode if proc is not None else None
-            raise RuntimeError(f"process {child.index} exited before it was ready "
+            raise ChildStartError(f"process {child.index} exited before it was ready "
                                f"({describe_exit(code) if code is not None else 'no process'})")
 
     async def _spawn(self, child: Child) -> asyncio.subprocess.Process:
@@ -190,6 +204,8 @@ class Children:
         """SIGTERM to every child, a wait of up to ``grace`` seconds for all of them to
         drain and exit, then SIGKILL for those still running. Idempotent."""
         self.stopping = True
+        if self._stopped:
+            return
         self._signal_all(signal.SIGTERM)
         procs = [c.process for c in self.children if c.process is not None]
         waits = [asyncio.create_task(p.wait()) for p in procs]
@@ -211,6 +227,7 @@ class Children:
             if proc is not None and proc.returncode not in (None, 0):
                 log.warning("process %d (pid %d) stopped: %s", child.index, proc.pid,
                             describe_exit(proc.returncode))
+        self._stopped = True
 
     def force(self) -> None:
         """A second SIGTERM to every child still running: each forces its stop."""
