@@ -8,7 +8,8 @@ consumer): in ``ptc`` with every serve process paused, resumed through the super
 once all are pushed; in ``concurrent`` while they consume. The handled indices, the first
 and last handle times and the CPU of each serve process come from the files
 ``processes_app`` writes at its stop; client CPU is this process's over the enqueue plus each
-serve process's from its first to its last job."""
+serve process's from its first to its last job. With N > 1 the supervisor's own CPU over the
+same span (from /proc: its RPC, stat fan-out and child watching) is ``supervisor_cpu_s``."""
 
 from __future__ import annotations
 
@@ -36,6 +37,12 @@ from rrjobs.runtime.jobs import Jobs
 JOB = "peers.job"
 HERE = Path(__file__).resolve().parent
 BUSY_MS = 1.0
+
+
+def process_cpu(pid: int) -> float:
+    """CPU-seconds (user + system) of process ``pid`` so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -91,6 +98,7 @@ async def main() -> None:
         await producer.start()
         if args.mode == "ptc":
             await client.pause(name)
+        supervisor0 = process_cpu(proc.pid)
         cpu0 = time.process_time()
         start = time.monotonic()
         for first in range(0, args.jobs, args.batch):
@@ -105,6 +113,7 @@ async def main() -> None:
             if stat.counters.ok >= args.jobs:
                 break
             await asyncio.sleep(0.25)  # the clocks are the serve processes' own
+        supervisor_cpu = process_cpu(proc.pid) - supervisor0
     finally:
         await client.close()
         if proc.returncode is None:
@@ -121,11 +130,16 @@ async def main() -> None:
     busy = [o for o in outs if o["seen"]]
     rec.first = min(o["first"] for o in busy)
     rec.last = max(o["last"] for o in busy)
+    if args.mode == "ptc" and rec.first < produced.end:  # the pause did not hold
+        raise SystemExit(f"a job was handled {produced.end - rec.first:.3f} s before the "
+                         "enqueue ended, with every serve process paused")
     settings: dict[str, Any] = {
         "driver": "amqp", "push": f"push_batch({args.batch})", "publisher_confirms": True,
         "ack": "after handler", "persistent": True, "processes": processes,
         "handler": f"busy {BUSY_MS:g} ms of thread CPU" if kind == "cpu" else "json only",
         "handled_per_process": sorted(len(o["seen"]) for o in outs)}
+    if processes > 1:  # with one, the serve process is the runtime (its CPU is the client's)
+        settings["supervisor_cpu_s"] = round(supervisor_cpu, 3)
     common.emit(common.result(args, "rrjobs", broker="rabbitmq", enqueue=produced, rec=rec,
                               settings=settings, cpu=cpu))
 
