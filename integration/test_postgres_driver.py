@@ -153,3 +153,27 @@ async def test_the_password_never_shows_in_reprs_logs_or_errors(
     texts += error_texts(err.value) + log_texts(caplog.records)
     assert "password authentication failed" in " ".join(error_texts(err.value))
     assert [t for t in texts if password in t] == []
+
+
+async def test_a_batch_of_alike_jobs_and_a_mixed_one_keep_each_jobs_columns(
+        postgres_dsn: str, conn: Any) -> None:
+    name = f"batch-{uuid.uuid4().hex[:10]}"
+    config = Config({"postgres": {"dsn": postgres_dsn}, "jobs": {"consume": [], "pipelines": {
+        name: {"driver": "postgres", "config": {"priority": 4}}}}})
+    async with Jobs(config, App()) as jobs:  # pushed to, not consumed
+        alike = [Message("Order", f"a{i}".encode(), name, headers={"k": ["v"]}) for i in range(3)]
+        mixed = [Message("Order", b"m0", name, priority=2, delay=60.0),
+                 Message("Refund", b"m1", name, headers={"r": ["1", "2"]}, auto_ack=True)]
+        await jobs.push_batch(alike)
+        await jobs.push_batch(mixed)
+        rows = await conn.fetch(
+            "SELECT id, name, payload, headers, priority, auto_ack, "
+            "available_at > now() + interval '50 seconds' AS later "
+            "FROM rrjobs_jobs WHERE pipeline = $1 ORDER BY seq", name)
+    assert [tuple(r) for r in rows] == [
+        (alike[0].id, "Order", b"a0", '{"k":["v"]}', 4, False, False),
+        (alike[1].id, "Order", b"a1", '{"k":["v"]}', 4, False, False),
+        (alike[2].id, "Order", b"a2", '{"k":["v"]}', 4, False, False),
+        (mixed[0].id, "Order", b"m0", "{}", 2, False, True),
+        (mixed[1].id, "Refund", b"m1", '{"r":["1","2"]}', 4, True, False)]
+    await conn.execute("DELETE FROM rrjobs_jobs WHERE pipeline = $1", name)

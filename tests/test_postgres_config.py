@@ -6,9 +6,10 @@ import pytest
 
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.headers import BadHeadersError
+from rrjobs.core.message import Message
 from rrjobs.core.options import validate
 from rrjobs.drivers.postgres.config import PostgresOptions, PostgresSection
-from rrjobs.drivers.postgres.driver import decode_headers, encode_headers
+from rrjobs.drivers.postgres.driver import decode_headers, encode_headers, insert_statement
 from rrjobs.drivers.postgres.queries import queries
 
 PASSWORD = "PgSecret-7f3a91c2"
@@ -54,7 +55,27 @@ def test_the_headers_column_round_trips_and_refuses_what_no_job_carries() -> Non
 
 def test_every_statement_names_its_own_table_only() -> None:
     sql = queries("orders_jobs")
-    statements = [getattr(sql, name) for name in ("insert", "reserve", "ack", "requeue",
-                                                  "release", "dead_letter", "counts")]
+    statements = [getattr(sql, name) for name in ("insert", "insert_uniform", "reserve", "ack",
+                                                  "requeue", "release", "dead_letter", "counts")]
     assert all('"orders_jobs' in s and "rrjobs_jobs" not in s for s in statements)
     assert "FOR UPDATE SKIP LOCKED" in sql.reserve and "ORDER BY priority, seq" in sql.reserve
+
+
+def test_jobs_alike_go_in_one_insert_that_sends_what_they_share_once() -> None:
+    sql = queries("orders_jobs")
+    alike = [Message("Send", f"{i}".encode(), "p", headers={"k": ["v"]}, delay=1.5)
+             for i in range(3)]
+    statement, args = insert_statement(sql, "p", alike, "orders_jobs", 7)
+    assert statement == sql.insert_uniform and '"orders_jobs"' in statement
+    assert args == ("p", [m.id for m in alike], [b"0", b"1", b"2"], "Send", '{"k":["v"]}',
+                    7, False, 1500, "orders_jobs")
+    # one job unlike the others: every column per job; priority 0 is the pipeline's
+    mixed = [*alike, Message("Other", bytearray(b"x"), "p", priority=2, auto_ack=True)]
+    statement, args = insert_statement(sql, "p", mixed, "orders_jobs", 7)
+    assert statement == sql.insert
+    assert args[2:8] == (["Send", "Send", "Send", "Other"], [b"0", b"1", b"2", b"x"],
+                         ['{"k":["v"]}'] * 3 + ["{}"], [7, 7, 7, 2],
+                         [False, False, False, True], [1500, 1500, 1500, 0])
+    assert type(args[3][3]) is bytes
+    # without a default, priority 0 is left to the table (the pipeline it records)
+    assert insert_statement(sql, "p", alike[:1], "c")[1][5] is None

@@ -42,7 +42,7 @@ from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.state import State
 from rrjobs.drivers.postgres.config import PostgresOptions, PostgresSection
 from rrjobs.drivers.postgres.deadletters import PostgresDeadLetters
-from rrjobs.drivers.postgres.queries import queries
+from rrjobs.drivers.postgres.queries import Queries, queries
 from rrjobs.drivers.postgres.schema import SchemaError, migrate, names
 
 #: The largest payload accepted (a row is read whole by its reservation).
@@ -51,6 +51,8 @@ MAX_PAYLOAD = 64 * 1024 * 1024
 BATCH = 500
 #: At most this many jobs go in one INSERT (a push_batch of rrjobs' default chunk in one).
 INSERT_BATCH = 1000
+#: Ack ``DELETE`` statements in flight at once.
+ACK_BATCHES = 2
 
 #: ``reserved``: the table's count of every consumer's reserved rows.
 CAPABILITIES = Capabilities(durable=True, max_payload=MAX_PAYLOAD, lease_extension=True,
@@ -76,12 +78,32 @@ def decode_headers(text: str) -> Headers:
     return normalize_headers(parsed)
 
 
-def insert_args(pipeline: str, msgs: Sequence[Message], channel: str) -> tuple[Any, ...]:
-    """The arguments of :attr:`Queries.insert` for ``msgs`` (priority 0: the pipeline's)."""
-    return (pipeline, [m.id for m in msgs], [m.name for m in msgs],
-            [bytes(m.payload) for m in msgs], [encode_headers(m.headers) for m in msgs],
-            [m.priority or None for m in msgs], [m.auto_ack for m in msgs],
-            [whole_millis(m.delay) for m in msgs], channel)
+def insert_statement(sql: Queries, pipeline: str, msgs: Sequence[Message], channel: str,
+                     default: int | None = None) -> tuple[str, tuple[Any, ...]]:
+    """The ``INSERT`` of ``msgs`` and its arguments; priority 0 is ``default``, the
+    pipeline's (``None``: the one its table records, looked up by a trigger per row,
+    which costs the server as much again as the rest of the insert).
+
+    Jobs alike but for their ids and payloads (one name, the same headers, priority,
+    auto_ack and delay: a ``push_batch`` of one kind of job) go in
+    :attr:`Queries.insert_uniform`, those five columns sent once: asyncpg encodes
+    an array element by element in Python, two columns instead of seven per job."""
+    first = msgs[0]
+    name, headers, priority, auto_ack, delay = (first.name, first.headers, first.priority,
+                                                first.auto_ack, first.delay)
+    ids = [m.id for m in msgs]
+    payloads = [m.payload if type(m.payload) is bytes else bytes(m.payload) for m in msgs]
+    for m in msgs:
+        if (m.name != name or m.priority != priority or m.delay != delay
+                or m.auto_ack is not auto_ack or m.headers != headers):
+            break
+    else:
+        return sql.insert_uniform, (pipeline, ids, payloads, name, encode_headers(headers),
+                                    priority or default, auto_ack, whole_millis(delay), channel)
+    return sql.insert, (pipeline, ids, [m.name for m in msgs], payloads,
+                        [encode_headers(m.headers) for m in msgs],
+                        [m.priority or default for m in msgs], [m.auto_ack for m in msgs],
+                        [whole_millis(m.delay) for m in msgs], channel)
 
 
 class PostgresDriver(PullDriver):
@@ -109,7 +131,8 @@ class PostgresDriver(PullDriver):
         self.owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
         self._lease_ms = whole_millis(options.visibility_timeout)
         self.pool: Any = None
-        #: reservations and acks: commits that do not wait for the WAL flush (see open)
+        #: the consumer's reservations and acks: commits that do not wait for the WAL
+        #: flush (see _start_consuming)
         self.relaxed: Any = None
         self._listener: Any = None
         self._listen_failed = False
@@ -118,7 +141,7 @@ class PostgresDriver(PullDriver):
         self._held: dict[int, Job] = {}
         #: single pushes of one loop turn go in one INSERT
         self._inserts: Batcher[Message, None] = Batcher(self._insert, BATCH, section.pool_size)
-        self._acks = self.settlement_batcher(self._delete, "acknowledging", BATCH, 2)
+        self._acks = self.settlement_batcher(self._delete, "acknowledging", BATCH, ACK_BATCHES)
 
     @property
     def dsn(self) -> str:
@@ -130,12 +153,6 @@ class PostgresDriver(PullDriver):
             self.pool = await asyncpg.create_pool(
                 self.dsn, min_size=1, max_size=self.section.pool_size,
                 server_settings={"application_name": "rrjobs"})
-            # A reservation or an ack lost to a crash of the server in the few ms before
-            # its WAL is flushed only makes the job come again (at-least-once); the next
-            # durable commit flushes them. Pushes, requeues and dead letters wait.
-            self.relaxed = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=3,  # the reservation and two ack batches
-                server_settings={"application_name": "rrjobs", "synchronous_commit": "off"})
             async with self.pool.acquire() as conn:
                 await migrate(conn, self.options.table)
                 await conn.execute(self.sql.register, self.pipeline_name, self.priority)
@@ -152,8 +169,9 @@ class PostgresDriver(PullDriver):
             await self._insert(msgs[start:start + INSERT_BATCH])
 
     async def _insert(self, msgs: Sequence[Message]) -> list[None]:
-        await self.pool.execute(self.sql.insert,
-                                *insert_args(self.pipeline_name, msgs, self.channel))
+        statement, args = insert_statement(self.sql, self.pipeline_name, msgs, self.channel,
+                                           self.priority)
+        await self.pool.execute(statement, *args)
         return [None] * len(msgs)
 
     # -- consuming ----------------------------------------------------------------------
@@ -200,7 +218,7 @@ class PostgresDriver(PullDriver):
             raise
         self.connected = True
         if rows:
-            return sorted(rows, key=lambda r: (r[5], r[0]))
+            return rows  # type: ignore[no-any-return]
         wait = self.options.poll_interval
         due = await self.relaxed.fetchval(self.sql.next_due, self.pipeline_name)
         if due is not None:
@@ -260,6 +278,18 @@ class PostgresDriver(PullDriver):
                                      self.pipeline_name, len(seqs), describe_error(exc))
 
     async def _start_consuming(self) -> None:
+        """Open the consumer's connections before its first reservation: the pool of
+        reservations and acks, all of its connections at once (one per reservation in
+        flight and per ack batch), and the LISTEN connection."""
+        if self.relaxed is None:
+            # A reservation or an ack lost to a crash of the server in the few ms before
+            # its WAL is flushed only makes the job come again (at-least-once); the next
+            # durable commit flushes them. Pushes, requeues and dead letters wait.
+            size = 1 + ACK_BATCHES
+            self.relaxed = await asyncpg.create_pool(
+                self.dsn, min_size=size, max_size=size,
+                server_settings={"application_name": "rrjobs", "synchronous_commit": "off"})
+        await self._listen()
         await super()._start_consuming()
         if not self.supervisor.running("renew"):
             self.supervisor.start("renew", self._renew)
@@ -308,12 +338,12 @@ class PostgresDriver(PullDriver):
     async def _delete(self, handles: Sequence[Handle]) -> list[None]:
         """One ``DELETE`` of the acks ``handles``; those whose reservation was gone
         (its lease ended, the job was delivered again) are logged together."""
-        deleted = await self.relaxed.fetch(self.sql.ack, [h[0] for h in handles],
-                                        [h[1] for h in handles], self.owner)
-        if len(deleted) < len(handles):
+        deleted = await self.relaxed.fetchval(self.sql.ack, [h[0] for h in handles],
+                                              [h[1] for h in handles], self.owner)
+        if deleted < len(handles):
             self.log.warning("pipeline %r: %d acknowledged jobs had lost their reservation "
                              "(lease expired): they are delivered again",
-                             self.pipeline_name, len(handles) - len(deleted))
+                             self.pipeline_name, len(handles) - deleted)
         return [None] * len(handles)
 
     def ack_now(self, job: Job) -> None:

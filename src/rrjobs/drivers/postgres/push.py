@@ -12,7 +12,7 @@ from typing import Any
 
 from rrjobs.core.message import Message
 from rrjobs.drivers.postgres.config import DEFAULT_TABLE, TABLE_PATTERN
-from rrjobs.drivers.postgres.driver import MAX_PAYLOAD, insert_args
+from rrjobs.drivers.postgres.driver import MAX_PAYLOAD, insert_statement
 from rrjobs.drivers.postgres.queries import queries
 from rrjobs.drivers.postgres.schema import migrate, names
 
@@ -34,9 +34,10 @@ async def push_in(conn: Any, *jobs: Message, table: str = DEFAULT_TABLE) -> None
             raise ValueError(f"job {job.id}: payload of {len(job.payload)} bytes is over "
                              f"the limit of {MAX_PAYLOAD}")
         by_pipeline.setdefault(job.pipeline, []).append(job)
-    sql, channel = queries(table).insert, names(table).channel
+    sql, channel = queries(table), names(table).channel
     for pipeline, msgs in by_pipeline.items():
-        await conn.execute(sql, *insert_args(pipeline, msgs, channel))
+        statement, args = insert_statement(sql, pipeline, msgs, channel)
+        await conn.execute(statement, *args)
 
 
 async def create_table(conn: Any, table: str = DEFAULT_TABLE) -> int:

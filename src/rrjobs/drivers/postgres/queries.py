@@ -41,21 +41,34 @@ class Queries:
                 "SELECT pg_notify($9, $1)")
 
     @cached_property
+    def insert_uniform(self) -> str:
+        """:attr:`insert` of jobs alike but for their ids (``$2``) and payloads
+        (``$3``): one name (``$4``), headers (``$5``), priority (``$6``), auto_ack
+        (``$7``) and delay in ms (``$8``) for all; then ``pg_notify($9, $1)``."""
+        return (f"WITH ins AS (INSERT INTO {self._t} (pipeline, id, name, payload, headers, "
+                "priority, auto_ack, available_at) "
+                f"SELECT $1, u.i, $4, u.p, $5, $6, $7, now() + $8::bigint {_MS} "
+                "FROM unnest($2::text[], $3::bytea[]) WITH ORDINALITY AS u(i, p, o) "
+                "ORDER BY u.o RETURNING 1) "
+                "SELECT pg_notify($9, $1)")
+
+    @cached_property
     def reserve(self) -> str:
         """Reserve up to ``$2`` ready jobs of ``$1`` for ``$3`` for ``$4`` ms, in
-        priority then FIFO order, skipping rows other consumers are locking;
-        expired reservations of the pipeline are taken back on the way (ready
-        for the next reservation)."""
+        priority then FIFO order (the rows returned in that order), skipping rows
+        other consumers are locking; expired reservations of the pipeline are
+        taken back on the way (ready for the next reservation)."""
         t = self._t
         return (f"WITH reaped AS (UPDATE {t} SET reserved_by = NULL WHERE pipeline = $1 "
                 "AND reserved_by IS NOT NULL AND available_at <= now()), "
                 f"picked AS (SELECT seq FROM {t} WHERE pipeline = $1 AND reserved_by IS NULL "
                 "AND available_at <= now() ORDER BY priority, seq LIMIT $2 "
-                "FOR UPDATE SKIP LOCKED) "
-                f"UPDATE {t} AS j SET reserved_by = $3, available_at = now() + $4 {_MS}, "
+                "FOR UPDATE SKIP LOCKED), "
+                f"r AS (UPDATE {t} AS j SET reserved_by = $3, available_at = now() + $4 {_MS}, "
                 "deliveries = j.deliveries + 1 FROM picked WHERE j.seq = picked.seq "
                 "RETURNING j.seq, j.id, j.name, j.payload, j.headers, j.priority, j.auto_ack, "
-                "j.deliveries")
+                "j.deliveries) "
+                "SELECT * FROM r ORDER BY priority, seq")
 
     @cached_property
     def next_due(self) -> str:
@@ -65,10 +78,10 @@ class Queries:
 
     @cached_property
     def ack(self) -> str:
-        """Delete the reservations ``($1[i], $2[i])`` of ``$3``; the seqs deleted."""
-        return (f"DELETE FROM {self._t} AS j USING unnest($1::bigint[], $2::integer[]) "
-                "AS a(seq, d) WHERE j.seq = a.seq AND j.deliveries = a.d "
-                "AND j.reserved_by = $3 RETURNING j.seq")
+        """Delete the reservations ``($1[i], $2[i])`` of ``$3``; how many were."""
+        return (f"WITH d AS (DELETE FROM {self._t} AS j USING unnest($1::bigint[], "
+                "$2::integer[]) AS a(seq, d) WHERE j.seq = a.seq AND j.deliveries = a.d "
+                "AND j.reserved_by = $3 RETURNING 1) SELECT count(*) FROM d")
 
     @cached_property
     def delete(self) -> str:
