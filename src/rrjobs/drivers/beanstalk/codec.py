@@ -41,9 +41,7 @@ def encode(*, id: str, name: str, pipeline: str, payload: bytes, headers: Header
            priority: int, auto_ack: bool, delay: int = 0) -> bytes:
     """The body of one job: RoadRunner's Item, as RoadRunner's producer writes it
     (``delay``: the whole seconds it is put with, as RoadRunner's ``Options.Delay``)."""
-    return gob.encode_item(gob.Item(job=name, ident=id, payload=payload, headers=headers,
-                                    priority=priority, pipeline=pipeline, delay=delay,
-                                    auto_ack=auto_ack))
+    return gob.encode(name, id, payload, headers, priority, pipeline, delay, auto_ack)
 
 
 def decode(body: bytes, default_priority: int) -> Decoded:

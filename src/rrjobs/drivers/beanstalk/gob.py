@@ -381,15 +381,64 @@ def read_item(body: bytes | memoryview) -> Item:
 
 
 def _read_known(body: bytes | memoryview) -> Item | None:
-    """The Item of a body headed by :data:`TYPES` (RoadRunner's and rrjobs'), read
-    without the generic decoder (the same result, a few times faster); ``None`` when
-    the message after the types is not an Item's value."""
+    """The Item of a body headed by :data:`TYPES` (what a Go process writes when Item
+    is the first type it encodes; rrjobs' always), read without the generic decoder
+    (the same result, a few times faster); ``None`` when the message after the types
+    is not an Item's value."""
     r = _Reader(body, len(TYPES), len(body))
     length = r.uint()
     if length == 0 or length > r.left():
         raise GobError(f"gob: a message of {length} bytes with {r.left()} left")
-    r.end = r.pos + length
-    if r.signed() != ITEM_ID:
+    try:
+        return _known_value(bytes(body[r.pos : r.pos + length]))
+    except IndexError:  # a count or delta past the message's end
+        raise GobError("gob: truncated") from None
+
+
+def _long(data: bytes, pos: int, first: int) -> tuple[int, int]:
+    """The unsigned integer whose first byte (>= 0x80: its byte count, negated) was
+    ``first``, and the position after it."""
+    n = 256 - first
+    if n > 8 or pos + n > len(data):
+        raise GobError("gob: a truncated or too long unsigned integer")
+    return int.from_bytes(data[pos : pos + n], "big"), pos + n
+
+
+def _bytes_at(data: bytes, pos: int) -> tuple[bytes, int]:
+    n = data[pos]
+    pos += 1
+    if n >= 0x80:
+        n, pos = _long(data, pos, n)
+    end = pos + n
+    if end > len(data):
+        raise GobError(f"gob: a length of {n} with {len(data) - pos} bytes left")
+    return data[pos:end], end
+
+
+def _uint_at(data: bytes, pos: int) -> tuple[int, int]:
+    u = data[pos]
+    if u < 0x80:
+        return u, pos + 1
+    return _long(data, pos + 1, u)
+
+
+def _int_at(data: bytes, pos: int) -> tuple[int, int]:
+    u, pos = _uint_at(data, pos)
+    return (~(u >> 1) if u & 1 else u >> 1), pos
+
+
+def _count_at(data: bytes, pos: int) -> tuple[int, int]:
+    """A slice's or map's count: each element takes a byte at least."""
+    n, pos = _uint_at(data, pos)
+    if n > len(data) - pos:
+        raise GobError(f"gob: {n} elements with {len(data) - pos} bytes left")
+    return n, pos
+
+
+def _known_value(data: bytes) -> Item | None:
+    """:func:`_read_known` of the value's message ``data`` (an ``IndexError`` past its end)."""
+    ident_of, pos = _int_at(data, 0)
+    if ident_of != ITEM_ID:
         return None
     job = ident = pipeline = queue = ""
     payload = b""
@@ -397,38 +446,55 @@ def _read_known(body: bytes | memoryview) -> Item | None:
     priority = delay = 0
     auto_ack = False
     number = -1
-    while delta := r.uint():
+    while True:
+        delta, pos = _uint_at(data, pos)
+        if not delta:
+            break
         number += delta
         if number == 0:
-            job = r.raw().decode("utf-8", "replace")
+            raw, pos = _bytes_at(data, pos)
+            job = raw.decode("utf-8", "replace")
         elif number == 1:
-            ident = r.raw().decode("utf-8", "replace")
+            raw, pos = _bytes_at(data, pos)
+            ident = raw.decode("utf-8", "replace")
         elif number == 2:
-            payload = r.raw()
+            payload, pos = _bytes_at(data, pos)
         elif number == 3:
-            for _ in range(r.count()):
-                key = r.raw().decode("utf-8", "replace")
-                headers[key] = [r.raw().decode("utf-8", "replace") for _ in range(r.count())]
+            count, pos = _count_at(data, pos)
+            for _ in range(count):
+                raw, pos = _bytes_at(data, pos)
+                values, pos = _count_at(data, pos)
+                out = []
+                for _ in range(values):
+                    value, pos = _bytes_at(data, pos)
+                    out.append(value.decode("utf-8", "replace"))
+                headers[raw.decode("utf-8", "replace")] = out
         elif number == 4:
             option = -1
-            while step := r.uint():
+            while True:
+                step, pos = _uint_at(data, pos)
+                if not step:
+                    break
                 option += step
                 if option == 0:
-                    priority = r.signed()
+                    priority, pos = _int_at(data, pos)
                 elif option == 1:
-                    pipeline = r.raw().decode("utf-8", "replace")
+                    raw, pos = _bytes_at(data, pos)
+                    pipeline = raw.decode("utf-8", "replace")
                 elif option == 2:
-                    delay = r.signed()
+                    delay, pos = _int_at(data, pos)
                 elif option == 3:
-                    auto_ack = r.uint() != 0
+                    flag, pos = _uint_at(data, pos)
+                    auto_ack = flag != 0
                 elif option == 4:
-                    queue = r.raw().decode("utf-8", "replace")
+                    raw, pos = _bytes_at(data, pos)
+                    queue = raw.decode("utf-8", "replace")
                 else:
                     raise GobError(f"gob: field {option} of a struct of 5 fields")
         else:
             raise GobError(f"gob: field {number} of a struct of 5 fields")
-    if r.left():
-        raise GobError(f"gob: {r.left()} bytes left in the value's message")
+    if pos != len(data):
+        raise GobError(f"gob: {len(data) - pos} bytes left in the value's message")
     return Item(job, ident, payload, headers, priority, pipeline, delay, auto_ack, queue)
 
 
@@ -552,52 +618,83 @@ TYPES = b"".join(
 _KNOWN.update(decode(TYPES + _message(ITEM_ID, b"\x00")).types)
 
 
-def _fields_bytes(values: list[bytes | None]) -> bytes:
-    """A struct value: the fields that are not Go's zero value, by delta; then 0."""
-    out: list[bytes] = []
-    last = -1
-    for number, value in enumerate(values):
-        if value is not None:
-            out += (_uint(number - last), value)
-            last = number
-    out.append(b"\x00")
-    return b"".join(out)
+#: ``_uint(n)`` of the counts and deltas below 128.
+_SMALL = [bytes((n,)) for n in range(128)]
+_ITEM_ID = _int(ITEM_ID)
+
+
+def _put_text(out: list[bytes], text: str) -> None:
+    raw = text.encode("utf-8", "surrogateescape")
+    n = len(raw)
+    out += (_SMALL[n] if n < 128 else _uint(n), raw)
 
 
 def encode_item(item: Item) -> bytes:
     """``item`` as Go's ``gob.NewEncoder(w).Encode(&item)`` writes it, ``Options``
     always set (the map's keys in ``headers``' order; Go's are in random order).
     Raises :class:`GobError` for an integer outside Go's ``int64``."""
-    headers = None
-    if item.headers:
-        headers = b"".join(
-            (
-                _uint(len(item.headers)),
-                *(
-                    _str(k) + _uint(len(vs)) + b"".join(map(_str, vs))
-                    for k, vs in item.headers.items()
-                ),
-            )
-        )
-    options = _fields_bytes(
-        [
-            _int(item.priority) if item.priority else None,
-            _str(item.pipeline) if item.pipeline else None,
-            _int(item.delay) if item.delay else None,
-            b"\x01" if item.auto_ack else None,
-            _str(item.queue) if item.queue else None,
-        ]
+    return encode(
+        item.job,
+        item.ident,
+        item.payload,
+        item.headers,
+        item.priority,
+        item.pipeline,
+        item.delay,
+        item.auto_ack,
+        item.queue,
     )
-    value = _fields_bytes(
-        [
-            _str(item.job) if item.job else None,
-            _str(item.ident) if item.ident else None,
-            _raw(item.payload) if item.payload else None,
-            headers,
-            options,
-        ]
-    )
-    return TYPES + _message(ITEM_ID, value)
+
+
+def encode(
+    job: str,
+    ident: str,
+    payload: bytes,
+    headers: dict[str, list[str]],
+    priority: int,
+    pipeline: str,
+    delay: int = 0,
+    auto_ack: bool = False,
+    queue: str = "",
+) -> bytes:
+    """:func:`encode_item` of the Item of these fields (one join, no Item built)."""
+    # the TYPES, the value message's length (set below), its type id, then the fields
+    # that are not Go's zero value, each by its delta from the previous one
+    out = [TYPES, b"", _ITEM_ID]
+    last = -1
+    for number, text in ((0, job), (1, ident)):
+        if text:
+            out.append(_SMALL[number - last])
+            _put_text(out, text)
+            last = number
+    if payload:
+        n = len(payload)
+        out += (_SMALL[2 - last], _SMALL[n] if n < 128 else _uint(n), payload)
+        last = 2
+    if headers:
+        out += (_SMALL[3 - last], _uint(len(headers)))
+        for key, values in headers.items():
+            _put_text(out, key)
+            out.append(_uint(len(values)))
+            for value in values:
+                _put_text(out, value)
+        last = 3
+    out.append(_SMALL[4 - last])  # Options, always
+    last = -1
+    options = ((0, priority), (1, pipeline), (2, delay), (3, auto_ack), (4, queue))
+    for number, option in options:
+        if option:
+            out.append(_SMALL[number - last])
+            if isinstance(option, str):
+                _put_text(out, option)
+            elif option is True:
+                out.append(b"\x01")
+            else:
+                out.append(_int(option))
+            last = number
+    out.append(b"\x00\x00")  # the ends of Options and of Item
+    out[1] = _uint(sum(map(len, out)) - len(TYPES))
+    return b"".join(out)
 
 
 __all__ = [
@@ -608,6 +705,7 @@ __all__ = [
     "Item",
     "Value",
     "decode",
+    "encode",
     "encode_item",
     "read_item",
 ]
