@@ -86,6 +86,11 @@ func fixtures() map[string]string {
 	out["v4_1"] = hex.EncodeToString(encode(ItemV4{Job: "old", Ident: "v4-1", Payload: "hello",
 		Headers: map[string][]string{"k": {"v"}},
 		Options: &OptionsV4{Priority: 3, Pipeline: "p4", Delay: 5, AutoAck: true}}))
+	// RoadRunner's v6 Item in a process that gave other types the first ids.
+	type Shifted Item
+	out["v6_shifted"] = hex.EncodeToString(encode(Shifted{Job: "shifted", Ident: "s-1",
+		Payload: []byte("p"), Hdrs: map[string][]string{"k": {"v"}},
+		Options: &Options{Priority: 2, AutoAck: true}}))
 	return out
 }
 
