@@ -110,6 +110,19 @@ async def test_remove_returns_the_pipelines_jobs_in_order_and_frees_room() -> No
     assert q.remove("nope") == []
 
 
+async def test_jobs_of_lists_one_pipelines_queued_jobs_and_leaves_them_queued() -> None:
+    q = PriorityQueue()
+    for i, (prio, pipe) in enumerate([(5, "a"), (1, "b"), (3, "a"), (1, "a"), (5, "a")]):
+        q.insert_nowait(job(i, prio, pipe))
+    assert [j.id for j in q.jobs_of("a")] == ["3", "2", "0", "4"]
+    assert [j.id for j in q.jobs_of("b")] == ["1"] and q.jobs_of("nope") == []
+    assert len(q) == 5  # nothing was taken out
+    assert [q.extract_nowait().id for _ in range(2)] == ["1", "3"]  # type: ignore[union-attr]
+    assert [j.id for j in q.jobs_of("a")] == ["2", "0", "4"]
+    q.remove("a")
+    assert q.jobs_of("a") == []
+
+
 def test_maxsize_must_be_positive() -> None:
     with pytest.raises(ValueError):
         PriorityQueue(0)

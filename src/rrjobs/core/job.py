@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rrjobs.core.errors import JobAlreadySettledError, UnsupportedFeatureError
@@ -325,6 +325,28 @@ class Job:
             await self.settler.extend(self, seconds)
         finally:
             self._extending = None
+            done.set_result(None)
+
+    @staticmethod
+    async def extend_together(
+        jobs: Sequence[Job],
+        extend: Callable[[list[Job]], Awaitable[Sequence[BaseException | None]]],
+    ) -> tuple[list[Job], Sequence[BaseException | None]]:
+        """Extend the leases of several jobs in one ``extend(taken)`` call (one result per
+        job, in order), with :meth:`extend_lease`'s guarantee for each: the jobs taken are
+        those not settled and with no extension in flight, and a settlement of one of them
+        waits until the call returned. Returns the jobs taken and their results."""
+        taken = [job for job in jobs if job.settled is None and job._extending is None]
+        if not taken:
+            return taken, []
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for job in taken:
+            job._extending = done
+        try:
+            return taken, await extend(taken)
+        finally:
+            for job in taken:
+                job._extending = None
             done.set_result(None)
 
     def __repr__(self) -> str:

@@ -7,10 +7,13 @@ or stop, is refused by the broker or lands on a message delivered again meanwhil
 The driver records each handle it delivers in :attr:`LeasingDriver.leases`, with the
 ``loop.time()`` its lease ends (``math.inf``: the driver keeps it alive itself), and
 implements :meth:`LeasingDriver.change_lease`, one broker call; the kit checks the
-handle before each settlement and extension, and extends leases.
+handle before each settlement and extension, and extends leases: those of handlers'
+jobs when the worker pool asks, and, where the driver returns its lease from
+``queued_lease()``, those of the jobs waiting in the priority queue every third of it
+(:meth:`~rrjobs.core.pull.PullDriver.renew_waiting`).
 
-Jobs taken back at pause stay leased (``hold_at_pause``); resume delivers those
-whose lease still runs.
+Jobs taken back at pause stay leased (``hold_at_pause``) until their lease ends (they
+are not renewed); resume delivers those whose lease still runs.
 
 Concurrency: event-loop only. Every :class:`Leases` method is O(1).
 """

@@ -17,7 +17,18 @@ SQS ``ReceiveMessage``, Pub/Sub ``Pull``, a JetStream pull consumer's
   inside ``with self.in_flight:``, see :mod:`rrjobs.core.inflight`) finish
   instead of cancelling it; what it returns arrives with the gate closed;
 * optionally ``fetch_failed(exc)``: repair after a failed fetch (re-declare a
-  deleted queue, reconnect); return ``False`` to ask for a restart at once.
+  deleted queue, reconnect); return ``False`` to ask for a restart at once;
+* on a broker that leases each delivered message to its consumer for a while
+  (a visibility timeout, an ack wait, a TTR), ``queued_lease()``: its length in
+  seconds. While consuming, the supervised task ``"renew"`` then renews, every
+  third of it, the lease of every job this consumer holds that no handler has
+  started yet (waiting in the priority queue, where a full prefetch window keeps
+  a job for as long as the handlers take to reach it): through
+  ``renew_queued(jobs, seconds)``, by default ``extend`` of each job at once (a
+  driver whose ``extend`` goes through a :class:`~rrjobs.core.batcher.Batcher`
+  batches them), overridden where one broker call renews many. A handler's job
+  is the worker pool's to extend. Pausing and stopping end the task before the
+  queued jobs are taken back (a renewal in flight finishes first).
 
 The template runs the fetch loop as the supervised task ``"fetch"``: it waits
 for room in the pipeline's :class:`~rrjobs.core.lane.Lane` (prefetch and the
@@ -34,18 +45,23 @@ with it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from rrjobs.core.base import BaseDriver, describe_error
+from rrjobs.core.errors import AckLostError
 from rrjobs.core.inflight import InFlight
 from rrjobs.core.job import Job
 from rrjobs.core.lane import Lane
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.core.resilience import DEFAULT_RESTART_AFTER, Backoff, FailureWindow
+
+#: The shortest wait between two renewals of the queued jobs' leases (seconds).
+MIN_RENEW_EVERY = 0.01
 
 
 class PullDriver(BaseDriver):
@@ -59,6 +75,8 @@ class PullDriver(BaseDriver):
     pause_wait: float = 0.0
     #: Keep the jobs taken back at pause in :attr:`held` instead of :meth:`give_back`.
     hold_at_pause: ClassVar[bool] = False
+    #: The most jobs one :meth:`renew_queued` call is given.
+    renew_batch: ClassVar[int] = 1000
 
     def __init__(self, pipeline: Pipeline, queue: PriorityQueue, prefetch: int) -> None:
         super().__init__(pipeline, queue)
@@ -71,6 +89,8 @@ class PullDriver(BaseDriver):
         self.in_flight = InFlight()
         #: jobs taken back at pause, in order, for resume (``hold_at_pause``)
         self.held: list[Job] = []
+        #: the renewal of the queued jobs' leases in flight (see :meth:`renew_waiting`)
+        self._renewal: asyncio.Future[int] | None = None
 
     # -- what the driver provides ------------------------------------------------------
 
@@ -102,6 +122,20 @@ class PullDriver(BaseDriver):
                     self.log.warning("pipeline %r: giving job %s back failed: %s",
                                      self.pipeline_name, job.id, describe_error(exc))
 
+    def queued_lease(self) -> float:
+        """Seconds the broker leases a delivered job to this consumer, renewed while the
+        job waits for a handler (0, the default: the broker leases nothing, or the driver
+        needs no renewal)."""
+        return 0.0
+
+    async def renew_queued(self, jobs: Sequence[Job], seconds: float
+                           ) -> Sequence[BaseException | None]:
+        """Renew the leases of ``jobs`` (unsettled, delivered, no handler yet; at most
+        :attr:`renew_batch`) for ``seconds`` from now: one result per job, an exception
+        for a job whose lease was not renewed. Default: :meth:`extend` each, all at once."""
+        return await asyncio.gather(*(self.extend(job, seconds) for job in jobs),
+                                    return_exceptions=True)
+
     def still_held(self, job: Job) -> bool:
         """Whether a job held since pause is still leased to this consumer
         (``hold_at_pause``): resume delivers those, and forgets the others."""
@@ -121,8 +155,14 @@ class PullDriver(BaseDriver):
         self._restart_asked = False
         self.lane.open()
         self.supervisor.start("fetch", self._fetch_loop)
+        if self.queued_lease() > 0:
+            self.supervisor.start("renew", self._renew_loop)
 
     async def _stop_consuming(self) -> None:
+        await self.supervisor.stop_task("renew")
+        renewal, self._renewal = self._renewal, None
+        if renewal is not None and not renewal.done():  # it finishes before a give-back
+            await self.bounded(renewal, "renewing the leases of queued jobs")
         if self.pause_wait:
             await self.in_flight.settle(self.lane, self.pause_wait)
         taken = self.lane.close()
@@ -133,6 +173,42 @@ class PullDriver(BaseDriver):
             self.held.extend(job for job in taken if job.settled is None)
         elif taken:
             await self.give_back(taken)
+
+    async def _renew_loop(self) -> None:
+        """The supervised task ``"renew"``: :meth:`renew_waiting` every third of
+        :meth:`queued_lease`. A round is not cancelled halfway (pausing waits for it)."""
+        while True:
+            await asyncio.sleep(max(MIN_RENEW_EVERY, self.queued_lease() / 3))
+            self._renewal = renewal = asyncio.ensure_future(self.renew_waiting())
+            await asyncio.shield(renewal)
+            self._renewal = None
+
+    async def renew_waiting(self) -> int:
+        """Renew, for :meth:`queued_lease` seconds, the lease of every job of this
+        pipeline waiting in the priority queue (:meth:`renew_queued`, by
+        :attr:`renew_batch`, the batches at once); how many were renewed. A job settled,
+        or taken by a handler whose lease extension is in flight, is left out; a job's
+        settlement waits for the renewal of its batch (:meth:`Job.extend_together`)."""
+        seconds = self.queued_lease()
+        jobs = [job for job in self.queue.jobs_of(self.pipeline_name) if job.settler is self]
+        if seconds <= 0 or not jobs:
+            return 0
+        n = self.renew_batch
+
+        async def renew(batch: list[Job]) -> Sequence[BaseException | None]:
+            return await self.renew_queued(batch, seconds)
+
+        rounds = await asyncio.gather(*(Job.extend_together(jobs[i:i + n], renew)
+                                        for i in range(0, len(jobs), n)))
+        failed = [r for _, results in rounds for r in results if r is not None]
+        renewed = sum(len(taken) for taken, _ in rounds) - len(failed)
+        if failed:
+            lost = all(isinstance(exc, AckLostError) for exc in failed)
+            self.log.log(logging.DEBUG if lost or self.outage.quiet() else logging.WARNING,
+                         "pipeline %r: renewing the leases of %d queued jobs failed (the "
+                         "broker delivers them again after their lease): %s",
+                         self.pipeline_name, len(failed), describe_error(failed[0]))
+        return renewed
 
     async def _fetch_loop(self) -> None:
         lane = self.lane

@@ -373,6 +373,14 @@ class PriorityQueue:
             self._wake(self._putters)
         return removed
 
+    def jobs_of(self, pipeline: str) -> list[Job]:
+        """The queued jobs of ``pipeline`` (a snapshot, by priority, FIFO within one).
+        Costs O(its jobs); other pipelines' jobs are not looked at."""
+        pipe = self._pipes.get(pipeline)
+        if pipe is None:
+            return []
+        return [job for prio in sorted(pipe) for job in pipe[prio]]
+
     def count(self, pipeline: str) -> int:
         """How many jobs of ``pipeline`` are queued. O(its distinct queued priorities)."""
         pipe = self._pipes.get(pipeline)

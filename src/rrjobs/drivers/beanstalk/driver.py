@@ -200,26 +200,10 @@ class BeanstalkDriver(LeasingDriver):
 
     # -- consuming --------------------------------------------------------------------
 
-    async def _start_consuming(self) -> None:
-        await super()._start_consuming()
-        if not self.supervisor.running("touch"):
-            self.supervisor.start("touch", self._touch_waiting)
-
-    async def _touch_waiting(self) -> None:
-        """Every third of the TTR, ``touch`` the jobs no handler has taken yet (in the
-        priority queue, or kept at pause): a job waits there for as long as the handlers
-        need, and its TTR must not run out meanwhile (beanstalkd would deliver it again).
-        A handler's job is the worker pool's to extend."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(max(0.5, self.ttr / 3))
-            ends = loop.time() + self.ttr
-            mine = self.pipeline_name
-            for job in (*(j for j in self.queue if j.pipeline == mine), *self.held):
-                conn, job_id = job.handle
-                if job.settled is None and job.handle in self.leases and not conn.closed:
-                    conn.post(b"touch %d" % job_id)
-                    self.leases.extended(job.handle, ends)
+    def queued_lease(self) -> float:
+        """The TTR: the kit ``touch``-es the jobs no handler has taken yet every third of
+        it (pipelined on the reserving connection, through :meth:`extend`)."""
+        return float(self.ttr)
 
     def fetch_want(self) -> int:
         return max(1, min(self.lane.prefetch // 2, 256))

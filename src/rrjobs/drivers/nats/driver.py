@@ -360,6 +360,11 @@ class NATSDriver(PullDriver):
                                  describe_error(again))
         return True
 
+    def queued_lease(self) -> float:
+        """``ack_wait``: the kit sends ``+WPI`` for the jobs no handler has taken yet
+        every third of it (through :meth:`extend`)."""
+        return self.options.ack_wait
+
     def decode(self, raw: Any) -> Job:
         return codec.decode(self, raw, self.pipeline_name, self.priority, self.options.ack_wait)
 

@@ -262,20 +262,10 @@ class PostgresDriver(PullDriver):
         await self.relaxed.fetchval(self.sql.release, seqs, self.owner, self.channel,
                                  self.pipeline_name)
 
-    async def _renew(self) -> None:
-        """Every visibility_timeout/3, renew the leases of the jobs waiting in the
-        priority queue (a handler's job only through ``Job.extend_lease``: a stuck
-        holder loses it)."""
-        while True:
-            await asyncio.sleep(self.options.visibility_timeout / 3)
-            seqs = [j.handle[0] for j in self.queue
-                    if j.settler is self and self._held.get(j.handle[0]) is j]
-            if seqs:
-                try:
-                    await self.relaxed.execute(self.sql.renew, seqs, self.owner, self._lease_ms)
-                except Exception as exc:
-                    self.log.warning("pipeline %r: renewing %d reservations failed: %s",
-                                     self.pipeline_name, len(seqs), describe_error(exc))
+    def queued_lease(self) -> float:
+        """``visibility_timeout``: the kit renews the reservations of the jobs no handler
+        has taken yet every third of it (:meth:`renew_queued`)."""
+        return self.options.visibility_timeout
 
     async def _start_consuming(self) -> None:
         """Open the consumer's connections before its first reservation: the pool of
@@ -291,8 +281,22 @@ class PostgresDriver(PullDriver):
                 server_settings={"application_name": "rrjobs", "synchronous_commit": "off"})
         await self._listen()
         await super()._start_consuming()
-        if not self.supervisor.running("renew"):
-            self.supervisor.start("renew", self._renew)
+
+    async def renew_queued(self, jobs: Sequence[Job], seconds: float
+                           ) -> list[BaseException | None]:
+        """One ``UPDATE`` of the reservations this driver still holds (a handler's job is
+        extended only through ``Job.extend_lease``: a stuck holder loses it)."""
+        held = [self._held.get(j.handle[0]) is j for j in jobs]
+        out: list[BaseException | None] = [None if h else self._lost(j)
+                                           for j, h in zip(jobs, held, strict=True)]
+        seqs = [j.handle[0] for j, h in zip(jobs, held, strict=True) if h]
+        if seqs:
+            try:
+                await self.relaxed.execute(self.sql.renew, seqs, self.owner,
+                                           whole_millis(seconds))
+            except Exception as exc:
+                return [exc if h else e for h, e in zip(held, out, strict=True)]
+        return out
 
     async def _close(self) -> None:
         await self.supervisor.stop()

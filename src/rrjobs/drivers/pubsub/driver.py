@@ -104,7 +104,8 @@ class PubSubDriver(LeasingDriver):
     name: ClassVar[str] = DRIVER_NAME
     capabilities = BASE_CAPABILITIES
     max_lease = MAX_ACK_DEADLINE
-    lease_lost = "given back to the broker (pause or stop), which delivers it again"
+    lease_lost = ("its ack deadline passed, or it was given back to the broker (pause or "
+                  "stop), which delivers it again")
     pause_wait = 5.0  # for a Pull in flight: cancelling it strands what the broker handed out
 
     def __init__(self, pipeline: Pipeline, queue: PriorityQueue, options: PubSubOptions,
@@ -122,6 +123,8 @@ class PubSubDriver(LeasingDriver):
         self.max_attempts = options.max_delivery_attempts or 0
         self._idle = IDLE_MIN
         self._pulled_at = 0.0
+        #: the ``loop.time()`` the ack deadline of the latest pull ends
+        self._lease_ends = 0.0
         self._prune_at = PRUNE_AT
         self._backlog = 0
         self._delayed: dict[str, float] = {}
@@ -254,21 +257,10 @@ class PubSubDriver(LeasingDriver):
 
     # -- consuming (the PullDriver template) --------------------------------------------------
 
-    async def _start_consuming(self) -> None:
-        await super()._start_consuming()
-        if not self.supervisor.running("keepalive"):
-            self.supervisor.start("keepalive", self._keep_alive)
-
-    async def _keep_alive(self) -> None:
-        """Every half ack deadline, extend the leases of the jobs no handler holds yet
-        (queued, or kept at pause); prune stale local delayed-job entries."""
-        while True:
-            await asyncio.sleep(max(0.5, self.ack_deadline / 2))
-            waiting = [j for j in self.queue if j.pipeline == self.pipeline_name]
-            for job in (*waiting, *self.held):
-                if job.handle in self.leases:
-                    self._modacker.post((job.handle, self.ack_deadline))
-            self._prune_delayed(time.time())
+    def queued_lease(self) -> float:
+        """The ack deadline: the kit extends it for the jobs no handler has taken yet
+        every third of it (:meth:`extend`, one ``ModifyAckDeadline`` per batch)."""
+        return float(self.ack_deadline)
 
     async def _pull(self, max_messages: int) -> Any:
         """One ``Pull`` that returns at once (the raw ``PullResponse`` protobuf)."""
@@ -295,6 +287,7 @@ class PubSubDriver(LeasingDriver):
             return []
         self._idle = IDLE_MIN
         self._pulled_at = time.time()
+        self._lease_ends = asyncio.get_running_loop().time() + self.ack_deadline
         return cast(Sequence[Any], received)
 
     async def fetch_failed(self, exc: Exception) -> bool:
@@ -320,14 +313,14 @@ class PubSubDriver(LeasingDriver):
             self, raw.ack_id, d.id, d.name, m.data, d.headers, self.pipeline_name,
             d.priority, d.auto_ack, float(self.ack_deadline)))
         job.delivery_attempt = raw.delivery_attempt
-        self.leases.hold(raw.ack_id)
+        self.leases.hold(raw.ack_id, self._lease_ends)
         return job
 
     def poison(self, raw: Any, reason: str) -> Job | None:
         self._backlog = max(0, self._backlog - 1)
         job = self.poison_job(raw.ack_id, raw.message.data, reason,
                               lease=float(self.ack_deadline))
-        self.leases.hold(raw.ack_id)
+        self.leases.hold(raw.ack_id, self._lease_ends)
         return job
 
     def _park(self, rm: Any, attrs: dict[str, str], job_id: str, due: float,
@@ -436,7 +429,7 @@ class PubSubDriver(LeasingDriver):
         """Give every job still held back to the broker (``ModifyAckDeadline(0)``),
         send what is queued, close the clients."""
         self.held = []
-        for handle in self.leases:
+        for handle in [h for h in self.leases if self.leases.holds(h)]:
             self._backlog += 1
             self._modacker.post((handle, 0))
         self.leases.clear()

@@ -109,6 +109,22 @@ redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', tonumber(ARG
 return 1
 """
 
+#: TOUCH for the entries ARGV[4..] of stream KEYS[1]: those consumer ARGV[2] of group
+#: ARGV[1] still owns get idle time ARGV[3] ms, in one XCLAIM; 1 or 0 per entry.
+TOUCH_MANY = """
+local owned, out = {}, {}
+for i = 4, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 0 or p[1][2] ~= ARGV[2] then out[#out + 1] = 0
+  else owned[#owned + 1] = ARGV[i]; out[#out + 1] = 1 end
+end
+if #owned > 0 then
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(owned), 'IDLE',
+             tonumber(ARGV[3]), 'JUSTID')
+end
+return out
+"""
+
 #: Forget consumer ARGV[2] of group ARGV[1] on streams KEYS if it holds no entry there.
 FORGET = """
 for _, key in ipairs(KEYS) do
@@ -238,7 +254,7 @@ class RedisDriver(LeasingDriver):
             self._client = await asyncio.to_thread(client_for, self.section)
             client = self._client
             for name, lua in (("move", MOVE_DUE), ("copy", COPY), ("touch", TOUCH),
-                              ("forget", FORGET)):
+                              ("touch_many", TOUCH_MANY), ("forget", FORGET)):
                 self._scripts[name] = client.register_script(lua)  # type: ignore[misc]
             await self._create_groups()
         except Exception as exc:  # an error may quote the URL, which may hold a password
@@ -465,6 +481,44 @@ class RedisDriver(LeasingDriver):
         return bool(await self._scripts["touch"](keys=[stream],
                                                  args=[self.group, self.consumer, entry,
                                                        idle_ms]))
+
+    def queued_lease(self) -> float:
+        """``visibility_timeout``: the kit renews it for the jobs no handler has taken yet
+        every third of it (:meth:`renew_queued`)."""
+        return self.options.visibility_timeout
+
+    async def renew_queued(self, jobs: Sequence[Job], seconds: float
+                           ) -> list[BaseException | None]:
+        """One ``TOUCH_MANY`` script per stream for the jobs still held: their entries'
+        idle time becomes the lease less ``seconds``; an entry another consumer claimed
+        is let go."""
+        start = asyncio.get_running_loop().time()
+        lease = min(seconds, self.options.visibility_timeout)
+        idle = max(0, self._lease_ms - whole_millis(lease))
+        out: list[BaseException | None] = [None] * len(jobs)
+        by_stream: dict[bytes, list[int]] = {}
+        for n, job in enumerate(jobs):
+            if self.leases.holds(job.handle):
+                by_stream.setdefault(job.handle[0], []).append(n)
+            else:
+                out[n] = AckLostError(f"redis: job {job.id}: {self.lease_lost}")
+        for stream, idx in by_stream.items():
+            try:
+                touched = await self._scripts["touch_many"](
+                    keys=[stream], args=[self.group, self.consumer, idle,
+                                         *(jobs[n].handle[1] for n in idx)])
+            except rexc.RedisError as exc:
+                for n in idx:
+                    out[n] = RedisError(f"redis: renewing leases: {exc}")
+                continue
+            for n, ok in zip(idx, touched, strict=True):
+                if ok:
+                    self.leases.extended(jobs[n].handle, start + lease)
+                else:
+                    self.leases.let_go(jobs[n].handle)
+                    out[n] = AckLostError(f"redis: job {jobs[n].id}: claimed by another "
+                                          "consumer")
+        return out
 
     async def _ack_batch(self, handles: Sequence[Handle]) -> list[BaseException | None]:
         by_stream: dict[bytes, list[bytes]] = {}

@@ -271,6 +271,11 @@ class SQSDriver(LeasingDriver):
             await asyncio.sleep(IDLE_POLL)
         return messages
 
+    def queued_lease(self) -> float:
+        """The visibility timeout: the kit renews it for the jobs no handler has taken yet
+        every third of it (:meth:`extend`, ``ChangeMessageVisibilityBatch`` of 10)."""
+        return float(self.visibility)
+
     async def fetch_failed(self, exc: Exception) -> bool:
         """Re-create a deleted queue (unless ``skip_queue_declaration``)."""
         if error_code(exc) in NO_QUEUE and not self.options.skip_queue_declaration:
