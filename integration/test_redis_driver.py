@@ -47,6 +47,32 @@ async def test_bands_are_read_lowest_first(opened: RedisDriver) -> None:
     assert [raw[2][b"payload"] for raw in raws] == [b"1", b"5", b"9"]
 
 
+async def test_renewing_queued_jobs_touches_every_entry_still_owned(opened: RedisDriver) -> None:
+    """One script per stream resets the idle time of every entry this consumer owns; an
+    entry another consumer claimed meanwhile is not taken back, and is let go here."""
+    d = opened
+    await d.push_batch([Message("j", str(i).encode(), d.pipeline_name, priority=p)
+                        for i, p in enumerate((1, 1, 1, 5, 5))])
+    jobs = [d.accept(raw) for raw in await d.fetch(10)]
+    assert len(jobs) == 5 and all(job is not None for job in jobs)
+    held = [job for job in jobs if job is not None]
+    stolen = held[1]
+    await d.client.xclaim(stolen.handle[0], d.group, "another", 0, [stolen.handle[1]])
+    for job in held:  # idle 4 s of the 5 s lease
+        await d.client.xclaim(job.handle[0], d.group,
+                              "another" if job is stolen else d.consumer, 0,
+                              [job.handle[1]], idle=4000, justid=True)
+    results = await d.renew_queued(held, 5.0)
+    assert [r is None for r in results] == [True, False, True, True, True]
+    for job in held:
+        (pending,) = await d.client.xpending_range(job.handle[0], d.group, job.handle[1],
+                                                   job.handle[1], 1)
+        owner = "another" if job is stolen else d.consumer
+        assert pending["consumer"].decode() == owner
+        assert (pending["time_since_delivered"] < 2000) == (job is not stolen)
+    assert not d.still_held(stolen) and all(d.still_held(j) for j in held if j is not stolen)
+
+
 async def test_a_delayed_job_waits_in_the_set_then_moves(opened: RedisDriver) -> None:
     d = opened
     await d.serve()

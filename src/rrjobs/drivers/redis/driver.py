@@ -112,15 +112,17 @@ return 1
 #: TOUCH for the entries ARGV[4..] of stream KEYS[1]: those consumer ARGV[2] of group
 #: ARGV[1] still owns get idle time ARGV[3] ms, in one XCLAIM; 1 or 0 per entry.
 TOUCH_MANY = """
-local owned, out = {}, {}
+local claim, out = {KEYS[1], ARGV[1], ARGV[2], 0}, {}
 for i = 4, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
   if #p == 0 or p[1][2] ~= ARGV[2] then out[#out + 1] = 0
-  else owned[#owned + 1] = ARGV[i]; out[#out + 1] = 1 end
+  else claim[#claim + 1] = ARGV[i]; out[#out + 1] = 1 end
 end
-if #owned > 0 then
-  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(owned), 'IDLE',
-             tonumber(ARGV[3]), 'JUSTID')
+if #claim > 4 then
+  claim[#claim + 1] = 'IDLE'
+  claim[#claim + 1] = tonumber(ARGV[3])
+  claim[#claim + 1] = 'JUSTID'
+  redis.call('XCLAIM', unpack(claim))
 end
 return out
 """
