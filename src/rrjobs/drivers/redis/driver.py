@@ -506,9 +506,7 @@ class RedisDriver(LeasingDriver):
                 out[n] = AckLostError(f"redis: job {job.id}: {self.lease_lost}")
         for stream, idx in by_stream.items():
             try:
-                touched = await self._scripts["touch_many"](
-                    keys=[stream], args=[self.group, self.consumer, idle,
-                                         *(jobs[n].handle[1] for n in idx)])
+                touched = await self._touch_many(stream, [jobs[n].handle[1] for n in idx], idle)
             except rexc.RedisError as exc:
                 for n in idx:
                     out[n] = RedisError(f"redis: renewing leases: {exc}")
@@ -521,6 +519,21 @@ class RedisDriver(LeasingDriver):
                     out[n] = AckLostError(f"redis: job {jobs[n].id}: claimed by another "
                                           "consumer")
         return out
+
+    async def _touch_many(self, stream: bytes, entries: Sequence[bytes], idle_ms: int
+                          ) -> list[bool]:
+        """``TOUCH_MANY``: whether each entry was still this consumer's (and is touched)."""
+        touched = await self._scripts["touch_many"](
+            keys=[stream], args=[self.group, self.consumer, idle_ms, *entries])
+        return [bool(t) for t in touched]
+
+    async def _give_back(self, handles: Sequence[Handle]) -> None:
+        """Make the entries of ``handles`` claimable at once: one script per stream."""
+        by_stream: dict[bytes, list[bytes]] = {}
+        for stream, entry in handles:
+            by_stream.setdefault(stream, []).append(entry)
+        for stream, entries in by_stream.items():
+            await self._touch_many(stream, entries, self._lease_ms + 1)
 
     async def _ack_batch(self, handles: Sequence[Handle]) -> list[BaseException | None]:
         by_stream: dict[bytes, list[bytes]] = {}
@@ -563,11 +576,12 @@ class RedisDriver(LeasingDriver):
         client = self._client
         if client is not None:
             try:
-                for job in self.held:
+                held, self.held = self.held, []
+                for job in held:
                     self.leases.let_go(job.handle)
-                    await self.bounded(self._touch(job.handle, self._lease_ms + 1),
-                                       "giving a job back")
-                self.held = []
+                if held:
+                    await self.bounded(self._give_back([job.handle for job in held]),
+                                       "giving the jobs held back")
                 await self.bounded(self._acks.drain(), "sending the acks")
                 await self.bounded(self._scripts["forget"](keys=self.streams,
                                                            args=[self.group, self.consumer]),
