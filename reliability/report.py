@@ -25,9 +25,10 @@ SECTIONS: dict[str, tuple[str, str]] = {
         "A fault in the middle of a stream of jobs. *Recovery* is the time from the fault "
         "until a second of handling reached half the rate before it (or, with too few jobs "
         "left for that, until the first job handled after the restart). The drivers with a "
-        "lease run with one of 5 s (2 s in slow-handler); the duplicates of graceful-stop on "
-        "NATS and SQS are jobs that waited in the prefetch window longer than that lease and "
-        "were delivered again (at least once, nothing lost; see the decisions page).",
+        "lease run with one of 5 s (2 s in slow-handler); in graceful-stop a job waits in the "
+        "prefetch window longer than that lease, and the kit renews the leases of such queued "
+        "jobs (before it did, redis, NATS and SQS delivered hundreds of them twice; see the "
+        "decisions page).",
     ),
     "network": (
         "Network faults",
