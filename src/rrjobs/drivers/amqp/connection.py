@@ -68,6 +68,43 @@ def publish_frames(channel: Any) -> PublishFrames:
     return encoder
 
 
+class _Confirmed:
+    """The confirmations of one write of publishes: plain loop futures (aiormq's
+    ``create_future`` hangs three done callbacks on each), with one aiormq future,
+    ``guard``, that aiormq rejects when the channel closes, and whose error then
+    fails every confirmation still pending. Called as each confirmation is done:
+    forgets its message id (``basic.return``'s lookup) and, after the last one,
+    settles ``guard`` so that aiormq forgets it too."""
+
+    __slots__ = ("_futures", "guard", "left", "returnable")
+
+    def __init__(self, guard: asyncio.Future[Any], returnable: dict[str, int],
+                 count: int) -> None:
+        self.guard, self.returnable, self.left = guard, returnable, count
+        self._futures: list[asyncio.Future[Any]] = []
+
+    def watch(self, futures: list[asyncio.Future[Any]]) -> None:
+        self._futures = futures
+        self.guard.add_done_callback(self._closed)
+
+    def __call__(self, mid: str, fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled():
+            fut.exception()  # read: no "never retrieved" log when the caller is gone
+        self.returnable.pop(mid, None)
+        self.left -= 1
+        if self.left == 0 and not self.guard.done():
+            self.guard.set_result(None)
+
+    def _closed(self, guard: asyncio.Future[Any]) -> None:
+        error = (aiormq.exceptions.ChannelInvalidStateError("the channel is closed")
+                 if guard.cancelled() else guard.exception())
+        if error is None:
+            return
+        for fut in self._futures:
+            if not fut.done():
+                fut.set_exception(error)
+
+
 async def publish_all(channel: Any, items: Sequence[Publish]) -> list[asyncio.Future[Any]]:
     """Publish ``items`` (mandatory) in one write on aiormq's confirm ``channel``,
     taking its lock, delivery tags and confirmation table as ``basic_publish``
@@ -87,13 +124,16 @@ async def publish_all(channel: Any, items: Sequence[Publish]) -> list[asyncio.Fu
             mids.append(mid)
             chunks.append(encode(body, exchange, routing_key, props))
         futures: list[asyncio.Future[Any]] = []
+        confirmed = _Confirmed(create_future(), returnable, len(mids))
+        loop_future = asyncio.get_running_loop().create_future
         tag = channel.delivery_tag
         for mid in mids:
             tag += 1
             returnable[mid] = tag
-            fut = confirmations[tag] = create_future()
-            fut.add_done_callback(partial(returnable.pop, mid))  # pop(mid, fut): no KeyError
+            fut = confirmations[tag] = loop_future()
+            fut.add_done_callback(partial(confirmed, mid))
             futures.append(fut)
+        confirmed.watch(futures)
         channel.delivery_tag = tag
         drained = create_future()
         await channel.write_queue.put(ChannelFrame(b"".join(chunks), False, drained))
