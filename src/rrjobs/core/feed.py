@@ -67,6 +67,19 @@ class Feed:
             if not self.supervisor.running("mover"):  # stopped by take_back
                 self.supervisor.start("mover", self._move)
 
+    def settled(self, job: Job) -> None:
+        """A job delivered through this feed was settled: its slot of the window frees
+        (:meth:`Lane.release`) and the ready jobs that waited for it move. Shaped as a
+        driver's ``ack_now``: a driver whose ack only frees the window binds it as its
+        ``ack_now`` once (an instance attribute: no bound method made per job)."""
+        lane = self.lane
+        out = lane.out - 1  # Lane.release(1), written out: this runs once per job
+        lane.out = out if out > 0 else 0
+        if lane._waiting:
+            lane._wake()
+        if self.ready:
+            self.pump()
+
     async def _move(self) -> None:
         """The ``mover`` task: while blocked, wait for room and move ready jobs, then pump."""
         lane = self.lane

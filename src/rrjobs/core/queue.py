@@ -262,9 +262,18 @@ class PriorityQueue:
 
     def extract_nowait(self) -> Job | None:
         """The highest-priority job, or ``None`` when the queue is empty."""
+        bucket = self._head
+        solo = bucket.solo if bucket is not None else None
+        if solo is not None:  # the usual case: a solo lane has jobs (remove() detaches
+            job = solo.popleft()  # an emptied one)
+            if not solo:
+                self._retire_head()
+            self._len -= 1
+            if self._putters:
+                self._wake(self._putters)
+            return job
         if not self._len:
             return None
-        bucket = self._head
         while True:
             if bucket is None:  # jobs are queued, so some bucket is active
                 raise AssertionError("priority queue: no active bucket with jobs queued")

@@ -263,8 +263,13 @@ class WorkerPool:
 
     async def _execute(self, slot: _Slot, job: Job, more: bool) -> None:
         """Handle ``job``; with ``more``, then the jobs queued after it too,
-        while there are any: one coroutine for a run of jobs, not one per job."""
-        queue, specs, pipelines, outcomes = self.queue, self._specs, self._pipelines, self.outcomes
+        while there are any: one coroutine for a run of jobs, not one per job.
+
+        Between jobs a slot's ``deadline`` is ``0.0`` and ``timed_out`` is
+        ``False`` (each path that changes them puts them back), so a job
+        without a time limit or a lease stores only what names it."""
+        extract, specs, pipelines, outcomes = (self.queue.extract_nowait, self._specs,
+                                               self._pipelines, self.outcomes)
         exec_ttl, monotonic = self.exec_ttl, time.monotonic
         while True:
             headers = job.headers
@@ -274,48 +279,41 @@ class WorkerPool:
             if spec is None or job.failure is not None:
                 spec = await self._without_handler(job)
             if spec is not None:
-                now = monotonic()
-                slot.timed_out = False
-                slot.job = job
-                slot.started = now
-                ttl = spec.timeout
-                if not ttl:
-                    entry = pipelines.get(job.pipeline)
-                    ttl = (entry.timeout if entry is not None else 0.0) or exec_ttl
+                # the pipeline's entry now: its time limit, and its counters for the
+                # outcome (a pipeline destroyed meanwhile counts on the entry it had)
+                entry = pipelines.get(job.pipeline)
+                ttl = spec.timeout or (entry.timeout if entry is not None else 0.0) or exec_ttl
                 if headers and RR_TIMEOUT in headers:  # the producer's per-job timeout
                     ttl = timeout_of(headers) or ttl
+                now = slot.started = monotonic()
                 if ttl > 0.0:
                     slot.deadline = now + ttl
                     if not self._min_ttl or ttl < self._min_ttl:
                         self._min_ttl = ttl
                         self._rearm.set()  # wake the watchdog to tick often enough
-                else:
-                    slot.deadline = 0.0
                 lease = job.lease
                 if lease:
                     slot.next_lease = now + lease / 2
                     if not self._min_lease or lease < self._min_lease:
                         self._min_lease = lease
                         self._rearm.set()
-                else:
-                    slot.next_lease = 0.0
+                slot.job = job
                 try:
                     if job.auto_ack:
                         await job.ack()
-                    if spec.executor == "async":
-                        if spec.signature is None:
-                            await spec.func(job)
-                        else:
-                            await spec.func(*spec.signature.args(job, outcomes.context))
-                    else:
+                    if spec.executor != "async":
                         await self._run_sync(slot, spec, job)
-                    slot.deadline = 0.0
+                    elif spec.signature is None:
+                        await spec.func(job)
+                    else:
+                        await spec.func(*spec.signature.args(job, outcomes.context))
                     if slot.timed_out:  # the handler swallowed the watchdog's cancel, finished
                         task = asyncio.current_task()
                         if task is not None:
                             task.uncancel()
                         slot.timed_out = False
                 except asyncio.CancelledError:
+                    slot.deadline = 0.0
                     task = asyncio.current_task()
                     if slot.timed_out and task is not None:
                         task.uncancel()
@@ -326,6 +324,8 @@ class WorkerPool:
                         await asyncio.shield(outcomes.abandoned(job))
                         raise
                 except Exception as exc:
+                    slot.deadline = 0.0
+                    slot.timed_out = False  # cancelled by the watchdog, it raised something else
                     if not slot.retired:
                         await self._settle_failure(job, exc)
                 else:
@@ -334,8 +334,8 @@ class WorkerPool:
                         # and counted here (Outcomes.count_ok when it must tell more)
                         try:
                             if job.settled is None and not job.ack_nowait():
+                                slot.deadline = 0.0  # the watchdog leaves the ack alone
                                 await job.ack()
-                            entry = pipelines.get(job.pipeline)  # now: it may be gone
                             if entry is not None and outcomes.observer is None:
                                 entry.counters.ok += 1
                             else:
@@ -346,12 +346,14 @@ class WorkerPool:
                                               "will redeliver it", job.id, job.name)
                 finally:
                     slot.job = None
+                    if ttl > 0.0:
+                        slot.deadline = 0.0
                     if slot.lease_task is not None:
                         slot.lease_task.cancel()
                         slot.lease_task = None
             if not more or self._closing or slot.retired:
                 return
-            following = queue.extract_nowait()
+            following = extract()
             if following is None:
                 return
             job = following

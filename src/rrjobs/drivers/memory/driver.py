@@ -79,6 +79,8 @@ class MemoryDriver(BaseDriver):
         self.lane = Lane(queue, self.pipeline_name, options.prefetch)
         #: jobs waiting for the lane or for room in the priority queue (the ``mover``)
         self.feed = Feed(self.lane, self.supervisor)
+        #: an ack frees the job's slot of the window (a counter update, no coroutine)
+        self.ack_now = self.feed.settled
         self._delayed: DelayQueue[Job] = DelayQueue(self._due)
         #: the dead letters kept (oldest first), or None without ``dead_letter_size``
         self._dead: KeptLetters | None = None
@@ -102,21 +104,11 @@ class MemoryDriver(BaseDriver):
             self.feed.add(job)
 
     def _take(self, msgs: Sequence[Message]) -> None:
-        """A job of each message (its headers and a non-``bytes`` payload copied), onto
-        the delay heap or the feed's ready jobs; then the feed pumped once for all of
-        them (straight into the priority queue where there is room: a push never waits
-        on consumers)."""
-        name, ready, delayed = self.pipeline_name, self.feed.ready, self._delayed
-        for msg in msgs:
-            payload, headers = msg.payload, msg.headers
-            job = _make(self, None, msg.id, msg.name,
-                        payload if type(payload) is bytes else bytes(payload),
-                        {k: list(v) for k, v in headers.items()} if headers else {},
-                        name, msg.priority, msg.auto_ack)
-            if msg.delay > 0.0:
-                delayed.add(msg.delay, job)
-            else:
-                ready.append(job)
+        """A job of each message (:meth:`Job.take_messages`), onto the delay heap or the
+        feed's ready jobs; then the feed pumped once for all of them (straight into the
+        priority queue where there is room: a push never waits on consumers)."""
+        Job.take_messages(self, msgs, self.pipeline_name, self.feed.ready.append,
+                          self._delayed.add)
         self.feed.pump()
 
     async def _send(self, msg: Message) -> None:
@@ -144,20 +136,14 @@ class MemoryDriver(BaseDriver):
 
     # -- settlement ------------------------------------------------------------------
 
-    def ack_now(self, job: Job) -> None:
-        """Acknowledge ``job`` (a counter update: no coroutine on the hot path)."""
-        self.lane.release()
-        if self.feed.ready:
-            self.feed.pump()
-
     async def dead_letter(self, job: Job) -> None:
         """Kept in the dead-letter store with ``dead_letter_size``; otherwise dropped."""
-        self.ack_now(job)
+        self.feed.settled(job)
         if self._dead is not None:
             self._keep_dead(job)
 
     async def requeue(self, job: Job, headers: Headers, delay: float) -> None:
-        self.ack_now(job)
+        self.feed.settled(job)
         self._redeliver(job, headers, delay)
 
     def _redeliver(self, job: Job, headers: Headers, delay: float) -> None:
