@@ -177,3 +177,30 @@ async def test_a_batch_of_alike_jobs_and_a_mixed_one_keep_each_jobs_columns(
         (mixed[0].id, "Order", b"m0", "{}", 2, False, True),
         (mixed[1].id, "Refund", b"m1", '{"r":["1","2"]}', 4, True, False)]
     await conn.execute("DELETE FROM rrjobs_jobs WHERE pipeline = $1", name)
+
+
+async def test_jobs_reserved_and_waiting_for_room_in_the_queue_keep_their_leases(
+        postgres_dsn: str, conn: Any) -> None:
+    name = f"wait-{uuid.uuid4().hex[:10]}"
+    app, release = App(), asyncio.Event()
+
+    @app.handler("Order")
+    async def handle(job: Job) -> None:
+        await release.wait()
+
+    # one worker held by its job, a priority queue of one: of the 4 jobs reserved, 2
+    # wait for room in the queue, reserved and not delivered, past their 1 s lease
+    config = Config({"postgres": {"dsn": postgres_dsn}, "jobs": {
+        "timeout": 30, "consume": [name], "pool": {"num_workers": 1}, "pipeline_size": 1,
+        "pipelines": {name: {"driver": "postgres", "config": {
+            "prefetch": 4, "visibility_timeout": "1s"}}}}})
+    async with Jobs(config, app) as jobs:
+        await jobs.push_batch([Message("Order", f"{i}".encode(), name) for i in range(20)])
+        await asyncio.sleep(2.5)
+        rows = await conn.fetch(
+            "SELECT deliveries, available_at > now() AS leased FROM rrjobs_jobs "
+            "WHERE pipeline = $1 AND reserved_by IS NOT NULL", name)
+        release.set()
+    assert len(rows) == 4  # never more than prefetch reserved
+    assert all(r["leased"] and r["deliveries"] == 1 for r in rows)  # renewed, not redelivered
+    await conn.execute("DELETE FROM rrjobs_jobs WHERE pipeline = $1", name)

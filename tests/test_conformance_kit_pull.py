@@ -43,12 +43,14 @@ class ListDriver(PullDriver):
                  section: Any) -> None:
         super().__init__(pipeline, queue, options.prefetch)
         self.messages: list[Message] = []
+        self.messages_taken: list[Message] = []
 
     async def open(self, where: str) -> None:
         """Nothing to connect to."""
 
     async def fetch(self, max_messages: int) -> Sequence[Message]:
         taken, self.messages = self.messages[:max_messages], self.messages[max_messages:]
+        self.messages_taken.extend(taken)
         return taken
 
     def decode(self, raw: Message) -> Job:
@@ -95,3 +97,17 @@ def driver_factory() -> ListFactory:
 
 class TestKitPullSupervision(SupervisedTaskTests):
     marker = "pull_list"
+
+
+async def test_the_jobs_waiting_for_room_in_the_priority_queue_are_undelivered() -> None:
+    d = ListDriver(Pipeline(name="p", driver="pull_list"), PriorityQueue(1), ListOptions(), None)
+    d.messages = [Message("n", b"", "p") for _ in range(3)]
+    await d.resume("p")
+    for _ in range(100):  # the one fetch: one job in the queue, two waiting for room
+        if d.undelivered():
+            break
+        await asyncio.sleep(0.01)
+    assert [j.id for j in d.undelivered()] == [m.id for m in d.messages_taken[1:]]
+    await d.pause("p")  # given back with the queued one
+    assert list(d.undelivered()) == [] and d.lane.out == 0
+    await d.stop()

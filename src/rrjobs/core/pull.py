@@ -49,6 +49,7 @@ import logging
 import time
 from abc import abstractmethod
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any, ClassVar
 
 from rrjobs.core.base import BaseDriver, describe_error
@@ -91,6 +92,9 @@ class PullDriver(BaseDriver):
         self.held: list[Job] = []
         #: the renewal of the queued jobs' leases in flight (see :meth:`renew_waiting`)
         self._renewal: asyncio.Future[int] | None = None
+        #: the fetch being delivered, and how many of its jobs are in the queue
+        self._delivering: list[Job] = []
+        self._delivered = 0
 
     # -- what the driver provides ------------------------------------------------------
 
@@ -145,6 +149,11 @@ class PullDriver(BaseDriver):
         """A job of this pipeline was settled: free its slot."""
         self.lane.release()
 
+    def undelivered(self) -> Sequence[Job]:
+        """The jobs of the fetch being delivered that are not in the priority queue
+        yet (waiting for room in it): their leases are renewed with the queued ones."""
+        return self._delivering[self._delivered:]
+
     # -- the template ------------------------------------------------------------------
 
     async def _start_consuming(self) -> None:
@@ -190,7 +199,8 @@ class PullDriver(BaseDriver):
         or taken by a handler whose lease extension is in flight, is left out; a job's
         settlement waits for the renewal of its batch (:meth:`Job.extend_together`)."""
         seconds = self.queued_lease()
-        jobs = [job for job in self.queue.jobs_of(self.pipeline_name) if job.settler is self]
+        jobs = [job for job in chain(self.queue.jobs_of(self.pipeline_name), self.undelivered())
+                if job.settler is self]
         if seconds <= 0 or not jobs:
             return 0
         n = self.renew_batch
@@ -234,12 +244,17 @@ class PullDriver(BaseDriver):
     async def _deliver_all(self, raws: Sequence[Any]) -> None:
         jobs = [job for job in map(self.accept, raws) if job is not None]
         lane = self.lane
-        for n, job in enumerate(jobs):
-            try:
-                await lane.deliver(job)
-            except BaseException:
-                self._undelivered.extend(jobs[n:])
-                raise
+        self._delivering = jobs
+        try:
+            for n, job in enumerate(jobs):
+                self._delivered = n
+                try:
+                    await lane.deliver(job)
+                except BaseException:
+                    self._undelivered.extend(jobs[n:])
+                    raise
+        finally:
+            self._delivering = []
 
     @property
     def fetch_backoff(self) -> Backoff:
