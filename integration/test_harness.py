@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -128,6 +129,19 @@ def test_the_cli_reports_an_empty_state(tmp_path: Path) -> None:
     assert "no brokers recorded" in status.stdout
     down = subprocess.run([*cmd, "down"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert down.returncode == 0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_the_cli_status_masks_an_endpoint_password(tmp_path: Path) -> None:
+    entry = {"provider": "local", "endpoint": "postgresql://rrjobs:s3cret-pw@127.0.0.1:5432/postgres"}
+    (tmp_path / "state.json").write_text(json.dumps({"brokers": {"postgres": entry}}))
+    env = {**os.environ, "RRJOBS_BROKERS_STATE_DIR": str(tmp_path)}
+    status = subprocess.run(
+        [sys.executable, "-m", "integration.brokers", "status"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+    )
+    assert "postgresql://rrjobs:***@127.0.0.1:5432/postgres" in status.stdout
+    assert "s3cret-pw" not in status.stdout
 
 
 class _FakeContainer:

@@ -27,6 +27,7 @@ from .base import (
     group_members,
     keep_data,
     process_start_ticks,
+    shown,
     stop_process_group,
 )
 from .containers import container_running, remove_container
@@ -141,7 +142,8 @@ def cmd_status(names: list[str], as_json: bool) -> int:
         for name, entry in selected.items():
             state = "up" if entry_alive(entry) else "DEAD"
             pid = entry.get("pid") or (entry.get("container_id") or "-")[:12]
-            print(f"{name:<14} {state:<6} {pid!s:>8}  {entry['provider']:<14} {entry['endpoint']}")
+            endpoint = shown(entry["endpoint"])  # a password masked, as in the start notes
+            print(f"{name:<14} {state:<6} {pid!s:>8}  {entry['provider']:<14} {endpoint}")
             if entry.get("log_path"):
                 print(f"{'':<14} log: {entry['log_path']}")
     return 0
