@@ -26,8 +26,8 @@ from .base import (
 from .containers import ContainerPlan, start_container
 
 REGION = "us-east-1"
-ACCESS_KEY = "rrjobs"
-SECRET_KEY = "rrjobs"
+ACCESS_KEY = "rrjobs-sqs-key"  # whole-word secrets are masked: not a word of a message
+SECRET_KEY = "rrjobs-sqs-secret"
 
 
 def list_queues(endpoint: str, timeout: float = 5.0, verify: str | None = None) -> None:
