@@ -415,6 +415,12 @@ def _bytes_at(data: bytes, pos: int) -> tuple[bytes, int]:
     return data[pos:end], end
 
 
+def _str_at(data: bytes, pos: int) -> tuple[str, int]:
+    """:func:`_bytes_at` as text (invalid UTF-8 replaced, as Go's strings may hold any bytes)."""
+    raw, pos = _bytes_at(data, pos)
+    return raw.decode("utf-8", "replace"), pos
+
+
 def _uint_at(data: bytes, pos: int) -> tuple[int, int]:
     u = data[pos]
     if u < 0x80:
@@ -452,23 +458,21 @@ def _known_value(data: bytes) -> Item | None:
             break
         number += delta
         if number == 0:
-            raw, pos = _bytes_at(data, pos)
-            job = raw.decode("utf-8", "replace")
+            job, pos = _str_at(data, pos)
         elif number == 1:
-            raw, pos = _bytes_at(data, pos)
-            ident = raw.decode("utf-8", "replace")
+            ident, pos = _str_at(data, pos)
         elif number == 2:
             payload, pos = _bytes_at(data, pos)
         elif number == 3:
             count, pos = _count_at(data, pos)
             for _ in range(count):
-                raw, pos = _bytes_at(data, pos)
+                key, pos = _str_at(data, pos)
                 values, pos = _count_at(data, pos)
                 out = []
                 for _ in range(values):
-                    value, pos = _bytes_at(data, pos)
-                    out.append(value.decode("utf-8", "replace"))
-                headers[raw.decode("utf-8", "replace")] = out
+                    value, pos = _str_at(data, pos)
+                    out.append(value)
+                headers[key] = out
         elif number == 4:
             option = -1
             while True:
@@ -479,16 +483,14 @@ def _known_value(data: bytes) -> Item | None:
                 if option == 0:
                     priority, pos = _int_at(data, pos)
                 elif option == 1:
-                    raw, pos = _bytes_at(data, pos)
-                    pipeline = raw.decode("utf-8", "replace")
+                    pipeline, pos = _str_at(data, pos)
                 elif option == 2:
                     delay, pos = _int_at(data, pos)
                 elif option == 3:
                     flag, pos = _uint_at(data, pos)
                     auto_ack = flag != 0
                 elif option == 4:
-                    raw, pos = _bytes_at(data, pos)
-                    queue = raw.decode("utf-8", "replace")
+                    queue, pos = _str_at(data, pos)
                 else:
                     raise GobError(f"gob: field {option} of a struct of 5 fields")
         else:
