@@ -31,9 +31,22 @@ integration-install: $(VENV)/.dev
 	PATH="$(abspath $(BIN)):$$PATH" bash integration/install.sh
 
 # The import contracts first (pyproject.toml [tool.importlinter]): a layer
-# violation fails the run before the tests.
+# violation fails the run before the tests. Two pytest processes share the two cores: the
+# integration tests (integration/), which mostly wait on brokers, leases and quiet periods,
+# and beside them the unit tests (tests/) then the reliability short form (reliability/,
+# brokers of its own); the second's report is printed after the first's (docs/decisions.md,
+# "make test runs its tests in two processes"). PYTEST_ARGS (options, not paths) go to both;
+# the run fails when either fails (a side that selects no test, exit 5, does not).
 test: $(VENV)/.dev integration-install lint-imports docs dist
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@side_log=$$(mktemp); \
+	$(BIN)/python -m pytest tests reliability $(PYTEST_ARGS) >"$$side_log" 2>&1 & side=$$!; \
+	$(BIN)/python -m pytest integration $(PYTEST_ARGS); main=$$?; \
+	wait $$side; second=$$?; \
+	if [ "$$main" = 5 ]; then main=0; fi; if [ "$$second" = 5 ]; then second=0; fi; \
+	echo "==== tests/ and reliability/, run beside integration/ (exit $$second) ===="; \
+	cat "$$side_log"; rm -f "$$side_log"; \
+	echo "==== make test: integration/ exit $$main, tests/ and reliability/ exit $$second ===="; \
+	test "$$main" = 0 -a "$$second" = 0
 
 # The documentation site (mkdocs.yml); --strict: a broken link or reference fails.
 docs: $(VENV)/.dev
