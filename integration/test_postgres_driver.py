@@ -1,6 +1,7 @@
 """The ``postgres`` driver beyond the conformance suite, against the harness's cluster:
 pushing inside the application's transaction (``push_in``), the LISTEN wake-up, the
-versioned schema, and the DSN's password kept out of every text."""
+versioned schema, acks carried by the next reservation, and the DSN's password kept out
+of every text."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from rrjobs.core.errors import ConfigError
 from rrjobs.drivers.postgres import create_table, push_in
 from rrjobs.drivers.postgres.schema import LATEST_VERSION, MIGRATIONS, names
 from rrjobs.runtime.jobs import Jobs
+from tests.conftest import wait_for
 from tests.test_redaction import error_texts, log_texts
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
@@ -46,6 +48,18 @@ def recorder() -> tuple[App, list[Job], asyncio.Event]:
         got.set()
 
     return app, seen, got
+
+
+def held(free: bytes | None = None) -> tuple[App, asyncio.Event]:
+    """An app whose handler waits for the event, but for a job whose payload is ``free``."""
+    app, release = App(), asyncio.Event()
+
+    @app.handler("Order")
+    async def handle(job: Job) -> None:
+        if job.payload != free:
+            await release.wait()
+
+    return app, release
 
 
 async def test_a_job_pushed_in_a_rolled_back_transaction_never_exists_a_committed_one_is_handled(
@@ -182,11 +196,7 @@ async def test_a_batch_of_alike_jobs_and_a_mixed_one_keep_each_jobs_columns(
 async def test_jobs_reserved_and_waiting_for_room_in_the_queue_keep_their_leases(
         postgres_dsn: str, conn: Any) -> None:
     name = f"wait-{uuid.uuid4().hex[:10]}"
-    app, release = App(), asyncio.Event()
-
-    @app.handler("Order")
-    async def handle(job: Job) -> None:
-        await release.wait()
+    app, release = held()
 
     # one worker held by its job, a priority queue of one: of the 4 jobs reserved, 2
     # wait for room in the queue, reserved and not delivered, past their 1 s lease
@@ -203,4 +213,94 @@ async def test_jobs_reserved_and_waiting_for_room_in_the_queue_keep_their_leases
         release.set()
     assert len(rows) == 4  # never more than prefetch reserved
     assert all(r["leased"] and r["deliveries"] == 1 for r in rows)  # renewed, not redelivered
+    await conn.execute("DELETE FROM rrjobs_jobs WHERE pipeline = $1", name)
+
+
+def spy_on_acks(driver: Any) -> tuple[list[Any], list[Any]]:
+    """The acks (handles) each reservation carried, and each ``DELETE`` of their own."""
+    carried, alone = list[Any](), list[Any]()
+    reserve, delete = driver._reserve, driver._acks._send
+
+    async def reserving(n: int, acks: Any) -> Any:
+        carried.extend(acks)
+        return await reserve(n, acks)
+
+    async def deleting(handles: Any) -> Any:
+        alone.extend(handles)
+        return await delete(handles)
+
+    driver._reserve, driver._acks._send = reserving, deleting
+    return carried, alone
+
+
+async def test_acks_go_in_the_next_reservation_while_the_consumer_is_busy(
+        postgres_dsn: str, conn: Any) -> None:
+    name = f"fold-{uuid.uuid4().hex[:10]}"
+    app, seen, _ = recorder()
+    async with Jobs(pipeline_config(postgres_dsn, name, prefetch=50), app) as jobs:
+        carried, alone = spy_on_acks(jobs.entries()[0].driver)
+        await jobs.push_batch([Message("Order", f"{i}".encode(), name) for i in range(1000)])
+        await wait_for(lambda: len(seen) >= 1000, 60, "1,000 jobs handled")
+        await jobs.stat()  # the acks still waiting are sent
+        left = await conn.fetchval("SELECT count(*) FROM rrjobs_jobs WHERE pipeline = $1",
+                                   name)
+    assert len(seen) == len({j.id for j in seen}) == 1000  # none delivered again
+    assert left == 0  # every ack deleted its row
+    assert len(carried) > 500  # most went with a reservation
+    assert len(carried) + len(alone) == 1000
+
+
+async def test_an_ack_while_no_reservation_runs_is_deleted_without_waiting_for_one(
+        postgres_dsn: str, conn: Any) -> None:
+    name = f"hold-{uuid.uuid4().hex[:10]}"
+    app, release = held(free=b"0")
+
+    # prefetch 4: after the first ack the consumer waits for a second free slot, and
+    # fetches nothing
+    config = pipeline_config(postgres_dsn, name, prefetch=4, poll_interval="60s")
+    async with Jobs(config, app) as jobs:
+        carried, alone = spy_on_acks(jobs.entries()[0].driver)
+        await jobs.push_batch([Message("Order", f"{i}".encode(), name) for i in range(4)])
+        for _ in range(200):  # within 10 s
+            first = await conn.fetchval("SELECT count(*) FROM rrjobs_jobs WHERE pipeline = $1 "
+                                        "AND payload = '0'", name)
+            if not first:
+                break
+            await asyncio.sleep(0.05)
+        reserved = await conn.fetchval("SELECT count(*) FROM rrjobs_jobs WHERE pipeline = $1 "
+                                       "AND reserved_by IS NOT NULL", name)
+        went = (list(alone), list(carried))
+        release.set()
+    assert first == 0 and reserved == 3
+    assert len(went[0]) == 1 and went[1] == []  # in a DELETE of its own
+
+
+async def test_an_ack_carried_by_a_reservation_after_its_reservation_was_lost_warns(
+        postgres_dsn: str, conn: Any, caplog: pytest.LogCaptureFixture) -> None:
+    name = f"lost-{uuid.uuid4().hex[:10]}"
+    app, seen = App(), list[Job]()
+
+    @app.handler("Order")
+    async def handle(job: Job) -> None:
+        if job.payload == b"lost":  # as if its lease ended and another consumer took it
+            await conn.execute("UPDATE rrjobs_jobs SET deliveries = deliveries + 1 "
+                               "WHERE pipeline = $1 AND id = $2", name, job.id)
+        seen.append(job)
+
+    # prefetch 2 and 20 jobs after it: the consumer is busy when the first one is acked
+    async with Jobs(pipeline_config(postgres_dsn, name, prefetch=2), app) as jobs:
+        carried, _ = spy_on_acks(jobs.entries()[0].driver)
+        with caplog.at_level(logging.WARNING):
+            await jobs.push_batch([Message("Order", b"lost", name)] + [
+                Message("Order", b"ok", name) for _ in range(20)])
+            await wait_for(lambda: len(seen) >= 21, 20, "the jobs handled")
+            await jobs.stat()
+        rows = await conn.fetch("SELECT payload FROM rrjobs_jobs WHERE pipeline = $1", name)
+    assert [r["payload"] for r in rows] == [b"lost"]  # each other ack deleted its row
+    (lost,) = [j for j in seen if j.payload == b"lost"]
+    assert lost.handle in carried
+    warnings = [r.getMessage() for r in caplog.records if "lost their reservation" in
+                r.getMessage()]
+    assert warnings == [f"pipeline {name!r}: 1 acknowledged jobs had lost their reservation "
+                        "(lease expired): they are delivered again"]
     await conn.execute("DELETE FROM rrjobs_jobs WHERE pipeline = $1", name)

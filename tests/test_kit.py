@@ -271,6 +271,90 @@ async def test_batcher_post_reports_errors_and_drain_waits() -> None:
     assert len(b) == 0
 
 
+async def test_batcher_hold_keeps_items_for_a_carry_that_gives_their_outcomes() -> None:
+    sent: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    async def send(items: Sequence[int]) -> Sequence[BaseException | None]:
+        sent.append(list(items))
+        return [None] * len(items)
+
+    b: Batcher[int, None] = Batcher(send, size=10, on_error=errors.append)
+    b.hold = 60.0
+    b.post(1)
+    b.post(2)
+    fut = b.submit(3)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert sent == [] and len(b) == 3  # held, not sent at the next loop turn
+    carried: list[list[int]] = []
+
+    async def along(items: list[int]) -> tuple[str, list[BaseException | None]]:
+        carried.append(items)
+        return "rows", [ValueError(items[0]), None]
+
+    assert await b.carry(2, along) == "rows"
+    assert carried == [[1, 2]] and len(b) == 1
+    assert [str(e) for e in errors] == ["1"]  # a posted item's failure goes to on_error
+    b.hold = 0.0  # what is still held goes at the next turn
+    assert await asyncio.wait_for(fut, 1) is None
+    assert sent == [[3]]
+
+
+async def test_batcher_sends_a_held_item_after_hold_and_a_full_batch_at_the_next_turn(
+        ) -> None:
+    sent: list[list[str]] = []
+
+    async def send(items: Sequence[str]) -> Sequence[None]:
+        sent.append(list(items))
+        return [None] * len(items)
+
+    b: Batcher[str, None] = Batcher(send, size=2)
+    b.hold = 60.0
+    b.post("a")
+    b.post("b")  # a full batch: sent at the next loop turn, unless carried before
+
+    async def along(items: list[str]) -> tuple[list[str], list[None]]:
+        return items, [None] * len(items)
+
+    assert await b.carry(1, along) == ["a"]
+    await wait_for(lambda: sent == [["b"]])
+    b.hold = 0.01
+    b.post("c")
+    await wait_for(lambda: sent == [["b"], ["c"]])
+
+
+async def test_batcher_carry_failing_fails_its_items_and_drain_waits_for_a_carry() -> None:
+    async def send(items: Sequence[int]) -> Sequence[int]:
+        return list(items)
+
+    b: Batcher[int, int] = Batcher(send)
+    b.hold = 60.0
+    futs = [b.submit(i) for i in range(2)]
+
+    async def broken(items: list[int]) -> tuple[None, list[int]]:
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        await b.carry(5, broken)
+    assert all(isinstance(f.exception(), ConnectionError) for f in futs)
+    gate = asyncio.Event()
+    fut = b.submit(7)
+
+    async def slow(items: list[int]) -> tuple[int, list[int]]:
+        await gate.wait()
+        return len(items), [i * 2 for i in items]
+
+    carry = asyncio.create_task(b.carry(5, slow))
+    await asyncio.sleep(0)
+    drain = asyncio.create_task(b.drain())
+    await asyncio.sleep(0.01)
+    assert not drain.done()  # the carried item is not answered yet
+    gate.set()
+    await asyncio.wait_for(drain, 1)
+    assert await carry == 1 and fut.result() == 14
+
+
 def test_chunks_cut_by_count_bytes_and_key() -> None:
     sizes = [3, 3, 3, 9, 1, 1, 1, 1, 1]
     assert chunks(sizes, 4, 6, size=int) == [[3, 3], [3], [9], [1, 1, 1, 1], [1]]
@@ -358,6 +442,27 @@ async def test_lane_window_and_gate() -> None:
     assert not waiter.done()  # closed: no room whatever the window
     lane.open()
     assert await asyncio.wait_for(waiter, 1) == 2
+
+
+async def test_lane_wakes_a_waiter_only_once_it_has_the_room_it_wants() -> None:
+    queue = PriorityQueue()
+    lane = Lane(queue, "p", 4)
+    s = _Settler()
+    lane.open()
+    for i in range(4):
+        await lane.deliver(_job(s, i))
+    waiter = asyncio.create_task(lane.wait_room(3))
+    small = asyncio.create_task(lane.wait_room(1))
+    await asyncio.sleep(0)
+    lane.release()
+    assert await asyncio.wait_for(small, 1) == 1  # it has the one slot it wants
+    await asyncio.sleep(0.01)
+    lane.release()
+    assert not lane._room.is_set()  # 2 free of the 3 wanted: nobody is woken
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    lane.release()
+    assert await asyncio.wait_for(waiter, 1) == 3
 
 
 # -- settlement against lease extension ---------------------------------------------------

@@ -8,6 +8,11 @@ At most ``concurrency`` sends run at once: while they are busy, new items wait
 and go together in the next send, so batches grow with the load without a
 timer (an idle batcher sends at the next loop turn).
 
+A driver that makes a round trip of its own soon (a fetch) can carry the queued
+items with it instead (:meth:`Batcher.carry`): with :attr:`Batcher.hold` set, a
+queued item waits up to that many seconds to be carried before it is sent as
+usual; a full batch (``size`` items) is sent at the next loop turn.
+
 ``send`` returns one result per item, in order: a value, or an exception
 instance for that item alone. An exception raised by ``send`` itself is the
 outcome of every item of that batch.
@@ -15,18 +20,19 @@ outcome of every item of that batch.
 :func:`chunks` cuts a sequence into requests by count, bytes and key; :func:`send_all`
 awaits the requests of one batch together.
 
-Concurrency: event-loop only. ``submit`` and ``post`` return at once (``submit``
-gives a future); ``drain`` waits for everything queued.
+Concurrency: event-loop only. ``submit`` and ``post`` return at once
+(``submit`` gives a future); ``drain`` waits for everything queued.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+V = TypeVar("V")
 
 SendFn = Callable[[Sequence[T]], Awaitable[Sequence["R | BaseException"]]]
 
@@ -46,7 +52,29 @@ class Batcher(Generic[T, R]):
         self._items: list[T] = []
         self._futures: list[asyncio.Future[R] | None] = []
         self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._hold = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
+        #: the :meth:`carry` calls in flight, each done when it ended
+        self._carried: set[asyncio.Future[None]] = set()
+
+    @property
+    def hold(self) -> float:
+        """Seconds a queued item waits for :meth:`carry` before it is sent (0, the
+        default: it is sent at the next loop turn). Setting 0 sends what waits."""
+        return self._hold
+
+    @hold.setter
+    def hold(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("hold must be >= 0")
+        if not seconds and self._timer is not None:  # what waits goes at the next turn
+            self._timer.cancel()
+            self._timer = None
+            self._scheduled = False
+        self._hold = seconds
+        if self._items and not self._scheduled:
+            self._schedule()
 
     def __len__(self) -> int:
         """Items queued and not yet handed to ``send``."""
@@ -66,13 +94,84 @@ class Batcher(Generic[T, R]):
         self._items.append(item)
         self._futures.append(fut)
         if len(self._items) >= self._size:
-            self._flush()
+            if not self._hold:
+                self._flush()
+            elif self._timer is not None or not self._scheduled:
+                # at the next loop turn: a fetch woken meanwhile carries them first
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
         elif not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        self._scheduled = True
+        loop = asyncio.get_running_loop()
+        if self._hold:
+            self._timer = loop.call_later(self._hold, self._flush)
+        else:
+            loop.call_soon(self._flush)
+
+    def carry(self, n: int, send: Callable[[list[T]], Awaitable[tuple[V, Sequence[
+            R | BaseException]]]]) -> Coroutine[Any, Any, V]:
+        """Take up to ``n`` queued items now (oldest first; maybe none) and return the
+        coroutine that sends them with a call of the caller's own: ``send(items)``
+        returns its own value and one result per item, which become the items'
+        outcomes as with a batch; an exception it raises is every item's outcome, and
+        is raised. :meth:`drain` waits for it too."""
+        items, futures = self._items[:n], self._futures[:n]
+        del self._items[:n], self._futures[:n]
+        if not self._items and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._scheduled = False
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._carried.add(done)
+        return self._carry(items, futures, send, done)
+
+    async def _carry(self, items: list[T], futures: list[asyncio.Future[R] | None],
+                     send: Callable[[list[T]], Awaitable[tuple[V, Sequence[
+                         R | BaseException]]]], done: asyncio.Future[None]) -> V:
+        try:
+            value, results = await send(items)
+        except BaseException as exc:
+            self._failed(futures, exc)
+            raise
+        else:
+            self._resolve(futures, results)
+        finally:
+            self._carried.discard(done)
+            done.set_result(None)
+        return value
+
+    def _failed(self, futures: Sequence[asyncio.Future[R] | None], exc: BaseException) -> None:
+        if isinstance(exc, asyncio.CancelledError):
+            for fut in futures:
+                if fut is not None and not fut.done():
+                    fut.set_exception(exc)
+        else:
+            self._resolve(futures, [exc] * len(futures))
+
+    def _resolve(self, futures: Sequence[asyncio.Future[R] | None],
+                 results: Sequence[R | BaseException]) -> None:
+        for fut, result in zip(futures, results, strict=True):
+            if fut is None:
+                if isinstance(result, BaseException) and self._on_error is not None:
+                    self._on_error(result)
+            elif fut.done():
+                continue
+            elif isinstance(result, BaseException):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
 
     def _flush(self) -> None:
         self._scheduled = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         while self._items and len(self._tasks) < self._concurrency:
             n = self._size
             items, futures = self._items[:n], self._futures[:n]
@@ -91,29 +190,18 @@ class Batcher(Generic[T, R]):
         try:
             results: Sequence[R | BaseException] = await self._send(items)
         except BaseException as exc:
+            self._failed(futures, exc)
             if isinstance(exc, asyncio.CancelledError):
-                for fut in futures:
-                    if fut is not None and not fut.done():
-                        fut.set_exception(exc)
                 raise
-            results = [exc] * len(items)
-        for fut, result in zip(futures, results, strict=True):
-            if fut is None:
-                if isinstance(result, BaseException) and self._on_error is not None:
-                    self._on_error(result)
-            elif fut.done():
-                continue
-            elif isinstance(result, BaseException):
-                fut.set_exception(result)
-            else:
-                fut.set_result(result)
+            return
+        self._resolve(futures, results)
 
     async def drain(self) -> None:
         """Send what is queued and wait for every send in flight."""
-        while self._items or self._tasks:
+        while self._items or self._tasks or self._carried:
             self._flush()
-            if self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            if self._tasks or self._carried:
+                await asyncio.gather(*self._tasks, *self._carried, return_exceptions=True)
 
 
 def chunks(items: Iterable[T], max_items: int, max_bytes: int, size: Callable[[T], int],

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 class Lane:
     """The prefetch window and pause gate of pipeline ``pipeline``."""
 
-    __slots__ = ("_room", "_waiting", "is_open", "out", "pipeline", "prefetch", "queue")
+    __slots__ = ("_room", "_waiting", "_want", "is_open", "out", "pipeline", "prefetch",
+                 "queue")
 
     def __init__(self, queue: PriorityQueue, pipeline: str, prefetch: int) -> None:
         if prefetch < 1:
@@ -43,6 +44,11 @@ class Lane:
         self._room = asyncio.Event()
         #: tasks in :meth:`wait_room` (nothing to wake when none)
         self._waiting = 0
+        #: at most the least room a task in :meth:`wait_room` waits for (reset when
+        #: they are woken, each sets it again as it waits again): a release that
+        #: leaves less wakes nobody (a fetch loop waiting for half the window is not
+        #: woken by each of the settlements before)
+        self._want = prefetch + 1
 
     # -- counts ------------------------------------------------------------------
 
@@ -72,13 +78,16 @@ class Lane:
                 return room
             self._room.clear()
             self._waiting += 1
+            if want < self._want:
+                self._want = want
             try:
                 await self._room.wait()
             finally:
                 self._waiting -= 1
 
     def _wake(self) -> None:
-        if self._waiting and self.room() > 0:
+        if self._waiting and self.room() >= self._want:
+            self._want = self.prefetch + 1
             self._room.set()
 
     async def deliver(self, job: Job) -> None:
@@ -121,6 +130,7 @@ class Lane:
         self.is_open = False
         taken = self.queue.remove(self.pipeline)
         self.out = max(0, self.out - len(taken))
+        self._want = self.prefetch + 1
         self._room.set()  # waiters re-check and wait again on the closed gate
         return taken
 

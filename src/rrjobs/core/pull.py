@@ -48,6 +48,7 @@ import asyncio
 import logging
 import time
 from abc import abstractmethod
+from collections import deque
 from collections.abc import Sequence
 from itertools import chain
 from typing import Any, ClassVar
@@ -243,13 +244,19 @@ class PullDriver(BaseDriver):
 
     async def _deliver_all(self, raws: Sequence[Any]) -> None:
         jobs = [job for job in map(self.accept, raws) if job is not None]
-        lane = self.lane
+        lane, queue = self.lane, self.queue
         self._delivering = jobs
         try:
-            for n, job in enumerate(jobs):
+            # those the priority queue has room for go in at once, without a coroutine
+            # per job; the others one by one as room frees
+            fit = min(len(jobs), queue.maxsize - len(queue))
+            if fit > 0:
+                lane.take(fit)
+                queue.insert_from(deque(jobs[:fit]), fit)
+            for n in range(max(fit, 0), len(jobs)):
                 self._delivered = n
                 try:
-                    await lane.deliver(job)
+                    await lane.deliver(jobs[n])
                 except BaseException:
                     self._undelivered.extend(jobs[n:])
                     raise

@@ -2,9 +2,10 @@
 
 ``push`` → INSERT (committed, then NOTIFY) → the consumer reserves ready rows with
 ``FOR UPDATE SKIP LOCKED`` in priority then FIFO order while fewer than ``prefetch``
-are out → priority queue → handler → ack = DELETE (batched). A reservation is a
-lease: ``available_at`` moves to its end, and a row whose consumer died comes back
-when it passes. Delays are the same column. Consumers wait on LISTEN (one
+are out → priority queue → handler → ack = DELETE (batched, in the next
+reservation's statement while the consumer is busy). A reservation is a lease:
+``available_at`` moves to its end, and a row whose consumer died comes back when it
+passes. Delays are the same column. Consumers wait on LISTEN (one
 connection each), with ``poll_interval`` as the fallback. Guarantees and options:
 ``docs/drivers/postgres.md``.
 """
@@ -53,6 +54,9 @@ BATCH = 500
 INSERT_BATCH = 1000
 #: Ack ``DELETE`` statements in flight at once.
 ACK_BATCHES = 2
+#: Seconds an ack waits for the next reservation to carry it while the consumer is busy
+#: (at most a tenth of the lease), before it goes in a ``DELETE`` of its own.
+ACK_HOLD = 0.1
 
 #: ``reserved``: the table's count of every consumer's reserved rows.
 CAPABILITIES = Capabilities(durable=True, max_payload=MAX_PAYLOAD, lease_extension=True,
@@ -142,6 +146,7 @@ class PostgresDriver(PullDriver):
         #: single pushes of one loop turn go in one INSERT
         self._inserts: Batcher[Message, None] = Batcher(self._insert, BATCH, section.pool_size)
         self._acks = self.settlement_batcher(self._delete, "acknowledging", BATCH, ACK_BATCHES)
+        self._ack_hold = min(ACK_HOLD, options.visibility_timeout / 10)
 
     @property
     def dsn(self) -> str:
@@ -202,13 +207,16 @@ class PostgresDriver(PullDriver):
             self._wake.set()
 
     async def fetch(self, max_messages: int) -> Sequence[Any]:
-        """Reserve up to ``max_messages`` ready jobs; with none, wait for a NOTIFY,
-        the next due job or lease end, or ``poll_interval``."""
+        """Reserve up to ``max_messages`` ready jobs, deleting the acks queued so far in
+        the same statement; with none, wait for a NOTIFY, the next due job or lease end,
+        or ``poll_interval``. While reservations find jobs, acks wait (up to
+        :data:`ACK_HOLD`) for the next one instead of a ``DELETE`` of their own beside
+        it: the server then sees one statement after another, as the bench baseline's."""
         await self._listen()
         self._wake.clear()
-        task = asyncio.ensure_future(self.relaxed.fetch(
-            self.sql.reserve, self.pipeline_name, min(max_messages, BATCH), self.owner,
-            self._lease_ms))
+        want = min(max_messages, BATCH)
+        task = asyncio.ensure_future(self._acks.carry(
+            BATCH, lambda handles: self._reserve(want, handles)))
         try:
             rows = await asyncio.shield(task)
         except asyncio.CancelledError:  # paused or stopped meanwhile: give them back
@@ -218,7 +226,9 @@ class PostgresDriver(PullDriver):
             raise
         self.connected = True
         if rows:
-            return rows  # type: ignore[no-any-return]
+            self._acks.hold = self._ack_hold
+            return rows
+        self._acks.hold = 0.0  # idle: no reservation comes soon to carry them
         wait = self.options.poll_interval
         due = await self.relaxed.fetchval(self.sql.next_due, self.pipeline_name)
         if due is not None:
@@ -228,17 +238,28 @@ class PostgresDriver(PullDriver):
                 await self._wake.wait()
         return ()
 
+    async def _reserve(self, n: int, acks: Sequence[Handle]
+                       ) -> tuple[Sequence[Any], list[None]]:
+        """:attr:`Queries.reserve_acking`: the rows reserved, and the acks' outcomes."""
+        rows = await self.relaxed.fetch(self.sql.reserve_acking, self.pipeline_name, n,
+                                        self.owner, self._lease_ms, [h[0] for h in acks],
+                                        [h[1] for h in acks])
+        if acks:
+            self._count_lost(len(acks), rows[0][8])
+        return (() if rows[0][0] is None else rows), [None] * len(acks)
+
     def _job(self, handle: Handle, job: Job) -> Job:
         self._held[handle[0]] = job
         return job
 
     def decode(self, raw: Any) -> Job:
-        seq, id_, name, payload, headers, priority, auto_ack, deliveries = raw
-        return self._job((seq, deliveries), Job.make(
+        seq, id_, name, payload, headers, priority, auto_ack, deliveries, _ = raw
+        self._held[seq] = job = Job.make(
             self, (seq, deliveries), id_ or new_id(), name or DEDUCED_BY_RR, payload,
-            decode_headers(headers), self.pipeline_name,
+            {} if headers == "{}" else decode_headers(headers), self.pipeline_name,
             self.priority if priority is None else priority, auto_ack,
-            self.options.visibility_timeout))
+            self.options.visibility_timeout)
+        return job
 
     def poison(self, raw: Any, reason: str) -> Job:
         handle = (raw[0], raw[7])
@@ -281,6 +302,12 @@ class PostgresDriver(PullDriver):
                 server_settings={"application_name": "rrjobs", "synchronous_commit": "off"})
         await self._listen()
         await super()._start_consuming()
+
+    async def _stop_consuming(self) -> None:
+        try:
+            await super()._stop_consuming()
+        finally:
+            self._acks.hold = 0.0  # no reservation comes to carry them
 
     async def renew_queued(self, jobs: Sequence[Job], seconds: float
                            ) -> list[BaseException | None]:
@@ -344,15 +371,19 @@ class PostgresDriver(PullDriver):
         (its lease ended, the job was delivered again) are logged together."""
         deleted = await self.relaxed.fetchval(self.sql.ack, [h[0] for h in handles],
                                               [h[1] for h in handles], self.owner)
-        if deleted < len(handles):
+        self._count_lost(len(handles), deleted)
+        return [None] * len(handles)
+
+    def _count_lost(self, acked: int, deleted: int) -> None:
+        if deleted < acked:
             self.log.warning("pipeline %r: %d acknowledged jobs had lost their reservation "
                              "(lease expired): they are delivered again",
-                             self.pipeline_name, len(handles) - deleted)
-        return [None] * len(handles)
+                             self.pipeline_name, acked - deleted)
 
     def ack_now(self, job: Job) -> None:
         """Delete the job's row. Returns once the delete is queued, not committed: it
-        goes with the acks of the same moment in one ``DELETE`` (milliseconds). Should
+        goes with the acks of the same moment in one ``DELETE``, or in the next
+        reservation while the consumer is busy (at most :data:`ACK_HOLD` later). Should
         the process or the server die in between, the job is delivered again
         (at-least-once; nothing is lost). Never blocks."""
         handle = self._check(job)
