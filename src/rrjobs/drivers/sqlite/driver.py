@@ -144,6 +144,8 @@ class SQLiteDriver(BaseDriver):
         self._epoch = 0  # bumped when the consumer stops: hand-offs begun before are void
         self._journal: journal.Journal | None = None  # with push_journal: the store's
         self._fold_seen: asyncio.Future[None] | None = None
+        #: seqs acked since the loop's current iteration began, deleted together after it
+        self._acked: list[int] = []
 
     capabilities = CAPABILITIES
 
@@ -162,6 +164,7 @@ class SQLiteDriver(BaseDriver):
             store, queries.insert_batches)
         self._acks: Coalescer[int, None] = Coalescer(store, queries.delete_acks,
                                                      self._acks_failed, durable=False)
+        store.before_flush.append(self._send_acks)
         if options.push_journal:
             self._journal = journal.of(store)
         _LIVE_OWNERS.add(self.owner)
@@ -369,6 +372,7 @@ class SQLiteDriver(BaseDriver):
             if isinstance(job, SQLiteJob):
                 self._outstanding.pop(job.seq, None)
         self.feed.ready.clear()
+        self._send_acks()
         # Everything this driver reserved goes back, except the jobs in handlers.
         await self.store.write(partial(queries.release, pipeline=self.pipeline_name,
                                        owner=self.owner, keep=list(self._outstanding)),
@@ -384,6 +388,9 @@ class SQLiteDriver(BaseDriver):
         self._released = True
         store = self.store
         store.unsubscribe(self.pipeline_name, self._wake.set)
+        self._send_acks()
+        with contextlib.suppress(ValueError):
+            store.before_flush.remove(self._send_acks)
         try:
             if not store.closed:
                 n = await store.write(partial(queries.release, pipeline=self.pipeline_name,
@@ -414,12 +421,28 @@ class SQLiteDriver(BaseDriver):
 
     def ack_now(self, job: Job) -> None:
         """Delete the job's row. Returns once the delete is queued, not committed:
-        it commits with the next group (milliseconds), ordered before any later
-        operation of this process. Should the process die in between, the job
-        is delivered again (at-least-once; nothing is lost). Never blocks."""
+        the acks of one iteration of the event loop are queued together when it
+        ends (or at once by :meth:`Store.flush`, a pause or a stop) and commit with
+        the next group (milliseconds). Should the process die in between, the
+        job is delivered again (at-least-once; nothing is lost). Never blocks."""
         job = self._check(job)
-        self._acks.add_nowait(job.seq)
+        acked = self._acked
+        acked.append(job.seq)
+        if len(acked) == 1:
+            asyncio.get_running_loop().call_soon(self._send_acks)
         self._done(job)
+
+    def _send_acks(self) -> None:
+        """Queue the deletes of the acks waiting in :attr:`_acked` as one operation, behind
+        the writes queued before it (a burst of handlers wakes the writer thread once)."""
+        seqs = self._acked
+        if not seqs:
+            return
+        self._acked = []
+        try:
+            self._acks.extend_nowait(seqs)
+        except StoreError as exc:  # closed meanwhile: those jobs are delivered again
+            self._acks_failed(seqs, exc)
 
     async def dead_letter(self, job: Job) -> None:
         job = self._check(job)

@@ -304,12 +304,19 @@ class Coalescer(Generic[Item, R]):
         """Queue ``item`` without waiting for it."""
         self._add(item, None)
 
+    def extend_nowait(self, items: Sequence[Item]) -> None:
+        """Queue ``items`` without waiting for them (one lock, one operation at most)."""
+        self._extend([(item, None) for item in items])
+
     def _add(self, item: Item, fut: asyncio.Future[R | None] | None) -> None:
+        self._extend([(item, fut)])
+
+    def _extend(self, entries: list[tuple[Item, asyncio.Future[R | None] | None]]) -> None:
         with self._lock:
             if self._open is not None:
-                self._open.append((item, fut))
+                self._open.extend(entries)
                 return
-            self._open = batch = [(item, fut)]
+            self._open = batch = entries
         try:
             op = self._store.write(partial(self._run, batch), durable=self._durable)
         except BaseException:  # the store is closed: nothing was queued
