@@ -25,6 +25,7 @@ from rrjobs.core.message import Message
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
 from rrjobs.drivers.amqp import AMQPConstructor, AMQPDriver, AMQPJob, PublishFailedError
+from rrjobs.drivers.amqp import driver as amqp_driver
 from rrjobs.drivers.amqp.codec import Long, SignedInt
 from rrjobs.runtime.app import App
 from rrjobs.runtime.jobs import Jobs
@@ -375,6 +376,105 @@ async def test_a_batch_publishes_its_jobs_in_one_write_and_refuses_only_the_unro
     for job in jobs:
         await job.ack()
     await nothing(q)
+
+
+class Writes:
+    """Counts the writes of publishes (``publish_all``) and the jobs of each."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sizes: list[int] = []
+        orig = amqp_driver.publish_all
+
+        async def counted(channel: Any, items: Any) -> Any:
+            self.sizes.append(len(items))
+            return await orig(channel, items)
+
+        monkeypatch.setattr(amqp_driver, "publish_all", counted)
+
+
+async def running(built: Built, raw: Raw, name: str) -> tuple[AMQPDriver, PriorityQueue]:
+    """A consuming driver of the pipeline ``name`` and its priority queue."""
+    track(raw, name)
+    q = PriorityQueue()
+    d = await built.config_driver(name, opts(name), queue=q)
+    await d.run(d.pipeline)
+    return d, q
+
+
+async def consumed_once(q: PriorityQueue, msgs: list[Message]) -> None:
+    """Exactly the jobs of ``msgs`` are delivered, once each (acked as taken: the
+    prefetch window holds a few)."""
+    seen: list[str] = []
+    async with asyncio.timeout(30):
+        while len(seen) < len(msgs):
+            job = await q.extract_min()
+            seen.append(job.id)
+            await job.ack()
+    assert sorted(seen) == sorted(m.id for m in msgs)
+    await nothing(q)
+
+
+async def test_concurrent_single_pushes_share_writes_and_are_each_consumed_once(
+        built: Built, raw: Raw, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    d, q = await running(built, raw, unique_name)
+    writes = Writes(monkeypatch)
+    msgs = [Message("j", f"m{i}".encode(), unique_name) for i in range(600)]
+    assert await asyncio.gather(*(d.push(m) for m in msgs)) == [None] * 600
+    assert sum(writes.sizes) == 600
+    assert len(writes.sizes) <= 4 and max(writes.sizes) == amqp_driver.PUBLISH_SLICE
+    await consumed_once(q, msgs)
+    await d.push(Message("j", b"alone", unique_name))  # a lone push: a write of its own
+    assert writes.sizes[-1] == 1
+    (job,) = await take(q)
+    assert job.payload == b"alone"
+    await job.ack()
+
+
+async def test_an_unroutable_job_among_concurrent_pushes_fails_only_its_own_push(
+        built: Built, raw: Raw, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    d, q = await running(built, raw, unique_name)
+    writes = Writes(monkeypatch)
+    msgs = [Message("j", f"m{i}".encode(), unique_name) for i in range(6)]
+    msgs[3].headers["x-routing-key"] = ["nobody"]  # no queue bound: returned
+    results = await asyncio.gather(*(d.push(m) for m in msgs), return_exceptions=True)
+    assert writes.sizes == [6]
+    assert [r for i, r in enumerate(results) if i != 3] == [None] * 5
+    assert isinstance(results[3], PublishFailedError)
+    assert "no queue is bound" in str(results[3]) and msgs[3].id in str(results[3])
+    await consumed_once(q, [m for i, m in enumerate(msgs) if i != 3])
+
+
+async def test_a_nacked_job_among_concurrent_pushes_fails_only_its_own_push(
+        built: Built, raw: Raw, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full queue with ``x-overflow: reject-publish`` nacks the publishes beyond it."""
+    track(raw, unique_name)
+    d = await built.config_driver(unique_name, opts(unique_name, queue_headers={
+        "x-max-length": 2, "x-overflow": "reject-publish"}))
+    writes = Writes(monkeypatch)
+    msgs = [Message("j", f"m{i}".encode(), unique_name) for i in range(5)]
+    results = await asyncio.gather(*(d.push(m) for m in msgs), return_exceptions=True)
+    assert writes.sizes == [5]
+    assert results[:2] == [None, None]
+    for msg, result in zip(msgs[2:], results[2:], strict=True):
+        assert isinstance(result, PublishFailedError)
+        assert "basic.nack" in str(result) and msg.id in str(result)
+    assert await raw.count(unique_name) == 2
+
+
+async def test_single_pushes_whose_write_fails_are_published_again_one_by_one(
+        built: Built, raw: Raw, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    d, q = await running(built, raw, unique_name)
+    failed: list[int] = []
+
+    async def broken(channel: Any, items: Any) -> Any:
+        failed.append(len(items))
+        raise aiormq.exceptions.ChannelInvalidStateError("the channel is closed")
+
+    monkeypatch.setattr(amqp_driver, "publish_all", broken)
+    msgs = [Message("j", f"m{i}".encode(), unique_name) for i in range(4)]
+    assert await asyncio.gather(*(d.push(m) for m in msgs)) == [None] * 4
+    assert failed == [4]
+    await consumed_once(q, msgs)
 
 
 async def test_headers_exchange_binds_without_arguments(built: Built, raw: Raw,

@@ -24,7 +24,7 @@ from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelClosed, DeliveryError, PublishError
 
 from rrjobs.core.base import BaseDriver
-from rrjobs.core.batcher import confirm_all
+from rrjobs.core.batcher import Batcher, confirm_all
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.constructor import DriverConstructor
 from rrjobs.core.delays import whole_seconds
@@ -136,6 +136,10 @@ class AMQPDriver(BaseDriver):
         self._declaring: dict[str, asyncio.Future[None]] = {}
         #: RoadRunner's restart command was sent (reconnecting was exhausted)
         self.restart_requested = False
+        #: undelayed single pushes of one loop turn, or made while a write is in flight,
+        #: go in one write; the result of each is its confirmation future
+        self._pushes: Batcher[Publish, asyncio.Future[Any]] = Batcher(self._write,
+                                                                      PUBLISH_SLICE)
 
     async def open(self, where: str) -> None:
         """Connect and declare the exchange (and the queue, when named)."""
@@ -421,9 +425,29 @@ class AMQPDriver(BaseDriver):
                                  msg.auto_ack, now))
 
     async def _send(self, msg: Message) -> None:
+        """Publish one job and wait for its confirm. An undelayed job goes through
+        :attr:`_pushes`, written with the single pushes made next to it; if that write
+        fails, or its confirm is lost with the channel, it is published alone
+        (:meth:`_publish`, with its retries); a refusal fails this job only."""
         item = self._item(msg)
-        await self._publish_after(msg.delay, item,
-                                  partial(self.topology.delay_queue, routing_key=item[2]))
+        if msg.delay > 0:
+            return await self._publish_after(
+                msg.delay, item, partial(self.topology.delay_queue, routing_key=item[2]))
+        try:
+            confirm = await self._pushes.submit(item)
+        except Exception:
+            return await self._publish(*item)
+        await asyncio.wait((confirm,))
+        exc = None if confirm.cancelled() else confirm.exception()
+        if exc is not None and (failure := refusal(exc, item)) is not None:
+            raise failure
+        if exc is not None or confirm.cancelled():
+            await self._publish(*item)
+
+    async def _write(self, items: Sequence[Publish]) -> list[asyncio.Future[Any]]:
+        """Publish ``items`` in one write on the publish channel; their confirmations."""
+        channel = await (await self.link.current()).admin("publish")
+        return await publish_all(channel, items)
 
     async def _send_batch(self, msgs: Sequence[Message]) -> None:
         """Publish the undelayed jobs in writes of :data:`PUBLISH_SLICE`, each sent
