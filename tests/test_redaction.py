@@ -19,7 +19,7 @@ from pydantic import BaseModel, SecretStr
 from rrjobs import App, Config
 from rrjobs.config import DashboardConfig, LogsConfig, RPCConfig
 from rrjobs.core.base import describe_error
-from rrjobs.core.errors import ConfigError
+from rrjobs.core.errors import CapabilityError, ConfigError, RRJobsError
 from rrjobs.core.options import StrictModel, validate
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.secret_types import Secret, SecretURL
@@ -27,6 +27,7 @@ from rrjobs.core.secrets import (
     MASK,
     RedactedError,
     SecretsFilter,
+    is_word,
     redact_error,
     redact_options,
     redact_url,
@@ -56,8 +57,9 @@ SQS_SESSION = "SqsSession-6c2a9d"
 RPC_TOKEN = "RpcTok-3e9f5b"
 DASH_TOKEN = "DashTok-58a2c4"
 DECLARED_PW = "DeclPw-a41d7e"
+OWN_PW = "OwnPw-c39e06"
 SECRETS = (AMQP_PW, NATS_PW, NATS_TOKEN, KAFKA_PW, KAFKA_AWS, SQS_KEY, SQS_SECRET,
-           SQS_SESSION, RPC_TOKEN, DASH_TOKEN, DECLARED_PW)
+           SQS_SESSION, RPC_TOKEN, DASH_TOKEN, DECLARED_PW, OWN_PW)
 
 AMQP_ADDR = f"amqp://rr:{AMQP_PW}@127.0.0.1:1/"
 NATS_ADDR = f"nats://rr:{NATS_PW}@127.0.0.1:1, nats://{NATS_TOKEN}@127.0.0.1:2"
@@ -320,3 +322,86 @@ def test_a_driver_error_boundary_replaces_a_leaking_client_error() -> None:
     redact_error(clean)  # returns: the caller re-raises it as it is
     shown = describe_error(OSError(f"refused nats://{NATS_TOKEN}@h"))
     assert shown == f"OSError: refused nats://{MASK}@h"
+
+
+def _raised_from(error: BaseException, cause: BaseException) -> BaseException:
+    """``error`` raised from ``cause``, caught: as a driver's error boundary sees it."""
+    try:
+        raise error from cause
+    except BaseException as exc:
+        return exc
+
+
+def _redacted(exc: BaseException) -> BaseException:
+    """What ``redact_error`` raises for ``exc``, called where the boundary catches it."""
+    try:
+        try:
+            raise exc
+        except BaseException as handled:
+            redact_error(handled)
+    except BaseException as replaced:
+        return replaced
+    raise AssertionError(f"{exc!r} was not replaced")
+
+
+def test_an_rrjobs_error_that_shows_a_secret_keeps_its_type_and_its_fields_scrubbed() -> None:
+    remember(OWN_PW)
+    path = f"jobs.pipelines.{OWN_PW}.config.queue"
+    error = ConfigError(path, f"refused by {OWN_PW}", [(path, f"refused by {OWN_PW}"),
+                                                       ("jobs.pipelines.b.priority", "not 0")])
+    error.add_note(f"address amqp://rr:{AMQP_PW}@h/ and {OWN_PW}")
+    caught = _redacted(_raised_from(error, OSError(f"denied {OWN_PW}")))
+    assert isinstance(caught, ConfigError) and type(caught) is ConfigError
+    assert caught is not error
+    assert caught.path == f"jobs.pipelines.{MASK}.config.queue"
+    assert caught.message == f"refused by {MASK}"
+    assert caught.problems == [(caught.path, caught.message),
+                               ("jobs.pipelines.b.priority", "not 0")]
+    assert str(caught) == f"{caught.path}: refused by {MASK}; jobs.pipelines.b.priority: not 0"
+    assert caught.__notes__ == [f"address amqp://rr:{MASK}@h/ and {MASK}"]
+    assert caught.__cause__ is None and caught.__suppress_context__  # the causes dropped
+    assert not leaks(error_texts(caught)), error_texts(caught)
+    assert path in str(error) and isinstance(error.__cause__, OSError)  # the original as it was
+
+
+def test_an_rrjobs_error_whose_cause_shows_a_secret_keeps_its_text_without_the_cause() -> None:
+    error = CapabilityError("no dead letters on 'p'", driver="amqp", pipeline="p",
+                            capability="dead_letter_read")
+    caught = _redacted(_raised_from(error, OSError(f"cannot reach amqp://rr:{AMQP_PW}@h:1/")))
+    assert isinstance(caught, CapabilityError) and type(caught) is CapabilityError
+    assert str(caught) == "no dead letters on 'p'"
+    assert (caught.driver, caught.pipeline, caught.capability) == (
+        "amqp", "p", "dead_letter_read")
+    assert caught.__cause__ is None and caught.__suppress_context__
+    assert not leaks(error_texts(caught))
+
+
+def test_a_foreign_error_or_an_rrjobs_error_that_cannot_be_copied_clean_is_redacted() -> None:
+    remember(OWN_PW)
+
+    class Holding(RRJobsError):
+        def __init__(self, cause: BaseException) -> None:
+            super().__init__("open failed")
+            self.inner = cause
+
+        def __str__(self) -> str:
+            return f"open failed: {self.inner}"
+
+    caught = _redacted(OSError(f"denied {OWN_PW}"))
+    assert type(caught) is RedactedError and str(caught) == f"OSError: denied {MASK}"
+    caught = _redacted(Holding(OSError(f"denied {OWN_PW}")))  # its text is not its strings
+    assert type(caught) is RedactedError and str(caught) == f"Holding: open failed: denied {MASK}"
+    assert not leaks(error_texts(caught))
+    clean = ConfigError("jobs.pipelines.a.queue", "is required")
+    redact_error(clean)  # nothing to mask: returns, the caller re-raises it as it is
+
+
+def test_a_password_that_reads_as_a_word_is_masked_only_where_it_is_a_credential() -> None:
+    remember("guest", "rrjobs", "postgres", "Guest-9d1", "correcthorsebattery")
+    assert is_word("guest") and is_word("rrjobs") and not is_word("Guest-9d1")
+    text = "rrjobs.core.errors.ConfigError: guest refused at postgres"
+    assert scrub(text) == text  # module names and broker words stay readable
+    assert scrub("Guest-9d1 correcthorsebattery") == f"{MASK} {MASK}"  # not words: masked
+    assert scrub("amqp://guest:guest@h/") == f"amqp://guest:{MASK}@h/"  # a URL's password is
+    assert redact_options({"password": "guest"}) == {"password": MASK}
+    redact_error(ConfigError("rrjobs.sqs.key", "guest is not a key"))  # nothing shown: returns

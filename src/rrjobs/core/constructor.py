@@ -24,8 +24,10 @@ the pipeline priority from the options (and, for a declared pipeline, the
 method an options model may have) lists settings that cannot work together,
 opens the driver, and closes it
 again when opening fails, so that a driver that could not start leaves no
-connection behind; an error of ``open`` that shows a credential is replaced by
-a :class:`~rrjobs.core.secrets.RedactedError` (``redact_error``).
+connection behind; an error of ``open`` that shows a credential is raised again
+without it (``redact_error``): one of rrjobs' own errors as a scrubbed copy of its
+own type (a ``ConfigError`` keeps its key path), a client library's as a
+:class:`~rrjobs.core.secrets.RedactedError`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,16 @@
   wherever they appear, and :class:`SecretsFilter` (installed on the handlers of
   rrjobs' logging setup) applies it to every log record as defense in depth.
   Values shorter than :data:`MIN_REMEMBERED` characters are not remembered:
-  masking every ``"abc"`` in the logs would hide more than it protects.
+  masking every ``"abc"`` in the logs would hide more than it protects. Nor are
+  values that read as a word of ordinary text (:func:`is_word`: up to
+  :data:`MAX_WORD` lowercase ASCII letters, such as ``guest`` or ``rrjobs``):
+  masking them would hide module names, key paths and broker words wherever
+  they stand, and make every error naming them look like a leak. They stay
+  masked wherever their place says they are a credential (a URL's userinfo, a
+  ``SecretStr`` field, a value of :data:`SECRET_KEYS`).
+* :func:`redact_error`, at a driver's error boundary, gives rrjobs' own errors
+  back as a scrubbed copy of their own type and turns foreign ones that show a
+  credential into a :class:`RedactedError`.
 """
 
 from __future__ import annotations
@@ -30,10 +39,12 @@ from rrjobs.core.errors import RRJobsError
 
 __all__ = [
     "MASK",
+    "MAX_WORD",
     "MIN_REMEMBERED",
     "SECRET_KEYS",
     "RedactedError",
     "SecretsFilter",
+    "is_word",
     "redact_error",
     "redact_options",
     "redact_url",
@@ -47,6 +58,9 @@ __all__ = [
 MASK = "***"
 #: The shortest value :func:`remember` keeps for :func:`scrub`.
 MIN_REMEMBERED = 4
+#: The longest run of lowercase ASCII letters that :func:`remember` takes for a word of
+#: ordinary text, not a secret to mask in free text (:func:`is_word`).
+MAX_WORD = 11
 
 #: Option keys (any case) whose values are credentials wherever they appear in
 #: a raw option set: RoadRunner's and the brokers' names for them.
@@ -59,6 +73,7 @@ SECRET_KEYS = frozenset({
 #: ``@`` (a password may hold an unencoded one), never past ``/?#``, whitespace or
 #: a quote.
 _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#\s'\"<>]*)@")
+_WORD = re.compile(rf"[a-z]{{1,{MAX_WORD}}}")
 
 _lock = threading.Lock()
 _known: set[str] = set()
@@ -139,17 +154,26 @@ def scrub(text: str) -> str:
 # -- the remembered secrets -----------------------------------------------------------------
 
 
+def is_word(value: str) -> bool:
+    """Whether ``value`` reads as a word of ordinary text (``guest``, ``rrjobs``,
+    ``postgres``: at most :data:`MAX_WORD` lowercase ASCII letters), which
+    :func:`remember` does not mask in free text."""
+    return _WORD.fullmatch(value) is not None
+
+
 def remember(*values: str) -> None:
-    """Mask ``values`` in everything :func:`scrub` (and so the log filter) sees from now on."""
+    """Mask ``values`` in everything :func:`scrub` (and so the log filter) sees from now
+    on; values shorter than :data:`MIN_REMEMBERED` and words (:func:`is_word`) excepted."""
     global _pattern
-    fresh = {v for v in values if isinstance(v, str) and len(v) >= MIN_REMEMBERED} - _known
+    fresh = {v for v in values
+             if isinstance(v, str) and len(v) >= MIN_REMEMBERED and not is_word(v)} - _known
     if not fresh:
         return
     with _lock:
         _known.update(fresh)
         ordered = sorted(_known, key=len, reverse=True)  # the longest match first
-        # Whole values only: a secret inside a longer name (password "rrjobs", queue
-        # "rrjobs-emails") is not that secret, and masking it hides the name.
+        # Whole values only: a secret inside a longer name (password "rr-2024", queue
+        # "rr-2024-emails") is not that secret, and masking it hides the name.
         _pattern = re.compile(r"(?<![\w-])(?:" + "|".join(map(re.escape, ordered))
                               + r")(?![\w-])")
 
@@ -207,18 +231,66 @@ class RedactedError(RRJobsError):
     (``type`` names the original's class)."""
 
 
+def _scrubbed(value: Any) -> Any:
+    """``value`` with :func:`scrub` applied to its strings, in tuples, lists and dicts;
+    raises ``ValueError`` for another value whose ``repr`` shows a credential (an
+    exception kept as an attribute)."""
+    if isinstance(value, str):
+        return scrub(value)
+    if type(value) is tuple:
+        return tuple(_scrubbed(item) for item in value)
+    if type(value) is list:
+        return [_scrubbed(item) for item in value]
+    if type(value) is dict:
+        return {key: _scrubbed(item) for key, item in value.items()}
+    if value is None or type(value) in (bool, int, float):
+        return value
+    shown = repr(value)
+    if scrub(shown) != shown:
+        raise ValueError("an attribute shows a credential")
+    return value
+
+
+def _shows_secret(exc: BaseException) -> bool:
+    return any(scrub(text) != text for text in (str(exc), repr(exc)))
+
+
+def _scrubbed_copy(exc: RRJobsError) -> RRJobsError | None:
+    """A copy of rrjobs' own ``exc``, of its type, with its arguments and attributes
+    (a :class:`~rrjobs.core.errors.ConfigError`'s key path and problems, a note)
+    scrubbed, and no traceback or causes; ``None`` when the copy cannot be made or
+    still shows a credential (its text is not made of those strings)."""
+    cls = type(exc)
+    try:
+        copy = cls.__new__(cls)  # not __init__: its parameters are the class's own
+        copy.args = _scrubbed(exc.args)
+        copy.__dict__.update(_scrubbed(dict(vars(exc))))
+        shows = _shows_secret(copy)
+    except Exception:
+        return None
+    return None if shows else copy
+
+
 def redact_error(exc: BaseException) -> None:
     """For a driver's error boundary, where a broker client's exception leaves the
-    driver: raise a :class:`RedactedError` with the masked ``Type: message`` of
-    ``exc`` (and no chained causes, which may carry the credential too) when ``exc``
-    or a cause shows a credential; return otherwise (the caller re-raises ``exc``)."""
+    driver: when ``exc`` or a chained cause shows a credential, raise a copy of
+    ``exc`` without it and without the chained causes (which may carry the
+    credential too): an rrjobs error (:class:`~rrjobs.core.errors.RRJobsError`)
+    keeps its type, its message and its attributes scrubbed, so that a
+    ``ConfigError`` is still one with its key path; any other exception becomes a
+    :class:`RedactedError` with the masked ``Type: message`` of ``exc``. Return
+    otherwise (the caller re-raises ``exc``)."""
     chain: list[BaseException] = []
     seen: BaseException | None = exc
     while seen is not None and seen not in chain:
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__
-    if any(scrub(text) != text for e in chain for text in (str(e), repr(e))):
-        raise RedactedError(scrub(f"{type(exc).__name__}: {exc}")) from None
+    if not any(_shows_secret(e) for e in chain):
+        return
+    copy = _scrubbed_copy(exc) if isinstance(exc, RRJobsError) else None
+    if copy is not None:
+        raise copy from None
+    raise RedactedError(scrub(f"{type(exc).__name__}: {exc}")) from None
 
 
 # -- logging --------------------------------------------------------------------------------
