@@ -16,6 +16,7 @@ from rrjobs.core.batcher import Batcher, chunks
 from rrjobs.core.capabilities import Capabilities
 from rrjobs.core.delays import delay_units, round_up, whole_millis, whole_seconds
 from rrjobs.core.errors import PipelineStateError, PoisonMessageError
+from rrjobs.core.feed import Feed
 from rrjobs.core.headers import (
     RR_ERROR,
     UNREADABLE,
@@ -1076,16 +1077,19 @@ async def test_state_of_and_dropped_fill_in_the_pipeline(caplog: pytest.LogCaptu
     await d.stop()
 
 
-async def test_a_feed_moves_jobs_in_order_waits_for_room_and_takes_them_back() -> None:
-    from rrjobs.core.feed import Feed
-
-    queue = PriorityQueue(maxsize=2)
-    lane = Lane(queue, "p", prefetch=3)
+def _feed(queue: PriorityQueue, prefetch: int, jobs: int,
+          counted: bool = False) -> tuple[Lane, Supervisor, Feed, list[Job]]:
+    """A feed of pipeline ``p`` into ``queue`` and ``jobs`` jobs to give it."""
+    lane = Lane(queue, "p", prefetch=prefetch)
     supervisor = Supervisor("pipeline 'p'", logging.getLogger("test.feed"))
-    feed = Feed(lane, supervisor)
     settler = _SlowDriver()
-    jobs = [Job(settler, id=str(n), name="n", payload=b"", headers={}, pipeline="p",
-                priority=1) for n in range(5)]
+    return (lane, supervisor, Feed(lane, supervisor, counted=counted),
+            [_job(settler, n) for n in range(jobs)])
+
+
+async def test_a_feed_moves_jobs_in_order_waits_for_room_and_takes_them_back() -> None:
+    queue = PriorityQueue(maxsize=2)
+    lane, supervisor, feed, jobs = _feed(queue, 3, 5)
     feed.add(jobs[0])
     assert len(queue) == 0 and list(feed.ready) == [jobs[0]]  # the gate is closed
     feed.open()
@@ -1106,16 +1110,33 @@ async def test_a_feed_moves_jobs_in_order_waits_for_room_and_takes_them_back() -
     await supervisor.stop()
 
 
-async def test_a_counted_feed_keeps_its_jobs_counted_and_take_back_leaves_the_gate() -> None:
-    from rrjobs.core.feed import Feed
-
+async def test_a_settled_job_frees_its_slot_wakes_a_waiter_and_moves_a_ready_job() -> None:
     queue = PriorityQueue()
-    lane = Lane(queue, "p", prefetch=1)
-    supervisor = Supervisor("pipeline 'p'", logging.getLogger("test.feed"))
-    feed = Feed(lane, supervisor, counted=True)
-    settler = _SlowDriver()
-    jobs = [Job(settler, id=str(n), name="n", payload=b"", headers={}, pipeline="p",
-                priority=1) for n in range(3)]
+    lane, supervisor, feed, jobs = _feed(queue, 1, 2)
+    feed.open()
+    feed.add(jobs[0])
+    feed.add(jobs[1])
+    assert [j.id for j in queue] == ["0"] and list(feed.ready) == [jobs[1]]  # window full
+    waiter = asyncio.create_task(lane.wait_room())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    assert queue.extract_nowait() is jobs[0]
+    feed.settled(jobs[0])
+    assert [j.id for j in queue] == ["1"] and not feed.ready and lane.out == 1
+    await asyncio.sleep(0)
+    assert not waiter.done()  # the ready job took the freed slot: the waiter waits on
+    assert queue.extract_nowait() is jobs[1]
+    feed.settled(jobs[1])
+    assert lane.out == 0
+    assert await asyncio.wait_for(waiter, 1) == 1  # woken by the settlement
+    feed.settled(jobs[1])  # a second settlement never takes the window below zero
+    assert lane.out == 0
+    await supervisor.stop()
+
+
+async def test_a_counted_feed_keeps_its_jobs_counted_and_take_back_leaves_the_gate() -> None:
+    queue = PriorityQueue()
+    lane, supervisor, feed, jobs = _feed(queue, 1, 3, counted=True)
     feed.open()
     lane.take(3)  # fetched: counted out already, past the window
     for job in jobs:

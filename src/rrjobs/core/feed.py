@@ -72,11 +72,7 @@ class Feed:
         (:meth:`Lane.release`) and the ready jobs that waited for it move. Shaped as a
         driver's ``ack_now``: a driver whose ack only frees the window binds it as its
         ``ack_now`` once (an instance attribute: no bound method made per job)."""
-        lane = self.lane
-        out = lane.out - 1  # Lane.release(1), written out: this runs once per job
-        lane.out = out if out > 0 else 0
-        if lane._waiting:
-            lane._wake()
+        self.lane.release()
         if self.ready:
             self.pump()
 
