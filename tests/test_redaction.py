@@ -405,3 +405,13 @@ def test_a_password_that_reads_as_a_word_is_masked_only_where_it_is_a_credential
     assert scrub("amqp://guest:guest@h/") == f"amqp://guest:{MASK}@h/"  # a URL's password is
     assert redact_options({"password": "guest"}) == {"password": MASK}
     redact_error(ConfigError("rrjobs.sqs.key", "guest is not a key"))  # nothing shown: returns
+
+
+def test_a_credential_key_value_pair_is_masked_in_free_text() -> None:
+    # a word-like password is not remembered for free text, but where the text says
+    # it is a credential (libpq's keyword DSN, a query string) it is masked
+    text = "connect to 'host=db user=app password=supersecret dbname=jobs' failed"
+    assert scrub(text) == f"connect to 'host=db user=app password={MASK} dbname=jobs' failed"
+    assert scrub("GET /q?user=a&token=abc123&x=1") == f"GET /q?user=a&token={MASK}&x=1"
+    assert scrub('PWD = "two words"; next') == f'PWD = {MASK}; next'
+    assert scrub("passwords=3 and no pair here") == "passwords=3 and no pair here"

@@ -20,6 +20,7 @@
   masking them would hide module names, key paths and broker words wherever
   they stand, and make every error naming them look like a leak. They stay
   masked wherever their place says they are a credential (a URL's userinfo, a
+  ``key=value`` pair of a credential key such as libpq's ``password=...``, a
   ``SecretStr`` field, a value of :data:`SECRET_KEYS`).
 * :func:`redact_error`, at a driver's error boundary, gives rrjobs' own errors
   back as a scrubbed copy of their own type and turns foreign ones that show a
@@ -74,6 +75,11 @@ SECRET_KEYS = frozenset({
 #: a quote.
 _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#\s'\"<>]*)@")
 _WORD = re.compile(rf"[a-z]{{1,{MAX_WORD}}}")
+#: ``password=value`` in free text (a libpq keyword DSN, a query string, a client's
+#: settings dump): the value is a credential whatever it reads as.
+_KEY_VALUE = re.compile(
+    r"(?i)(?P<key>\b(?:password|passwd|pwd|sasl_password|secret_key|secret|token)\s*=\s*)"
+    r"(?P<value>'[^']*'|\"[^\"]*\"|[^\s,;&'\"]+)")
 
 _lock = threading.Lock()
 _known: set[str] = set()
@@ -144,9 +150,12 @@ def _redact_value(key: Any, value: Any) -> Any:
 
 
 def scrub(text: str) -> str:
-    """``text`` with every URL's password and every remembered secret masked: for
-    text rrjobs does not compose itself (a broker client's error message)."""
+    """``text`` with every URL's password, every ``password=...``-like pair's value
+    and every remembered secret masked: for text rrjobs does not compose itself (a
+    broker client's error message)."""
     text = redact_url(text) if "://" in text else text
+    if "=" in text:
+        text = _KEY_VALUE.sub(rf"\g<key>{MASK}", text)
     pattern = _pattern
     return pattern.sub(MASK, text) if pattern is not None else text
 
