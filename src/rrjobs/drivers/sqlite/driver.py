@@ -300,12 +300,15 @@ class SQLiteDriver(BaseDriver):
                 limit = min(room, FETCH_MAX)
                 start = now_ms()
                 mark = self._unreserved_writes
+                acked, self._acked = self._acked, []  # deleted by the same operation
                 try:
                     res = await store.write(partial(
                         queries.reserve, pipeline=self.pipeline_name, owner=self.owner,
-                        limit=limit, now_ms=start, until_ms=start + self._lease_ms),
-                        durable=False)
+                        limit=limit, now_ms=start, until_ms=start + self._lease_ms,
+                        acked=acked), durable=False)
                 except StoreError as exc:
+                    if acked:
+                        self._acks_failed(acked, exc)
                     self.connected = False
                     await self._outage.failed(exc)
                     continue
@@ -429,12 +432,18 @@ class SQLiteDriver(BaseDriver):
         acked = self._acked
         acked.append(job.seq)
         if len(acked) == 1:
-            asyncio.get_running_loop().call_soon(self._send_acks)
+            asyncio.get_running_loop().call_soon(self._acks_due)
         self._done(job)
+
+    def _acks_due(self) -> None:
+        """The turn of the first ack waiting has ended: the consumer, woken by the room
+        they freed, takes them into its next reservation in the next turn; those it did
+        not take are queued once that turn ends."""
+        asyncio.get_running_loop().call_soon(self._send_acks)
 
     def _send_acks(self) -> None:
         """Queue the deletes of the acks waiting in :attr:`_acked` as one operation, behind
-        the writes queued before it (a burst of handlers wakes the writer thread once)."""
+        the writes queued before it."""
         seqs = self._acked
         if not seqs:
             return

@@ -67,10 +67,13 @@ class Reservation(NamedTuple):
 
 
 def reserve(conn: sqlite3.Connection, pipeline: str, owner: str, limit: int, now_ms: int,
-            until_ms: int) -> Reservation:
-    """Return expired leases of ``pipeline`` (anyone's) to the queue, then reserve up to
-    ``limit`` ready jobs for ``owner`` until ``until_ms``, in priority then
-    FIFO order. Jobs without an id get a fresh uuid (stored)."""
+            until_ms: int, acked: Sequence[int] = ()) -> Reservation:
+    """Delete the acknowledged jobs ``acked`` (:func:`delete_acks`), return expired
+    leases of ``pipeline`` (anyone's) to the queue, then reserve up to ``limit``
+    ready jobs for ``owner`` until ``until_ms``, in priority then FIFO order. Jobs
+    without an id get a fresh uuid (stored)."""
+    if acked:
+        delete_acks(conn, acked)
     expired = conn.execute(
         "UPDATE rrjobs_jobs SET reserved_by = NULL, reserved_until = NULL "
         "WHERE pipeline = ? AND reserved_by IS NOT NULL AND reserved_until <= ?",
