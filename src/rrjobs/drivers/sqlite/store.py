@@ -279,7 +279,7 @@ class Coalescer(Generic[Item, R]):
     Every item added before the operation starts running joins it, and
     ``apply(conn, items)`` handles them all (one ``INSERT`` or ``DELETE … IN``),
     returning one result per item (or ``None`` for all). Each item's future
-    resolves once committed; a failure of :meth:`add_nowait` items goes to
+    resolves once committed; a failure of :meth:`extend_nowait` items goes to
     ``on_error`` (or the log)."""
 
     def __init__(self, store: Store,
@@ -299,10 +299,6 @@ class Coalescer(Generic[Item, R]):
         fut: asyncio.Future[R | None] = asyncio.get_running_loop().create_future()
         self._add(item, fut)
         return fut
-
-    def add_nowait(self, item: Item) -> None:
-        """Queue ``item`` without waiting for it."""
-        self._add(item, None)
 
     def extend_nowait(self, items: Sequence[Item]) -> None:
         """Queue ``items`` without waiting for them (one lock, one operation at most)."""
