@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError
@@ -24,7 +26,7 @@ from rrjobs.core.message import Message
 from rrjobs.core.options import validate
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
-from rrjobs.drivers.sqlite import SQLiteConstructor, SQLiteOptions
+from rrjobs.drivers.sqlite import SQLiteConstructor, SQLiteOptions, queries
 from rrjobs.drivers.sqlite.codec import decode_headers, decode_payload, encode_headers
 from rrjobs.drivers.sqlite.driver import owner_is_dead
 from rrjobs.drivers.sqlite.schema import (
@@ -347,3 +349,45 @@ def test_processes_opening_a_new_file_at_once_all_get_it(tmp_path: Path) -> None
         for p in procs:
             p.join(30)
         assert [results.get(timeout=5) for _ in procs] == ["ok"] * 4
+
+
+# -- the INSERT: shared values bound once ------------------------------------------------------
+
+_ROW_VALUES = st.tuples(
+    st.sampled_from(["a", "b"]), st.uuids().map(str), st.sampled_from(["job", "other", None]),
+    st.binary(max_size=40), st.sampled_from(["{}", '{"k":["v"]}']), st.sampled_from([None, 1, 10]),
+    st.sampled_from([0, 1]), st.sampled_from([0, 5]), st.sampled_from([7, 8]),
+    st.sampled_from([0, 2]), st.sampled_from([None, "host:1:t"]), st.sampled_from([None, 99]))
+
+
+@given(rows=st.lists(_ROW_VALUES, min_size=1, max_size=40))
+@settings(max_examples=60, deadline=None)
+def test_insert_stores_every_row_as_given(tmp_path_factory: pytest.TempPathFactory,
+                                          rows: list[queries.InsertRow]) -> None:
+    """Columns every row shares are bound once, NULLs written as NULL and payloads
+    passed as bytearray: the rows read back are exactly those inserted, in order (the
+    trigger gives a row without a priority its pipeline's: 10 for one never opened)."""
+    path = tmp_path_factory.mktemp("insert") / "jobs.db"
+    conn = connect(str(path), synchronous="normal", permissions=0o600)
+    try:
+        first = queries.insert(conn, rows)
+        got = conn.execute(
+            "SELECT seq, pipeline, id, name, payload, headers, priority, auto_ack, available_at, "
+            "created_at, deliveries, reserved_by, reserved_until FROM rrjobs_jobs ORDER BY seq"
+        ).fetchall()
+    finally:
+        conn.close()
+    assert [r[0] for r in got] == list(range(first, first + len(rows)))
+    expected = [(*r[:5], 10 if r[5] is None else r[5], *r[6:]) for r in rows]
+    assert [tuple(r[1:]) for r in got] == expected
+    assert all(type(r[4]) is bytes for r in got)
+
+
+def test_an_insert_names_each_shared_value_once() -> None:
+    sql, params = queries._params([
+        ("p", "id1", "job", b"x", "{}", 10, 0, 0, 5, 0, None, None),
+        ("p", "id2", "job", b"y", "{}", 3, 0, 0, 5, 0, None, None)])
+    assert sql.endswith("VALUES (?1, ?8, ?2, ?9, ?3, ?10, ?4, ?5, ?6, ?7, NULL, NULL), "
+                        "(?1, ?11, ?2, ?12, ?3, ?13, ?4, ?5, ?6, ?7, NULL, NULL)")
+    assert params == ["p", "job", "{}", 0, 0, 5, 0, "id1", bytearray(b"x"), 10,
+                      "id2", bytearray(b"y"), 3]
