@@ -391,3 +391,32 @@ def test_an_insert_names_each_shared_value_once() -> None:
                         "(?1, ?11, ?2, ?12, ?3, ?13, ?4, ?5, ?6, ?7, NULL, NULL)")
     assert params == ["p", "job", "{}", 0, 0, 5, 0, "id1", bytearray(b"x"), 10,
                       "id2", bytearray(b"y"), 3]
+
+
+@given(data=st.data())
+@settings(max_examples=60, deadline=None)
+def test_acks_and_reservations_touch_exactly_their_rows(
+        tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
+    """A run of consecutive seqs is deleted or reserved by range, any other set by list:
+    either way exactly the rows named, whatever their order."""
+    path = tmp_path_factory.mktemp("span") / "jobs.db"
+    conn = connect(str(path), synchronous="normal", permissions=0o600)
+    try:
+        priorities = data.draw(st.lists(st.sampled_from([1, 5]), min_size=2, max_size=30))
+        first = queries.insert(conn, [("p", f"id{i}", "job", b"x", "{}", prio, 0, 0, 1, 0,
+                                       None, None) for i, prio in enumerate(priorities)])
+        seqs = list(range(first, first + len(priorities)))
+        acked = data.draw(st.lists(st.sampled_from(seqs), unique=True))
+        if acked:
+            queries.delete_acks(conn, acked)
+        left = [s for s in seqs if s not in acked]
+        assert [r[0] for r in conn.execute("SELECT seq FROM rrjobs_jobs ORDER BY seq")] == left
+        limit = data.draw(st.integers(1, 30))
+        got = queries.reserve(conn, "p", "me", limit, now_ms=10, until_ms=99).rows
+        by_order = sorted(left, key=lambda s: (priorities[s - first], s))[:limit]
+        assert [r[0] for r in got] == by_order
+        reserved = [r[0] for r in conn.execute(
+            "SELECT seq FROM rrjobs_jobs WHERE reserved_by = 'me' ORDER BY seq")]
+        assert reserved == sorted(by_order)
+    finally:
+        conn.close()
