@@ -28,16 +28,17 @@ ReservedRow = tuple[int, str, Any, Any, Any, int | None, int, int]
 _INSERT_HEAD = ("INSERT INTO rrjobs_jobs (pipeline, id, name, payload, headers, priority, "
                 "auto_ack, available_at, created_at, deliveries, reserved_by, reserved_until) "
                 "VALUES ")
-_COLUMNS = 12
-#: The columns the rows of one INSERT may share (all but ``id`` and ``payload``).
-_SHAREABLE = (0, 2, 4, 5, 6, 7, 8, 9, 10, 11)
+#: An :data:`InsertRow`'s length, and where its ``id`` and its ``payload`` are.
+_COLUMNS, _ID, _PAYLOAD = 12, 1, 3
+#: The columns the rows of one INSERT may share: all but ``id`` and ``payload``.
+_SHAREABLE = tuple(col for col in range(_COLUMNS) if col not in (_ID, _PAYLOAD))
 #: Rows per INSERT statement at most; smaller chunks are powers of two, so that
 #: few distinct statements exist (each is prepared once and cached).
 _CHUNK = 512
 
 
 @functools.lru_cache(maxsize=64)
-def _insert_sql(rows: int, shared: tuple[int, ...] = (), nulls: tuple[int, ...] = ()) -> str:
+def _insert_sql(rows: int, shared: tuple[int, ...], nulls: tuple[int, ...]) -> str:
     """The INSERT of ``rows`` rows whose columns ``nulls`` are NULL, whose columns
     ``shared`` take one parameter each (numbered first, in that order), and whose
     other columns take one parameter per row after them."""
@@ -64,7 +65,7 @@ def _params(rows: Sequence[InsertRow]) -> tuple[str, list[Any]]:
     same = [col for col in _SHAREABLE if n == 1 or columns[col].count(first[col]) == n]
     nulls = tuple(col for col in same if first[col] is None)
     shared = tuple(col for col in same if first[col] is not None) if n > 1 else ()
-    columns[3] = [bytearray(p) if type(p) is bytes else p for p in columns[3]]
+    columns[_PAYLOAD] = [bytearray(p) if type(p) is bytes else p for p in columns[_PAYLOAD]]
     params: list[Any] = [first[col] for col in shared]
     own = [columns[col] for col in range(_COLUMNS) if col not in shared and col not in nulls]
     params.extend(chain.from_iterable(zip(*own, strict=True)))
