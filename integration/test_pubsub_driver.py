@@ -26,6 +26,7 @@ from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncI
 from google.pubsub_v1.types import ReceivedMessage
 
 from integration.brokers.base import LOOPBACK, free_ports, stop_process_group, wait_ready
+from integration.brokers.provider import require_brokers
 from integration.brokers.pubsub import find_emulator, root_ok
 from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError
@@ -416,6 +417,9 @@ class OwnEmulator:
     def __init__(self, root: Path) -> None:
         launcher = find_emulator()
         if launcher is None:
+            if require_brokers():
+                pytest.fail("RRJOBS_REQUIRE_BROKERS=1 and the Pub/Sub emulator is not installed",
+                            pytrace=False)
             pytest.skip("the Pub/Sub emulator is not installed")
         self.launcher = launcher
         (self.port,) = free_ports(1)
