@@ -259,6 +259,57 @@ async def test_one_store_per_file_shared_and_closed_by_the_last_holder(tmp_path:
         await b.write(lambda c: None)
 
 
+def _fill(i: int) -> Callable[[sqlite3.Connection], None]:
+    """An operation dirtying a few pages: 8 rows of ~2 KiB."""
+    def fill(c: sqlite3.Connection) -> None:
+        c.executemany("INSERT INTO rrjobs_jobs (pipeline, payload) VALUES ('w', ?)",
+                      [(os.urandom(2048),)] * 8)
+    return fill
+
+
+async def test_checkpoints_run_beside_the_writer_and_keep_the_wal_small(tmp_path: Path) -> None:
+    path = str(tmp_path / "w.db")
+    store = await Store.acquire(path, synchronous="normal", permissions=0o644)
+    try:
+        for i in range(1500):  # one transaction each: ~6 pages, ~9,000 frames in all
+            await store.write(_fill(i), durable=False)
+        cp = store.checkpointer
+        assert cp is not None and cp.checkpoints > 0 and cp.finished > 0
+        # The writer's own threshold (16,000 pages) is never reached here: without the
+        # thread's checkpoints the WAL would hold all ~9,000 frames; restarted after
+        # them, the file is only as large as what was written between two restarts.
+        assert os.path.getsize(path + "-wal") < 9000 * 4096 // 2  # noqa: ASYNC240
+    finally:
+        await store.release()
+    names = [t.name for t in threading.enumerate()]
+    assert not [n for n in names if n.startswith("rrjobs-sqlite-checkpoint")], names
+
+
+async def test_a_failing_checkpoint_thread_leaves_it_to_the_writer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from rrjobs.drivers.sqlite import checkpoint
+
+    def refuse(self: checkpoint.Checkpointer) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "_open", refuse)
+    store = await Store.acquire(str(tmp_path / "x.db"), synchronous="normal",
+                                permissions=0o644)
+    try:
+        for i in range(30):
+            await store.write(_fill(i), durable=False)
+            await asyncio.sleep(checkpoint.INTERVAL / 3)  # several checkpoints fail
+        count = await store.read(lambda c: c.execute("SELECT count(*) FROM rrjobs_jobs")
+                                 .fetchone()[0])
+        assert count == 30 * 8
+        assert store.checkpointer is not None and store.checkpointer.checkpoints == 0
+    finally:
+        await store.release()
+    warned = [r for r in caplog.records if "background checkpoint failed" in r.getMessage()]
+    assert len([r for r in warned if r.levelname == "WARNING"]) == 1, warned
+    assert "unable to open" in warned[0].getMessage()
+
+
 # -- crash recovery -------------------------------------------------------------------------
 
 CRASHER = textwrap.dedent("""

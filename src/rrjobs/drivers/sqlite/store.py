@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, TypeVar
 
+from rrjobs.drivers.sqlite.checkpoint import BACKSTOP_PAGES, Checkpointer
 from rrjobs.drivers.sqlite.schema import StoreError, connect, connect_reader
 
 log = logging.getLogger("rrjobs.drivers.sqlite")
@@ -86,6 +87,8 @@ class Store:
         self._listeners_lock = threading.Lock()
         #: the connection's current ``synchronous`` (writer thread only)
         self._level = synchronous
+        #: checkpoints, on a thread of their own (writer thread only; once the file is open)
+        self.checkpointer: Checkpointer | None = None
         #: statistics: transactions committed and operations they carried
         self.commits = 0
         self.operations = 0
@@ -220,6 +223,10 @@ class Store:
         try:
             conn = connect(self.path, synchronous=self.synchronous,
                            permissions=self.permissions)
+            conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+            self.checkpointer = Checkpointer(
+                self.path, synchronous=self.synchronous,
+                name=f"rrjobs-sqlite-checkpoint:{os.path.basename(self.path)}")
         except BaseException as exc:
             error = exc
         while True:
@@ -231,8 +238,13 @@ class Store:
             if batch:
                 self._send([(p, False, error) for p in batch] if conn is None
                            else self._execute(conn, batch))
+            if self.checkpointer is not None and self.checkpointer.finish_due:
+                assert conn is not None
+                self.checkpointer.finish(conn)
             if len(batch) < len(items):  # _STOP
                 break
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         if conn is not None:
             try:
                 conn.close()
@@ -261,6 +273,8 @@ class Store:
             return [out for p in batch for out in self._execute(conn, [p])]
         self.commits += 1
         self.operations += len(batch)
+        if self.checkpointer is not None:
+            self.checkpointer.committed()
         return [(p, True, r) for p, r in zip(batch, results, strict=True)]
 
     @staticmethod
