@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -50,6 +51,46 @@ class Drivers:
             return conn.execute(sql, args).fetchall()
         finally:
             conn.close()
+
+
+class FailingCommits(sqlite3.Connection):
+    """A connection whose ``COMMIT`` fails (a disk I/O error) for the next ``budget``
+    transactions that ran a statement starting with one of ``markers``; install it
+    with :func:`failing_commits`."""
+
+    markers: tuple[str, ...] = ()
+    budget = 0
+    failed = 0
+    delay = 0.0  # seconds the failing COMMIT takes (a slow disk)
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        if sql == "BEGIN IMMEDIATE":
+            self.marked = False
+        elif sql.startswith(FailingCommits.markers):
+            self.marked = True
+        elif sql == "COMMIT" and getattr(self, "marked", False) and FailingCommits.budget > 0:
+            FailingCommits.budget -= 1
+            FailingCommits.failed += 1
+            time.sleep(FailingCommits.delay)  # the writer's thread
+            raise sqlite3.OperationalError("disk I/O error")
+        return super().execute(sql, *args)
+
+
+def failing_commits(monkeypatch: Any, *markers: str, budget: int = 1,
+                    delay: float = 0.0) -> type[FailingCommits]:
+    """Every connection opened from now on (the test's end undoes it) is a
+    :class:`FailingCommits` armed with ``markers`` and ``budget``."""
+    connect = sqlite3.connect
+
+    def factory(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        return connect(*args, factory=FailingCommits, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", factory)
+    monkeypatch.setattr(FailingCommits, "markers", markers)
+    monkeypatch.setattr(FailingCommits, "budget", budget)
+    monkeypatch.setattr(FailingCommits, "failed", 0)
+    monkeypatch.setattr(FailingCommits, "delay", delay)
+    return FailingCommits
 
 
 @asynccontextmanager

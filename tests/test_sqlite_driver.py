@@ -27,7 +27,7 @@ from rrjobs.core.queue import PriorityQueue
 from rrjobs.drivers.sqlite import SQLiteJob
 from rrjobs.drivers.sqlite.driver import available_at, now_ms
 from tests.conftest import wait_for
-from tests.sqlite_helpers import drivers
+from tests.sqlite_helpers import drivers, failing_commits
 
 pytestmark = pytest.mark.sqlite
 
@@ -523,3 +523,54 @@ async def test_a_handed_off_job_of_a_stopped_process_is_delivered_again(tmp_path
         job = await receive(second)
         assert (job.id, job.delivery) == ("kept", 2)
         await job.ack()
+
+
+async def test_a_reservation_whose_commit_fails_is_delivered_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A reservation is handed to the consumer before its transaction commits. Here
+    # the commit fails slowly, once the jobs are in the queue: they lose their
+    # reservation (settling them fails as after a lost lease), and the rows, still
+    # ready, are reserved and delivered again.
+    async with drivers(tmp_path) as d:
+        producer = await d.make(run=False)
+        await producer.push_batch([Message("a", b"x", "p", id=f"v{i}") for i in range(3)])
+        await producer.stop()  # the file closes: the consumer's connection is a new one
+        faults = failing_commits(monkeypatch, "UPDATE rrjobs_jobs SET reserved_by = ?",
+                                 delay=0.5)
+        drv = await d.make(prefetch=3)  # room for the new reservation only once voided
+        first = [await receive(drv) for _ in range(3)]  # while the commit still runs
+        await wait_for(lambda: any("a reservation failed to commit" in r.getMessage()
+                                   for r in caplog.records))
+        assert faults.failed == 1 and "disk I/O" in caplog.text
+        for job in first:
+            with pytest.raises(AckLostError):
+                await job.ack()
+        again = [await receive(drv) for _ in range(3)]
+        for job in again:
+            await job.ack()
+        assert sorted(j.id for j in first) == sorted(j.id for j in again) == ["v0", "v1", "v2"]
+        await drv.store.flush()
+        assert d.rows("SELECT count(*) FROM rrjobs_jobs") == [(0,)]
+
+
+async def test_acks_of_a_reservation_whose_commit_failed_still_delete_the_jobs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Acked before the failure was known, the jobs are deleted by those acks (they
+    # were handled): nothing is delivered again.
+    async with drivers(tmp_path) as d:
+        producer = await d.make(run=False)
+        await producer.push_batch([Message("a", b"x", "p", id=f"v{i}") for i in range(3)])
+        await producer.stop()
+        faults = failing_commits(monkeypatch, "UPDATE rrjobs_jobs SET reserved_by = ?",
+                                 delay=0.3)
+        drv = await d.make()
+        for _ in range(3):
+            await (await receive(drv)).ack()
+        await wait_for(lambda: faults.failed == 1)
+        await drv.store.flush()
+        await drv.store.flush()  # the acks ride in the next reservation, or go alone
+        assert d.rows("SELECT count(*) FROM rrjobs_jobs") == [(0,)]
+        await nothing(drv)
+    assert "a reservation failed to commit" in caplog.text

@@ -16,7 +16,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from functools import cache, partial
 from typing import Any, ClassVar, cast
 
@@ -106,6 +106,17 @@ def _open_pipeline(conn: sqlite3.Connection, pipeline: str, priority: int) -> in
     queries.register_pipeline(conn, pipeline, priority, now_ms())
     return sum(queries.release(conn, pipeline, owner)
                for owner in queries.owners(conn, pipeline) if owner_is_dead(owner))
+
+
+@dataclass(slots=True)
+class _Held:
+    """One reservation in flight: the acks it deletes, the jobs it delivered, and
+    whether its commit failed after they were delivered (:meth:`Store.write`'s
+    ``void``)."""
+
+    acked: list[int]
+    jobs: list[SQLiteJob] = field(default_factory=list)
+    voided: bool = False
 
 
 class SQLiteDriver(BaseDriver):
@@ -301,11 +312,13 @@ class SQLiteDriver(BaseDriver):
                 start = now_ms()
                 mark = self._unreserved_writes
                 acked, self._acked = self._acked, []  # deleted by the same operation
+                held = _Held(acked)
                 try:
+                    # delivered before its commit, which overlaps the handlers' work
                     res = await store.write(partial(
                         queries.reserve, pipeline=self.pipeline_name, owner=self.owner,
                         limit=limit, now_ms=start, until_ms=start + self._lease_ms,
-                        acked=acked), durable=False)
+                        acked=acked), durable=False, void=partial(self._void, held))
                 except StoreError as exc:
                     if acked:
                         self._acks_failed(acked, exc)
@@ -318,6 +331,9 @@ class SQLiteDriver(BaseDriver):
                     self.log.warning("pipeline %r: %d reservations whose lease expired returned to "
                                 "the queue", self.pipeline_name, res.expired)
                 jobs = [j for j in map(self.accept, res.rows) if isinstance(j, SQLiteJob)]
+                if held.voided:  # its commit failed already: the rows are still ready
+                    continue
+                held.jobs = jobs
                 self._outstanding.update((job.seq, job) for job in jobs)
                 if len(jobs) == limit:
                     self._backlog = True
@@ -529,6 +545,21 @@ class SQLiteDriver(BaseDriver):
 
     async def purge_dead_letters(self) -> int:
         return await self.store.write(partial(queries.purge_dead, pipeline=self.pipeline_name))
+
+    def _void(self, held: _Held, exc: BaseException) -> None:
+        """A reservation delivered before its commit was rolled back: its jobs were not
+        reserved (their settlements fail as after a lost lease, and they are delivered
+        again) and the acks it carried not deleted."""
+        held.voided = True
+        lost = [job for job in held.jobs if self._outstanding.get(job.seq) is job]
+        for job in lost:
+            self._done(job)
+        self._backlog = True  # the rows are ready in the file again: reserve them
+        self._wake.set()
+        self.log.error("pipeline %r: a reservation failed to commit; its jobs will be "
+                       "delivered again: %s", self.pipeline_name, exc)
+        if held.acked:
+            self._acks_failed(held.acked, exc)
 
     def _acks_failed(self, seqs: list[int], exc: BaseException) -> None:
         self.log.error("pipeline %r: %d acknowledgements failed; those jobs will be delivered "

@@ -50,6 +50,9 @@ class _Pending:
     fut: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     durable: bool = True
+    #: given: the result is delivered before the transaction commits, and
+    #: ``void(error)`` is called on ``loop`` should that commit then fail
+    void: Callable[[BaseException], None] | None = None
 
 
 _STOP = object()
@@ -149,18 +152,25 @@ class Store:
         self._reader.shutdown(wait=False)
         await asyncio.to_thread(self._writer.join)
 
-    def write(self, fn: Operation[T], *, durable: bool = True) -> asyncio.Future[T]:
+    def write(self, fn: Operation[T], *, durable: bool = True,
+              void: Callable[[BaseException], None] | None = None) -> asyncio.Future[T]:
         """Queue ``fn(conn)`` for the writer thread; the future has its result once
         its transaction has committed. Operations run in submission order.
         ``durable`` ones are committed with the store's ``synchronous``; the
         others (reservations, acks) with ``normal``, made durable by the next
         durable commit (WAL commits reach the disk in order). Raises
-        :class:`StoreError` once the store is closed."""
+        :class:`StoreError` once the store is closed.
+
+        With ``void``, the future has its result as soon as ``fn`` and the other
+        operations of its transaction have run, just before the commit (which then
+        overlaps the caller's use of it); should the commit fail, the transaction is
+        rolled back and ``void(error)`` called on this loop, after the result was
+        delivered. Such an operation is never run twice."""
         if self.closed:
             raise StoreError(f"{self.path} is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Pending(fn, fut, loop, durable))
+        self._queue.put(_Pending(fn, fut, loop, durable, void))
         return fut
 
     def flush(self) -> asyncio.Future[None]:
@@ -252,13 +262,21 @@ class Store:
                 log.exception("closing %s failed", self.path)
 
     def _execute(self, conn: sqlite3.Connection, batch: list[_Pending]) -> list[Outcome]:
+        """Run ``batch`` in one transaction; the outcomes not delivered yet. Operations
+        with ``void`` are delivered before the commit; if it fails, they are voided and
+        the others retried one transaction each (as after any failure of a group)."""
         level = self.synchronous if any(p.durable for p in batch) else "normal"
+        early: list[Outcome] = []
         try:
             if level != self._level:
                 conn.execute(f"PRAGMA synchronous = {level.upper()}")
                 self._level = level
             conn.execute("BEGIN IMMEDIATE")
             results = [p.fn(conn) for p in batch]
+            early = [(p, True, r) for p, r in zip(batch, results, strict=True)
+                     if p.void is not None]
+            if early:
+                self._send(early)
             conn.execute("COMMIT")
         except BaseException as exc:
             try:
@@ -266,16 +284,28 @@ class Store:
                     conn.execute("ROLLBACK")
             except sqlite3.Error:
                 log.exception("rollback on %s failed", self.path)
+            error = StoreError(f"{self.path}: {exc}") if isinstance(exc, sqlite3.Error) else exc
+            if early:
+                self._void([p for p, _, _ in early], error)
+                return [out for p in batch if p.void is None for out in self._execute(conn, [p])]
             if len(batch) == 1:
-                if isinstance(exc, sqlite3.Error):
-                    exc = StoreError(f"{self.path}: {exc}")
-                return [(batch[0], False, exc)]
+                return [(batch[0], False, error)]
             return [out for p in batch for out in self._execute(conn, [p])]
         self.commits += 1
         self.operations += len(batch)
         if self.checkpointer is not None:
             self.checkpointer.committed()
+        if early:
+            return [(p, True, r) for p, r in zip(batch, results, strict=True) if p.void is None]
         return [(p, True, r) for p, r in zip(batch, results, strict=True)]
+
+    @staticmethod
+    def _void(pending: list[_Pending], error: BaseException) -> None:
+        """Tell the callers of operations delivered early that their commit failed."""
+        for p in pending:
+            assert p.void is not None
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
+                p.loop.call_soon_threadsafe(p.void, error)
 
     @staticmethod
     def _send(results: list[Outcome]) -> None:
