@@ -58,6 +58,7 @@ async def test_push_receive_ack_deletes_the_row(tmp_path: Path) -> None:
         assert (job.id, job.name, job.payload, job.headers) == ("j1", "a", b"hello",
                                                                {"h": ["1", "2"]})
         assert job.priority == 10 and job.pipeline == "p" and job.delivery == 1
+        await drv.store.flush()  # a reservation may reach the queue before its commit
         assert d.rows("SELECT id, reserved_by IS NOT NULL FROM rrjobs_jobs") == [("j1", 1)]
         await job.ack()
         await drv.store.flush()
@@ -225,6 +226,7 @@ async def test_prefetch_bounds_reservations(tmp_path: Path) -> None:
         drv = await d.make(prefetch=3)
         await drv.push_batch([Message("a", str(i).encode(), "p") for i in range(10)])
         await wait_for(lambda: drv.queue.count("p") == 3)
+        await drv.store.flush()  # a reservation may reach the queue before its commit
         assert d.rows("SELECT count(*) FROM rrjobs_jobs WHERE reserved_by IS NOT NULL") == [(3,)]
         seen = []
         for _ in range(10):
@@ -443,6 +445,7 @@ async def test_a_full_priority_queue_holds_reservations_that_pause_returns(
         drv = await d.make(queue=PriorityQueue(maxsize=2), prefetch=10)
         await drv.push_batch([Message("a", str(i).encode(), "p") for i in range(10)])
         await wait_for(lambda: len(drv.feed.ready) == 8)  # reserved, waiting for room
+        await drv.store.flush()  # a reservation may reach the queue before its commit
         assert d.rows("SELECT count(*) FROM rrjobs_jobs WHERE reserved_by IS NOT NULL") == [(10,)]
         await drv.pause("p")
         assert d.rows("SELECT count(*) FROM rrjobs_jobs WHERE reserved_by IS NOT NULL") == [(0,)]
@@ -456,6 +459,9 @@ async def caught_up(d: object, drv: object) -> None:
     await drv.push(Message("warm", b"", "p"))  # type: ignore[attr-defined]
     await (await receive(drv)).ack()
     await wait_for(lambda: not drv._backlog)  # type: ignore[attr-defined]
+    # ack() returns once its delete is queued: commit it, so the file holds only
+    # what the test pushes next
+    await drv.store.flush()  # type: ignore[attr-defined]
 
 
 async def test_a_push_while_caught_up_is_in_the_queue_when_push_returns(tmp_path: Path) -> None:
