@@ -295,9 +295,7 @@ class Store:
         self.operations += len(batch)
         if self.checkpointer is not None:
             self.checkpointer.committed()
-        if early:
-            return [(p, True, r) for p, r in zip(batch, results, strict=True) if p.void is None]
-        return [(p, True, r) for p, r in zip(batch, results, strict=True)]
+        return [(p, True, r) for p, r in zip(batch, results, strict=True) if p.void is None]
 
     @staticmethod
     def _void(pending: list[_Pending], error: BaseException) -> None:
