@@ -27,7 +27,7 @@ from rrjobs.core.queue import PriorityQueue
 from rrjobs.drivers.sqlite import SQLiteJob
 from rrjobs.drivers.sqlite.driver import available_at, now_ms
 from tests.conftest import wait_for
-from tests.sqlite_helpers import drivers, failing_commits
+from tests.sqlite_helpers import Drivers, FailingCommits, drivers, failing_commits
 
 pytestmark = pytest.mark.sqlite
 
@@ -531,6 +531,16 @@ async def test_a_handed_off_job_of_a_stopped_process_is_delivered_again(tmp_path
         await job.ack()
 
 
+async def three_jobs_and_a_failing_reservation(d: Drivers, monkeypatch: pytest.MonkeyPatch,
+                                               delay: float) -> type[FailingCommits]:
+    """Push jobs v0-v2 into the file, close it, and make the commit of the next
+    reservation fail after ``delay`` seconds (the consumer's connection is a new one)."""
+    producer = await d.make(run=False)
+    await producer.push_batch([Message("a", b"x", "p", id=f"v{i}") for i in range(3)])
+    await producer.stop()
+    return failing_commits(monkeypatch, "UPDATE rrjobs_jobs SET reserved_by = ?", delay=delay)
+
+
 async def test_a_reservation_whose_commit_fails_is_delivered_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -539,11 +549,7 @@ async def test_a_reservation_whose_commit_fails_is_delivered_again(
     # reservation (settling them fails as after a lost lease), and the rows, still
     # ready, are reserved and delivered again.
     async with drivers(tmp_path) as d:
-        producer = await d.make(run=False)
-        await producer.push_batch([Message("a", b"x", "p", id=f"v{i}") for i in range(3)])
-        await producer.stop()  # the file closes: the consumer's connection is a new one
-        faults = failing_commits(monkeypatch, "UPDATE rrjobs_jobs SET reserved_by = ?",
-                                 delay=0.5)
+        faults = await three_jobs_and_a_failing_reservation(d, monkeypatch, delay=0.5)
         drv = await d.make(prefetch=3)  # room for the new reservation only once voided
         first = [await receive(drv) for _ in range(3)]  # while the commit still runs
         await wait_for(lambda: any("a reservation failed to commit" in r.getMessage()
@@ -566,11 +572,7 @@ async def test_acks_of_a_reservation_whose_commit_failed_still_delete_the_jobs(
     # Acked before the failure was known, the jobs are deleted by those acks (they
     # were handled): nothing is delivered again.
     async with drivers(tmp_path) as d:
-        producer = await d.make(run=False)
-        await producer.push_batch([Message("a", b"x", "p", id=f"v{i}") for i in range(3)])
-        await producer.stop()
-        faults = failing_commits(monkeypatch, "UPDATE rrjobs_jobs SET reserved_by = ?",
-                                 delay=0.3)
+        faults = await three_jobs_and_a_failing_reservation(d, monkeypatch, delay=0.3)
         drv = await d.make()
         for _ in range(3):
             await (await receive(drv)).ack()
