@@ -30,9 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import pytest
-
-from integration.brokers.provider import require_brokers
+from integration.missing import unavailable
 from rrjobs import Message
 from rrjobs.rpc import RPCClient
 
@@ -92,22 +90,15 @@ dashboard:
 
 RPC_LINE = re.compile(r"RPC listening on (\S+)")
 DASHBOARD_LINE = re.compile(r"dashboard listening on (\S+)")
-
-
-def unavailable(reason: str) -> None:
-    """Skip the test, or fail it under ``RRJOBS_REQUIRE_BROKERS=1``."""
-    if require_brokers():
-        pytest.fail(f"RRJOBS_REQUIRE_BROKERS=1 and {reason} (integration/install.sh "
-                    "installs it)", pytrace=False)
-    pytest.skip(reason)
+#: where a program the tests need comes from (the fail message under RRJOBS_REQUIRE_BROKERS=1)
+INSTALL_HINT = "integration/install.sh installs it"
 
 
 def program(name: str, path: str | None = None) -> str:
     """The path of program ``name`` (or exactly ``path``), else skip/fail."""
     found = path if path and os.access(path, os.X_OK) else shutil.which(name)
     if not found:
-        unavailable(f"{path or name} is not installed")
-    assert found is not None
+        unavailable(f"{path or name} is not installed", hint=INSTALL_HINT)
     return found
 
 

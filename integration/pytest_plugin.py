@@ -64,13 +64,13 @@ from integration.brokers import (
     BrokerUnavailable,
     acquire,
     acquire_tls,
-    require_brokers,
 )
 from integration.brokers.base import log_tail, shown
 from integration.brokers.provider import acquire_toxiproxy
 from integration.brokers.pubsub import project_id
 from integration.brokers.sqs import ACCESS_KEY, REGION, SECRET_KEY
 from integration.brokers.toxiproxy import Toxiproxy
+from integration.missing import unavailable
 
 # Fixture name -> (broker name, marker). Used for markers and for logs on failures.
 BROKER_FIXTURES: dict[str, tuple[str | None, str]] = {
@@ -149,9 +149,7 @@ def _provide(name: str, *, tls: bool = False) -> Iterator[Broker]:
         except BrokerUnavailable as exc:
             reason = str(exc)
         if reason is not None:  # outside the except block: no chained traceback in the report
-            if require_brokers():
-                pytest.fail(f"RRJOBS_REQUIRE_BROKERS=1 and {reason}", pytrace=False)
-            pytest.skip(reason)
+            unavailable(reason)
         _SHARED[name] = (handle, 1)
     _SESSION_BROKERS[name] = handle.broker
     try:

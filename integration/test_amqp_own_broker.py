@@ -23,9 +23,10 @@ from typing import Any
 import aio_pika
 import pytest
 
-from integration.brokers import BrokerUnavailable, acquire_own, require_brokers
+from integration.brokers import BrokerUnavailable, acquire_own
 from integration.brokers.amqp import RABBITMQ_HOME
 from integration.brokers.base import LocalHandle, log_tail
+from integration.missing import unavailable
 from integration.test_amqp_driver import eventually, take
 from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError
@@ -82,9 +83,7 @@ def rabbit() -> Iterator[OwnRabbit]:
     except BrokerUnavailable as exc:
         reason = str(exc)
     if reason is not None:
-        if require_brokers():
-            pytest.fail(f"RRJOBS_REQUIRE_BROKERS=1 and {reason}", pytrace=False)
-        pytest.skip(f"these tests start their own RabbitMQ: {reason}")
+        unavailable(f"these tests start their own RabbitMQ: {reason}")
     broker = OwnRabbit(handle)
     try:
         broker.ctl("add_user", RO_USER, RO_PASSWORD)

@@ -26,6 +26,7 @@ from integration.brokers.base import (
     stop_process_group,
 )
 from integration.brokers.provider import SPECS, providers, require_brokers
+from integration.missing import unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,6 +78,21 @@ def test_settings_are_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None
     assert require_brokers()
     monkeypatch.setenv("RRJOBS_REQUIRE_BROKERS", "0")
     assert not require_brokers()
+
+
+def test_a_missing_dependency_skips_or_fails_under_require_brokers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RRJOBS_REQUIRE_BROKERS", "0")
+    with pytest.raises(pytest.skip.Exception, match=r"^nats-server is not installed$"):
+        unavailable("nats-server is not installed", hint="integration/install.sh installs it")
+    monkeypatch.setenv("RRJOBS_REQUIRE_BROKERS", "1")
+    with pytest.raises(pytest.fail.Exception) as failed:
+        unavailable("nats-server is not installed", hint="integration/install.sh installs it")
+    assert str(failed.value) == ("RRJOBS_REQUIRE_BROKERS=1 and nats-server is not installed "
+                                 "(integration/install.sh installs it)")
+    with pytest.raises(pytest.fail.Exception, match=r"and no Java$"):
+        unavailable("no Java")
 
 
 def test_an_endpoint_that_does_not_answer_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:

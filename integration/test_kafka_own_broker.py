@@ -32,7 +32,7 @@ from integration.brokers.base import (
     wait_ready,
     which,
 )
-from integration.brokers.provider import require_brokers
+from integration.missing import unavailable
 from rrjobs.config import Config
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
@@ -112,9 +112,7 @@ class OwnKafka:
 def _need_local_kafka() -> None:
     reason = harness_kafka.KafkaSpec().local_unavailable()
     if reason is not None:
-        if require_brokers():
-            pytest.fail(f"RRJOBS_REQUIRE_BROKERS=1 and {reason}", pytrace=False)
-        pytest.skip(reason)
+        unavailable(reason)
 
 
 # -- the outage test ---------------------------------------------------------------------------

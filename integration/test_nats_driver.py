@@ -23,8 +23,8 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client
 
-from integration.brokers import require_brokers
 from integration.brokers.base import LOOPBACK, free_ports, port_open, wait_ready
+from integration.missing import unavailable
 from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.headers import DEDUCED_BY_RR, RR_ERROR, UNREADABLE
@@ -493,9 +493,7 @@ class OwnNats:
 @pytest.fixture
 async def own_nats() -> AsyncIterator[OwnNats]:
     if shutil.which("nats-server") is None:
-        if require_brokers():
-            pytest.fail("RRJOBS_REQUIRE_BROKERS=1 and nats-server is not installed")
-        pytest.skip("nats-server is not installed")
+        unavailable("nats-server is not installed")
     root = Path(tempfile.mkdtemp(prefix="rrjobs-nats-outage-"))
     server = OwnNats(root)
     try:

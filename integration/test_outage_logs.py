@@ -41,7 +41,6 @@ from typing import Any
 
 import pytest
 
-from integration.brokers import require_brokers
 from integration.brokers.amqp import AmqpSpec
 from integration.brokers.base import (
     BrokerSpec,
@@ -55,6 +54,7 @@ from integration.brokers.kafka import KafkaSpec
 from integration.brokers.nats import NatsSpec
 from integration.brokers.pubsub import PubSubSpec, project_id
 from integration.brokers.sqs import ACCESS_KEY, REGION, SECRET_KEY, SqsElasticMqSpec
+from integration.missing import unavailable
 from integration.test_sqs_own_broker import OwnElasticMQ
 from rrjobs.config import Config
 from rrjobs.core.job import Job
@@ -145,10 +145,7 @@ class OwnBroker:
 def own(spec: BrokerSpec, how: str = "kill") -> Iterator[OwnBroker]:
     why = spec.local_unavailable()
     if why is not None:
-        if require_brokers():
-            pytest.fail(f"RRJOBS_REQUIRE_BROKERS=1 and no local {spec.title}: {why}",
-                        pytrace=False)
-        pytest.skip(f"this test starts its own {spec.title}: {why}")
+        unavailable(f"this test starts its own {spec.title}: {why}")
     root = Path(tempfile.mkdtemp(prefix=f"rrjobs-outage-{spec.name}-"))
     broker = OwnBroker(spec, root, how)
     try:
@@ -176,9 +173,7 @@ class ElasticMQ(OwnElasticMQ):
 def own_elasticmq() -> Iterator[ElasticMQ]:
     why = SqsElasticMqSpec().local_unavailable()
     if why is not None:
-        if require_brokers():
-            pytest.fail(f"RRJOBS_REQUIRE_BROKERS=1 and {why}", pytrace=False)
-        pytest.skip(why)
+        unavailable(why)
     with tempfile.TemporaryDirectory(prefix="rrjobs-outage-elasticmq-") as tmp:
         broker = ElasticMQ(Path(tmp))
         broker.start()

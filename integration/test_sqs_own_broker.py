@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 from aiobotocore.session import get_session  # type: ignore[import-untyped,unused-ignore]
 
-from integration.brokers import require_brokers
 from integration.brokers.base import LOOPBACK, free_ports, stop_process_group, wait_ready
 from integration.brokers.sqs import (
     ACCESS_KEY,
@@ -33,6 +32,7 @@ from integration.brokers.sqs import (
     elasticmq_lib_dir,
     list_queues,
 )
+from integration.missing import unavailable
 from rrjobs.config import Config
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
@@ -90,9 +90,7 @@ class OwnElasticMQ:
 def elasticmq() -> Iterator[OwnElasticMQ]:
     reason = SqsElasticMqSpec().local_unavailable()
     if reason is not None:
-        if require_brokers():
-            pytest.fail(f"RRJOBS_REQUIRE_BROKERS=1 and {reason}", pytrace=False)
-        pytest.skip(reason)
+        unavailable(reason)
     with tempfile.TemporaryDirectory(prefix="rrjobs-elasticmq-") as tmp:
         broker = OwnElasticMQ(Path(tmp))
         broker.start()

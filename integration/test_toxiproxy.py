@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from integration.brokers import Broker, require_brokers
+from integration.brokers import Broker
 from integration.brokers.toxiproxy import Proxy, Toxiproxy, ToxiproxyError, toxiproxy_version
+from integration.missing import unavailable
 
 pytestmark = pytest.mark.toxiproxy
 
@@ -129,9 +130,7 @@ async def test_kafka_behind_a_proxy_advertises_the_proxy(toxiproxy: Toxiproxy) -
     spec = KafkaProxiedSpec({"PROXIED": tuple(free_ports(2))})  # type: ignore[dict-item]
     listen, advertised = spec.listeners["PROXIED"]
     if (why := spec.local_unavailable()) is not None:
-        if require_brokers():
-            pytest.fail(f"RRJOBS_REQUIRE_BROKERS=1 and {why}", pytrace=False)
-        pytest.skip(why)
+        unavailable(why)
     handle = await asyncio.to_thread(spec.start_local)
     try:
         proxy = await toxiproxy.create_at(f"127.0.0.1:{listen}", f"127.0.0.1:{advertised}")
