@@ -291,8 +291,11 @@ async def test_exhausted_redial_makes_the_runtime_restart_the_pipeline(
                          and not jobs._restarts, within=40, what="pipeline rebuilt")
         assert first.stopped
         await jobs.push(Message("j", b"after", unique_name))
-        await eventually(lambda: len(handled) == 2, within=15, what="handled after restart")
-        assert handled[1].payload == b"after"
+        await eventually(lambda: any(j.payload == b"after" for j in handled), within=15,
+                         what="handled after restart")
+        # the first job's ack may not have left before the link went down: then it is
+        # delivered again (at least once), and nothing else is
+        assert {j.payload for j in handled} == {b"before", b"after"}
         (stat,) = await jobs.stat()
         assert stat.state.ready is True
     finally:
