@@ -214,9 +214,9 @@ def sqlite_statements(table: dict[str, dict[str, Any]]) -> list[str]:
 PROCESS_TARGETS = {"light": 1.4, "cpu": 1.8}
 
 
-def processes_tables(table: dict[str, dict[str, Any]]) -> list[str]:
+def processes_tables(table: dict[str, dict[str, Any]], cpus: int) -> list[str]:
     """``rrjobs serve --processes 1`` and ``2`` on RabbitMQ, and the 2/1 ratios against
-    their targets."""
+    their targets (on a machine of ``cpus`` CPUs)."""
     rows = {(m["variant"], m["mode"]): m for m in table.values() if m["group"] == "processes"}
     if not rows:
         return []
@@ -239,7 +239,7 @@ def processes_tables(table: dict[str, dict[str, Any]]) -> list[str]:
             one, two = rows.get((f"p1-{kind}", mode)), rows.get((f"p2-{kind}", mode))
             if one and two and one.get("end_to_end_jobs_per_s") and one.get(
                     "consume_jobs_per_s"):
-                ratios.append(process_ratios(handler, kind, mode, one, two))
+                ratios.append(process_ratios(handler, kind, mode, one, two, cpus))
     return [*out, "", *ratios, ""]
 
 
@@ -250,10 +250,21 @@ def ptc_ceiling(one: dict[str, Any]) -> float:
     return (enqueue + consume) / (enqueue + consume / 2)
 
 
+def cpus_busy(one: dict[str, Any]) -> float | None:
+    """CPUs a concurrent run kept busy on average: its client processes' and the broker's
+    CPU-seconds per job times its end-to-end rate (the broker's CPU counts its whole run,
+    start-up and clean-up of the client included, so this is a little high)."""
+    client, broker = one.get("client_cpu_s_per_1000"), one.get("broker_cpu_s_per_1000")
+    if client is None or broker is None:
+        return None
+    return (float(client) + float(broker)) / 1000 * float(one["end_to_end_jobs_per_s"])
+
+
 def process_ratios(handler: str, kind: str, mode: str, one: dict[str, Any],
-                   two: dict[str, Any]) -> str:
+                   two: dict[str, Any], cpus: int) -> str:
     """2 processes / 1: consume (the primary figure: what the processes do), then end to
-    end against its target, with produce-then-consume's bound."""
+    end against its target, with produce-then-consume's bound, or in a concurrent run
+    how many of the machine's CPUs 1 process already kept busy."""
     consume = two["consume_jobs_per_s"] / one["consume_jobs_per_s"]
     e2e = two["end_to_end_jobs_per_s"] / one["end_to_end_jobs_per_s"]
     target = PROCESS_TARGETS[kind]
@@ -263,6 +274,10 @@ def process_ratios(handler: str, kind: str, mode: str, one: dict[str, Any],
     if mode == "ptc" and one.get("enqueue_jobs_per_s"):
         line += (f"; the enqueue is the same producer in both runs, so consuming exactly "
                  f"twice as fast would give end to end {ptc_ceiling(one):.2f}x at most")
+    elif mode == "concurrent" and (busy := cpus_busy(one)):
+        line += (f"; 1 process already kept {busy:.2f} of the {cpus} CPUs busy (its client "
+                 f"processes and RabbitMQ), so at the same CPU per job 2 processes would "
+                 f"fill them at about {cpus / busy:.2f}x")
     return line + "."
 
 
@@ -315,6 +330,6 @@ def write_docs(table: dict[str, dict[str, Any]], results: Path, machine: dict[st
              "produce-then-consume the serve processes are paused meanwhile), so its ratio "
              "is bounded below the consume ratio (Amdahl; the bound is given with each "
              "ratio).", "",
-             *processes_tables(table),
+             *processes_tables(table, int(machine["cpus"])),
              CAVEATS]
     DOC.write_text("\n".join(parts))
