@@ -18,9 +18,9 @@ import pytest
 from pamqp import decode
 from pamqp.common import FieldTable
 
+from integration.waiting import eventually, nothing, take
 from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError, PipelineStateError
-from rrjobs.core.job import Job
 from rrjobs.core.message import Message
 from rrjobs.core.pipeline import Pipeline
 from rrjobs.core.queue import PriorityQueue
@@ -150,35 +150,6 @@ async def raw(amqp_url: str) -> AsyncIterator[Raw]:
 def opts(name: str, **extra: Any) -> dict[str, Any]:
     """A direct-exchange pipeline consuming queue ``name`` (routing key ``name``)."""
     return {"queue": name, "routing_key": name, "exchange": f"{name}.ex", **extra}
-
-
-async def take(queue: PriorityQueue, count: int = 1, within: float = 10.0) -> list[Job]:
-    out: list[Job] = []
-    async with asyncio.timeout(within):
-        while len(out) < count:
-            out.append(await queue.extract_min())
-    return out
-
-
-async def nothing(queue: PriorityQueue, within: float = 0.5) -> None:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(within):
-            job = await queue.extract_min()
-            raise AssertionError(f"unexpected job {job!r}")
-
-
-async def eventually(check: Callable[[], Any], within: float = 10.0, what: str = "") -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > end:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.05)
 
 
 def track(raw: Raw, name: str) -> None:

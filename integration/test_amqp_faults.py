@@ -14,7 +14,8 @@ import aio_pika
 import aiormq
 import pytest
 
-from integration.test_amqp_driver import Built, eventually, nothing, opts, take
+from integration.test_amqp_driver import Built, opts
+from integration.waiting import eventually, nothing, take
 from rrjobs.config import Config
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message

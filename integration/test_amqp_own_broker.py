@@ -27,7 +27,7 @@ from integration.brokers import BrokerUnavailable, acquire_own
 from integration.brokers.amqp import RABBITMQ_HOME
 from integration.brokers.base import LocalHandle, log_tail
 from integration.missing import unavailable
-from integration.test_amqp_driver import eventually, take
+from integration.waiting import eventually, take
 from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.job import Job

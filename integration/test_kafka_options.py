@@ -24,6 +24,7 @@ from integration.kafka_helpers import (
     read_all,
     wait_committed,
 )
+from integration.waiting import eventually
 from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.job import Job
@@ -37,13 +38,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
 def group(name: str, **extra: Any) -> dict[str, Any]:
     return {"group_id": name, **GROUP, **extra}
-
-
-async def eventually(cond: Callable[[], bool], within: float, what: str) -> None:
-    end = time.monotonic() + within
-    while not cond():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def produce(bootstrap: str, records: list[tuple[str, int | None, bytes, int | None]],

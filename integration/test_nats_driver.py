@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from nats.aio.client import Client
 
 from integration.brokers.base import LOOPBACK, free_ports, port_open, wait_ready
 from integration.missing import unavailable
+from integration.waiting import eventually, nothing, take
 from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError
 from rrjobs.core.headers import DEDUCED_BY_RR, RR_ERROR, UNREADABLE
@@ -41,34 +42,6 @@ pytestmark = [pytest.mark.nats, pytest.mark.timeout(120)]
 
 def opts(name: str, **extra: Any) -> dict[str, Any]:
     return {"stream": name, "subject": f"{name}.jobs", **extra}
-
-
-async def take(queue: PriorityQueue, count: int = 1, within: float = 10.0) -> list[Job]:
-    out: list[Job] = []
-    async with asyncio.timeout(within):
-        while len(out) < count:
-            out.append(await queue.extract_min())
-    return out
-
-
-async def nothing(queue: PriorityQueue, within: float = 0.7) -> None:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(within):
-            job = await queue.extract_min()
-            raise AssertionError(f"unexpected job {job!r}")
-
-
-async def eventually(check: Callable[[], Any], within: float = 10.0, what: str = "") -> None:
-    end = time.monotonic() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > end:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.05)
 
 
 class Drivers:
@@ -328,7 +301,7 @@ async def test_without_delete_after_ack_the_message_stays(drivers: Drivers,
     await driver.stop()
     again = await drivers.config_driver(name, opts(name))
     await again.run(again.pipeline)
-    await nothing(again.queue)
+    await nothing(again.queue, 0.7)
     js = await drivers.raw()
     assert (await js.stream_info(name)).state.messages == 1
 
@@ -355,7 +328,7 @@ async def test_deliver_new_skips_what_was_published_before(drivers: Drivers,
     (job,) = await take(driver.queue)
     assert job.payload == b"new"
     await job.ack()
-    await nothing(driver.queue)
+    await nothing(driver.queue, 0.7)
 
 
 async def test_processes_sharing_the_consumer_each_hold_their_prefetch(

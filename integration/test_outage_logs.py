@@ -34,7 +34,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ from integration.brokers.pubsub import PubSubSpec, project_id
 from integration.brokers.sqs import ACCESS_KEY, REGION, SECRET_KEY, SqsElasticMqSpec
 from integration.missing import unavailable
 from integration.test_sqs_own_broker import OwnElasticMQ
+from integration.waiting import eventually
 from rrjobs.config import Config
 from rrjobs.core.job import Job
 from rrjobs.core.message import Message
@@ -219,19 +220,6 @@ def shown(records: list[logging.LogRecord]) -> str:
                      + (" [with traceback]" if r.exc_info else "") for r in records)
 
 
-async def eventually(check: Callable[[], Any], what: str, within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within:.0f}s: {what}")
-        await asyncio.sleep(0.1)
-
-
 @dataclass
 class Flow:
     """Jobs pushed by id, and the ids handled."""
@@ -282,20 +270,20 @@ async def check_outage(config: Config, broker: Any, *, total: int = 300) -> None
     try:
         assert await ready(jobs) and await gauge() == 1.0
         await push(total, "before-")
-        await eventually(lambda: len(flow.handled) >= total // 10, "jobs flowing")
+        await eventually(lambda: len(flow.handled) >= total // 10, 60, "jobs flowing")
         with recording() as log:
             await asyncio.to_thread(broker.stop)
             stopped = time.monotonic()
-            await eventually(lambda: not_ready(jobs), "stat not ready in the outage", 30)
+            await eventually(lambda: not_ready(jobs), 30, "stat not ready in the outage")
             assert await gauge() == 0.0, "the metrics say ready in the outage"
             await asyncio.sleep(max(0.0, OUTAGE - (time.monotonic() - stopped)))
             assert not await ready(jobs), "stat ready again while the broker is down"
             await asyncio.to_thread(broker.start)
-            await eventually(lambda: ready(jobs), "stat ready after the outage", 90)
+            await eventually(lambda: ready(jobs), 90, "stat ready after the outage")
             assert await gauge() == 1.0, "the metrics say not ready after the outage"
             await push(total // 3, "after-")
-            await eventually(lambda: flow.pushed <= flow.handled,
-                             "every accepted job handled after the outage", 90)
+            await eventually(lambda: flow.pushed <= flow.handled, 90,
+                             "every accepted job handled after the outage")
             await asyncio.sleep(0.5)  # what the recovery still logs
         check_calm(log.records)
         print(f"\noutage of {OUTAGE:.0f}s: {len(flow.pushed)} jobs, all handled\n"
@@ -304,7 +292,7 @@ async def check_outage(config: Config, broker: Any, *, total: int = 300) -> None
         # Stopping while the broker is down: bounded, and no ERROR, no traceback.
         await push(total // 3, "last-")
         await asyncio.to_thread(broker.stop)
-        await eventually(lambda: not_ready(jobs), "stat not ready in the second outage", 30)
+        await eventually(lambda: not_ready(jobs), 30, "stat not ready in the second outage")
         with recording() as log:
             began = time.monotonic()
             await jobs.stop()
