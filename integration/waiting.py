@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable
 from typing import Any
 
 from rrjobs.core.job import Job
 from rrjobs.core.queue import PriorityQueue
+from rrjobs.testing.pipe import poll
 
 
 async def take(queue: PriorityQueue, count: int = 1, within: float = 10.0) -> list[Job]:
@@ -35,13 +35,5 @@ async def nothing(queue: PriorityQueue, within: float = 0.5) -> None:
 async def eventually(check: Callable[[], Any], within: float = 10.0, what: str = "") -> None:
     """Poll ``check`` (a function, or one returning a coroutine) every 50 ms until its
     result is true; fail with ``what`` after ``within`` seconds."""
-    end = time.monotonic() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > end:
-            raise AssertionError(f"never happened within {within:g}s: {what}")
-        await asyncio.sleep(0.05)
+    if not await poll(check, within, 0.05):
+        raise AssertionError(f"never happened within {within:g}s: {what}")

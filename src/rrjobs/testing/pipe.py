@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
 
@@ -149,12 +150,13 @@ class Pipe:
 async def poll(condition: Callable[[], bool | Awaitable[bool]], within: float,
                interval: float = 0.01) -> bool:
     """Check ``condition`` every ``interval`` s until it holds (``True``) or
-    ``within`` s passed (``False``). For conditions that have no event."""
+    ``within`` s passed (``False``). For conditions that have no event; an awaitable
+    result is awaited, and any other is taken for its truth."""
     loop = asyncio.get_running_loop()
     end = loop.time() + within
     while True:
         result = condition()
-        if not isinstance(result, bool):
+        if inspect.isawaitable(result):
             result = await result
         if result:
             return True
