@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+# seconds each of make test's two pytest processes may run (see test:)
+TEST_BUDGET ?= 2700
+BUDGETED = timeout --signal=ABRT --kill-after=30 $(TEST_BUDGET)
 
 .PHONY: demo test unit docs dist integration-install lint lint-imports type check bench clean proto \
         reliability reliability-report bench-peers bench-peers-small
@@ -37,14 +40,21 @@ integration-install: $(VENV)/.dev
 # brokers of its own); the second's report is printed after the first's (docs/decisions.md,
 # "make test runs its tests in two processes"). PYTEST_ARGS (options, not paths) go to both;
 # the run fails when either fails (a side that selects no test, exit 5, does not).
+# Each process has TEST_BUDGET s: then `timeout` sends it SIGABRT, on which Python's
+# faulthandler (-X faulthandler) prints every thread's traceback to its report, and
+# SIGKILL 30 s later; so a hang fails the run within CI's limit, naming where it hung.
 test: $(VENV)/.dev integration-install lint-imports docs dist
 	@side_log=$$(mktemp); \
-	$(BIN)/python -m pytest tests reliability $(PYTEST_ARGS) >"$$side_log" 2>&1 & side=$$!; \
-	$(BIN)/python -m pytest integration $(PYTEST_ARGS); main=$$?; \
+	$(BUDGETED) $(BIN)/python -X faulthandler -m pytest tests reliability $(PYTEST_ARGS) \
+	  >"$$side_log" 2>&1 & side=$$!; \
+	$(BUDGETED) $(BIN)/python -X faulthandler -m pytest integration $(PYTEST_ARGS); main=$$?; \
 	wait $$side; second=$$?; \
 	if [ "$$main" = 5 ]; then main=0; fi; if [ "$$second" = 5 ]; then second=0; fi; \
 	echo "==== tests/ and reliability/, run beside integration/ (exit $$second) ===="; \
 	cat "$$side_log"; rm -f "$$side_log"; \
+	stopped="ran past TEST_BUDGET=$(TEST_BUDGET) s and was stopped; its report ends with its threads' tracebacks"; \
+	if [ "$$main" = 124 ]; then echo "==== integration/ $$stopped ===="; fi; \
+	if [ "$$second" = 124 ]; then echo "==== tests/ and reliability/ $$stopped ===="; fi; \
 	echo "==== make test: integration/ exit $$main, tests/ and reliability/ exit $$second ===="; \
 	test "$$main" = 0 -a "$$second" = 0
 
@@ -73,7 +83,7 @@ unit: $(VENV)/.dev
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev lint-imports
-	$(BIN)/ruff check src tests integration examples benchmarks reliability
+	$(BIN)/ruff check conftest.py src tests integration examples benchmarks reliability
 
 # The layers: core <- drivers, core <- runtime <- rpc/cli/server, drivers independent.
 lint-imports: $(VENV)/.dev
