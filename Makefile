@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 # seconds each of make test's two pytest processes may run (see test:)
 TEST_BUDGET ?= 2700
-BUDGETED = timeout --signal=ABRT --kill-after=30 $(TEST_BUDGET)
+BUDGETED = timeout --foreground --signal=ABRT --kill-after=30 $(TEST_BUDGET)
 
 .PHONY: demo test unit docs dist integration-install lint lint-imports type check bench clean proto \
         reliability reliability-report bench-peers bench-peers-small
@@ -42,7 +42,8 @@ integration-install: $(VENV)/.dev
 # the run fails when either fails (a side that selects no test, exit 5, does not).
 # Each process has TEST_BUDGET s: then `timeout` sends it SIGABRT, on which Python's
 # faulthandler (-X faulthandler) prints every thread's traceback to its report, and
-# SIGKILL 30 s later; so a hang fails the run within CI's limit, naming where it hung.
+# SIGKILL 30 s later; so a hang fails the run within CI's limit, naming where it hung
+# (--foreground: pytest stays in make's process group, so Ctrl-C still reaches it).
 test: $(VENV)/.dev integration-install lint-imports docs dist
 	@side_log=$$(mktemp); \
 	$(BUDGETED) $(BIN)/python -X faulthandler -m pytest tests reliability $(PYTEST_ARGS) \
