@@ -33,11 +33,7 @@ from integration.brokers.base import (
     which,
 )
 from integration.missing import unavailable
-from rrjobs.config import Config
-from rrjobs.core.job import Job
-from rrjobs.core.message import Message
-from rrjobs.runtime.app import App
-from rrjobs.runtime.jobs import Jobs
+from integration.outage import MidStreamOutage
 
 pytestmark = [pytest.mark.kafka]
 
@@ -138,22 +134,15 @@ async def test_broker_restart_mid_stream_loses_no_job(restartable_kafka: OwnKafk
     """5,000 jobs; the broker is stopped and started again while jobs are being
     handled and pushed. Every job is handled at least once; duplicates are reported."""
     broker = restartable_kafka
-    total, topic = 5000, unique_name
-    seen: dict[str, int] = {}
-    all_seen = asyncio.Event()
-    mid_stream = asyncio.Event()
-    app = App("outage")
+    stream = MidStreamOutage(unique_name, total=5000, before=2500, mid_stream=1000, chunk=250)
+    topic = stream.name
 
-    @app.handler("outage")
-    async def handle(job: Job) -> None:
-        seen[job.id] = seen.get(job.id, 0) + 1
-        await asyncio.sleep(0.002)
-        if len(seen) >= 1000:
-            mid_stream.set()
-        if len(seen) >= total:
-            all_seen.set()
+    async def restart() -> None:
+        await asyncio.to_thread(broker.stop)
+        await asyncio.sleep(2.0)
+        await asyncio.to_thread(broker.start)
 
-    config = Config({
+    await stream.run({
         "kafka": {"brokers": [broker.plaintext]},
         "jobs": {
             "consume": [topic],
@@ -166,41 +155,5 @@ async def test_broker_restart_mid_stream_loses_no_job(restartable_kafka: OwnKafk
                 "producer_options": {"request_timeout": "30s"},
                 "prefetch": 200}}},
         },
-    }, source="outage")
-    msgs = [Message("outage", f"{i}".encode(), topic) for i in range(total)]
-    retried_pushes = 0
-
-    async def push_all(batch: list[Message]) -> None:
-        nonlocal retried_pushes
-        for start in range(0, len(batch), 250):
-            chunk = batch[start:start + 250]
-            while True:
-                try:
-                    await jobs.push_batch(chunk)
-                    break
-                except Exception:  # the broker is down: push again (at-least-once)
-                    retried_pushes += 1
-                    await asyncio.sleep(0.5)
-
-    jobs = Jobs(config, app)
-    async with jobs:
-        await push_all(msgs[:2500])
-        async with asyncio.timeout(60):
-            await mid_stream.wait()
-        handled_before = len(seen)
-        pusher = asyncio.create_task(push_all(msgs[2500:]))
-        await asyncio.to_thread(broker.stop)
-        down_at = time.monotonic()
-        await asyncio.sleep(2.0)
-        await asyncio.to_thread(broker.start)
-        print(f"\noutage: broker down {time.monotonic() - down_at:.1f}s after "
-              f"{handled_before} jobs")
-        async with asyncio.timeout(200):
-            await pusher
-            await all_seen.wait()
-    missing = {m.id for m in msgs} - set(seen)
-    duplicates = sum(n - 1 for n in seen.values())
-    print(f"outage: {total} jobs, {len(seen)} handled, {duplicates} duplicates, "
-          f"{retried_pushes} push batches retried")
-    assert not missing, f"{len(missing)} jobs were never handled"
-    assert handled_before < total
+    }, restart, within=200)
+    stream.check()

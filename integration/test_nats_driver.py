@@ -25,6 +25,7 @@ from nats.aio.client import Client
 
 from integration.brokers.base import LOOPBACK, free_ports, port_open, wait_ready
 from integration.missing import unavailable
+from integration.outage import MidStreamOutage
 from integration.waiting import eventually, nothing, take
 from rrjobs.config import Config
 from rrjobs.core.errors import ConfigError
@@ -481,61 +482,21 @@ async def test_server_killed_mid_stream_loses_no_job(own_nats: OwnNats,
                                                      unique_name: str) -> None:
     """2,000 jobs; the server is SIGKILLed and restarted (same store) while jobs are
     handled and pushed. Every job is handled at least once; duplicates are reported."""
-    total, name = 2000, unique_name
-    seen: dict[str, int] = {}
-    all_seen = asyncio.Event()
-    mid_stream = asyncio.Event()
-    app = App("outage")
+    stream = MidStreamOutage(unique_name, total=2000, before=1000, mid_stream=400, chunk=200)
+    name = stream.name
 
-    @app.handler("outage")
-    async def handle(job: Job) -> None:
-        seen[job.id] = seen.get(job.id, 0) + 1
-        await asyncio.sleep(0.002)
-        if len(seen) >= 400:
-            mid_stream.set()
-        if len(seen) >= total:
-            all_seen.set()
+    async def kill_and_restart() -> None:
+        await asyncio.to_thread(own_nats.kill)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(own_nats.start)
 
-    config = Config({
+    await stream.run({
         "nats": {"addr": own_nats.url},
         "jobs": {"consume": [name], "pool": {"num_workers": 8},
                  "pipelines": {name: {"driver": "nats", "config": {
                      **opts(name), "prefetch": 100, "ack_wait": "5s"}}}},
-    }, source="outage")
-    msgs = [Message("outage", f"{i}".encode(), name) for i in range(total)]
-    retried = 0
-
-    async def push_all(batch: list[Message]) -> None:
-        nonlocal retried
-        for start in range(0, len(batch), 200):
-            chunk = batch[start:start + 200]
-            while True:
-                try:
-                    await jobs.push_batch(chunk)
-                    break
-                except Exception:  # the server is down: push again (at-least-once)
-                    retried += 1
-                    await asyncio.sleep(0.5)
-
-    jobs = Jobs(config, app)
-    async with jobs:
-        await push_all(msgs[:1000])
-        async with asyncio.timeout(60):
-            await mid_stream.wait()
-        handled_before = len(seen)
-        pusher = asyncio.create_task(push_all(msgs[1000:]))
-        await asyncio.to_thread(own_nats.kill)
-        await asyncio.sleep(1.0)
-        await asyncio.to_thread(own_nats.start)
-        async with asyncio.timeout(90):
-            await pusher
-            await all_seen.wait()
-    missing = {m.id for m in msgs} - set(seen)
-    duplicates = sum(n - 1 for n in seen.values())
-    print(f"\noutage: {total} jobs, {len(seen)} handled ({handled_before} before the kill), "
-          f"{duplicates} duplicates, {retried} push batches retried")
-    assert not missing, f"{len(missing)} jobs were never handled"
-    assert handled_before < total
+    }, kill_and_restart, within=90)
+    stream.check()
 
 
 async def test_acks_in_an_outage_return_at_once_quietly_and_the_jobs_come_back(
