@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,11 +66,12 @@ class MidStreamOutage:
                     self.retried += 1
                     await asyncio.sleep(0.5)
 
-    async def run(self, config: dict[str, Any], outage: Callable[[], Awaitable[None]],
-                  within: float) -> None:
-        """Run the stream with ``config`` (a ``Config`` mapping consuming ``name``):
-        ``outage()`` (stop, then start the broker) once ``mid_stream`` jobs were handled;
-        then wait ``within`` seconds at most for the last push and every job."""
+    async def run(self, config: dict[str, Any], *, stop: Callable[[], None],
+                  start: Callable[[], None], down: float, within: float) -> None:
+        """Run the stream with ``config`` (a ``Config`` mapping consuming ``name``). Once
+        ``mid_stream`` jobs were handled, ``stop()`` the broker, wait ``down`` seconds and
+        ``start()`` it again (both blocking calls, run in a thread); then wait ``within``
+        seconds at most for the last push and every job."""
         jobs = Jobs(Config(config, source="outage"), self.app)
         async with jobs:
             await self._push_all(jobs, self.msgs[:self.before])
@@ -79,7 +80,9 @@ class MidStreamOutage:
             self.handled_before = len(self.seen)
             pusher = asyncio.create_task(self._push_all(jobs, self.msgs[self.before:]))
             down_at = time.monotonic()
-            await outage()
+            await asyncio.to_thread(stop)
+            await asyncio.sleep(down)
+            await asyncio.to_thread(start)
             self.down_for = time.monotonic() - down_at
             async with asyncio.timeout(within):
                 await pusher

@@ -137,11 +137,6 @@ async def test_broker_restart_mid_stream_loses_no_job(restartable_kafka: OwnKafk
     stream = MidStreamOutage(unique_name, total=5000, before=2500, mid_stream=1000, chunk=250)
     topic = stream.name
 
-    async def restart() -> None:
-        await asyncio.to_thread(broker.stop)
-        await asyncio.sleep(2.0)
-        await asyncio.to_thread(broker.start)
-
     await stream.run({
         "kafka": {"brokers": [broker.plaintext]},
         "jobs": {
@@ -155,5 +150,5 @@ async def test_broker_restart_mid_stream_loses_no_job(restartable_kafka: OwnKafk
                 "producer_options": {"request_timeout": "30s"},
                 "prefetch": 200}}},
         },
-    }, restart, within=200)
+    }, stop=broker.stop, start=broker.start, down=2.0, within=200)
     stream.check()

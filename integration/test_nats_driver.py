@@ -485,17 +485,12 @@ async def test_server_killed_mid_stream_loses_no_job(own_nats: OwnNats,
     stream = MidStreamOutage(unique_name, total=2000, before=1000, mid_stream=400, chunk=200)
     name = stream.name
 
-    async def kill_and_restart() -> None:
-        await asyncio.to_thread(own_nats.kill)
-        await asyncio.sleep(1.0)
-        await asyncio.to_thread(own_nats.start)
-
     await stream.run({
         "nats": {"addr": own_nats.url},
         "jobs": {"consume": [name], "pool": {"num_workers": 8},
                  "pipelines": {name: {"driver": "nats", "config": {
                      **opts(name), "prefetch": 100, "ack_wait": "5s"}}}},
-    }, kill_and_restart, within=90)
+    }, stop=own_nats.kill, start=own_nats.start, down=1.0, within=90)
     stream.check()
 
 
