@@ -19,25 +19,17 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from pytest_timeout import _get_item_settings  # type: ignore[import-untyped]
 
 #: the share of the pytest-timeout budget a coroutine test gets under asyncio.timeout
 SHARE = 0.9
 
 
 def budget(item: pytest.Item) -> float | None:
-    """The item's pytest-timeout budget in seconds (None or 0: no limit)."""
-    marker = item.get_closest_marker("timeout")
-    if marker is not None:
-        value = marker.args[0] if marker.args else marker.kwargs.get("timeout")
-    else:
-        value = item.config.getoption("timeout", None)
-        if value is None:
-            value = item.config.getini("timeout")
-    try:
-        seconds = float(value) if value not in (None, "") else 0.0
-    except (TypeError, ValueError):
-        return None
-    return seconds if seconds > 0 else None
+    """The item's pytest-timeout budget in seconds (None: no limit), read by pytest-timeout
+    itself (the marker, ``--timeout``, ``PYTEST_TIMEOUT``, the ini), so both agree."""
+    seconds = _get_item_settings(item).timeout
+    return float(seconds) if seconds else None
 
 
 def _where(task: asyncio.Task[Any]) -> str:
